@@ -1,0 +1,74 @@
+# Every workflow of the course is a make target. `make help` lists them.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.installed
+IDS := $(basename $(notdir $(wildcard solutions/*.ipynb)))
+SUBMISSIONS ?= grader/sample_submissions
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+
+# nbgrader shells out to alembic and starts kernels: the venv must come first on PATH.
+# grader/ on PYTHONPATH makes the hidden-test package importable by graded kernels.
+export PATH := $(BIN):$(PATH)
+export PYTHONPATH := $(CURDIR)/grader
+export PYTHONHASHSEED := 0
+
+.PHONY: help setup demo test test-fast assignments grade feedback lab lab-solutions \
+        execute validate validate-gpu lint bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+setup: $(STAMP)  ## create .venv and install everything (idempotent)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (ipykernel)" >/dev/null
+	touch $@
+
+demo: setup  ## run every solution, regenerate the release, grade the sample class
+	$(BIN)/python -m pipeline.demo
+
+test: setup  ## every test: unit, hidden tests vs mutants, pipeline, drift, nbval
+	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest -p no:cacheprovider --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-current-env solutions
+
+test-fast: setup  ## unit tests only (no kernels)
+	$(BIN)/python -m pytest tests -m "not slow"
+
+assignments: setup  ## regenerate nbgrader source/release and notebooks/ from solutions/
+	$(BIN)/python -m pipeline.assignments
+
+grade: setup  ## autograde SUBMISSIONS=dir (dir/<student>/<id>/<id>.ipynb), feedback, grades.csv
+	$(BIN)/python -m pipeline.grading "$(SUBMISSIONS)"
+
+execute: setup  ## re-execute solutions/ in place (after editing a solution notebook)
+	$(BIN)/python -m pipeline.execute solutions/*.ipynb
+
+validate: setup  ## nbval on solutions/, comparing outputs (the CPU CI job)
+	$(BIN)/python -m pytest -p no:cacheprovider --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-current-env solutions
+
+validate-gpu: setup  ## nbval on solutions/ on a CUDA machine: every cell runs, outputs compared loosely
+	$(BIN)/python -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env solutions
+
+lint: setup  ## ruff over the code and the notebooks
+	$(BIN)/ruff check helpers grader/pipeline grader/hidden_tests tests bench solutions
+
+bench: setup  ## print the benchmark tables
+	$(BIN)/python bench/notebook_runtime.py
+
+lab: setup  ## JupyterLab on the student notebooks
+	$(BIN)/jupyter lab notebooks
+
+lab-solutions: setup  ## JupyterLab on the solutions (hidden tests importable)
+	$(BIN)/jupyter lab solutions
+
+clean:  ## remove nbgrader working folders (keeps .venv)
+	rm -rf grader/source grader/release grader/submitted grader/autograded grader/feedback \
+	       grader/gradebook.db grader/grades.csv grader/summary grader/.scratch

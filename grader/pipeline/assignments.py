@@ -1,0 +1,55 @@
+"""Generate the nbgrader source and release, and notebooks/, from solutions/.
+
+``solutions/<id>.ipynb`` is copied to ``<course>/source/<id>/<id>.ipynb``;
+``nbgrader generate_assignment`` produces ``<course>/release/<id>/<id>.ipynb``
+(solutions and hidden tests removed, outputs cleared, Colab cells added, cells
+recorded in the gradebook), which is copied to ``notebooks/<id>.ipynb``.
+Running it twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+from pipeline.nbgrader_cli import nbgrader
+from pipeline.paths import GRADER, NOTEBOOKS, SOLUTIONS, assignment_ids
+
+
+def generate(course_root: Path = GRADER, notebooks_dir: Path | None = NOTEBOOKS,
+             ids: list[str] | None = None) -> list[Path]:
+    """Generate every assignment; return the student notebooks written."""
+    everything = ids is None
+    ids = ids or assignment_ids()
+    if not ids:
+        raise FileNotFoundError(f"no solution notebooks found in {SOLUTIONS}")
+    written = []
+    for notebook_id in ids:
+        source = course_root / "source" / notebook_id
+        shutil.rmtree(source, ignore_errors=True)
+        source.mkdir(parents=True)
+        shutil.copy2(SOLUTIONS / f"{notebook_id}.ipynb", source / f"{notebook_id}.ipynb")
+        nbgrader("generate_assignment", notebook_id, "--force",
+                 course_root=None if course_root == GRADER else course_root)
+        release = course_root / "release" / notebook_id / f"{notebook_id}.ipynb"
+        if notebooks_dir is not None:
+            notebooks_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(release, notebooks_dir / release.name)
+            written.append(notebooks_dir / release.name)
+    if notebooks_dir is not None and everything:
+        for stale in set(notebooks_dir.glob("*.ipynb")) - set(written):
+            stale.unlink()  # its solution was removed or renamed
+    return written
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("ids", nargs="*", help="assignment ids (default: all)")
+    args = parser.parse_args()
+    for path in generate(ids=args.ids or None):
+        print(f"generated {path.relative_to(NOTEBOOKS.parent)}")
+
+
+if __name__ == "__main__":
+    main()

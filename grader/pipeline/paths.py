@@ -1,0 +1,18 @@
+"""Where things are. Everything is relative to the repository root."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SOLUTIONS = ROOT / "solutions"
+NOTEBOOKS = ROOT / "notebooks"
+GRADER = ROOT / "grader"  # the nbgrader course root
+HIDDEN_TESTS = GRADER / "hidden_tests"
+SAMPLE_CLASS = GRADER / "sample_submissions"
+GRADES_CSV = GRADER / "grades.csv"
+
+
+def assignment_ids() -> list[str]:
+    """Assignment ids are the stems of the solution notebooks, in course order."""
+    return sorted(path.stem for path in SOLUTIONS.glob("*.ipynb"))

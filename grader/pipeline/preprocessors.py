@@ -1,0 +1,131 @@
+"""nbgrader preprocessors the course adds to nbgrader's own (see nbgrader_config.py)."""
+
+from __future__ import annotations
+
+import copy
+import re
+
+from jupyter_core.utils import run_sync
+from nbclient.exceptions import DeadKernelError
+from nbformat.notebooknode import NotebookNode
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_output
+from nbgrader.preprocessors import Execute, NbGraderPreprocessor
+from traitlets import Unicode
+
+BADGE_ID, BOOTSTRAP_ID = "colab-badge", "colab-setup"
+HIDDEN_BLOCK = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS.*?^[ \t]*### END HIDDEN TESTS[^\n]*\n?",
+                          re.DOTALL | re.MULTILINE)
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+BOOTSTRAP = '''\
+# Colab only: install the course's `helpers` package (does nothing anywhere else).
+import os, subprocess, sys
+if "google.colab" in sys.modules or os.environ.get("COURSE_HELPERS_SOURCE"):
+    _source = os.environ.get("COURSE_HELPERS_SOURCE", "{source}")
+    _pip = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", _source],
+                          capture_output=True, text=True)
+    if _pip.returncode != 0:
+        raise RuntimeError(f"Could not install the course helpers from {{_source}}:\\n"
+                           f"{{_pip.stderr[-1500:]}}\\nCheck the internet connection, then run "
+                           "this cell again (or Runtime > Restart session).")
+    print("Course helpers installed.")'''
+
+
+class ColabCells(NbGraderPreprocessor):
+    """Put an "Open in Colab" badge and the Colab install cell at the top of a notebook.
+
+    The repository is configured once, in ``grader/nbgrader_config.py``.
+    Running it on a notebook that already has the cells replaces them.
+    """
+
+    repository = Unicode("", help="GitHub 'owner/name' of the course repository").tag(config=True)
+    branch = Unicode("main", help="branch the badges and the install cell point at").tag(config=True)
+
+    def preprocess(self, nb: NotebookNode, resources: dict) -> tuple[NotebookNode, dict]:
+        if not re.fullmatch(r"[\w.-]+/[\w.-]+", self.repository):
+            raise ValueError(f"ColabCells.repository must look like 'owner/name', got "
+                             f"{self.repository!r}; set it in grader/nbgrader_config.py")
+        notebook = resources.get("unique_key") or resources["nbgrader"]["notebook"]
+        url = (f"https://colab.research.google.com/github/{self.repository}/blob/"
+               f"{self.branch}/notebooks/{notebook}.ipynb")
+        badge = new_markdown_cell(
+            f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})")
+        badge["id"] = BADGE_ID
+        source = f"git+https://github.com/{self.repository}@{self.branch}"
+        bootstrap = new_code_cell(BOOTSTRAP.format(source=source))
+        bootstrap["id"] = BOOTSTRAP_ID
+        nb.cells = [badge, bootstrap] + [c for c in nb.cells if c.get("id") not in
+                                         (BADGE_ID, BOOTSTRAP_ID)]
+        return nb, resources
+
+
+class StderrIsNotFailure(NbGraderPreprocessor):
+    """Keep stderr (PyTorch warnings, progress bars) visible without zeroing a test cell.
+
+    nbgrader scores a test cell 0 on *any* stderr output. Failing checks in this course
+    raise, so stderr never signals a failure: it is moved to stdout with a marker.
+    """
+
+    def preprocess_cell(self, cell: NotebookNode, resources: dict, index: int):
+        if cell.cell_type == "code":
+            for output in cell.outputs:
+                if output.output_type == "stream" and output.name == "stderr":
+                    output.name = "stdout"
+                    output.text = "".join(f"[stderr] {line}\n" for line in
+                                          output.text.splitlines())
+        return cell, resources
+
+
+class HideHiddenTests(NbGraderPreprocessor):
+    """Feedback shows each check's name, points and message, never hidden-test source.
+
+    Removes the hidden block from test cells and reduces tracebacks to the error's
+    name and message (a traceback would quote the hidden tests' code).
+    """
+
+    def preprocess_cell(self, cell: NotebookNode, resources: dict, index: int):
+        nbgrader = cell.metadata.get("nbgrader", {})
+        if cell.cell_type != "code" or not nbgrader.get("grade"):
+            return cell, resources
+        if "### BEGIN HIDDEN TESTS" in cell.source:
+            cell.source = HIDDEN_BLOCK.sub("# (hidden tests ran here; their code is not shown)\n",
+                                           cell.source).rstrip()
+        for output in cell.outputs:
+            if output.output_type == "error":
+                output.traceback = [f"{output.ename}: {ANSI.sub('', output.evalue)}"]
+        return cell, resources
+
+
+class ResilientExecute(Execute):
+    """nbgrader's Execute, but a kernel that dies costs only the cell that killed it.
+
+    On a dead kernel (``os._exit``, a segfault, the memory limit) the cell gets an
+    error output, the kernel restarts, the cells that ran cleanly before are replayed
+    silently, and execution goes on with the next cell.
+    """
+
+    def preprocess_cell(self, cell: NotebookNode, resources: dict, index: int):
+        try:
+            return super().preprocess_cell(cell, resources, index)
+        except DeadKernelError:
+            self.log.warning("Kernel died in cell %d; restarting and continuing", index)
+            cell.outputs.append(new_output(
+                "error", ename="KernelDied",
+                evalue="the kernel stopped while running this cell (a crash, os._exit, or "
+                       "running out of memory); the cells after it were still graded",
+                traceback=["KernelDied: the kernel stopped while running this cell"]))
+            self._restart_and_replay(index)
+            return cell, self.resources
+
+    def _restart_and_replay(self, index: int) -> None:
+        run_sync(self.km.restart_kernel)(now=True)
+        run_sync(self.kc.wait_for_ready)(timeout=self.startup_timeout)
+        for earlier in self.nb.cells[:index]:
+            clean = earlier.cell_type == "code" and not any(
+                o.output_type == "error" for o in earlier.get("outputs", []))
+            if clean:
+                try:
+                    self.execute_cell(copy.deepcopy(earlier), -1, store_history=False)
+                except DeadKernelError:  # pragma: no cover - a replayed cell killing it again
+                    run_sync(self.km.restart_kernel)(now=True)
+                    run_sync(self.kc.wait_for_ready)(timeout=self.startup_timeout)
