@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import resource
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -22,22 +24,46 @@ def nbgrader_env() -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(GRADER), env.get("PYTHONPATH", "")) if p)
     env["COURSE_WIDGETS"] = "0"
     env.setdefault("PYTHONHASHSEED", "0")
+    env.setdefault("OMP_NUM_THREADS", "1")  # parallel workers must not fight over cores
     return env
 
 
+def _limit_memory(limit_bytes: int | None):
+    def apply() -> None:
+        if limit_bytes:
+            resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
+    return apply
+
+
 def nbgrader(*args: str, course_root: Path | None = None, check: bool = True,
-             quiet: bool = True) -> subprocess.CompletedProcess:
+             timeout: float | None = None, memory_limit: int | None = None
+             ) -> subprocess.CompletedProcess:
     """``nbgrader <args>`` run from ``grader/`` (where nbgrader_config.py lives).
 
-    ``course_root`` points nbgrader at another course directory and gradebook
-    (used to generate into a scratch folder, e.g. for the drift test).
+    ``course_root`` points nbgrader at another course directory and gradebook (a
+    scratch folder per submission, or the drift test's). ``timeout`` bounds the
+    whole run: on expiry the process group (nbgrader and its kernel) is killed.
+    ``memory_limit`` (bytes) caps the address space of nbgrader and its kernel.
     """
     command = [sys.executable, "-m", "nbgrader", *args]
     if course_root is not None:
         command += [f"--CourseDirectory.root={course_root}",
                     f"--CourseDirectory.db_url=sqlite:///{course_root / 'gradebook.db'}"]
-    result = subprocess.run(command, cwd=GRADER, env=nbgrader_env(), text=True,
-                            capture_output=quiet)
+    process = subprocess.Popen(command, cwd=GRADER, env=nbgrader_env(), text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               start_new_session=True, preexec_fn=_limit_memory(memory_limit))
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        raise
+    finally:
+        try:  # a kernel left behind by a crashed nbgrader must not outlive it
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    result = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
     if check and result.returncode != 0:
         raise RuntimeError(f"`nbgrader {' '.join(args)}` failed ({result.returncode}):\n"
                            f"{(result.stderr or '')[-4000:]}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import re
 
 from jupyter_core.utils import run_sync
@@ -123,9 +122,10 @@ class ResilientExecute(Execute):
         for earlier in self.nb.cells[:index]:
             clean = earlier.cell_type == "code" and not any(
                 o.output_type == "error" for o in earlier.get("outputs", []))
-            if clean:
+            if clean:  # silent: no outputs, nothing recorded in the notebook
+                msg_id = self.kc.execute(earlier.source, silent=True, store_history=False)
                 try:
-                    self.execute_cell(copy.deepcopy(earlier), -1, store_history=False)
-                except DeadKernelError:  # pragma: no cover - a replayed cell killing it again
+                    self.wait_for_reply(msg_id)
+                except DeadKernelError:  # a replayed cell killing it again: start clean
                     run_sync(self.km.restart_kernel)(now=True)
                     run_sync(self.kc.wait_for_ready)(timeout=self.startup_timeout)

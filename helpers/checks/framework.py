@@ -7,6 +7,11 @@ from typing import Any
 
 import torch
 
+# Captured when helpers is imported (the setup cell, before any student code runs), so a
+# submission that replaces torch.allclose cannot make every comparison pass.
+_allclose = torch.allclose
+_isfinite = torch.isfinite
+
 
 class CheckFailed(AssertionError):
     """A check failed. The message is meant for students: what, expected, got, likely mistake."""
@@ -102,7 +107,7 @@ class SelfCheck:
                     likely=likely or "check which dimensions you reduce, keep or transpose")
 
     def finite(self, value: torch.Tensor, what: str, likely: str | None = None) -> None:
-        bad = (~torch.isfinite(value)).sum().item()
+        bad = (~_isfinite(value)).sum().item()
         self.expect(bad == 0, f"{what} contains only finite numbers",
                     expected="no nan or inf", got=f"{bad} non-finite entries in {describe(value)}",
                     likely=likely)
@@ -128,16 +133,16 @@ class SelfCheck:
         expected = torch.as_tensor(expected).detach().to(actual.device)
         if actual.shape != expected.shape:
             self.shape(actual, tuple(expected.shape), check)
-        ok = torch.allclose(actual.double(), expected.double(), atol=atol, rtol=rtol)
+        ok = _allclose(actual.double(), expected.double(), atol=atol, rtol=rtol)
         if not ok:
             for description, wrong in (mistakes or {}).items():
                 wrong = torch.as_tensor(wrong).detach().to(actual.device)
-                if wrong.shape == actual.shape and torch.allclose(
+                if wrong.shape == actual.shape and _allclose(
                         actual.double(), wrong.double(), atol=atol, rtol=rtol):
                     likely = description
                     break
             gap = (actual.double() - expected.double()).abs()
-            gap = gap[torch.isfinite(gap)]
+            gap = gap[_isfinite(gap)]
             worst = f"; largest difference {gap.max().item():.3g}" if gap.numel() else ""
             self.fail(check, expected=describe(expected), got=describe(actual) + worst,
                       likely=likely)

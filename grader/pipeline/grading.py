@@ -1,0 +1,256 @@
+"""Autograde a class: ``python -m pipeline.grading DIR [--jobs N] [--shard i/N]``.
+
+Each submission is graded by nbgrader in its own scratch course directory (a copy of
+the gradebook with the assignments), in parallel worker processes, under a wall-clock
+and a memory limit. Its result is a small JSON file; the results are then merged into
+the course gradebook (for formgrader), ``grader/autograded/``, ``grader/feedback/``
+and ``grader/grades.csv``. A submission that hangs, crashes or cheats costs only
+itself. ``--shard i/N`` grades every N-th submission and stops after writing the
+JSON results, so shards can run on separate machines; ``--merge`` combines them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+import nbformat
+from nbgrader.api import Gradebook, MissingEntry
+from tqdm.auto import tqdm
+
+from pipeline.assignments import generate
+from pipeline.nbgrader_cli import nbgrader
+from pipeline.paths import GRADER, GRADES_CSV, SOLUTIONS, assignment_ids
+from pipeline.submissions import Submission, find_submissions
+
+DB_URL = f"sqlite:///{GRADER / 'gradebook.db'}"
+SCRATCH = GRADER / ".scratch"
+RESULTS = GRADER / "results"
+NBGRADER_COLUMNS = ["assignment", "student_id", "score", "max_score"]
+
+
+def ensure_release() -> None:
+    """The gradebook must know every assignment; (re)generate when it is missing or stale."""
+    db = GRADER / "gradebook.db"
+    newest_solution = max(p.stat().st_mtime for p in SOLUTIONS.glob("*.ipynb"))
+    if not db.exists() or db.stat().st_mtime < newest_solution:
+        generate()
+
+
+# ---- one submission -----------------------------------------------------------------------
+
+def _messages(notebook_path: Path) -> dict[str, str]:
+    """grade_id -> the error message of each failed test cell of an autograded notebook."""
+    notebook = nbformat.read(notebook_path, as_version=4)
+    messages = {}
+    for cell in notebook.cells:
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        for output in cell.get("outputs", []):
+            if grade_id and output.output_type == "error":
+                messages[grade_id] = (
+                    "not answered yet (NotImplementedError)" if output.ename == "NotImplementedError"
+                    else f"{output.ename}: {output.evalue}".strip())
+    return messages
+
+
+def grade_one(sub: Submission, *, timeout: float, memory_limit: int | None,
+              cell_timeout: int | None = None) -> dict:
+    """Autograde and write feedback for one submission in a scratch course; return its result."""
+    scratch = SCRATCH / f"{sub.student}__{sub.assignment}"
+    shutil.rmtree(scratch, ignore_errors=True)
+    (scratch / "submitted" / sub.student / sub.assignment).mkdir(parents=True)
+    shutil.copy2(GRADER / "gradebook.db", scratch / "gradebook.db")
+    shutil.copytree(GRADER / "source" / sub.assignment, scratch / "source" / sub.assignment)
+    shutil.copy2(sub.notebook, scratch / "submitted" / sub.student / sub.assignment
+                 / f"{sub.assignment}.ipynb")
+    result = {"student": sub.student, "assignment": sub.assignment, "status": "graded",
+              "cells": [], "log": ""}
+    flags = ["--student", sub.student, "--force"]
+    extra = [f"--Execute.timeout={cell_timeout}"] if cell_timeout else []
+    try:
+        run = nbgrader("autograde", sub.assignment, *flags, *extra, course_root=scratch,
+                       check=False,
+                       timeout=timeout, memory_limit=memory_limit)
+        if run.returncode != 0:
+            result["status"] = "autograde failed"
+            result["log"] = run.stderr[-3000:]
+    except subprocess.TimeoutExpired:
+        result["status"] = f"timed out after {timeout:.0f} s"
+    autograded = scratch / "autograded" / sub.student / sub.assignment
+    notebook = autograded / f"{sub.assignment}.ipynb"
+    if notebook.exists():
+        messages = _messages(notebook)
+        with Gradebook(f"sqlite:///{scratch / 'gradebook.db'}") as gb:
+            try:
+                submitted = gb.find_submission_notebook(sub.assignment, sub.assignment,
+                                                        sub.student)
+                for grade in sorted(submitted.grades, key=lambda g: g.name):
+                    result["cells"].append({
+                        "grade_id": grade.name,
+                        "kind": "auto" if grade.cell.cell_type == "code" else "manual",
+                        "score": grade.score,
+                        "max_score": grade.max_score, "auto_score": grade.auto_score,
+                        "needs_manual_grade": grade.needs_manual_grade,
+                        "message": messages.get(grade.name, ""),
+                    })
+            except MissingEntry:
+                result["status"] = "not graded"
+        nbgrader("generate_feedback", sub.assignment, *flags, course_root=scratch, check=False,
+                 timeout=300)
+        for kind in ("autograded", "feedback"):
+            target = GRADER / kind / sub.student / sub.assignment
+            shutil.rmtree(target, ignore_errors=True)
+            source = scratch / kind / sub.student / sub.assignment
+            if source.exists():
+                shutil.copytree(source, target)
+    elif result["status"] == "graded":
+        result["status"] = "not graded"
+    shutil.rmtree(scratch, ignore_errors=True)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{sub.student}__{sub.assignment}.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def grade_all(subs: list[Submission], *, jobs: int, timeout: float,
+              memory_limit: int | None, cell_timeout: int | None = None) -> list[dict]:
+    """Grade submissions with ``jobs`` workers (threads driving nbgrader processes)."""
+    results = []
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = [pool.submit(grade_one, s, timeout=timeout, memory_limit=memory_limit,
+                               cell_timeout=cell_timeout) for s in subs]
+        for future in tqdm(as_completed(futures), total=len(futures), desc="grading",
+                           unit="notebook"):
+            results.append(future.result())
+    return sorted(results, key=lambda r: (r["student"], r["assignment"]))
+
+
+# ---- merging ------------------------------------------------------------------------------
+
+def merge_into_gradebook(results: list[dict]) -> None:
+    """Record every result in the course gradebook, as nbgrader's SaveAutoGrades would."""
+    with Gradebook(DB_URL) as gb:
+        for result in results:
+            gb.update_or_create_student(result["student"])
+            gb.update_or_create_submission(result["assignment"], result["student"])
+            for cell in result["cells"]:
+                grade = gb.find_grade(cell["grade_id"], result["assignment"],
+                                      result["assignment"], result["student"])
+                grade.auto_score = cell["auto_score"]
+                grade.needs_manual_grade = cell["needs_manual_grade"]
+            gb.db.commit()
+
+
+def exercise_name(grade_id: str) -> str:
+    return grade_id.removeprefix("test_")
+
+
+def write_grades_csv(results: list[dict], path: Path = GRADES_CSV) -> None:
+    """One row per student and assignment: nbgrader's columns, status, one column per exercise."""
+    exercises = sorted({exercise_name(c["grade_id"]) for r in results for c in r["cells"]})
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(NBGRADER_COLUMNS + ["auto_score", "auto_max_score",
+                                            "needs_manual_grade", "status"] + exercises)
+        for r in results:
+            cells = {exercise_name(c["grade_id"]): c for c in r["cells"]}
+            auto = [c for c in r["cells"] if c["kind"] == "auto"]
+            writer.writerow([
+                r["assignment"], r["student"],
+                sum(c["score"] or 0 for c in r["cells"]), sum(c["max_score"] for c in r["cells"]),
+                sum(c["score"] or 0 for c in auto), sum(c["max_score"] for c in auto),
+                sum(c["needs_manual_grade"] for c in r["cells"]), r["status"],
+            ] + [_cell_text(cells.get(e)) for e in exercises])
+
+
+def _cell_text(cell: dict | None) -> str:
+    if cell is None:
+        return ""
+    if cell["needs_manual_grade"]:
+        return "to grade"
+    return f"{cell['score'] or 0:g}"
+
+
+def grade_table(results: list[dict]) -> str:
+    """Students × assignments, auto-graded points earned / available."""
+    ids = sorted({r["assignment"] for r in results})
+    students = sorted({r["student"] for r in results})
+    cell = {(r["student"], r["assignment"]): r for r in results}
+    width = max([len(s) for s in students] + [7])
+    col = max([len(i) for i in ids] + [14])
+    lines = [f"{'student':<{width}}  " + "  ".join(f"{i:>{col}}" for i in ids)]
+    for student in students:
+        row = []
+        for i in ids:
+            r = cell.get((student, i))
+            if r is None:
+                row.append(f"{'—':>{col}}")
+                continue
+            auto = [c for c in r["cells"] if c["kind"] == "auto"]
+            text = (f"{sum(c['score'] or 0 for c in auto):g}/{sum(c['max_score'] for c in auto):g}"
+                    if r["cells"] else r["status"][:col])
+            row.append(f"{text:>{col}}")
+        lines.append(f"{student:<{width}}  " + "  ".join(row))
+    return "\n".join(lines)
+
+
+def finish(results: list[dict]) -> None:
+    merge_into_gradebook(results)
+    write_grades_csv(results)
+    print("\nAuto-graded points (Think! answers are graded by hand in formgrader):")
+    print(grade_table(results))
+    manual = sum(c["needs_manual_grade"] for r in results for c in r["cells"])
+    print(f"\n{len(results)} notebooks graded; {manual} Think! answers wait for manual grading.")
+    print(f"Grades:   {GRADES_CSV.relative_to(GRADER.parent)}")
+    print(f"Feedback: {(GRADER / 'feedback').relative_to(GRADER.parent)}/<student>/<id>/<id>.html")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("submissions", type=Path, nargs="?")
+    parser.add_argument("--jobs", type=int, default=2, help="parallel workers")
+    parser.add_argument("--timeout", type=float, default=900,
+                        help="wall-clock seconds allowed per notebook")
+    parser.add_argument("--cell-timeout", type=int, default=None,
+                        help="seconds per cell (default: nbgrader_config.py's Execute.timeout)")
+    parser.add_argument("--memory-gb", type=float, default=8.0,
+                        help="address-space limit per grading process (0 = none)")
+    parser.add_argument("--shard", default="1/1", help="grade only slice i of N (i/N)")
+    parser.add_argument("--merge", action="store_true",
+                        help="merge the JSON results in grader/results/ (after sharded runs)")
+    args = parser.parse_args(argv)
+    ensure_release()
+    if args.merge:
+        results = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
+        finish(results)
+        return 0
+    if args.submissions is None:
+        parser.error("give the submissions folder (or --merge)")
+    index, count = (int(n) for n in args.shard.split("/"))
+    if not 1 <= index <= count:
+        parser.error(f"--shard must be i/N with 1 <= i <= N, got {args.shard}")
+    subs, problems = find_submissions(args.submissions, assignment_ids())
+    for problem in problems:
+        print(f"NOT GRADED: {problem}", file=sys.stderr)
+    subs = subs[index - 1::count]
+    if count == 1:
+        shutil.rmtree(RESULTS, ignore_errors=True)  # a full re-grade replaces old results
+    memory = int(args.memory_gb * 2**30) or None
+    results = grade_all(subs, jobs=args.jobs, timeout=args.timeout, memory_limit=memory,
+                        cell_timeout=args.cell_timeout)
+    if count == 1:
+        finish(results)
+    else:
+        print(f"shard {index}/{count}: {len(results)} results in {RESULTS}; "
+              "run with --merge when every shard is done")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

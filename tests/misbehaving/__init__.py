@@ -1,0 +1,40 @@
+"""A bank of misbehaving submissions, built on the full solution of tutorial 01.
+
+Each entry: student id -> (answer cells replaced: grade_id -> source, test cells replaced:
+grade_id -> source, expected auto-graded points per test cell).
+"""
+
+NOTEBOOK = "01_gain_multiplication"
+
+_SOFTMAX_HEADER = "def stable_softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:\n"
+_ATTENTION_HEADER = ("def gained_dot_product_attention(x, q_1, q_2, z_1, z_2):\n")
+_GOOD_SOFTMAX = (_SOFTMAX_HEADER + "    e = torch.exp(x - x.amax(dim=dim, keepdim=True))\n"
+                 "    return e / e.sum(dim=dim, keepdim=True)\n")
+
+BANK = {
+    # raises inside the function: that exercise scores 0, the rest is graded
+    "raises_error": ({"stable_softmax": _SOFTMAX_HEADER + "    raise ValueError('oops')\n"}, {},
+                     {"test_stable_softmax": 0, "test_gained_dot_product_attention": 2}),
+    # loops forever while defining the answer: the cell times out, later cells still run
+    "infinite_loop": ({"gained_dot_product_attention": "while True:\n    pass\n"}, {},
+                      {"test_stable_softmax": 2, "test_gained_dot_product_attention": 0}),
+    # kills its kernel: only the killing cell's exercise is lost
+    "kernel_crash": ({"gained_dot_product_attention": "import os\nos._exit(1)\n"}, {},
+                     {"test_stable_softmax": 2, "test_gained_dot_product_attention": 0}),
+    # prints warnings to stderr from a correct answer: no points lost
+    "noisy_warnings": ({"stable_softmax": "import sys, warnings\n" + _SOFTMAX_HEADER
+                        + "    warnings.warn('a harmless warning')\n"
+                        + "    print('progress...', file=sys.stderr)\n"
+                        + "    e = torch.exp(x - x.amax(dim=dim, keepdim=True))\n"
+                        + "    return e / e.sum(dim=dim, keepdim=True)\n"}, {},
+                       {"test_stable_softmax": 2, "test_gained_dot_product_attention": 2}),
+    # empties the test cells of a wrong answer: nbgrader restores them from the gradebook
+    "edits_tests": ({"gained_dot_product_attention": _ATTENTION_HEADER
+                     + "    w = torch.softmax(q_1 + q_2, dim=0)\n    return w, torch.dot(w, x)\n"},
+                    {"test_gained_dot_product_attention": "pass\n"},
+                    {"test_stable_softmax": 2, "test_gained_dot_product_attention": 0}),
+    # makes every comparison pass: the checks compare with a reference taken before
+    "patches_allclose": ({"stable_softmax": "torch.allclose = lambda *args, **kwargs: True\n"
+                          + _SOFTMAX_HEADER + "    return torch.exp(x)\n"}, {},
+                         {"test_stable_softmax": 0, "test_gained_dot_product_attention": 2}),
+}
