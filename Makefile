@@ -8,7 +8,8 @@ VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed
 IDS := $(basename $(notdir $(wildcard solutions/*.ipynb)))
-SUBMISSIONS ?= grader/sample_submissions
+SUBMISSIONS ?=
+SHARD ?=
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
 # nbgrader shells out to alembic and starts kernels: the venv must come first on PATH.
@@ -17,7 +18,7 @@ export PATH := $(BIN):$(PATH)
 export PYTHONPATH := $(CURDIR)/grader
 export PYTHONHASHSEED := 0
 
-.PHONY: help setup demo test test-fast assignments grade feedback lab lab-solutions \
+.PHONY: help setup demo test test-fast assignments grade grade-merge lab lab-solutions \
         execute validate validate-gpu lint bench clean
 
 help:  ## list the targets
@@ -35,7 +36,8 @@ $(STAMP): pyproject.toml constraints.txt
 demo: setup  ## run every solution, regenerate the release, grade the sample class
 	$(BIN)/python -m pipeline.demo
 
-test: setup  ## every test: unit, hidden tests vs mutants, pipeline, drift, nbval
+test: setup  ## every test: lint, unit, hidden tests vs mutants, pipeline, drift, nbval
+	$(BIN)/ruff check helpers grader/pipeline grader/hidden_tests grader/sample_mistakes tests bench solutions
 	$(BIN)/python -m pytest tests
 	$(BIN)/python -m pytest -p no:cacheprovider --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-current-env solutions
 
@@ -45,8 +47,12 @@ test-fast: setup  ## unit tests only (no kernels)
 assignments: setup  ## regenerate nbgrader source/release and notebooks/ from solutions/
 	$(BIN)/python -m pipeline.assignments
 
-grade: setup  ## autograde SUBMISSIONS=dir (dir/<student>/<id>/<id>.ipynb), feedback, grades.csv
-	$(BIN)/python -m pipeline.grading "$(SUBMISSIONS)"
+grade: setup  ## autograde SUBMISSIONS=dir [JOBS=n] [SHARD=i/N]: feedback, grades.csv
+	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=dir  (dir/<student>/<id>/<id>.ipynb)"; exit 2; }
+	$(BIN)/python -m pipeline.grading "$(SUBMISSIONS)" --jobs $(JOBS) $(if $(SHARD),--shard $(SHARD))
+
+grade-merge: setup  ## merge the results of sharded `make grade SHARD=i/N` runs
+	$(BIN)/python -m pipeline.grading --merge
 
 execute: setup  ## re-execute solutions/ in place (after editing a solution notebook)
 	$(BIN)/python -m pipeline.execute solutions/*.ipynb
@@ -58,7 +64,7 @@ validate-gpu: setup  ## nbval on solutions/ on a CUDA machine: every cell runs, 
 	$(BIN)/python -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env solutions
 
 lint: setup  ## ruff over the code and the notebooks
-	$(BIN)/ruff check helpers grader/pipeline grader/hidden_tests tests bench solutions
+	$(BIN)/ruff check helpers grader/pipeline grader/hidden_tests grader/sample_mistakes tests bench solutions
 
 bench: setup  ## print the benchmark tables
 	$(BIN)/python bench/notebook_runtime.py

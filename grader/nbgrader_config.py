@@ -5,6 +5,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # makes `pipeline` importable
 
+from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor  # noqa: E402
 from nbgrader.preprocessors import (  # noqa: E402
     AssignLatePenalties,
     CheckCellMetadata,
@@ -21,8 +22,6 @@ from nbgrader.preprocessors import (  # noqa: E402
     SaveAutoGrades,
     SaveCells,
 )
-from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor  # noqa: E402
-
 from pipeline.preprocessors import (  # noqa: E402
     ColabCells,
     HideHiddenTests,

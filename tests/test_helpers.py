@@ -1,0 +1,146 @@
+"""Unit tests of the shared helpers (seed, device, training, checks, widgets, plotting)."""
+
+from __future__ import annotations
+
+import matplotlib
+import pytest
+import torch
+from torch import nn
+
+from helpers import get_device, set_seed
+from helpers.checks import CheckFailed, SelfCheck
+from helpers.plotting import heatmap, to_numpy
+from helpers.training import count_parameters, evaluate, train
+from helpers.widgets import slider_demo, widget_frontend_available
+
+matplotlib.use("Agg")
+
+
+def test_set_seed_makes_torch_and_numpy_repeat():
+    import numpy as np
+
+    set_seed(3)
+    first = torch.randn(4), np.random.rand(3)
+    set_seed(3)
+    second = torch.randn(4), np.random.rand(3)
+    assert torch.equal(first[0], second[0]) and (first[1] == second[1]).all()
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "0", True])
+def test_set_seed_rejects_bad_seeds_with_a_clear_message(bad):
+    with pytest.raises(ValueError, match="non-negative integer"):
+        set_seed(bad)
+
+
+def test_get_device_prefers_what_is_available(monkeypatch):
+    monkeypatch.delenv("COURSE_DEVICE", raising=False)
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert get_device().type == expected
+    assert get_device("cpu").type == "cpu"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
+def test_get_device_explains_a_missing_gpu():
+    with pytest.raises(RuntimeError, match="CUDA is not available"):
+        get_device("cuda")
+
+
+def test_train_learns_a_separable_problem_and_records_history():
+    set_seed(0)
+    X = torch.randn(256, 2)
+    y = (X[:, :1] + X[:, 1:] > 0).float()
+    model = nn.Sequential(nn.Linear(2, 1), nn.Sigmoid())
+    history = train(model, X, y, epochs=15, lr=0.1, val_inputs=X[:64], val_target=y[:64],
+                    device=torch.device("cpu"), progress=False)
+    assert set(history) == {"train_loss", "train_acc", "val_loss", "val_acc"}
+    assert all(len(v) == 15 for v in history.values())
+    assert history["train_loss"][-1] < history["train_loss"][0]
+    assert history["train_acc"][-1] > 0.95
+    assert evaluate(model, X, y)[1] == pytest.approx(history["train_acc"][-1])
+    assert count_parameters(model) == 3
+
+
+def test_train_is_reproducible_for_a_seed():
+    def run():
+        set_seed(1)
+        model = nn.Linear(3, 4)
+        X, y = torch.randn(64, 3), torch.randint(0, 4, (64,))
+        return train(model, X, y, task="multiclass", epochs=3, progress=False,
+                     device=torch.device("cpu"))["train_loss"]
+
+    assert run() == run()
+
+
+def test_train_rejects_mismatched_inputs_clearly():
+    with pytest.raises(ValueError, match="one row per target"):
+        train(nn.Linear(2, 1), torch.zeros(5, 2), torch.zeros(4, 1), progress=False)
+    with pytest.raises(ValueError, match="task must be one of"):
+        train(nn.Linear(2, 1), torch.zeros(4, 2), torch.zeros(4, 1), task="regression")
+
+
+def test_self_check_failure_message_is_plain_words():
+    check = SelfCheck("my_function")
+    with pytest.raises(CheckFailed) as info:
+        check.close(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 3.0]), "adds up",
+                    mistakes={"forgot the second term": torch.tensor([1.0, 2.0])})
+    message = str(info.value)
+    assert "my_function: check 1 failed: adds up" in message
+    assert "expected:" in message and "got:" in message
+    assert "likely mistake: forgot the second term" in message
+    assert info.value.__suppress_context__
+
+
+def test_self_check_reports_a_crash_and_lets_not_implemented_through():
+    check = SelfCheck("f")
+
+    def crashes(x):
+        return x @ x
+
+    with pytest.raises(CheckFailed, match="runs without an error"):
+        check.call(crashes, torch.zeros(2, 3))
+
+    def blank(x):
+        raise NotImplementedError
+
+    with pytest.raises(NotImplementedError):
+        check.call(blank, 1)
+
+
+def test_self_check_uses_comparisons_captured_before_student_code(monkeypatch):
+    monkeypatch.setattr(torch, "allclose", lambda *args, **kwargs: True)
+    with pytest.raises(CheckFailed):
+        SelfCheck("f").close(torch.zeros(3), torch.ones(3), "zeros are not ones")
+
+
+def test_self_check_tolerates_float_noise_but_not_errors():
+    check = SelfCheck("f")
+    check.close(torch.tensor([0.1 + 0.2]), torch.tensor([0.3]), "float noise is fine")
+    with pytest.raises(CheckFailed):
+        check.close(torch.tensor([0.31]), torch.tensor([0.3]), "a real difference")
+
+
+def test_slider_demo_draws_static_settings_without_a_frontend(monkeypatch):
+    monkeypatch.setenv("COURSE_WIDGETS", "0")
+    assert not widget_frontend_available()
+    calls = []
+    slider_demo(lambda a: calls.append(a), {"a": (0.0, 1.0, 0.1, 0.5)},
+                static_settings=[{"a": 0.0}, {"a": 1.0}])
+    assert calls == [0.0, 1.0]
+
+
+def test_slider_demo_rejects_a_bad_slider():
+    with pytest.raises(ValueError, match="min <= start <= max"):
+        slider_demo(lambda a: None, {"a": (0.0, 1.0, 0.1, 5.0)}, static_settings=[])
+
+
+def test_heatmap_labels_and_rejects_non_matrices():
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    heatmap(ax, torch.eye(3), title="I", xlabel="key", ylabel="query",
+            xticklabels=list("abc"), yticklabels=list("abc"))
+    assert ax.get_title() == "I" and ax.get_xlabel() == "key"
+    with pytest.raises(ValueError, match="2-D matrix"):
+        heatmap(ax, torch.zeros(2, 2, 2), title="", xlabel="", ylabel="")
+    plt.close(fig)
+    assert to_numpy(torch.ones(2, requires_grad=True)).tolist() == [1.0, 1.0]
