@@ -111,3 +111,13 @@ def test_grades_csv_has_one_row_per_student_and_assignment(graded):
     assert len({(r["student_id"], r["assignment"]) for r in rows}) == len(rows)
     table = graded[1].stdout
     assert "full_solution" in table and "blank_release" in table
+
+
+def test_class_summary_shows_pass_rates_and_grade_distribution(graded):
+    summary = graded[0] / "grader" / "summary"
+    with (summary / "pass_rates.csv").open() as handle:
+        rates = {(r["assignment"], r["exercise"]): r for r in csv.DictReader(handle)}
+    softmax = rates[NOTEBOOK, "stable_softmax"]
+    assert 0 < float(softmax["pass_rate"]) < 1
+    assert (summary / "grade_distribution.png").stat().st_size > 1000
+    assert "hardest first" in graded[1].stdout

@@ -28,6 +28,7 @@ from pipeline.assignments import generate
 from pipeline.nbgrader_cli import nbgrader
 from pipeline.paths import GRADER, GRADES_CSV, SOLUTIONS, assignment_ids
 from pipeline.submissions import Submission, find_submissions
+from pipeline.summary import SUMMARY, write_summary
 
 DB_URL = f"sqlite:///{GRADER / 'gradebook.db'}"
 SCRATCH = GRADER / ".scratch"
@@ -208,6 +209,10 @@ def finish(results: list[dict]) -> None:
     print(f"\n{len(results)} notebooks graded; {manual} Think! answers wait for manual grading.")
     print(f"Grades:   {GRADES_CSV.relative_to(GRADER.parent)}")
     print(f"Feedback: {(GRADER / 'feedback').relative_to(GRADER.parent)}/<student>/<id>/<id>.html")
+    table = write_summary(results)
+    print(f"\nExercises, hardest first (class summary and plot in "
+          f"{SUMMARY.relative_to(GRADER.parent)}/):")
+    print(table)
 
 
 def main(argv: list[str] | None = None) -> int:

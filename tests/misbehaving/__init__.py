@@ -21,6 +21,9 @@ BANK = {
     # kills its kernel: only the killing cell's exercise is lost
     "kernel_crash": ({"gained_dot_product_attention": "import os\nos._exit(1)\n"}, {},
                      {"test_stable_softmax": 2, "test_gained_dot_product_attention": 0}),
+    # asks for 16 GiB: the memory limit turns it into a MemoryError in that cell only
+    "memory_bomb": ({"gained_dot_product_attention": "hog = bytearray(16 * 2**30)\n"}, {},
+                    {"test_stable_softmax": 2, "test_gained_dot_product_attention": 0}),
     # prints warnings to stderr from a correct answer: no points lost
     "noisy_warnings": ({"stable_softmax": "import sys, warnings\n" + _SOFTMAX_HEADER
                         + "    warnings.warn('a harmless warning')\n"
