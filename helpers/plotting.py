@@ -73,8 +73,12 @@ def heatmap(
         ax.set_yticks(range(len(yticklabels)), yticklabels)
     if annotate:
         for (i, j), value in np.ndenumerate(data):
+            if not np.isfinite(value):
+                continue
+            red, green, blue, _ = image.cmap(image.norm(value))
+            dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5  # perceived luminance
             ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8,
-                    color="white" if value < (data.max() + data.min()) / 2 else "black")
+                    color="white" if dark else "black")
     colorbar = ax.figure.colorbar(image, ax=ax)
     if colorbar_label:
         colorbar.set_label(colorbar_label)

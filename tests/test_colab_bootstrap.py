@@ -50,6 +50,7 @@ def test_bootstrap_installs_helpers_into_a_colab_like_environment(colab_like_pyt
         [colab_like_python, "-c",
          "from helpers import set_seed, get_device; from helpers.checks.gain_multiplication "
          "import check_stable_softmax; import torch; set_seed(0); "
+         "import helpers.demos.gain_multiplication, helpers.checks.causal_mask_trick; "
          "check_stable_softmax(lambda x, dim=-1: torch.softmax(x, dim=dim))"],
         capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=""), cwd="/")
     assert check.returncode == 0, check.stderr

@@ -56,6 +56,12 @@ def test_every_make_target_of_the_design_exists():
         assert re.search(rf"^{re.escape(target)}:", makefile, re.M), target
 
 
-def test_hidden_tests_are_not_installed_with_helpers():
-    packages = _pyproject()["tool"]["setuptools"]["packages"]
-    assert all(p.startswith("helpers") for p in packages)
+def test_installed_packages_are_all_of_helpers_and_nothing_of_the_grader():
+    from setuptools import find_packages
+
+    include = _pyproject()["tool"]["setuptools"]["packages"]["find"]["include"]
+    found = set(find_packages(str(ROOT), include=include))
+    expected = {str(p.parent.relative_to(ROOT)).replace("/", ".")
+                for p in (ROOT / "helpers").rglob("__init__.py")}
+    assert found == expected
+    assert not any(p.startswith(("grader", "hidden_tests", "pipeline")) for p in found)

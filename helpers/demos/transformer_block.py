@@ -1,0 +1,497 @@
+"""Tutorial 04: a generated review corpus, the classifier around the student's block, figures.
+
+Nothing here implements an exercise. The classifier takes the student's
+``TransformerBlock`` class, ``sinusoidal_positional_encoding`` and ``mean_pool``
+as arguments, so every result in the notebook comes from the student's code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from torch import nn
+
+from helpers.plotting import heatmap, to_numpy
+from helpers.training import train
+
+T_co = TypeVar("T_co")
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Tiny models train faster on one CPU thread than on several competing ones."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+def single_threaded(fn: Callable[..., T_co]) -> Callable[..., T_co]:
+    """Run ``fn`` under :func:`one_thread`."""
+    @functools.wraps(fn)
+    def wrapper(*args: object, **kwargs: object) -> T_co:
+        with one_thread():
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+# ---- the review corpus ---------------------------------------------------------------------
+
+PAD = "<pad>"
+NOUNS = ("food", "service", "waiter", "music", "room", "coffee", "dessert", "view")
+POSITIVE = ("good", "great", "nice", "excellent", "lovely", "fine")
+NEGATIVE = ("bad", "awful", "poor", "terrible", "dull", "horrible")
+INTENSIFIERS = ("very", "really", "quite")
+VOCAB = (PAD, "the", "was", "not", "but", *INTENSIFIERS, *NOUNS, *POSITIVE, *NEGATIVE)
+WORD_ID = {word: i for i, word in enumerate(VOCAB)}
+PAD_ID = WORD_ID[PAD]
+LABELS = ("negative", "positive")
+MAX_LEN = 13  # the longest review: two clauses of 6 words and "but"
+
+
+@dataclass
+class Reviews:
+    """A labelled set of reviews: token ids padded with ``PAD_ID``, labels, the text."""
+
+    tokens: torch.Tensor  # (N, MAX_LEN) int64
+    labels: torch.Tensor  # (N,) int64, 1 = positive
+    sentences: list[str]
+
+    def __len__(self) -> int:
+        return len(self.sentences)
+
+    @property
+    def padding_mask(self) -> torch.Tensor:
+        """(N, MAX_LEN) bool, True where a position is padding."""
+        return self.tokens == PAD_ID
+
+
+def _pick(options: Sequence[str], generator: torch.Generator) -> str:
+    return options[int(torch.randint(len(options), (1,), generator=generator))]
+
+
+def _coin(p: float, generator: torch.Generator) -> bool:
+    return float(torch.rand(1, generator=generator)) < p
+
+
+def _clause(sentiment: int, generator: torch.Generator) -> list[str]:
+    """'the <noun> was [not] [very] <adjective>' with the given overall sentiment."""
+    negated = _coin(0.5, generator)
+    words = ["the", _pick(NOUNS, generator), "was"]
+    if negated:
+        words.append("not")
+    if _coin(0.4, generator):
+        words.append(_pick(INTENSIFIERS, generator))
+    positive_word = (sentiment == 1) != negated  # "not" flips the adjective
+    words.append(_pick(POSITIVE if positive_word else NEGATIVE, generator))
+    return words
+
+
+def encode(sentences: Sequence[str], max_len: int = MAX_LEN) -> torch.Tensor:
+    """Token ids of whitespace-separated sentences, padded at the end with ``PAD_ID``."""
+    tokens = torch.full((len(sentences), max_len), PAD_ID, dtype=torch.long)
+    for row, sentence in enumerate(sentences):
+        words = sentence.split()
+        unknown = [w for w in words if w not in WORD_ID]
+        if unknown:
+            raise ValueError(f"unknown words {unknown}; the vocabulary is {list(VOCAB[1:])}")
+        if len(words) > max_len:
+            raise ValueError(f"{sentence!r} has {len(words)} words, more than max_len={max_len}")
+        tokens[row, :len(words)] = torch.tensor([WORD_ID[w] for w in words])
+    return tokens
+
+
+def make_reviews(n: int, seed: int = 0, p_single: float = 0.2,
+                 p_contrast: float = 0.75) -> Reviews:
+    """``n`` generated restaurant reviews whose label needs word order to be read.
+
+    A review is one clause ("the food was not good"), or two clauses joined by
+    "but", and then **the clause after "but" decides**. "not" flips the
+    adjective right after it (an intensifier may sit in between). With
+    probability ``p_contrast`` the two clauses disagree, so swapping them flips
+    the label while keeping exactly the same bag of words.
+    """
+    if n < 1:
+        raise ValueError(f"n must be positive, got {n}")
+    generator = torch.Generator().manual_seed(seed)
+    sentences, labels = [], []
+    for _ in range(n):
+        label = int(torch.randint(2, (1,), generator=generator))
+        if _coin(p_single, generator):
+            words = _clause(label, generator)
+        else:
+            first = 1 - label if _coin(p_contrast, generator) else label
+            words = _clause(first, generator) + ["but"] + _clause(label, generator)
+        sentences.append(" ".join(words))
+        labels.append(label)
+    return Reviews(encode(sentences), torch.tensor(labels), sentences)
+
+
+def show_reviews(data: Reviews, k: int = 6) -> None:
+    """Print ``k`` reviews, half of each label, in the order they come."""
+    chosen = ([i for i, y in enumerate(data.labels.tolist()) if y == 1][: k // 2]
+              + [i for i, y in enumerate(data.labels.tolist()) if y == 0][: k - k // 2])
+    print("\n".join(f"{LABELS[int(data.labels[i])]:>8}  {data.sentences[i]}"
+                    for i in sorted(chosen)))
+
+
+def plot_length_histogram(data: Reviews) -> None:
+    """How many real (non-padding) tokens the reviews have."""
+    lengths = to_numpy((~data.padding_mask).sum(dim=1))
+    fig, ax = plt.subplots(figsize=(6, 3))
+    bins = np.arange(lengths.min() - 0.5, MAX_LEN + 1.5)
+    for label, name in enumerate(LABELS):
+        ax.hist(lengths[to_numpy(data.labels) == label], bins=bins, alpha=0.6, label=name)
+    ax.set(title="Review lengths (the rest of each row is padding)", xlabel="number of tokens",
+           ylabel="number of reviews")
+    ax.legend(title="label")
+    plt.show()
+
+
+# ---- Section 1: self-attention does not see order --------------------------------------------
+
+@single_threaded
+def plot_permutation_equivariance(d_model: int = 16, seed: int = 0) -> None:
+    """Self-attention (PyTorch's own layer) on a sentence and on the same words shuffled."""
+    sentence = "the food was not good but the service was great".split()
+    generator = torch.Generator().manual_seed(seed)
+    embedding = torch.randn(len(VOCAB), d_model, generator=generator)
+    with torch.random.fork_rng(devices=[]):  # leave the notebook's random state alone
+        torch.manual_seed(seed)
+        attention = nn.MultiheadAttention(d_model, num_heads=2, batch_first=True).eval()
+    order = torch.randperm(len(sentence), generator=generator)
+    x = embedding[encode([" ".join(sentence)], len(sentence))]
+    with torch.no_grad():
+        out, _ = attention(x, x, x)
+        shuffled = x[:, order]
+        out_shuffled, _ = attention(shuffled, shuffled, shuffled)
+    put_back = torch.empty_like(order)
+    put_back[order] = torch.arange(len(order))
+    restored = out_shuffled[0, put_back]
+    gap = (restored - out[0]).abs().max().item()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    heatmap(axes[0], out[0], title="Attention output, original order", xlabel="feature",
+            ylabel="token", yticklabels=sentence, colorbar_label="value")
+    heatmap(axes[1], out_shuffled[0], title="Same words shuffled", xlabel="feature",
+            ylabel="token", yticklabels=[sentence[i] for i in order], colorbar_label="value")
+    heatmap(axes[2], restored, title="Shuffled output, rows put back", xlabel="feature",
+            ylabel="token", yticklabels=sentence, colorbar_label="value")
+    plt.show()
+    shown = "below 1e-6 (rounding error)" if gap < 1e-6 else f"{gap:.1e}"
+    print(f"largest difference between the first and the last panel: {shown}")
+
+
+# ---- Section 2: sinusoidal positions ---------------------------------------------------------
+
+@single_threaded
+def plot_positional_encoding(positional_encoding: Callable[[int, int], torch.Tensor],
+                             T: int = 64, d_model: int = 32) -> None:
+    """The student's encoding matrix, the similarity of positions, and similarity vs offset."""
+    pe = torch.as_tensor(positional_encoding(T, d_model)).detach().cpu().float()
+    similarity = pe @ pe.T
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    heatmap(axes[0], pe, title="Positional encoding PE", xlabel="column (feature) $j$",
+            ylabel="position $t$", cmap="RdBu_r", vmin=-1, vmax=1, colorbar_label="value")
+    heatmap(axes[1], similarity, title="Similarity PE PEᵀ", xlabel="position $s$",
+            ylabel="position $t$", colorbar_label="dot product")
+    for t in (8, 32, 56):
+        if t < T:
+            axes[2].plot(to_numpy(similarity[t]), label=f"position {t}")
+    axes[2].set(title="Dot product with one position", xlabel="other position $s$",
+                ylabel="PE$_t$ · PE$_s$")
+    axes[2].legend()
+    plt.show()
+
+
+def plot_encoding_columns(positional_encoding: Callable[[int, int], torch.Tensor],
+                          T: int = 64, d_model: int = 32, columns: Sequence[int] = (0, 1, 6, 7, 20)
+                          ) -> None:
+    """A few columns of the encoding as waves over positions."""
+    pe = torch.as_tensor(positional_encoding(T, d_model)).detach().cpu()
+    fig, ax = plt.subplots(figsize=(8, 3.3))
+    for j in columns:
+        ax.plot(to_numpy(pe[:, j]), label=f"column {j} ({'sin' if j % 2 == 0 else 'cos'})")
+    ax.set(title="Each column is a wave; the wavelength grows with the column",
+           xlabel="position $t$", ylabel="PE$[t, j]$")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    plt.show()
+
+
+# ---- Section 3: why add & norm -------------------------------------------------------------
+
+@single_threaded
+def plot_residual_and_norm(depth: int = 24, d_model: int = 32, n_tokens: int = 64,
+                           seed: int = 0) -> None:
+    """A deep stack of random MLP layers wired three ways.
+
+    plain: x <- f(x); residual: x <- x + f(x); add & norm: x <- LayerNorm(x + f(x)).
+    Left: the size of each token's vector; right: how much of the input survives.
+    """
+    with torch.random.fork_rng(devices=[]):  # leave the notebook's random state alone
+        torch.manual_seed(seed)
+        layers = [nn.Sequential(nn.Linear(d_model, 2 * d_model), nn.ReLU(),
+                                nn.Linear(2 * d_model, d_model)) for _ in range(depth)]
+    norm = nn.LayerNorm(d_model, elementwise_affine=False)
+    x0 = torch.randn(n_tokens, d_model, generator=torch.Generator().manual_seed(seed))
+    wirings = {
+        "plain  $x \\leftarrow f(x)$": lambda x, f: f(x),
+        "residual  $x \\leftarrow x + f(x)$": lambda x, f: x + f(x),
+        "add & norm  $x \\leftarrow \\mathrm{LN}(x + f(x))$": lambda x, f: norm(x + f(x)),
+    }
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 3.8))
+    with torch.no_grad():
+        for name, step in wirings.items():
+            x, sizes, kept = x0, [], []
+            for f in layers:
+                x = step(x, f)
+                sizes.append(x.norm(dim=-1).mean().item())
+                kept.append(nn.functional.cosine_similarity(x, x0, dim=-1).mean().item())
+            left.plot(range(1, depth + 1), sizes, label=name)
+            right.plot(range(1, depth + 1), kept, label=name)
+    left.set(title="Size of a token's vector", xlabel="layer", ylabel="mean norm", yscale="log")
+    left.legend()
+    right.set(title="How much of the input is left", xlabel="layer",
+              ylabel="cosine(output, input)")
+    right.legend()
+    plt.show()
+
+
+# ---- the classifier around the student's parts ---------------------------------------------
+
+class TransformerClassifier(nn.Module):
+    """Token embedding + positions + a stack of the student's blocks + pooling + linear head.
+
+    ``block_class(d_model, n_heads, d_ff)`` builds each block;
+    ``positional_encoding(T, d_model)`` gives the positions (skipped when
+    ``use_positions`` is False, which turns the model into a bag of words);
+    ``pool(h, padding_mask)`` turns the (B, T, d) outputs into one vector per review.
+    """
+
+    def __init__(self, block_class: type[nn.Module],
+                 positional_encoding: Callable[[int, int], torch.Tensor],
+                 pool: Callable[..., torch.Tensor], *, use_positions: bool = True,
+                 d_model: int = 32, n_heads: int = 4, d_ff: int = 64, n_layers: int = 2,
+                 max_len: int = 64, n_classes: int = 2) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(len(VOCAB), d_model)
+        positions = torch.as_tensor(positional_encoding(max_len, d_model)).detach().float()
+        if not use_positions:
+            positions = torch.zeros_like(positions)
+        self.register_buffer("positions", positions)
+        self.blocks = nn.ModuleList(block_class(d_model, n_heads, d_ff) for _ in range(n_layers))
+        self.head = nn.Linear(d_model, n_classes)
+        self.pool = pool
+
+    def hidden_states(self, tokens: torch.Tensor) -> list[torch.Tensor]:
+        """The input of every block and the output of the last one."""
+        padding_mask = tokens == PAD_ID
+        h = self.embedding(tokens) + self.positions[: tokens.shape[1]]
+        states = [h]
+        for block in self.blocks:
+            h = block(h, padding_mask=padding_mask)
+            states.append(h)
+        return states
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        h = self.hidden_states(tokens)[-1]
+        return self.head(self.pool(h, tokens == PAD_ID))
+
+
+class BagOfWordsMLP(nn.Module):
+    """The classic baseline: word counts into a small MLP. Word order is invisible to it."""
+
+    def __init__(self, hidden: int = 64, n_classes: int = 2) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(len(VOCAB), hidden), nn.ReLU(),
+                                 nn.Linear(hidden, n_classes))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        counts = nn.functional.one_hot(tokens, len(VOCAB)).sum(dim=1).float()
+        counts[:, PAD_ID] = 0.0
+        return self.net(counts)
+
+
+def fit(model: nn.Module, train_set: Reviews, test_set: Reviews, *, epochs: int = 5,
+        lr: float = 3e-3, batch_size: int = 64, description: str = "training",
+        device: torch.device | None = None) -> dict[str, list[float]]:
+    """Train a classifier on the reviews (Adam, cross-entropy); history with test accuracy."""
+    with one_thread():
+        return train(model, train_set.tokens, train_set.labels, task="multiclass", epochs=epochs,
+                     lr=lr, batch_size=batch_size, val_inputs=test_set.tokens,
+                     val_target=test_set.labels, device=device, description=description)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """Probability of "positive" for each row of ``tokens``."""
+    model.eval()
+    device = next(model.parameters()).device
+    with one_thread():
+        return torch.softmax(model(tokens.to(device)), dim=-1)[:, 1].cpu()
+
+
+def plot_test_accuracy(histories: dict[str, dict[str, list[float]]]) -> None:
+    """Test accuracy per epoch and at the end, one colour per model."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 3.8),
+                                      gridspec_kw={"width_ratios": [3, 2]})
+    names = list(histories)
+    for i, name in enumerate(names):
+        acc = histories[name]["val_acc"]
+        left.plot(range(1, len(acc) + 1), acc, marker="o", color=f"C{i}", label=name)
+    left.axhline(0.5, ls=":", color="0.4", label="chance")
+    left.set_xticks(range(1, max(len(h["val_acc"]) for h in histories.values()) + 1))
+    left.set(title="Test accuracy during training", xlabel="epoch", ylabel="test accuracy",
+             ylim=(0.4, 1.02))
+    left.legend()
+    finals = [histories[name]["val_acc"][-1] for name in names]
+    bars = right.bar(range(len(names)), finals, color=[f"C{i}" for i in range(len(names))])
+    right.bar_label(bars, labels=[f"{a:.2f}" for a in finals])
+    right.set_xticks(range(len(names)), [n.replace(", ", ",\n").replace(" + ", "\n+ ")
+                                         .replace(" (", "\n(") for n in names])
+    right.axhline(0.5, ls=":", color="0.4", label="chance")
+    right.set(title="Final test accuracy", xlabel="model", ylabel="test accuracy",
+              ylim=(0, 1.1))
+    right.legend(loc="lower right")
+    plt.show()
+
+
+@single_threaded
+def plot_confusion_matrices(models: dict[str, nn.Module], test_set: Reviews) -> None:
+    """Confusion matrices (rows: true label, columns: prediction) for each model."""
+    fig, axes = plt.subplots(1, len(models), figsize=(4.6 * len(models), 3.6))
+    axes = np.atleast_1d(axes)
+    for ax, (name, model) in zip(axes, models.items(), strict=True):
+        predicted = (predict(model, test_set.tokens) > 0.5).long()
+        matrix = torch.zeros(2, 2)
+        for true, guess in zip(test_set.labels.tolist(), predicted.tolist(), strict=True):
+            matrix[true, guess] += 1
+        heatmap(ax, matrix / matrix.sum(dim=1, keepdim=True), title=name, xlabel="predicted",
+                ylabel="true", xticklabels=LABELS, yticklabels=LABELS, vmin=0, vmax=1,
+                annotate=True, colorbar_label="fraction of the true class")
+    plt.show()
+
+
+@single_threaded
+def print_swap_test(models: dict[str, nn.Module], sentences: Sequence[str]) -> None:
+    """P(positive) of every model for a few hand-written reviews."""
+    tokens = encode(sentences)
+    columns = {name: predict(model, tokens) for name, model in models.items()}
+    width = max(len(s) for s in sentences)
+    lines = [f"{'review':<{width}}  "
+             + "  ".join(f"{name:>{max(len(name), 6)}}" for name in columns)]
+    for i, sentence in enumerate(sentences):
+        cells = "  ".join(f"{columns[name][i].item():>{max(len(name), 6)}.2f}" for name in columns)
+        lines.append(f"{sentence:<{width}}  {cells}")
+    lines.append("(numbers: the model's probability that the review is positive)")
+    print("\n".join(lines))
+
+
+def clause_sentiment(words: Sequence[str]) -> int:
+    """1 if a clause ('the food was [not] [very] good') is positive, else 0."""
+    return int((words[-1] in POSITIVE) != ("not" in words))
+
+
+def review_kind(sentence: str) -> str:
+    """'one clause', 'clauses agree' or 'clauses contrast'."""
+    if " but " not in sentence:
+        return "one clause"
+    first, second = (part.split() for part in sentence.split(" but "))
+    return "clauses agree" if clause_sentiment(first) == clause_sentiment(second) \
+        else "clauses contrast"
+
+
+@single_threaded
+def print_accuracy_by_kind(models: dict[str, nn.Module], test_set: Reviews) -> None:
+    """Test accuracy of every model on each kind of review."""
+    kinds = [review_kind(s) for s in test_set.sentences]
+    names = ("one clause", "clauses agree", "clauses contrast")
+    counts = "".join(f"{f'({kinds.count(k)} reviews)':>18}" for k in names)
+    lines = [f"{'model':<26}" + "".join(f"{k:>18}" for k in names), f"{'':<26}{counts}"]
+    for name, model in models.items():
+        correct = (predict(model, test_set.tokens) > 0.5).long() == test_set.labels
+        cells = []
+        for kind in names:
+            chosen = torch.tensor([k == kind for k in kinds])
+            cells.append(f"{correct[chosen].float().mean().item():>18.2f}")
+        lines.append(f"{name:<26}" + "".join(cells))
+    print("\n".join(lines))  # one write: the table never arrives in pieces
+
+
+@single_threaded
+@torch.no_grad()
+def plot_attention(model: TransformerClassifier, sentence: str) -> None:
+    """Head-averaged attention weights of every block of the trained model for one review."""
+    model.eval()
+    device = next(model.parameters()).device
+    words = sentence.split()
+    tokens = encode([sentence], len(words)).to(device)
+    states = model.hidden_states(tokens)
+    prob = predict(model, tokens)[0].item()
+    fig, axes = plt.subplots(1, len(model.blocks), figsize=(5.6 * len(model.blocks), 4.6))
+    axes = np.atleast_1d(axes)
+    for i, (ax, block) in enumerate(zip(axes, model.blocks, strict=True)):
+        h = states[i]
+        _, weights = block.attention(h, h, h, need_weights=True, average_attn_weights=True)
+        heatmap(ax, weights[0], title=f"block {i + 1}: attention (mean over heads)",
+                xlabel="key (attended to)", ylabel="query", xticklabels=words,
+                yticklabels=words, vmin=0, colorbar_label="weight")
+    fig.suptitle(f"“{sentence}”  →  P(positive) = {prob:.2f}")
+    plt.show()
+
+
+@single_threaded
+@torch.no_grad()
+def plot_padding_effect(model: TransformerClassifier, sentence: str, max_extra: int = 40) -> None:
+    """One review with more and more padding appended, pooled with and without the mask.
+
+    Left: how far the pooled sentence vector moves from its value without padding.
+    Right: the model's log-odds that the review is positive.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    n_words = len(sentence.split())
+    if n_words + max_extra > len(model.positions):
+        raise ValueError(f"the model has positions for {len(model.positions)} tokens; "
+                         f"use max_extra <= {len(model.positions) - n_words}")
+    extras = list(range(0, max_extra + 1, 4))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 3.6))
+    for use_mask, name in ((True, "mean_pool with the padding mask"),
+                           (False, "mean over every position (padding included)")):
+        vectors, log_odds = [], []
+        for extra in extras:
+            tokens = encode([sentence], n_words + extra).to(device)
+            h = model.hidden_states(tokens)[-1]
+            pooled = model.pool(h, (tokens == PAD_ID) if use_mask else None)
+            logits = model.head(pooled)[0]
+            vectors.append(pooled[0].cpu())
+            log_odds.append((logits[1] - logits[0]).item())
+        moved = [((v - vectors[0]).norm() / vectors[0].norm()).item() for v in vectors]
+        left.plot(extras, moved, marker="o", ms=3, label=name)
+        right.plot(extras, log_odds, marker="o", ms=3, label=name)
+    left.set(title="How far the sentence vector moves", xlabel="padding tokens appended",
+             ylabel="relative change of the\npooled vector")
+    left.legend()
+    right.axhline(0.0, ls=":", color="0.4", label="decision boundary")
+    right.set(title="The model's evidence", xlabel="padding tokens appended",
+              ylabel="log-odds of positive")
+    right.legend()
+    fig.suptitle(f"“{sentence}”")
+    plt.show()
+
+
+def parameter_summary(model: nn.Module) -> str:
+    """'<n> parameters' for a model, for a one-line printout."""
+    return f"{sum(p.numel() for p in model.parameters()):,} parameters"
+
+
+def sinusoid_wavelengths(d_model: int) -> list[float]:
+    """Wavelengths (in positions) of the Vaswani et al. encoding's column pairs."""
+    return [2 * math.pi * 10000 ** (2 * i / d_model) for i in range(d_model // 2)]

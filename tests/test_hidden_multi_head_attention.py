@@ -1,0 +1,410 @@
+"""Hidden tests of tutorial 03 against the solution, common mistakes and other correct answers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hidden_tests.multi_head_attention import (
+    grade_merge_heads,
+    grade_multi_head_self_attention,
+    grade_split_heads,
+)
+from mutation import assert_fails_naming
+from notebook_code import solution_namespace
+from torch import nn
+
+from helpers.checks.multi_head_attention import (
+    check_merge_heads,
+    check_multi_head_self_attention,
+    check_split_heads,
+)
+
+SOLUTION = solution_namespace("03_multi_head_attention")
+split_heads = SOLUTION["split_heads"]
+merge_heads = SOLUTION["merge_heads"]
+Solution = SOLUTION["MultiHeadSelfAttention"]
+
+
+def not_implemented(*args, **kwargs):
+    raise NotImplementedError
+
+
+# ---- split_heads ------------------------------------------------------------------------------
+
+def split_permute(x, n_heads):
+    B, T, D = x.shape
+    return x.reshape(B, T, n_heads, -1).permute(0, 2, 1, 3)
+
+
+def split_unflatten(x, n_heads):
+    return x.unflatten(-1, (n_heads, x.shape[-1] // n_heads)).transpose(-3, -2)
+
+
+def split_chunks(x, n_heads):
+    return torch.stack(x.chunk(n_heads, dim=-1), dim=1)
+
+
+def split_loop(x, n_heads):
+    dh = x.shape[-1] // n_heads
+    return torch.stack([x[..., h * dh:(h + 1) * dh] for h in range(n_heads)], dim=1)
+
+
+def split_einsum(x, n_heads):
+    B, T, D = x.shape
+    return torch.einsum("bthd->bhtd", x.view(B, T, n_heads, D // n_heads))
+
+
+def split_no_transpose(x, n_heads):
+    B, T, D = x.shape
+    return x.view(B, n_heads, T, D // n_heads)
+
+
+def split_round_robin(x, n_heads):
+    B, T, D = x.shape
+    return x.view(B, T, D // n_heads, n_heads).permute(0, 3, 1, 2)
+
+
+def split_forgot_transpose(x, n_heads):
+    B, T, D = x.shape
+    return x.view(B, T, n_heads, D // n_heads)
+
+
+def split_in_place(x, n_heads):
+    x *= 1.5  # scales the caller's tensor
+    return split_heads(x, n_heads)
+
+
+@pytest.mark.parametrize("candidate", [split_heads, split_permute, split_unflatten, split_chunks,
+                                       split_loop, split_einsum])
+def test_correct_splits_pass(candidate):
+    grade_split_heads(candidate)
+    check_split_heads(candidate)
+
+
+@pytest.mark.parametrize(("mutant", "keywords"), [
+    (split_no_transpose, ["without a transpose"]),
+    (split_round_robin, ["round-robin"]),
+    (split_forgot_transpose, ["transpose"]),
+    (split_in_place, ["in place"]),
+])
+def test_split_mistakes_are_named(mutant, keywords):
+    assert_fails_naming(grade_split_heads, mutant, *keywords)
+
+
+@pytest.mark.parametrize(("mutant", "keywords"), [
+    (split_no_transpose, ["without transposing"]),
+    (split_round_robin, ["consecutive"]),
+    (split_forgot_transpose, ["swap the T and head axes"]),
+])
+def test_split_self_check_explains(mutant, keywords):
+    message = assert_fails_naming(check_split_heads, mutant, "expected", "got", *keywords)
+    assert "Traceback" not in message
+
+
+def test_blank_split_propagates():
+    with pytest.raises(NotImplementedError):
+        grade_split_heads(not_implemented)
+    with pytest.raises(NotImplementedError):
+        check_split_heads(not_implemented)
+
+
+# ---- merge_heads ------------------------------------------------------------------------------
+
+def merge_contiguous_view(x):
+    B, H, T, dh = x.shape
+    return x.permute(0, 2, 1, 3).contiguous().view(B, T, H * dh)
+
+
+def merge_cat(x):
+    return torch.cat(x.unbind(dim=1), dim=-1)
+
+
+def merge_flatten(x):
+    return x.transpose(1, 2).flatten(start_dim=2)
+
+
+def merge_loop(x):
+    B, H, T, dh = x.shape
+    out = torch.empty(B, T, H * dh, dtype=x.dtype)
+    for h in range(H):
+        out[:, :, h * dh:(h + 1) * dh] = x[:, h]
+    return out
+
+
+def merge_no_transpose(x):
+    B, H, T, dh = x.shape
+    return x.reshape(B, T, H * dh)
+
+
+def merge_interleaved(x):
+    B, H, T, dh = x.shape
+    return x.permute(0, 2, 3, 1).reshape(B, T, H * dh)
+
+
+def merge_view_after_transpose(x):
+    B, H, T, dh = x.shape
+    return x.transpose(1, 2).view(B, T, H * dh)
+
+
+@pytest.mark.parametrize("candidate", [merge_heads, merge_contiguous_view, merge_cat,
+                                       merge_flatten, merge_loop])
+def test_correct_merges_pass(candidate):
+    grade_merge_heads(candidate)
+    check_merge_heads(candidate)
+
+
+@pytest.mark.parametrize(("mutant", "keywords"), [
+    (merge_no_transpose, ["without transposing back"]),
+    (merge_interleaved, ["wrong order"]),
+    (merge_view_after_transpose, ["without an error", "reshape"]),
+])
+def test_merge_mistakes_are_named(mutant, keywords):
+    assert_fails_naming(grade_merge_heads, mutant, *keywords)
+
+
+@pytest.mark.parametrize(("mutant", "keywords"), [
+    (merge_no_transpose, ["without transposing back"]),
+    (merge_interleaved, ["interleaved"]),
+])
+def test_merge_self_check_explains(mutant, keywords):
+    message = assert_fails_naming(check_merge_heads, mutant, "expected", "got", *keywords)
+    assert "Traceback" not in message
+
+
+def test_split_then_merge_round_trip():
+    x = torch.randn(3, 5, 12)
+    assert torch.equal(merge_heads(split_heads(x, 4)), x)
+
+
+def test_blank_merge_propagates():
+    with pytest.raises(NotImplementedError):
+        grade_merge_heads(not_implemented)
+
+
+# ---- MultiHeadSelfAttention: correct alternatives --------------------------------------------
+
+class _Layers(nn.Module):
+    def __init__(self, d_model, n_heads):
+        super().__init__()
+        self.n_heads, self.d_head = n_heads, d_model // n_heads
+        self.to_queries = nn.Linear(d_model, d_model, bias=False)
+        self.to_keys = nn.Linear(d_model, d_model, bias=False)
+        self.to_values = nn.Linear(d_model, d_model, bias=False)
+        self.unify_heads = nn.Linear(d_model, d_model)
+
+
+class HeadLoopAttention(_Layers):
+    """One head at a time, einsum for the products, a large negative number for the mask."""
+
+    def forward(self, x, mask=None):
+        B, T, D = x.shape
+        q, k, v = self.to_queries(x), self.to_keys(x), self.to_values(x)
+        outs, weights = [], []
+        full_mask = None if mask is None else mask.expand(B, self.n_heads, T, T)
+        for h in range(self.n_heads):
+            part = slice(h * self.d_head, (h + 1) * self.d_head)
+            scores = torch.einsum("btd,bsd->bts", q[..., part], k[..., part])
+            scores = scores / self.d_head ** 0.5
+            if full_mask is not None:
+                scores = torch.where(full_mask[:, h], scores, torch.full_like(scores, -1e9))
+            w = scores.softmax(dim=-1)
+            weights.append(w)
+            outs.append(torch.einsum("bts,bsd->btd", w, v[..., part]))
+        return self.unify_heads(torch.cat(outs, dim=-1)), torch.stack(weights, dim=1)
+
+
+class FoldedBmmAttention(_Layers):
+    """The seed's way: heads folded into the batch, torch.bmm, explicit contiguous views."""
+
+    def forward(self, x, mask=None):
+        B, T, D = x.shape
+        H, dh = self.n_heads, self.d_head
+
+        def fold(t):
+            return t.view(B, T, H, dh).transpose(1, 2).contiguous().view(B * H, T, dh)
+
+        q, k, v = fold(self.to_queries(x)), fold(self.to_keys(x)), fold(self.to_values(x))
+        scores = torch.bmm(q, k.transpose(1, 2)) / math.sqrt(dh)
+        if mask is not None:
+            allowed = mask.expand(B, H, T, T).reshape(B * H, T, T)
+            scores = scores.masked_fill(allowed.logical_not(), float("-inf"))
+        w = F.softmax(scores, dim=2)
+        out = torch.bmm(w, v).view(B, H, T, dh).transpose(1, 2).contiguous().view(B, T, D)
+        return self.unify_heads(out), w.view(B, H, T, T)
+
+
+class BuiltinSdpaAttention(_Layers):
+    """F.scaled_dot_product_attention for the output; weights by masking after exp."""
+
+    def forward(self, x, mask=None):
+        q = split_heads(self.to_queries(x), self.n_heads)
+        k = split_heads(self.to_keys(x), self.n_heads)
+        v = split_heads(self.to_values(x), self.n_heads)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_head)
+        e = torch.exp(scores - scores.amax(dim=-1, keepdim=True))
+        if mask is not None:
+            e = e * mask
+        weights = e / e.sum(dim=-1, keepdim=True)
+        return self.unify_heads(merge_heads(out)), weights
+
+
+class PackedProjectionAttention(_Layers):
+    """One matmul for Q, K and V together (like nn.MultiheadAttention's in_proj_weight)."""
+
+    def forward(self, x, mask=None):
+        packed = torch.cat([self.to_queries.weight, self.to_keys.weight, self.to_values.weight])
+        q, k, v = (x @ packed.T).chunk(3, dim=-1)
+        q, k, v = (split_heads(t, self.n_heads) for t in (q, k, v))
+        scores = torch.matmul(q * self.d_head ** -0.5, k.transpose(-1, -2))
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        weights = torch.softmax(scores, dim=-1)
+        return self.unify_heads(merge_heads(torch.matmul(weights, v))), weights
+
+
+@pytest.mark.parametrize("candidate", [Solution, HeadLoopAttention, FoldedBmmAttention,
+                                       BuiltinSdpaAttention, PackedProjectionAttention])
+def test_correct_attention_layers_pass(candidate):
+    grade_multi_head_self_attention(candidate)
+    check_multi_head_self_attention(candidate)
+
+
+# ---- MultiHeadSelfAttention: mistakes ---------------------------------------------------------
+
+def _mutant(*, split="ok", merge="ok", scale="d_head", softmax_dim=-1, mask_mode="ok",
+            unify=True, keys_from="keys", before_softmax=False, average=False):
+    """A layer with the solution's members and one deliberate mistake in forward."""
+
+    class Mutant(_Layers):
+        def forward(self, x, mask=None):
+            B, T, D = x.shape
+            H, dh = self.n_heads, self.d_head
+
+            def split_(t):
+                if split == "no_transpose":
+                    return t.reshape(B, H, T, dh)
+                return split_heads(t, H)
+
+            q = split_(self.to_queries(x))
+            k = split_((self.to_queries if keys_from == "queries" else self.to_keys)(x))
+            v = split_(self.to_values(x))
+            scores = q @ k.transpose(-2, -1)
+            if scale == "d_head":
+                scores = scores / math.sqrt(dh)
+            elif scale == "d_model":
+                scores = scores / math.sqrt(D)
+            if mask is not None:
+                if mask_mode == "ok":
+                    scores = scores.masked_fill(~mask, float("-inf"))
+                elif mask_mode == "inverted":
+                    scores = scores.masked_fill(mask, float("-inf"))
+                elif mask_mode == "zero":
+                    scores = scores.masked_fill(~mask, 0.0)
+            weights = torch.softmax(scores, dim=softmax_dim)
+            mixed = weights @ v
+            if merge == "no_transpose":
+                merged = mixed.reshape(B, T, D)
+            elif merge == "interleaved":
+                merged = mixed.permute(0, 2, 3, 1).reshape(B, T, D)
+            else:
+                merged = merge_heads(mixed)
+            out = self.unify_heads(merged) if unify else merged
+            returned = scores if before_softmax else weights
+            return out, (returned.mean(dim=1) if average else returned)
+
+    return Mutant
+
+
+class WideHeadsAttention(nn.Module):
+    """The seed's 'wide heads': every head of full width d_model."""
+
+    def __init__(self, d_model, n_heads):
+        super().__init__()
+        self.n_heads = n_heads
+        self.to_queries = nn.Linear(d_model, d_model * n_heads, bias=False)
+        self.to_keys = nn.Linear(d_model, d_model * n_heads, bias=False)
+        self.to_values = nn.Linear(d_model, d_model * n_heads, bias=False)
+        self.unify_heads = nn.Linear(d_model * n_heads, d_model)
+
+    def forward(self, x, mask=None):  # pragma: no cover - never reached, the sizes fail first
+        raise AssertionError("unreachable")
+
+
+class BiasedProjections(Solution):
+    def __init__(self, d_model, n_heads):
+        super().__init__(d_model, n_heads)
+        self.to_queries = nn.Linear(d_model, d_model)
+
+
+MISTAKES = [
+    (_mutant(split="no_transpose"), ["without transpose"]),
+    (_mutant(merge="interleaved"), ["merged in the wrong order"]),
+    (_mutant(merge="no_transpose"), ["merged without transposing back"]),
+    (_mutant(scale="d_model"), ["sqrt(d_model) instead of sqrt(d_head)"]),
+    (_mutant(scale="none"), ["not scaled"]),
+    (_mutant(softmax_dim=-2), ["softmax over the wrong axis"]),
+    (_mutant(softmax_dim=1), ["softmax over the wrong axis"]),
+    (_mutant(unify=False), ["unify_heads skipped"]),
+    (_mutant(mask_mode="ignored"), ["mask ignored"]),
+    (_mutant(mask_mode="inverted"), ["mask inverted"]),
+    (_mutant(mask_mode="zero"), ["0 instead of -inf"]),
+    (_mutant(keys_from="queries"), ["to_queries instead of to_keys"]),
+    (_mutant(before_softmax=True), ["before softmax"]),
+    (_mutant(average=True), ["not their average"]),
+    (WideHeadsAttention, ["wide heads"]),
+    (BiasedProjections, ["bias"]),
+]
+
+
+@pytest.mark.parametrize(("mutant", "keywords"), MISTAKES)
+def test_attention_mistakes_are_named(mutant, keywords):
+    assert_fails_naming(grade_multi_head_self_attention, mutant, *keywords)
+
+
+@pytest.mark.parametrize(("mutant", "keywords"), [
+    (_mutant(scale="d_model"), ["sqrt(d_model)"]),
+    (_mutant(scale="none"), ["not scaled"]),
+    (_mutant(softmax_dim=-2), ["dim=-1"]),
+    (_mutant(split="no_transpose"), ["transpose"]),
+    (_mutant(unify=False), ["unify_heads"]),
+    (_mutant(mask_mode="ignored"), ["zero weight"]),
+    (_mutant(mask_mode="inverted"), ["inverted"]),
+    (_mutant(average=True), ["not their average"]),
+    (WideHeadsAttention, ["d_model -> d_model"]),
+])
+def test_attention_self_check_explains(mutant, keywords):
+    message = assert_fails_naming(check_multi_head_self_attention, mutant, "expected", "got",
+                                  *keywords)
+    assert "Traceback" not in message
+
+
+class BlankInit(nn.Module):
+    def __init__(self, d_model, n_heads):
+        super().__init__()
+        raise NotImplementedError()
+
+
+class BlankForward(Solution):
+    def forward(self, x, mask=None):
+        raise NotImplementedError()
+
+
+@pytest.mark.parametrize("blank", [BlankInit, BlankForward])
+def test_blank_attention_propagates(blank):
+    with pytest.raises(NotImplementedError):
+        grade_multi_head_self_attention(blank)
+    with pytest.raises(NotImplementedError):
+        check_multi_head_self_attention(blank)
+
+
+def test_checks_leave_the_global_rng_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    check_multi_head_self_attention(Solution)
+    grade_multi_head_self_attention(Solution)
+    assert torch.equal(torch.rand(3), expected)
