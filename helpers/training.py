@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Literal
 
 import torch
@@ -19,6 +20,22 @@ _LOSSES: dict[str, Callable[[], nn.Module]] = {
     "binary_logits": nn.BCEWithLogitsLoss,
     "multiclass": nn.CrossEntropyLoss,  # the model outputs logits (..., n_classes)
 }
+
+
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """Run PyTorch on one CPU thread inside the block (or decorated function).
+
+    The course's models are tiny: extra threads only add synchronisation, and on a busy
+    machine they can make each step many times slower. One thread also fixes the order
+    of floating-point reductions, so printed numbers do not depend on the core count.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _as_tuple(inputs: Inputs) -> tuple[torch.Tensor, ...]:
@@ -54,6 +71,7 @@ def evaluate(model: nn.Module, inputs: Inputs, target: torch.Tensor, *, task: Ta
     return total_loss / n_items, total_correct / n_items
 
 
+@single_thread()
 def train(
     model: nn.Module,
     inputs: Inputs,

@@ -45,3 +45,17 @@ def course_copy(tmp_path_factory) -> Path:
 def run_in_course():
     """Run ``python <args>`` inside a course copy, failing the test on a non-zero exit."""
     return _run
+
+
+@pytest.fixture(autouse=True)
+def headless_figures(monkeypatch):
+    """Demos draw static figures, nothing is shown, and every figure is closed afterwards."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    monkeypatch.setenv("COURSE_WIDGETS", "0")
+    monkeypatch.setattr(plt, "show", lambda *args, **kwargs: None)
+    yield
+    plt.close("all")

@@ -9,18 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
 from helpers.checks.framework import CheckFailed  # noqa: E402
 from helpers.demos import causal_mask_trick as demo  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def _close_figures(monkeypatch):
-    monkeypatch.setenv("COURSE_WIDGETS", "0")
-    monkeypatch.setattr(plt, "show", lambda *a, **k: None)
-    yield
-    plt.close("all")
 
 
 # Test-local reference answers (the demos take the student's code as arguments).

@@ -19,12 +19,6 @@ SOLUTION = solution_namespace("03_multi_head_attention")
 Attention = SOLUTION["MultiHeadSelfAttention"]
 
 
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
-
-
 def test_offset_targets_are_shifted_diagonals():
     target = demo.offset_targets(6, 2)
     assert target.sum() == 4

@@ -10,17 +10,10 @@ import torch
 from notebook_code import solution_namespace
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
 from helpers.demos import qkv_attention as demo  # noqa: E402
 
 SOLUTION = solution_namespace("02_qkv_attention")
-
-
-@pytest.fixture(autouse=True)
-def _no_windows(monkeypatch):
-    monkeypatch.setattr(plt, "show", lambda *a, **k: plt.close("all"))
-    monkeypatch.setenv("COURSE_WIDGETS", "0")
 
 
 def test_word_vectors_are_deterministic_and_cover_the_demo():

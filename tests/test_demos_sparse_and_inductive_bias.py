@@ -25,12 +25,6 @@ generate = SOLUTION["sparse_and_dataset"]
 Classifier = SOLUTION["SelfAttentionClassifier"]
 
 
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
-
-
 def test_pick_positions_is_seeded_sorted_and_distinct():
     a, b = demo.pick_positions(20, 3, seed=4), demo.pick_positions(20, 3, seed=4)
     assert a == b == sorted(set(a)) and len(a) == 3 and all(0 <= i < 20 for i in a)

@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 from notebook_code import solution_namespace  # noqa: E402
 
 from helpers.checks.framework import CheckFailed  # noqa: E402
@@ -23,14 +22,6 @@ SOLUTION = solution_namespace("04_transformer_block")
 Block = SOLUTION["TransformerBlock"]
 encoding = SOLUTION["sinusoidal_positional_encoding"]
 mean_pool = SOLUTION["mean_pool"]
-
-
-@pytest.fixture(autouse=True)
-def _close_figures(monkeypatch):
-    monkeypatch.setenv("COURSE_WIDGETS", "0")
-    monkeypatch.setattr(plt, "show", lambda *a, **k: None)
-    yield
-    plt.close("all")
 
 
 def classifier(**kwargs):

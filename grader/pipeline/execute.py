@@ -25,8 +25,10 @@ def execute_notebook(path: Path, *, timeout: int = 300) -> float:
         p for p in (str(GRADER), os.environ.get("PYTHONPATH", "")) if p)
     os.environ.setdefault("COURSE_WIDGETS", "0")
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # tiny models: faster, repeatable
+    for cell in notebook.cells:  # timing metadata would make every re-run a diff
+        cell.metadata.pop("execution", None)
     start = time.perf_counter()
-    NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+    NotebookClient(notebook, timeout=timeout, kernel_name="python3", record_timing=False,
                    resources={"metadata": {"path": str(path.parent)}}).execute()
     elapsed = time.perf_counter() - start
     nbformat.write(notebook, path)

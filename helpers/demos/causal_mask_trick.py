@@ -13,6 +13,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from helpers.plotting import heatmap, to_numpy
+from helpers.training import single_thread
 from helpers.widgets import slider_demo
 
 TensorFn = Callable[[torch.Tensor], torch.Tensor]
@@ -33,18 +34,6 @@ def _heatmap(ax: plt.Axes, matrix: torch.Tensor, *, annotate: bool = False, fmt:
         light = 0.299 * red + 0.587 * green + 0.114 * blue > 0.5
         ax.text(j, i, format(value, fmt), ha="center", va="center", fontsize=8,
                 color="black" if light else "white")
-
-class _SingleThread:
-    """Run tiny CPU models on one thread: with several threads on a busy machine, the
-    threads spend far more time waiting for each other than computing."""
-
-    def __enter__(self) -> None:
-        self.threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-
-    def __exit__(self, *exc: object) -> None:
-        torch.set_num_threads(self.threads)
-
 
 # ---- Section 1-3: sequences of tokens and who may talk to whom -----------------------------
 
@@ -131,7 +120,7 @@ def plot_weight_matrix(running_mean_fn: TensorFn, T: int = 6) -> None:
 
 
 def _best_time(fn: TensorFn, x: torch.Tensor, repeats: int) -> float:
-    with _SingleThread():
+    with single_thread():
         fn(x)  # warm up
         return min(timeit.repeat(lambda: fn(x), number=1, repeat=repeats))
 
@@ -379,7 +368,7 @@ def train_next_token_model(head_class: type[nn.Module] | None, head_size: int = 
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     history = []
     bar = tqdm(range(steps), desc=f"head size {head_size}", disable=not progress, leave=False)
-    with _SingleThread():
+    with single_thread():
         for _ in bar:
             logits = model(inputs)
             loss = nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())

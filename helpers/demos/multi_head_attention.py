@@ -18,7 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from helpers.plotting import heatmap, to_numpy
-from helpers.training import count_parameters
+from helpers.training import count_parameters, single_thread
 
 AttentionClass = Callable[[int, int], nn.Module]
 
@@ -260,16 +260,9 @@ def train_offset_copier(attention_cls: AttentionClass, n_heads: int, *, steps: i
     Returns the model and a history with ``step``, ``train_loss`` (per step) and
     ``val_acc`` (every ``eval_every`` steps, with ``val_step``).
     """
-    threads = torch.get_num_threads()
-    if torch.device(device).type == "cpu":
-        # The tensors are tiny: on a CPU, several threads cost more in overhead than they
-        # gain (badly so on a busy machine). One thread, restored afterwards.
-        torch.set_num_threads(1)
-    try:
+    with single_thread():  # tiny tensors: one thread is faster than several
         return _train_offset_copier(attention_cls, n_heads, steps, lr, batch_size, T, vocab,
                                     offsets, d_model, seed, device, eval_every)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _train_offset_copier(attention_cls, n_heads, steps, lr, batch_size, T, vocab, offsets,

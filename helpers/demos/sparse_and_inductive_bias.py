@@ -7,7 +7,6 @@ function or class as an argument.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import math
 import statistics
@@ -24,7 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from helpers.plotting import to_numpy
-from helpers.training import count_parameters, evaluate, train
+from helpers.training import count_parameters, evaluate, single_thread, train
 
 DatasetFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 ModelFactory = Callable[[int], nn.Module]
@@ -35,22 +34,6 @@ MODEL_NAMES = ("attention", "MLP")
 MODEL_COLOURS = {"attention": "C0", "MLP": "C1"}
 # Learning rates used everywhere in this tutorial (chosen once, on separate seeds).
 LEARNING_RATES = {"attention": 0.03, "MLP": 0.03}
-
-
-@contextlib.contextmanager
-def single_thread():
-    """Run PyTorch on one CPU thread inside the block (restored afterwards).
-
-    The models here are tiny: a second thread only adds synchronisation, and on a busy
-    machine it can make every step many times slower. One thread also fixes the order of
-    floating-point reductions, so the printed numbers do not depend on the core count.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,12 +7,9 @@ as arguments, so every result in the notebook comes from the student's code.
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -20,28 +17,7 @@ import torch
 from torch import nn
 
 from helpers.plotting import heatmap, to_numpy
-from helpers.training import train
-
-T_co = TypeVar("T_co")
-
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """Tiny models train faster on one CPU thread than on several competing ones."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-def single_threaded(fn: Callable[..., T_co]) -> Callable[..., T_co]:
-    """Run ``fn`` under :func:`one_thread`."""
-    @functools.wraps(fn)
-    def wrapper(*args: object, **kwargs: object) -> T_co:
-        with one_thread():
-            return fn(*args, **kwargs)
-    return wrapper
-
+from helpers.training import single_thread, train
 
 # ---- the review corpus ---------------------------------------------------------------------
 
@@ -158,7 +134,7 @@ def plot_length_histogram(data: Reviews) -> None:
 
 # ---- Section 1: self-attention does not see order --------------------------------------------
 
-@single_threaded
+@single_thread()
 def plot_permutation_equivariance(d_model: int = 16, seed: int = 0) -> None:
     """Self-attention (PyTorch's own layer) on a sentence and on the same words shuffled."""
     sentence = "the food was not good but the service was great".split()
@@ -191,7 +167,7 @@ def plot_permutation_equivariance(d_model: int = 16, seed: int = 0) -> None:
 
 # ---- Section 2: sinusoidal positions ---------------------------------------------------------
 
-@single_threaded
+@single_thread()
 def plot_positional_encoding(positional_encoding: Callable[[int, int], torch.Tensor],
                              T: int = 64, d_model: int = 32) -> None:
     """The student's encoding matrix, the similarity of positions, and similarity vs offset."""
@@ -227,7 +203,7 @@ def plot_encoding_columns(positional_encoding: Callable[[int, int], torch.Tensor
 
 # ---- Section 3: why add & norm -------------------------------------------------------------
 
-@single_threaded
+@single_thread()
 def plot_residual_and_norm(depth: int = 24, d_model: int = 32, n_tokens: int = 64,
                            seed: int = 0) -> None:
     """A deep stack of random MLP layers wired three ways.
@@ -323,7 +299,7 @@ def fit(model: nn.Module, train_set: Reviews, test_set: Reviews, *, epochs: int 
         lr: float = 3e-3, batch_size: int = 64, description: str = "training",
         device: torch.device | None = None) -> dict[str, list[float]]:
     """Train a classifier on the reviews (Adam, cross-entropy); history with test accuracy."""
-    with one_thread():
+    with single_thread():
         return train(model, train_set.tokens, train_set.labels, task="multiclass", epochs=epochs,
                      lr=lr, batch_size=batch_size, val_inputs=test_set.tokens,
                      val_target=test_set.labels, device=device, description=description)
@@ -334,7 +310,7 @@ def predict(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     """Probability of "positive" for each row of ``tokens``."""
     model.eval()
     device = next(model.parameters()).device
-    with one_thread():
+    with single_thread():
         return torch.softmax(model(tokens.to(device)), dim=-1)[:, 1].cpu()
 
 
@@ -363,7 +339,7 @@ def plot_test_accuracy(histories: dict[str, dict[str, list[float]]]) -> None:
     plt.show()
 
 
-@single_threaded
+@single_thread()
 def plot_confusion_matrices(models: dict[str, nn.Module], test_set: Reviews) -> None:
     """Confusion matrices (rows: true label, columns: prediction) for each model."""
     fig, axes = plt.subplots(1, len(models), figsize=(4.6 * len(models), 3.6))
@@ -379,7 +355,7 @@ def plot_confusion_matrices(models: dict[str, nn.Module], test_set: Reviews) -> 
     plt.show()
 
 
-@single_threaded
+@single_thread()
 def print_swap_test(models: dict[str, nn.Module], sentences: Sequence[str]) -> None:
     """P(positive) of every model for a few hand-written reviews."""
     tokens = encode(sentences)
@@ -408,7 +384,7 @@ def review_kind(sentence: str) -> str:
         else "clauses contrast"
 
 
-@single_threaded
+@single_thread()
 def print_accuracy_by_kind(models: dict[str, nn.Module], test_set: Reviews) -> None:
     """Test accuracy of every model on each kind of review."""
     kinds = [review_kind(s) for s in test_set.sentences]
@@ -425,7 +401,7 @@ def print_accuracy_by_kind(models: dict[str, nn.Module], test_set: Reviews) -> N
     print("\n".join(lines))  # one write: the table never arrives in pieces
 
 
-@single_threaded
+@single_thread()
 @torch.no_grad()
 def plot_attention(model: TransformerClassifier, sentence: str) -> None:
     """Head-averaged attention weights of every block of the trained model for one review."""
@@ -447,7 +423,7 @@ def plot_attention(model: TransformerClassifier, sentence: str) -> None:
     plt.show()
 
 
-@single_threaded
+@single_thread()
 @torch.no_grad()
 def plot_padding_effect(model: TransformerClassifier, sentence: str, max_extra: int = 40) -> None:
     """One review with more and more padding appended, pooled with and without the mask.

@@ -8,19 +8,25 @@ NOTEBOOK = "01_gain_multiplication"
 
 _SOFTMAX_HEADER = "def stable_softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:\n"
 _ATTENTION_HEADER = ("def gained_dot_product_attention(x, q_1, q_2, z_1, z_2):\n")
-_GOOD_SOFTMAX = (_SOFTMAX_HEADER + "    e = torch.exp(x - x.amax(dim=dim, keepdim=True))\n"
-                 "    return e / e.sum(dim=dim, keepdim=True)\n")
+# A correct answer that does not call the student's stable_softmax, so it can be graded
+# on its own after a broken stable_softmax cell.
+_ATTENTION_ALONE = (_ATTENTION_HEADER + "    w = torch.softmax(z_1 * q_1 + z_2 * q_2, dim=0)\n"
+                    "    return w, torch.dot(w, x)\n")
 
 BANK = {
     # raises inside the function: that exercise scores 0, the rest is graded
-    "raises_error": ({"stable_softmax": _SOFTMAX_HEADER + "    raise ValueError('oops')\n"}, {},
-                     {"test_stable_softmax": 0, "test_gained_dot_product_attention": 2}),
-    # loops forever while defining the answer: the cell times out, later cells still run
-    "infinite_loop": ({"gained_dot_product_attention": "while True:\n    pass\n"}, {},
-                      {"test_stable_softmax": 2, "test_gained_dot_product_attention": 0}),
-    # kills its kernel: only the killing cell's exercise is lost
-    "kernel_crash": ({"gained_dot_product_attention": "import os\nos._exit(1)\n"}, {},
+    "raises_error": ({"gained_dot_product_attention": _ATTENTION_HEADER
+                      + "    raise ValueError('oops')\n"}, {},
                      {"test_stable_softmax": 2, "test_gained_dot_product_attention": 0}),
+    # loops forever while defining the answer: the cell times out, later cells still run
+    "infinite_loop": ({"stable_softmax": "while True:\n    pass\n",
+                       "gained_dot_product_attention": _ATTENTION_ALONE}, {},
+                      {"test_stable_softmax": 0, "test_gained_dot_product_attention": 2}),
+    # kills its kernel: only the killing cell's exercise is lost; the kernel restarts, the
+    # cells before are replayed and the later exercise is still graded
+    "kernel_crash": ({"stable_softmax": "import os\nos._exit(1)\n",
+                      "gained_dot_product_attention": _ATTENTION_ALONE}, {},
+                     {"test_stable_softmax": 0, "test_gained_dot_product_attention": 2}),
     # asks for 16 GiB: the memory limit turns it into a MemoryError in that cell only
     "memory_bomb": ({"gained_dot_product_attention": "hog = bytearray(16 * 2**30)\n"}, {},
                     {"test_stable_softmax": 2, "test_gained_dot_product_attention": 0}),
@@ -37,7 +43,8 @@ BANK = {
                     {"test_gained_dot_product_attention": "pass\n"},
                     {"test_stable_softmax": 2, "test_gained_dot_product_attention": 0}),
     # makes every comparison pass: the checks compare with a reference taken before
-    "patches_allclose": ({"stable_softmax": "torch.allclose = lambda *args, **kwargs: True\n"
-                          + _SOFTMAX_HEADER + "    return torch.exp(x)\n"}, {},
-                         {"test_stable_softmax": 0, "test_gained_dot_product_attention": 2}),
+    "patches_allclose": ({"gained_dot_product_attention": "torch.allclose = lambda *a, **k: True\n"
+                          + _ATTENTION_HEADER + "    w = z_1 * q_1 + z_2 * q_2\n"
+                          + "    return w, torch.dot(w, x)\n"}, {},
+                         {"test_stable_softmax": 2, "test_gained_dot_product_attention": 0}),
 }
