@@ -20,7 +20,7 @@ export PYTHONHASHSEED := 0
 # The course's models are tiny: one thread is faster and gives the same numbers every run.
 export OMP_NUM_THREADS := 1
 
-.PHONY: help setup demo test test-fast assignments grade grade-merge lab lab-solutions \
+.PHONY: help setup setup-browser demo test test-fast assignments grade grade-merge lab lab-solutions \
         execute validate validate-gpu lint bench clean
 
 help:  ## list the targets
@@ -34,6 +34,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (ipykernel)" >/dev/null
 	touch $@
+
+setup-browser: setup  ## Debian's chromium + playwright, for the widget test in a real browser
+	test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,browser]"
 
 demo: setup  ## run every solution, regenerate the release, grade the sample class
 	$(BIN)/python -m pipeline.demo

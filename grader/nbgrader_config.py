@@ -23,6 +23,7 @@ from nbgrader.preprocessors import (  # noqa: E402
     SaveCells,
 )
 from pipeline.preprocessors import (  # noqa: E402
+    ClearRunState,
     ColabCells,
     HideHiddenTests,
     ResilientExecute,
@@ -40,11 +41,11 @@ c.CourseDirectory.root = os.path.dirname(os.path.abspath(__file__))
 c.CourseDirectory.course_id = "attention-course"
 c.CourseDirectory.db_url = "sqlite:///" + os.path.join(c.CourseDirectory.root, "gradebook.db")
 
-# Release = nbgrader's own pipeline, plus the Colab cells at the very end.
+# Release = nbgrader's own pipeline, plus: no run state, and the Colab cells at the very end.
 c.GenerateAssignment.preprocessors = [
     IncludeHeaderFooter, InstantiateTests, LockCells, ClearSolutions, ClearOutput,
-    CheckCellMetadata, ComputeChecksums, SaveCells, ClearHiddenTests, ClearMarkScheme,
-    ComputeChecksums, CheckCellMetadata, ColabCells,
+    ClearRunState, CheckCellMetadata, ComputeChecksums, SaveCells, ClearHiddenTests,
+    ClearMarkScheme, ComputeChecksums, CheckCellMetadata, ColabCells,
 ]
 
 # Autograde: long enough for the tutorials' training cells, kernels that die are survived,

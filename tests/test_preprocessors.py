@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_notebook, new_output
-from pipeline.preprocessors import ColabCells, HideHiddenTests, StderrIsNotFailure
+from pipeline.preprocessors import (
+    ClearRunState,
+    ColabCells,
+    HideHiddenTests,
+    StderrIsNotFailure,
+)
 
 TEST_CELL = """check_thing(thing)
 ### BEGIN HIDDEN TESTS
@@ -65,3 +70,12 @@ def test_colab_cells_refuse_an_unset_repository():
 
     with pytest.raises(ValueError, match="owner/name"):
         ColabCells(repository="").preprocess(new_notebook(), {"unique_key": "x"})
+
+
+def test_run_state_is_dropped_from_the_release():
+    cell = new_code_cell("x = 1")
+    cell.metadata["execution"] = {"iopub.status.busy": "2026-01-01T00:00:00Z"}
+    nb = new_notebook(cells=[cell], metadata={"widgets": {"state": {}}, "language_info": {"name": "python"}})
+    nb, _ = ClearRunState().preprocess(nb, {})
+    assert "widgets" not in nb.metadata and "language_info" in nb.metadata
+    assert nb.cells[0].metadata == {}

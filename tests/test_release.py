@@ -41,8 +41,10 @@ def test_student_notebook_holds_no_solution_no_hidden_test_no_output(notebook_id
     solution = nbformat.read(SOLUTIONS / f"{notebook_id}.ipynb", as_version=4)
     solution_code = {c.metadata["nbgrader"]["grade_id"]: c.source for c in solution.cells
                      if c.metadata.get("nbgrader", {}).get("solution")}
+    assert "widgets" not in notebook.metadata
     for cell in notebook.cells:
         assert cell.get("outputs", []) == [], f"{notebook_id}: a cell still has outputs"
+        assert "execution" not in cell.metadata
         assert cell.get("execution_count") is None
         grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
         if grade_id in solution_code and cell.cell_type == "code":

@@ -58,6 +58,20 @@ class ColabCells(NbGraderPreprocessor):
         return nb, resources
 
 
+class ClearRunState(NbGraderPreprocessor):
+    """Drop what a run of the solution leaves in metadata: widget state, cell timings.
+
+    nbgrader's ClearOutput clears outputs but not these; without this step every re-run
+    of a solution would change the student notebooks.
+    """
+
+    def preprocess(self, nb: NotebookNode, resources: dict) -> tuple[NotebookNode, dict]:
+        nb.metadata.pop("widgets", None)
+        for cell in nb.cells:
+            cell.metadata.pop("execution", None)
+        return nb, resources
+
+
 class StderrIsNotFailure(NbGraderPreprocessor):
     """Keep stderr (PyTorch warnings, progress bars) visible without zeroing a test cell.
 

@@ -21,7 +21,7 @@ import nbformat
 
 from pipeline.paths import GRADER, SAMPLE_CLASS, SOLUTIONS, assignment_ids
 
-SOLUTION_MARKERS = re.compile(r"^[ \t]*### (BEGIN|END) SOLUTION[^\n]*\n", re.MULTILINE)
+SOLUTION_MARKERS = re.compile(r"^[ \t]*### (BEGIN|END) SOLUTION[^\n]*(\n|\Z)", re.MULTILINE)
 STUDENTS = ("full_solution", "blank_release", "typical_mistakes")
 
 
