@@ -54,6 +54,7 @@ c.Autograde.autograde_preprocessors = [
     ResilientExecute, StderrIsNotFailure, ClearMetadataPreprocessor, LimitOutput,
     SaveAutoGrades, AssignLatePenalties, CheckCellMetadata,
 ]
+c.OverwriteCells.add_missing_cells = True  # a deleted test cell is put back and still runs
 c.Execute.timeout = 120
 c.Execute.interrupt_on_timeout = True
 c.Execute.startup_timeout = 60

@@ -23,8 +23,11 @@ def _misbehave(sample_dir, student, answers, tests):
         grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
         if grade_id in answers:
             cell.source = answers[grade_id]
-        if grade_id in tests:
+        if tests.get(grade_id) is not None:
             cell.source = tests[grade_id]
+    notebook.cells = [c for c in notebook.cells
+                      if c.metadata.get("nbgrader", {}).get("grade_id") not in
+                      {k for k, v in tests.items() if v is None}]
     target = sample_dir / student / NOTEBOOK / f"{NOTEBOOK}.ipynb"
     target.parent.mkdir(parents=True)
     nbformat.write(notebook, target)

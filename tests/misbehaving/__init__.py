@@ -1,7 +1,7 @@
 """A bank of misbehaving submissions, built on the full solution of tutorial 01.
 
 Each entry: student id -> (answer cells replaced: grade_id -> source, test cells replaced:
-grade_id -> source, expected auto-graded points per test cell).
+grade_id -> source, or None to delete the cell; expected auto-graded points per test cell).
 """
 
 NOTEBOOK = "01_gain_multiplication"
@@ -47,4 +47,20 @@ BANK = {
                           + _ATTENTION_HEADER + "    w = z_1 * q_1 + z_2 * q_2\n"
                           + "    return w, torch.dot(w, x)\n"}, {},
                          {"test_stable_softmax": 2, "test_gained_dot_product_attention": 0}),
+    # segfaults through ctypes: like any kernel death, only that cell's exercise is lost
+    "segfault": ({"stable_softmax": "import ctypes\nctypes.string_at(0)\n",
+                  "gained_dot_product_attention": _ATTENTION_ALONE}, {},
+                 {"test_stable_softmax": 0, "test_gained_dot_product_attention": 2}),
+    # deletes the test cell of a wrong answer: nbgrader adds it back from the gradebook
+    "deletes_tests": ({"gained_dot_product_attention": _ATTENTION_HEADER
+                       + "    w = torch.softmax(q_1 + q_2, dim=0)\n    return w, torch.dot(w, x)\n"},
+                      {"test_gained_dot_product_attention": None},
+                      {"test_stable_softmax": 2, "test_gained_dot_product_attention": 0}),
+    # installs an IPython handler that swallows every later exception: the kernel still
+    # reports the failed execution, and nbgrader records it as an error
+    "swallows_errors": ({"gained_dot_product_attention":
+                         "get_ipython().set_custom_exc((BaseException,), lambda *a, **k: None)\n"
+                         + _ATTENTION_HEADER + "    w = z_1 * q_1 + z_2 * q_2\n"
+                         + "    return w, torch.dot(w, x)\n"}, {},
+                        {"test_stable_softmax": 2, "test_gained_dot_product_attention": 0}),
 }
