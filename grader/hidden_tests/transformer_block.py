@@ -7,6 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from helpers.checks.transformer_block import pytorch_twin
 from hidden_tests.common import HiddenCheck
 
 # ---- sinusoidal_positional_encoding --------------------------------------------------------
@@ -173,18 +174,6 @@ def _block_variants(block: nn.Module, x: torch.Tensor, padding_mask: torch.Tenso
     return correct, mistakes
 
 
-def _encoder_twin(block: nn.Module, d_model: int, n_heads: int, d_ff: int
-                  ) -> nn.TransformerEncoderLayer:
-    twin = nn.TransformerEncoderLayer(d_model, n_heads, d_ff, dropout=0.0, activation="relu",
-                                      batch_first=True, norm_first=False)
-    twin.self_attn.load_state_dict(block.attention.state_dict())
-    twin.linear1.load_state_dict(block.mlp[0].state_dict())
-    twin.linear2.load_state_dict(block.mlp[2].state_dict())
-    twin.norm1.load_state_dict(block.norm_1.state_dict())
-    twin.norm2.load_state_dict(block.norm_2.state_dict())
-    return twin.eval()
-
-
 def grade_transformer_block(block_class: type[nn.Module]) -> None:
     check = HiddenCheck("TransformerBlock")
     generator = torch.Generator().manual_seed(404)
@@ -211,7 +200,7 @@ def grade_transformer_block(block_class: type[nn.Module]) -> None:
             correct, mistakes = _block_variants(block, x, None)
             check.close(out, correct, f"block(x) for d_model={d_model}, n_heads={n_heads}",
                         mistakes=mistakes, atol=1e-4)
-            twin = _encoder_twin(block, d_model, n_heads, d_ff)
+            twin = pytorch_twin(block, d_model, n_heads, d_ff)
             check.close(out, twin(x), "block(x) agrees with nn.TransformerEncoderLayer "
                         "(norm_first=False) holding the same weights", atol=1e-4)
             out = check.tensor(check.call(block, x.clone(), padding_mask=padding_mask),

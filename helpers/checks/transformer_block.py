@@ -101,7 +101,7 @@ def _check_block_members(check: SelfCheck, block: nn.Module, d_model: int, n_hea
                  likely="the MLP widens d_model to d_ff and narrows it back")
 
 
-def _pytorch_twin(block: nn.Module, d_model: int, n_heads: int, d_ff: int
+def pytorch_twin(block: nn.Module, d_model: int, n_heads: int, d_ff: int
                   ) -> nn.TransformerEncoderLayer:
     """PyTorch's post-norm encoder layer holding a copy of the block's weights."""
     twin = nn.TransformerEncoderLayer(d_model, n_heads, d_ff, dropout=0.0, activation="relu",
@@ -148,7 +148,7 @@ def check_transformer_block(block_class: type[nn.Module]) -> None:
         for norm, scale in ((block.norm_1, 0.5), (block.norm_2, 1.5)):
             norm.weight.copy_(scale + 0.3 * torch.randn(d_model, generator=generator))
             norm.bias.copy_(0.3 * torch.randn(d_model, generator=generator))
-        twin = _pytorch_twin(block, d_model, n_heads, d_ff)
+        twin = pytorch_twin(block, d_model, n_heads, d_ff)
         check.close(check.call(block, x), twin(x),
                     "agrees with nn.TransformerEncoderLayer(norm_first=False) holding the same "
                     "weights", likely=_ORDER, atol=1e-4)
