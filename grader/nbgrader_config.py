@@ -19,12 +19,15 @@ from nbgrader.preprocessors import (  # noqa: E402
     InstantiateTests,
     LimitOutput,
     LockCells,
+    OverwriteCells,
+    OverwriteKernelspec,
     SaveAutoGrades,
     SaveCells,
 )
 from pipeline.preprocessors import (  # noqa: E402
     ClearRunState,
     ColabCells,
+    DeduplicateGradeIds,
     HideHiddenTests,
     ResilientExecute,
     StderrIsNotFailure,
@@ -53,6 +56,11 @@ c.GenerateAssignment.preprocessors = [
 c.Autograde.autograde_preprocessors = [
     ResilientExecute, StderrIsNotFailure, ClearMetadataPreprocessor, LimitOutput,
     SaveAutoGrades, AssignLatePenalties, CheckCellMetadata,
+]
+# Duplicated cells (same grade_id): the last copy is graded, once (nbgrader's own dedup
+# crashes together with add_missing_cells).
+c.Autograde.sanitize_preprocessors = [
+    ClearOutput, DeduplicateGradeIds, OverwriteKernelspec, OverwriteCells, CheckCellMetadata,
 ]
 c.OverwriteCells.add_missing_cells = True  # a deleted test cell is put back and still runs
 c.Execute.timeout = 120

@@ -2,35 +2,40 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import shutil
 
 import nbformat
 import pytest
-from misbehaving import BANK, NOTEBOOK
+from misbehaving import BANK, NOTEBOOK, SANDBOX_ONLY, TAMPER_MARK
+from pipeline import landlock
 from pipeline.paths import assignment_ids
 from pipeline.sample_class import mistakes_for
 
 pytestmark = pytest.mark.slow
 IDS = assignment_ids()
+SANDBOXED = landlock.abi_version() > 0
+needs_sandbox = pytest.mark.skipif(not SANDBOXED, reason="Landlock is not available here")
 
 
 def _misbehave(sample_dir, student, answers, tests):
+    """The full solution of NOTEBOOK with cells replaced, deleted or duplicated (see BANK)."""
     source = sample_dir / "full_solution" / NOTEBOOK / f"{NOTEBOOK}.ipynb"
     notebook = nbformat.read(source, as_version=4)
+    cells = []
     for cell in notebook.cells:
         grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
-        if grade_id in answers:
-            cell.source = answers[grade_id]
-        if tests.get(grade_id) is not None:
-            cell.source = tests[grade_id]
-    notebook.cells = [c for c in notebook.cells
-                      if c.metadata.get("nbgrader", {}).get("grade_id") not in
-                      {k for k, v in tests.items() if v is None}]
+        new = answers.get(grade_id, tests.get(grade_id, cell.source))
+        for text in new if isinstance(new, list) else [] if new is None else [new]:
+            cells.append(copy.deepcopy(cell))
+            cells[-1].source = text
+    notebook.cells = cells
     target = sample_dir / student / NOTEBOOK / f"{NOTEBOOK}.ipynb"
     target.parent.mkdir(parents=True)
-    nbformat.write(notebook, target)
+    # json, not nbformat.write: nbformat would refuse (or repair) the duplicated cell ids
+    target.write_text(json.dumps(notebook, indent=1))
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +43,8 @@ def graded(course_copy, run_in_course):
     run_in_course(["-m", "pipeline.sample_class"], course_copy)
     sample = course_copy / "grader" / "sample_submissions"
     for student, (answers, tests, _) in BANK.items():
-        _misbehave(sample, student, answers, tests)
+        if SANDBOXED or student not in SANDBOX_ONLY:
+            _misbehave(sample, student, answers, tests)
     misnamed = sample / "misnamed" / NOTEBOOK
     misnamed.mkdir(parents=True)
     shutil.copy2(sample / "blank_release" / NOTEBOOK / f"{NOTEBOOK}.ipynb",
@@ -61,6 +67,8 @@ def _auto(result):
 def test_full_solution_gets_full_marks(graded, notebook_id):
     earned, available = _auto(graded[2]["full_solution", notebook_id])
     assert available > 0 and earned == available, graded[2]["full_solution", notebook_id]
+    # honest code changes nothing the tamper guard would have to put back
+    assert "grader undid" not in _printed(graded[0], "full_solution", notebook_id)
 
 
 @pytest.mark.parametrize("notebook_id", IDS)
@@ -84,9 +92,45 @@ def test_typical_mistakes_lose_points_with_helpful_messages(graded, notebook_id)
 
 @pytest.mark.parametrize("student", sorted(BANK))
 def test_misbehaving_submission_gets_only_what_it_earned(graded, student):
+    if student in SANDBOX_ONLY and not SANDBOXED:
+        pytest.skip("Landlock is not available here")
+    if student == "patches_framework":  # it silenced the visible check; the hidden one
+        printed = _printed(graded[0], student)  # undid that and told the student
+        assert "the grader undid changes your code made to SelfCheck.expect" in printed
     result = graded[2][student, NOTEBOOK]
     scores = {c["grade_id"]: c["score"] for c in result["cells"] if c["kind"] == "auto"}
     assert scores == BANK[student][2], result
+
+
+def _printed(course, student, notebook_id=NOTEBOOK):
+    """Everything the student's graded notebook printed."""
+    notebook = nbformat.read(course / "grader" / "autograded" / student / notebook_id
+                             / f"{notebook_id}.ipynb", as_version=4)
+    return "".join(o.get("text", "") for c in notebook.cells for o in c.get("outputs", []))
+
+
+@needs_sandbox
+def test_student_code_cannot_read_hidden_tests_solutions_or_gradebook(graded):
+    printed = _printed(graded[0], "reads_hidden_tests")
+    for name in ("gain_multiplication.py", "gradebook.db", "01_gain_multiplication.ipynb"):
+        assert f"could not read {name} PermissionError" in printed  # it tried, was refused
+    for secret in ("def grade_", "BEGIN HIDDEN TESTS", "SQLite format", "BEGIN SOLUTION"):
+        assert secret not in printed, f"the submission read {secret!r}"
+
+
+@needs_sandbox
+def test_student_code_cannot_write_grades_or_touch_other_students(graded):
+    course, _, results = graded
+    printed = _printed(course, "writes_gradebook")
+    assert "could not write" in printed and "could not list other students" in printed
+    assert "wrote" not in printed.replace("could not write", "")
+    marked = [path for path in (course / "grader").rglob("*") if path.is_file()
+              and not {"sample_submissions", "writes_gradebook"} & set(path.parts)
+              and TAMPER_MARK.encode() in path.read_bytes()]
+    assert not marked, f"a submission wrote into {marked}"
+    for (student, notebook_id), result in results.items():  # every notebook still there
+        assert result["status"] == "graded", result
+        assert (course / "grader" / "autograded" / student / notebook_id).is_dir()
 
 
 def test_wrong_layout_is_reported_by_name(graded):
@@ -124,3 +168,24 @@ def test_class_summary_shows_pass_rates_and_grade_distribution(graded):
     assert 0 < float(softmax["pass_rate"]) < 1
     assert (summary / "grade_distribution.png").stat().st_size > 1000
     assert "hardest first" in graded[1].stdout
+
+
+def test_sharded_serial_grading_gives_the_same_results(graded, run_in_course):
+    """Two shards graded one notebook at a time, then merged = the parallel batched run."""
+    course, _, parallel = graded
+    subset = course / "shard_class"
+    students = ("full_solution", "typical_mistakes", "kernel_crash")
+    for student in students:
+        shutil.copytree(course / "grader" / "sample_submissions" / student / NOTEBOOK,
+                        subset / student / NOTEBOOK)
+    shutil.rmtree(course / "grader" / "results")
+    for shard in ("1/2", "2/2"):
+        run_in_course(["-m", "pipeline.grading", str(subset), "--jobs", "1", "--shard", shard,
+                       "--cell-timeout", "20"], course)
+    merged = run_in_course(["-m", "pipeline.grading", "--merge"], course)
+    serial = {path.stem: json.loads(path.read_text())
+              for path in (course / "grader" / "results").glob("*.json")}
+    assert len(serial) == len(students)
+    for student in students:
+        assert serial[f"{student}__{NOTEBOOK}"]["cells"] == parallel[student, NOTEBOOK]["cells"]
+    assert all(student in merged.stdout for student in students)

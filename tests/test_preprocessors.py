@@ -7,6 +7,7 @@ from nbformat.v4 import new_code_cell, new_notebook, new_output
 from pipeline.preprocessors import (
     ClearRunState,
     ColabCells,
+    DeduplicateGradeIds,
     HideHiddenTests,
     StderrIsNotFailure,
 )
@@ -79,3 +80,12 @@ def test_run_state_is_dropped_from_the_release():
     nb, _ = ClearRunState().preprocess(nb, {})
     assert "widgets" not in nb.metadata and "language_info" in nb.metadata
     assert nb.cells[0].metadata == {}
+
+
+def test_duplicated_grade_ids_keep_the_last_copy_graded_and_the_rest_plain():
+    first, last = _graded_cell("first copy"), _graded_cell("last copy")
+    notebook = new_notebook(cells=[first, new_code_cell("other"), last])
+    notebook, _ = DeduplicateGradeIds().preprocess(notebook, {})
+    assert "nbgrader" not in notebook.cells[0].metadata  # nbgrader would leave {} and crash
+    assert notebook.cells[2].metadata["nbgrader"]["grade_id"] == "test_thing"
+    assert [c.source for c in notebook.cells] == ["first copy", "other", "last copy"]

@@ -53,3 +53,14 @@ def test_make_targets_the_workflow_calls_exist():
         for command in _commands(job):
             for target in re.findall(r"\bmake ([a-z-]+)", command):
                 assert re.search(rf"^{target}:", makefile, re.M), f"no make target {target}"
+
+
+def test_readme_sharding_recipe_is_valid_yaml_that_shards_and_merges():
+    readme = (ROOT / "README.md").read_text()
+    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", readme, re.DOTALL)]
+    recipe = next(b for b in blocks if "grade" in b.get("jobs", {}))["jobs"]
+    shard_runs = _commands(recipe["grade"])
+    assert any("SHARD=${{ matrix.shard }}/4" in run for run in shard_runs)
+    assert recipe["grade"]["strategy"]["matrix"]["shard"] == [1, 2, 3, 4]
+    assert recipe["merge"]["needs"] == "grade"
+    assert "make grade-merge" in _commands(recipe["merge"])

@@ -1,11 +1,13 @@
 """Autograde a class: ``python -m pipeline.grading DIR [--jobs N] [--shard i/N]``.
 
-Each submission is graded by nbgrader in its own scratch course directory (a copy of
-the gradebook with the assignments), in parallel worker processes, under a wall-clock
-and a memory limit. Its result is a small JSON file; the results are then merged into
-the course gradebook (for formgrader), ``grader/autograded/``, ``grader/feedback/``
-and ``grader/grades.csv``. A submission that hangs, crashes or cheats costs only
-itself. ``--shard i/N`` grades every N-th submission and stops after writing the
+Submissions are graded by nbgrader in batches (a few notebooks of one assignment), each
+batch in its own scratch course directory (a copy of the gradebook), ``--jobs`` batches
+at a time, under a wall-clock and a memory limit; every kernel runs sandboxed
+(``pipeline.sandbox_kernel``). Each submission's result is a small JSON file; the
+results are then merged into the course gradebook (for formgrader),
+``grader/autograded/``, ``grader/feedback/`` and ``grader/grades.csv``. A submission
+that hangs, crashes or cheats costs only itself: what a batch did not grade is graded
+again alone. ``--shard i/N`` grades every N-th submission and stops after writing the
 JSON results, so shards can run on separate machines; ``--merge`` combines them.
 """
 
@@ -14,18 +16,22 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import shutil
 import subprocess
 import sys
+import tempfile
+import warnings
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import nbformat
 from nbgrader.api import Gradebook, MissingEntry
+from sqlalchemy.exc import SAWarning
 from tqdm.auto import tqdm
 
 from pipeline.assignments import generate
-from pipeline.nbgrader_cli import nbgrader
+from pipeline.nbgrader_cli import run_limited
 from pipeline.paths import GRADER, GRADES_CSV, SOLUTIONS, assignment_ids
 from pipeline.submissions import Submission, find_submissions
 from pipeline.summary import SUMMARY, write_summary
@@ -60,74 +66,111 @@ def _messages(notebook_path: Path) -> dict[str, str]:
     return messages
 
 
-def grade_one(sub: Submission, *, timeout: float, memory_limit: int | None,
-              cell_timeout: int | None = None) -> dict:
-    """Autograde and write feedback for one submission in a scratch course; return its result."""
-    scratch = SCRATCH / f"{sub.student}__{sub.assignment}"
-    shutil.rmtree(scratch, ignore_errors=True)
-    (scratch / "submitted" / sub.student / sub.assignment).mkdir(parents=True)
-    shutil.copy2(GRADER / "gradebook.db", scratch / "gradebook.db")
-    shutil.copytree(GRADER / "source" / sub.assignment, scratch / "source" / sub.assignment)
-    shutil.copy2(sub.notebook, scratch / "submitted" / sub.student / sub.assignment
-                 / f"{sub.assignment}.ipynb")
-    result = {"student": sub.student, "assignment": sub.assignment, "status": "graded",
+def _collect(scratch: Path, sub: Submission) -> dict:
+    """The result of one submission graded in ``scratch``: scores and messages per cell."""
+    result = {"student": sub.student, "assignment": sub.assignment, "status": "not graded",
               "cells": [], "log": ""}
-    flags = ["--student", sub.student, "--force"]
-    extra = [f"--Execute.timeout={cell_timeout}"] if cell_timeout else []
-    try:
-        run = nbgrader("autograde", sub.assignment, *flags, *extra, course_root=scratch,
-                       check=False,
-                       timeout=timeout, memory_limit=memory_limit)
-        if run.returncode != 0:
-            result["status"] = "autograde failed"
-            result["log"] = run.stderr[-3000:]
-    except subprocess.TimeoutExpired:
-        result["status"] = f"timed out after {timeout:.0f} s"
-    autograded = scratch / "autograded" / sub.student / sub.assignment
-    notebook = autograded / f"{sub.assignment}.ipynb"
-    if notebook.exists():
-        messages = _messages(notebook)
-        with Gradebook(f"sqlite:///{scratch / 'gradebook.db'}") as gb:
-            try:
-                submitted = gb.find_submission_notebook(sub.assignment, sub.assignment,
-                                                        sub.student)
-                for grade in sorted(submitted.grades, key=lambda g: g.name):
-                    result["cells"].append({
-                        "grade_id": grade.name,
-                        "kind": "auto" if grade.cell.cell_type == "code" else "manual",
-                        "score": grade.score,
-                        "max_score": grade.max_score, "auto_score": grade.auto_score,
-                        "needs_manual_grade": grade.needs_manual_grade,
-                        "message": messages.get(grade.name, ""),
-                    })
-            except MissingEntry:
-                result["status"] = "not graded"
-        nbgrader("generate_feedback", sub.assignment, *flags, course_root=scratch, check=False,
-                 timeout=300)
-        for kind in ("autograded", "feedback"):
-            target = GRADER / kind / sub.student / sub.assignment
-            shutil.rmtree(target, ignore_errors=True)
-            source = scratch / kind / sub.student / sub.assignment
-            if source.exists():
-                shutil.copytree(source, target)
-    elif result["status"] == "graded":
-        result["status"] = "not graded"
-    shutil.rmtree(scratch, ignore_errors=True)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{sub.student}__{sub.assignment}.json").write_text(json.dumps(result, indent=1))
+    notebook = scratch / "autograded" / sub.student / sub.assignment / f"{sub.assignment}.ipynb"
+    if not notebook.exists():
+        return result
+    messages = _messages(notebook)
+    with Gradebook(f"sqlite:///{scratch / 'gradebook.db'}") as gb:
+        try:
+            submitted = gb.find_submission_notebook(sub.assignment, sub.assignment, sub.student)
+        except MissingEntry:
+            return result
+        for grade in sorted(submitted.grades, key=lambda g: g.name):
+            result["cells"].append({
+                "grade_id": grade.name,
+                "kind": "auto" if grade.cell.cell_type == "code" else "manual",
+                "score": grade.score,
+                "max_score": grade.max_score, "auto_score": grade.auto_score,
+                "needs_manual_grade": grade.needs_manual_grade,
+                "message": messages.get(grade.name, ""),
+            })
+    result["status"] = "graded"
     return result
 
 
-def grade_all(subs: list[Submission], *, jobs: int, timeout: float,
-              memory_limit: int | None, cell_timeout: int | None = None) -> list[dict]:
-    """Grade submissions with ``jobs`` workers (threads driving nbgrader processes)."""
+def grade_batch(subs: list[Submission], *, timeout: float, memory_limit: int | None,
+                cell_timeout: int | None = None) -> list[dict]:
+    """Autograde submissions of one assignment with one nbgrader run in a scratch course.
+
+    One nbgrader process (``pipeline.nbgrader_batch``) autogrades the whole batch and
+    writes its feedback, so nbgrader's start-up is paid once. The run may take
+    ``timeout`` seconds per notebook. A submission the batch did not grade (its notebook took nbgrader down, or the batch ran
+    out of time) is graded again on its own, so it cannot cost the others anything.
+    """
+    assignment = subs[0].assignment
+    SCRATCH.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f"{assignment}-", dir=SCRATCH))
+    shutil.copy2(GRADER / "gradebook.db", scratch / "gradebook.db")
+    shutil.copytree(GRADER / "source" / assignment, scratch / "source" / assignment)
+    for sub in subs:
+        target = scratch / "submitted" / sub.student / assignment
+        target.mkdir(parents=True)
+        shutil.copy2(sub.notebook, target / f"{assignment}.ipynb")
+    for private in ("kernel-homes", "runtime"):  # nothing a kernel of another batch can see
+        (scratch / private).mkdir()
+    env = {"COURSE_KERNEL_HOMES": str(scratch / "kernel-homes"),
+           "JUPYTER_RUNTIME_DIR": str(scratch / "runtime")}
+    command = [sys.executable, "-m", "pipeline.nbgrader_batch", str(scratch), assignment]
+    command += [f"--cell-timeout={cell_timeout}"] if cell_timeout else []
+    status, log = "graded", ""
+    try:
+        run = run_limited(command, timeout=timeout * len(subs), memory_limit=memory_limit, env=env)
+        if run.returncode != 0 or "failed" in run.stderr:
+            status, log = "autograde failed", run.stderr[-3000:]
+    except subprocess.TimeoutExpired:
+        status = f"timed out after {timeout:.0f} s"
+    results = [_collect(scratch, sub) for sub in subs]
+    for sub, result in zip(subs, results, strict=True):
+        if result["status"] != "graded":
+            continue
+        for kind in ("autograded", "feedback"):
+            target = GRADER / kind / sub.student / assignment
+            shutil.rmtree(target, ignore_errors=True)
+            if (scratch / kind / sub.student / assignment).exists():
+                shutil.copytree(scratch / kind / sub.student / assignment, target)
+    shutil.rmtree(scratch, ignore_errors=True)
+    for i, (sub, result) in enumerate(zip(subs, results, strict=True)):
+        if result["status"] == "graded":
+            continue
+        if len(subs) > 1:  # alone, it gets the whole time and memory to itself
+            results[i] = grade_batch([sub], timeout=timeout, memory_limit=memory_limit,
+                                     cell_timeout=cell_timeout)[0]
+        else:
+            result.update(status="not graded" if status == "graded" else status, log=log)
+    RESULTS.mkdir(exist_ok=True)
+    for result in results:
+        name = f"{result['student']}__{result['assignment']}.json"
+        (RESULTS / name).write_text(json.dumps(result, indent=1))
+    return results
+
+
+def make_batches(subs: list[Submission], jobs: int, batch_size: int) -> list[list[Submission]]:
+    """Split each assignment's submissions so every worker has work; big, late tutorials first."""
+    batches = []
+    for assignment in sorted({s.assignment for s in subs}):
+        group = [s for s in subs if s.assignment == assignment]
+        size = max(1, min(batch_size, math.ceil(len(group) / max(1, jobs))))
+        batches += [group[i:i + size] for i in range(0, len(group), size)]
+    return sorted(batches, key=lambda b: (len(b), b[0].assignment), reverse=True)
+
+
+def grade_all(subs: list[Submission], *, jobs: int, timeout: float, memory_limit: int | None,
+              cell_timeout: int | None = None, batch_size: int = 8) -> list[dict]:
+    """Grade submissions in batches, ``jobs`` batches at a time (threads driving nbgrader)."""
     results = []
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futures = [pool.submit(grade_one, s, timeout=timeout, memory_limit=memory_limit,
-                               cell_timeout=cell_timeout) for s in subs]
-        for future in tqdm(as_completed(futures), total=len(futures), desc="grading",
-                           unit="notebook"):
-            results.append(future.result())
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool, \
+            tqdm(total=len(subs), desc="grading", unit="notebook") as progress:
+        futures = [pool.submit(grade_batch, batch, timeout=timeout, memory_limit=memory_limit,
+                               cell_timeout=cell_timeout)
+                   for batch in make_batches(subs, jobs, batch_size)]
+        for future in as_completed(futures):
+            batch = future.result()
+            results += batch
+            progress.update(len(batch))
     return sorted(results, key=lambda r: (r["student"], r["assignment"]))
 
 
@@ -135,7 +178,9 @@ def grade_all(subs: list[Submission], *, jobs: int, timeout: float,
 
 def merge_into_gradebook(results: list[dict]) -> None:
     """Record every result in the course gradebook, as nbgrader's SaveAutoGrades would."""
-    with Gradebook(DB_URL) as gb:
+    with Gradebook(DB_URL) as gb, warnings.catch_warnings():
+        # nbgrader's add_submission builds objects SQLAlchemy warns about; harmless here
+        warnings.simplefilter("ignore", SAWarning)
         for result in results:
             gb.update_or_create_student(result["student"])
             gb.update_or_create_submission(result["assignment"], result["student"])
@@ -226,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds per cell (default: nbgrader_config.py's Execute.timeout)")
     parser.add_argument("--memory-gb", type=float, default=8.0,
                         help="address-space limit per grading process (0 = none)")
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="notebooks of one assignment graded by one nbgrader run")
     parser.add_argument("--shard", default="1/1", help="grade only slice i of N (i/N)")
     parser.add_argument("--merge", action="store_true",
                         help="merge the JSON results in grader/results/ (after sharded runs)")
@@ -248,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(RESULTS, ignore_errors=True)  # a full re-grade replaces old results
     memory = int(args.memory_gb * 2**30) or None
     results = grade_all(subs, jobs=args.jobs, timeout=args.timeout, memory_limit=memory,
-                        cell_timeout=args.cell_timeout)
+                        cell_timeout=args.cell_timeout, batch_size=args.batch_size)
     if count == 1:
         finish(results)
     else:

@@ -35,22 +35,17 @@ def _limit_memory(limit_bytes: int | None):
     return apply
 
 
-def nbgrader(*args: str, course_root: Path | None = None, check: bool = True,
-             timeout: float | None = None, memory_limit: int | None = None
-             ) -> subprocess.CompletedProcess:
-    """``nbgrader <args>`` run from ``grader/`` (where nbgrader_config.py lives).
+def run_limited(command: list[str], *, timeout: float | None = None,
+                memory_limit: int | None = None, env: dict[str, str] | None = None
+                ) -> subprocess.CompletedProcess:
+    """Run ``command`` from ``grader/`` in :func:`nbgrader_env` (plus ``env``), bounded.
 
-    ``course_root`` points nbgrader at another course directory and gradebook (a
-    scratch folder per submission, or the drift test's). ``timeout`` bounds the
-    whole run: on expiry the process group (nbgrader and its kernel) is killed.
-    ``memory_limit`` (bytes) caps the address space of nbgrader and its kernel.
+    ``timeout`` bounds the whole run: on expiry the process group (the command and the
+    kernels it started) is killed and ``TimeoutExpired`` raised. ``memory_limit``
+    (bytes) caps the address space of the command and of each kernel it starts.
     """
-    command = [sys.executable, "-m", "nbgrader", *args]
-    if course_root is not None:
-        command += [f"--CourseDirectory.root={course_root}",
-                    f"--CourseDirectory.db_url=sqlite:///{course_root / 'gradebook.db'}"]
-    process = subprocess.Popen(command, cwd=GRADER, env=nbgrader_env(), text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    process = subprocess.Popen(command, cwd=GRADER, env={**nbgrader_env(), **(env or {})},
+                               text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                start_new_session=True, preexec_fn=_limit_memory(memory_limit))
     try:
         stdout, stderr = process.communicate(timeout=timeout)
@@ -63,7 +58,23 @@ def nbgrader(*args: str, course_root: Path | None = None, check: bool = True,
             os.killpg(process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    result = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def nbgrader(*args: str, course_root: Path | None = None, check: bool = True,
+             timeout: float | None = None, memory_limit: int | None = None,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``nbgrader <args>`` run from ``grader/`` (where nbgrader_config.py lives).
+
+    ``course_root`` points nbgrader at another course directory and gradebook (the
+    drift test's scratch copy). ``timeout``, ``memory_limit`` and ``env``: see
+    :func:`run_limited`.
+    """
+    command = [sys.executable, "-m", "nbgrader", *args]
+    if course_root is not None:
+        command += [f"--CourseDirectory.root={course_root}",
+                    f"--CourseDirectory.db_url=sqlite:///{course_root / 'gradebook.db'}"]
+    result = run_limited(command, timeout=timeout, memory_limit=memory_limit, env=env)
     if check and result.returncode != 0:
         raise RuntimeError(f"`nbgrader {' '.join(args)}` failed ({result.returncode}):\n"
                            f"{(result.stderr or '')[-4000:]}")

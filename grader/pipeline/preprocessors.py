@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 
+from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import run_sync
 from nbclient.exceptions import DeadKernelError
 from nbformat.notebooknode import NotebookNode
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_output
-from nbgrader.preprocessors import Execute, NbGraderPreprocessor
+from nbgrader.preprocessors import DeduplicateIds, Execute, NbGraderPreprocessor
 from traitlets import Unicode
 
 BADGE_ID, BOOTSTRAP_ID = "colab-badge", "colab-setup"
@@ -109,13 +112,62 @@ class HideHiddenTests(NbGraderPreprocessor):
         return cell, resources
 
 
+class DeduplicateGradeIds(DeduplicateIds):
+    """nbgrader's DeduplicateIds, minus the crash: the last copy of a graded cell counts.
+
+    nbgrader empties the earlier copies' ``nbgrader`` metadata; with
+    ``OverwriteCells.add_missing_cells`` that empty dict makes autograde fail with
+    ``KeyError: 'grade_id'``, costing the student every point. The earlier copies
+    become plain cells instead: they still run, they are not graded.
+    """
+
+    def preprocess_cell(self, cell: NotebookNode, resources: dict, index: int):
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if grade_id is not None and grade_id in self.grade_ids:
+            self.log.warning("Cell with id '%s' exists multiple times; grading the last",
+                             grade_id)
+            del cell.metadata["nbgrader"]
+            return cell, resources
+        return super().preprocess_cell(cell, resources, index)
+
+
+class SandboxedKernelManager(AsyncKernelManager):
+    """Starts a Python kernel through ``pipeline.sandbox_kernel`` (Landlock, hidden tests preloaded)."""
+
+    def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
+        command = super().format_kernel_cmd(extra_arguments)
+        for i in range(len(command) - 1):
+            if command[i:i + 2] == ["-m", "ipykernel_launcher"]:  # python [flags] -m ipykernel_launcher
+                return [*command[:i], "-m", "pipeline.sandbox_kernel", *command[i:]]
+        return command
+
+
 class ResilientExecute(Execute):
     """nbgrader's Execute, but a kernel that dies costs only the cell that killed it.
 
     On a dead kernel (``os._exit``, a segfault, the memory limit) the cell gets an
     error output, the kernel restarts, the cells that ran cleanly before are replayed
-    silently, and execution goes on with the next cell.
+    silently, and execution goes on with the next cell. Kernels start sandboxed
+    (``SandboxedKernelManager``).
     """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("kernel_manager_class", SandboxedKernelManager)
+        super().__init__(*args, **kwargs)
+
+    def preprocess(self, nb: NotebookNode, resources: dict | None = None, km=None):
+        # The sandboxed kernels' private homes live here and go when the notebook is done.
+        parent = os.environ.get("COURSE_KERNEL_HOMES")
+        with tempfile.TemporaryDirectory(prefix="kernel-homes-", dir=parent,
+                                         ignore_cleanup_errors=True) as homes:
+            os.environ["COURSE_KERNEL_HOMES"] = homes
+            try:
+                return super().preprocess(nb, resources, km)
+            finally:
+                if parent is None:
+                    os.environ.pop("COURSE_KERNEL_HOMES", None)
+                else:
+                    os.environ["COURSE_KERNEL_HOMES"] = parent
 
     def preprocess_cell(self, cell: NotebookNode, resources: dict, index: int):
         try:

@@ -1,0 +1,100 @@
+"""Start a graded notebook's kernel in a sandbox.
+
+    python -m pipeline.sandbox_kernel <the kernel's own command: python -m ipykernel_launcher -f F>
+
+Before any student code runs, this process
+1. imports the hidden tests (and through them torch and the self-check framework) and
+   records the state of what they rely on, which every hidden test puts back before it
+   checks anything (``hidden_tests.common``);
+2. takes ``grader/`` off ``sys.path`` and gives the kernel a fresh private home;
+3. restricts itself with Landlock: it may read the Python installation, the ``helpers``
+   package, system folders and its own notebook folder, and write only that folder and
+   its private home. The hidden-test files, the solutions, the gradebook, the results
+   and other students' folders can be neither read nor written, and the kernel cannot
+   signal the grader;
+4. runs the kernel in this same process, so the restriction covers every thread.
+
+Where Landlock is missing (not Linux, an old kernel) the kernel runs unsandboxed after
+a warning on stderr, which the grading log shows. ``COURSE_SANDBOX=0`` turns it off.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+import runpy
+import sys
+import tempfile
+from pathlib import Path
+
+SYSTEM_DIRS = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc", "/proc", "/sys",
+               "/dev", "/opt")
+
+
+def _preload_hidden_tests() -> Path:
+    """Import every hidden-test module; return the folder that holds the package."""
+    # ipykernel chooses this backend itself, but only once it starts: matplotlib, imported
+    # now through the helpers, must pick the inline backend too.
+    os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    package = importlib.import_module("hidden_tests")
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"hidden_tests.{module.name}")
+    importlib.import_module("hidden_tests.common").trust_current_state()
+    return Path(package.__path__[0]).resolve().parent
+
+
+def _readable(grader: Path) -> list[Path]:
+    """Everything a kernel needs to read; nothing under the grader's course folder."""
+    import helpers  # the course's own package: readable, it is public
+
+    places = {Path(p) for p in SYSTEM_DIRS}
+    places |= {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    places |= {Path(p).resolve() for p in helpers.__path__}
+    for entry in sys.path:
+        path = Path(entry or ".").resolve()
+        if path.is_dir() and not (path == grader or grader.is_relative_to(path)
+                                  or path.is_relative_to(grader)):
+            places.add(path)
+    return sorted(places)
+
+
+def _private_home() -> Path:
+    """A fresh folder per kernel for IPython, matplotlib and temporary files."""
+    home = Path(tempfile.mkdtemp(prefix="kernel-home-", dir=os.environ.get("COURSE_KERNEL_HOMES")))
+    for variable in ("HOME", "IPYTHONDIR", "MPLCONFIGDIR", "TMPDIR"):
+        os.environ[variable] = str(home)
+    tempfile.tempdir = str(home)
+    return home
+
+
+def sandbox(connection_file: Path | None) -> None:
+    """Steps 1–3 of the module docstring (step 4 is the caller's)."""
+    from pipeline import landlock
+
+    grader = _preload_hidden_tests()
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != grader]
+    readable = _readable(grader)
+    home = _private_home()
+    try:
+        landlock.restrict(read=readable, write=[Path.cwd(), home, Path("/dev")],
+                          files=[connection_file] if connection_file else [])
+    except OSError as error:
+        print(f"WARNING: student kernel NOT sandboxed: {error}", file=sys.stderr)
+
+
+def main() -> None:
+    kernel_command = sys.argv[1:]
+    if kernel_command[:2] != ["-m", "ipykernel_launcher"]:
+        raise SystemExit(f"expected `-m ipykernel_launcher ...` after the wrapper, got "
+                         f"{' '.join(kernel_command)!r}")
+    connection = (Path(kernel_command[kernel_command.index("-f") + 1])
+                  if "-f" in kernel_command else None)
+    if os.environ.get("COURSE_SANDBOX", "1") != "0":
+        sandbox(connection)
+    sys.argv = ["ipykernel_launcher", *kernel_command[2:]]
+    runpy.run_module("ipykernel_launcher", run_name="__main__", alter_sys=True)
+
+
+if __name__ == "__main__":
+    main()
