@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from pipeline import grading, landlock
+from pipeline import grading, landlock, sandbox_kernel
 from pipeline.preprocessors import SandboxedKernelManager
 from pipeline.submissions import Submission
 
@@ -56,6 +56,18 @@ def test_landlock_allows_only_the_listed_folders(tmp_path):
     assert (secret / "file.txt").read_text() == "content"
 
 
+def test_a_course_installed_under_a_readable_folder_stays_unreadable(tmp_path):
+    opt = tmp_path / "opt"
+    course = opt / "srv" / "course"
+    for folder in ("grader/hidden_tests", "solutions", "helpers", ".venv"):
+        (course / folder).mkdir(parents=True)
+    (opt / "other").mkdir()
+    (opt / "srv" / "lib").mkdir()
+    places = {opt, course / ".venv", course / "helpers", course / "grader" / "hidden_tests"}
+    kept = sandbox_kernel.carve_out(places, course, course / "grader")
+    assert kept == {opt / "other", opt / "srv" / "lib", course / ".venv", course / "helpers"}
+
+
 def test_kernels_start_through_the_sandbox():
     manager = SandboxedKernelManager(kernel_name="python3")
     command = manager.format_kernel_cmd()
@@ -70,14 +82,17 @@ def _subs(assignment: str, n: int) -> list[Submission]:
     return [Submission(f"s{i}", assignment, Path(f"/nowhere/s{i}.ipynb")) for i in range(n)]
 
 
-def test_batches_split_each_assignment_between_the_workers():
+def test_batches_are_even_mixes_of_assignments_a_multiple_of_the_jobs():
     subs = _subs("01_a", 6) + _subs("06_f", 3)
     batches = grading.make_batches(subs, jobs=2, batch_size=8)
-    assert sorted(len(b) for b in batches) == [1, 2, 3, 3]
-    assert all(len({s.assignment for s in b}) == 1 for b in batches)
+    assert sorted(len(b) for b in batches) == [4, 5]
+    assert all({s.assignment for s in b} == {"01_a", "06_f"} for b in batches)
     assert sorted(s.student + s.assignment for b in batches for s in b) == sorted(
         s.student + s.assignment for s in subs)
-    assert len(grading.make_batches(_subs("01_a", 40), jobs=2, batch_size=8)) == 5
+    big = grading.make_batches(_subs("01_a", 40) + _subs("02_b", 40), jobs=2, batch_size=8)
+    assert len(big) == 10 and {len(b) for b in big} == {8}
+    assert grading.make_batches(_subs("01_a", 1), jobs=4, batch_size=8) == [_subs("01_a", 1)]
+    assert grading.make_batches([], jobs=2, batch_size=8) == []
 
 
 def test_a_batch_that_times_out_is_graded_again_one_by_one(tmp_path, monkeypatch):

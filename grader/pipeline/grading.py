@@ -1,7 +1,7 @@
 """Autograde a class: ``python -m pipeline.grading DIR [--jobs N] [--shard i/N]``.
 
-Submissions are graded by nbgrader in batches (a few notebooks of one assignment), each
-batch in its own scratch course directory (a copy of the gradebook), ``--jobs`` batches
+Submissions are graded by nbgrader in batches (a few notebooks, mixed over the
+assignments), each batch in its own scratch course directory (a copy of the gradebook), ``--jobs`` batches
 at a time, under a wall-clock and a memory limit; every kernel runs sandboxed
 (``pipeline.sandbox_kernel``). Each submission's result is a small JSON file; the
 results are then merged into the course gradebook (for formgrader),
@@ -94,27 +94,28 @@ def _collect(scratch: Path, sub: Submission) -> dict:
 
 def grade_batch(subs: list[Submission], *, timeout: float, memory_limit: int | None,
                 cell_timeout: int | None = None) -> list[dict]:
-    """Autograde submissions of one assignment with one nbgrader run in a scratch course.
+    """Autograde submissions with one nbgrader process in a scratch course of their own.
 
-    One nbgrader process (``pipeline.nbgrader_batch``) autogrades the whole batch and
-    writes its feedback, so nbgrader's start-up is paid once. The run may take
-    ``timeout`` seconds per notebook. A submission the batch did not grade (its notebook took nbgrader down, or the batch ran
-    out of time) is graded again on its own, so it cannot cost the others anything.
+    One process (``pipeline.nbgrader_batch``) autogrades the whole batch and writes its
+    feedback, so nbgrader's start-up is paid once. The run may take ``timeout`` seconds
+    per notebook. A submission the batch did not grade (its notebook took nbgrader down,
+    or the batch ran out of time) is graded again on its own, so it cannot cost the
+    others anything.
     """
-    assignment = subs[0].assignment
     SCRATCH.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f"{assignment}-", dir=SCRATCH))
+    scratch = Path(tempfile.mkdtemp(prefix="batch-", dir=SCRATCH))
     shutil.copy2(GRADER / "gradebook.db", scratch / "gradebook.db")
-    shutil.copytree(GRADER / "source" / assignment, scratch / "source" / assignment)
+    for assignment in {s.assignment for s in subs}:
+        shutil.copytree(GRADER / "source" / assignment, scratch / "source" / assignment)
     for sub in subs:
-        target = scratch / "submitted" / sub.student / assignment
+        target = scratch / "submitted" / sub.student / sub.assignment
         target.mkdir(parents=True)
-        shutil.copy2(sub.notebook, target / f"{assignment}.ipynb")
+        shutil.copy2(sub.notebook, target / f"{sub.assignment}.ipynb")
     for private in ("kernel-homes", "runtime"):  # nothing a kernel of another batch can see
         (scratch / private).mkdir()
     env = {"COURSE_KERNEL_HOMES": str(scratch / "kernel-homes"),
            "JUPYTER_RUNTIME_DIR": str(scratch / "runtime")}
-    command = [sys.executable, "-m", "pipeline.nbgrader_batch", str(scratch), assignment]
+    command = [sys.executable, "-m", "pipeline.nbgrader_batch", str(scratch)]
     command += [f"--cell-timeout={cell_timeout}"] if cell_timeout else []
     status, log = "graded", ""
     try:
@@ -128,10 +129,10 @@ def grade_batch(subs: list[Submission], *, timeout: float, memory_limit: int | N
         if result["status"] != "graded":
             continue
         for kind in ("autograded", "feedback"):
-            target = GRADER / kind / sub.student / assignment
+            target = GRADER / kind / sub.student / sub.assignment
             shutil.rmtree(target, ignore_errors=True)
-            if (scratch / kind / sub.student / assignment).exists():
-                shutil.copytree(scratch / kind / sub.student / assignment, target)
+            if (scratch / kind / sub.student / sub.assignment).exists():
+                shutil.copytree(scratch / kind / sub.student / sub.assignment, target)
     shutil.rmtree(scratch, ignore_errors=True)
     for i, (sub, result) in enumerate(zip(subs, results, strict=True)):
         if result["status"] == "graded":
@@ -149,13 +150,12 @@ def grade_batch(subs: list[Submission], *, timeout: float, memory_limit: int | N
 
 
 def make_batches(subs: list[Submission], jobs: int, batch_size: int) -> list[list[Submission]]:
-    """Split each assignment's submissions so every worker has work; big, late tutorials first."""
-    batches = []
-    for assignment in sorted({s.assignment for s in subs}):
-        group = [s for s in subs if s.assignment == assignment]
-        size = max(1, min(batch_size, math.ceil(len(group) / max(1, jobs))))
-        batches += [group[i:i + size] for i in range(0, len(group), size)]
-    return sorted(batches, key=lambda b: (len(b), b[0].assignment), reverse=True)
+    """Deal the submissions into batches of at most ``batch_size``, a multiple of ``jobs`` of
+    them, round-robin over the assignments so that every batch holds a similar mix."""
+    jobs = max(1, jobs)
+    count = min(len(subs), jobs * math.ceil(len(subs) / (jobs * max(1, batch_size))))
+    ordered = sorted(subs, key=lambda s: (s.assignment, s.student))
+    return [ordered[i::count] for i in range(count)]
 
 
 def grade_all(subs: list[Submission], *, jobs: int, timeout: float, memory_limit: int | None,
@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-gb", type=float, default=8.0,
                         help="address-space limit per grading process (0 = none)")
     parser.add_argument("--batch-size", type=int, default=8,
-                        help="notebooks of one assignment graded by one nbgrader run")
+                        help="most notebooks graded by one nbgrader process")
     parser.add_argument("--shard", default="1/1", help="grade only slice i of N (i/N)")
     parser.add_argument("--merge", action="store_true",
                         help="merge the JSON results in grader/results/ (after sharded runs)")

@@ -1,11 +1,11 @@
 """Autograde and write feedback for a batch of submissions in ONE nbgrader process.
 
-    python -m pipeline.nbgrader_batch COURSE_ROOT ASSIGNMENT [--cell-timeout N]
+    python -m pipeline.nbgrader_batch COURSE_ROOT [--cell-timeout N]
 
-``COURSE_ROOT`` is a scratch course (gradebook, ``source/`` and ``submitted/``). The
-course's ``grader/nbgrader_config.py`` is loaded and pointed at it, then every student
-in ``submitted/`` is autograded through nbgrader's own API, one at a time, and
-feedback is generated for all of them. Starting nbgrader costs seconds; paying it once
+``COURSE_ROOT`` is a scratch course (gradebook, ``source/`` and
+``submitted/<student>/<assignment>/``). The course's ``grader/nbgrader_config.py`` is
+loaded and pointed at it, then every submission there is autograded through nbgrader's
+own API, one at a time, and feedback is generated for each assignment. Starting nbgrader costs seconds; paying it once
 per batch instead of twice per notebook is what makes parallel grading pay off. One
 student's failure is logged and the others are graded. Prints a JSON summary.
 """
@@ -37,24 +37,25 @@ def course_config(root: Path, cell_timeout: int | None = None):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("root", type=Path)
-    parser.add_argument("assignment")
     parser.add_argument("--cell-timeout", type=int, default=None)
     args = parser.parse_args(argv)
     root = args.root.resolve()
     config = course_config(root, args.cell_timeout)
     api = NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
-    students = sorted(p.name for p in (root / "submitted").iterdir() if p.is_dir())
+    submitted = sorted((p.parent.name, p.name) for p in root.glob("submitted/*/*") if p.is_dir())
     summary = {}
-    for student in students:
-        result = api.autograde(args.assignment, student, force=True, create=True)
-        summary[student] = result["success"]
+    for student, assignment in submitted:
+        result = api.autograde(assignment, student, force=True, create=True)
+        summary[f"{student}/{assignment}"] = result["success"]
         if not result["success"]:
-            print(f"autograde failed for {student}:\n{result.get('log', '')}"
+            print(f"autograde failed for {student}/{assignment}:\n{result.get('log', '')}"
                   f"{result.get('error', '')}", file=sys.stderr)
-    feedback = api.generate_feedback(args.assignment, force=True)
-    if not feedback["success"]:
-        print(f"feedback failed:\n{feedback.get('error', '')}", file=sys.stderr)
-    print(json.dumps({"autograded": summary, "feedback": feedback["success"]}))
+    for assignment in sorted({a for _, a in submitted}):
+        feedback = api.generate_feedback(assignment, force=True)
+        if not feedback["success"]:
+            print(f"feedback failed for {assignment}:\n{feedback.get('error', '')}",
+                  file=sys.stderr)
+    print(json.dumps(summary))
     return 0
 
 

@@ -51,12 +51,30 @@ def _readable(grader: Path) -> list[Path]:
     places = {Path(p) for p in SYSTEM_DIRS}
     places |= {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
     places |= {Path(p).resolve() for p in helpers.__path__}
-    for entry in sys.path:
-        path = Path(entry or ".").resolve()
-        if path.is_dir() and not (path == grader or grader.is_relative_to(path)
-                                  or path.is_relative_to(grader)):
-            places.add(path)
-    return sorted(places)
+    places |= {Path(entry or ".").resolve() for entry in sys.path}
+    return sorted(carve_out({p for p in places if p.is_dir()}, grader.parent, grader))
+
+
+def carve_out(places: set[Path], root: Path, grader: Path) -> set[Path]:
+    """``places`` minus ``grader``, and minus the course ``root`` where a place holds it.
+
+    A place inside the grader's folder is dropped. A place that holds the course (a course
+    cloned under /opt, say) is replaced by its other children, all the way down, so the
+    course's folders are not readable through it; places inside the course but outside
+    ``grader/`` (the venv, ``helpers``) stay.
+    """
+    kept = set()
+    for place in places:
+        if place == grader or place.is_relative_to(grader):
+            continue
+        if root == place or root.is_relative_to(place):
+            current = place
+            for part in root.relative_to(place).parts:
+                kept |= {child for child in current.iterdir() if child.name != part}
+                current = current / part
+        else:
+            kept.add(place)
+    return kept
 
 
 def _private_home() -> Path:
