@@ -61,20 +61,18 @@ def run_limited(command: list[str], *, timeout: float | None = None,
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
-def nbgrader(*args: str, course_root: Path | None = None, check: bool = True,
-             timeout: float | None = None, memory_limit: int | None = None,
-             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def nbgrader(*args: str, course_root: Path | None = None,
+             check: bool = True) -> subprocess.CompletedProcess:
     """``nbgrader <args>`` run from ``grader/`` (where nbgrader_config.py lives).
 
     ``course_root`` points nbgrader at another course directory and gradebook (the
-    drift test's scratch copy). ``timeout``, ``memory_limit`` and ``env``: see
-    :func:`run_limited`.
+    drift test's scratch copy).
     """
     command = [sys.executable, "-m", "nbgrader", *args]
     if course_root is not None:
         command += [f"--CourseDirectory.root={course_root}",
                     f"--CourseDirectory.db_url=sqlite:///{course_root / 'gradebook.db'}"]
-    result = run_limited(command, timeout=timeout, memory_limit=memory_limit, env=env)
+    result = run_limited(command)
     if check and result.returncode != 0:
         raise RuntimeError(f"`nbgrader {' '.join(args)}` failed ({result.returncode}):\n"
                            f"{(result.stderr or '')[-4000:]}")
