@@ -4,12 +4,14 @@
 
 Builds a synthetic class in a scratch copy of the course (students cycle through a full
 solution, typical mistakes and the blank release, so runs are a realistic mix), grades
-it four ways in one run and prints submissions per minute and the speed-up over plain
-serial ``nbgrader autograde`` (the issue's baseline; ``make grade`` also writes feedback,
-so plain nbgrader with ``generate_feedback`` is shown too). Then the fixed costs that
-every notebook or batch pays, measured on their own: starting nbgrader, and starting a
-kernel plain or sandboxed (the sandbox imports torch, the helpers and the hidden tests
-before it is ready; a plain kernel's row includes ``import torch, helpers`` to compare).
+it five ways in one run and prints submissions per minute and the speed-up over plain
+serial ``nbgrader autograde`` with the course's configuration (the issue's baseline).
+``make grade`` also writes feedback, so plain nbgrader with ``generate_feedback`` is
+shown too, and so is plain nbgrader with unsandboxed kernels, as stock nbgrader runs
+them. Then the fixed costs that every notebook or batch pays, measured on their own:
+starting nbgrader, and starting a kernel plain, sandboxed (it imports torch, the helpers
+and the hidden tests before it is ready; the plain row includes ``import torch,
+helpers`` to compare) or forked from a batch's warm fork server.
 """
 
 from __future__ import annotations
@@ -27,14 +29,15 @@ ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("full_solution", "typical_mistakes", "blank_release")
 
 
-def _env(course: Path) -> dict[str, str]:
+def _env(course: Path, **extra: str) -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=str(course / "grader"),
-                PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
+                PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
+                **extra)
 
 
-def _run(args: list[str], course: Path, cwd: Path | None = None) -> float:
+def _run(args: list[str], course: Path, cwd: Path | None = None, **extra: str) -> float:
     start = time.perf_counter()
-    subprocess.run(args, cwd=cwd or course, env=_env(course), check=True,
+    subprocess.run(args, cwd=cwd or course, env=_env(course, **extra), check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - start
 
@@ -63,20 +66,27 @@ def make_class(course: Path, students: int) -> Path:
     return klass
 
 
-def plain_nbgrader(course: Path, klass: Path, ids: list[str], feedback: bool = False) -> float:
-    """nbgrader's own serial autograde (and feedback) over one shared gradebook."""
+def plain_nbgrader(course: Path, klass: Path, ids: list[str], feedback: bool = False,
+                   sandbox: bool = True) -> float:
+    """nbgrader's own serial autograde (and feedback) over one shared gradebook.
+
+    With the course's configuration, so kernels start sandboxed, one fresh process per
+    notebook; ``sandbox=False`` starts them plain, as stock nbgrader would.
+    """
     submitted = course / "grader" / "submitted"
     shutil.rmtree(submitted, ignore_errors=True)
     shutil.copytree(klass, submitted)
     config = [f"--CourseDirectory.root={course / 'grader'}"]
     steps = ["autograde", "generate_feedback"] if feedback else ["autograde"]
     return sum(_run([sys.executable, "-m", "nbgrader", step, i, "--force", *config],
-                    course, cwd=course / "grader") for i in ids for step in steps)
+                    course, cwd=course / "grader", COURSE_SANDBOX="1" if sandbox else "0")
+               for i in ids for step in steps)
 
 
 KERNEL_STARTUP = """
 import asyncio, sys, time
 from jupyter_client.manager import AsyncKernelManager
+from pipeline.kernel_forkserver import ForkServer
 from pipeline.preprocessors import SandboxedKernelManager
 
 async def startup(manager_class, code):
@@ -95,12 +105,16 @@ async def startup(manager_class, code):
 
 plain = asyncio.run(startup(AsyncKernelManager, "import torch, helpers"))
 sandboxed = asyncio.run(startup(SandboxedKernelManager, ""))
-print(plain, sandboxed)
+server = ForkServer.start()
+asyncio.run(startup(SandboxedKernelManager, ""))  # the first one waits for the server's imports
+forked = asyncio.run(startup(SandboxedKernelManager, ""))
+server.stop()
+print(plain, sandboxed, forked)
 """
 
 
 def fixed_costs(course: Path) -> dict[str, float]:
-    """Seconds to start nbgrader, a plain kernel (+ imports) and a sandboxed kernel."""
+    """Seconds to start nbgrader, a plain kernel (+ imports), a sandboxed and a forked kernel."""
     nbgrader = _run([sys.executable, "-m", "nbgrader", "--version"], course)
     homes = course / "kernel-homes"
     homes.mkdir(exist_ok=True)
@@ -109,7 +123,8 @@ def fixed_costs(course: Path) -> dict[str, float]:
                          capture_output=True, text=True).stdout.split()
     return {"nbgrader start-up (once per process)": nbgrader,
             "plain kernel start-up + import torch, helpers": float(out[0]),
-            "sandboxed kernel start-up (all preloaded)": float(out[1])}
+            "sandboxed kernel start-up (all preloaded)": float(out[1]),
+            "sandboxed kernel forked from a warm fork server": float(out[2])}
 
 
 def course_grade(course: Path, klass: Path, jobs: int) -> float:
@@ -133,6 +148,8 @@ def main() -> int:
             ("plain nbgrader autograde (serial)", lambda: plain_nbgrader(course, klass, ids)),
             ("plain nbgrader + generate_feedback", lambda: plain_nbgrader(course, klass, ids,
                                                                            feedback=True)),
+            ("plain nbgrader, unsandboxed kernels", lambda: plain_nbgrader(course, klass, ids,
+                                                                            sandbox=False)),
             ("make grade JOBS=1", lambda: course_grade(course, klass, 1)),
             ("make grade JOBS=2", lambda: course_grade(course, klass, 2)),
         ]:

@@ -5,8 +5,9 @@
 ``COURSE_ROOT`` is a scratch course (gradebook, ``source/`` and
 ``submitted/<student>/<assignment>/``). The course's ``grader/nbgrader_config.py`` is
 loaded and pointed at it, then every submission there is autograded through nbgrader's
-own API, one at a time, and feedback is generated for each assignment. Starting nbgrader costs seconds; paying it once
-per batch instead of twice per notebook is what makes parallel grading pay off. One
+own API, one at a time, and feedback is generated for each assignment. Starting nbgrader costs seconds, and so does
+starting a kernel: nbgrader starts once per batch, and kernels are forked from a warm
+fork server (``pipeline.kernel_forkserver``), which is what makes parallel grading pay off. One
 student's failure is logged and the others are graded. Prints a JSON summary.
 """
 
@@ -17,11 +18,14 @@ import json
 import sys
 from pathlib import Path
 
-from nbgrader.apps import NbGraderAPI
-from nbgrader.coursedir import CourseDirectory
 from traitlets.config import PyFileConfigLoader
 
+from pipeline.kernel_forkserver import ForkServer
 from pipeline.paths import GRADER
+
+# jsonschema imports rfc3987_syntax, which builds a grammar for two seconds, only to check
+# the "iri" string formats nbformat never asks for: every batch would pay that at start-up.
+sys.modules.setdefault("rfc3987_syntax", None)
 
 
 def course_config(root: Path, cell_timeout: int | None = None):
@@ -40,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cell-timeout", type=int, default=None)
     args = parser.parse_args(argv)
     root = args.root.resolve()
+    server = ForkServer.start()  # warms up (imports torch, the hidden tests) meanwhile
+    from nbgrader.apps import NbGraderAPI  # slow imports: after the server is on its way
+    from nbgrader.coursedir import CourseDirectory
+
     config = course_config(root, args.cell_timeout)
     api = NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
     submitted = sorted((p.parent.name, p.name) for p in root.glob("submitted/*/*") if p.is_dir())
@@ -55,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         if not feedback["success"]:
             print(f"feedback failed for {assignment}:\n{feedback.get('error', '')}",
                   file=sys.stderr)
+    if server is not None:
+        server.stop()
     print(json.dumps(summary))
     return 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import uuid
 
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import run_sync
@@ -13,6 +14,8 @@ from nbformat.notebooknode import NotebookNode
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_output
 from nbgrader.preprocessors import DeduplicateIds, Execute, NbGraderPreprocessor
 from traitlets import Unicode
+
+from pipeline.kernel_forkserver import ForkProvisioner, ForkServer
 
 BADGE_ID, BOOTSTRAP_ID = "colab-badge", "colab-setup"
 HIDDEN_BLOCK = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS.*?^[ \t]*### END HIDDEN TESTS[^\n]*\n?",
@@ -132,7 +135,18 @@ class DeduplicateGradeIds(DeduplicateIds):
 
 
 class SandboxedKernelManager(AsyncKernelManager):
-    """Starts a Python kernel through ``pipeline.sandbox_kernel`` (Landlock, hidden tests preloaded)."""
+    """Starts a Python kernel through ``pipeline.sandbox_kernel`` (Landlock, hidden tests preloaded).
+
+    Inside a batch the kernel is forked from the batch's warm fork server instead
+    (``pipeline.kernel_forkserver``): the same sandbox, without the seconds of imports.
+    """
+
+    async def start_kernel(self, **kw) -> None:
+        if self.provisioner is None and ForkServer.current() is not None:
+            self.kernel_id = self.kernel_id or kw.pop("kernel_id", str(uuid.uuid4()))
+            self.provisioner = ForkProvisioner(kernel_id=self.kernel_id,
+                                               kernel_spec=self.kernel_spec, parent=self)
+        await super().start_kernel(**kw)
 
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
         command = super().format_kernel_cmd(extra_arguments)

@@ -86,11 +86,17 @@ def _private_home() -> Path:
     return home
 
 
-def sandbox(connection_file: Path | None) -> None:
-    """Steps 1–3 of the module docstring (step 4 is the caller's)."""
+def preload() -> Path:
+    """Step 1, plus the kernel's own imports; returns the grader folder (the hidden tests' home)."""
+    grader = _preload_hidden_tests()
+    importlib.import_module("ipykernel.kernelapp")
+    return grader
+
+
+def confine(grader: Path, connection_file: Path | None) -> None:
+    """Steps 2–3 of the module docstring, in the process that is about to become the kernel."""
     from pipeline import landlock
 
-    grader = _preload_hidden_tests()
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != grader]
     readable = _readable(grader)
     home = _private_home()
@@ -101,17 +107,36 @@ def sandbox(connection_file: Path | None) -> None:
         print(f"WARNING: student kernel NOT sandboxed: {error}", file=sys.stderr)
 
 
+def kernel_arguments(command: list[str]) -> list[str]:
+    """The arguments after ``-m ipykernel_launcher`` in ``command``; a clear error otherwise."""
+    for i in range(len(command) - 1):
+        if command[i:i + 2] == ["-m", "ipykernel_launcher"]:
+            return command[i + 2:]
+    raise SystemExit(f"expected `-m ipykernel_launcher ...` in the kernel command, got "
+                     f"{' '.join(command)!r}")
+
+
+def become_kernel(arguments: list[str]) -> None:
+    """Steps 1–4 (step 1 is skipped where already done): sandbox this process, run ipykernel."""
+    connection = Path(arguments[arguments.index("-f") + 1]) if "-f" in arguments else None
+    if sandboxed():
+        grader = _preload_hidden_tests()  # modules already imported (a fork server) cost nothing
+        confine(grader, connection)
+    sys.argv = ["ipykernel_launcher", *arguments]
+    runpy.run_module("ipykernel_launcher", run_name="__main__", alter_sys=True)
+
+
+def sandboxed() -> bool:
+    """Whether kernels are sandboxed (``COURSE_SANDBOX=0`` turns it off)."""
+    return os.environ.get("COURSE_SANDBOX", "1") != "0"
+
+
 def main() -> None:
     kernel_command = sys.argv[1:]
     if kernel_command[:2] != ["-m", "ipykernel_launcher"]:
         raise SystemExit(f"expected `-m ipykernel_launcher ...` after the wrapper, got "
                          f"{' '.join(kernel_command)!r}")
-    connection = (Path(kernel_command[kernel_command.index("-f") + 1])
-                  if "-f" in kernel_command else None)
-    if os.environ.get("COURSE_SANDBOX", "1") != "0":
-        sandbox(connection)
-    sys.argv = ["ipykernel_launcher", *kernel_command[2:]]
-    runpy.run_module("ipykernel_launcher", run_name="__main__", alter_sys=True)
+    become_kernel(kernel_command[2:])
 
 
 if __name__ == "__main__":
