@@ -30,9 +30,10 @@ VARIANTS = ("full_solution", "typical_mistakes", "blank_release")
 
 
 def _env(course: Path, **extra: str) -> dict[str, str]:
+    # Every row gets the course's settings (the Makefile's): one thread per kernel.
     return dict(os.environ, PYTHONPATH=str(course / "grader"),
                 PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
-                **extra)
+                OMP_NUM_THREADS="1", PYTHONHASHSEED="0", **extra)
 
 
 def _run(args: list[str], course: Path, cwd: Path | None = None, **extra: str) -> float:
