@@ -226,7 +226,7 @@ class ForkProvisioner(LocalProvisioner):
             try:
                 pid = server.spawn(sandbox_kernel.kernel_arguments(cmd), kwargs["env"],
                                    kwargs.get("cwd") or os.getcwd())
-            except (OSError, ValueError, SystemExit) as error:
+            except (OSError, ValueError) as error:
                 self.log.warning("fork server failed (%s); starting the kernel the ordinary "
                                  "way", error)
             else:

@@ -14,6 +14,9 @@ Before any student code runs, this process
    signal the grader;
 4. runs the kernel in this same process, so the restriction covers every thread.
 
+A batch's fork server (``pipeline.kernel_forkserver``) does step 1 once (``preload``) and
+steps 2–4 in every kernel it forks (``become_kernel``).
+
 Where Landlock is missing (not Linux, an old kernel) the kernel runs unsandboxed after
 a warning on stderr, which the grading log shows. ``COURSE_SANDBOX=0`` turns it off.
 """
@@ -112,7 +115,7 @@ def kernel_arguments(command: list[str]) -> list[str]:
     for i in range(len(command) - 1):
         if command[i:i + 2] == ["-m", "ipykernel_launcher"]:
             return command[i + 2:]
-    raise SystemExit(f"expected `-m ipykernel_launcher ...` in the kernel command, got "
+    raise ValueError(f"expected `-m ipykernel_launcher ...` in the kernel command, got "
                      f"{' '.join(command)!r}")
 
 
@@ -132,11 +135,11 @@ def sandboxed() -> bool:
 
 
 def main() -> None:
-    kernel_command = sys.argv[1:]
-    if kernel_command[:2] != ["-m", "ipykernel_launcher"]:
-        raise SystemExit(f"expected `-m ipykernel_launcher ...` after the wrapper, got "
-                         f"{' '.join(kernel_command)!r}")
-    become_kernel(kernel_command[2:])
+    try:
+        arguments = kernel_arguments(sys.argv[1:])
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
+    become_kernel(arguments)
 
 
 if __name__ == "__main__":
