@@ -5,10 +5,11 @@
 ``COURSE_ROOT`` is a scratch course (gradebook, ``source/`` and
 ``submitted/<student>/<assignment>/``). The course's ``grader/nbgrader_config.py`` is
 loaded and pointed at it, then every submission there is autograded through nbgrader's
-own API, one at a time, and feedback is generated for each assignment. Starting nbgrader costs seconds, and so does
-starting a kernel: nbgrader starts once per batch, and kernels are forked from a warm
-fork server (``pipeline.kernel_forkserver``), which is what makes parallel grading pay off. One
-student's failure is logged and the others are graded. Prints a JSON summary.
+own API, one at a time, and feedback is generated for each assignment. Starting nbgrader
+costs seconds, and so does starting a kernel: nbgrader starts once per batch, and kernels
+are forked from a warm fork server (``pipeline.kernel_forkserver``), which is what makes
+parallel grading pay off. One student's failure is logged and the others are graded.
+Prints a JSON summary.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_output
 from nbgrader.preprocessors import DeduplicateIds, Execute, NbGraderPreprocessor
 from traitlets import Unicode
 
+from pipeline import sandbox_kernel
 from pipeline.kernel_forkserver import ForkProvisioner, ForkServer
 
 BADGE_ID, BOOTSTRAP_ID = "colab-badge", "colab-setup"
@@ -150,10 +151,13 @@ class SandboxedKernelManager(AsyncKernelManager):
 
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
         command = super().format_kernel_cmd(extra_arguments)
-        for i in range(len(command) - 1):
-            if command[i:i + 2] == ["-m", "ipykernel_launcher"]:  # python [flags] -m ipykernel_launcher
-                return [*command[:i], "-m", "pipeline.sandbox_kernel", *command[i:]]
-        return command
+        try:  # python [flags] -m ipykernel_launcher ARGS
+            arguments = sandbox_kernel.kernel_arguments(command)
+        except ValueError:  # not an ipykernel: leave it alone
+            return command
+        interpreter = command[:len(command) - len(arguments) - 2]
+        return [*interpreter, "-m", "pipeline.sandbox_kernel", "-m", "ipykernel_launcher",
+                *arguments]
 
 
 class ResilientExecute(Execute):
