@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import copy
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "grader"))
 sys.path.insert(0, str(ROOT / "tests"))
+
+from misbehaving import BANK, NOTEBOOK, SANDBOX_ONLY  # noqa: E402
+from pipeline import landlock  # noqa: E402
+
+SANDBOXED = landlock.abi_version() > 0
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -59,3 +67,49 @@ def headless_figures(monkeypatch):
     monkeypatch.setattr(plt, "show", lambda *args, **kwargs: None)
     yield
     plt.close("all")
+
+
+def _misbehave(sample_dir, student, answers, tests, tamper=None):
+    """The full solution of NOTEBOOK with cells replaced, deleted or duplicated (see BANK)."""
+    source = sample_dir / "full_solution" / NOTEBOOK / f"{NOTEBOOK}.ipynb"
+    notebook = nbformat.read(source, as_version=4)
+    cells = []
+    for cell in notebook.cells:
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        new = answers.get(grade_id, tests.get(grade_id, cell.source))
+        for text in new if isinstance(new, list) else [] if new is None else [new]:
+            cells.append(copy.deepcopy(cell))
+            cells[-1].source = text
+    notebook.cells = cells
+    target = sample_dir / student / NOTEBOOK / f"{NOTEBOOK}.ipynb"
+    target.parent.mkdir(parents=True)
+    notebook = json.loads(json.dumps(notebook))  # plain dicts for `tamper`
+    if tamper is not None:
+        tamper(notebook, target.parent)
+    # json, not nbformat.write: nbformat would refuse (or repair) the duplicated cell ids
+    if not target.is_symlink():
+        target.write_text(json.dumps(notebook, indent=1))
+
+
+@pytest.fixture(scope="session")
+def graded(course_copy, run_in_course):
+    """The sample class plus the misbehaving bank, graded as `make grade` does (JOBS=2).
+
+    Returns (course folder, the grading run, results by (student, assignment)).
+    """
+    run_in_course(["-m", "pipeline.sample_class"], course_copy)
+    sample = course_copy / "grader" / "sample_submissions"
+    for student, (answers, tests, _, *tamper) in BANK.items():
+        if SANDBOXED or student not in SANDBOX_ONLY:
+            _misbehave(sample, student, answers, tests, *tamper)
+    misnamed = sample / "misnamed" / NOTEBOOK
+    misnamed.mkdir(parents=True)
+    shutil.copy2(sample / "blank_release" / NOTEBOOK / f"{NOTEBOOK}.ipynb",
+                 misnamed / "homework.ipynb")
+    run = run_in_course(["-m", "pipeline.grading", str(sample), "--jobs", "2",
+                         "--cell-timeout", "20"], course_copy)
+    results = {}
+    for path in (course_copy / "grader" / "results").glob("*.json"):
+        result = json.loads(path.read_text())
+        results[result["student"], result["assignment"]] = result
+    return course_copy, run, results

@@ -2,60 +2,20 @@
 
 from __future__ import annotations
 
-import copy
 import csv
 import json
 import shutil
 
 import nbformat
 import pytest
+from conftest import SANDBOXED
 from misbehaving import BANK, NOTEBOOK, SANDBOX_ONLY, TAMPER_MARK
-from pipeline import landlock
 from pipeline.paths import assignment_ids
 from pipeline.sample_class import mistakes_for
 
 pytestmark = pytest.mark.slow
 IDS = assignment_ids()
-SANDBOXED = landlock.abi_version() > 0
 needs_sandbox = pytest.mark.skipif(not SANDBOXED, reason="Landlock is not available here")
-
-
-def _misbehave(sample_dir, student, answers, tests):
-    """The full solution of NOTEBOOK with cells replaced, deleted or duplicated (see BANK)."""
-    source = sample_dir / "full_solution" / NOTEBOOK / f"{NOTEBOOK}.ipynb"
-    notebook = nbformat.read(source, as_version=4)
-    cells = []
-    for cell in notebook.cells:
-        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
-        new = answers.get(grade_id, tests.get(grade_id, cell.source))
-        for text in new if isinstance(new, list) else [] if new is None else [new]:
-            cells.append(copy.deepcopy(cell))
-            cells[-1].source = text
-    notebook.cells = cells
-    target = sample_dir / student / NOTEBOOK / f"{NOTEBOOK}.ipynb"
-    target.parent.mkdir(parents=True)
-    # json, not nbformat.write: nbformat would refuse (or repair) the duplicated cell ids
-    target.write_text(json.dumps(notebook, indent=1))
-
-
-@pytest.fixture(scope="module")
-def graded(course_copy, run_in_course):
-    run_in_course(["-m", "pipeline.sample_class"], course_copy)
-    sample = course_copy / "grader" / "sample_submissions"
-    for student, (answers, tests, _) in BANK.items():
-        if SANDBOXED or student not in SANDBOX_ONLY:
-            _misbehave(sample, student, answers, tests)
-    misnamed = sample / "misnamed" / NOTEBOOK
-    misnamed.mkdir(parents=True)
-    shutil.copy2(sample / "blank_release" / NOTEBOOK / f"{NOTEBOOK}.ipynb",
-                 misnamed / "homework.ipynb")
-    run = run_in_course(["-m", "pipeline.grading", str(sample), "--jobs", "2",
-                         "--cell-timeout", "20"], course_copy)
-    results = {}
-    for path in (course_copy / "grader" / "results").glob("*.json"):
-        result = json.loads(path.read_text())
-        results[result["student"], result["assignment"]] = result
-    return course_copy, run, results
 
 
 def _auto(result):

@@ -1,10 +1,19 @@
 """A bank of misbehaving submissions, built on the full solution of tutorial 01.
 
 Each entry: student id -> (answer cells replaced, test cells replaced, expected
-auto-graded points per test cell). A replacement maps a grade_id to a new source, to
-None (delete the cell) or to a list of sources (one copy of the cell per source, all
-with the same cell id and grade_id, as a hand-edited or badly merged notebook has).
+auto-graded points per test cell[, tamper]). A replacement maps a grade_id to a new
+source, to None (delete the cell) or to a list of sources (one copy of the cell per
+source, all with the same cell id and grade_id, as a hand-edited or badly merged
+notebook has). The optional ``tamper(notebook: dict, folder: Path)`` changes the
+notebook (a JSON dict) before it is written to ``folder/<id>.ipynb`` and may leave
+other things in ``folder`` (links, large files).
+
+Every module of this package that defines ``BANK`` adds its entries (and its
+``SANDBOX_ONLY`` names) to the bank graded end to end by ``tests/test_end_to_end.py``.
 """
+
+import importlib
+import pkgutil
 
 NOTEBOOK = "01_gain_multiplication"
 
@@ -132,3 +141,12 @@ except OSError as error:
 
 # Without Landlock (not Linux, an old kernel) the grader cannot stop these two.
 SANDBOX_ONLY = {"reads_hidden_tests", "writes_gradebook"}
+
+
+for _module in pkgutil.iter_modules(__path__):
+    _extra = importlib.import_module(f"{__name__}.{_module.name}")
+    for _student in _extra.BANK:
+        if _student in BANK:
+            raise ValueError(f"misbehaving student {_student!r} is defined twice")
+    BANK.update(_extra.BANK)
+    SANDBOX_ONLY |= set(getattr(_extra, "SANDBOX_ONLY", ()))
