@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from hidden_tests.common import HiddenCheck
+from hidden_tests.common import HiddenCheck, fresh_generator, hidden_test
 
 TensorFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -59,7 +59,7 @@ def _running_mean_mistakes(x: torch.Tensor) -> dict[str, torch.Tensor]:
 
 def _grade_running_mean(name: str, running_mean: TensorFn) -> None:
     check = HiddenCheck(name)
-    generator = torch.Generator().manual_seed(606)
+    generator = fresh_generator(606)
     for B, T, C in ((3, 7, 5), (1, 10, 3), (2, 4, 6)):
         x = torch.randn(B, T, C, generator=generator) + 1.0  # nonzero mean: sums ≠ means
         original = x.clone()
@@ -76,10 +76,12 @@ def _grade_running_mean(name: str, running_mean: TensorFn) -> None:
     check.passed()
 
 
+@hidden_test
 def grade_running_mean_loop(running_mean_loop: TensorFn) -> None:
     _grade_running_mean("running_mean_loop", running_mean_loop)
 
 
+@hidden_test
 def grade_running_mean_matmul(running_mean_matmul: TensorFn) -> None:
     _grade_running_mean("running_mean_matmul", running_mean_matmul)
 
@@ -119,9 +121,10 @@ def _weight_mistakes(scores: torch.Tensor) -> dict[str, torch.Tensor]:
     return mistakes
 
 
+@hidden_test
 def grade_causal_attention_weights(causal_attention_weights: TensorFn) -> None:
     check = HiddenCheck("causal_attention_weights")
-    generator = torch.Generator().manual_seed(616)
+    generator = fresh_generator(616)
     for shape in ((4, 7, 7), (2, 3, 5, 5), (6, 6), (2, 1, 1)):
         scores = 2.0 * torch.randn(*shape, generator=generator)
         original = scores.clone()
@@ -191,9 +194,10 @@ def _build_head(check: HiddenCheck, head_class: type[nn.Module], n_embd: int,
     return head
 
 
+@hidden_test
 def grade_CausalSelfAttentionHead(head_class: type[nn.Module]) -> None:  # noqa: N802
     check = HiddenCheck("CausalSelfAttentionHead")
-    generator = torch.Generator().manual_seed(626)
+    generator = fresh_generator(626)
     for n_embd, head_size, B, T in ((12, 3, 2, 6), (8, 8, 3, 5), (10, 16, 1, 9)):
         head = _build_head(check, head_class, n_embd, head_size)
         weights = {name: 0.6 * torch.randn(head_size, n_embd, generator=generator)

@@ -1,101 +1,53 @@
-"""Shared pieces of the hidden tests: the check class, and undoing tampering.
+"""Shared pieces of the hidden tests: the check class, fresh inputs, the student's code.
 
-Hidden tests run in the student's kernel (that is how nbgrader works), after the
-student's code. A submission may have replaced what the checks rely on:
-``torch.allclose = lambda *a, **k: True``, a method of the check framework,
-``AssertionError``... The grader's sandboxed kernel imports this package before any
-student code runs, and :func:`trust_current_state` records the attributes of the
-modules and classes the checks use. Every ``HiddenCheck`` puts them back first.
+Hidden tests run on the trusted side: in the grader's own process while grading
+(``pipeline.verdicts``), never in the student's kernel. They reach the student's
+definitions only through ``hidden_tests.student`` proxies, which send inputs and get
+plain numbers back, so nothing a submission does to its own process (patched torch
+functions, tensor subclasses, tracing hooks, replaced modules) reaches the checks.
 """
 
 from __future__ import annotations
 
-import builtins
-import sys
-import types
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
-import torch._dynamo  # noqa: F401 - first use of an optimizer imports it, and it rewraps
-import torch.nn.functional  # torch.manual_seed: do that before the state is recorded
 
 from helpers.checks.framework import SelfCheck
+from hidden_tests.student import student
 
-_BUILTIN_KINDS = (type, types.BuiltinFunctionType)
-_KERNEL_OWNED = {"input", "breakpoint"}  # ipykernel swaps these in and out around each cell
-_setattr, _delattr, _sorted, _print = setattr, delattr, sorted, print
-
-
-def _watched_modules() -> list[types.ModuleType]:
-    ours = [m for name, m in list(sys.modules.items())
-            if name.split(".")[0] in ("helpers", "hidden_tests") and m is not None]
-    return [torch, torch.nn, torch.nn.functional, torch.linalg, *ours]
+_salt = [0]  # in place: the grader sets a fresh one for every hidden test it runs
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _watched_classes(modules: list[types.ModuleType]) -> list[type]:
-    classes = [torch.Tensor, torch.nn.Module]
-    for module in modules[4:]:  # the course's own classes
-        classes += [v for v in vars(module).values()
-                    if isinstance(v, type) and v.__module__ == module.__name__]
-    return classes
+def set_salt(salt: int) -> None:
+    """Make :func:`fresh_generator` draw inputs no submission can know in advance."""
+    _salt[0] = salt % 2**62
 
 
-class _Snapshot:
-    """The attributes of builtins, torch and the course's modules and classes, as recorded."""
-
-    def __init__(self) -> None:
-        modules = _watched_modules()
-        self.builtins = {k: v for k, v in vars(builtins).items()
-                         if isinstance(v, _BUILTIN_KINDS) and k not in _KERNEL_OWNED}
-        self.modules = [(m, dict(vars(m))) for m in modules]
-        self.classes = [(c, dict(vars(c))) for c in dict.fromkeys(_watched_classes(modules))]
-
-    def restore(self) -> list[str]:
-        """Put back everything that changed; return the names put back."""
-        changed = []
-        current = vars(builtins)
-        for key, value in self.builtins.items():
-            if current.get(key) is not value:
-                current[key] = value
-                changed.append(key)
-        for owner, recorded in self.modules + self.classes:
-            now = dict(vars(owner))
-            for key, value in recorded.items():
-                if now.get(key, _MISSING) is not value:
-                    _setattr(owner, key, value)
-                    changed.append(f"{owner.__name__}.{key}")
-            if isinstance(owner, type):  # an added attribute can shadow an inherited one
-                for key in now.keys() - recorded.keys():
-                    _delattr(owner, key)
-                    changed.append(f"{owner.__name__}.{key}")
-        return changed
+def fresh_generator(seed: int) -> torch.Generator:
+    """A generator for a hidden test's inputs: fixed in unit tests (salt 0), fresh while
+    grading, so the inputs cannot be looked up in this file."""
+    return torch.Generator().manual_seed((seed + 7919 * _salt[0]) % 2**63)
 
 
-_MISSING = object()
-_trusted: list[_Snapshot] = []  # filled in place: rebinding would look like tampering
+def hidden_test(grade: F) -> F:
+    """Decorate ``grade_<exercise>(candidate)``: the candidate becomes a proxy
+    (``hidden_tests.student.student``), whether it came from a kernel or this process."""
 
+    @functools.wraps(grade)
+    def wrapper(candidate: Any, *args: Any, **kwargs: Any) -> Any:
+        return grade(student(candidate), *args, **kwargs)
 
-def trust_current_state() -> None:
-    """Record the present state as the trusted one (the sandbox calls this before student code)."""
-    _trusted[:] = [_Snapshot()]
-
-
-trust_current_state()
-
-
-def undo_tampering() -> None:
-    """Restore the trusted state; tell the student when their code had changed it."""
-    changed = _trusted[0].restore()
-    if changed:
-        _print("Note: the grader undid changes your code made to "
-               + ", ".join(_sorted(changed)[:5]) + (", ..." if len(changed) > 5 else "")
-               + " before running this test.")
+    return wrapper  # type: ignore[return-value]
 
 
 class HiddenCheck(SelfCheck):
     """A SelfCheck whose messages say they come from the hidden tests."""
 
     def __init__(self, exercise: str) -> None:
-        undo_tampering()
         super().__init__(f"{exercise} (hidden test)")
 
     def passed(self) -> None:  # hidden tests stay quiet on success

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from hidden_tests.common import HiddenCheck
+from hidden_tests.common import HiddenCheck, fresh_generator, hidden_test
 
 
 def _reference_softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
@@ -15,9 +15,10 @@ def _reference_softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     return e / e.sum(dim=dim, keepdim=True)
 
 
+@hidden_test
 def grade_stable_softmax(stable_softmax: Callable[..., torch.Tensor]) -> None:
     check = HiddenCheck("stable_softmax")
-    generator = torch.Generator().manual_seed(101)
+    generator = fresh_generator(101)
     x = 3 * torch.randn(2, 3, 4, generator=generator)
     for dim in (-1, 0, 1, 2):
         original = x.clone()
@@ -60,9 +61,10 @@ def _reference_attention(x, q_1, q_2, z_1, z_2):
     return w, (w * x.double()).sum()
 
 
+@hidden_test
 def grade_gained_dot_product_attention(attention: Callable[..., tuple]) -> None:
     check = HiddenCheck("gained_dot_product_attention")
-    generator = torch.Generator().manual_seed(102)
+    generator = fresh_generator(102)
     for T, z_1, z_2 in ((7, 2.0, 0.5), (16, -1.5, 3.0), (5, 0.0, 4.0)):
         x = torch.randn(T, generator=generator) + 1.0  # nonzero mean: y ≠ a sum by accident
         q_1, q_2 = torch.randn(T, generator=generator), torch.rand(T, generator=generator)

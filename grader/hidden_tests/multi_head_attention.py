@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Mapping
 import torch
 from torch import nn
 
-from hidden_tests.common import HiddenCheck
+from hidden_tests.common import HiddenCheck, fresh_generator, hidden_test
 
 TOL = {"atol": 1e-5, "rtol": 1e-4}
 
@@ -75,7 +75,7 @@ def _reference_attention(x: torch.Tensor, weights: dict[str, torch.Tensor], n_he
 
 
 def _seeded_weights(d_model: int, seed: int) -> dict[str, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
+    generator = fresh_generator(seed)
     scale = 1.5 / math.sqrt(d_model)  # scores of order 1-3: softmax neither flat nor one-hot
     weights = {name: scale * torch.randn(d_model, d_model, generator=generator)
                for name in ("q", "k", "v", "o")}
@@ -85,9 +85,10 @@ def _seeded_weights(d_model: int, seed: int) -> dict[str, torch.Tensor]:
 
 # ---- split_heads / merge_heads ---------------------------------------------------------------
 
+@hidden_test
 def grade_split_heads(split_heads: Callable[..., torch.Tensor]) -> None:
     check = HiddenCheck("split_heads")
-    generator = torch.Generator().manual_seed(301)
+    generator = fresh_generator(301)
     for B, T, H, dh in ((2, 5, 3, 4), (1, 7, 2, 3), (3, 4, 4, 2), (2, 6, 1, 5), (1, 3, 6, 1)):
         x = torch.randn(B, T, H * dh, generator=generator)
         original = x.clone()
@@ -114,9 +115,10 @@ def grade_split_heads(split_heads: Callable[..., torch.Tensor]) -> None:
     check.passed()
 
 
+@hidden_test
 def grade_merge_heads(merge_heads: Callable[..., torch.Tensor]) -> None:
     check = HiddenCheck("merge_heads")
-    generator = torch.Generator().manual_seed(302)
+    generator = fresh_generator(302)
     for B, H, T, dh in ((2, 3, 5, 4), (1, 2, 7, 3), (3, 4, 4, 2), (2, 1, 6, 5), (1, 6, 3, 1)):
         x = torch.randn(B, H, T, dh, generator=generator)
         original = x.clone()
@@ -218,9 +220,10 @@ def _mistakes(x, weights, H, mask, part: str) -> Mapping[str, torch.Tensor]:
         variants, lambda flags: _reference_attention(x, weights, H, mask, **flags)[index])
 
 
+@hidden_test
 def grade_multi_head_self_attention(attention_cls: type[nn.Module]) -> None:
     check = HiddenCheck("MultiHeadSelfAttention")
-    generator = torch.Generator().manual_seed(303)
+    generator = fresh_generator(303)
     cases = []  # (B, T, d_model, H, mask description, mask)
     cases.append((2, 5, 12, 3, "no mask", None))
     cases.append((1, 7, 8, 2, "no mask", None))

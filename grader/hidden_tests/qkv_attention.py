@@ -15,7 +15,7 @@ from torch import nn
 
 from helpers.checks.framework import describe
 from helpers.checks.qkv_attention import BATCH_HINT, call_or_explain
-from hidden_tests.common import HiddenCheck
+from hidden_tests.common import HiddenCheck, fresh_generator, hidden_test
 
 NAN_HINT = ("a fully masked row gives nan (softmax of a row that is all -inf); the exercise asks "
             "for zero weights and a zero output there (e.g. torch.nan_to_num(weights, nan=0.0))")
@@ -94,9 +94,10 @@ def _compare(check: HiddenCheck, result, Q, K, V, mask, label: str) -> None:
                 likely="out = weights @ V")
 
 
+@hidden_test
 def grade_scaled_dot_product_attention(attention: Callable[..., tuple]) -> None:
     check = HiddenCheck("scaled_dot_product_attention")
-    generator = torch.Generator().manual_seed(202)
+    generator = fresh_generator(202)
 
     def randn(*shape):
         return torch.randn(*shape, generator=generator)
@@ -183,6 +184,7 @@ def _labels(X: torch.Tensor, rule: str = ">") -> torch.Tensor:
             }[rule].double()
 
 
+@hidden_test
 def grade_make_batch(make_batch: Callable[..., tuple]) -> None:
     check = HiddenCheck("make_batch")
     with torch.random.fork_rng(devices=[]):
@@ -254,9 +256,10 @@ def _reference_weights(model: nn.Module, e: torch.Tensor, *, scale: float | None
     return torch.softmax(scores, dim=dim) if dim is not None else scores
 
 
+@hidden_test
 def grade_single_query_attention(model_class: type[nn.Module]) -> None:
     check = HiddenCheck("SingleQueryAttention")
-    generator = torch.Generator().manual_seed(2002)
+    generator = fresh_generator(2002)
     d_embed, d_att, d_hidden = 6, 4, 8
     model = call_or_explain(check, model_class, d_embed=d_embed, d_att=d_att, d_hidden=d_hidden,
                             what="SingleQueryAttention(d_embed=6, d_att=4, d_hidden=8)",
@@ -284,8 +287,11 @@ def grade_single_query_attention(model_class: type[nn.Module]) -> None:
                  got=describe(model.readout),
                  likely="forward must return a probability: end the readout with nn.Sigmoid()")
 
-    # Known parameters so that the scores are moderate (a wrong scale shows).
+    # Every parameter chosen here, the query and keys so that the scores are moderate (a
+    # wrong scale shows), the rest so that no mistake hides behind a convenient init.
     with torch.no_grad():
+        for _, parameter in sorted(model.named_parameters()):
+            parameter.copy_(0.8 * torch.randn(parameter.shape, generator=generator))
         model.query.copy_(1.5 * torch.randn(model.query.shape, generator=generator))
         model.to_key.weight.copy_(torch.randn(model.to_key.weight.shape, generator=generator))
         model.to_key.bias.copy_(0.3 * torch.randn(model.to_key.bias.shape, generator=generator))

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from hidden_tests.common import HiddenCheck
+from hidden_tests.common import HiddenCheck, fresh_generator, hidden_test
 
 # ---- sparse_and_dataset ---------------------------------------------------------------------
 
@@ -43,6 +43,7 @@ def _as_tensor_pair(check: HiddenCheck, result, m: int, T: int):
     return X, y
 
 
+@hidden_test
 def grade_sparse_and_dataset(sparse_and_dataset: Callable[..., tuple]) -> None:
     check = HiddenCheck("sparse_and_dataset")
     cases = ((6000, 10, [2, 7]), (6000, 12, (0, 5, 11)), (5000, 9, [6]), (6000, 16, [9, 4]))
@@ -166,12 +167,13 @@ def _members(check: HiddenCheck, model: nn.Module, T: int, d: int) -> None:
                  likely="extra or missing learnable members")
 
 
+@hidden_test
 def grade_SelfAttentionClassifier(model_class: Callable[..., nn.Module]) -> None:
     check = HiddenCheck("SelfAttentionClassifier")
     torch.manual_seed(0)
     default = check.call(model_class, 7)
     _members(check, default, 7, 8)
-    generator = torch.Generator().manual_seed(505)
+    generator = fresh_generator(505)
     for T, d, B in ((5, 4, 6), (9, 3, 4)):
         model = check.call(model_class, T, d)
         _members(check, model, T, d)

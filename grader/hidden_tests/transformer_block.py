@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from helpers.checks.transformer_block import pytorch_twin
-from hidden_tests.common import HiddenCheck
+from hidden_tests.common import HiddenCheck, fresh_generator, hidden_test
 
 # ---- sinusoidal_positional_encoding --------------------------------------------------------
 
@@ -64,6 +64,7 @@ def _encoding_mistakes(T: int, d: int) -> dict[str, torch.Tensor]:
     }
 
 
+@hidden_test
 def grade_sinusoidal_positional_encoding(encoding: Callable[[int, int], torch.Tensor]) -> None:
     check = HiddenCheck("sinusoidal_positional_encoding")
     for T, d in ((12, 8), (7, 16), (50, 4), (1, 6), (30, 64)):
@@ -174,9 +175,10 @@ def _block_variants(block: nn.Module, x: torch.Tensor, padding_mask: torch.Tenso
     return correct, mistakes
 
 
+@hidden_test
 def grade_transformer_block(block_class: type[nn.Module]) -> None:
     check = HiddenCheck("TransformerBlock")
-    generator = torch.Generator().manual_seed(404)
+    generator = fresh_generator(404)
     for d_model, n_heads, d_ff, B, T in ((8, 2, 16, 2, 6), (12, 3, 20, 3, 5)):
         block = check.call(block_class, d_model, n_heads, d_ff)
         _check_members(check, block, d_model, n_heads, d_ff)
@@ -234,9 +236,10 @@ def _masked_sum(h: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
     return (h.double() * (~padding_mask).unsqueeze(-1)).sum(dim=1)
 
 
+@hidden_test
 def grade_mean_pool(mean_pool: Callable[..., torch.Tensor]) -> None:
     check = HiddenCheck("mean_pool")
-    generator = torch.Generator().manual_seed(405)
+    generator = fresh_generator(405)
     h = torch.randn(4, 6, 5, generator=generator) + 0.5  # nonzero mean: sums differ from means
     out = check.tensor(check.call(mean_pool, h.clone()), "mean_pool(h)")
     check.shape(out, (4, 5), "mean_pool(h)",

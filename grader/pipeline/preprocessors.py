@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import time
 import uuid
 
 from jupyter_client.manager import AsyncKernelManager
@@ -15,12 +16,10 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_output
 from nbgrader.preprocessors import DeduplicateIds, Execute, NbGraderPreprocessor
 from traitlets import Unicode
 
-from pipeline import sandbox_kernel
+from pipeline import sandbox_kernel, verdicts
 from pipeline.kernel_forkserver import ForkProvisioner, ForkServer
 
 BADGE_ID, BOOTSTRAP_ID = "colab-badge", "colab-setup"
-HIDDEN_BLOCK = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS.*?^[ \t]*### END HIDDEN TESTS[^\n]*\n?",
-                          re.DOTALL | re.MULTILINE)
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 BOOTSTRAP = '''\
@@ -108,7 +107,7 @@ class HideHiddenTests(NbGraderPreprocessor):
         if cell.cell_type != "code" or not nbgrader.get("grade"):
             return cell, resources
         if "### BEGIN HIDDEN TESTS" in cell.source:
-            cell.source = HIDDEN_BLOCK.sub("# (hidden tests ran here; their code is not shown)\n",
+            cell.source = verdicts.HIDDEN_BLOCK.sub("# (hidden tests ran here; their code is not shown)\n",
                                            cell.source).rstrip()
         for output in cell.outputs:
             if output.output_type == "error":
@@ -161,12 +160,19 @@ class SandboxedKernelManager(AsyncKernelManager):
 
 
 class ResilientExecute(Execute):
-    """nbgrader's Execute, but a kernel that dies costs only the cell that killed it.
+    """nbgrader's Execute with trusted verdicts, a throwaway working folder and survival.
 
-    On a dead kernel (``os._exit``, a segfault, the memory limit) the cell gets an
-    error output, the kernel restarts, the cells that ran cleanly before are replayed
-    silently, and execution goes on with the next cell. Kernels start sandboxed
-    (``SandboxedKernelManager``).
+    - Hidden tests never reach the kernel: a test cell runs without its hidden block,
+      then the hidden tests named in the *gradebook's* copy of the cell run here and
+      call the student's definitions in the kernel (``pipeline.verdicts``); the verdict
+      alone decides the cell's points.
+    - The kernel starts in a fresh, empty folder that is deleted afterwards, never in
+      the folder nbgrader reads and writes (``autograded/<student>/<id>/``).
+    - On a dead kernel (``os._exit``, a segfault, the memory limit) the cell gets an
+      error output, the kernel restarts, the cells that ran cleanly before are replayed
+      silently, and execution goes on with the next cell.
+
+    Kernels start sandboxed (``SandboxedKernelManager``).
     """
 
     def __init__(self, *args, **kwargs):
@@ -174,22 +180,52 @@ class ResilientExecute(Execute):
         super().__init__(*args, **kwargs)
 
     def preprocess(self, nb: NotebookNode, resources: dict | None = None, km=None):
-        # The sandboxed kernels' private homes live here and go when the notebook is done.
+        resources = resources if resources is not None else {}
+        self._hidden = _hidden_tests_from_gradebook(resources)
+        self._ran_clean: set[int] = set()
+        # The sandboxed kernels' private homes and working folder live here and go when the
+        # notebook is done.
         parent = os.environ.get("COURSE_KERNEL_HOMES")
+        metadata = resources.setdefault("metadata", {})
+        path = metadata.get("path")
         with tempfile.TemporaryDirectory(prefix="kernel-homes-", dir=parent,
                                          ignore_cleanup_errors=True) as homes:
             os.environ["COURSE_KERNEL_HOMES"] = homes
+            metadata["path"] = tempfile.mkdtemp(prefix="work-", dir=homes)
             try:
                 return super().preprocess(nb, resources, km)
             finally:
+                metadata["path"] = path
                 if parent is None:
                     os.environ.pop("COURSE_KERNEL_HOMES", None)
                 else:
                     os.environ["COURSE_KERNEL_HOMES"] = parent
 
     def preprocess_cell(self, cell: NotebookNode, resources: dict, index: int):
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        calls = self._hidden.get(grade_id) if cell.cell_type == "code" else None
+        source = cell.source
+        if calls is not None:  # the kernel never sees a hidden block
+            cell.source = verdicts.HIDDEN_BLOCK.sub("", source)
         try:
-            return super().preprocess_cell(cell, resources, index)
+            self._execute(cell, resources, index)
+        finally:
+            cell.source = source
+        if calls is not None:
+            deadline = time.monotonic() + (self.timeout or 120)
+            outcome = verdicts.verdict(calls, verdicts.KernelChannel(self, deadline))
+            if not run_sync(self.km.is_alive)():
+                self.log.warning("Kernel died in the hidden tests of cell %d; restarting", index)
+                self._restart_and_replay(index + 1)
+            verdicts.record(cell, outcome)
+        return cell, self.resources
+
+    def _execute(self, cell: NotebookNode, resources: dict, index: int) -> None:
+        try:
+            super().preprocess_cell(cell, resources, index)
+            if cell.cell_type == "code" and not any(
+                    o.output_type == "error" for o in cell.get("outputs", [])):
+                self._ran_clean.add(index)
         except DeadKernelError:
             self.log.warning("Kernel died in cell %d; restarting and continuing", index)
             cell.outputs.append(new_output(
@@ -198,18 +234,32 @@ class ResilientExecute(Execute):
                        "running out of memory); the cells after it were still graded",
                 traceback=["KernelDied: the kernel stopped while running this cell"]))
             self._restart_and_replay(index)
-            return cell, self.resources
 
     def _restart_and_replay(self, index: int) -> None:
         run_sync(self.km.restart_kernel)(now=True)
         run_sync(self.kc.wait_for_ready)(timeout=self.startup_timeout)
-        for earlier in self.nb.cells[:index]:
-            clean = earlier.cell_type == "code" and not any(
-                o.output_type == "error" for o in earlier.get("outputs", []))
-            if clean:  # silent: no outputs, nothing recorded in the notebook
-                msg_id = self.kc.execute(earlier.source, silent=True, store_history=False)
-                try:
-                    self.wait_for_reply(msg_id)
-                except DeadKernelError:  # a replayed cell killing it again: start clean
-                    run_sync(self.km.restart_kernel)(now=True)
-                    run_sync(self.kc.wait_for_ready)(timeout=self.startup_timeout)
+        for earlier in sorted(i for i in self._ran_clean if i < index):
+            # silent: no outputs, nothing recorded in the notebook; never a hidden block
+            source = verdicts.HIDDEN_BLOCK.sub("", self.nb.cells[earlier].source)
+            msg_id = self.kc.execute(source, silent=True, store_history=False)
+            try:
+                self.wait_for_reply(msg_id)
+            except DeadKernelError:  # a replayed cell killing it again: start clean
+                run_sync(self.km.restart_kernel)(now=True)
+                run_sync(self.kc.wait_for_ready)(timeout=self.startup_timeout)
+
+
+def _hidden_tests_from_gradebook(resources: dict) -> dict[str, list[verdicts.HiddenCall]]:
+    """grade_id -> the hidden tests of that test cell, read from the gradebook's copy."""
+    info = resources.get("nbgrader", {})
+    if not {"db_url", "assignment", "notebook"} <= set(info):
+        return {}
+    from nbgrader.api import Gradebook  # imported late: plain executions never need it
+
+    hidden = {}
+    with Gradebook(info["db_url"]) as gradebook:
+        notebook = gradebook.find_notebook(info["notebook"], info["assignment"])
+        for cell in notebook.source_cells:
+            if "### BEGIN HIDDEN TESTS" in (cell.source or ""):
+                hidden[cell.name] = verdicts.hidden_calls(cell.source)
+    return hidden

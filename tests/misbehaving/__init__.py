@@ -58,7 +58,7 @@ BANK = {
                      + "    w = torch.softmax(q_1 + q_2, dim=0)\n    return w, torch.dot(w, x)\n"},
                     {"test_gained_dot_product_attention": "pass\n"},
                     {"test_stable_softmax": 2, "test_gained_dot_product_attention": 0}),
-    # makes every comparison pass: the checks compare with a reference taken before
+    # makes every comparison in its own process pass: the checks run in the grader's
     "patches_allclose": ({"gained_dot_product_attention": "torch.allclose = lambda *a, **k: True\n"
                           + _WRONG_ATTENTION}, {},
                          {"test_stable_softmax": 2, "test_gained_dot_product_attention": 0}),
@@ -86,14 +86,14 @@ BANK = {
     "exits_in_test": ({"gained_dot_product_attention": _ATTENTION_HEADER
                        + "    import sys\n    sys.exit(0)\n"}, {},
                       {"test_stable_softmax": 2, "test_gained_dot_product_attention": 0}),
-    # switches off the check framework's failures and comparisons: undone before each test
+    # switches off its own copy of the check framework: the hidden tests use the grader's
     "patches_framework": ({"gained_dot_product_attention":
                            "from helpers.checks import framework\n"
                            "framework.SelfCheck.fail = lambda self, *a, **k: None\n"
                            "framework.SelfCheck.expect = lambda self, *a, **k: None\n"
                            "framework._allclose = lambda *a, **k: True\n" + _WRONG_ATTENTION},
                           {}, {"test_stable_softmax": 2, "test_gained_dot_product_attention": 0}),
-    # replaces AssertionError, the base of every check failure: undone before each test
+    # replaces AssertionError, the base of every check failure, in its own process only
     "redefines_assertion_error": ({"gained_dot_product_attention":
                                    "import builtins\n"
                                    "builtins.AssertionError = type('AssertionError', (), {})\n"
@@ -102,14 +102,16 @@ BANK = {
                                        "test_gained_dot_product_attention": 0}),
     # (these two need the Landlock sandbox, see SANDBOX_ONLY)
     # tries to read the hidden tests, the solutions and the gradebook and print them into its
-    # own notebook: the sandboxed kernel cannot open them; its correct answers still count
+    # own notebook: the sandboxed kernel cannot open (or even see) them; its correct answers
+    # still count
     "reads_hidden_tests": ({"gained_dot_product_attention": """\
-import importlib, pathlib
-package = pathlib.Path(importlib.import_module("hidden" + "_tests").__file__).parent
-targets = [package / "gain_multiplication.py", package / "common.py"]
+import pathlib
+targets = []
 for place in pathlib.Path.cwd().parents:
     targets += [place / "gradebook.db", place / "source" / "01_gain_multiplication"
                 / "01_gain_multiplication.ipynb"]
+    targets += [place / "hidden_tests" / "gain_multiplication.py",
+                place / "grader" / "hidden_tests" / "gain_multiplication.py"]
     targets += list(place.glob("*.py")) + list(place.glob("*/*.py"))
 for target in targets:
     try:

@@ -1,0 +1,439 @@
+"""The student's definitions as the trusted side sees them: proxies that ask for plain data.
+
+A hidden test receives the student's function or class wrapped by :func:`student`.
+Calling it sends the inputs to wherever the student's code lives (their kernel while
+grading, this process in unit tests and in the instructor's solution notebooks) through
+a *channel*, where the fixed step in ``hidden_tests.probe`` runs the call and answers
+with plain data. Here that answer is parsed strictly (JSON, tensors rebuilt from raw
+bytes of a known dtype and a checked shape, sizes bounded), so the only thing a
+submission can influence is the numbers it returns.
+
+A module built by the student's class comes back as a description and is rebuilt here
+as a :class:`StudentModule`: PyTorch's own layers (``nn.Linear``, ``nn.LayerNorm``,
+``nn.MultiheadAttention``...) become real, trusted copies holding the student's weights,
+so the hidden tests can inspect them and compute references with them; the student's
+own ``forward`` and methods run remotely, after the current weights and train/eval mode
+are sent back, and gradients flow through them (the kernel computes the
+vector-Jacobian product).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import keyword
+import math
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import numpy
+import torch
+from torch import nn
+
+from hidden_tests import probe
+
+MAX_REPLY_BYTES = 64 * 2**20
+MAX_ELEMENTS = 20_000_000  # per rebuilt module: a reply cannot make the grader allocate more
+DTYPES = {name: getattr(torch, name) for name in (
+    "float32", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")}
+
+
+class ProtocolError(Exception):
+    """The answer from the student's side is not well-formed plain data."""
+
+
+class StudentError(Exception):
+    """The student's code raised; the subclass carries the name of their exception."""
+
+
+class Channel(Protocol):
+    def ask(self, request: dict) -> dict:
+        """Send one request to the probe; return its parsed reply."""
+
+
+def parse_reply(text: str) -> dict:
+    """A probe's reply as a dict with "ok" or "error"; anything else is a ProtocolError."""
+    if not isinstance(text, str) or len(text) > MAX_REPLY_BYTES:
+        raise ProtocolError("the answer is missing or too large")
+    try:
+        reply = json.loads(text)
+    except ValueError as error:
+        raise ProtocolError(f"the answer is not JSON ({error})") from None
+    if not isinstance(reply, dict) or len(reply) != 1 or not {"ok", "error"} & set(reply):
+        raise ProtocolError("the answer has an unexpected structure")
+    return reply
+
+
+class LocalChannel:
+    """Runs the probe in this process (unit tests, the instructor's solution notebooks)."""
+
+    def __init__(self, namespace: dict) -> None:
+        self.namespace = namespace
+
+    def ask(self, request: dict) -> dict:
+        return parse_reply(probe.serve(json.dumps(request), self.namespace))
+
+
+# ---- plain data both ways ---------------------------------------------------------------------
+
+def encode(value: Any) -> Any:
+    """A trusted value as the probe's plain data."""
+    if isinstance(value, StudentModule):
+        return {"module": value._remote.object_id}
+    if isinstance(value, torch.Tensor):
+        return {"tensor": probe._tensor(value)}
+    if isinstance(value, tuple | list):
+        return {type(value).__name__: [encode(v) for v in value]}
+    if isinstance(value, dict):
+        return {"dict": [[encode(k), encode(v)] for k, v in value.items()]}
+    if isinstance(value, float) and not math.isfinite(value):
+        return {"float": repr(value)}
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    raise TypeError(f"cannot send a {type(value).__name__} to the student's code")
+
+
+class OtherObject:
+    """Stands for a returned value that is not plain data (only its type name came back)."""
+
+    def __init__(self, type_name: str) -> None:
+        self.type_name = type_name[:80]
+
+    def __repr__(self) -> str:
+        return f"<a {self.type_name} object>"
+
+
+def _tensor(spec: Any) -> torch.Tensor:
+    if not isinstance(spec, dict) or spec.get("dtype") not in DTYPES:
+        raise ProtocolError("a tensor of an unexpected dtype")
+    shape = spec.get("shape")
+    if (not isinstance(shape, list) or len(shape) > 8
+            or not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n for n in shape)):
+        raise ProtocolError("a tensor with an invalid shape")
+    try:
+        data = base64.b64decode(spec.get("data", ""), validate=True)
+    except (ValueError, TypeError):
+        raise ProtocolError("a tensor whose data is not base64") from None
+    dtype = numpy.dtype(spec["dtype"])
+    if len(data) != math.prod(shape) * dtype.itemsize:
+        raise ProtocolError("a tensor whose data does not match its shape")
+    return torch.from_numpy(numpy.frombuffer(data, dtype=dtype).reshape(shape).copy())
+
+
+def decode(value: Any, channel: Channel | None = None, depth: int = 0) -> Any:
+    """Plain data from the probe -> trusted Python values (strictly checked)."""
+    if depth > probe.MAX_DEPTH + 2:
+        raise ProtocolError("the answer is nested too deeply")
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str):
+        return value[:10_000]
+    if not isinstance(value, dict) or not value:
+        raise ProtocolError("an unexpected value in the answer")
+    kind = next(iter(value))
+    if kind == "tensor":
+        return _tensor(value["tensor"])
+    if kind == "ndarray":
+        return _tensor(value["ndarray"]).numpy()
+    if kind == "float" and value["float"] in ("nan", "inf", "-inf"):
+        return float(value["float"])
+    if kind in ("tuple", "list") and isinstance(value[kind], list):
+        items = [decode(v, channel, depth + 1) for v in value[kind]]
+        return tuple(items) if kind == "tuple" else items
+    if kind == "dict" and isinstance(value["dict"], list):
+        pairs = [decode(pair, channel, depth + 1) for pair in
+                 ({"tuple": p} if isinstance(p, list) else p for p in value["dict"])]
+        try:
+            return dict(pairs)
+        except TypeError:
+            raise ProtocolError("a dict with unusable keys") from None
+    if kind == "module" and isinstance(value.get("module"), int) and channel is not None:
+        remote = _Remote(channel, value["module"], [])
+        return build_module(value.get("tree"), remote)
+    if kind == "object":
+        return OtherObject(str(value["object"]))
+    raise ProtocolError(f"an unexpected value in the answer ({kind[:20]!r})")
+
+
+def _raise(error: Any) -> None:
+    if not isinstance(error, dict):
+        raise ProtocolError("an error without a description")
+    name = str(error.get("type", "Error"))[:60]
+    message = str(error.get("message", ""))[:2000]
+    if name == "NotImplementedError":
+        raise NotImplementedError(message)
+    if not name.isidentifier() or keyword.iskeyword(name):
+        name = "Error"
+    raise type(name, (StudentError,), {})(message)
+
+
+def _answer(channel: Channel, request: dict) -> dict:
+    reply = channel.ask(request)
+    if "error" in reply:
+        _raise(reply["error"])
+    if not isinstance(reply["ok"], dict) or "value" not in reply["ok"]:
+        raise ProtocolError("an answer without a value")
+    return reply["ok"]
+
+
+def _copy_back(sent: tuple, returned: Any, channel: Channel) -> None:
+    """Mirror in-place changes the student's code made to tensor arguments (for the checks
+    that an input is left unchanged)."""
+    try:
+        after = decode(returned, channel)
+    except ProtocolError:
+        return
+    if not isinstance(after, list | tuple) or len(after) != len(sent):
+        return
+    with torch.no_grad():
+        for before, now in zip(sent, after, strict=True):
+            if (isinstance(before, torch.Tensor) and isinstance(now, torch.Tensor)
+                    and now.shape == before.shape and now.dtype == before.dtype):
+                before.copy_(now)
+
+
+# ---- functions and classes ------------------------------------------------------------------
+
+class StudentFunction:
+    """A function or class of the student's, called where their code lives."""
+
+    def __init__(self, channel: Channel, name: str, display_name: str | None = None) -> None:
+        self._channel, self._target = channel, name
+        self.__name__ = display_name or name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        answer = _answer(self._channel, {
+            "op": "call", "target": self._target, "args": encode(list(args)),
+            "kwargs": encode([[k, v] for k, v in kwargs.items()])})
+        _copy_back(args, answer.get("args"), self._channel)
+        return decode(answer["value"], self._channel)
+
+    def __repr__(self) -> str:
+        return f"<the student's {self.__name__}>"
+
+
+def student(target: Any) -> Any:
+    """``target`` as a proxy: a :class:`StudentFunction` stays one; a local function or
+    class (unit tests, the solution notebooks) is served in-process through the probe."""
+    if isinstance(target, StudentFunction):
+        return target
+    name = getattr(target, "__name__", "the answer")
+    return StudentFunction(LocalChannel({name: target}), name)
+
+
+# ---- modules --------------------------------------------------------------------------------
+
+class _Remote:
+    """Where a rebuilt module's original lives: the channel, its handle, its attribute path."""
+
+    def __init__(self, channel: Channel, object_id: int, path: list[str]) -> None:
+        self.channel, self.object_id, self.path = channel, object_id, path
+        self.root: StudentModule | None = None
+
+    def child(self, name: str) -> _Remote:
+        remote = _Remote(self.channel, self.object_id, [*self.path, name])
+        remote.root = self.root
+        return remote
+
+    def request(self, op: str, attribute: str | None, args: tuple, kwargs: dict) -> dict:
+        root = self.root
+        state = {name: encode(t.detach()) for name, t in _tensors(root)}
+        return {"op": op, "object": self.object_id,
+                "path": self.path + ([attribute] if attribute else []),
+                "state": state, "training": root.training,
+                "grad_enabled": torch.is_grad_enabled(),
+                "args": encode(list(args)), "kwargs": encode([[k, v] for k, v in kwargs.items()])}
+
+    def call(self, attribute: str | None, args: tuple, kwargs: dict) -> Any:
+        request = self.request("call", attribute, args, kwargs)
+        answer = _answer(self.channel, request)
+        _copy_back(args, answer.get("args"), self.channel)
+        value = decode(answer["value"], self.channel)
+        parameters = [p for _, p in self.root.named_parameters()]
+        if (torch.is_grad_enabled() and isinstance(value, torch.Tensor)
+                and value.is_floating_point() and any(p.requires_grad for p in parameters)):
+            value = _RemoteForward.apply(self, request, value, *parameters)
+        return value
+
+
+def _tensors(root: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """Every tensor of a rebuilt module that the original must hold: parameters, buffers and
+    plain tensor attributes, by dotted name."""
+    yield from root.named_parameters()
+    yield from root.named_buffers()
+    for prefix, module in root.named_modules():
+        for name in getattr(module, "_plain_tensors", ()):
+            yield (f"{prefix}.{name}" if prefix else name), getattr(module, name)
+
+
+class _RemoteForward(torch.autograd.Function):
+    """Lets gradients flow from a remote output to the rebuilt module's parameters."""
+
+    @staticmethod
+    def forward(ctx, remote: _Remote, request: dict, value: torch.Tensor,
+                *parameters: torch.Tensor) -> torch.Tensor:
+        ctx.remote, ctx.request = remote, request
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        remote, request = ctx.remote, dict(ctx.request)
+        request.update(op="vjp", grad_output=encode(grad_output), grad_enabled=True)
+        grads = decode(_answer(remote.channel, request)["value"], remote.channel)
+        named = list(remote.root.named_parameters())
+        if not isinstance(grads, dict):
+            raise ProtocolError("gradients that are not a mapping")
+        result = []
+        for name, parameter in named:
+            grad = grads.get(name)
+            ok = isinstance(grad, torch.Tensor) and grad.shape == parameter.shape
+            result.append(grad.to(parameter.dtype) if ok else None)
+        return (None, None, None, *result)
+
+
+class StudentModule(nn.Module):
+    """A module of the student's class, rebuilt from its description (see module docstring)."""
+
+    def __init__(self, name: str, remote: _Remote, methods: list[str]) -> None:
+        super().__init__()
+        self._student_name, self._remote, self._methods = name, remote, set(methods)
+        self._plain_tensors: list[str] = []
+
+    def _get_name(self) -> str:
+        return self._student_name
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self._remote.call(None, args, kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name in self.__dict__.get("_methods", ()):
+                remote = self.__dict__["_remote"]
+                method = lambda *args, **kwargs: remote.call(name, args, kwargs)  # noqa: E731
+                method.__name__ = name
+                return method
+            raise
+
+
+def _known(kind: str, config: dict) -> nn.Module | None:
+    """A fresh PyTorch layer of ``kind`` with the described sizes (None: not one we rebuild)."""
+    def size(key: str) -> int:
+        value = config.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= 10**6:
+            raise ProtocolError(f"{kind}.{key} is not a sensible size")
+        return value
+
+    def guard(elements: int) -> None:
+        if elements > MAX_ELEMENTS:
+            raise ProtocolError(f"{kind} is too large to rebuild")
+
+    def flag(key: str) -> bool:
+        return bool(config.get(key))
+
+    if kind == "Linear":
+        guard(size("in_features") * size("out_features"))
+        return nn.Linear(size("in_features"), size("out_features"), bias=flag("has_bias"))
+    if kind == "Embedding":
+        guard(size("num_embeddings") * size("embedding_dim"))
+        padding = config.get("padding_idx")
+        return nn.Embedding(size("num_embeddings"), size("embedding_dim"),
+                            padding_idx=padding if isinstance(padding, int) else None)
+    if kind == "LayerNorm":
+        shape = decode(config.get("normalized_shape"))
+        if (not isinstance(shape, tuple | list) or len(shape) > 4 or not all(
+                isinstance(n, int) and 0 < n <= 10**6 for n in shape)):
+            raise ProtocolError("LayerNorm.normalized_shape is not a sensible shape")
+        guard(math.prod(shape))
+        eps = config.get("eps")
+        return nn.LayerNorm(tuple(shape), eps=eps if isinstance(eps, float) else 1e-5,
+                            elementwise_affine=flag("elementwise_affine"), bias=flag("has_bias"))
+    if kind == "MultiheadAttention":
+        embed = size("embed_dim")
+        kdim, vdim = config.get("kdim") or embed, config.get("vdim") or embed
+        guard(4 * embed * max(embed, size("num_heads"), int(kdim), int(vdim)))
+        dropout = config.get("dropout")
+        return nn.MultiheadAttention(
+            embed, size("num_heads"), dropout=dropout if isinstance(dropout, float) else 0.0,
+            bias=flag("has_in_proj_bias"), add_bias_kv=flag("has_bias_k"),
+            add_zero_attn=flag("add_zero_attn"), kdim=int(kdim), vdim=int(vdim),
+            batch_first=flag("batch_first"))
+    if kind == "Dropout":
+        p = config.get("p")
+        return nn.Dropout(p if isinstance(p, float) and 0 <= p <= 1 else 0.5)
+    if kind == "Softmax":
+        dim = config.get("dim")
+        return nn.Softmax(dim=dim if isinstance(dim, int) else None)
+    if kind == "GELU":
+        return nn.GELU(approximate="tanh" if config.get("approximate") == "tanh" else "none")
+    simple = {"ReLU": nn.ReLU, "Sigmoid": nn.Sigmoid, "Tanh": nn.Tanh, "Identity": nn.Identity,
+              "Sequential": nn.Sequential, "ModuleList": nn.ModuleList, "ModuleDict": nn.ModuleDict}
+    return simple[kind]() if kind in simple else None
+
+
+def build_module(tree: Any, remote: _Remote, depth: int = 0) -> nn.Module:
+    """Rebuild a described module; the root's remote handle is shared by its children."""
+    if not isinstance(tree, dict) or depth > probe.MAX_DEPTH:
+        raise ProtocolError("a module description with an unexpected structure")
+    fields = {key: tree.get(key) for key in ("parameters", "buffers", "tensors", "numbers",
+                                              "children", "config")}
+    if not all(isinstance(v, dict) for v in fields.values()):
+        raise ProtocolError("a module description with an unexpected structure")
+    kind, name = str(tree.get("type")), str(tree.get("name", "Module"))[:80]
+    module = _known(kind, fields["config"]) if kind != "student" else None
+    if module is None:
+        methods = [m for m in tree.get("methods", []) if isinstance(m, str) and m.isidentifier()]
+        module = StudentModule(name if kind == "student" else f"{name} (rebuilt)", remote,
+                               methods)
+    if depth == 0:
+        remote.root = module
+    for child_name, child in fields["children"].items():
+        if not str(child_name).isidentifier() and not str(child_name).isdigit():
+            raise ProtocolError("a child module with an unusable name")
+        rebuilt = build_module(child, remote.child(str(child_name)), depth + 1)
+        module.add_module(str(child_name), rebuilt)
+    _fill(module, fields, isinstance(module, StudentModule))
+    module.train(bool(tree.get("training", True)))
+    return module
+
+
+def _fill(module: nn.Module, fields: dict, generic: bool) -> None:
+    """Put the described tensors and numbers into ``module``."""
+    for key, value in fields["parameters"].items():
+        tensor = decode(value)
+        if not isinstance(tensor, torch.Tensor) or not key.isidentifier():
+            raise ProtocolError("a parameter that is not a tensor")
+        if generic:
+            module.register_parameter(key, nn.Parameter(tensor, requires_grad=tensor.is_floating_point()))
+            continue
+        current = module._parameters.get(key)
+        if current is None or current.shape != tensor.shape:
+            raise ProtocolError(f"parameter {key} does not match its layer's sizes")
+        with torch.no_grad():
+            current.copy_(tensor)
+    for key, value in fields["buffers"].items():
+        tensor = decode(value)
+        if isinstance(tensor, torch.Tensor) and key.isidentifier():
+            module.register_buffer(key, tensor)
+    if generic:
+        for key, value in fields["tensors"].items():
+            tensor = decode(value)
+            if isinstance(tensor, torch.Tensor) and key.isidentifier() and not hasattr(
+                    nn.Module, key):
+                object.__setattr__(module, key, tensor)
+                module._plain_tensors.append(key)
+        for key, value in fields["numbers"].items():
+            if isinstance(value, bool | int | float | str) and key.isidentifier() and not hasattr(
+                    module, key):
+                object.__setattr__(module, key, value)
+
+
+def is_student_code(value: Any) -> bool:
+    """Whether ``value`` stands for the student's code (a proxy or a rebuilt module)."""
+    return isinstance(value, StudentFunction | StudentModule)
+
+
+__all__ = ["Channel", "LocalChannel", "OtherObject", "ProtocolError", "StudentError",
+           "StudentFunction", "StudentModule", "build_module", "decode", "encode",
+           "is_student_code", "parse_reply", "student"]

@@ -1,0 +1,144 @@
+"""Trusted verdicts: hidden tests run in the grader's process and call into the kernel.
+
+A test cell's hidden block names the hidden test (``grade_x(x)`` after an import from
+``hidden_tests``). While grading, the block is read from the *gradebook's* copy of the
+cell (a submission cannot change which test runs), it is never sent to the kernel, and
+the hidden test runs here, in the process that drives nbgrader. It reaches the student's
+definitions through ``hidden_tests.student`` proxies over a :class:`KernelChannel`: each
+call sends the fixed probe (``hidden_tests.probe``, no test inside) and fresh inputs to
+the kernel and parses its plain-data answer strictly. The cell's points follow the
+verdict alone: errors the student's own code raised in the cell stay visible as text,
+and the verdict is recorded as the cell's only error output when it fails.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import json
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from hidden_tests import probe
+from hidden_tests.common import set_salt
+from hidden_tests.student import ProtocolError, StudentError, StudentFunction, parse_reply
+from nbformat.notebooknode import NotebookNode
+from nbformat.v4 import new_output
+
+from helpers.checks.framework import CheckFailed
+
+HIDDEN_BLOCK = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS.*?^[ \t]*### END HIDDEN TESTS[^\n]*\n?",
+                          re.DOTALL | re.MULTILINE)
+PROBE_SOURCE = Path(probe.__file__).read_text()
+VERDICT_ERRORS = ("CheckFailed", "NotImplementedError", "HiddenTestError")
+
+
+@dataclass(frozen=True)
+class HiddenCall:
+    """``module.function(argument)``: one hidden test and the student's name it checks."""
+
+    module: str
+    function: str
+    argument: str
+
+    def run(self, channel) -> None:
+        grade = getattr(importlib.import_module(self.module), self.function)
+        grade(StudentFunction(channel, self.argument))
+
+
+def hidden_calls(source: str) -> list[HiddenCall]:
+    """The hidden tests a test cell's source calls (from its hidden block), in order.
+
+    Only ``from hidden_tests.<module> import grade_<x>`` and calls ``grade_<x>(<name>)``
+    are understood; anything else in the block is a ValueError, so a malformed solution
+    is caught when the release is generated, not while grading.
+    """
+    calls, imported = [], {}
+    for block in HIDDEN_BLOCK.findall(source):
+        body = "\n".join(line for line in block.splitlines() if not line.lstrip().startswith("###"))
+        for statement in ast.parse(body).body:
+            if (isinstance(statement, ast.ImportFrom) and statement.module
+                    and statement.module.startswith("hidden_tests.")):
+                imported.update({alias.asname or alias.name: (statement.module, alias.name)
+                                 for alias in statement.names})
+            elif (isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Call)
+                  and isinstance(statement.value.func, ast.Name)
+                  and statement.value.func.id in imported and len(statement.value.args) == 1
+                  and isinstance(statement.value.args[0], ast.Name)
+                  and not statement.value.keywords):
+                module, function = imported[statement.value.func.id]
+                calls.append(HiddenCall(module, function, statement.value.args[0].id))
+            else:
+                raise ValueError(f"unexpected statement in a hidden-test block: "
+                                 f"{ast.unparse(statement)!r}")
+    return calls
+
+
+class KernelChannel:
+    """Asks the probe in a running kernel, through the executing nbclient client."""
+
+    def __init__(self, client, deadline: float) -> None:
+        self.client, self.deadline = client, deadline
+
+    def ask(self, request: dict) -> dict:
+        if time.monotonic() > self.deadline:
+            raise TimeoutError("the hidden tests ran out of time calling your code")
+        code = ("_course_probe = {}\n"
+                f"exec(compile({PROBE_SOURCE!r}, '<grader probe>', 'exec'), _course_probe)\n"
+                f"_course_probe = _course_probe['serve']({json.dumps(request)!r}, globals())")
+        msg_id = self.client.kc.execute(code, silent=True, store_history=False,
+                                        user_expressions={"reply": "_course_probe"})
+        reply = self.client.wait_for_reply(msg_id)
+        if reply is None:  # nbclient interrupted the kernel after its timeout
+            raise TimeoutError(f"your code did not return within {self.client.timeout} s")
+        content = reply.get("content", {})
+        if content.get("status") != "ok":
+            raise ProtocolError("the kernel refused to run the grader's call "
+                                f"({content.get('ename', 'no reason given')})")
+        answer = content.get("user_expressions", {}).get("reply", {})
+        text = answer.get("data", {}).get("text/plain") if answer.get("status") == "ok" else None
+        if not isinstance(text, str) or len(text) > 90 * 2**20:
+            raise ProtocolError("the kernel's answer is missing")
+        try:
+            return parse_reply(ast.literal_eval(text))
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            raise ProtocolError("the kernel's answer is not plain data") from None
+
+
+def verdict(calls: list[HiddenCall], channel) -> tuple[str, str] | None:
+    """Run the hidden tests; None when they pass, else (error name, message)."""
+    set_salt(secrets.randbits(62))
+    try:
+        for call in calls:
+            call.run(channel)
+    except CheckFailed as failure:
+        return "CheckFailed", str(failure)
+    except NotImplementedError:
+        return "NotImplementedError", "not answered yet: the function still raises NotImplementedError"
+    except (StudentError, ProtocolError, TimeoutError) as error:
+        return "HiddenTestError", f"the hidden tests could not use your answer: {error}"
+    except Exception as error:  # noqa: BLE001 - a hidden test's own crash costs the point only
+        return "HiddenTestError", f"the hidden tests stopped with {type(error).__name__}: {error}"
+    finally:
+        set_salt(0)
+    return None
+
+
+def record(cell: NotebookNode, outcome: tuple[str, str] | None) -> None:
+    """Make the verdict the cell's only error: the student's own errors become text."""
+    outputs = []
+    for output in cell.outputs:
+        if output.output_type == "error":
+            output = new_output("stream", name="stdout",
+                                text=f"[your code raised] {output.ename}: {output.evalue}\n")
+        outputs.append(output)
+    if outcome is None:
+        outputs.append(new_output("stream", name="stdout", text="Hidden tests: passed.\n"))
+    else:
+        ename, message = outcome
+        outputs.append(new_output("error", ename=ename, evalue=message,
+                                  traceback=[f"{ename}: {message}"]))
+    cell.outputs = outputs
