@@ -21,7 +21,7 @@ export PYTHONHASHSEED := 0
 export OMP_NUM_THREADS := 1
 
 .PHONY: help setup setup-browser demo test test-fast assignments grade grade-merge lab lab-solutions \
-        execute validate validate-gpu lint bench clean
+        execute validate validate-gpu lint bench clean student-edition dist
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -52,6 +52,16 @@ test-fast: setup  ## unit tests only (no kernels)
 
 assignments: setup  ## regenerate nbgrader source/release and notebooks/ from solutions/
 	$(BIN)/python -m pipeline.assignments
+
+student-edition: setup  ## the public student repository in DEST=dir: notebooks, helpers, licences, README
+	@test -n "$(DEST)" || { echo "usage: make student-edition DEST=dir [FORCE=1]  (e.g. a clone of the public student repository)"; exit 2; }
+	$(BIN)/python -m pipeline.student_edition "$(DEST)" $(if $(FORCE),--force)
+
+dist: setup  ## wheel + sdist of `helpers` in dist/ (built from the student edition), twine-checked
+	rm -rf build/dist-edition dist
+	$(BIN)/python -m pipeline.student_edition build/dist-edition
+	$(BIN)/python -m build --outdir dist build/dist-edition
+	$(BIN)/twine check --strict dist/*
 
 grade: setup  ## autograde SUBMISSIONS=dir [JOBS=n] [SHARD=i/N]: feedback, grades.csv
 	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=dir  (dir/<student>/<id>/<id>.ipynb)"; exit 2; }

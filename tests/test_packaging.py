@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import tomllib
@@ -52,7 +55,8 @@ def test_ci_runs_the_readme_test_command():
 
 def test_every_make_target_of_the_design_exists():
     makefile = (ROOT / "Makefile").read_text()
-    for target in ("setup", "demo", "test", "assignments", "grade", "lab", "validate-gpu"):
+    for target in ("setup", "demo", "test", "assignments", "grade", "lab", "validate-gpu",
+                   "student-edition", "dist"):
         assert re.search(rf"^{re.escape(target)}:", makefile, re.M), target
 
 
@@ -65,3 +69,46 @@ def test_installed_packages_are_all_of_helpers_and_nothing_of_the_grader():
                 for p in (ROOT / "helpers").rglob("__init__.py")}
     assert found == expected
     assert not any(p.startswith(("grader", "hidden_tests", "pipeline")) for p in found)
+
+
+def test_licence_is_an_spdx_expression_with_both_licence_files():
+    project = _pyproject()["project"]
+    assert project["license"] == "BSD-3-Clause AND CC-BY-4.0"  # a string, not the old table
+    assert project["license-files"] == ["LICENSE", "LICENSE-CC-BY-4.0"]
+    licence = (ROOT / "LICENSE").read_text()
+    assert "BSD 3-Clause License" in licence and "LICENSE-CC-BY-4.0" in licence
+    assert "Neither the name of the copyright holder" in licence
+    legal_code = (ROOT / "LICENSE-CC-BY-4.0").read_text()
+    assert legal_code.startswith("Attribution 4.0 International")
+    for section in range(1, 9):
+        assert f"Section {section} -- " in legal_code
+    requires = _pyproject()["build-system"]["requires"]
+    assert any(re.fullmatch(r"setuptools>=(\d+)", r) and int(r.split(">=")[1]) >= 77
+               for r in requires), "SPDX `license` strings need setuptools>=77"
+
+
+def test_version_is_defined_once_in_helpers():
+    pyproject = _pyproject()
+    assert "version" not in pyproject["project"] and "version" in pyproject["project"]["dynamic"]
+    assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "helpers.__version__"}
+    assert re.search(r'^__version__ = "\d+\.\d+\.\d+"$',
+                     (ROOT / "helpers" / "__init__.py").read_text(), re.M)
+
+
+def test_dist_tools_are_in_the_dev_extra():
+    dev = {_name(r) for r in _pyproject()["project"]["optional-dependencies"]["dev"]}
+    assert {"build", "twine", "setuptools"} <= dev
+
+
+def test_building_the_package_metadata_prints_no_deprecation_warning(tmp_path):
+    """setuptools warned, twice per install, about `project.license` as a table."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    run = subprocess.run(
+        [sys.executable, "-W", "default", "-c",
+         "import sys; from setuptools import build_meta; "
+         "print(build_meta.prepare_metadata_for_build_wheel(sys.argv[1]))", tmp_path],
+        cwd=ROOT, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "Warning" not in run.stdout + run.stderr, run.stderr
+    metadata = (tmp_path / run.stdout.splitlines()[-1] / "METADATA").read_text()
+    assert "License-Expression: BSD-3-Clause AND CC-BY-4.0" in metadata
