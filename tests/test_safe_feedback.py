@@ -1,0 +1,225 @@
+"""Feedback pages are inert: nothing a submission displays or writes runs in a browser.
+
+No kernel: hostile notebooks are rendered by the exporter the course configures for
+nbgrader's GenerateFeedback (``pipeline.safe_feedback``), with the course's own feedback
+preprocessors, and the HTML is searched for anything live.
+"""
+
+from __future__ import annotations
+
+import nbformat
+import pytest
+from bs4 import BeautifulSoup
+from misbehaving.html_outputs import (
+    EVIL,
+    HOSTILE_HTML,
+    PNG,
+    _hostile_markdown_and_raw,
+    live_hazards,
+)
+from nbconvert.exporters import HTMLExporter
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+from nbgrader.converters import GenerateFeedback
+from nbgrader.coursedir import CourseDirectory
+from nbgrader.preprocessors import GetGrades
+from pipeline.paths import GRADER
+from pipeline.safe_feedback import (
+    CONTENT_SECURITY_POLICY,
+    InertOutputs,
+    SafeFeedbackExporter,
+    clean_html,
+    make_document_inert,
+)
+from traitlets.config import PyFileConfigLoader
+
+
+def _graded(cell, grade_id: str, points: float, score: float, solution: bool):
+    """``cell`` with the nbgrader metadata GetGrades would leave (no gradebook here)."""
+    cell.metadata["nbgrader"] = {"grade": True, "solution": solution, "locked": not solution,
+                                 "grade_id": grade_id, "points": points, "score": score,
+                                 "schema_version": 3}
+    return cell
+
+
+def _hostile_notebook():
+    """Hostile outputs, a hostile Think! answer (with attachments) and raw HTML cells."""
+    think = _graded(new_markdown_cell("(replaced)"), "think_fixed_vs_gain", 1, 0.5, True)
+    display = [
+        new_output("display_data", data={"text/html": "<b>kept bold</b>" + "".join(HOSTILE_HTML),
+                                          "text/plain": "<IPython.core.display.HTML object>"}),
+        new_output("display_data", data={"text/html": "<p>isolated</p><script>alert('iso')</script>"},
+                   metadata={"text/html": {"isolated": True}}),
+        new_output("display_data", data={"application/javascript": "alert('javascript output')",
+                                          "text/plain": "<IPython.core.display.Javascript object>"}),
+        new_output("display_data", data={
+            "application/vnd.jupyter.widget-view+json": {"model_id": "m", "version_major": 2,
+                                                         "version_minor": 0},
+            "text/plain": "IntSlider(value=3)"}),
+        new_output("display_data", data={"image/svg+xml": "<svg onload=alert('svg output')/>",
+                                          "text/plain": "<IPython.core.display.SVG object>"}),
+        new_output("display_data", data={"text/markdown": "# md output\n<script>alert('md')</script>"
+                                                           "[x](javascript:alert('md out'))"}),
+        new_output("display_data", data={"image/png": PNG, "text/plain": "<Figure 1x1>"},
+                   metadata={"image/png": {"width": "1 onerror=alert('width')",
+                                           "filenames": f"https://{EVIL}/x.png"},
+                             "filenames": {"image/png": f"https://{EVIL}/x.png"}}),
+        new_output("execute_result", data={"text/plain": "42"}, execution_count=3),
+        new_output("stream", name="stdout", text="plain stdout text <script>alert('stream')</script>\n"),
+    ]
+    answer = _graded(new_code_cell("from IPython.display import HTML, display\n"
+                                   "display(HTML('<script>alert(1)</script>'))", outputs=display),
+                     "stable_softmax", 0, 0, True)
+    answer.metadata["nbgrader"]["grade"] = False
+    error = new_output("error", ename="AssertionError",
+                       evalue="stable_softmax: expected rows summing to 1, got 2.0\x1b[0m; "
+                              "likely mistake: <script>alert('evalue')</script>",
+                       traceback=["hidden_tests/gain_multiplication.py line 3", "grade_()"])
+    test = _graded(new_code_cell("check(stable_softmax)\n### BEGIN HIDDEN TESTS\n"
+                                 "grade_stable_softmax(stable_softmax)\n### END HIDDEN TESTS",
+                                 outputs=[error]), "test_stable_softmax", 2, 0, False)
+    nb = new_notebook(cells=[new_markdown_cell("# Tutorial 1\n\nIntro text."),
+                             answer, test, think])
+    _hostile_markdown_and_raw(nb, None)  # the bank's tampering, as a submission has it
+    return nbformat.from_dict(nb)
+
+
+@pytest.fixture(scope="module")
+def feedback_app(tmp_path_factory):
+    """nbgrader's GenerateFeedback, configured by the course's nbgrader_config.py."""
+    root = tmp_path_factory.mktemp("course")
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(GRADER)).load_config()
+    config.CourseDirectory.root = str(root)
+    return GenerateFeedback(coursedir=CourseDirectory(config=config), config=config)
+
+
+def _render(app, nb) -> str:
+    """HTML as GenerateFeedback exports it (BaseConverter.start), minus the gradebook."""
+    exporter = app.exporter_class(parent=app, config=app.config)
+    for preprocessor in app.preprocessors:
+        if preprocessor is not GetGrades:  # grades are already in the cells' metadata
+            exporter.register_preprocessor(preprocessor)
+    resources = {"nbgrader": {"notebook": "01_gain_multiplication", "score": 0.5,
+                              "max_score": 3, "late_penalty": 0}}
+    return exporter.from_notebook_node(nb, resources)[0]
+
+
+def _heading(soup, level: str, text: str):
+    return soup.find(lambda tag: tag.name == level and text in tag.get_text())
+
+
+def test_the_course_configures_the_safe_exporter_for_feedback(feedback_app):
+    assert feedback_app.exporter_class is SafeFeedbackExporter
+    exporter = feedback_app.exporter_class(parent=feedback_app, config=feedback_app.config)
+    assert exporter.template_name == "feedback"  # nbgrader's own feedback template
+    assert exporter.sanitize_html
+
+
+def test_nothing_hostile_survives_in_the_page(feedback_app):
+    html = _render(feedback_app, _hostile_notebook())
+    assert live_hazards(html) == []
+    assert "<script" not in html.lower()  # not even nbconvert's MathJax loader
+
+
+def test_what_the_reader_needs_still_shows(feedback_app):
+    html = _render(feedback_app, _hostile_notebook())
+    soup = BeautifulSoup(html, "html.parser")
+    text = soup.get_text()
+    assert "plain stdout text" in text
+    assert "<script>alert('stream')</script>" in text  # shown as text, not run
+    assert "expected rows summing to 1, got 2.0" in text and "likely mistake" in text
+    assert _heading(soup, "h1", "Tutorial 1") and "Intro text." in text
+    assert _heading(soup, "h2", "My answer")
+    assert "The gain multiplies the input; attention re-weights" in text
+    assert soup.find("em", string="multiplies") and soup.find("b", string="kept bold")
+    assert "<script>alert('script')</script>" in text  # the attempt is visible to the grader
+    images = [img["src"] for img in soup.find_all("img") if img.get("src")]
+    assert f"data:image/png;base64,{PNG}" in images
+    for fallback in ("IntSlider(value=3)", "<IPython.core.display.Javascript object>",
+                     "<IPython.core.display.SVG object>", "42"):
+        assert fallback in text
+    assert "Score: 0.5 / 3.0" in text and "Score: 0.0 / 2.0" in text  # page and test cell
+    assert "Score: 0.5 / 1.0" in text  # the Think! answer
+    assert "hidden_tests" not in html and "grade_stable_softmax" not in html
+
+
+def test_the_page_carries_a_script_free_policy_first_in_head(feedback_app):
+    html = _render(feedback_app, _hostile_notebook())
+    soup = BeautifulSoup(html, "html.parser")
+    first = soup.head.find(True)
+    assert first.name == "meta" and first["http-equiv"] == "Content-Security-Policy"
+    assert first["content"] == CONTENT_SECURITY_POLICY
+    policy = dict(part.strip().split(" ", 1) for part in first["content"].split(";"))
+    assert policy["script-src"] == "'none'" and policy["object-src"] == "'none'"
+    assert policy["base-uri"] == "'none'" and policy["form-action"] == "'none'"
+    assert policy["frame-src"] == "'none'" and policy["default-src"] == "'none'"
+    assert policy["img-src"] == "data:" and policy["style-src"] == "'unsafe-inline'"
+    assert html.index("Content-Security-Policy") < html.lower().index("<title")
+    assert len(soup.find_all("meta", attrs={"http-equiv": True})) == 1
+
+
+def test_outputs_are_rebuilt_from_safe_fields_only():
+    nb = _hostile_notebook()
+    nb.cells[1].execution_count = "<script>alert(1)</script>"
+    nb, _ = InertOutputs().preprocess(nb, {})
+    outputs = nb.cells[1].outputs
+    assert nb.cells[1].execution_count is None
+    kinds = [sorted(output.get("data", {})) for output in outputs]
+    assert ["text/html", "text/plain"] in kinds and ["image/png", "text/plain"] in kinds
+    assert all(not {"application/javascript", "image/svg+xml"} & set(k) for k in kinds)
+    assert not any("widget" in mime for k in kinds for mime in k)
+    png = next(output for output in outputs if "image/png" in output.get("data", {}))
+    assert png.metadata == {}  # no injected width, no remote filenames
+    html = next(output for output in outputs if "text/html" in output.get("data", {}))
+    assert "<script>" not in html.data["text/html"]
+    assert all(output.get("metadata", {}).get("text/html") is None for output in outputs)
+
+
+def test_numeric_image_sizes_are_kept():
+    output = new_output("display_data", data={"image/png": PNG},
+                        metadata={"image/png": {"width": 320, "height": 240.0}})
+    assert InertOutputs().inert_output(output).metadata == {"image/png": {"width": 320,
+                                                                          "height": 240.0}}
+
+
+def test_markdown_keeps_maths_code_and_tables_readable():
+    exporter = SafeFeedbackExporter()
+    html = exporter.markdown2html({}, "Scores $x<y$.\n\n```python\nw = q < 2\n```\n\n"
+                                      "| a | b |\n|:--|--:|\n| 1 | 2 |\n")
+    soup = BeautifulSoup(html, "html.parser")
+    assert "Scores $x<y$." in soup.get_text() and "w = q < 2" in soup.get_text()
+    assert soup.find("th", style="text-align:left;") and soup.find("td")
+
+
+def test_clean_html_escapes_rather_than_hides():
+    assert clean_html("<script>x</script>") == "&lt;script&gt;x&lt;/script&gt;"
+    assert clean_html(b"<b onclick=x>ok</b>") == "<b>ok</b>"
+    cell = clean_html('<table><tr><td style="position:fixed;text-align:right">1</td></tr></table>')
+    assert '<td style="text-align:right;">1</td>' in cell
+
+
+def test_the_last_pass_catches_what_a_template_lets_through():
+    page = ('<!DOCTYPE html><html><head><title>t</title>'
+            '<meta http-equiv="refresh" content="0;url=https://x"></head><body>'
+            '<a name="x" onmouseover="alert(1)" href="  JAVASCRIPT:alert(2)">a</a>'
+            '<script>alert(3)</script><img src="data:image/png;base64,AAAA">'
+            '<img src="data:image/svg+xml;base64,AAAA"></body></html>')
+    inert = make_document_inert(page)
+    assert live_hazards(inert) == []
+    soup = BeautifulSoup(inert, "html.parser")
+    assert soup.head.find(True)["http-equiv"] == "Content-Security-Policy"
+    assert [img.get("src") for img in soup.find_all("img")] == ["data:image/png;base64,AAAA",
+                                                                None]
+
+
+def test_feedback_never_embeds_local_files():
+    assert SafeFeedbackExporter(embed_images=True).embed_images is False
+
+
+def test_the_hazard_search_finds_what_stock_nbgrader_lets_through(feedback_app):
+    """The search above is not vacuous: nbgrader's own exporter fails it on the same page."""
+    stock = GenerateFeedback(coursedir=feedback_app.coursedir, config=feedback_app.config,
+                             exporter_class=HTMLExporter)
+    hazards = "\n".join(live_hazards(_render(stock, _hostile_notebook())))
+    for found in ("<script>", "<iframe>", "<base>", "<form>", "onerror=", "javascript:",
+                  "meta <meta", "<svg>"):
+        assert found in hazards.lower(), found
