@@ -125,7 +125,9 @@ def test_feedback_shows_messages_but_no_hidden_test_source(graded):
     assert len(feedback) == len(graded[2])
     for page in feedback:
         html = page.read_text()
-        for secret in ("BEGIN HIDDEN TESTS", "hidden_tests", "grade_stable_softmax"):
+        # lines of the hidden tests themselves (some submissions name the package in their
+        # own code, which their feedback shows)
+        for secret in ("BEGIN HIDDEN TESTS", "def grade_", "fresh_generator", "_reference_softmax"):
             assert secret not in html, f"{page} leaks {secret!r}"
     mistakes = (graded[0] / "grader" / "feedback" / "typical_mistakes" / NOTEBOOK
                 / f"{NOTEBOOK}.html").read_text()
@@ -168,6 +170,9 @@ def test_sharded_serial_grading_gives_the_same_results(graded, run_in_course):
     serial = {path.stem: json.loads(path.read_text())
               for path in (course / "grader" / "results").glob("*.json")}
     assert len(serial) == len(students)
+    def scores(result):  # messages quote fresh random inputs, so they differ between runs
+        return [(c["grade_id"], c["score"], c["max_score"]) for c in result["cells"]]
+
     for student in students:
-        assert serial[f"{student}__{NOTEBOOK}"]["cells"] == parallel[student, NOTEBOOK]["cells"]
+        assert scores(serial[f"{student}__{NOTEBOOK}"]) == scores(parallel[student, NOTEBOOK])
     assert all(student in merged.stdout for student in students)

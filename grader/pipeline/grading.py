@@ -9,6 +9,13 @@ results are then merged into the course gradebook (for formgrader),
 that hangs, crashes or cheats costs only itself: what a batch did not grade is graded
 again alone. ``--shard i/N`` grades every N-th submission and stops after writing the
 JSON results, so shards can run on separate machines; ``--merge`` combines them.
+
+Nothing a submission or a kernel made is trusted (``pipeline.submissions``): links are
+never followed, special files never opened, sizes capped. Only the submitted notebook
+goes into the scratch course, and only the graded notebook and its feedback page come
+out of it. A run writes into a fresh folder and replaces the earlier results, graded
+notebooks and feedback only at the end, so a crashed or interrupted run leaves them as
+they were.
 """
 
 from __future__ import annotations
@@ -17,10 +24,13 @@ import argparse
 import csv
 import json
 import math
+import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
+import traceback
 import warnings
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
@@ -33,7 +43,17 @@ from tqdm.auto import tqdm
 from pipeline.assignments import generate
 from pipeline.nbgrader_cli import run_limited
 from pipeline.paths import GRADER, GRADES_CSV, SOLUTIONS, assignment_ids
-from pipeline.submissions import Submission, find_submissions
+from pipeline.submissions import (
+    MAX_NOTEBOOK_BYTES,
+    Submission,
+    UntrustedFileError,
+    copy_untrusted,
+    describe,
+    find_submissions,
+    list_folder,
+    read_untrusted,
+    write_new_file,
+)
 from pipeline.summary import SUMMARY, write_summary
 
 DB_URL = f"sqlite:///{GRADER / 'gradebook.db'}"
@@ -52,9 +72,30 @@ def ensure_release() -> None:
 
 # ---- one submission -----------------------------------------------------------------------
 
-def _messages(notebook_path: Path) -> dict[str, str]:
+KINDS = {"autograded": ".ipynb", "feedback": ".html"}  # all that comes out of a scratch course
+
+
+def _outputs(out: Path | None) -> dict[str, Path]:
+    """Where results, graded notebooks and feedback pages go: the folders of a run ``out``,
+    or (None) the course's own."""
+    if out is None:
+        return {"results": RESULTS, "autograded": GRADER / "autograded",
+                "feedback": GRADER / "feedback"}
+    return {kind: out / kind for kind in ("results", *KINDS)}
+
+
+def _result(sub: Submission, status: str = "not graded", log: str = "") -> dict:
+    return {"student": sub.student, "assignment": sub.assignment, "status": status,
+            "cells": [], "log": log}
+
+
+def _failure(error: BaseException) -> str:
+    text = f"{type(error).__name__}: {error}".strip()
+    return f"grading failed ({text[:300]})"
+
+
+def _messages(notebook: nbformat.NotebookNode) -> dict[str, str]:
     """grade_id -> the error message of each failed test cell of an autograded notebook."""
-    notebook = nbformat.read(notebook_path, as_version=4)
     messages = {}
     for cell in notebook.cells:
         grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
@@ -66,14 +107,18 @@ def _messages(notebook_path: Path) -> dict[str, str]:
     return messages
 
 
-def _collect(scratch: Path, sub: Submission) -> dict:
+def _collect(scratch: Path, sub: Submission, max_bytes: int = MAX_NOTEBOOK_BYTES) -> dict:
     """The result of one submission graded in ``scratch``: scores and messages per cell."""
-    result = {"student": sub.student, "assignment": sub.assignment, "status": "not graded",
-              "cells": [], "log": ""}
+    result = _result(sub)
     notebook = scratch / "autograded" / sub.student / sub.assignment / f"{sub.assignment}.ipynb"
-    if not notebook.exists():
+    try:
+        data = read_untrusted(notebook, max_bytes, base=scratch)
+    except FileNotFoundError:
         return result
-    messages = _messages(notebook)
+    except UntrustedFileError as error:
+        result["log"] = f"the graded notebook was refused: {error}"
+        return result
+    messages = _messages(nbformat.reads(data.decode("utf-8", errors="replace"), as_version=4))
     with Gradebook(f"sqlite:///{scratch / 'gradebook.db'}") as gb:
         try:
             submitted = gb.find_submission_notebook(sub.assignment, sub.assignment, sub.student)
@@ -92,60 +137,164 @@ def _collect(scratch: Path, sub: Submission) -> dict:
     return result
 
 
+def _remove(path: Path) -> None:
+    """Remove a file, link or folder tree, never following a link."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(mode):
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+def copy_out(scratch: Path, sub: Submission, outputs: dict[str, Path],
+             max_bytes: int = MAX_NOTEBOOK_BYTES) -> list[str]:
+    """Copy ``sub``'s graded notebook and feedback page out of the scratch course; nothing else.
+
+    ``<kind>/<student>/<id>/`` of ``outputs`` is made afresh and receives ``<id>.ipynb``
+    (autograded) or ``<id>.html`` (feedback), each only as a regular file of at most
+    ``max_bytes``, read without following links. Returns one log line for everything
+    refused: a link or special file in its place, an oversized file, any other entry.
+    """
+    refused = []
+    for kind, extension in KINDS.items():
+        name = f"{sub.assignment}{extension}"
+        where = f"{kind}/{sub.student}/{sub.assignment}"
+        target = outputs[kind] / sub.student / sub.assignment
+        _remove(target)
+        try:
+            entries = list_folder(scratch / kind / sub.student / sub.assignment, base=scratch)
+        except FileNotFoundError:
+            continue
+        except OSError as error:
+            refused.append(f"REFUSED {where}: {error}")
+            continue
+        for other, mode in entries.items():
+            if other != name:
+                refused.append(f"REFUSED {where}/{other!r}: {describe(mode)}, not copied "
+                               f"(only {name} is)")
+        if name not in entries:
+            continue
+        target.mkdir(parents=True)
+        try:
+            copy_untrusted(scratch / kind / sub.student / sub.assignment / name,
+                           target / name, max_bytes, base=scratch)
+        except OSError as error:
+            refused.append(f"REFUSED {where}/{name}: {error}")
+    return refused
+
+
+def _write_result(folder: Path, result: dict) -> None:
+    """``<student>__<id>.json`` in ``folder``, written whole or not at all."""
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"{result['student']}__{result['assignment']}.json"
+    temporary = folder / f".{name}.{os.getpid()}.tmp"
+    write_new_file(temporary, json.dumps(result, indent=1).encode())
+    os.replace(temporary, folder / name)
+
+
+def _grade_together(subs: list[Submission], *, timeout: float, memory_limit: int | None,
+                    cell_timeout: int | None, outputs: dict[str, Path],
+                    max_bytes: int) -> tuple[list[dict], list[bool]]:
+    """Grade ``subs`` with one nbgrader process; their results, and which are final (a
+    refused notebook: grading it again alone would not change that)."""
+    results = [_result(sub) for sub in subs]
+    final = [False] * len(subs)
+    SCRATCH.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="batch-", dir=SCRATCH))
+    try:
+        shutil.copy2(GRADER / "gradebook.db", scratch / "gradebook.db")
+        for assignment in {s.assignment for s in subs}:
+            shutil.copytree(GRADER / "source" / assignment, scratch / "source" / assignment)
+        copied = []
+        for i, sub in enumerate(subs):  # the notebook alone, never what lies next to it
+            target = scratch / "submitted" / sub.student / sub.assignment
+            target.mkdir(parents=True)  # (a student has one submission per assignment)
+            laid_out = (sub.notebook.parent.name, sub.notebook.parent.parent.name) == (
+                sub.assignment, sub.student)
+            try:
+                if sub.refused:
+                    raise UntrustedFileError(f"the notebook {sub.refused}")
+                copy_untrusted(sub.notebook, target / f"{sub.assignment}.ipynb", max_bytes,
+                               base=sub.notebook.parents[2] if laid_out else None)
+            except OSError as error:
+                shutil.rmtree(target)  # nothing of it goes to nbgrader
+                if not os.listdir(target.parent):
+                    target.parent.rmdir()
+                results[i] = _result(sub, f"not graded: {error}")
+                final[i] = True
+                continue
+            copied.append(i)
+        if not copied:
+            return results, final
+        for private in ("kernel-homes", "runtime"):  # nothing a kernel of another batch can see
+            (scratch / private).mkdir()
+        env = {"COURSE_KERNEL_HOMES": str(scratch / "kernel-homes"),
+               "JUPYTER_RUNTIME_DIR": str(scratch / "runtime")}
+        command = [sys.executable, "-m", "pipeline.nbgrader_batch", str(scratch)]
+        command += [f"--cell-timeout={cell_timeout}"] if cell_timeout else []
+        status, log, refusals = "graded", "", []
+        try:
+            run = run_limited(command, timeout=timeout * len(copied), memory_limit=memory_limit,
+                              env=env)
+            if run.returncode != 0 or "failed" in run.stderr:
+                status, log = "autograde failed", run.stderr[-3000:]
+            refusals = [line for line in run.stderr.splitlines() if line.startswith("REFUSED ")]
+        except subprocess.TimeoutExpired:
+            status = f"timed out after {timeout:.0f} s"
+        for i in copied:
+            sub = subs[i]
+            try:
+                results[i] = _collect(scratch, sub, max_bytes)
+                lines = [line for line in refusals
+                         if line.startswith(f"REFUSED {sub.student}/{sub.assignment}:")]
+                if results[i]["status"] == "graded":
+                    lines += copy_out(scratch, sub, outputs, max_bytes)
+            except Exception as error:  # noqa: BLE001 - a broken scratch course costs a retry
+                results[i] = _result(sub, _failure(error), traceback.format_exc()[-3000:])
+                for kind in KINDS:
+                    _remove(outputs[kind] / sub.student / sub.assignment)
+                continue
+            for line in lines:
+                tqdm.write(line, file=sys.stderr)
+            if results[i]["status"] != "graded" and status != "graded" and not results[i]["log"]:
+                results[i].update(status=status, log=log)
+            results[i]["log"] = "\n".join([results[i]["log"], *lines]).strip()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return results, final
+
+
 def grade_batch(subs: list[Submission], *, timeout: float, memory_limit: int | None,
-                cell_timeout: int | None = None) -> list[dict]:
+                cell_timeout: int | None = None, out: Path | None = None,
+                max_bytes: int = MAX_NOTEBOOK_BYTES) -> list[dict]:
     """Autograde submissions with one nbgrader process in a scratch course of their own.
 
     One process (``pipeline.nbgrader_batch``) autogrades the whole batch and writes its
     feedback, so nbgrader's start-up is paid once. The run may take ``timeout`` seconds
     per notebook. A submission the batch did not grade (its notebook took nbgrader down,
-    or the batch ran out of time) is graded again on its own, so it cannot cost the
-    others anything.
+    the batch ran out of time, its results could not be read: a broken scratch course)
+    is graded again on its own, so it cannot cost the others anything; what still fails
+    alone is that student's status. Results, graded notebooks and feedback pages go into
+    the run folder ``out`` (default: the course's own folders).
     """
-    SCRATCH.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix="batch-", dir=SCRATCH))
-    shutil.copy2(GRADER / "gradebook.db", scratch / "gradebook.db")
-    for assignment in {s.assignment for s in subs}:
-        shutil.copytree(GRADER / "source" / assignment, scratch / "source" / assignment)
-    for sub in subs:
-        target = scratch / "submitted" / sub.student / sub.assignment
-        target.mkdir(parents=True)
-        shutil.copy2(sub.notebook, target / f"{sub.assignment}.ipynb")
-    for private in ("kernel-homes", "runtime"):  # nothing a kernel of another batch can see
-        (scratch / private).mkdir()
-    env = {"COURSE_KERNEL_HOMES": str(scratch / "kernel-homes"),
-           "JUPYTER_RUNTIME_DIR": str(scratch / "runtime")}
-    command = [sys.executable, "-m", "pipeline.nbgrader_batch", str(scratch)]
-    command += [f"--cell-timeout={cell_timeout}"] if cell_timeout else []
-    status, log = "graded", ""
+    outputs = _outputs(out)
     try:
-        run = run_limited(command, timeout=timeout * len(subs), memory_limit=memory_limit, env=env)
-        if run.returncode != 0 or "failed" in run.stderr:
-            status, log = "autograde failed", run.stderr[-3000:]
-    except subprocess.TimeoutExpired:
-        status = f"timed out after {timeout:.0f} s"
-    results = [_collect(scratch, sub) for sub in subs]
-    for sub, result in zip(subs, results, strict=True):
-        if result["status"] != "graded":
-            continue
-        for kind in ("autograded", "feedback"):
-            target = GRADER / kind / sub.student / sub.assignment
-            shutil.rmtree(target, ignore_errors=True)
-            if (scratch / kind / sub.student / sub.assignment).exists():
-                shutil.copytree(scratch / kind / sub.student / sub.assignment, target)
-    shutil.rmtree(scratch, ignore_errors=True)
-    for i, (sub, result) in enumerate(zip(subs, results, strict=True)):
-        if result["status"] == "graded":
-            continue
-        if len(subs) > 1:  # alone, it gets the whole time and memory to itself
+        results, final = _grade_together(subs, timeout=timeout, memory_limit=memory_limit,
+                                         cell_timeout=cell_timeout, outputs=outputs,
+                                         max_bytes=max_bytes)
+    except Exception as error:  # noqa: BLE001 - whatever broke, nobody in the batch is lost
+        log = traceback.format_exc()[-3000:]
+        results, final = [_result(sub, _failure(error), log) for sub in subs], [False] * len(subs)
+    for i, sub in enumerate(subs):
+        if results[i]["status"] != "graded" and not final[i] and len(subs) > 1:
+            # alone, it gets the whole time and memory to itself
             results[i] = grade_batch([sub], timeout=timeout, memory_limit=memory_limit,
-                                     cell_timeout=cell_timeout)[0]
-        else:
-            result.update(status="not graded" if status == "graded" else status, log=log)
-    RESULTS.mkdir(exist_ok=True)
+                                     cell_timeout=cell_timeout, out=out, max_bytes=max_bytes)[0]
     for result in results:
-        name = f"{result['student']}__{result['assignment']}.json"
-        (RESULTS / name).write_text(json.dumps(result, indent=1))
+        _write_result(outputs["results"], result)
     return results
 
 
@@ -159,19 +308,82 @@ def make_batches(subs: list[Submission], jobs: int, batch_size: int) -> list[lis
 
 
 def grade_all(subs: list[Submission], *, jobs: int, timeout: float, memory_limit: int | None,
-              cell_timeout: int | None = None, batch_size: int = 8) -> list[dict]:
+              cell_timeout: int | None = None, batch_size: int = 8, out: Path | None = None,
+              max_bytes: int = MAX_NOTEBOOK_BYTES) -> list[dict]:
     """Grade submissions in batches, ``jobs`` batches at a time (threads driving nbgrader)."""
     results = []
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool, \
             tqdm(total=len(subs), desc="grading", unit="notebook") as progress:
-        futures = [pool.submit(grade_batch, batch, timeout=timeout, memory_limit=memory_limit,
-                               cell_timeout=cell_timeout)
-                   for batch in make_batches(subs, jobs, batch_size)]
+        futures = {pool.submit(grade_batch, batch, timeout=timeout, memory_limit=memory_limit,
+                               cell_timeout=cell_timeout, out=out, max_bytes=max_bytes): batch
+                   for batch in make_batches(subs, jobs, batch_size)}
         for future in as_completed(futures):
-            batch = future.result()
+            try:
+                batch = future.result()
+            except Exception as error:  # noqa: BLE001 - grade_batch contains its own failures;
+                batch = [_result(sub, _failure(error)) for sub in futures[future]]  # last resort
+                for result in batch:
+                    _write_result(_outputs(out)["results"], result)
             results += batch
             progress.update(len(batch))
     return sorted(results, key=lambda r: (r["student"], r["assignment"]))
+
+
+# ---- publishing ---------------------------------------------------------------------------
+
+def publish(run: Path, results: list[dict], *, replace_all: bool) -> None:
+    """Move what the run folder ``run`` holds into the course's results, autograded/ and
+    feedback/ folders, once all of it exists.
+
+    Each student and assignment of ``results`` gets exactly what the run made for it (its
+    old graded notebook and feedback go, even when the new run could not grade it); a
+    folder is swapped by renaming, so it is never half-written. A full run
+    (``replace_all``) replaces ``results/`` as a whole; a shard replaces only the result
+    files of its own students, so shards can share one ``grader/``.
+    """
+    trash = Path(tempfile.mkdtemp(prefix="replaced-", dir=run))
+    count = iter(range(10**9))
+
+    def swap(new: Path, target: Path) -> None:
+        if os.path.lexists(target):
+            shutil.move(target, trash / str(next(count)))
+        if os.path.lexists(new):  # a rename; a copy where results/ etc. are on another disk
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(new, target)
+
+    for kind in KINDS:
+        for result in results:
+            swap(run / kind / result["student"] / result["assignment"],
+                 GRADER / kind / result["student"] / result["assignment"])
+    (run / "results").mkdir(exist_ok=True)
+    if replace_all and not RESULTS.is_symlink():
+        swap(run / "results", RESULTS)
+    else:  # a shard; or results/ is a link to a shared folder: file by file
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        new = {path.name for path in (run / "results").glob("*.json")}
+        for name in sorted(new):
+            shutil.move(run / "results" / name, RESULTS / name)
+        for stale in RESULTS.glob("*.json") if replace_all else ():
+            if stale.name not in new:
+                stale.unlink()
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def read_results(folder: Path | None = None) -> list[dict]:
+    """The JSON results in ``folder`` (default: results/); one that cannot be read is
+    reported and left out."""
+    folder = RESULTS if folder is None else folder
+    results = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            result = json.loads(read_untrusted(path, MAX_NOTEBOOK_BYTES))
+            if not {"student", "assignment", "status", "cells"} <= set(result):
+                raise ValueError("not a grading result")
+        except (OSError, ValueError) as error:
+            print(f"NOT MERGED: {path}: {error}", file=sys.stderr)
+            continue
+        results.append(result)
+    return results
 
 
 # ---- merging ------------------------------------------------------------------------------
@@ -182,14 +394,19 @@ def merge_into_gradebook(results: list[dict]) -> None:
         # nbgrader's add_submission builds objects SQLAlchemy warns about; harmless here
         warnings.simplefilter("ignore", SAWarning)
         for result in results:
-            gb.update_or_create_student(result["student"])
-            gb.update_or_create_submission(result["assignment"], result["student"])
-            for cell in result["cells"]:
-                grade = gb.find_grade(cell["grade_id"], result["assignment"],
-                                      result["assignment"], result["student"])
-                grade.auto_score = cell["auto_score"]
-                grade.needs_manual_grade = cell["needs_manual_grade"]
-            gb.db.commit()
+            try:
+                gb.update_or_create_student(result["student"])
+                gb.update_or_create_submission(result["assignment"], result["student"])
+                for cell in result["cells"]:
+                    grade = gb.find_grade(cell["grade_id"], result["assignment"],
+                                          result["assignment"], result["student"])
+                    grade.auto_score = cell["auto_score"]
+                    grade.needs_manual_grade = cell["needs_manual_grade"]
+                gb.db.commit()
+            except (MissingEntry, KeyError, TypeError) as error:  # one bad result file
+                gb.db.rollback()
+                print(f"NOT MERGED: {result.get('student')}/{result.get('assignment')}: "
+                      f"{type(error).__name__}: {error}", file=sys.stderr)
 
 
 def exercise_name(grade_id: str) -> str:
@@ -276,26 +493,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shard", default="1/1", help="grade only slice i of N (i/N)")
     parser.add_argument("--merge", action="store_true",
                         help="merge the JSON results in grader/results/ (after sharded runs)")
+    parser.add_argument("--max-notebook-mb", type=float, default=MAX_NOTEBOOK_BYTES / 2**20,
+                        help="largest submitted notebook, graded notebook or feedback page")
     args = parser.parse_args(argv)
     ensure_release()
     if args.merge:
-        results = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
-        finish(results)
+        finish(read_results())
         return 0
     if args.submissions is None:
         parser.error("give the submissions folder (or --merge)")
     index, count = (int(n) for n in args.shard.split("/"))
     if not 1 <= index <= count:
         parser.error(f"--shard must be i/N with 1 <= i <= N, got {args.shard}")
-    subs, problems = find_submissions(args.submissions, assignment_ids())
+    max_bytes = int(args.max_notebook_mb * 2**20)
+    subs, problems = find_submissions(args.submissions, assignment_ids(), max_bytes)
     for problem in problems:
         print(f"NOT GRADED: {problem}", file=sys.stderr)
     subs = subs[index - 1::count]
-    if count == 1:
-        shutil.rmtree(RESULTS, ignore_errors=True)  # a full re-grade replaces old results
     memory = int(args.memory_gb * 2**30) or None
-    results = grade_all(subs, jobs=args.jobs, timeout=args.timeout, memory_limit=memory,
-                        cell_timeout=args.cell_timeout, batch_size=args.batch_size)
+    SCRATCH.mkdir(parents=True, exist_ok=True)
+    run = Path(tempfile.mkdtemp(prefix="run-", dir=SCRATCH))  # the old results stay until
+    try:                                                      # the new ones all exist
+        results = grade_all(subs, jobs=args.jobs, timeout=args.timeout, memory_limit=memory,
+                            cell_timeout=args.cell_timeout, batch_size=args.batch_size,
+                            out=run, max_bytes=max_bytes)
+        publish(run, results, replace_all=count == 1)  # a full re-grade replaces old results
+    finally:
+        shutil.rmtree(run, ignore_errors=True)
     if count == 1:
         finish(results)
     else:

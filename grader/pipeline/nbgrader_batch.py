@@ -10,12 +10,17 @@ costs seconds, and so does starting a kernel: nbgrader starts once per batch, an
 are forked from a warm fork server (``pipeline.kernel_forkserver``), which is what makes
 parallel grading pay off. One student's failure is logged and the others are graded.
 Prints a JSON summary.
+
+Whatever a kernel leaves in its folder is untrusted (:func:`harden_nbgrader`): nbgrader
+here never writes through a link, never ``chmod``s one, and keeps nothing but the graded
+notebook in the folder; what it removes is logged on stderr as ``REFUSED <student>/<id>: ...``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -23,6 +28,7 @@ from traitlets.config import PyFileConfigLoader
 
 from pipeline.kernel_forkserver import ForkServer
 from pipeline.paths import GRADER
+from pipeline.submissions import purge_folder, write_new_file
 
 # jsonschema imports rfc3987_syntax, which builds a grammar for two seconds, only to check
 # the "iri" string formats nbformat never asks for: every batch would pay that at start-up.
@@ -39,6 +45,61 @@ def course_config(root: Path, cell_timeout: int | None = None):
     return config
 
 
+def harden_nbgrader() -> None:
+    """Make nbgrader, in this process, treat the graded notebooks' folders as untrusted.
+
+    A kernel runs in ``autograded/<student>/<id>/`` and may leave anything there: links to
+    the gradebook, the solutions or another student's notebook, FIFOs, huge files, its own
+    notebook replaced by a link. Stock nbgrader would write the graded notebook through
+    such a link, ``chmod`` what links point at, and copy every file into feedback/. Here
+    notebooks and feedback pages are written as new files, never through what was there;
+    right after a notebook is graded (where nbgrader sets permissions) its folder is
+    emptied of everything but the graded notebook, every removal logged as ``REFUSED``;
+    and feedback copies no other file from the graded notebook's folder.
+    """
+    from nbconvert.writers import FilesWriter
+    from nbgrader.converters import GenerateFeedback, base
+
+    class NewFilesWriter(FilesWriter):
+        """Writes each output as a new regular file, replacing any link or file there."""
+
+        def write(self, output, resources, notebook_name=None, **kw):
+            if notebook_name is None:
+                raise TypeError("notebook_name")
+            build = Path(self.build_directory or resources.get("metadata", {}).get("path", "."))
+            build.mkdir(parents=True, exist_ok=True)
+            for name, data in [*resources.get("outputs", {}).items(),
+                               *resources.get("attachments", {}).items()]:
+                (build / name).parent.mkdir(parents=True, exist_ok=True)
+                write_new_file(build / name, data)
+            dest = build / (notebook_name + (resources.get("output_extension") or ""))
+            write_new_file(dest, output.encode("utf-8") if isinstance(output, str) else output)
+            return str(dest)
+
+    def set_permissions(self, assignment_id: str, student_id: str) -> None:
+        dest = Path(self._format_dest(assignment_id, student_id))
+        keep = {Path(notebook).stem + self.exporter.file_extension for notebook in self.notebooks}
+        removed = purge_folder(dest, keep)
+        if removed:
+            print(f"REFUSED {student_id}/{assignment_id}: removed from the folder of "
+                  f"{dest.parent.parent.name}/ (only {', '.join(sorted(keep))} is kept): "
+                  + ", ".join(removed), file=sys.stderr, flush=True)
+        mode = int(str(self.permissions), 8)
+        for name in keep:  # what is left is a regular file; chmod it, never a link
+            try:
+                fd = os.open(dest / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            except OSError:
+                continue
+            try:
+                os.fchmod(fd, mode)
+            finally:
+                os.close(fd)
+
+    base.FilesWriter = NewFilesWriter
+    base.BaseConverter.set_permissions = set_permissions
+    GenerateFeedback.init_assignment = lambda self, assignment_id, student_id: None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("root", type=Path)
@@ -49,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     from nbgrader.apps import NbGraderAPI  # slow imports: after the server is on its way
     from nbgrader.coursedir import CourseDirectory
 
+    harden_nbgrader()
     config = course_config(root, args.cell_timeout)
     api = NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
     submitted = sorted((p.parent.name, p.name) for p in root.glob("submitted/*/*") if p.is_dir())
