@@ -5,13 +5,14 @@
 Builds a synthetic class in a scratch copy of the course (students cycle through a full
 solution, typical mistakes and the blank release, so runs are a realistic mix), grades
 it five ways in one run and prints submissions per minute and the speed-up over plain
-serial ``nbgrader autograde`` with the course's configuration (the issue's baseline).
+serial ``nbgrader autograde`` with the course's configuration (sandboxed kernels, hidden
+tests deciding in nbgrader's process): the baseline the speed target is measured against.
 ``make grade`` also writes feedback, so plain nbgrader with ``generate_feedback`` is
 shown too, and so is plain nbgrader with unsandboxed kernels, as stock nbgrader runs
 them. Then the fixed costs that every notebook or batch pays, measured on their own:
-starting nbgrader, and starting a kernel plain, sandboxed (it imports torch, the helpers
-and the hidden tests before it is ready; the plain row includes ``import torch,
-helpers`` to compare) or forked from a batch's warm fork server.
+starting nbgrader, and starting a kernel plain, sandboxed (it imports torch and the
+helpers before it is ready; the plain row includes ``import torch, helpers`` to
+compare) or forked from a batch's warm fork server.
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ def fixed_costs(course: Path) -> dict[str, float]:
                          capture_output=True, text=True).stdout.split()
     return {"nbgrader start-up (once per process)": nbgrader,
             "plain kernel start-up + import torch, helpers": float(out[0]),
-            "sandboxed kernel start-up (all preloaded)": float(out[1]),
+            "sandboxed kernel start-up (torch, helpers preloaded)": float(out[1]),
             "sandboxed kernel forked from a warm fork server": float(out[2])}
 
 

@@ -27,18 +27,24 @@ from nbgrader.preprocessors import (  # noqa: E402
 from pipeline.preprocessors import (  # noqa: E402
     ClearRunState,
     ColabCells,
+    CourseHeader,
     DeduplicateGradeIds,
     HideHiddenTests,
     ResilientExecute,
     StderrIsNotFailure,
 )
+from pipeline.safe_feedback import SafeFeedbackExporter  # noqa: E402
 
 c = get_config()  # noqa: F821 - provided by traitlets when this file is loaded
 
-# ---- THE ONE PLACE to set the repository that Colab badges and install cells point at ----
-c.ColabCells.repository = "attention-course/attention-from-gain-to-transformers"
+# ---- THE ONE PLACE that says where the student edition lives ----------------------------------
+# The public repository students use, written by `make student-edition DEST=dir`: the Colab
+# badges, the Colab install cell and the student README point here, never at this (private)
+# instructor repository. The owner is a placeholder: set your own GitHub 'owner/name' (and the
+# branch or tag students use), then run `make assignments` and publish the edition (README,
+# "Publishing the student edition").
+c.ColabCells.repository = "attention-course/attention-from-gain-to-transformers-students"
 c.ColabCells.branch = "main"
-# Then run `make assignments` to rewrite notebooks/.
 
 c.CourseDirectory.root = os.path.dirname(os.path.abspath(__file__))
 c.CourseDirectory.course_id = "attention-course"
@@ -48,7 +54,7 @@ c.CourseDirectory.db_url = "sqlite:///" + os.path.join(c.CourseDirectory.root, "
 c.GenerateAssignment.preprocessors = [
     IncludeHeaderFooter, InstantiateTests, LockCells, ClearSolutions, ClearOutput,
     ClearRunState, CheckCellMetadata, ComputeChecksums, SaveCells, ClearHiddenTests,
-    ClearMarkScheme, ComputeChecksums, CheckCellMetadata, ColabCells,
+    ClearMarkScheme, ComputeChecksums, CheckCellMetadata, CourseHeader, ColabCells,
 ]
 
 # Autograde: long enough for the tutorials' training cells, kernels that die are survived,
@@ -57,10 +63,13 @@ c.Autograde.autograde_preprocessors = [
     ResilientExecute, StderrIsNotFailure, ClearMetadataPreprocessor, LimitOutput,
     SaveAutoGrades, AssignLatePenalties, CheckCellMetadata,
 ]
+# Tampered nbgrader metadata is rebuilt from the gradebook first (unknown ids demoted, renamed
+# ids matched by cell id, with a note in the feedback: pipeline.metadata_repair).
 # Duplicated cells (same grade_id): the last copy is graded, once (nbgrader's own dedup
 # crashes together with add_missing_cells).
 c.Autograde.sanitize_preprocessors = [
-    ClearOutput, DeduplicateGradeIds, OverwriteKernelspec, OverwriteCells, CheckCellMetadata,
+    "pipeline.metadata_repair.RepairMetadata", ClearOutput, DeduplicateGradeIds,
+    OverwriteKernelspec, OverwriteCells, CheckCellMetadata,
 ]
 c.OverwriteCells.add_missing_cells = True  # a deleted test cell is put back and still runs
 c.Execute.timeout = 120
@@ -68,5 +77,9 @@ c.Execute.interrupt_on_timeout = True
 c.Execute.startup_timeout = 60
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 
-# Feedback: grades and messages, never the hidden tests' source.
+# Feedback: grades and messages, never the hidden tests' source, and nothing a submission
+# displayed or wrote can run in the reader's browser: outputs and markdown are sanitised and
+# the page carries a Content-Security-Policy with no scripts (pipeline.safe_feedback).
+# Setting the exporter here covers `make grade` and a plain `nbgrader generate_feedback`.
 c.GenerateFeedback.preprocessors = [GetGrades, CSSHTMLHeaderPreprocessor, HideHiddenTests]
+c.GenerateFeedback.exporter_class = SafeFeedbackExporter

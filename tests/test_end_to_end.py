@@ -74,6 +74,13 @@ def test_student_code_cannot_read_hidden_tests_solutions_or_gradebook(graded):
         assert secret not in printed, f"the submission read {secret!r}"
 
 
+def test_output_a_cell_leaves_in_the_graded_notebook_is_bounded(graded):
+    path = (graded[0] / "grader" / "autograded" / "floods_output" / NOTEBOOK
+            / f"{NOTEBOOK}.ipynb")
+    assert path.stat().st_size < 10 * 2**20
+    assert "[output cut: this cell printed more than" in _printed(graded[0], "floods_output")
+
+
 def test_nothing_of_the_hidden_tests_is_in_the_kernel(graded):
     printed = _printed(graded[0], "searches_memory")
     assert "hidden modules: []" in printed and "cached hidden source: []" in printed

@@ -40,6 +40,7 @@ from nbgrader.api import Gradebook, MissingEntry
 from sqlalchemy.exc import SAWarning
 from tqdm.auto import tqdm
 
+from pipeline import sandbox
 from pipeline.assignments import generate
 from pipeline.nbgrader_cli import run_limited
 from pipeline.paths import GRADER, GRADES_CSV, SOLUTIONS, assignment_ids
@@ -239,7 +240,9 @@ def _grade_together(subs: list[Submission], *, timeout: float, memory_limit: int
         try:
             run = run_limited(command, timeout=timeout * len(copied), memory_limit=memory_limit,
                               env=env)
-            if run.returncode != 0 or "failed" in run.stderr:
+            failed = any(line.startswith(("autograde failed for", "feedback failed for"))
+                         for line in run.stderr.splitlines())
+            if run.returncode != 0 or failed:
                 status, log = "autograde failed", run.stderr[-3000:]
             refusals = [line for line in run.stderr.splitlines() if line.startswith("REFUSED ")]
         except subprocess.TimeoutExpired:
@@ -496,6 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-notebook-mb", type=float, default=MAX_NOTEBOOK_BYTES / 2**20,
                         help="largest submitted notebook, graded notebook or feedback page")
     args = parser.parse_args(argv)
+    print(sandbox.report(), file=sys.stderr)  # which kernel protections are on, which are off
     ensure_release()
     if args.merge:
         finish(read_results())

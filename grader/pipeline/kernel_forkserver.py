@@ -1,141 +1,161 @@
-"""Sandboxed kernels forked from a warm process instead of started from scratch.
+"""Sandboxed kernels forked from a warm, sandboxed process instead of started from scratch.
 
-A fresh kernel spends about six seconds importing torch, the helpers and the hidden tests
-before it runs a single cell: as long as many notebooks take to execute. A batch
+A fresh kernel spends seconds importing torch, the helpers and ipykernel before it runs
+a single cell: as long as many notebooks take to execute. A batch
 (``pipeline.nbgrader_batch``) therefore starts one *fork server* that does those imports
-once; every kernel of the batch is then a fork of it that sandboxes itself
-(``pipeline.sandbox_kernel``) and runs ipykernel, ready in a fraction of a second.
+once, inside bubblewrap (``pipeline.sandbox``); every kernel of the batch is then a fork
+of it that gives itself namespaces, a tmpfs and limits of its own and runs ipykernel
+(``pipeline.sandbox_kernel``), ready in a fraction of a second. A kernel manager with
+no batch server starts a private one for its kernel (``COURSE_FORKSERVER=0`` does that
+in a batch too); if even that is impossible, the kernel is started directly, with a
+warning.
 
-- The server talks to the batch over a private socket pair, never a path, so no kernel
-  can reach it to ask for an unsandboxed sibling; a kernel closes its copy at birth.
-- The batch is a child subreaper and the server double-forks, so every kernel is the
-  batch's own child: jupyter_client waits for it, signals and kills it as it would a
-  kernel it had spawned (``ForkProvisioner``).
-- Anything wrong with the server (it crashed, it holds threads a fork would break)
-  means the kernel is started the ordinary way, with a warning in the log.
+- The server talks to its client over a private socket pair, never a path, so no
+  kernel can reach it to ask for another kernel; a kernel's monitor closes every
+  descriptor of the server at birth.
+- The server is the parent of every kernel's monitor. It hands the client a pidfd of the
+  monitor (to signal it, wherever the pid namespaces put it) and the read end of a
+  pipe on which it writes the monitor's exit code (``ForkedKernel``), which is all
+  jupyter_client needs to watch, interrupt and kill the kernel.
+- When the client hangs up, the server exits; the kernels' monitors die with it, and
+  every kernel and descendant with them. bubblewrap dies with the batch
+  (``--die-with-parent``).
 """
 
 from __future__ import annotations
 
-import atexit
-import ctypes
 import json
 import os
-import random
+import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
-from jupyter_client.provisioning import LocalProvisioner
-
-from pipeline import sandbox_kernel
-from pipeline.paths import GRADER
-
-PR_SET_CHILD_SUBREAPER = 36
-
+from pipeline import sandbox, sandbox_kernel
+from pipeline.sandbox import Setup
 
 # ---- the server: runs in its own process, started by ForkServer.start() ----
 
-def _become_kernel(request: dict, batch_pid: int) -> None:
-    """In the forked child: take the kernel's session, environment and folder, then run it."""
-    os.setsid()  # its own process group, as jupyter_client gives any kernel
-    for signum in (signal.SIGTERM, signal.SIGCHLD):
-        signal.signal(signum, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.close(null)
-    os.environ.clear()
-    os.environ.update(request["env"])
-    os.chdir(request["cwd"])
-    sys.path[0] = os.getcwd()  # as `python -m` in the kernel's folder would have it
-    random.seed()  # every fork would otherwise draw the same "random" numbers
-    if "numpy" in sys.modules:
-        sys.modules["numpy"].random.seed()
-    deadline = time.monotonic() + 2  # the middle process exits at once; the batch adopts us
-    while os.getppid() != batch_pid and time.monotonic() < deadline:
-        time.sleep(0.001)
-    # ipykernel read JPY_PARENT_PID when the server imported it: say it again
-    parent = f"--IPKernelApp.parent_handle={batch_pid}"
-    sandbox_kernel.become_kernel([*request["arguments"], parent])
 
-
-def _fork_kernel(request: dict, control_fd: int, batch_pid: int) -> int:
-    """Fork twice; the grandchild becomes the kernel. Returns its pid."""
-    read_end, write_end = os.pipe()
-    middle = os.fork()
-    if middle == 0:
-        os.close(control_fd)  # the kernel must have no way to the server
-        os.close(read_end)
-        kernel = os.fork()
-        if kernel:
-            os.write(write_end, str(kernel).encode())
-            os._exit(0)
-        os.close(write_end)
-        code = 1
+def _drop_root(uid: int) -> None:
+    """bubblewrap ran as root: undo its covers over /proc (a kernel could then not mount
+    its own), then become ``uid`` for good."""
+    for cover in ("sys", "sysrq-trigger", "irq", "bus"):
         try:
-            _become_kernel(request, batch_pid)
-            code = 0
-        except SystemExit as stop:
-            code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
-        except BaseException:  # noqa: BLE001 - a kernel must never fall back into the server loop
-            import traceback
-            traceback.print_exc()
-        finally:
-            atexit._run_exitfuncs()
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
-    os.close(write_end)
-    with os.fdopen(read_end) as pipe:
-        pid = int(pipe.read())
-    os.waitpid(middle, 0)
-    return pid
+            sandbox.umount(f"/proc/{cover}")
+        except OSError:
+            pass  # not covered here
+    sandbox.drop_to(uid)
 
 
-def serve(control: socket.socket) -> None:
-    """Preload, then fork a kernel for every request until the batch hangs up."""
-    batch_pid = os.getppid()
+def serve(control: socket.socket, setup: Setup) -> None:
+    """Preload, then fork a kernel for every request until the client hangs up."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the batch's Ctrl-C is the batch's business
+    Path(os.environ.get("HOME", "/tmp")).mkdir(parents=True, exist_ok=True)
     sandbox_kernel.preload()
+    wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_write)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    statuses: dict[int, int] = {}  # monitor pid -> write end of its status pipe
+    with control:
+        while True:
+            ready = select.select([control, wake_read], [], [])[0]
+            if wake_read in ready:
+                while _drained(wake_read):
+                    pass
+                _reap(statuses)
+            if control in ready:
+                message = control.recv(1 << 20)
+                if not message:
+                    return
+                request = json.loads(message)
+                reply, fds = _spawn(request, setup, control, statuses, (wake_read, wake_write))
+                socket.send_fds(control, [json.dumps(reply).encode()], fds)
+                for fd in fds:
+                    os.close(fd)
+
+
+def _drained(fd: int) -> bool:
+    try:
+        return bool(os.read(fd, 4096))
+    except BlockingIOError:
+        return False
+
+
+def _reap(statuses: dict[int, int]) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if not pid:
+            return
+        write = statuses.pop(pid, None)
+        if write is not None:
+            try:
+                os.write(write, str(os.waitstatus_to_exitcode(status)).encode())
+            finally:
+                os.close(write)
+
+
+def _spawn(request: dict, setup: Setup, control: socket.socket, statuses: dict[int, int],
+           wake: tuple[int, int]) -> tuple[dict, list[int]]:
+    """Fork one kernel's monitor; the reply and the descriptors that go with it."""
     threads = len(os.listdir("/proc/self/task"))  # native ones (OpenMP, torch) count too
-    with control, control.makefile("rwb", buffering=0) as stream:
-        for line in stream:
-            request = json.loads(line)
-            if threads > 1:  # forking a process with threads can deadlock the child
-                reply = {"error": f"the fork server runs {threads} threads"}
-            else:
-                reply = {"pid": _fork_kernel(request, control.fileno(), batch_pid)}
-            stream.write(json.dumps(reply).encode() + b"\n")
+    if threads > 1:  # forking a process with threads can deadlock the child
+        return {"error": f"the fork server runs {threads} threads"}, []
+    status_read, status_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:  # nothing of the server stays with the kernel
+            os.close(control.detach())
+            for fd in (*wake, status_read, status_write, *statuses.values()):
+                os.close(fd)
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            sandbox_kernel.run_kernel(request, setup)
+        finally:
+            os._exit(1)
+    statuses[pid] = status_write
+    return {"pid": pid}, [os.pidfd_open(pid), status_read]
 
 
 def main() -> None:
-    serve(socket.socket(fileno=int(sys.argv[1])))
+    control = socket.socket(fileno=int(sys.argv[1]))
+    setup = Setup.from_json(json.loads(sys.argv[2]))
+    if len(sys.argv) > 3:
+        _drop_root(int(sys.argv[3]))
+    serve(control, setup)
 
 
 # ---- the client: runs in the batch process ----
 
 class ForkedKernel:
-    """The part of ``subprocess.Popen`` jupyter_client uses, for a kernel the server forked."""
+    """The part of ``subprocess.Popen`` jupyter_client uses, for a kernel's monitor."""
 
     stdin = stdout = stderr = None
 
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
+    def __init__(self, pidfd: int, status: int) -> None:
+        self.pidfd, self.status = pidfd, status
+        os.set_blocking(status, False)
         self.returncode: int | None = None
+        self.pid = _pid(pidfd)
 
     def poll(self) -> int | None:
         if self.returncode is None:
             try:
-                pid, status = os.waitpid(self.pid, os.WNOHANG)
-            except ChildProcessError:  # reaped elsewhere: it is gone all the same
-                self.returncode = -1
-            else:
-                if pid:
-                    self.returncode = os.waitstatus_to_exitcode(status)
+                data = os.read(self.status, 64)
+            except BlockingIOError:
+                return None
+            # no code: the server went away, and the kernel with it
+            self.returncode = int(data) if data.strip() else -signal.SIGKILL
+            self._close()
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
@@ -147,8 +167,11 @@ class ForkedKernel:
         return self.returncode
 
     def send_signal(self, signum: int) -> None:
-        if self.poll() is None:  # not reaped, so the pid is still this kernel's
-            os.kill(self.pid, signum)
+        if self.poll() is None:
+            try:
+                signal.pidfd_send_signal(self.pidfd, signum)
+            except ProcessLookupError:
+                pass
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
@@ -156,85 +179,164 @@ class ForkedKernel:
     def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)
 
+    def _close(self) -> None:
+        for fd in (self.pidfd, self.status):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.pidfd = self.status = -1
+
+    def __del__(self) -> None:
+        if self.pidfd >= 0:
+            self._close()
+
+
+def _pid(pidfd: int) -> int | None:
+    """The pid (in our own pid namespace) of the process a pidfd refers to."""
+    try:
+        for line in Path(f"/proc/self/fdinfo/{pidfd}").read_text().splitlines():
+            if line.startswith("Pid:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def kernels_root() -> Path:
+    """A fresh folder for kernels' connection folders: short, as socket paths must be.
+
+    Named after this process, so that the folders of a grader that was killed before it
+    could remove them are removed by the next one.
+    """
+    base = "/var/tmp"  # not /tmp: a kernel's parent folders are read-only to it
+    if not (os.path.isdir(base) and os.access(base, os.W_OK)):
+        base = tempfile.gettempdir()
+    for stale in Path(base).glob("ck-*-*"):
+        try:
+            os.kill(int(stale.name.split("-")[1]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(stale, ignore_errors=True)
+        except (ValueError, PermissionError):
+            pass
+    root = Path(tempfile.mkdtemp(prefix=f"ck-{os.getpid()}-", dir=base))
+    uid = sandbox.kernel_uid()
+    if uid is not None:
+        os.chown(root, uid, uid)
+    return root
+
 
 class ForkServer:
-    """The batch's handle on its fork server."""
+    """The handle on a fork server: the batch's (``current``) or a kernel manager's own."""
 
     _current: ForkServer | None = None
 
-    def __init__(self, process: subprocess.Popen, control: socket.socket, libc) -> None:
-        self.process, self.control, self.libc = process, control, libc
-        self.stream = control.makefile("rwb", buffering=0)
+    def __init__(self, process: subprocess.Popen, control: socket.socket, root: Path,
+                 uid: int | None, setup: Setup) -> None:
+        self.process, self.control, self.root = process, control, root
+        self.uid, self.setup = uid, setup
         self.lock = threading.Lock()
 
     @classmethod
-    def start(cls) -> ForkServer | None:
-        """Start this process's fork server (None where Linux cannot give it one)."""
-        if os.environ.get("COURSE_FORKSERVER", "1") == "0":
+    def start(cls, *, private: bool = False, stderr=None) -> ForkServer | None:
+        """Start a fork server (None where none can run, or COURSE_FORKSERVER=0 for a batch's).
+
+        The batch's (``private=False``) becomes :meth:`current`. Its sandbox is reported
+        on stderr, naming each protection that is off. ``stderr``: where the server and
+        its kernels write (default: ours).
+        """
+        if not sandbox.sandboxed() or not hasattr(os, "pidfd_open") or (
+                not private and os.environ.get("COURSE_FORKSERVER", "1") == "0"):
             return None
+        from pipeline.paths import GRADER
+
+        limits, off = sandbox.Limits.from_env(), {}
+        namespaces = os.environ.get("COURSE_SANDBOX_NAMESPACES", "1") != "0"
+        if not namespaces:  # (to try the fallback that a machine without them gets)
+            off.update(dict.fromkeys(sandbox_kernel.NAMESPACED, "COURSE_SANDBOX_NAMESPACES=0"))
+        bwrap, why = sandbox.bwrap_path()
+        why = why or sandbox.bwrap_usable(bwrap)
+        root = kernels_root()
+        uid = sandbox.kernel_uid()
+        env = {"PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"]),
+               "HOME": "/tmp/home", "LANG": os.environ.get("LANG", "C.UTF-8"),
+               "PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED", "0"),
+               "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+               "MPLBACKEND": sandbox.INLINE_BACKEND, "MPLCONFIGDIR": "/tmp/home/.matplotlib",
+               "PYTHONDONTWRITEBYTECODE": "1"}
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        data_fds = []
+        if not why:
+            setup = Setup(bwrap=True, namespaces=namespaces, home=sandbox.HOME,
+                          hide=[sandbox.CODE_MOUNT], limits=limits, off=off)
+            command = [sys.executable, "-m", "pipeline.kernel_forkserver", str(theirs.fileno()),
+                       json.dumps(setup.to_json())] + ([str(uid)] if uid is not None else [])
+            argv, data_fds = sandbox.bwrap_command(
+                bwrap, course_root=GRADER.parent, grader=GRADER, kroot=root, command=command,
+                env={**env, "PYTHONPATH": sandbox.CODE_MOUNT})
+        else:
+            off["filesystem"] = why
+            uid = None  # no bubblewrap: the kernels stay the grader's user
+            os.chown(root, os.getuid(), os.getgid())
+            setup = Setup(bwrap=False, namespaces=namespaces, hide=[str(GRADER)], limits=limits,
+                          readable=[str(p) for p in sandbox.readable_places(GRADER.parent, GRADER)],
+                          off=off)
+            argv = [sys.executable, "-m", "pipeline.kernel_forkserver", str(theirs.fileno()),
+                    json.dumps(setup.to_json())]
+            env = {**env, "HOME": str(root / ".home"), "MPLCONFIGDIR": str(root / ".home"),
+                   "PYTHONPATH": str(GRADER)}
         try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-                raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
-        except (OSError, AttributeError) as error:
-            print(f"kernels start the ordinary way: {error}", file=sys.stderr)
+            process = subprocess.Popen(argv, pass_fds=[theirs.fileno(), *data_fds],
+                                       stdin=subprocess.DEVNULL, stderr=stderr, env=env,
+                                       umask=0o022)
+        except OSError as error:
+            print(f"WARNING: kernel sandbox: no fork server ({error})", file=sys.stderr)
+            ours.close()
+            shutil.rmtree(root, ignore_errors=True)
             return None
-        ours, theirs = socket.socketpair()
-        path = os.pathsep.join(filter(None, [str(GRADER), os.environ.get("PYTHONPATH")]))
-        process = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.kernel_forkserver", str(theirs.fileno())],
-            pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
-            env=dict(os.environ, PYTHONPATH=path))
-        theirs.close()
-        cls._current = cls(process, ours, libc)
-        return cls._current
+        finally:
+            theirs.close()
+            for fd in data_fds:
+                os.close(fd)
+        if not private:
+            fd = stderr if isinstance(stderr, int) else (stderr or sys.stderr).fileno()
+            sys.stderr.flush()
+            os.write(fd, f"{sandbox.describe(limits, off)}\n".encode())
+        server = cls(process, ours, root, uid, setup)
+        if not private:
+            cls._current = server
+        return server
 
     @classmethod
     def current(cls) -> ForkServer | None:
-        """The running fork server of this process, if any."""
+        """The running fork server of this process's batch, if any."""
         return cls._current if cls._current and cls._current.process.poll() is None else None
 
-    def spawn(self, arguments: list[str], env: dict[str, str], cwd: str) -> int:
-        """Fork a sandboxed kernel with ipykernel ``arguments``; returns its pid."""
-        request = {"arguments": arguments, "env": env, "cwd": str(Path(cwd).resolve())}
+    def spawn(self, request: dict) -> ForkedKernel:
+        """Fork a sandboxed kernel (``request``: see ``sandbox_kernel.run_kernel``)."""
         with self.lock:
-            self.stream.write(json.dumps(request).encode() + b"\n")
-            line = self.stream.readline()
-        if not line:
-            raise ConnectionError("the fork server hung up")
-        reply = json.loads(line)
-        if "error" in reply:
-            raise ConnectionError(reply["error"])
-        return reply["pid"]
+            self.control.send(json.dumps(request).encode())
+            message, fds, _, _ = socket.recv_fds(self.control, 1 << 16, 2)
+        if not message:
+            raise ConnectionError(f"the fork server hung up (exit code {self.process.poll()})")
+        reply = json.loads(message)
+        if "error" in reply or len(fds) != 2:
+            for fd in fds:
+                os.close(fd)
+            raise ConnectionError(reply.get("error", "the fork server sent no kernel"))
+        return ForkedKernel(*fds)
 
     def stop(self) -> None:
-        """Hang up (the server exits) and stop adopting orphans."""
-        self.stream.close()
+        """Hang up: the server exits, and every kernel it forked with it."""
         self.control.close()
-        self.process.wait(timeout=30)
-        self.libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        shutil.rmtree(self.root, ignore_errors=True)
         if ForkServer._current is self:
             ForkServer._current = None
-
-
-class ForkProvisioner(LocalProvisioner):
-    """Launches the kernel as a fork of the batch's fork server, or the ordinary way."""
-
-    async def launch_kernel(self, cmd: list[str], **kwargs):
-        server = ForkServer.current()
-        if server is not None:
-            try:
-                pid = server.spawn(sandbox_kernel.kernel_arguments(cmd), kwargs["env"],
-                                   kwargs.get("cwd") or os.getcwd())
-            except (OSError, ValueError) as error:
-                self.log.warning("fork server failed (%s); starting the kernel the ordinary "
-                                 "way", error)
-            else:
-                self.process = ForkedKernel(pid)
-                self.pid = self.pgid = pid
-                self.cwd = kwargs.get("cwd", Path.cwd())
-                return self.connection_info
-        return await super().launch_kernel(cmd, **kwargs)
 
 
 if __name__ == "__main__":

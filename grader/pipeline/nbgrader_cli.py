@@ -15,13 +15,21 @@ from pipeline.paths import GRADER
 def nbgrader_env() -> dict[str, str]:
     """Environment for nbgrader and the kernels it starts.
 
-    nbgrader shells out to ``alembic`` (next to this Python) and graded kernels import
-    ``hidden_tests`` from the course root; widgets fall back to static figures.
+    nbgrader shells out to ``alembic`` (next to this Python). It runs in ``grader/``, so
+    the pipeline and the hidden tests are importable from there: ``grader/`` is taken off
+    ``PYTHONPATH``, so that no kernel inherits it (sandboxed kernels keep only a few
+    whitelisted variables anyway, see ``pipeline.sandbox``). Widgets fall back to static
+    figures.
     """
     env = dict(os.environ)
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", "")])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(GRADER), env.get("PYTHONPATH", "")) if p)
+    path = [p for p in env.get("PYTHONPATH", "").split(os.pathsep)
+            if p and Path(p).resolve() != GRADER.resolve()]
+    if path:
+        env["PYTHONPATH"] = os.pathsep.join(path)
+    else:
+        env.pop("PYTHONPATH", None)
     env["COURSE_WIDGETS"] = "0"
     env.setdefault("PYTHONHASHSEED", "0")
     env.setdefault("OMP_NUM_THREADS", "1")  # parallel workers must not fight over cores

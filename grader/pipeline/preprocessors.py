@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
 import time
-import uuid
 
-from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import run_sync
 from nbclient.exceptions import DeadKernelError
 from nbformat.notebooknode import NotebookNode
@@ -16,11 +15,13 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_output
 from nbgrader.preprocessors import DeduplicateIds, Execute, NbGraderPreprocessor
 from traitlets import Unicode
 
-from pipeline import sandbox_kernel, verdicts
-from pipeline.kernel_forkserver import ForkProvisioner, ForkServer
+from pipeline import verdicts
+from pipeline.kernel_manager import SandboxedKernelManager
 
 BADGE_ID, BOOTSTRAP_ID = "colab-badge", "colab-setup"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
+MAX_CELL_OUTPUT = 4 * 2**20  # characters of output one cell may leave in the graded notebook
+TUTORIAL_NUMBER = re.compile(r"tutorial \d+ of \d+")
 
 BOOTSTRAP = '''\
 # Colab only: install the course's `helpers` package (does nothing anywhere else).
@@ -39,28 +40,76 @@ if "google.colab" in sys.modules or os.environ.get("COURSE_HELPERS_SOURCE"):
 class ColabCells(NbGraderPreprocessor):
     """Put an "Open in Colab" badge and the Colab install cell at the top of a notebook.
 
-    The repository is configured once, in ``grader/nbgrader_config.py``.
+    Both point at the *student edition* (``make student-edition``, ``pipeline.student_edition``),
+    the public repository students use, never at the instructor's repository, which holds the
+    solutions and hidden tests. Where it lives (GitHub ``owner/name`` and branch) is set once,
+    in ``grader/nbgrader_config.py``; the student edition's README reads the same setting.
     Running it on a notebook that already has the cells replaces them.
     """
 
-    repository = Unicode("", help="GitHub 'owner/name' of the course repository").tag(config=True)
-    branch = Unicode("main", help="branch the badges and the install cell point at").tag(config=True)
+    repository = Unicode("", help="GitHub 'owner/name' of the student edition, the public "
+                                  "repository badges and install cells point at").tag(config=True)
+    branch = Unicode("main", help="branch (or tag) of the student edition that the badges and "
+                                  "the install cell point at").tag(config=True)
 
-    def preprocess(self, nb: NotebookNode, resources: dict) -> tuple[NotebookNode, dict]:
+    def check_settings(self) -> None:
         if not re.fullmatch(r"[\w.-]+/[\w.-]+", self.repository):
             raise ValueError(f"ColabCells.repository must look like 'owner/name', got "
                              f"{self.repository!r}; set it in grader/nbgrader_config.py")
+        if not re.fullmatch(r"[\w.-]+", self.branch):
+            raise ValueError(f"ColabCells.branch must be a branch or tag name without '/', got "
+                             f"{self.branch!r}; set it in grader/nbgrader_config.py")
+
+    @property
+    def repository_url(self) -> str:
+        """The student edition on GitHub."""
+        return f"https://github.com/{self.repository}"
+
+    @property
+    def install_source(self) -> str:
+        """What the Colab cell gives ``pip install``: the student edition at ``branch``."""
+        return f"git+{self.repository_url}@{self.branch}"
+
+    def colab_url(self, notebook: str) -> str:
+        """Colab's address of ``notebooks/<notebook>.ipynb`` in the student edition."""
+        return (f"https://colab.research.google.com/github/{self.repository}/blob/"
+                f"{self.branch}/notebooks/{notebook}.ipynb")
+
+    def badge(self, notebook: str) -> str:
+        """The "Open in Colab" badge of a notebook, in markdown."""
+        return (f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+                f"({self.colab_url(notebook)})")
+
+    def preprocess(self, nb: NotebookNode, resources: dict) -> tuple[NotebookNode, dict]:
+        self.check_settings()
         notebook = resources.get("unique_key") or resources["nbgrader"]["notebook"]
-        url = (f"https://colab.research.google.com/github/{self.repository}/blob/"
-               f"{self.branch}/notebooks/{notebook}.ipynb")
-        badge = new_markdown_cell(
-            f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})")
+        badge = new_markdown_cell(self.badge(notebook))
         badge["id"] = BADGE_ID
-        source = f"git+https://github.com/{self.repository}@{self.branch}"
-        bootstrap = new_code_cell(BOOTSTRAP.format(source=source))
+        bootstrap = new_code_cell(BOOTSTRAP.format(source=self.install_source))
         bootstrap["id"] = BOOTSTRAP_ID
         nb.cells = [badge, bootstrap] + [c for c in nb.cells if c.get("id") not in
                                          (BADGE_ID, BOOTSTRAP_ID)]
+        return nb, resources
+
+
+class CourseHeader(NbGraderPreprocessor):
+    """Number the tutorial in its header ("tutorial 2 of 8") from the course's list.
+
+    The list is the solution notebooks (``pipeline.paths.assignment_ids``), so adding a
+    tutorial renumbers every student notebook at the next ``make assignments``.
+    """
+
+    def preprocess(self, nb: NotebookNode, resources: dict) -> tuple[NotebookNode, dict]:
+        from pipeline.paths import assignment_ids
+
+        notebook = resources.get("unique_key") or resources.get("nbgrader", {}).get("notebook")
+        ids = assignment_ids()
+        if notebook in ids:
+            for cell in nb.cells:
+                if cell.cell_type == "markdown" and TUTORIAL_NUMBER.search(cell.source):
+                    cell.source = TUTORIAL_NUMBER.sub(
+                        f"tutorial {ids.index(notebook) + 1} of {len(ids)}", cell.source, count=1)
+                    break
         return nb, resources
 
 
@@ -134,31 +183,6 @@ class DeduplicateGradeIds(DeduplicateIds):
         return super().preprocess_cell(cell, resources, index)
 
 
-class SandboxedKernelManager(AsyncKernelManager):
-    """Starts a Python kernel through ``pipeline.sandbox_kernel`` (Landlock, hidden tests preloaded).
-
-    Inside a batch the kernel is forked from the batch's warm fork server instead
-    (``pipeline.kernel_forkserver``): the same sandbox, without the seconds of imports.
-    """
-
-    async def start_kernel(self, **kw) -> None:
-        if self.provisioner is None and ForkServer.current() is not None:
-            self.kernel_id = self.kernel_id or kw.pop("kernel_id", str(uuid.uuid4()))
-            self.provisioner = ForkProvisioner(kernel_id=self.kernel_id,
-                                               kernel_spec=self.kernel_spec, parent=self)
-        await super().start_kernel(**kw)
-
-    def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
-        command = super().format_kernel_cmd(extra_arguments)
-        try:  # python [flags] -m ipykernel_launcher ARGS
-            arguments = sandbox_kernel.kernel_arguments(command)
-        except ValueError:  # not an ipykernel: leave it alone
-            return command
-        interpreter = command[:len(command) - len(arguments) - 2]
-        return [*interpreter, "-m", "pipeline.sandbox_kernel", "-m", "ipykernel_launcher",
-                *arguments]
-
-
 class ResilientExecute(Execute):
     """nbgrader's Execute with trusted verdicts, a throwaway working folder and survival.
 
@@ -183,6 +207,8 @@ class ResilientExecute(Execute):
         resources = resources if resources is not None else {}
         self._hidden = _hidden_tests_from_gradebook(resources)
         self._ran_clean: set[int] = set()
+        self._output_used: dict[int, int] = {}
+        self._output_cut: set[int] = set()
         # The sandboxed kernels' private homes and working folder live here and go when the
         # notebook is done.
         parent = os.environ.get("COURSE_KERNEL_HOMES")
@@ -219,6 +245,20 @@ class ResilientExecute(Execute):
                 self._restart_and_replay(index + 1)
             verdicts.record(cell, outcome)
         return cell, self.resources
+
+    def output(self, outs, msg, display_id, cell_index):
+        """nbclient's output handling, with a budget per cell: a submission that prints or
+        displays without end fills the grader's memory no further than this."""
+        used = self._output_used.get(cell_index, 0) + len(json.dumps(msg.get("content", {}),
+                                                                      default=str))
+        self._output_used[cell_index] = used
+        if used <= MAX_CELL_OUTPUT:
+            return super().output(outs, msg, display_id, cell_index)
+        if cell_index not in self._output_cut:
+            self._output_cut.add(cell_index)
+            outs.append(new_output("stream", name="stdout", text=(
+                f"[output cut: this cell printed more than {MAX_CELL_OUTPUT // 2**20} MB]\n")))
+        return None
 
     def _execute(self, cell: NotebookNode, resources: dict, index: int) -> None:
         try:
