@@ -37,6 +37,7 @@ import ctypes
 import errno
 import fcntl
 import functools
+import importlib.util
 import os
 import platform
 import shutil
@@ -240,11 +241,12 @@ def python_places(course_root: Path, grader: Path) -> list[Path]:
     Nothing under ``grader/``, and no folder that holds the course (its other children
     are listed instead, see :func:`carve_out`).
     """
-    import helpers  # the course's own package: readable, it is public
-
+    # the course's own package, readable (it is public); found, not imported: importing it
+    # imports numpy, whose thread pool would forbid a later unshare(CLONE_NEWUSER)
+    helpers = importlib.util.find_spec("helpers")
     places = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
     places.add(Path(sys.executable).resolve().parent)
-    places |= {Path(p).resolve() for p in helpers.__path__}
+    places |= {Path(p).resolve() for p in helpers.submodule_search_locations or ()}
     places |= {Path(entry).resolve() for entry in sys.path if entry and Path(entry).is_dir()}
     system = {Path("/", name) for name in SYSTEM} | {Path("/etc")}
     places = {p for p in places if p.is_dir() and not any(p == s or p.is_relative_to(s)
@@ -323,15 +325,16 @@ def bwrap_command(bwrap: str, *, course_root: Path, grader: Path, kroot: Path,
             ("hosts", "127.0.0.1 localhost\n::1 localhost\n")):
         fds.append(_data_fd(text))
         args.extend(["--ro-bind-data", str(fds[-1]), f"/etc/{name}"])
+    # /proc, /dev and /tmp first: a course cloned under /tmp is bound on top of the tmpfs
+    args.extend(["--proc", "/proc", "--dev", "/dev", "--remount-ro", "/dev",
+                 "--perms", "1777", "--size", str(64 * 2**20), "--tmpfs", "/tmp"])
+    made |= {Path("/proc"), Path("/dev"), Path("/tmp")}
     for place in python_places(course_root, grader):
         folder(place.parent)
         args.extend(["--ro-bind", str(place), str(place)])
         made.add(place)
     folder(Path(CODE_MOUNT))
     args.extend(["--ro-bind", str(grader / "pipeline"), f"{CODE_MOUNT}/pipeline"])
-    args.extend(["--proc", "/proc", "--dev", "/dev", "--remount-ro", "/dev",
-                 "--perms", "1777", "--size", str(64 * 2**20), "--tmpfs", "/tmp"])
-    made |= {Path("/proc"), Path("/dev"), Path("/tmp")}
     folder(Path(HOME))
     folder(kroot.parent)
     args.extend(["--bind", str(kroot), str(kroot), "--remount-ro", "/", "--chdir", "/",

@@ -29,6 +29,7 @@ OFF: ...``) and grading goes on without it. ``COURSE_SANDBOX=0`` runs plain kern
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import pkgutil
 import random
@@ -233,6 +234,14 @@ def _run_init(request: dict, setup: Setup, namespaces: bool, off: dict[str, str]
         os._exit(code)
 
 
+def python_under_tmp() -> bool:
+    """Whether Python, the venv or ``helpers`` live under /tmp (a course cloned there)."""
+    helpers = importlib.util.find_spec("helpers")
+    places = [sys.prefix, sys.base_prefix, sys.exec_prefix,
+              *(helpers.submodule_search_locations or ()), *(p for p in sys.path if p)]
+    return any(Path(p).resolve().is_relative_to("/tmp") for p in places)
+
+
 def _mount(setup: Setup, folder: Path, home: Path, off: dict[str, str]) -> None:
     """The kernel's own /proc, tmpfs and folders; everything of other kernels covered."""
     hidden = sandbox.MS_NOSUID | sandbox.MS_NODEV | sandbox.MS_NOEXEC
@@ -250,6 +259,13 @@ def _mount(setup: Setup, folder: Path, home: Path, off: dict[str, str]) -> None:
                       "mode=0700")
         for target, sub in (("/dev/shm", ".shm"), ("/tmp", ".tmp")):  # /tmp last: it may hold home
             (home / sub).mkdir()
+            if target == "/tmp" and python_under_tmp():
+                # a course installed under /tmp: covering /tmp would hide Python itself; /tmp
+                # stays the batch's, read-only (Landlock), and temporary files go home
+                os.environ["TMPDIR"] = str(home / sub)
+                off["private"] = ("the course lives under /tmp, so /tmp is not the kernel's "
+                                  "own: it is read-only, and temporary files go to its home")
+                continue
             if os.path.isdir(target):
                 sandbox.mount(str(home / sub), target, None, sandbox.MS_BIND)
         for path in setup.hide:
@@ -296,7 +312,8 @@ def _lock(setup: Setup, folder: Path, home: Path, namespaces: bool, off: dict[st
     rules = [(p, landlock.READ) for p in read]
     rules += [(home, landlock.EVERYTHING)]
     if namespaces:  # /tmp and /dev/shm are the kernel's own
-        rules += [(Path("/tmp"), landlock.EVERYTHING), (Path("/dev/shm"), landlock.EVERYTHING)]
+        rules += [(Path("/dev/shm"), landlock.EVERYTHING)]
+        rules += [] if python_under_tmp() else [(Path("/tmp"), landlock.EVERYTHING)]
     rules += [(folder, landlock.READ | landlock.MAKE_SOCK | landlock.REMOVE_FILE)]
     rules += [(Path(device), landlock.DEVICE) for device in sandbox.DEVICES]
     try:
