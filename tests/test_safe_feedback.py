@@ -223,3 +223,15 @@ def test_the_hazard_search_finds_what_stock_nbgrader_lets_through(feedback_app):
     for found in ("<script>", "<iframe>", "<base>", "<form>", "onerror=", "javascript:",
                   "meta <meta", "<svg>"):
         assert found in hazards.lower(), found
+
+
+def test_the_table_of_contents_names_each_exercise():
+    from pipeline.safe_feedback import name_exercises
+
+    page = ('<ul><li><a href="#test_TransformerBlock">Test cell</a> (Score: 0.0 / 3.0)</li>'
+            '<li><a href="#think_why_scale">Written response</a> (Score: 1.0 / 1.0)</li>'
+            '<li><a href="#elsewhere">Test cell</a></li></ul><a href="#top">Test cell</a>')
+    named = name_exercises(page)
+    assert '<a href="#test_TransformerBlock">TransformerBlock</a> (Score: 0.0 / 3.0)' in named
+    assert '<a href="#think_why_scale">Think! why scale</a>' in named
+    assert "Test cell" not in named.replace('<a href="#top">Test cell</a>', "")

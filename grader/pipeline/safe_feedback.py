@@ -251,6 +251,25 @@ def make_document_inert(html: str) -> str:
     return str(soup)
 
 
+_GENERIC_LABELS = {"Test cell": "", "Written response": "Think! ", "Coding free-response": "",
+                   "Task": ""}
+
+
+def name_exercises(html: str) -> str:
+    """The page's table of contents names each exercise ("TransformerBlock (Score: 0.0 /
+    3.0)", "Think! why attention generalises") instead of nbgrader's generic labels."""
+    soup = BeautifulSoup(html, features="html.parser")
+    for link in soup.find_all("a", href=True):
+        label = link.get_text()
+        if label in _GENERIC_LABELS and str(link["href"]).startswith("#"):
+            grade_id = str(link["href"])[1:]
+            name = grade_id.removeprefix("test_").removeprefix("think_")
+            if grade_id.startswith("think_"):
+                name = name.replace("_", " ")
+            link.string = _GENERIC_LABELS[label] + name
+    return str(soup)
+
+
 class SafeFeedbackExporter(HTMLExporter):
     """nbgrader's feedback exporter (an ``HTMLExporter``) with the three layers above.
 
@@ -294,4 +313,4 @@ class SafeFeedbackExporter(HTMLExporter):
     def from_notebook_node(self, nb: NotebookNode, resources: dict | None = None,
                            **kw: Any) -> tuple[str, dict]:
         html, resources = super().from_notebook_node(nb, resources, **kw)
-        return make_document_inert(html), resources
+        return make_document_inert(name_exercises(html)), resources
