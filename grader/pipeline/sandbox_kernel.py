@@ -234,12 +234,16 @@ def _run_init(request: dict, setup: Setup, namespaces: bool, off: dict[str, str]
         os._exit(code)
 
 
-def python_under_tmp() -> bool:
-    """Whether Python, the venv or ``helpers`` live under /tmp (a course cloned there)."""
+def python_under_tmp(hidden: list[str]) -> list[str]:
+    """Python's installation, the venv and ``helpers`` where they live under /tmp (a course
+    cloned there), outermost first; never a hidden folder (the grader's) or one inside it."""
     helpers = importlib.util.find_spec("helpers")
-    places = [sys.prefix, sys.base_prefix, sys.exec_prefix,
-              *(helpers.submodule_search_locations or ()), *(p for p in sys.path if p)]
-    return any(Path(p).resolve().is_relative_to("/tmp") for p in places)
+    places = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix,
+                                          *(helpers.submodule_search_locations or ()))}
+    places = {p for p in places if p.is_relative_to("/tmp") and p.is_dir()
+              and not any(p.is_relative_to(h) or Path(h).is_relative_to(p) for h in hidden)}
+    return [str(p) for p in sorted(places)
+            if not any(p != q and p.is_relative_to(q) for q in places)]
 
 
 def _mount(setup: Setup, folder: Path, home: Path, off: dict[str, str]) -> None:
@@ -257,17 +261,20 @@ def _mount(setup: Setup, folder: Path, home: Path, off: dict[str, str]) -> None:
         sandbox.mount("tmpfs", str(home), "tmpfs", sandbox.MS_NOSUID | sandbox.MS_NODEV,
                       f"size={limits.disk_mb}m,nr_inodes={max(1024, limits.disk_mb * 256)},"
                       "mode=0700")
+        # Python itself may live under /tmp (a course cloned there): keep a handle on it
+        # before /tmp is covered, and bind it back, read-only, on top of the kernel's /tmp
+        kept = [(place, os.open(place, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
+                for place in python_under_tmp(setup.hide)]
         for target, sub in (("/dev/shm", ".shm"), ("/tmp", ".tmp")):  # /tmp last: it may hold home
             (home / sub).mkdir()
-            if target == "/tmp" and python_under_tmp():
-                # a course installed under /tmp: covering /tmp would hide Python itself; /tmp
-                # stays the batch's, read-only (Landlock), and temporary files go home
-                os.environ["TMPDIR"] = str(home / sub)
-                off["private"] = ("the course lives under /tmp, so /tmp is not the kernel's "
-                                  "own: it is read-only, and temporary files go to its home")
-                continue
             if os.path.isdir(target):
                 sandbox.mount(str(home / sub), target, None, sandbox.MS_BIND)
+        for place, handle in kept:
+            os.makedirs(place, exist_ok=True)
+            sandbox.mount(f"/proc/self/fd/{handle}", place, None, sandbox.MS_BIND)
+            sandbox.mount(None, place, None, sandbox.MS_REMOUNT | sandbox.MS_BIND
+                          | sandbox.MS_RDONLY | sandbox.MS_NOSUID | sandbox.MS_NODEV)
+            os.close(handle)
         for path in setup.hide:
             if os.path.isdir(path):
                 sandbox.mount("tmpfs", path, "tmpfs", hidden | sandbox.MS_RDONLY, "size=4k")
@@ -312,8 +319,7 @@ def _lock(setup: Setup, folder: Path, home: Path, namespaces: bool, off: dict[st
     rules = [(p, landlock.READ) for p in read]
     rules += [(home, landlock.EVERYTHING)]
     if namespaces:  # /tmp and /dev/shm are the kernel's own
-        rules += [(Path("/dev/shm"), landlock.EVERYTHING)]
-        rules += [] if python_under_tmp() else [(Path("/tmp"), landlock.EVERYTHING)]
+        rules += [(Path("/tmp"), landlock.EVERYTHING), (Path("/dev/shm"), landlock.EVERYTHING)]
     rules += [(folder, landlock.READ | landlock.MAKE_SOCK | landlock.REMOVE_FILE)]
     rules += [(Path(device), landlock.DEVICE) for device in sandbox.DEVICES]
     try:
