@@ -176,3 +176,39 @@ def test_self_check_flags_a_missing_scale():
 
     with pytest.raises(CheckFailed, match="not scaled"):
         check_causal_self_attention_head(Unscaled)
+
+
+def test_queries_and_keys_figure_draws_for_a_trained_model():
+    model, _ = demo.train_next_token_model(Head, head_size=4, steps=5, progress=False)
+    demo.plot_queries_and_keys(model)
+
+
+def test_positions_matter_only_where_word_order_decides():
+    runs = demo.positions_experiment(Head, head_size=8, steps=100, seed=6)
+    assert set(runs) == {(c, p) for c in ("chicken/beef", "man and woman") for p in (False, True)}
+    blind = runs["man and woman", False]
+    assert blind["right"] == pytest.approx([0.5, 0.5], abs=0.02)  # the same set of vectors
+    assert min(runs["man and woman", True]["right"]) > 0.9
+    assert min(runs["chicken/beef", False]["right"]) > 0.9
+    assert runs["man and woman", True]["model"].position_embedding is not None
+    demo.plot_positions(runs)
+
+
+def test_a_model_knows_its_corpus_for_its_predictions():
+    model, _ = demo.train_next_token_model(Head, head_size=4, steps=3, progress=False,
+                                           sentences=demo.ORDER_SENTENCES,
+                                           vocab=demo.ORDER_VOCAB)
+    assert demo.next_token_probabilities(model).shape == (2, 6, len(demo.ORDER_VOCAB))
+    assert len(demo.prediction_after(model, "ordered")) == 2
+
+
+def test_a_demo_with_an_unfinished_head_says_which_exercise_to_finish():
+    from helpers.exercises import ExerciseNotFinished
+
+    class CausalSelfAttentionHead(nn.Module):
+        def __init__(self, n_embd, head_size):
+            super().__init__()
+            raise NotImplementedError()
+
+    with pytest.raises(ExerciseNotFinished, match="finish Exercise 4 first"):
+        demo.train_next_token_model(CausalSelfAttentionHead, steps=1, progress=False)

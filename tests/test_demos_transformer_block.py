@@ -191,3 +191,32 @@ def test_self_checks_pass_through_not_implemented():
         check_mean_pool(blank)
     with pytest.raises(NotImplementedError):
         check_sinusoidal_positional_encoding(blank)
+
+
+def test_the_order_blind_ceiling_is_computed_exactly_from_the_generator():
+    joint = demo.order_blind_posterior()
+    assert sum(p for pair in joint.values() for p in pair) == pytest.approx(1.0)
+    one_clause = demo.order_blind_best(["the food was not good", "the room was nice"])
+    assert one_clause.tolist() == [1.0, 1.0]  # one clause: the words decide
+    swapped = demo.order_blind_best(["the food was good but the service was awful",
+                                     "the service was awful but the food was good"])
+    assert swapped.tolist() == [0.5, 0.5]  # contrasting clauses: a coin flip at best
+    test_set = demo.make_reviews(500, seed=1)
+    kinds = [demo.review_kind(s) for s in test_set.sentences]
+    best = demo.order_blind_best(test_set.sentences)
+    contrast = torch.tensor([k == "clauses contrast" for k in kinds])
+    assert best[contrast].mean().item() == pytest.approx(0.5)
+    assert 0.6 < best.mean().item() < 0.7
+
+
+def test_the_best_order_blind_rule_is_what_a_big_sample_shows():
+    from collections import Counter, defaultdict
+
+    data = demo.make_reviews(20000, seed=11)
+    counts = defaultdict(Counter)
+    for sentence, label in zip(data.sentences, data.labels.tolist(), strict=True):
+        counts[demo.order_blind_features(sentence)][label] += 1
+    for features, (p_negative, p_positive) in demo.order_blind_posterior().items():
+        seen = counts[features]
+        assert seen[1] / sum(seen.values()) == pytest.approx(
+            p_positive / (p_negative + p_positive), abs=0.03)

@@ -144,3 +144,143 @@ def test_heatmap_labels_and_rejects_non_matrices():
         heatmap(ax, torch.zeros(2, 2, 2), title="", xlabel="", ylabel="")
     plt.close(fig)
     assert to_numpy(torch.ones(2, requires_grad=True)).tolist() == [1.0, 1.0]
+
+
+# ---- what a failure says: a likely mistake only with its signature, otherwise where ----------
+
+def test_a_mismatch_without_a_matching_mistake_says_where_and_names_nothing():
+    check = SelfCheck("f")
+    expected = torch.zeros(3, 4)
+    actual = expected.clone()
+    actual[1, 2] = 1.0
+    with pytest.raises(CheckFailed) as info:
+        check.close(actual, expected, "rows", dims=("row", "column"),
+                    mistakes={"a mistake that looks different": torch.ones(3, 4)})
+    message = str(info.value)
+    assert "likely mistake" not in message
+    assert "where:    1 of 12 entries differ; the first at index [1, 2]" in message
+    assert "row 1 only" in message and "column 2 only" in message
+
+
+def test_a_diagnosis_is_named_only_when_its_signature_holds():
+    calls = []
+
+    def signature():
+        calls.append(1)
+        return True
+
+    check = SelfCheck("f")
+    check.expect(True, "passes", expected="", got="", diagnoses={"never asked": signature})
+    assert calls == []  # signatures are evaluated only on failure
+    with pytest.raises(CheckFailed, match="likely mistake: the second"):
+        check.expect(False, "fails", expected="a", got="b",
+                     diagnoses={"the first": False, "the second": signature})
+    with pytest.raises(CheckFailed) as info:
+        check.expect(False, "fails", expected="a", got="b", diagnoses={"the first": False})
+    assert "likely mistake" not in str(info.value)
+
+
+def test_a_mistake_with_nan_is_recognised_by_its_nan_pattern():
+    check = SelfCheck("f")
+    wrong = torch.tensor([[0.5, 0.5], [float("nan"), float("nan")]])
+    with pytest.raises(CheckFailed, match="likely mistake: the nan row"):
+        check.close(wrong, torch.tensor([[0.5, 0.5], [1.0, 0.0]]), "rows",
+                    mistakes={"the nan row": wrong.clone()})
+
+
+def test_shape_failures_say_how_the_shapes_differ():
+    from helpers.checks.framework import shape_difference
+
+    assert shape_difference((3, 5), (3, 4, 5)) == "dimension 1 (of size 4) is missing"
+    assert shape_difference((3, 1, 5), (3, 5)) == "an extra dimension of size 1 at position 1"
+    assert shape_difference((5, 3), (3, 5)) == "the same sizes in a different order"
+    assert shape_difference((2, 2), (3, 5)) is None
+
+
+def test_an_unfinished_exercise_used_by_another_says_which_to_finish():
+    from helpers.exercises import ExerciseNotFinished
+
+    def merge_heads(x):
+        raise NotImplementedError()
+
+    def MultiHeadSelfAttention(x):  # noqa: N802 - named like the exercise it stands for
+        return merge_heads(x)
+
+    check = SelfCheck("MultiHeadSelfAttention")
+    with pytest.raises(ExerciseNotFinished, match="`merge_heads`, which is not finished yet.*"
+                                                  "finish Exercise 2 first"):
+        check.call(MultiHeadSelfAttention, 1)
+    with pytest.raises(ExerciseNotFinished, match="`merge_heads` is not written yet"):
+        SelfCheck("merge_heads").call(merge_heads, 1)  # its own stub: still NotImplementedError
+
+    def helper_of_the_student(x):
+        raise NotImplementedError("not an exercise")
+
+    with pytest.raises(NotImplementedError, match="not an exercise") as info:
+        SelfCheck("merge_heads").call(helper_of_the_student, 1)
+    assert not isinstance(info.value, ExerciseNotFinished)
+
+
+def test_a_demo_that_runs_an_unfinished_exercise_says_which_to_finish():
+    from helpers.exercises import ExerciseNotFinished, uses_student_code
+
+    class SingleQueryAttention:
+        def __init__(self):
+            raise NotImplementedError()
+
+    @uses_student_code
+    def demo(model_class):
+        return model_class()
+
+    with pytest.raises(ExerciseNotFinished, match="This cell uses `SingleQueryAttention`.*"
+                                                  "finish Exercise 3 first"):
+        demo(SingleQueryAttention)
+
+    @uses_student_code
+    def unrelated():
+        raise NotImplementedError("something else")
+
+    with pytest.raises(NotImplementedError, match="something else"):
+        unrelated()
+
+
+def test_the_exercise_register_matches_the_answer_cells_of_the_solutions():
+    from notebook_code import SOLUTIONS, answer_cells
+
+    from helpers.exercises import EXERCISES
+
+    ids = sorted(path.stem for path in SOLUTIONS.glob("*.ipynb"))
+    assert sorted(EXERCISES) == ids
+    for notebook_id in ids:
+        assert tuple(answer_cells(notebook_id)) == EXERCISES[notebook_id], notebook_id
+
+
+def test_a_notebook_traceback_of_a_stub_says_which_exercise_to_finish():
+    from helpers.exercises import _explain_unfinished
+
+    shown = []
+
+    class Shell:
+        class InteractiveTB:  # noqa: N801 - IPython's attribute name
+            @staticmethod
+            def structured_traceback(etype, value, tb, tb_offset=None):
+                return [f"{etype.__name__}: {value}"]
+
+        def _showtraceback(self, etype, value, stb):
+            shown.append((etype, stb))
+
+    def make_batch(N, T=10):
+        raise NotImplementedError()
+
+    try:
+        make_batch(3)
+    except NotImplementedError as error:
+        _explain_unfinished(Shell(), NotImplementedError, error, error.__traceback__)
+    etype, stb = shown[-1]
+    assert etype is NotImplementedError  # still the same error: the cell still fails
+    assert "finish Exercise 2 first" in stb[-1] and "`make_batch`" in stb[-1]
+    try:
+        raise NotImplementedError("something else")
+    except NotImplementedError as error:
+        _explain_unfinished(Shell(), NotImplementedError, error, error.__traceback__)
+    assert shown[-1][1] == ["NotImplementedError: something else"]

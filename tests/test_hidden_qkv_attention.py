@@ -13,7 +13,7 @@ from hidden_tests.qkv_attention import (
     grade_scaled_dot_product_attention,
     grade_single_query_attention,
 )
-from mutation import assert_fails_naming
+from mutation import assert_bank, assert_fails_naming
 from notebook_code import solution_namespace
 from torch import nn
 
@@ -169,42 +169,115 @@ def sdpa_in_place(Q, K, V, mask=None):
     return weights @ V, weights
 
 
-@pytest.mark.parametrize(("mutant", "keywords"), [
-    (_make(scale=lambda Q, K, V: 1.0), ["not divided by sqrt(d_k)"]),
-    (_make(scale=lambda Q, K, V: 1.0 / Q.shape[-1]), ["divided by d_k instead"]),
-    (_make(scale=lambda Q, K, V: 1.0 / math.sqrt(V.shape[-1])), ["sqrt(d_v)"]),
-    (_make(scale=lambda Q, K, V: math.sqrt(Q.shape[-1])), ["multiplied by sqrt(d_k)"]),
-    (_make(dim=-2), ["query axis"]),
-    (_make(return_scores=True), ["before the softmax"]),
-    (_make(fill=0.0), ["0 instead of -inf"]),
-    (_make(invert=True), ["inverted"]),
-    (_make(use_mask=False), ["mask was ignored"]),
-    (_make(after_softmax=True), ["after the softmax"]),
-    (_make(nan_fix=False), ["nan"]),
-    (_make(fill=-1e9), ["uniform"]),
-    (sdpa_bmm_3d, ["batch dimensions"]),
-    (sdpa_transpose_1_2, ["batch dimensions"]),
-    (sdpa_squeezed, ["batch dimensions"]),
-    (sdpa_swapped, ["swapped"]),
-    (sdpa_manual_exp, ["overflow"]),
-    (sdpa_in_place, ["in place"]),
-])
-def test_attention_mistakes_are_named(mutant, keywords):
-    assert_fails_naming(grade_scaled_dot_product_attention, mutant, *keywords)
+def sdpa_mask_in_place(Q, K, V, mask=None):
+    if mask is not None:
+        mask[..., -1] = True
+    return SOLUTION["scaled_dot_product_attention"](Q, K, V, mask)
 
 
-@pytest.mark.parametrize(("mutant", "keywords"), [
-    (_make(scale=lambda Q, K, V: 1.0), ["sqrt(d_k)"]),
-    (_make(dim=-2), ["dim=-1"]),
-    (_make(fill=0.0), ["-inf"]),
-    (_make(nan_fix=False), ["nan"]),
-    (_make(fill=-1e9), ["uniform"]),
-    (sdpa_bmm_3d, ["batch dimensions"]),
-    (sdpa_swapped, ["(out, weights)"]),
-])
-def test_self_check_explains_attention_mistakes(mutant, keywords):
-    message = assert_fails_naming(check_scaled_dot_product_attention, mutant, "expected", "got",
-                                  *keywords)
+def sdpa_dot_T(Q, K, V, mask=None):
+    """A reader's mistake: K.T works for 2-D inputs only."""
+    scores = Q @ (K.T if K.dim() == 2 else K.permute(*range(K.dim() - 1, -1, -1))) / math.sqrt(
+        Q.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, -1).nan_to_num(0.0)
+    return weights @ V, weights
+
+
+def sdpa_raw_scores(Q, K, V, mask=None):
+    out, _ = SOLUTION["scaled_dot_product_attention"](Q, K, V, mask)
+    return out, Q @ K.transpose(-2, -1)
+
+
+def sdpa_value_bug(Q, K, V, mask=None):
+    """A bug no diagnosis describes: the values are shifted by one."""
+    out, weights = SOLUTION["scaled_dot_product_attention"](Q, K, V, mask)
+    return out + 0.5, weights
+
+
+def sdpa_embedding_dimension_merged(Q, K, V, mask=None):
+    out, weights = SOLUTION["scaled_dot_product_attention"](Q, K, V, mask)
+    return out.reshape(-1, *out.shape[-2:]), weights.reshape(-1, *weights.shape[-2:])
+
+
+_d_k = _make(scale=lambda Q, K, V: 1.0 / Q.shape[-1])
+_d_k.__name__ = "divided_by_d_k"
+MUTANTS = {name: fn for name, fn in {
+    "no_scale": _make(scale=lambda Q, K, V: 1.0),
+    "divided_by_d_k": _d_k,
+    "divided_by_sqrt_d_v": _make(scale=lambda Q, K, V: 1.0 / math.sqrt(V.shape[-1])),
+    "multiplied_by_sqrt_d_k": _make(scale=lambda Q, K, V: math.sqrt(Q.shape[-1])),
+    "softmax_over_queries": _make(dim=-2),
+    "returns_scores": _make(return_scores=True),
+    "zero_fill": _make(fill=0.0),
+    "inverted_mask": _make(invert=True),
+    "ignored_mask": _make(use_mask=False),
+    "mask_after_softmax": _make(after_softmax=True),
+    "nan_rows": _make(nan_fix=False),
+    "finite_fill": _make(fill=-1e9),
+}.items()}
+for _name, _fn in MUTANTS.items():
+    _fn.__name__ = _name
+
+ATTENTION_HIDDEN_BANK = [
+    (MUTANTS["no_scale"], "not divided by sqrt(d_k)"),
+    (MUTANTS["divided_by_d_k"], "divided by d_k instead"),
+    (MUTANTS["divided_by_sqrt_d_v"], "sqrt(d_v)"),
+    (MUTANTS["multiplied_by_sqrt_d_k"], "multiplied by sqrt(d_k)"),
+    (MUTANTS["softmax_over_queries"], "query axis"),
+    (MUTANTS["returns_scores"], "(scaled scores)"),
+    (MUTANTS["zero_fill"], "0 instead of -inf"),
+    (MUTANTS["inverted_mask"], "inverted"),
+    (MUTANTS["ignored_mask"], "mask was ignored"),
+    (MUTANTS["mask_after_softmax"], "after the softmax"),
+    (MUTANTS["nan_rows"], "comes out of the softmax as nan"),
+    (MUTANTS["finite_fill"], "uniform"),
+    (sdpa_bmm_3d, "torch.bmm"),
+    (sdpa_transpose_1_2, None),
+    (sdpa_embedding_dimension_merged, "merged into one"),
+    (sdpa_swapped, "swapped"),
+    (sdpa_manual_exp, "overflow"),
+    (sdpa_in_place, "in place"),
+    (sdpa_raw_scores, "raw scores"),
+    (sdpa_dot_T, "works for 2-D inputs"),
+    (sdpa_value_bug, None),
+]
+ATTENTION_CHECK_BANK = [
+    (MUTANTS["no_scale"], "not divided by sqrt(d_k)"),
+    (MUTANTS["divided_by_d_k"], "divided by d_k instead"),
+    (MUTANTS["divided_by_sqrt_d_v"], None),
+    (MUTANTS["softmax_over_queries"], "over the queries"),
+    (MUTANTS["returns_scores"], "returned before the softmax"),
+    (MUTANTS["zero_fill"], "0 instead of -inf"),
+    (MUTANTS["inverted_mask"], "inverted"),
+    (MUTANTS["ignored_mask"], "mask was ignored"),
+    (MUTANTS["mask_after_softmax"], "after the softmax"),
+    (MUTANTS["nan_rows"], "comes out of the softmax as nan"),
+    (MUTANTS["finite_fill"], "uniform"),
+    (sdpa_bmm_3d, "torch.bmm"),
+    (sdpa_transpose_1_2, None),
+    (sdpa_swapped, "wrong way round"),
+    (sdpa_in_place, "in place"),
+    (sdpa_mask_in_place, "mask was changed in place"),
+    (sdpa_dot_T, "works for 2-D inputs"),
+    (sdpa_value_bug, None),
+]
+
+
+def test_attention_hidden_test_names_only_the_mistake_it_sees():
+    assert_bank(grade_scaled_dot_product_attention, SOLUTION["scaled_dot_product_attention"],
+                ATTENTION_HIDDEN_BANK)
+
+
+def test_attention_self_check_names_only_the_mistake_it_sees():
+    assert_bank(check_scaled_dot_product_attention, SOLUTION["scaled_dot_product_attention"],
+                ATTENTION_CHECK_BANK)
+
+
+def test_self_check_messages_are_plain_words():
+    message = assert_fails_naming(check_scaled_dot_product_attention, MUTANTS["no_scale"],
+                                  "expected", "got", "where")
     assert "Traceback" not in message
 
 
@@ -259,31 +332,41 @@ def _batch(rule=">", high=10, low=0, y_shape="column", y_dtype=torch.float32, fi
     return make_batch
 
 
-@pytest.mark.parametrize(("mutant", "keywords"), [
-    (_batch(rule=">="), ["ties", ">="]),
-    (_batch(rule="<"), ["wrong way round"]),
-    (_batch(rule="!="), ["counts differ"]),
-    (_batch(high=9), ["upper bound is excluded"]),
-    (_batch(low=1), ["digits start at 0"]),
-    (_batch(y_shape="vector"), ["(N, 1)"]),
-    (_batch(y_dtype=torch.bool), ["float"]),
-    (_batch(y_dtype=torch.int64), ["float"]),
-    (_batch(fixed_T=True), ["T argument"]),
-    (_batch(x_float=True), ["int64"]),
-    (_batch(reseed=True), ["reseed"]),
-])
-def test_batch_mistakes_are_named(mutant, keywords):
-    assert_fails_naming(grade_make_batch, mutant, *keywords)
+def _named(fn, name):
+    fn.__name__ = name
+    return fn
 
 
-@pytest.mark.parametrize(("mutant", "keywords"), [
-    (_batch(rule=">="), ["ties are 0"]),
-    (_batch(high=9), ["upper bound"]),
-    (_batch(y_shape="vector"), ["keepdim"]),
-    (_batch(fixed_T=True), ["T argument"]),
-])
-def test_self_check_explains_batch_mistakes(mutant, keywords):
-    assert_fails_naming(check_make_batch, mutant, "expected", "got", *keywords)
+def batch_few_fours(N, T=10):
+    """A bug no diagnosis describes: the digits are not uniform."""
+    X = torch.randint(0, 10, (N, T))
+    X[X == 4] = torch.randint(0, 10, (int((X == 4).sum()),))
+    twos, fours = (X == 2).sum(1, keepdim=True), (X == 4).sum(1, keepdim=True)
+    return X, (twos > fours).float()
+
+
+BATCH_HIDDEN_BANK = [
+    (_named(_batch(rule=">="), "ties_yes"), "ties"),
+    (_named(_batch(rule="<"), "reversed"), "wrong way round"),
+    (_named(_batch(rule="!="), "differ"), "counts differ"),
+    (_named(_batch(high=9), "no_nines"), "no 9"),
+    (_named(_batch(low=1), "no_zeros"), "no 0"),
+    (_named(_batch(y_shape="vector"), "flat_y"), "no column axis"),
+    (_named(_batch(y_dtype=torch.bool), "bool_y"), None),
+    (_named(_batch(fixed_T=True), "fixed_T"), "T is ignored"),
+    (_named(_batch(x_float=True), "float_X"), None),
+    (_named(_batch(reseed=True), "reseeds"), "reseeds"),
+    (batch_few_fours, None),
+]
+BATCH_CHECK_BANK = BATCH_HIDDEN_BANK
+
+
+def test_batch_hidden_test_names_only_the_mistake_it_sees():
+    assert_bank(grade_make_batch, SOLUTION["make_batch"], BATCH_HIDDEN_BANK)
+
+
+def test_batch_self_check_names_only_the_mistake_it_sees():
+    assert_bank(check_make_batch, SOLUTION["make_batch"], BATCH_CHECK_BANK)
 
 
 def test_make_batch_checks_leave_the_global_generator_alone():
@@ -384,6 +467,11 @@ class NoSigmoid(Solution):
         self.readout = nn.Sequential(nn.Linear(1, d_hidden), nn.Tanh(), nn.Linear(d_hidden, 1))
 
 
+class SumsValues(Solution):
+    def forward(self, x):
+        return self.readout(self.values(self.embed(x)).sum(1))
+
+
 class IgnoresAttention(Solution):
     def forward(self, x):
         return self.readout(self.values(self.embed(x)).mean(1))
@@ -416,33 +504,84 @@ class Detached(Solution):
         return self.readout(z.reshape(-1, 1))
 
 
-@pytest.mark.parametrize(("mutant", "keywords"), [
-    (SoftmaxOverQueryAxis, ["not a distribution over positions"]),
-    (NoSoftmax, ["not a distribution over positions"]),
-    (NoScale, ["not divided by sqrt(d_att)"]),
-    (ScaleByEmbedding, ["sqrt(d_embed)"]),
-    (PlainTensorQuery, ["plain tensor"]),
-    (HardCodedSizes, ["constructor arguments"]),
-    (NoSigmoid, ["sigmoid"]),
-    (IgnoresAttention, ["ignores the attention"]),
-    (SkipsReadout, ["skips the readout"]),
-    (FlatValues, ["(N, T, 1)"]),
-    (EmbedsInsideAttention, ["embeddings"]),
-    (Detached, ["gradient"]),
-])
-def test_model_mistakes_are_named(mutant, keywords):
-    assert_fails_naming(grade_single_query_attention, mutant, *keywords)
+class WeightsAsColumn(Solution):
+    def attention(self, e):
+        return super().attention(e).transpose(1, 2)
 
 
-@pytest.mark.parametrize(("mutant", "keywords"), [
-    (SoftmaxOverQueryAxis, ["size-1 query axis"]),
-    (NoScale, ["sqrt(d_att)"]),
-    (PlainTensorQuery, ["nn.Parameter"]),
-    (FlatValues, ["(N, T, 1)"]),
-    (Detached, ["detach"]),
-])
-def test_self_check_explains_model_mistakes(mutant, keywords):
-    assert_fails_naming(check_single_query_attention, mutant, "expected", "got", *keywords)
+class ScaleByDAtt(Solution):
+    def attention(self, e):
+        return torch.softmax(self.to_key(e) @ self.query.T / self.query.shape[-1], dim=1
+                             ).transpose(1, 2)
+
+
+class DoubleSigmoid(Solution):
+    def forward(self, x):
+        return torch.sigmoid(super().forward(x))
+
+
+class ChangedDefaults(Solution):
+    def __init__(self, d_embed=8, d_att=8, d_hidden=32):
+        super().__init__(d_embed, d_att, d_hidden)
+
+
+class BmmWith2DQuery(Solution):
+    def attention(self, e):
+        scores = torch.bmm(self.to_key(e), self.query.T) / math.sqrt(self.query.shape[-1])
+        return torch.softmax(scores, dim=1).transpose(1, 2)
+
+
+class ShiftedValues(Solution):
+    """A bug no diagnosis describes."""
+    def forward(self, x):
+        e = self.embed(x)
+        attended = self.attention(e) @ (self.values(e) + 1.0)
+        return self.readout(attended.reshape(-1, 1))
+
+
+MODEL_HIDDEN_BANK = [
+    (SoftmaxOverQueryAxis, "axis of size 1"),
+    (NoSoftmax, "before the softmax"),
+    (NoScale, "not divided by sqrt(d_att)"),
+    (ScaleByDAtt, "divided by d_att instead"),
+    (ScaleByEmbedding, "sqrt(d_embed)"),
+    (PlainTensorQuery, "plain tensor"),
+    (HardCodedSizes, "constructor arguments were ignored"),
+    (NoSigmoid, "nn.Sigmoid"),
+    (IgnoresAttention, "ignores the attention"),
+    (SkipsReadout, "skips the readout"),
+    (FlatValues, "lost their last axis"),
+    (WeightsAsColumn, "come out as (N, T, 1)"),
+    (EmbedsInsideAttention, "embeds its input again"),
+    (Detached, "gradient is cut"),
+    (ChangedDefaults, "default arguments"),
+    (SumsValues, "sums the values"),
+    (BmmWith2DQuery, "torch.bmm"),
+    (ShiftedValues, None),
+]
+MODEL_CHECK_BANK = [
+    (SoftmaxOverQueryAxis, "axis of size 1"),
+    (NoScale, "not divided by sqrt(d_att)"),
+    (ScaleByDAtt, "divided by d_att instead"),
+    (PlainTensorQuery, "plain tensor"),
+    (NoSigmoid, "nn.Sigmoid"),
+    (DoubleSigmoid, "twice"),
+    (IgnoresAttention, "ignores the attention"),
+    (SkipsReadout, "skips the readout"),
+    (SumsValues, "sums the values"),
+    (FlatValues, "lost their last axis"),
+    (WeightsAsColumn, "come out as (N, T, 1)"),
+    (Detached, "gradient is cut"),
+    (ShiftedValues, None),
+]
+
+
+def test_model_hidden_test_names_only_the_mistake_it_sees():
+    assert_bank(grade_single_query_attention, Solution, MODEL_HIDDEN_BANK)
+
+
+def test_model_self_check_names_only_the_mistake_it_sees():
+    assert_bank(check_single_query_attention, Solution, MODEL_CHECK_BANK)
 
 
 class Blank(nn.Module):

@@ -8,9 +8,11 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from helpers.checks.causal_mask_trick import SWAPPED_SIZES
 from hidden_tests.common import HiddenCheck, fresh_generator, hidden_test
 
 TensorFn = Callable[[torch.Tensor], torch.Tensor]
+WEIGHTS_ON_X = "the weights were applied to x instead of the values v"
 
 
 # ---- reference implementations (grader side only) -------------------------------------------
@@ -54,6 +56,15 @@ def _running_mean_mistakes(x: torch.Tensor) -> dict[str, torch.Tensor]:
             (lower / lower.sum(dim=1, keepdim=True)).T @ x,
         "the lower-triangular matrix was normalised over its columns instead of its rows":
             (lower / lower.sum(dim=0, keepdim=True)) @ x,
+        "row 0 was never filled: the loop over positions skips t = 0":
+            torch.cat([torch.zeros_like(x[:, :1]), (x.cumsum(dim=1) / counts)[:, 1:]], dim=1),
+        "row t averages the rows before t, not up to and including t (x[b, :t] stops before "
+        "t; row 0 is then the mean of nothing, nan)":
+            torch.cat([torch.full_like(x[:, :1], float("nan")),
+                       (x.cumsum(dim=1) / counts)[:, :-1]], dim=1),
+        "token 0 is left out of every average (a slice that starts at 1)":
+            torch.cat([torch.full_like(x[:, :1], float("nan")),
+                       x[:, 1:].cumsum(dim=1) / counts[:, :-1]], dim=1),
     }
 
 
@@ -64,13 +75,10 @@ def _grade_running_mean(name: str, running_mean: TensorFn) -> None:
         x = torch.randn(B, T, C, generator=generator) + 1.0  # nonzero mean: sums ≠ means
         original = x.clone()
         out = check.tensor(check.call(running_mean, x), f"{name}(x) for x of shape {(B, T, C)}")
-        check.finite(out, f"{name}(x) for x of shape {(B, T, C)}",
-                     likely="a division by zero or the mean of an empty slice: row t averages "
-                            "rows 0..t, that is t + 1 rows (x[:, : t + 1], divide by t + 1)")
         check.close(x, original, "the input is left unchanged",
-                    likely="x was modified in place; write the result into a new tensor")
+                    likely="x was changed in place; build the result in a new tensor")
         check.close(out, _running_mean(x), f"running mean for x of shape {(B, T, C)}",
-                    mistakes=_running_mean_mistakes(x))
+                    mistakes=_running_mean_mistakes(x), dims=("sequence", "position", "channel"))
     single = torch.randn(2, 1, 4, generator=generator)
     check.close(check.call(running_mean, single), single, "a sequence of length 1 is unchanged")
     check.passed()
@@ -110,14 +118,8 @@ def _weight_mistakes(scores: torch.Tensor) -> dict[str, torch.Tensor]:
         "the exponentials were not normalised (divide by their sum over the keys)":
             torch.exp(s).masked_fill(~causal, 0.0),
     }
-    if s.dim() >= 3:
-        mistakes["the softmax was taken over dim=1 instead of the keys (dim=-1)"] = \
-            _masked_softmax(s, causal, dim=1)
-        mistakes["the softmax was taken over the queries (dim=-2) instead of the keys (dim=-1)"] = \
-            _masked_softmax(s, causal, dim=-2)
-    else:
-        mistakes["the softmax was taken over the queries (dim=0) instead of the keys (dim=-1)"] = \
-            _masked_softmax(s, causal, dim=0)
+    mistakes["the softmax was taken over the queries (dim=-2, which is dim=1 of a (B, T, T) "
+             "tensor) instead of the keys (dim=-1)"] = _masked_softmax(s, causal, dim=-2)
     return mistakes
 
 
@@ -131,23 +133,29 @@ def grade_causal_attention_weights(causal_attention_weights: TensorFn) -> None:
         w = check.tensor(check.call(causal_attention_weights, scores),
                          f"causal_attention_weights(scores of shape {shape})")
         check.close(scores, original, "the scores are left unchanged",
-                    likely="masked_fill_ (with an underscore) changes the scores in place; "
-                           "use masked_fill")
-        n_nan = int(torch.isnan(torch.as_tensor(w)).sum())
-        check.expect(n_nan == 0, f"weights for scores of shape {shape} contain no nan",
-                     expected="no nan", got=f"{n_nan} nan entries",
-                     likely="a row whose keys are all masked gives nan: the diagonal must stay "
-                            "allowed (a token reads itself), and only keys after the query are "
-                            "masked")
+                    likely="the scores were changed in place (masked_fill_ with an underscore); "
+                           "masked_fill returns a new tensor")
+        w = torch.as_tensor(w)
+        nan_rows = torch.isnan(w).reshape(-1, shape[-1], shape[-1]).any(-1).any(0)
+        check.expect(not bool(nan_rows.any()), f"weights for scores of shape {shape} contain no "
+                     "nan", expected="no nan", got=f"nan in the rows {nan_rows.nonzero().flatten().tolist()}",
+                     diagnoses={"the diagonal was masked too: a token may read itself, so row 0 "
+                                "has nothing left and becomes nan":
+                                bool(nan_rows[0]) and not bool(nan_rows[1:].any())})
         check.close(w, _masked_softmax(scores, _causal(shape[-1])),
                     f"causal weights for scores of shape {shape}",
-                    mistakes=_weight_mistakes(scores))
+                    mistakes=_weight_mistakes(scores),
+                    dims=("batch",) * (len(shape) - 2) + ("query", "key"))
     big = torch.tensor([[100.0, -50.0, 20.0], [90.0, 100.0, 95.0], [-40.0, 90.0, 100.0]])
     w = check.call(causal_attention_weights, big.clone())
-    check.finite(torch.as_tensor(w), "weights for scores near ±100",
-                 likely="exp of large scores overflows: use torch.softmax, which subtracts "
-                        "the maximum")
-    check.close(w, _masked_softmax(big, _causal(3)), "weights for scores near ±100")
+    w = torch.as_tensor(w)
+    broken = ~torch.isfinite(w).all(-1) | (w.abs().sum(-1) == 0)
+    check.close(w, _masked_softmax(big, _causal(3)), "weights for scores near ±100", diagnoses={
+        "exp of scores near 100 overflows to inf (or underflows to 0 for every key): use "
+        "torch.softmax, which subtracts the maximum":
+            bool(broken.any()) and torch.allclose(w[~broken].double(),
+                                                  _masked_softmax(big, _causal(3))[~broken],
+                                                  atol=1e-5)}, dims=("query", "key"))
     check.passed()
 
 
@@ -182,15 +190,14 @@ def _build_head(check: HiddenCheck, head_class: type[nn.Module], n_embd: int,
                      f"`{name}` maps n_embd={n_embd} to head_size={head_size}",
                      expected=f"weight of shape {(head_size, n_embd)}",
                      got=f"weight of shape {tuple(layer.weight.shape)}",
-                     likely="nn.Linear(n_embd, head_size): inputs first, outputs second")
+                     diagnoses={SWAPPED_SIZES: tuple(layer.weight.shape) == (n_embd, head_size)
+                                and n_embd != head_size})
         check.expect(layer.bias is None, f"`{name}` has no bias",
-                     expected="bias=False", got="a bias vector",
-                     likely="the bias was left on the projections: pass bias=False")
+                     expected="bias=False", got="a bias vector")
     n_params = sum(p.numel() for p in head.parameters())
     check.expect(n_params == 3 * n_embd * head_size, "the head has exactly the three projections",
                  expected=f"{3 * n_embd * head_size} parameters",
-                 got=f"{n_params} parameters",
-                 likely="only key, query and value (no extra layers or biases)")
+                 got=f"{n_params} parameters")
     return head
 
 
@@ -209,15 +216,15 @@ def grade_CausalSelfAttentionHead(head_class: type[nn.Module]) -> None:  # noqa:
         x = torch.randn(B, T, n_embd, generator=generator)
         with torch.no_grad():
             out = check.tensor(check.call(head, x), f"head(x) for x of shape {(B, T, n_embd)}")
+        check.expect(tuple(out.shape) == (B, T, head_size), f"head(x) for x of shape "
+                     f"{(B, T, n_embd)} has shape {(B, T, head_size)}",
+                     expected=f"shape {(B, T, head_size)}", got=f"shape {tuple(out.shape)}",
+                     diagnoses={WEIGHTS_ON_X: tuple(out.shape) == (B, T, n_embd)})
         causal = _causal(T)
         scale = 1 / math.sqrt(head_size)
         mistakes = {
             "the scores were not scaled: divide by sqrt(head_size)":
                 _head_outputs(x, wq, wk, wv, 1.0, causal),
-            "the scores were scaled by the embedding size C (n_embd) instead of head_size":
-                _head_outputs(x, wq, wk, wv, 1 / math.sqrt(n_embd), causal),
-            "the scores were divided by C (n_embd) itself; use 1/sqrt(head_size)":
-                _head_outputs(x, wq, wk, wv, 1 / n_embd, causal),
             "the scores were divided by head_size instead of sqrt(head_size)":
                 _head_outputs(x, wq, wk, wv, 1 / head_size, causal),
             "the scores were multiplied by sqrt(head_size) instead of divided":
@@ -233,8 +240,13 @@ def grade_CausalSelfAttentionHead(head_class: type[nn.Module]) -> None:  # noqa:
             "queries and keys are swapped (scores = k @ q^T)":
                 _head_outputs(x, wq, wk, wv, scale, causal, swap=True),
         }
+        if head_size != n_embd:  # else these coincide with the mistakes about head_size
+            mistakes["the scores were scaled by the embedding size C (n_embd) instead of "
+                     "head_size"] = _head_outputs(x, wq, wk, wv, 1 / math.sqrt(n_embd), causal)
+            mistakes["the scores were divided by C (n_embd) itself; use 1/sqrt(head_size)"] = \
+                _head_outputs(x, wq, wk, wv, 1 / n_embd, causal)
         if head_size == n_embd:
-            mistakes["the weights were applied to x instead of the values v"] = \
+            mistakes[WEIGHTS_ON_X] = \
                 _head_outputs(x, wq, wk, torch.eye(n_embd), scale, causal)
         check.close(out, _head_outputs(x, wq, wk, wv, scale, causal),
                     f"head output for n_embd={n_embd}, head_size={head_size}, T={T}",

@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterator, Mapping
 import torch
 from torch import nn
 
+from helpers.checks.multi_head_attention import WIDE_HEADS
+from helpers.checks.qkv_attention import FULLY_MASKED_NAN, FULLY_MASKED_UNIFORM
 from hidden_tests.common import HiddenCheck, fresh_generator, hidden_test
 
 TOL = {"atol": 1e-5, "rtol": 1e-4}
@@ -42,7 +44,7 @@ def _reference_attention(x: torch.Tensor, weights: dict[str, torch.Tensor], n_he
                          mask: torch.Tensor | None = None, *, split: str = "ok",
                          merge: str = "ok", scale: str = "d_head", softmax_dim: int = -1,
                          mask_mode: str = "ok", unify: bool = True, keys_from: str = "keys",
-                         return_scores: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                         return_scores: bool = False, nan_to_zero: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     x = x.double()
     W = {name: w.double() for name, w in weights.items()}
     D = x.shape[-1]
@@ -64,9 +66,13 @@ def _reference_attention(x: torch.Tensor, weights: dict[str, torch.Tensor], n_he
             scores = scores.masked_fill(mask, float("-inf"))
         elif mask_mode == "zero":
             scores = scores.masked_fill(~mask, 0.0)
+        elif mask_mode == "finite":
+            scores = scores.masked_fill(~mask, -1e9)
         elif mask_mode == "after_softmax":
             scores = scores  # handled below
     attn = torch.softmax(scores, dim=softmax_dim)
+    if nan_to_zero:
+        attn = attn.nan_to_num(0.0)  # a query with nothing allowed gets zero weights
     if mask is not None and mask_mode == "after_softmax":
         attn = attn.masked_fill(~mask, 0.0)
     mixed = _merge(attn @ v, merge)
@@ -94,12 +100,12 @@ def grade_split_heads(split_heads: Callable[..., torch.Tensor]) -> None:
         original = x.clone()
         out = check.tensor(check.call(split_heads, x, H), f"split_heads(x of {(B, T, H * dh)}, {H})")
         check.close(x, original, "x is left unchanged",
-                    likely="x was modified in place; return a new tensor or view")
-        if T != H and tuple(out.shape) == (B, T, H, dh):
-            check.fail(f"split_heads(x, {H}) has shape {(B, H, T, dh)}",
-                       expected=f"shape {(B, H, T, dh)}", got=f"shape {tuple(out.shape)}",
-                       likely="the channels were split but the T and head axes were not "
-                              "transposed: add .transpose(1, 2)")
+                    likely="x was changed in place; return a new tensor (or a view) instead")
+        check.expect(tuple(out.shape) == (B, H, T, dh), f"split_heads(x, {H}) has shape "
+                     f"{(B, H, T, dh)}", expected=f"shape {(B, H, T, dh)}",
+                     got=f"shape {tuple(out.shape)}", diagnoses={
+                         "the channels were split but the time and head axes were not swapped":
+                             T != H and tuple(out.shape) == (B, T, H, dh)})
         mistakes = {}
         if H > 1 and T > 1:
             mistakes["reshaped straight to (B, H, T, d_head) without a transpose: positions "
@@ -109,9 +115,7 @@ def grade_split_heads(split_heads: Callable[..., torch.Tensor]) -> None:
                      "(H, d_head)): each head must take a block of consecutive channels"] = \
                 _split(x, H, "interleaved")
         check.close(out, _split(x, H), f"split_heads for B={B}, T={T}, H={H}, d_head={dh}",
-                    mistakes=mistakes,
-                    likely="head h at position t must hold channels h*d_head..(h+1)*d_head-1 "
-                           "of position t")
+                    mistakes=mistakes, dims=("batch", "head", "position", "channel"))
     check.passed()
 
 
@@ -124,7 +128,7 @@ def grade_merge_heads(merge_heads: Callable[..., torch.Tensor]) -> None:
         original = x.clone()
         out = check.tensor(check.call(merge_heads, x), f"merge_heads(x of {(B, H, T, dh)})")
         check.close(x, original, "x is left unchanged",
-                    likely="x was modified in place; return a new tensor")
+                    likely="x was changed in place; return a new tensor (or a view) instead")
         mistakes = {}
         if H > 1 and T > 1:
             mistakes["merged by reshaping (B, H, T, d_head) straight to (B, T, H * d_head) "
@@ -134,9 +138,9 @@ def grade_merge_heads(merge_heads: Callable[..., torch.Tensor]) -> None:
             mistakes["heads merged in the wrong order (channels interleaved head by head): "
                      "keep each head's d_head numbers together, head 0 first"] = \
                 _merge(x, "interleaved")
+        check.shape(out, (B, T, H * dh), f"merge_heads(x of {(B, H, T, dh)})")
         check.close(out, _merge(x), f"merge_heads for B={B}, H={H}, T={T}, d_head={dh}",
-                    mistakes=mistakes,
-                    likely="position t must hold head 0's numbers for t, then head 1's, ...")
+                    mistakes=mistakes, dims=("batch", "position", "channel"))
     # A non-contiguous input, as it comes out of attention in practice.
     x = torch.randn(2, 5, 3, 4, generator=generator).transpose(1, 2)  # (2, 3, 5, 4), strided
     out = check.call(merge_heads, x)
@@ -146,18 +150,18 @@ def grade_merge_heads(merge_heads: Callable[..., torch.Tensor]) -> None:
 
 # ---- MultiHeadSelfAttention ------------------------------------------------------------------
 
-def _install(check: HiddenCheck, layer: nn.Module, weights: dict[str, torch.Tensor]) -> None:
+def _install(check: HiddenCheck, layer: nn.Module, weights: dict[str, torch.Tensor],
+             n_heads: int) -> None:
     for member, key, bias in (("to_queries", "q", False), ("to_keys", "k", False),
                               ("to_values", "v", False), ("unify_heads", "o", True)):
         linear = getattr(layer, member, None)
         check.expect(isinstance(linear, nn.Linear), f"member `{member}` is an nn.Linear",
-                     expected=f"self.{member} = nn.Linear(...)", got=repr(type(linear)),
-                     likely=f"create self.{member} in __init__ with exactly this name")
+                     expected=f"self.{member} = nn.Linear(...)", got=repr(type(linear)))
         d = weights[key].shape[0]
-        check.expect(tuple(linear.weight.shape) == (d, d), f"`{member}` maps d_model -> d_model",
-                     expected=f"weight ({d}, {d})", got=f"weight {tuple(linear.weight.shape)}",
-                     likely="heads have width d_model // n_heads, so every map is "
-                            "nn.Linear(d_model, d_model) (not the 'wide heads' d_model * H)")
+        shape = tuple(linear.weight.shape)
+        check.expect(shape == (d, d), f"`{member}` maps d_model -> d_model",
+                     expected=f"weight ({d}, {d})", got=f"weight {shape}",
+                     diagnoses={WIDE_HEADS: shape in ((d * n_heads, d), (d, d * n_heads))})
         check.expect((linear.bias is not None) == bias,
                      f"`{member}` {'has a' if bias else 'has no'} bias",
                      expected="a bias" if bias else "bias=False",
@@ -216,6 +220,11 @@ def _mistakes(x, weights, H, mask, part: str) -> Mapping[str, torch.Tensor]:
             "weights zeroed after the softmax without renormalising (fill the scores with "
             "-inf before the softmax)": {"mask_mode": "after_softmax"},
         })
+        if not bool(mask.any(-1).all()):
+            variants.update({
+                FULLY_MASKED_NAN: {"nan_to_zero": False},
+                FULLY_MASKED_UNIFORM: {"mask_mode": "finite"},
+            })
     return _LazyMistakes(
         variants, lambda flags: _reference_attention(x, weights, H, mask, **flags)[index])
 
@@ -244,33 +253,38 @@ def grade_multi_head_self_attention(attention_cls: type[nn.Module]) -> None:
     keep[0, 4:] = False
     keep[1, 0] = False
     cases.append((2, 6, 12, 3, "a (B, 1, 1, T) padding mask", keep.view(2, 1, 1, 6)))
+    nothing = torch.tril(torch.ones(5, 5, dtype=torch.bool)).repeat(2, 1, 1, 1)
+    nothing[1, 0, 3] = False  # query 3 of sequence 1 may attend to nothing
+    cases.append((2, 5, 8, 2, "a mask with a query that may attend to nothing", nothing))
 
     for index, (B, T, d_model, H, words, mask) in enumerate(cases):
         weights = _seeded_weights(d_model, seed=310 + index)
         with torch.random.fork_rng(devices=[]):
             layer = check.call(attention_cls, d_model, H)
-        _install(check, layer, weights)
+        _install(check, layer, weights, H)
         x = torch.randn(B, T, d_model, generator=generator)
         original = x.clone()
         with torch.no_grad():
             result = check.call(layer, x) if mask is None else check.call(layer, x, mask=mask)
-        check.close(x, original, "x is left unchanged", likely="x was modified in place")
+        check.close(x, original, "x is left unchanged",
+                    likely="x was changed in place; return a new tensor (or a view) instead")
         check.expect(isinstance(result, tuple | list) and len(result) == 2,
                      "forward returns (out, weights)", expected="a pair (out, weights)",
-                     got=repr(type(result)), likely="return out, weights")
+                     got=repr(type(result)))
         out, attn = (check.tensor(v, name) for v, name in zip(result, ("out", "weights"),
                                                              strict=True))
-        check.shape(attn, (B, H, T, T), f"weights for B={B}, T={T}, H={H}",
-                    likely="return every head's weights (B, n_heads, T, T), not their average")
+        check.expect(tuple(attn.shape) == (B, H, T, T), f"weights for B={B}, T={T}, H={H} have "
+                     f"shape {(B, H, T, T)}", expected=f"shape {(B, H, T, T)}",
+                     got=f"shape {tuple(attn.shape)}", diagnoses={
+                         "the weights were averaged over the heads: return every head's weights":
+                             tuple(attn.shape) == (B, T, T)})
         check.shape(out, (B, T, d_model), f"out for B={B}, T={T}, d_model={d_model}")
         ref_out, ref_attn = _reference_attention(x, weights, H, mask)
         case = f"d_model={d_model}, H={H}, {words}"
         check.close(attn, ref_attn, f"attention weights ({case})",
                     mistakes=_mistakes(x, weights, H, mask, "weights"),
-                    likely="weights = softmax over keys of (Q_h K_h^T / sqrt(d_head)), masked "
-                           "scores at -inf", **TOL)
-        check.close(out, ref_out, f"output ({case})",
+                    dims=("batch", "head", "query", "key"), **TOL)
+        check.close(out, ref_out, f"output ({case}; the weights already agree)",
                     mistakes=_mistakes(x, weights, H, mask, "out"),
-                    likely="weights are right: check weights @ v, merge_heads and unify_heads",
-                    **TOL)
+                    dims=("batch", "position", "channel"), **TOL)
     check.passed()

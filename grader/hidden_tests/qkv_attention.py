@@ -14,11 +14,14 @@ import torch
 from torch import nn
 
 from helpers.checks.framework import describe
-from helpers.checks.qkv_attention import BATCH_HINT, call_or_explain
+from helpers.checks.qkv_attention import (
+    FULLY_MASKED_NAN,
+    FULLY_MASKED_UNIFORM,
+    ONLY_2D,
+    call_or_explain,
+    works_without_batch,
+)
 from hidden_tests.common import HiddenCheck, fresh_generator, hidden_test
-
-NAN_HINT = ("a fully masked row gives nan (softmax of a row that is all -inf); the exercise asks "
-            "for zero weights and a zero output there (e.g. torch.nan_to_num(weights, nan=0.0))")
 
 
 def _softmax_masked(scores: torch.Tensor, mask: torch.Tensor | None, dim: int = -1
@@ -75,23 +78,26 @@ def _attention_mistakes(Q, K, V, mask=None) -> tuple[dict, dict]:
 def _compare(check: HiddenCheck, result, Q, K, V, mask, label: str) -> None:
     check.expect(isinstance(result, tuple | list) and len(result) == 2,
                  f"{label}: returns (out, weights)", expected="a pair (out, weights)",
-                 got=describe(result), likely="end with `return out, weights`")
+                 got=describe(result))
     out, weights = (torch.as_tensor(t) for t in result)
     expected_out, expected_w = reference_attention(Q, K, V, mask)
-    if tuple(out.shape) == tuple(expected_w.shape) and tuple(weights.shape) == tuple(
-            expected_out.shape) and out.shape != weights.shape:
-        check.fail(f"{label}: order of the results", expected="(out, weights)",
-                   got="(weights, out)", likely="the two results are swapped: return out first")
-    batch_likely = ("batch dimensions were dropped or merged: keep every leading dimension "
-                    "(use K.transpose(-2, -1) and @)")
-    check.shape(weights, tuple(expected_w.shape), f"{label}: weights", likely=batch_likely)
-    check.shape(out, tuple(expected_out.shape), f"{label}: out", likely=batch_likely)
+    swapped = tuple(out.shape) == tuple(expected_w.shape) and tuple(weights.shape) == tuple(
+        expected_out.shape) and out.shape != weights.shape
+    merged = ("the leading batch dimensions were merged into one: keep every leading "
+              "dimension (K.transpose(-2, -1) and @ work for any number of them)")
+    for value, reference, what in ((weights, expected_w, "weights"),
+                                   (out, expected_out, "out")):
+        got, wanted = tuple(value.shape), tuple(reference.shape)
+        check.expect(got == wanted, f"{label}: {what} has shape {wanted}",
+                     expected=f"shape {wanted}", got=f"shape {got}", diagnoses={
+                         "the two results are swapped: return (out, weights)": swapped,
+                         merged: len(wanted) > 3 and got == (math.prod(wanted[:-2]),
+                                                             *wanted[-2:])})
     cases, weights_only = _attention_mistakes(Q, K, V, mask)
     w_mistakes = {k: w for k, (_, w) in cases.items()} | weights_only
     check.close(weights, expected_w, f"{label}: weights", mistakes=w_mistakes)
     o_mistakes = {k: o for k, (o, _) in cases.items()}
-    check.close(out, expected_out, f"{label}: out", mistakes=o_mistakes,
-                likely="out = weights @ V")
+    check.close(out, expected_out, f"{label}: out", mistakes=o_mistakes)
 
 
 @hidden_test
@@ -106,20 +112,20 @@ def grade_scaled_dot_product_attention(attention: Callable[..., tuple]) -> None:
     Q, K, V = randn(2, 3, 4, 8), randn(2, 3, 6, 8), randn(2, 3, 6, 5)
     originals = [t.clone() for t in (Q, K, V)]
     result = call_or_explain(check, attention, Q, K, V, what="attention on inputs (2, 3, T, d)",
-                             likely=BATCH_HINT)
+                             crashes={ONLY_2D: lambda text: works_without_batch(attention, Q, K, V)})
     for name, tensor, original in zip("QKV", (Q, K, V), originals, strict=True):
         check.close(tensor, original, f"{name} is left unchanged",
-                    likely=f"{name} was modified in place (e.g. `{name} /= ...`)")
+                    likely="an input was changed in place (e.g. `Q /= ...`): compute new "
+                           "tensors instead")
     _compare(check, result, Q, K, V, None, "batch dims (2, 3), Tq=4, Tk=6, d_k=8, d_v=5")
 
     # 2. One batch dimension, and none at all.
     Q3, K3, V3 = randn(5, 3, 4), randn(5, 7, 4), randn(5, 7, 2)
-    result = call_or_explain(check, attention, Q3, K3, V3, what="attention on 3-D inputs",
-                             likely=BATCH_HINT)
+    result = call_or_explain(check, attention, Q3, K3, V3, what="attention on 3-D inputs")
     _compare(check, result, Q3, K3, V3, None, "batch of 5, Tq=3, Tk=7, d_k=4, d_v=2")
     Q2, K2, V2 = 1.5 * randn(4, 6), randn(3, 6), randn(3, 3)
     result = call_or_explain(check, attention, Q2, K2, V2,
-                             what="attention on 2-D inputs (no batch dimension)", likely=BATCH_HINT)
+                             what="attention on 2-D inputs (no batch dimension)")
     _compare(check, result, Q2, K2, V2, None, "no batch dimension, Tq=4, Tk=3, d_k=6")
 
     # 3. A (Tq, Tk) mask broadcast over the batch; each row keeps and blocks some keys.
@@ -127,11 +133,7 @@ def grade_scaled_dot_product_attention(attention: Callable[..., tuple]) -> None:
                          [False, True, True, True, False, False],
                          [True, True, False, False, False, True],
                          [False, False, False, False, True, True]])
-    mask_copy = mask.clone()
-    result = call_or_explain(check, attention, Q, K, V, mask=mask, what="attention with a mask",
-                             likely="apply the mask with broadcasting: mask has shape (Tq, Tk)")
-    check.expect(torch.equal(mask, mask_copy), "the mask is left unchanged",
-                 expected="mask unchanged", got="the mask was modified in place")
+    result = call_or_explain(check, attention, Q, K, V, mask=mask, what="attention with a mask")
     _compare(check, result, Q, K, V, mask, "mask (Tq, Tk) on batch dims (2, 3)")
 
     # 4. A key-padding mask of shape (2, 1, 1, Tk).
@@ -139,8 +141,7 @@ def grade_scaled_dot_product_attention(attention: Callable[..., tuple]) -> None:
     padding[0, ..., 4:] = False
     padding[1, ..., 2:] = False
     result = call_or_explain(check, attention, Q, K, V, mask=padding,
-                             what="attention with a (2, 1, 1, Tk) padding mask",
-                             likely="the mask must broadcast against (..., Tq, Tk)")
+                             what="attention with a (2, 1, 1, Tk) padding mask")
     _compare(check, result, Q, K, V, padding, "padding mask (2, 1, 1, Tk)")
 
     # 5. Fully masked rows: zero weights and zero output (the documented convention).
@@ -148,30 +149,30 @@ def grade_scaled_dot_product_attention(attention: Callable[..., tuple]) -> None:
     full[1] = False
     full[3] = False
     result = call_or_explain(check, attention, Q, K, V, mask=full,
-                             what="attention with fully masked rows", likely=NAN_HINT)
+                             what="attention with fully masked rows")
     out, weights = (torch.as_tensor(t) for t in result)
-    check.finite(weights, "weights when some rows are fully masked", likely=NAN_HINT)
-    check.finite(out, "out when some rows are fully masked", likely=NAN_HINT)
     expected_out, expected_w = reference_attention(Q, K, V, full)
-    uniform = expected_w.clone()
+    nan_rows, uniform = expected_w.clone(), expected_w.clone()
+    nan_rows[..., [1, 3], :] = float("nan")
     uniform[..., [1, 3], :] = 1.0 / 6
-    check.close(weights, expected_w, "fully masked rows get all-zero weights", mistakes={
-        "a finite fill value (like -1e9) gives a fully masked row uniform weights; the exercise "
-        "asks for zeros there": uniform,
-    })
-    check.close(out, expected_out, "fully masked rows output zeros",
-                likely="out = weights @ V is zero where all the weights are zero")
+    check.close(weights, expected_w, "fully masked rows (1 and 3) get all-zero weights",
+                mistakes={FULLY_MASKED_NAN: nan_rows, FULLY_MASKED_UNIFORM: uniform},
+                dims=("batch", "batch", "query", "key"))
+    check.close(out, expected_out, "fully masked rows output zeros, the others are unaffected",
+                dims=("batch", "batch", "query", "value channel"))
 
     # 6. Large scores must not overflow.
     Qbig = 100 * randn(2, 3, 4)
     result = call_or_explain(check, attention, Qbig, K3[:2, :5], V3[:2, :5],
-                             what="attention with large scores", likely="exp overflows")
+                             what="attention with large scores")
     out, weights = (torch.as_tensor(t) for t in result)
-    overflow = ("exp of large scores overflows to inf: use torch.softmax (it subtracts the "
-                "maximum) instead of exp / sum")
-    check.finite(weights, "weights for scores in the hundreds", likely=overflow)
-    check.close(weights.sum(-1), torch.ones(weights.shape[:-1]),
-                "weights for scores in the hundreds sum to 1", likely=overflow)
+    _, expected_w = reference_attention(Qbig, K3[:2, :5], V3[:2, :5])
+    broken = ~torch.isfinite(weights).all(-1) | (weights.abs().sum(-1) == 0)
+    rest_right = torch.allclose(weights[~broken].double(), expected_w[~broken], atol=1e-5)
+    check.close(weights, expected_w, "weights for scores in the hundreds", diagnoses={
+        "exp of scores in the hundreds overflows to inf (or underflows to 0 for every key): "
+        "use torch.softmax, which subtracts the maximum, instead of exp / sum":
+            bool(broken.any()) and rest_right}, dims=("batch", "query", "key"))
     _compare(check, result, Qbig, K3[:2, :5], V3[:2, :5], None, "large scores")
     check.passed()
 
@@ -199,18 +200,18 @@ def grade_make_batch(make_batch: Callable[..., tuple]) -> None:
             check.tensor(y, "y")
             what = f"make_batch({', '.join(str(a) for a in args)})"
             check.shape(X, (N, T), f"X of {what}",
-                        likely="X is (N, T); use the T argument, default 10")
-            check.shape(y, (N, 1), f"y of {what}",
-                        likely="y must be a column (N, 1), not a vector (N,): keepdim=True")
+                        likely="T is ignored: the sequences must have T digits, not always 10"
+                        if T != 10 and tuple(X.shape) == (N, 10) else None)
+            check.expect(tuple(y.shape) == (N, 1), f"y of {what} has shape ({N}, 1)",
+                         expected=f"shape ({N}, 1)", got=f"shape {tuple(y.shape)}", diagnoses={
+                             "y has no column axis: shape (N, 1), not (N,)":
+                                 tuple(y.shape) == (N,)})
             check.expect(X.dtype == torch.int64, f"X of {what} is int64",
-                         expected="torch.int64", got=str(X.dtype),
-                         likely="X holds digits for nn.Embedding: keep torch.randint's int64")
+                         expected="torch.int64", got=str(X.dtype))
             check.expect(y.dtype.is_floating_point, f"y of {what} is a float tensor",
-                         expected="a float dtype", got=str(y.dtype),
-                         likely="BCELoss needs float targets: convert the booleans with .float()")
+                         expected="a float dtype", got=str(y.dtype))
             check.expect(bool(((X >= 0) & (X <= 9)).all()), f"digits of {what} are 0..9",
-                         expected="0 <= X <= 9", got=f"min {int(X.min())}, max {int(X.max())}",
-                         likely="digits are 0..9: torch.randint(0, 10, ...)")
+                         expected="0 <= X <= 9", got=f"min {int(X.min())}, max {int(X.max())}")
             mistakes = {
                 "ties (as many 2s as 4s) were labelled 1: use > (strictly more), not >=":
                     _labels(X, ">="),
@@ -225,23 +226,24 @@ def grade_make_batch(make_batch: Callable[..., tuple]) -> None:
                 shares = torch.bincount(X.flatten(), minlength=10).double() / X.numel()
                 check.expect(bool(shares[9] > 0.07), "the digit 9 occurs",
                              expected="about 10% nines", got=f"{shares[9]:.3f}",
-                             likely="torch.randint's upper bound is excluded: randint(0, 10)")
+                             diagnoses={"there is no 9: torch.randint's upper bound is "
+                                        "excluded, randint(0, 10)": bool(shares[9] == 0)})
                 check.expect(bool(shares[0] > 0.07), "the digit 0 occurs",
                              expected="about 10% zeros", got=f"{shares[0]:.3f}",
-                             likely="digits start at 0: randint(0, 10), not randint(1, 10)")
+                             diagnoses={"there is no 0: digits start at 0, randint(0, 10)":
+                                        bool(shares[0] == 0)})
                 check.expect(bool(((shares - 0.1).abs() < 0.02).all()),
                              "digits are uniformly distributed", expected="each about 0.10",
-                             got=", ".join(f"{s:.3f}" for s in shares.tolist()),
-                             likely="draw every digit with the same probability")
+                             got=", ".join(f"{s:.3f}" for s in shares.tolist()))
                 ties = (_labels(X, ">=") - _labels(X)).sum()
                 check.expect(bool(ties > 300), "the batch contains ties", expected="many ties",
-                             got=f"{int(ties)} rows with as many 2s as 4s",
-                             likely="draw the digits at random, do not construct the rows")
+                             got=f"{int(ties)} rows with as many 2s as 4s")
                 first = X
         X_again, _ = check.call(make_batch, 3000)
         check.expect(not torch.equal(first, torch.as_tensor(X_again)),
                      "two calls give different data", expected="fresh random batches",
-                     got="identical batches", likely="do not reseed inside make_batch")
+                     got="identical batches",
+                     likely="make_batch reseeds the generator: call set_seed outside, once")
     check.passed()
 
 
@@ -262,13 +264,12 @@ def grade_single_query_attention(model_class: type[nn.Module]) -> None:
     generator = fresh_generator(2002)
     d_embed, d_att, d_hidden = 6, 4, 8
     model = call_or_explain(check, model_class, d_embed=d_embed, d_att=d_att, d_hidden=d_hidden,
-                            what="SingleQueryAttention(d_embed=6, d_att=4, d_hidden=8)",
-                            likely="the constructor takes d_embed, d_att and d_hidden")
+                            what="SingleQueryAttention(d_embed=6, d_att=4, d_hidden=8)")
     check.expect(isinstance(model, nn.Module), "the model is an nn.Module", expected="nn.Module",
-                 got=describe(model), likely="subclass nn.Module")
+                 got=describe(model))
     for name in ("embed", "query", "to_key", "to_value", "readout"):
         check.expect(hasattr(model, name), f"member `{name}` exists", expected=f"self.{name}",
-                     got="missing", likely="name the members as the exercise says")
+                     got="missing")
     check.expect(any(p is model.query for p in model.parameters()),
                  "the query is a learnable parameter", expected="an nn.Parameter",
                  got=type(model.query).__name__,
@@ -280,12 +281,14 @@ def grade_single_query_attention(model_class: type[nn.Module]) -> None:
                  expected="Embedding(10, 6), query (1, 4), to_key 6 -> 4, to_value -> 1",
                  got=f"Embedding({sizes[0]}, {sizes[1]}), query {sizes[2]}, to_key "
                      f"{sizes[3]} -> {sizes[4]}, to_value -> {sizes[5]}",
-                 likely="the constructor arguments were ignored (hard-coded sizes)")
+                 diagnoses={"the constructor arguments were ignored (the sizes are the "
+                            "defaults, 16)": sizes[1] == 16 and sizes[2] == (1, 16)})
     readout_modules = list(model.readout.modules()) if isinstance(model.readout, nn.Module) else []
     check.expect(bool(readout_modules) and isinstance(readout_modules[-1], nn.Sigmoid),
                  "the readout ends with a sigmoid", expected="... nn.Sigmoid()",
                  got=describe(model.readout),
-                 likely="forward must return a probability: end the readout with nn.Sigmoid()")
+                 likely="the readout does not end with nn.Sigmoid(), so model(x) is not a "
+                        "probability")
 
     # Every parameter chosen here, the query and keys so that the scores are moderate (a
     # wrong scale shows), the rest so that no mistake hides behind a convenient init.
@@ -299,18 +302,25 @@ def grade_single_query_attention(model_class: type[nn.Module]) -> None:
     x = torch.randint(0, 10, (N, T), generator=generator)
     e = model.embed(x).detach()
     a = check.tensor(call_or_explain(check, model.attention, e, what="model.attention(e)",
-                                     likely="attention takes embeddings (N, T, d_embed)"),
+                                     crashes={"attention embeds its input again: it receives "
+                                              "the embeddings e, not the digits":
+                                              lambda text: "indices" in text}),
                      "attention(e)")
-    check.shape(a, (N, 1, T), "attention(e) for e (5, 7, 6)",
-                likely="one query over T positions: (N, 1, T)")
+    check.expect(tuple(a.shape) == (N, 1, T), f"attention(e) for e (5, 7, 6) has shape {(N, 1, T)}",
+                 expected=f"shape {(N, 1, T)}", got=f"shape {tuple(a.shape)}",
+                 diagnoses={"the weights come out as (N, T, 1): move the positions to the last "
+                            "axis, (N, 1, T)": tuple(a.shape) == (N, T, 1)})
     check.expect(bool((a >= -1e-7).all()) and torch.allclose(
         a.double().sum(-1), torch.ones(N, 1, dtype=torch.float64), atol=1e-5),
         "attention is a distribution over the positions",
         expected="non-negative weights summing to 1 over the T positions",
         got=describe(a.sum(-1)),
-        likely="the attention is not a distribution over positions: take the softmax over the "
-               "T positions (the last axis of (N, 1, T) scores, dim=1 of (N, T, 1) scores); a "
-               "softmax over the size-1 query axis gives all ones")
+        diagnoses={"the softmax ran over the axis of size 1 (the query axis), which makes every "
+                   "weight 1: take it over the T positions":
+                   lambda: bool(torch.allclose(a, torch.ones_like(a))),
+                   "the weights were returned before the softmax (the scores)":
+                   lambda: bool(torch.allclose(a.double(), _reference_weights(model, e, dim=None),
+                                               atol=1e-5))})
     check.close(a, _reference_weights(model, e), "attention = softmax(query·key / sqrt(d_att))",
                 mistakes={
                     "the scores were not divided by sqrt(d_att)": _reference_weights(model, e,
@@ -321,10 +331,13 @@ def grade_single_query_attention(model_class: type[nn.Module]) -> None:
                         _reference_weights(model, e, scale=1.0 / math.sqrt(d_embed)),
                 })
     v = check.tensor(check.call(model.values, e), "values(e)")
-    check.shape(v, (N, T, 1), "values(e) for e (5, 7, 6)", likely="keep the last axis: (N, T, 1)")
+    check.expect(tuple(v.shape) == (N, T, 1), "values(e) for e (5, 7, 6) has shape (5, 7, 1)",
+                 expected=f"shape {(N, T, 1)}", got=f"shape {tuple(v.shape)}",
+                 diagnoses={"the values lost their last axis: keep it, (N, T, 1)":
+                            tuple(v.shape) == (N, T)})
     check.close(v, model.to_value(e), "values(e) = to_value(e)")
     p = check.tensor(check.call(model, x), "model(x)")
-    check.shape(p, (N, 1), "model(x) for x (5, 7)", likely="one probability per row: (N, 1)")
+    check.shape(p, (N, 1), "model(x) for x (5, 7)")
     weights = _reference_weights(model, e)
     values = model.to_value(e).double()
     readout = model.readout.double()
@@ -350,11 +363,13 @@ def grade_single_query_attention(model_class: type[nn.Module]) -> None:
         check.expect(grad is not None and bool(grad.abs().sum() > 0),
                      f"the loss reaches {name}", expected="a non-zero gradient",
                      got="None" if grad is None else "zeros",
-                     likely="a detach() or a NumPy round trip cuts the gradient")
+                     likely="the result is right but the gradient is cut on its way: a "
+                            ".detach(), torch.no_grad() or a NumPy round trip inside the model")
 
     default = check.call(model_class)
     check.expect(tuple(default.query.shape) == (1, 16) and default.embed.embedding_dim == 16,
                  "the defaults are d_embed=16, d_att=16", expected="query (1, 16), Embedding(10, 16)",
                  got=f"query {tuple(default.query.shape)}, Embedding(10, "
-                     f"{default.embed.embedding_dim})", likely="keep the default arguments")
+                     f"{default.embed.embedding_dim})",
+                 likely="the default arguments were changed: d_embed=16, d_att=16")
     check.passed()

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from helpers.checks.sparse_and_inductive_bias import UNBALANCED_HALF, label_mistakes
 from hidden_tests.common import HiddenCheck, fresh_generator, hidden_test
 
 # ---- sparse_and_dataset ---------------------------------------------------------------------
@@ -27,19 +28,17 @@ def _as_tensor_pair(check: HiddenCheck, result, m: int, T: int):
     check.expect(isinstance(result, tuple | list) and len(result) == 2, "returns a pair (X, y)",
                  expected="(X, y)", got=type(result).__name__)
     X, y = (torch.as_tensor(v) for v in result)
-    check.shape(X, (m, T), f"X for m={m}, T={T}",
-                likely="X has one row per sample and one column per position")
+    check.shape(X, (m, T), f"X for m={m}, T={T}")
     check.expect(X.dtype == torch.int64, "X holds int64 bits", expected="dtype torch.int64",
-                 got=f"dtype {X.dtype}", likely="convert the bits with .long()")
+                 got=f"dtype {X.dtype}")
     check.expect(bool(((X == 0) | (X == 1)).all()), "X holds only 0s and 1s", expected="bits",
                  got=f"values {sorted(set(X.unique().tolist()))[:6]}")
-    check.expect(tuple(y.shape) != (m,), "labels have shape (m, 1)", expected=f"({m}, 1)",
-                 got=f"{tuple(y.shape)}",
-                 likely="labels shaped (m,): keep the label column with keepdim=True or "
-                        "reshape to (m, 1)")
-    check.shape(y, (m, 1), "y", likely="labels are one column: shape (m, 1)")
+    check.expect(tuple(y.shape) == (m, 1), f"labels have shape ({m}, 1)", expected=f"({m}, 1)",
+                 got=f"{tuple(y.shape)}", diagnoses={
+                     "the labels have no column axis: keep it (keepdim=True) or reshape to "
+                     "(m, 1)": tuple(y.shape) == (m,)})
     check.expect(y.dtype.is_floating_point, "y is a float tensor", expected="float labels",
-                 got=f"dtype {y.dtype}", likely="convert the labels with .float()")
+                 got=f"dtype {y.dtype}")
     return X, y
 
 
@@ -55,59 +54,38 @@ def grade_sparse_and_dataset(sparse_and_dataset: Callable[..., tuple]) -> None:
         cols = list(idx)
         expected = Xd[:, cols].prod(dim=1, keepdim=True)
         check.close(yd, expected, f"labels are the AND of the bits at idx={list(idx)} (T={T})",
-                    atol=1e-6, mistakes={
-                        "`any` instead of `all`: the label must be 1 only when EVERY bit at idx "
-                        "is 1": Xd[:, cols].amax(dim=1, keepdim=True),
-                        "idx ignored: the first len(idx) bits were used instead of the positions "
-                        "in idx": Xd[:, :s].prod(dim=1, keepdim=True),
-                        "the label uses every position, not only those in idx":
-                            Xd.prod(dim=1, keepdim=True),
-                        "the labels are inverted (1 where some bit at idx is 0)":
-                            1 - expected,
-                        "the label is the sum (count of ones) at idx, not their AND":
-                            Xd[:, cols].sum(dim=1, keepdim=True),
-                        "the label is the mean of the bits at idx, not their AND":
-                            Xd[:, cols].mean(dim=1, keepdim=True),
-                    })
+                    atol=1e-6, mistakes=label_mistakes(X, cols), dims=("sample", "label"))
         frequency = X.double().mean(dim=0)
         balanced = 0.5 ** (1 / s)
-        if abs(frequency.mean().item() - balanced) > 0.02:
-            likely = "with p=None use p = 0.5 ** (1 / len(idx)), so that p ** len(idx) = 0.5"
-            if abs(frequency.mean().item() - 0.5) < 0.02:
-                likely = ("unbalanced default p: p = 0.5 gives only 1/2 ** len(idx) positive "
-                          "labels; use p = 0.5 ** (1 / len(idx))")
-            elif any(abs(frequency.mean().item() - 0.5 ** (1 / k)) < 0.02 for k in range(1, 9)):
-                likely = ("unbalanced default p: the default was tuned for a fixed sparsity; "
-                          "it must use len(idx): p = 0.5 ** (1 / len(idx))")
-            elif abs(frequency.mean().item() - 0.5 ** s) < 0.02:
-                likely = ("unbalanced default p: p = 0.5 ** len(idx) makes bits rare; the root "
-                          "is needed: p = 0.5 ** (1 / len(idx))")
-            check.fail(f"default bit probability for len(idx)={s}", expected=f"{balanced:.3f}",
-                       got=f"{frequency.mean().item():.3f}", likely=likely)
-        check.n_passed += 1
+        rate = frequency.mean().item()
+        check.expect(abs(rate - balanced) <= 0.02, f"default bit probability for len(idx)={s}",
+                     expected=f"{balanced:.3f}", got=f"{rate:.3f}", diagnoses={
+                         UNBALANCED_HALF: abs(rate - 0.5) < 0.02,
+                         "the default p ignores len(idx) (it suits another number of positions): "
+                         "p = 0.5 ** (1 / len(idx))":
+                             any(abs(rate - 0.5 ** (1 / k)) < 0.02 for k in range(2, 9)),
+                         "p = 0.5 ** len(idx) makes the bits rare; the root is needed: "
+                         "p = 0.5 ** (1 / len(idx))": abs(rate - 0.5 ** s) < 0.02})
         spread = (frequency - balanced).abs().max().item()
         check.expect(spread < 0.04, "every position has the same bit probability p",
                      expected=f"each column's mean close to {balanced:.3f}",
-                     got=f"a column differs by {spread:.3f}",
-                     likely="draw every bit independently with probability p; do not force "
-                            "the bits at idx")
+                     got=f"a column differs by {spread:.3f}")
         balance = y.double().mean().item()
         check.expect(abs(balance - 0.5) < 0.04, f"labels are balanced for len(idx)={s}",
-                     expected="about half positive", got=f"{balance:.3f} positive",
-                     likely="unbalanced default p: use p = 0.5 ** (1 / len(idx))")
+                     expected="about half positive", got=f"{balance:.3f} positive")
     for p in (0.3, 0.9):
         X, y = _as_tensor_pair(check, _call_seeded(check, sparse_and_dataset, 300, 5000, 8,
                                                    [1, 6], p=p), 5000, 8)
         freq = X.double().mean().item()
         check.expect(abs(freq - p) < 0.02, f"an explicit p={p} is used",
                      expected=f"bit frequency close to {p}", got=f"{freq:.3f}",
-                     likely="use the given p; only p=None means the balanced default")
+                     likely="an explicit p is ignored: only p=None means the balanced default")
     first = _call_seeded(check, sparse_and_dataset, 400, 200, 10, [3, 4])
     second = check.call(sparse_and_dataset, 200, 10, [3, 4])
     check.expect(not torch.equal(torch.as_tensor(first[0]), torch.as_tensor(second[0])),
                  "two calls in a row give different samples",
                  expected="fresh random bits on every call", got="the same X twice",
-                 likely="do not reseed the generator inside the function (set_seed does that "
+                 likely="the function reseeds the generator: call set_seed outside, once (it "
                         "once, outside)")
     check.passed()
 
@@ -116,8 +94,8 @@ def grade_sparse_and_dataset(sparse_and_dataset: Callable[..., tuple]) -> None:
 
 
 def _reference(model: nn.Module, x: torch.Tensor, *, positions: bool = True,
-               scale: float | None = None, softmax_dim: int = -1, swap_qk: bool = False, readout: str = "last",
-               sigmoid: bool = True):
+               scale: float | None = None, softmax_dim: int = -1, swap_qk: bool = False,
+               readout: str = "last", sigmoid: bool = True):
     """Attention weights (B, T, T) and output (B, 1) from the model's own parameters."""
     with torch.no_grad():
         Wq, Wk, Wv = (getattr(model, n).weight.double() for n in ("query", "key", "value"))
@@ -142,29 +120,24 @@ def _members(check: HiddenCheck, model: nn.Module, T: int, d: int) -> None:
                        ("value", nn.Linear), ("readout", nn.Linear)):
         check.expect(isinstance(getattr(model, name, None), kind), f"member `{name}` exists",
                      expected=f"nn.{kind.__name__} `{name}`",
-                     got=type(getattr(model, name, None)).__name__,
-                     likely="use the member names given in the exercise")
-    check.shape(model.token_embedding.weight, (2, d), "token_embedding.weight",
-                likely="nn.Embedding(2, d): one vector per bit value")
+                     got=type(getattr(model, name, None)).__name__)
+    check.shape(model.token_embedding.weight, (2, d), "token_embedding.weight")
     position = getattr(model, "position_embedding", None)
     check.expect(isinstance(position, nn.Parameter), "`position_embedding` is an nn.Parameter",
                  expected="nn.Parameter of shape (T, d)", got=type(position).__name__,
-                 likely="position embedding not registered as nn.Parameter: it would never be "
-                        "learned")
-    check.shape(position, (T, d), "position_embedding", likely="one d-vector per position: (T, d)")
+                 likely="position_embedding is a plain tensor, so training never changes it: "
+                        "wrap it, nn.Parameter(...)")
+    check.shape(position, (T, d), "position_embedding")
     for name, shape in (("query", (d, d)), ("key", (d, d)), ("value", (d, d)), ("readout", (1, d))):
-        check.shape(getattr(model, name).weight, shape, f"{name}.weight",
-                    likely=f"{name} maps d -> {shape[0]}")
+        check.shape(getattr(model, name).weight, shape, f"{name}.weight")
     check.expect(all(getattr(model, n).bias is None for n in ("query", "key", "value")),
-                 "query, key and value have no bias", expected="bias=False", got="a bias",
-                 likely="nn.Linear(d, d, bias=False)")
+                 "query, key and value have no bias", expected="bias=False", got="a bias")
     check.expect(model.readout.bias is not None, "readout has a bias", expected="a bias",
-                 got="none", likely="nn.Linear(d, 1) keeps its bias: the threshold")
+                 got="none")
     n_parameters = sum(p.numel() for p in model.parameters())
     expected = 2 * d + T * d + 3 * d * d + d + 1
     check.expect(n_parameters == expected, "the parameter count matches the specification",
-                 expected=f"{expected} parameters", got=f"{n_parameters}",
-                 likely="extra or missing learnable members")
+                 expected=f"{expected} parameters", got=f"{n_parameters}")
 
 
 @hidden_test
@@ -184,15 +157,18 @@ def grade_SelfAttentionClassifier(model_class: Callable[..., nn.Module]) -> None
         x[0] = 1  # one row of all ones and one of all zeros: positions must still matter
         x[1] = 0
         weights = torch.as_tensor(check.call(model.attention_weights, x))
-        check.shape(weights, (B, T, T), f"attention_weights for B={B}, T={T}",
-                    likely="one distribution over the T positions per query: (B, T, T)")
+        check.shape(weights, (B, T, T), f"attention_weights for B={B}, T={T}")
         check.expect(bool((weights >= -1e-7).all()) and
                      torch.allclose(weights.double().sum(-1), torch.ones(B, T, dtype=torch.float64),
                                     atol=1e-5),
                      "each row of attention weights is a distribution over positions",
                      expected="non-negative rows summing to 1",
                      got=f"row sums {weights.double().sum(-1).flatten()[:4].tolist()}",
-                     likely=_distribution_mistake(model, x, weights))
+                     diagnoses={"softmax over the query axis (dim=-2): the weights are not a "
+                                "distribution over positions; use the last dimension":
+                                weights.shape == (B, T, T) and bool(torch.allclose(
+                                    weights.double(), _reference(model, x, softmax_dim=-2)[0],
+                                    atol=1e-5))})
         reference, _ = _reference(model, x)
         check.close(weights, reference, f"attention weights for T={T}, d={d}", atol=1e-5,
                     mistakes={
@@ -205,7 +181,7 @@ def grade_SelfAttentionClassifier(model_class: Callable[..., nn.Module]) -> None
                             _reference(model, x, swap_qk=True)[0],
                     })
         output = torch.as_tensor(check.call(model, x))
-        check.shape(output, (B, 1), f"model(x) for B={B}", likely="one probability per sample: shape (B, 1), keep the last dimension")
+        check.shape(output, (B, 1), f"model(x) for B={B}")
         _, expected = _reference(model, x)
         check.close(output, expected, f"output probabilities for T={T}, d={d}", atol=1e-5,
                     mistakes={
@@ -230,14 +206,6 @@ def grade_SelfAttentionClassifier(model_class: Callable[..., nn.Module]) -> None
         check.expect(grad is not None and grad.abs().sum().item() > 0,
                      "the output depends on the learned positions",
                      expected="a gradient on position_embedding", got=str(grad),
-                     likely="position information never used in forward")
+                     likely="the positions are used but get no gradient: position_embedding "
+                            "is detached (or copied into a constant) in forward")
     check.passed()
-
-
-def _distribution_mistake(model: nn.Module, x: torch.Tensor, weights: torch.Tensor) -> str:
-    ref_rows, _ = _reference(model, x, softmax_dim=-2)
-    if weights.shape == ref_rows.shape and torch.allclose(weights.double(), ref_rows, atol=1e-5):
-        return ("softmax over the query axis (dim=-2): the weights are not a distribution over "
-                "positions; use the last dimension")
-    return ("the weights are not a distribution over positions: apply softmax over the last "
-            "dimension (the keys)")

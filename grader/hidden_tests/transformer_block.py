@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from helpers.checks.transformer_block import pytorch_twin
+from helpers.checks.transformer_block import BATCH_AXIS, RETURNS_PAIR, pytorch_twin
 from hidden_tests.common import HiddenCheck, fresh_generator, hidden_test
 
 # ---- sinusoidal_positional_encoding --------------------------------------------------------
@@ -70,19 +70,16 @@ def grade_sinusoidal_positional_encoding(encoding: Callable[[int, int], torch.Te
     for T, d in ((12, 8), (7, 16), (50, 4), (1, 6), (30, 64)):
         what = f"sinusoidal_positional_encoding({T}, {d})"
         pe = check.tensor(check.call(encoding, T, d), what)
-        if pe.dim() == 3 and 1 in tuple(pe.shape)[:2]:
-            check.fail(f"{what} has shape ({T}, {d})", expected=f"shape ({T}, {d})",
-                       got=f"shape {tuple(pe.shape)}",
-                       likely="position index taken from the batch axis: a (T, 1, d) table added "
-                              "to a (B, T, d) batch gives one vector per sentence; return one "
-                              "row per position, shape (T, d_model)")
-        if tuple(pe.shape) == (d, T) and T != d:
-            check.fail(f"{what} has shape ({T}, {d})", expected=f"shape ({T}, {d})",
-                       got=f"shape {tuple(pe.shape)}",
-                       likely="the table is transposed: rows are positions, columns features")
-        check.shape(pe, (T, d), what, likely="one row per position, one column per feature")
+        shape = tuple(pe.shape)
+        check.expect(shape == (T, d), f"{what} has shape ({T}, {d})", expected=f"shape ({T}, {d})",
+                     got=f"shape {shape}", diagnoses={
+                         BATCH_AXIS: shape == (T, 1, d),
+                         "the table is transposed: rows are positions, columns features":
+                             shape == (d, T) and T != d})
         check.expect(pe.is_floating_point(), f"{what} is a float tensor", expected="float dtype",
-                     got=str(pe.dtype), likely="integer positions must become floats first")
+                     got=str(pe.dtype),
+                     likely="the table holds integers: make the positions floats before "
+                            "multiplying them by the frequencies")
         check.finite(pe, what)
         check.close(pe, _reference_encoding(T, d), f"values of {what}",
                     mistakes=_encoding_mistakes(T, d), atol=1e-4, rtol=1e-3)
@@ -97,15 +94,15 @@ def _check_members(check: HiddenCheck, block: nn.Module, d_model: int, n_heads: 
     attention = getattr(block, "attention", None)
     check.expect(isinstance(attention, nn.MultiheadAttention),
                  "member `attention` is an nn.MultiheadAttention",
-                 expected="nn.MultiheadAttention", got=type(attention).__name__,
-                 likely="use PyTorch's nn.MultiheadAttention under the name `attention`")
+                 expected="nn.MultiheadAttention", got=type(attention).__name__)
     check.expect((attention.embed_dim, attention.num_heads) == (d_model, n_heads),
                  "attention has the right size and number of heads",
                  expected=f"embed_dim={d_model}, num_heads={n_heads}",
                  got=f"embed_dim={attention.embed_dim}, num_heads={attention.num_heads}")
     check.expect(bool(attention.batch_first), "attention uses batch_first=True",
                  expected="batch_first=True", got="batch_first=False",
-                 likely="batch_first is missing: the attention mixes sentences of the batch")
+                 likely="without batch_first=True, PyTorch reads our (B, T, d) tensors as "
+                        "(T, B, d) and attends across the sentences of the batch")
     for name in ("norm_1", "norm_2"):
         norm = getattr(block, name, None)
         check.expect(isinstance(norm, nn.LayerNorm) and tuple(norm.normalized_shape) == (d_model,)
@@ -192,13 +189,13 @@ def grade_transformer_block(block_class: type[nn.Module]) -> None:
         real = ~padding_mask
         with torch.no_grad():
             out = check.call(block, x.clone())
-            check.expect(not isinstance(out, tuple | list), "block(x) returns one tensor",
+            pair = isinstance(out, tuple | list)
+            check.expect(not pair, "block(x) returns one tensor",
                          expected="a (B, T, d_model) tensor", got=type(out).__name__,
-                         likely="nn.MultiheadAttention returns a pair (output, weights): unpack "
-                                "it and keep the output")
+                         diagnoses={RETURNS_PAIR: pair and len(out) == 2
+                                    and tuple(torch.as_tensor(out[0]).shape) == (B, T, d_model)})
             out = check.tensor(out, "block(x)")
-            check.shape(out, (B, T, d_model), "block(x)",
-                        likely="nn.MultiheadAttention returns (output, weights): use the output")
+            check.shape(out, (B, T, d_model), "block(x)")
             correct, mistakes = _block_variants(block, x, None)
             check.close(out, correct, f"block(x) for d_model={d_model}, n_heads={n_heads}",
                         mistakes=mistakes, atol=1e-4)
@@ -224,7 +221,6 @@ def grade_transformer_block(block_class: type[nn.Module]) -> None:
     with torch.no_grad():
         check.close(check.call(block, x), _block_variants(block, x, None)[0],
                     "with dropout=0.5, the block in eval mode computes the same post-norm output",
-                    likely="apply dropout with nn.Dropout modules (they switch off in eval mode)",
                     atol=1e-4)
     check.passed()
 
@@ -242,8 +238,12 @@ def grade_mean_pool(mean_pool: Callable[..., torch.Tensor]) -> None:
     generator = fresh_generator(405)
     h = torch.randn(4, 6, 5, generator=generator) + 0.5  # nonzero mean: sums differ from means
     out = check.tensor(check.call(mean_pool, h.clone()), "mean_pool(h)")
-    check.shape(out, (4, 5), "mean_pool(h)",
-                likely="pooled over the wrong axis: average over time (dim=1), giving (B, d)")
+    check.expect(tuple(out.shape) == (4, 5), "mean_pool(h) for h (4, 6, 5) has shape (4, 5)",
+                 expected="shape (4, 5)", got=f"shape {tuple(out.shape)}", diagnoses={
+                     "averaged over the features (the last axis) instead of time (dim=1)":
+                         tuple(out.shape) == (4, 6),
+                     "averaged over the batch (dim=0) instead of time (dim=1)":
+                         tuple(out.shape) == (6, 5)})
     check.close(out, h.double().mean(dim=1), "mean_pool(h) without a mask", mistakes={
         "summed over time instead of averaging": h.sum(dim=1),
     })
@@ -259,9 +259,8 @@ def grade_mean_pool(mean_pool: Callable[..., torch.Tensor]) -> None:
         original = h.clone()
         out = check.tensor(check.call(mean_pool, h, padding_mask), f"mean_pool(h, mask) ({name})")
         check.close(h, original, f"mean_pool leaves h unchanged ({name})",
-                    likely="h was modified in place (e.g. masked_fill_); work on a copy")
-        check.shape(out, (4, 5), f"mean_pool(h, mask) ({name})",
-                    likely="pooled over the wrong axis: average over time (dim=1), giving (B, d)")
+                    likely="h was changed in place (e.g. masked_fill_): work on a new tensor")
+        check.shape(out, (4, 5), f"mean_pool(h, mask) ({name})")
         lengths = (~padding_mask).sum(dim=1, keepdim=True).double()
         n_pad = padding_mask.sum(dim=1, keepdim=True).double()
         mistakes = {

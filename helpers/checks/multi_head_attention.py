@@ -14,6 +14,17 @@ import torch
 from torch import nn
 
 from helpers.checks.framework import SelfCheck, describe
+from helpers.checks.qkv_attention import FULLY_MASKED_NAN, FULLY_MASKED_UNIFORM, _zero_filled
+
+NO_TRANSPOSE_SPLIT = ("reshaped straight to (B, H, T, d_head) without a transpose, so a 'head' "
+                      "holds numbers from several positions: view as (B, T, H, d_head) first, "
+                      "then swap the time and head axes")
+ROUND_ROBIN_SPLIT = ("the channels were dealt to the heads round-robin (viewed as (d_head, H) "
+                     "instead of (H, d_head)): each head takes a block of consecutive channels")
+NO_TRANSPOSE_MERGE = ("reshaped straight to (B, T, H * d_head) without moving the time axis back "
+                      "first, which mixes positions")
+INTERLEAVED_MERGE = ("the heads were interleaved channel by channel: each head's d_head numbers "
+                     "must stay together, head 0 first")
 
 
 def _coded(batch: int, T: int, d_model: int) -> torch.Tensor:
@@ -36,42 +47,38 @@ def check_split_heads(split_heads: Callable[..., torch.Tensor]) -> None:
     x = _coded(B, T, H * dh)
     original = x.clone()
     out = check.tensor(check.call(split_heads, x, H), "split_heads(x, 3)")
-    check.shape(out, (B, H, T, dh), f"split_heads of a (B={B}, T={T}, {H * dh}) tensor, 3 heads",
-                likely="the result is (B, n_heads, T, d_head): view the channels as "
-                       "(n_heads, d_head), then swap the T and head axes")
     check.close(x, original, "x itself is left unchanged",
-                likely="x was modified in place; return a new view instead")
+                likely="x was changed in place; return a new tensor (or a view) instead")
+    check.expect(tuple(out.shape) == (B, H, T, dh), f"split_heads of a (B={B}, T={T}, "
+                 f"{H * dh}) tensor, 3 heads, has shape {(B, H, T, dh)}",
+                 expected=f"shape {(B, H, T, dh)}", got=f"shape {tuple(out.shape)}",
+                 diagnoses={"the channels were split into (n_heads, d_head) but the time and "
+                            "head axes were not swapped": tuple(out.shape) == (B, T, H, dh)})
     positions = (out // 100 % 100).round()
     wanted_positions = torch.arange(T).view(1, 1, T, 1).expand_as(out).float()
-    if not torch.allclose(positions, wanted_positions):
-        trap = x.reshape(B, H, T, dh)
-        likely = ("you reshaped straight to (B, H, T, d_head) without transposing, so a 'head' "
-                  "holds numbers from several positions; view as (B, T, H, d_head) first, "
-                  "then transpose(1, 2)") if torch.equal(out, trap) else \
-            "row t of every head must come from position t: swap the T and head axes"
-        bad = (positions != wanted_positions).nonzero()[0].tolist()
-        check.fail("every row of a head comes from a single position (the same t)",
-                   expected=f"out[{bad[0]}, {bad[1]}, {bad[2]}] taken from position {bad[2]}",
-                   got=f"out[{bad[0]}, {bad[1]}, {bad[2]}, {bad[3]}] = {_where(out[tuple(bad)])}",
-                   likely=likely)
-    check.n_passed += 1
+    bad = (positions != wanted_positions).nonzero()
+    bad = bad[0].tolist() if len(bad) else [0, 0, 0, 0]
+    check.expect(bool(torch.allclose(positions, wanted_positions)),
+                 "every row of a head comes from a single position (the same t)",
+                 expected=f"out[{bad[0]}, {bad[1]}, {bad[2]}] taken from position {bad[2]}",
+                 got=f"out[{bad[0]}, {bad[1]}, {bad[2]}, {bad[3]}] = {_where(out[tuple(bad)])}",
+                 diagnoses={NO_TRANSPOSE_SPLIT: lambda: torch.equal(out, x.reshape(B, H, T, dh))})
     channels = (out % 100).round()
     wanted_channels = (torch.arange(H).view(1, H, 1, 1) * dh
                        + torch.arange(dh).view(1, 1, 1, dh)).expand_as(out).float()
-    if not torch.allclose(channels, wanted_channels):
-        bad = (channels != wanted_channels).nonzero()[0].tolist()
-        check.fail("head h holds the h-th block of d_head consecutive channels",
-                   expected=f"out[{bad[0]}, {bad[1]}, {bad[2]}, {bad[3]}] = channel "
-                            f"{bad[1] * dh + bad[3]}",
-                   got=f"channel {int(channels[tuple(bad)])}",
-                   likely="heads take consecutive blocks of channels (head 0: 0..d_head-1); "
-                          "view the last axis as (n_heads, d_head), not (d_head, n_heads)")
-    check.n_passed += 1
+    bad = (channels != wanted_channels).nonzero()
+    bad = bad[0].tolist() if len(bad) else [0, 0, 0, 0]
+    check.expect(bool(torch.allclose(channels, wanted_channels)),
+                 "head h holds the h-th block of d_head consecutive channels",
+                 expected=f"out[{bad[0]}, {bad[1]}, {bad[2]}, {bad[3]}] = channel "
+                          f"{bad[1] * dh + bad[3]}",
+                 got=f"channel {int(channels[tuple(bad)])}",
+                 diagnoses={ROUND_ROBIN_SPLIT: lambda: torch.equal(
+                     out, x.reshape(B, T, dh, H).permute(0, 3, 1, 2))})
     check.close(out // 10000, torch.arange(B).view(B, 1, 1, 1).expand_as(out).float(),
-                "the batch axis is left alone", likely="do not move or mix the batch axis")
+                "the batch axis is left alone")
     single = check.call(split_heads, x, 1)
-    check.shape(single, (B, 1, T, H * dh), "split_heads(x, 1)",
-                likely="with one head the result is x with a head axis of size 1")
+    check.shape(single, (B, 1, T, H * dh), "split_heads(x, 1)")
     check.passed()
 
 
@@ -85,26 +92,21 @@ def check_merge_heads(merge_heads: Callable[..., torch.Tensor]) -> None:
                    + dh * torch.arange(H).view(1, H, 1, 1) + torch.arange(dh).view(1, 1, 1, dh))
     heads = destination.float()
     out = check.tensor(check.call(merge_heads, heads.clone()), "merge_heads(x)")
-    check.shape(out, (B, T, H * dh), f"merge_heads of a (B={B}, H={H}, T={T}, d_head={dh}) tensor",
-                likely="the result is (B, T, n_heads * d_head): transpose back to "
-                       "(B, T, H, d_head), then join the last two axes")
+    check.expect(tuple(out.shape) == (B, T, H * dh), f"merge_heads of a (B={B}, H={H}, T={T}, "
+                 f"d_head={dh}) tensor has shape {(B, T, H * dh)}",
+                 expected=f"shape {(B, T, H * dh)}", got=f"shape {tuple(out.shape)}",
+                 diagnoses={"the time axis was moved back but the last two axes were not joined "
+                            "into one": tuple(out.shape) == (B, T, H, dh)})
     wanted = _coded(B, T, H * dh)
-    if not torch.allclose(out, wanted):
-        trap = heads.reshape(B, T, H * dh)
-        interleaved = heads.permute(0, 2, 3, 1).reshape(B, T, H * dh)
-        if torch.equal(out, trap):
-            likely = ("you reshaped straight to (B, T, H * d_head) without transposing back, "
-                      "which mixes positions; transpose(1, 2) first, then reshape")
-        elif torch.equal(out, interleaved):
-            likely = ("the heads were interleaved channel by channel; each head's d_head "
-                      "numbers must stay together, head 0 first")
-        else:
-            likely = "position t must get head 0's numbers for t, then head 1's, and so on"
-        bad = (out != wanted).nonzero()[0].tolist()
-        check.fail("every head's numbers land at their own position, heads in order",
-                   expected=f"out[{bad[0]}, {bad[1]}, {bad[2]}] = {_where(wanted[tuple(bad)])}",
-                   got=f"a number meant for {_where(out[tuple(bad)])}", likely=likely)
-    check.n_passed += 1
+    bad = (out != wanted).nonzero()
+    bad = bad[0].tolist() if len(bad) else [0, 0, 0]
+    check.expect(bool(torch.allclose(out, wanted)),
+                 "every head's numbers land at their own position, heads in order",
+                 expected=f"out[{bad[0]}, {bad[1]}, {bad[2]}] = {_where(wanted[tuple(bad)])}",
+                 got=f"a number meant for {_where(out[tuple(bad)])}", diagnoses={
+                     NO_TRANSPOSE_MERGE: lambda: torch.equal(out, heads.reshape(B, T, H * dh)),
+                     INTERLEAVED_MERGE: lambda: torch.equal(
+                         out, heads.permute(0, 2, 3, 1).reshape(B, T, H * dh))})
     single = check.call(merge_heads, heads[:, :1].clone())
     check.shape(single, (B, T, dh), "merge_heads of a tensor with one head")
     check.passed()
@@ -112,23 +114,24 @@ def check_merge_heads(merge_heads: Callable[..., torch.Tensor]) -> None:
 
 # ---- MultiHeadSelfAttention --------------------------------------------------------------
 
-def _linear(check: SelfCheck, module: nn.Module, name: str, d_model: int, bias: bool
-            ) -> nn.Linear:
+WIDE_HEADS = ("every head got the full width d_model ('wide heads'): here the heads share "
+              "d_model, d_head = d_model // n_heads, so each map is nn.Linear(d_model, d_model)")
+
+
+def _linear(check: SelfCheck, module: nn.Module, name: str, d_model: int, n_heads: int,
+            bias: bool) -> nn.Linear:
     layer = getattr(module, name, None)
     check.expect(isinstance(layer, nn.Linear), f"the layer has a member `{name}` (nn.Linear)",
-                 expected=f"self.{name} = nn.Linear(...)", got=describe(layer),
-                 likely=f"create self.{name} in __init__ with exactly this name")
-    check.expect(tuple(layer.weight.shape) == (d_model, d_model),
-                 f"`{name}` maps d_model -> d_model",
-                 expected=f"weight of shape ({d_model}, {d_model})",
-                 got=f"weight of shape {tuple(layer.weight.shape)}",
-                 likely="all heads together have width d_model (d_head = d_model // n_heads): "
-                        "nn.Linear(d_model, d_model), not d_model * n_heads")
+                 expected=f"self.{name} = nn.Linear(...)", got=describe(layer))
+    shape = tuple(layer.weight.shape)
+    check.expect(shape == (d_model, d_model), f"`{name}` maps d_model -> d_model",
+                 expected=f"weight of shape ({d_model}, {d_model})", got=f"weight of shape {shape}",
+                 diagnoses={WIDE_HEADS: shape in ((d_model * n_heads, d_model),
+                                                  (d_model, d_model * n_heads))})
     has_bias = layer.bias is not None
     check.expect(has_bias == bias, f"`{name}` {'has' if bias else 'has no'} bias",
                  expected="a bias" if bias else "bias=False",
-                 got="a bias" if has_bias else "no bias",
-                 likely=f"nn.Linear(d_model, d_model{'' if bias else ', bias=False'})")
+                 got="a bias" if has_bias else "no bias")
     return layer
 
 
@@ -150,7 +153,10 @@ def builtin_twin(layer: nn.Module, d_model: int, n_heads: int) -> nn.MultiheadAt
 
 def _run_builtin(twin: nn.MultiheadAttention, x: torch.Tensor,
                  mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-head output and weights of the built-in; ``mask`` uses OUR convention."""
+    """Per-head output and weights of the built-in; ``mask`` uses OUR convention.
+
+    A query with nothing to attend to gets zero weights and, from the heads, zeros: its
+    output is the output map's bias (the built-in returns nan there)."""
     B, T, _ = x.shape
     kwargs = {}
     if mask is not None:
@@ -160,7 +166,9 @@ def _run_builtin(twin: nn.MultiheadAttention, x: torch.Tensor,
         kwargs["attn_mask"] = not_allowed.reshape(B * twin.num_heads, T, T)
     with torch.no_grad():
         out, weights = twin(x, x, x, need_weights=True, average_attn_weights=False, **kwargs)
-    return out, weights
+    empty = ~torch.isfinite(out).all(-1)  # (B, T): queries with nothing allowed in some head
+    out = torch.where(empty[..., None], twin.out_proj(torch.zeros_like(x)), out)
+    return out, weights.nan_to_num(0.0)
 
 
 def _forward(check: SelfCheck, layer: nn.Module, x: torch.Tensor, mask: torch.Tensor | None,
@@ -169,11 +177,33 @@ def _forward(check: SelfCheck, layer: nn.Module, x: torch.Tensor, mask: torch.Te
         result = check.call(layer, x) if mask is None else check.call(layer, x, mask=mask)
     check.expect(isinstance(result, tuple | list) and len(result) == 2,
                  f"forward({what}) returns a pair (out, weights)", expected="(out, weights)",
-                 got=describe(result), likely="return out, weights")
+                 got=describe(result))
     out, weights = result
     check.tensor(out, "out")
     check.tensor(weights, "weights")
     return out, weights
+
+
+HEAD_DIMS = ("batch", "head", "query", "key")
+
+
+def _mask_mistakes(twin: nn.MultiheadAttention, x: torch.Tensor, mask: torch.Tensor,
+                   weights: torch.Tensor, expected: torch.Tensor) -> tuple[dict, dict]:
+    """(mistakes, diagnoses) for the weights of a masked forward."""
+    unmasked = _run_builtin(twin, x, None)[1]
+    allowed = mask.expand_as(unmasked)
+    mistakes = {
+        "the mask was ignored: positions where it is False still get weight": unmasked,
+        "the weights were zeroed after the softmax, so the rows no longer sum to 1 (mask the "
+        "scores with -inf before the softmax)": unmasked * allowed,
+    }
+    diagnoses = {
+        "the mask is inverted: True means 'may attend', so fill where the mask is False":
+            lambda: bool((weights.nan_to_num(0.0).masked_select(allowed).abs() < 1e-6).all()),
+        "forbidden scores were set to 0 instead of -inf: e^0 = 1 still gives them weight":
+            lambda: _zero_filled(weights, expected, mask.expand_as(weights)),
+    }
+    return mistakes, diagnoses
 
 
 def check_multi_head_self_attention(attention_cls: type[nn.Module]) -> None:
@@ -184,11 +214,10 @@ def check_multi_head_self_attention(attention_cls: type[nn.Module]) -> None:
     with torch.random.fork_rng(devices=[]):  # building layers must not move the notebook's RNG
         layer = check.call(attention_cls, d_model, H)
     check.expect(isinstance(layer, nn.Module), "the class builds an nn.Module",
-                 expected="an nn.Module", got=describe(layer),
-                 likely="subclass nn.Module and call super().__init__() first")
+                 expected="an nn.Module", got=describe(layer))
     for name in ("to_queries", "to_keys", "to_values"):
-        _linear(check, layer, name, d_model, bias=False)
-    _linear(check, layer, "unify_heads", d_model, bias=True)
+        _linear(check, layer, name, d_model, H, bias=False)
+    _linear(check, layer, "unify_heads", d_model, H, bias=True)
     generator = torch.Generator().manual_seed(3)
     with torch.no_grad():  # larger weights than the default: softmax far from uniform
         for name in ("to_queries", "to_keys", "to_values", "unify_heads"):
@@ -198,58 +227,55 @@ def check_multi_head_self_attention(attention_cls: type[nn.Module]) -> None:
     x = torch.randn(B, T, d_model, generator=generator)
 
     out, weights = _forward(check, layer, x, None, "x")
-    check.shape(out, (B, T, d_model), "out", likely="merge the heads and apply unify_heads")
-    check.shape(weights, (B, H, T, T), "weights",
-                likely="return the weights of every head, (B, n_heads, T, T), "
-                       "not their average or one head")
-    check.expect(bool((weights >= 0).all()), "weights are non-negative",
-                 expected="weights >= 0", got=describe(weights),
-                 likely="return the weights after the softmax, not the scores")
-    check.close(weights.sum(-1), torch.ones(B, H, T), "each query's weights sum to 1 over keys",
-                likely="apply the softmax over the last axis (keys), dim=-1")
+    check.shape(out, (B, T, d_model), "out")
+    check.expect(tuple(weights.shape) == (B, H, T, T), f"weights have shape {(B, H, T, T)}",
+                 expected=f"shape {(B, H, T, T)}", got=f"shape {tuple(weights.shape)}",
+                 diagnoses={"the weights were averaged over the heads (or only one head was "
+                            "returned): return every head's weights, (B, H, T, T)":
+                            tuple(weights.shape) == (B, T, T)})
 
     twin = builtin_twin(layer, d_model, H)
     ref_out, ref_weights = _run_builtin(twin, x, None)
-    diagnosis = None
-    if not torch.allclose(weights, ref_weights, atol=1e-5, rtol=1e-4):
-        for factor, words in ((math.sqrt(dh / d_model), "scores were divided by sqrt(d_model); "
-                               "each head's dot products have length d_head: sqrt(d_head)"),
-                              (math.sqrt(dh), "the scores were not scaled: divide by "
-                               "sqrt(d_head)")):
-            scaled = builtin_twin(layer, d_model, H)
-            with torch.no_grad():
-                scaled.in_proj_weight[:d_model] *= factor
-            if torch.allclose(weights, _run_builtin(scaled, x, None)[1], atol=1e-5, rtol=1e-4):
-                diagnosis = words
-        if diagnosis is None and torch.allclose(weights.mean(1), ref_weights.mean(1),
-                                                atol=1e-5, rtol=1e-4):
-            diagnosis = "the heads come out in a different order than their channel blocks"
-    check.close(weights.mean(1), ref_weights.mean(1),
-                "head-averaged weights match nn.MultiheadAttention's (its default output)",
-                likely=diagnosis or "check split_heads (view, then transpose), the scale "
-                "sqrt(d_head) and the softmax over keys (dim=-1)")
+    scale_mistakes = {}
+    for factor, words in ((math.sqrt(dh / d_model), "the scores were divided by sqrt(d_model); "
+                           "each head's dot products have length d_head: divide by "
+                           "sqrt(d_head)"),
+                          (math.sqrt(dh), "the scores were not scaled: divide by sqrt(d_head)")):
+        scaled = builtin_twin(layer, d_model, H)
+        with torch.no_grad():
+            scaled.in_proj_weight[:d_model] *= factor
+        scale_mistakes[words] = _run_builtin(scaled, x, None)[1]
     check.close(weights, ref_weights, "each head's weights match nn.MultiheadAttention's",
-                likely=diagnosis or "head h must use channels h*d_head..(h+1)*d_head-1 of "
-                "the queries and keys")
-    check.close(out, ref_out, "out matches nn.MultiheadAttention's output",
-                likely="weights agree, so look after the softmax: weights @ v, then "
-                       "merge_heads, then unify_heads")
+                mistakes=scale_mistakes, dims=HEAD_DIMS, diagnoses={
+                    "the heads come out in a different order than their channel blocks":
+                        lambda: bool(torch.allclose(weights.mean(1), ref_weights.mean(1),
+                                                    atol=1e-5, rtol=1e-4)),
+                    "the softmax runs over the queries (dim=-2), not over the keys (dim=-1)":
+                        lambda: bool(torch.allclose(weights.sum(-2), torch.ones(B, H, T),
+                                                    atol=1e-5)),
+                    "the weights were returned before the softmax (the scores)":
+                        lambda: bool(torch.allclose(torch.softmax(weights, -1), ref_weights,
+                                                    atol=1e-5)),
+                })
+    check.close(weights.mean(1), ref_weights.mean(1),
+                "head-averaged weights match nn.MultiheadAttention's (its default output)")
+    skipped = builtin_twin(layer, d_model, H)
+    with torch.no_grad():
+        skipped.out_proj.weight.copy_(torch.eye(d_model))
+        skipped.out_proj.bias.zero_()
+    check.close(out, ref_out, "out matches nn.MultiheadAttention's output (the weights already "
+                "agree)", dims=("batch", "position", "channel"), mistakes={
+                    "unify_heads was skipped: the merged heads must go through the output map":
+                        _run_builtin(skipped, x, None)[0]})
 
     causal = torch.tril(torch.ones(T, T, dtype=torch.bool))
     out_c, weights_c = _forward(check, layer, x, causal, "x, mask=causal (T, T)")
-    check.shape(weights_c, (B, H, T, T), "weights with a (T, T) mask",
-                likely="the mask broadcasts against the (B, H, T, T) scores")
-    leaked = weights_c.masked_select(~causal.expand_as(weights_c)).abs().max().item()
-    check.expect(leaked < 1e-6, "masked positions (mask False) get zero weight",
-                 expected="weight 0 wherever the mask is False",
-                 got=f"weights up to {leaked:.3g} on masked positions",
-                 likely="set masked scores to -inf before the softmax "
-                        "(True = may attend: fill where the mask is False)"
-                 if weights_c.masked_select(causal.expand_as(weights_c)).min() > 0 else
-                 "the mask looks inverted: True means 'may attend', fill where it is False")
+    check.shape(weights_c, (B, H, T, T), "weights with a (T, T) mask")
     ref_out_c, ref_weights_c = _run_builtin(twin, x, causal)
+    mistakes, diagnoses = _mask_mistakes(twin, x, causal, weights_c, ref_weights_c)
     check.close(weights_c, ref_weights_c, "masked weights match nn.MultiheadAttention's "
-                "(given ~mask, its True = NOT allowed)")
+                "(given ~mask, its True = NOT allowed)", mistakes=mistakes, diagnoses=diagnoses,
+                dims=HEAD_DIMS)
     check.close(out_c, ref_out_c, "masked output matches nn.MultiheadAttention's")
 
     keep = torch.ones(B, T, dtype=torch.bool)
@@ -257,8 +283,23 @@ def check_multi_head_self_attention(attention_cls: type[nn.Module]) -> None:
     padding = keep.view(B, 1, 1, T)
     out_p, weights_p = _forward(check, layer, x, padding, "x, mask of shape (B, 1, 1, T)")
     ref_out_p, ref_weights_p = _run_builtin(twin, x, padding)
+    mistakes, diagnoses = _mask_mistakes(twin, x, padding, weights_p, ref_weights_p)
     check.close(weights_p, ref_weights_p, "a (B, 1, 1, T) padding mask hides those keys",
-                likely="the mask must broadcast against (B, H, T, T) scores; "
-                       "use masked_fill(~mask, -inf) or torch.where(mask, scores, -inf)")
+                mistakes=mistakes, diagnoses=diagnoses, dims=HEAD_DIMS)
     check.close(out_p, ref_out_p, "output with a padding mask matches nn.MultiheadAttention's")
+
+    # A query that may attend to nothing: zero weights, zeros from the heads (tutorial 2's
+    # convention), so its output is unify_heads' bias.
+    nothing = causal.clone().expand(B, 1, T, T).clone()
+    nothing[0, 0, 2] = False
+    out_n, weights_n = _forward(check, layer, x, nothing, "x, a mask whose row 2 is all False")
+    ref_out_n, ref_weights_n = _run_builtin(twin, x, nothing)
+    nan_row, uniform_row = ref_weights_n.clone(), ref_weights_n.clone()
+    nan_row[0, :, 2] = float("nan")
+    uniform_row[0, :, 2] = 1.0 / T
+    check.close(weights_n, ref_weights_n, "a query that may attend to nothing gets all-zero "
+                "weights", mistakes={FULLY_MASKED_NAN: nan_row, FULLY_MASKED_UNIFORM: uniform_row},
+                dims=HEAD_DIMS)
+    check.close(out_n, ref_out_n, "its output is the bias of unify_heads (the heads pass on "
+                "zeros), the other outputs are unaffected", dims=("batch", "position", "channel"))
     check.passed()

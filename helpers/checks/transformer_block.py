@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -9,49 +10,71 @@ from torch import nn
 
 from helpers.checks.framework import SelfCheck, describe
 
-_BATCH_AXIS = ("one row per position: return shape (T, d_model). A table of shape (T, 1, d_model) "
-               "added to a (B, T, d_model) batch gives each *sentence* its own vector instead of "
-               "each position (the position index ends up on the batch axis)")
+BATCH_AXIS = ("the table has shape (T, 1, d_model): added to a (B, T, d_model) batch it gives "
+              "each *sentence* its own vector instead of each position; return one row per "
+              "position, (T, d_model)")
+FREQUENCY_MISTAKES = {
+    "the frequency exponent is twice too large: the column index was used where the pair "
+    "index i belongs (ω_i = 10000^(-2i/d) with i = column // 2)": lambda i, d: 4 * i / d,
+    "the frequency exponent lacks the factor 2: ω_i = 10000^(-2i/d)": lambda i, d: i / d,
+    "the frequency exponent has the wrong sign: ω_i = 1 / 10000^(2i/d) gets slower, not "
+    "faster": lambda i, d: -2 * i / d,
+}
+
+
+def _pairs_at_zero(d: int, first: float, second: float) -> torch.Tensor:
+    return torch.tensor([first, second] * (d // 2), dtype=torch.float64)
 
 
 def check_sinusoidal_positional_encoding(encoding: Callable[[int, int], torch.Tensor]) -> None:
-    """Shape, broadcasting over a batch, sin/cos layout and the frequencies, by properties."""
+    """Shape, sin/cos layout and the frequencies, by properties."""
     check = SelfCheck("sinusoidal_positional_encoding")
     T, d = 10, 8
     pe = check.tensor(check.call(encoding, T, d), f"sinusoidal_positional_encoding({T}, {d})")
-    check.shape(pe, (T, d), f"sinusoidal_positional_encoding({T}, {d})", likely=_BATCH_AXIS)
+    check.shape(pe, (T, d), f"sinusoidal_positional_encoding({T}, {d})",
+                likely=BATCH_AXIS if tuple(pe.shape) == (T, 1, d) else None)
     check.expect(pe.is_floating_point(), "the encoding is a float tensor",
                  expected="a float dtype", got=str(pe.dtype),
-                 likely="build the table from float tensors (torch.arange(T, dtype=torch.float32))")
+                 likely="the table holds integers: make the positions floats before "
+                        "multiplying them by the frequencies")
     pe = pe.detach().cpu().double()
-    batch = torch.zeros(3, T, d, dtype=torch.float64) + pe
-    check.close(batch[1] - batch[0], torch.zeros(T, d),
-                "added to a (B, T, d) batch, every sentence gets the same encoding",
-                likely=_BATCH_AXIS)
-    first = torch.tensor([0.0, 1.0] * (d // 2), dtype=torch.float64)
-    check.close(pe[0], first, "position 0 is [0, 1, 0, 1, ...] (sin 0 = 0 on even, cos 0 = 1 on odd)",
-                likely="sine belongs in the even columns (0, 2, ...) and cosine in the odd ones; "
-                       "positions start at t = 0")
+    half = torch.cat([torch.zeros(d // 2), torch.ones(d // 2)]).double()
+    check.close(pe[0], _pairs_at_zero(d, 0.0, 1.0),
+                "row 0 (position t = 0) is [0, 1, 0, 1, ...]: sin 0 = 0 on even columns, "
+                "cos 0 = 1 on odd ones", mistakes={
+                    "sine and cosine are swapped: sine goes in the even columns, cosine in the "
+                    "odd ones": _pairs_at_zero(d, 1.0, 0.0),
+                    "sines fill the first half of the columns and cosines the second half; they "
+                    "must alternate (sin on even columns, cos on odd columns)": half,
+                }, dims=("column",), diagnoses={"the positions start at 1: row 0 is position t = 0":
+                              lambda: abs(float(pe[0, 0]) - math.sin(1.0)) < 1e-4})
     radius = pe[:, 0::2] ** 2 + pe[:, 1::2] ** 2
     check.close(radius, torch.ones_like(radius),
-                "each column pair (2i, 2i+1) is a sin/cos pair of one angle (sin² + cos² = 1)",
-                likely="interleave: column 2i = sin(t·ω_i), column 2i+1 = cos(t·ω_i) with the SAME "
-                       "ω_i (not sines in the first half and cosines in the second)")
+                "each column pair (2i, 2i+1) is a sine and a cosine of one angle "
+                "(sin² + cos² = 1)", dims=("position", "pair"), diagnoses={
+                    "each odd column used its own index in the exponent; both columns of a pair "
+                    "(2i, 2i+1) share the frequency ω_i": lambda: bool(torch.allclose(
+                        pe[:, 1::2], torch.cos(torch.arange(T, dtype=torch.float64)[:, None]
+                                               * 10000.0 ** (-(2 * torch.arange(d // 2) + 1)
+                                                             / d)), atol=1e-4))})
     check.close(pe[:, 0], torch.sin(torch.arange(T, dtype=torch.float64)),
-                "column 0 is sin(t) (the first frequency is ω_0 = 1)",
-                likely="the first pair has exponent 0, so ω_0 = 1")
-    # The angle of pair i advances by ω_i per position: read it off position 1.
-    omega = torch.atan2(pe[1, 0::2], pe[1, 1::2])
-    expected = torch.tensor([10000.0 ** (-2 * i / d) for i in range(d // 2)], dtype=torch.float64)
-    check.close(omega, expected, f"the frequencies of the {d // 2} pairs are 10000^(-2i/d)",
-                likely="ω_i = 1 / 10000^(2i / d_model) with i = 0, 1, ... the PAIR index: check "
-                       "the factor 2 and divide by d_model")
+                "column 0 is sin(t) (the first frequency is ω_0 = 1)")
+    # Row 1 (t = 1) holds sin ω_i and cos ω_i: the frequencies themselves.
+    i = torch.arange(d // 2, dtype=torch.float64)
+
+    def row_one(exponent: torch.Tensor) -> torch.Tensor:
+        omega = 10000.0 ** (-exponent)
+        return torch.stack([torch.sin(omega), torch.cos(omega)], dim=1).flatten()
+
+    check.close(pe[1], row_one(2 * i / d),
+                "row 1 (t = 1) is [sin ω_0, cos ω_0, sin ω_1, ...] with ω_i = 10000^(-2i/d)",
+                dims=("column",), mistakes={words: row_one(exponent(i, d))
+                                            for words, exponent in FREQUENCY_MISTAKES.items()})
     wide = torch.as_tensor(check.call(encoding, 40, 32)).detach().cpu().double()
-    check.shape(wide, (40, 32), "sinusoidal_positional_encoding(40, 32)", likely=_BATCH_AXIS)
+    check.shape(wide, (40, 32), "sinusoidal_positional_encoding(40, 32)")
     similarity = wide @ wide.T
     check.close(torch.diagonal(similarity, offset=3)[:-1], torch.diagonal(similarity, offset=3)[1:],
-                "PE_t · PE_(t+3) is the same for every t (similarity depends on the offset only)",
-                likely="every column pair must use one angle t·ω_i, sine then cosine")
+                "PE_t · PE_(t+3) is the same for every t (similarity depends on the offset only)")
     check.passed()
 
 
@@ -63,42 +86,36 @@ def _describe_block_members(block: nn.Module) -> str:
 def _check_block_members(check: SelfCheck, block: nn.Module, d_model: int, n_heads: int,
                          d_ff: int) -> None:
     check.expect(isinstance(block, nn.Module), "TransformerBlock(...) is an nn.Module",
-                 expected="an nn.Module", got=describe(block),
-                 likely="subclass nn.Module and call super().__init__() first")
+                 expected="an nn.Module", got=describe(block))
     attention = getattr(block, "attention", None)
     check.expect(isinstance(attention, nn.MultiheadAttention),
                  "block.attention is an nn.MultiheadAttention", expected="nn.MultiheadAttention",
-                 got=f"{type(attention).__name__} ({_describe_block_members(block)})",
-                 likely="self.attention = nn.MultiheadAttention(d_model, n_heads, "
-                        "dropout=dropout, batch_first=True)")
+                 got=f"{type(attention).__name__} ({_describe_block_members(block)})")
     check.expect(attention.embed_dim == d_model and attention.num_heads == n_heads,
                  f"attention has embed_dim={d_model} and num_heads={n_heads}",
                  expected=f"({d_model}, {n_heads})",
-                 got=f"({attention.embed_dim}, {attention.num_heads})",
-                 likely="pass d_model and n_heads, in that order")
+                 got=f"({attention.embed_dim}, {attention.num_heads})")
     check.expect(bool(attention.batch_first), "attention was built with batch_first=True",
                  expected="batch_first=True", got="batch_first=False",
-                 likely="our tensors are (B, T, d): without batch_first=True PyTorch reads them "
-                        "as (T, B, d) and attends across the batch")
+                 likely="without batch_first=True, PyTorch reads our (B, T, d) tensors as "
+                        "(T, B, d) and attends across the sentences of the batch")
     for name in ("norm_1", "norm_2"):
         norm = getattr(block, name, None)
         check.expect(isinstance(norm, nn.LayerNorm) and tuple(norm.normalized_shape) == (d_model,),
                      f"block.{name} is nn.LayerNorm(d_model)", expected=f"nn.LayerNorm({d_model})",
-                     got=repr(norm), likely=f"self.{name} = nn.LayerNorm(d_model)")
+                     got=repr(norm))
     mlp = getattr(block, "mlp", None)
     layout = (isinstance(mlp, nn.Sequential) and len(mlp) == 3
               and isinstance(mlp[0], nn.Linear) and isinstance(mlp[1], nn.ReLU)
               and isinstance(mlp[2], nn.Linear))
     check.expect(layout, "block.mlp is Sequential(Linear, ReLU, Linear)",
                  expected="nn.Sequential(nn.Linear(d_model, d_ff), nn.ReLU(), "
-                          "nn.Linear(d_ff, d_model))",
-                 got=repr(mlp), likely="build self.mlp with exactly these three layers")
+                          "nn.Linear(d_ff, d_model))", got=repr(mlp))
     sizes = (mlp[0].in_features, mlp[0].out_features, mlp[2].in_features, mlp[2].out_features)
     check.expect(sizes == (d_model, d_ff, d_ff, d_model),
                  f"the MLP maps {d_model} -> {d_ff} -> {d_model}",
                  expected=f"Linear({d_model}, {d_ff}) then Linear({d_ff}, {d_model})",
-                 got=f"Linear({sizes[0]}, {sizes[1]}) then Linear({sizes[2]}, {sizes[3]})",
-                 likely="the MLP widens d_model to d_ff and narrows it back")
+                 got=f"Linear({sizes[0]}, {sizes[1]}) then Linear({sizes[2]}, {sizes[3]})")
 
 
 def pytorch_twin(block: nn.Module, d_model: int, n_heads: int, d_ff: int
@@ -114,8 +131,28 @@ def pytorch_twin(block: nn.Module, d_model: int, n_heads: int, d_ff: int
     return twin.eval()
 
 
-_ORDER = ("post-norm order: h = norm_1(x + attention(x)), then "
-          "out = norm_2(h + mlp(h)); add first, normalise second, attention before the MLP")
+RETURNS_PAIR = ("the block returns nn.MultiheadAttention's pair (output, weights): unpack "
+                "that pair and carry on with the output only")
+
+
+def _twin_variants(block: nn.Module, d_model: int, n_heads: int, d_ff: int
+                   ) -> dict[str, nn.TransformerEncoderLayer]:
+    """PyTorch's layer with a typical mistake built in, holding the block's weights.
+
+    They are left in training mode (dropout is 0, so nothing changes but the code path):
+    PyTorch's fused inference path would refuse a layer with a norm removed."""
+    pre_norm = pytorch_twin(block, d_model, n_heads, d_ff)
+    pre_norm.norm_first = True
+    no_final_norm = pytorch_twin(block, d_model, n_heads, d_ff)
+    no_final_norm.norm2 = nn.Identity()
+    swapped = pytorch_twin(block, d_model, n_heads, d_ff)
+    swapped.norm1.load_state_dict(block.norm_2.state_dict())
+    swapped.norm2.load_state_dict(block.norm_1.state_dict())
+    return {"pre-norm instead of post-norm: add first, then normalise, "
+            "norm_1(x + attention(x))": pre_norm.train(),
+            "the final norm_2 is missing: out = norm_2(h + mlp(h))": no_final_norm.train(),
+            "norm_1 and norm_2 are swapped: norm_1 follows the attention, norm_2 the MLP":
+                swapped.train()}
 
 
 def check_transformer_block(block_class: type[nn.Module]) -> None:
@@ -131,27 +168,35 @@ def check_transformer_block(block_class: type[nn.Module]) -> None:
     x = torch.randn(3, 7, d_model, generator=generator)
     with torch.no_grad():
         out = check.call(block, x)
-        check.expect(not isinstance(out, tuple | list), "block(x) returns one tensor",
+        pair = isinstance(out, tuple | list)
+        check.expect(not pair, "block(x) returns one tensor",
                      expected="a (B, T, d_model) tensor", got=type(out).__name__,
-                     likely="nn.MultiheadAttention returns a pair (output, weights): unpack it "
-                            "and keep the output")
+                     diagnoses={RETURNS_PAIR: pair and len(out) == 2
+                                and isinstance(out[0], torch.Tensor)
+                                and tuple(out[0].shape) == tuple(x.shape)})
         out = check.tensor(out, "block(x)")
-        check.shape(out, tuple(x.shape), "block(x)",
-                    likely="a block maps (B, T, d_model) to (B, T, d_model); nn.MultiheadAttention "
-                           "returns a pair (output, weights): keep the output")
+        check.shape(out, tuple(x.shape), "block(x)")
         mean, std = out.mean(dim=-1), out.std(dim=-1, unbiased=False)
+        fresh = {words: layer(x) for words, layer in
+                 _twin_variants(block, d_model, n_heads, d_ff).items()}
         check.close(torch.stack([mean, std]), torch.stack([torch.zeros_like(mean),
                                                            torch.ones_like(std)]),
-                    "with fresh LayerNorms, every output token has mean 0 and std 1",
-                    likely="post-norm: the block's last step is norm_2(...)", atol=1e-3, rtol=1e-3)
+                    "with fresh LayerNorms, every output token has mean 0 and std 1 (the last "
+                    "step of a post-norm block is a norm)", atol=1e-3, rtol=1e-3,
+                    diagnoses={words: (lambda wrong=wrong: bool(torch.allclose(out, wrong,
+                                                                               atol=1e-4)))
+                               for words, wrong in fresh.items()})
         # Make the two norms different, so that using one in place of the other shows.
         for norm, scale in ((block.norm_1, 0.5), (block.norm_2, 1.5)):
             norm.weight.copy_(scale + 0.3 * torch.randn(d_model, generator=generator))
             norm.bias.copy_(0.3 * torch.randn(d_model, generator=generator))
         twin = pytorch_twin(block, d_model, n_heads, d_ff)
+        variants = _twin_variants(block, d_model, n_heads, d_ff)
         check.close(check.call(block, x), twin(x),
                     "agrees with nn.TransformerEncoderLayer(norm_first=False) holding the same "
-                    "weights", likely=_ORDER, atol=1e-4)
+                    "weights", mistakes={words: layer(x) for words, layer in
+                                         variants.items()}, atol=1e-4,
+                    dims=("batch", "position", "channel"))
         lengths = torch.tensor([7, 4, 2])
         padding_mask = torch.arange(7)[None, :] >= lengths[:, None]
         real = ~padding_mask
@@ -160,14 +205,16 @@ def check_transformer_block(block_class: type[nn.Module]) -> None:
         reference = twin(x, src_key_padding_mask=padding_mask)
         check.close(out[real], reference[real],
                     "with a padding mask, agrees with nn.TransformerEncoderLayer at the real tokens",
-                    likely="pass the mask to the attention as key_padding_mask=padding_mask "
-                           "(True = padding, already PyTorch's convention: do not invert it)",
-                    atol=1e-4)
+                    mistakes={
+                        "the padding mask does not reach the attention: pass it as "
+                        "key_padding_mask": twin(x)[real],
+                        "the padding mask is inverted: True already means padding in "
+                        "key_padding_mask": twin(x, src_key_padding_mask=~padding_mask)[real],
+                    }, atol=1e-4)
         noisy = x.clone()
         noisy[padding_mask] = 100.0
         check.close(check.call(block, noisy, padding_mask=padding_mask)[real], out[real],
                     "changing the padded inputs does not change the real tokens' outputs",
-                    likely="the padding mask is not reaching the attention (key_padding_mask)",
                     atol=1e-4)
     check.passed()
 
@@ -176,30 +223,38 @@ def check_mean_pool(mean_pool: Callable[..., torch.Tensor]) -> None:
     """Agreement with a plain mean without a mask; padding ignored and true lengths used."""
     check = SelfCheck("mean_pool")
     generator = torch.Generator().manual_seed(5)
-    h = torch.randn(3, 6, 4, generator=generator)
+    h = torch.randn(3, 6, 4, generator=generator) + 0.5
     out = check.tensor(check.call(mean_pool, h.clone()), "mean_pool(h)")
-    check.shape(out, (3, 4), "mean_pool(h)",
-                likely="average over the time axis (dim=1), keeping batch and features")
-    check.close(out, h.mean(dim=1), "without a mask, agrees with h.mean(dim=1)")
+    check.expect(tuple(out.shape) == (3, 4), "mean_pool(h) for h (3, 6, 4) has shape (3, 4)",
+                 expected="shape (3, 4)", got=f"shape {tuple(out.shape)}", diagnoses={
+                     "averaged over the features (the last axis) instead of time (dim=1)":
+                         tuple(out.shape) == (3, 6),
+                     "averaged over the batch (dim=0) instead of time (dim=1)":
+                         tuple(out.shape) == (6, 4)})
+    check.close(out, h.mean(dim=1), "without a mask, agrees with h.mean(dim=1)",
+                mistakes={"summed over time instead of averaging": h.sum(dim=1)})
     lengths = torch.tensor([6, 3, 1])
     padding_mask = torch.arange(6)[None, :] >= lengths[:, None]
-    out = check.tensor(check.call(mean_pool, h.clone(), padding_mask), "mean_pool(h, padding_mask)")
+    original = h.clone()
+    out = check.tensor(check.call(mean_pool, h, padding_mask), "mean_pool(h, padding_mask)")
+    check.close(h, original, "mean_pool leaves h unchanged",
+                likely="h was changed in place (e.g. masked_fill_): work on a new tensor",
+                dims=("sequence", "position", "feature"))
     check.shape(out, (3, 4), "mean_pool(h, padding_mask)")
-    check.close(out[0], h[0].mean(dim=0), "a sequence without padding gets its plain mean")
     check.close(out[2], h[2, 0], "a sequence of length 1 gets its only real vector",
-                likely="leave padded positions out and divide by the number of real tokens")
-    ones = torch.ones(3, 6, 4)
-    check.close(check.call(mean_pool, ones, padding_mask), torch.ones(3, 4),
-                "the mean of vectors that are all ones is all ones, whatever the padding",
-                likely="divide by each sequence's true length (the number of False entries in "
-                       "its mask), not by T")
+                dims=("feature",), mistakes={
+        "the mask was ignored: the padded positions were averaged too": h[2].mean(dim=0),
+        "divided by T instead of the number of real tokens": h[2, 0] / 6,
+        "the mask is inverted: True in padding_mask means padding, so those positions are "
+        "the ones to leave out": h[2, 1:].mean(dim=0),
+    })
+    check.close(out[1], h[1, :3].mean(dim=0), "a sequence of length 3 gets the mean of its "
+                "first three vectors")
+    check.close(out[0], h[0].mean(dim=0), "a sequence without padding gets its plain mean")
     noisy = h.clone()
     noisy[padding_mask] = 1000.0
     check.close(check.call(mean_pool, noisy, padding_mask), out,
-                "changing the padded vectors does not change the result",
-                likely="padded positions leak into the mean: zero them (or select the real ones) "
-                       "before summing; remember True in the mask = padding")
+                "changing the padded vectors does not change the result")
     check.close(check.call(mean_pool, h.clone(), torch.zeros(3, 6, dtype=torch.bool)), h.mean(dim=1),
                 "a mask without any padding gives the plain mean")
     check.passed()
-

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from helpers.exercises import uses_student_code
 from helpers.plotting import heatmap, to_numpy
 from helpers.training import single_thread
 from helpers.widgets import slider_demo
@@ -67,6 +68,7 @@ def plot_sequence_and_pattern(x: torch.Tensor, batch: int = 0) -> None:
     plt.show()
 
 
+@uses_student_code
 def plot_running_mean(running_mean_fn: TensorFn, x: torch.Tensor, batch: int = 0,
                       channel: int = 0) -> None:
     """The tokens of one channel and the student's running mean of them."""
@@ -104,6 +106,7 @@ def plot_matmul_sums(T: int = 4, C: int = 2, seed: int = 42) -> None:
     plt.show()
 
 
+@uses_student_code
 def plot_weight_matrix(running_mean_fn: TensorFn, T: int = 6) -> None:
     """Recover the matrix behind the student's running mean by feeding it the identity.
 
@@ -125,6 +128,7 @@ def _best_time(fn: TensorFn, x: torch.Tensor, repeats: int) -> float:
         return min(timeit.repeat(lambda: fn(x), number=1, repeat=repeats))
 
 
+@uses_student_code
 def time_running_means(loop_fn: TensorFn, matmul_fn: TensorFn,
                        lengths: Sequence[int] = (4, 16, 64, 256), B: int = 4, C: int = 8,
                        repeats: int = 3, budget_s: float = 1.5) -> None:
@@ -177,6 +181,7 @@ def plot_masking_steps(scores: torch.Tensor) -> None:
     plt.show()
 
 
+@uses_student_code
 def plot_causal_weights(weights_fn: TensorFn, scores: torch.Tensor) -> None:
     """The student's causal weights for the example scores and for all-zero scores."""
     T = scores.shape[-1]
@@ -189,6 +194,7 @@ def plot_causal_weights(weights_fn: TensorFn, scores: torch.Tensor) -> None:
     plt.show()
 
 
+@uses_student_code
 def compare_running_means(loop_fn: TensorFn, matmul_fn: TensorFn, weights_fn: TensorFn,
                           x: torch.Tensor, batch: int = 0, channel: int = 0) -> None:
     """The three running means side by side: loop, matmul, softmax of zero scores."""
@@ -271,6 +277,7 @@ def plot_scaling(head_sizes: Sequence[int] = (1, 2, 4, 8, 16, 32, 64, 128, 256),
 # ---- Section 5: a causal head -----------------------------------------------------------------
 
 
+@uses_student_code
 def head_weights(head: nn.Module, x: torch.Tensor, weights_fn: TensorFn) -> torch.Tensor:
     """The attention weights inside a head with members ``query`` and ``key``.
 
@@ -281,6 +288,7 @@ def head_weights(head: nn.Module, x: torch.Tensor, weights_fn: TensorFn) -> torc
 
 
 @torch.no_grad()
+@uses_student_code
 def plot_head_weights(head: nn.Module, x: torch.Tensor, weights_fn: TensorFn) -> None:
     """Weights of one untrained head on two different sequences: they depend on the data."""
     weights = head_weights(head, x, weights_fn)
@@ -354,20 +362,26 @@ class NextTokenModel(nn.Module):
         return self.readout(h)  # logits (B, T, vocab)
 
 
+@uses_student_code
 def train_next_token_model(head_class: type[nn.Module] | None, head_size: int = 8,
                            n_embd: int = 16, steps: int = 100, lr: float = 0.01,
                            seed: int = 0, device: torch.device | str = "cpu",
-                           progress: bool = True) -> tuple[NextTokenModel, list[float]]:
-    """Train on the toy corpus (full batch, Adam, cross-entropy on every position)."""
-    inputs, targets = toy_corpus(device=device)
+                           progress: bool = True, positions: bool = False,
+                           sentences: Sequence[str] = SENTENCES,
+                           vocab: Sequence[str] = VOCAB) -> tuple[NextTokenModel, list[float]]:
+    """Train on a toy corpus (full batch, Adam, cross-entropy on every position);
+    ``positions=True`` gives the model learned position embeddings."""
+    inputs, targets = toy_corpus(sentences, vocab, device=device)
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
-    model = NextTokenModel(head_class, block_size=inputs.shape[1], n_embd=n_embd,
-                           head_size=head_size).to(device)
+    model = NextTokenModel(head_class, vocab_size=len(vocab), block_size=inputs.shape[1],
+                           n_embd=n_embd, head_size=head_size, positions=positions).to(device)
+    model.sentences, model.vocab = tuple(sentences), tuple(vocab)
     torch.random.set_rng_state(generator_state)  # the rest of the notebook is unaffected
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     history = []
-    bar = tqdm(range(steps), desc=f"head size {head_size}", disable=not progress, leave=False)
+    label = f"head size {head_size}" + (", learned positions" if positions else "")
+    bar = tqdm(range(steps), desc=label, disable=not progress, leave=False)
     with single_thread():
         for _ in bar:
             logits = model(inputs)
@@ -382,18 +396,26 @@ def train_next_token_model(head_class: type[nn.Module] | None, head_size: int = 
 
 @torch.no_grad()
 def next_token_probabilities(model: NextTokenModel) -> torch.Tensor:
-    """``(B, T, vocab)`` predicted next-token distributions on the toy corpus."""
-    inputs, _ = toy_corpus(device=next(model.parameters()).device)
+    """``(B, T, vocab)`` predicted next-token distributions on the model's toy corpus."""
+    inputs, _ = toy_corpus(getattr(model, "sentences", SENTENCES), getattr(model, "vocab", VOCAB),
+                           device=next(model.parameters()).device)
     return torch.softmax(model(inputs), dim=-1)
+
+
+def prediction_after(model: NextTokenModel, word: str) -> list[float]:
+    """Probability of the right next token after ``word`` (its first place in sentence 1),
+    per sentence of the model's corpus."""
+    vocab = getattr(model, "vocab", VOCAB)
+    inputs, targets = toy_corpus(getattr(model, "sentences", SENTENCES), vocab,
+                                 device=next(model.parameters()).device)
+    probs = next_token_probabilities(model)
+    t = int((inputs[0] == vocab.index(word)).nonzero()[0])
+    return [float(probs[b, t, targets[b, t]]) for b in range(len(inputs))]
 
 
 def noun_after_the(model: NextTokenModel) -> list[float]:
     """Probability of the right noun ("chicken" / "beef") after "the", per sentence."""
-    inputs, targets = toy_corpus(device=next(model.parameters()).device)
-    probs = next_token_probabilities(model)
-    position = VOCAB.index("the")
-    t = int((inputs[0] == position).nonzero()[0])
-    return [float(probs[b, t, targets[b, t]]) for b in range(len(inputs))]
+    return prediction_after(model, "the")
 
 
 def plot_loss(history: Sequence[float], floor: bool = True) -> None:
@@ -409,6 +431,7 @@ def plot_loss(history: Sequence[float], floor: bool = True) -> None:
 
 
 @torch.no_grad()
+@uses_student_code
 def plot_toy_model(model: NextTokenModel, weights_fn: TensorFn) -> None:
     """For each sentence: attention weights, values, and predicted next-token distributions."""
     device = next(model.parameters()).device
@@ -440,6 +463,7 @@ def plot_toy_model(model: NextTokenModel, weights_fn: TensorFn) -> None:
 _TRAINED: dict[tuple, tuple[NextTokenModel, list[float]]] = {}
 
 
+@uses_student_code
 def trained_model(head_class: type[nn.Module] | None, head_size: int, steps: int = 60,
                   seed: int = 0, device: torch.device | str = "cpu"
                   ) -> tuple[NextTokenModel, list[float]]:
@@ -451,6 +475,7 @@ def trained_model(head_class: type[nn.Module] | None, head_size: int, steps: int
     return _TRAINED[key]
 
 
+@uses_student_code
 def head_size_sweep(head_class: type[nn.Module], head_sizes: Sequence[int] = (1, 4, 16),
                     seeds: Sequence[int] = (0, 1, 2, 3), steps: int = 60,
                     device: torch.device | str = "cpu") -> None:
@@ -484,6 +509,7 @@ def head_size_sweep(head_class: type[nn.Module], head_sizes: Sequence[int] = (1,
         print(f"head size {d:2d}: {solved} of {len(seeds)} seeds learned the dish")
 
 
+@uses_student_code
 def head_size_demo(head_class: type[nn.Module], weights_fn: TensorFn, steps: int = 60,
                    seed: int = 0, device: torch.device | str = "cpu") -> None:
     """Slider over log2(head size): one trained model's weights and predictions."""
@@ -511,6 +537,99 @@ def head_size_demo(head_class: type[nn.Module], weights_fn: TensorFn, steps: int
 
     slider_demo(draw, sliders={"log2_head_size": (0.0, 4.0, 1.0, 2.0)},
                 static_settings=[{"log2_head_size": 0.0}, {"log2_head_size": 4.0}])
+
+
+# ---- Section 6: inside the head, and positions -------------------------------------------
+
+
+@torch.no_grad()
+@uses_student_code
+def plot_queries_and_keys(model: NextTokenModel) -> None:
+    """The head's queries and keys for both sentences, where they differ, and the scores of
+    the query "the" against every key."""
+    device = next(model.parameters()).device
+    inputs, _ = toy_corpus(device=device)
+    h = model.embed(inputs)
+    q, k = model.head.query(h), model.head.key(h)
+    t = int((inputs[0] == VOCAB.index("the")).nonzero()[0])
+    scores = (q[:, t].unsqueeze(1) @ k.transpose(-2, -1)).squeeze(1) / math.sqrt(q.shape[-1])
+    scores[:, t + 1:] = float("nan")  # the future: masked
+    fig, axes = plt.subplots(1, 4, figsize=(18, 3.8), gridspec_kw={"width_ratios": [1, 1, 1, 1.2]})
+    labels = token_labels(inputs[0])
+    both = [f"{i}: {VOCAB[int(a)]}/{VOCAB[int(b)]}" if a != b else f"{i}: {VOCAB[int(a)]}"
+            for i, (a, b) in enumerate(zip(inputs[0], inputs[1], strict=True))]
+    limit = float(torch.cat([q, k]).abs().max())
+    common = {"xlabel": "dimension of the head", "cmap": "coolwarm", "vmin": -limit,
+              "vmax": limit, "colorbar_label": "value"}
+    _heatmap(axes[0], q[0], title="Queries q (sentence 1)", ylabel="token", yticklabels=labels,
+             **common)
+    _heatmap(axes[1], k[0], title="Keys k (sentence 1)", ylabel="token", yticklabels=labels,
+             **common)
+    _heatmap(axes[2], k[1] - k[0], title="Keys: sentence 2 − sentence 1", ylabel="token",
+             yticklabels=both, **common)
+    _heatmap(axes[3], scores, title=f"Scores of the query '{VOCAB[int(inputs[0, t])]}'",
+             xlabel="key token", ylabel="sentence", xticklabels=both,
+             yticklabels=["1: man ...", "2: woman ..."], cmap="coolwarm", annotate=True,
+             colorbar_label="q·k / √d")
+    plt.show()
+
+
+ORDER_VOCAB: tuple[str, ...] = ("<s>", "man", "woman", "and", "ordered", "chicken", "beef", ".")
+ORDER_SENTENCES: tuple[str, ...] = ("man and woman ordered chicken .",
+                                    "woman and man ordered beef .")
+
+
+@uses_student_code
+def positions_experiment(head_class: type[nn.Module], head_size: int = 8, steps: int = 100,
+                         seed: int = 6, device: torch.device | str = "cpu",
+                         trained: tuple[NextTokenModel, list[float]] | None = None) -> dict:
+    """Learned positions or none, on the two-sentence corpus and on one where order matters.
+
+    Prints the final losses and the probability of the right word where each corpus needs
+    the past; returns the trained models and histories. ``trained``: the model without
+    positions on the two sentences, if it was trained already with the same settings."""
+    runs = {}
+    for corpus, sentences, vocab, word in (
+            ("chicken/beef", SENTENCES, VOCAB, "the"),
+            ("man and woman", ORDER_SENTENCES, ORDER_VOCAB, "ordered")):
+        for positions in (False, True):
+            if trained is not None and corpus == "chicken/beef" and not positions:
+                model, history = trained
+            else:
+                model, history = train_next_token_model(
+                    head_class, head_size=head_size, steps=steps, seed=seed, device=device,
+                    positions=positions, sentences=sentences, vocab=vocab, progress=False)
+            runs[corpus, positions] = {"model": model, "history": history,
+                                       "right": prediction_after(model, word), "word": word}
+    print(f"{'corpus':<15}{'positions':<11}{'final loss':>11}   P(right next word) per sentence")
+    for (corpus, positions), run in runs.items():
+        right = ", ".join(f"{p:.2f}" for p in run["right"])
+        print(f"{corpus:<15}{'learned' if positions else 'none':<11}{run['history'][-1]:>11.2f}"
+              f"   after '{run['word']}': {right}")
+    return runs
+
+
+@torch.no_grad()
+def plot_positions(runs: dict) -> None:
+    """Loss with and without learned positions on the order corpus, and the learned table."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 3.6),
+                                      gridspec_kw={"width_ratios": [1, 1.3]})
+    for positions, style in ((False, "--"), (True, "-")):
+        run = runs["man and woman", positions]
+        left.plot(run["history"], style, label="learned positions" if positions else
+                  "no positions")
+    n_tokens = toy_corpus(ORDER_SENTENCES, ORDER_VOCAB)[0].shape[1]
+    left.axhline(math.log(2) / n_tokens, ls=":", color="0.4", label="best possible")
+    left.set(title="'man and woman ordered ...': training", xlabel="step",
+             ylabel="cross-entropy (nats)")
+    left.legend()
+    model = runs["man and woman", True]["model"]
+    table = model.position_embedding.weight
+    limit = float(table.abs().max())
+    _heatmap(right, table, title="The learned position embeddings", xlabel="embedding dimension",
+             ylabel="position", yticklabels=[str(t) for t in range(table.shape[0])],
+             cmap="coolwarm", vmin=-limit, vmax=limit, colorbar_label="value")
+    plt.show()
 
 
 # ---- Section 7: kinds of attention ----------------------------------------------------------

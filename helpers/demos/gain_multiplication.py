@@ -8,6 +8,7 @@ from collections.abc import Callable
 import matplotlib.pyplot as plt
 import torch
 
+from helpers.exercises import uses_student_code
 from helpers.plotting import to_numpy
 from helpers.widgets import slider_demo
 
@@ -57,6 +58,7 @@ def plot_softmax_sharpening(scores: torch.Tensor, gains: tuple[float, ...] = (0.
     plt.show()
 
 
+@uses_student_code
 def draw_gain_demo(attention_fn: AttentionFn, x: torch.Tensor, q_1: torch.Tensor,
                    q_2: torch.Tensor, z_1: float, z_2: float) -> None:
     """Weights and attended inputs for one setting of the two gains."""
@@ -82,14 +84,15 @@ def draw_gain_demo(attention_fn: AttentionFn, x: torch.Tensor, q_1: torch.Tensor
     plt.show()
 
 
+@uses_student_code
 def gain_demo(attention_fn: AttentionFn, T: int = 40) -> None:
     """Sliders for z_1 and z_2 driving the student's attention function."""
     x, q_1, q_2 = spotlight_signal(T)
     slider_demo(
         lambda z_1, z_2: draw_gain_demo(attention_fn, x, q_1, q_2, z_1, z_2),
-        sliders={"z_1": (0.0, 10.0, 0.5, 0.0), "z_2": (0.0, 10.0, 0.5, 0.0)},
+        sliders={"z_1": (-10.0, 10.0, 0.5, 0.0), "z_2": (-10.0, 10.0, 0.5, 0.0)},
         static_settings=[{"z_1": 0.0, "z_2": 0.0}, {"z_1": 8.0, "z_2": 0.0},
-                         {"z_1": 4.0, "z_2": 4.0}],
+                         {"z_1": 4.0, "z_2": 4.0}, {"z_1": -4.0, "z_2": -4.0}],
     )
 
 
@@ -99,6 +102,7 @@ def weight_entropy(w: torch.Tensor) -> float:
     return float(-(w * torch.log(w.clamp_min(1e-300))).sum())
 
 
+@uses_student_code
 def plot_entropy_vs_gain(attention_fn: AttentionFn, T: int = 40) -> None:
     """How concentrated the weights become as one gain grows, the other held at 0."""
     x, q_1, q_2 = spotlight_signal(T)

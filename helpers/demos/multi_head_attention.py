@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from helpers.exercises import uses_student_code
 from helpers.plotting import heatmap, to_numpy
 from helpers.training import count_parameters, single_thread
 
@@ -103,6 +104,7 @@ def plot_head_layout(T: int = 4, d_model: int = 6, n_heads: int = 3) -> None:
     plt.show()
 
 
+@uses_student_code
 def plot_split_heads(split_heads: Callable[..., torch.Tensor], T: int = 4, d_model: int = 6,
                      n_heads: int = 3) -> None:
     """The student's ``split_heads`` applied to the coded sequence, one panel per head."""
@@ -166,6 +168,7 @@ def attention_cost(d_model: int, n_heads: int, T: int, *, wide: bool = False
     return params, projections + scores_and_mixing
 
 
+@uses_student_code
 def print_cost_table(attention_cls: AttentionClass | None = None, d_model: int = 64,
                      T: int = 128, heads: tuple[int, ...] = (1, 2, 4, 8)) -> None:
     """A table of parameters and multiply-adds for both conventions.
@@ -250,6 +253,7 @@ def copy_accuracy(model: OffsetCopier, X: torch.Tensor, Y: torch.Tensor) -> floa
     return both[scored].float().mean().item()
 
 
+@uses_student_code
 def train_offset_copier(attention_cls: AttentionClass, n_heads: int, *, steps: int = 40,
                         lr: float = 1e-2, batch_size: int = 128, T: int = 12, vocab: int = 8,
                         offsets: tuple[int, int] = (1, 4), d_model: int = 32, seed: int = 0,
@@ -323,6 +327,7 @@ def _offset_weight(mean_map: torch.Tensor, k: int, skip: int) -> float:
     return float(mean_map[on_offset].mean())
 
 
+@uses_student_code
 def plot_head_maps(models: dict[str, OffsetCopier], X: torch.Tensor) -> None:
     """Every head of every model, its weights averaged over the sequences in ``X``."""
     panels = [(label, h, maps[h]) for label, model in models.items()
@@ -336,6 +341,7 @@ def plot_head_maps(models: dict[str, OffsetCopier], X: torch.Tensor) -> None:
     plt.show()
 
 
+@uses_student_code
 def head_offset_table(models: dict[str, OffsetCopier], X: torch.Tensor,
                       offsets: tuple[int, int] = (1, 4)) -> None:
     """Print, for each head, its mean weight on each offset (over the scored positions)."""

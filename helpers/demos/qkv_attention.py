@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from matplotlib.patches import Patch, Rectangle
 
+from helpers.exercises import uses_student_code
 from helpers.plotting import heatmap, to_numpy
 from helpers.widgets import widget_frontend_available
 
@@ -269,6 +270,7 @@ def example_masks(T: int = 6, n_pad: int = 2) -> dict[str, torch.Tensor]:
             "padding": padding}
 
 
+@uses_student_code
 def plot_masks(attention_fn: Callable[..., tuple], T: int = 6, seed: int = 3) -> None:
     """The weights that ``attention_fn`` returns for each example mask, as heatmaps."""
     generator = torch.Generator().manual_seed(seed)
@@ -292,6 +294,7 @@ def plot_masks(attention_fn: Callable[..., tuple], T: int = 6, seed: int = 3) ->
 # Section 4: more 2s than 4s
 # ---------------------------------------------------------------------------------------------
 
+@uses_student_code
 def show_examples(make_batch_fn: Callable[..., tuple], n: int = 5, T: int = 10) -> None:
     """Print a few rows of the student's data with their counts of 2s and 4s and the label."""
     X, y = make_batch_fn(n, T)
@@ -300,6 +303,7 @@ def show_examples(make_batch_fn: Callable[..., tuple], n: int = 5, T: int = 10) 
         print(f"{' '.join(str(v) for v in row)}   2s: {twos}  4s: {fours}  ->  y = {label:.0f}")
 
 
+@uses_student_code
 def label_statistics(make_batch_fn: Callable[..., tuple], N: int = 20000, T: int = 10
                      ) -> dict[str, float]:
     """Share of positive labels and of ties (as many 2s as 4s) in a large batch."""
@@ -324,6 +328,7 @@ def digit_profile(model: torch.nn.Module) -> tuple[np.ndarray, np.ndarray]:
 
 
 @torch.no_grad()
+@uses_student_code
 def plot_where_it_attends(model: torch.nn.Module, make_batch_fn: Callable[..., tuple],
                           history: dict[str, list[float]], n: int = 12) -> None:
     """Attention over ``n`` fresh sequences (half of each label; 2s and 4s in red), the

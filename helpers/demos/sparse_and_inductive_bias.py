@@ -22,6 +22,7 @@ from matplotlib.patches import Patch, Rectangle
 from torch import nn
 from tqdm.auto import tqdm
 
+from helpers.exercises import uses_student_code
 from helpers.plotting import to_numpy
 from helpers.training import count_parameters, evaluate, single_thread, train
 
@@ -80,6 +81,7 @@ def dense_vote_dataset(m: int, T: int, weight_seed: int = 0) -> tuple[torch.Tens
     return X, y
 
 
+@uses_student_code
 def rule_dataset(sparse_and_dataset: DatasetFn, m: int, T: int, idx_0: Sequence[int],
                  idx_1: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """The rule-token task, built from the student's generator.
@@ -123,6 +125,7 @@ def plot_label_balance(s_values: Iterable[int] = (1, 2, 4, 8)) -> None:
     plt.show()
 
 
+@uses_student_code
 def plot_samples(sparse_and_dataset: DatasetFn, T: int, idx: Sequence[int], n: int = 24,
                  seed: int = 0) -> None:
     """A few rows from the student's generator, the relevant columns boxed, labels beside."""
@@ -173,6 +176,7 @@ def plot_selection_margin(T_values: Sequence[int] = (4, 8, 16, 32, 64, 128, 256,
 # Experiment 1: attention versus MLP on sparse and dense targets
 # ---------------------------------------------------------------------------------------------
 
+@uses_student_code
 def compare_models(attention_class: Callable[[int], nn.Module], sparse_and_dataset: DatasetFn,
                    *, T: int = 48, s: int = 2, m: int = 96, m_val: int = 300, epochs: int = 60,
                    batch_size: int | None = None, seed: int = 0,
@@ -260,6 +264,7 @@ def readout_attention(model: nn.Module, X: torch.Tensor) -> torch.Tensor:
     return weights[:, -1, :].cpu()
 
 
+@uses_student_code
 def plot_mean_attention(model: nn.Module, X: torch.Tensor, y: torch.Tensor,
                         idx: Sequence[int]) -> None:
     """Mean readout attention per position, split by label, relevant positions highlighted."""
@@ -331,6 +336,7 @@ def samples_to_target(factory: ModelFactory, model_name: str, sparse_and_dataset
     return None
 
 
+@uses_student_code
 def sample_complexity_sweep(attention_class: ModelFactory, sparse_and_dataset: DatasetFn, *,
                             T_values: Sequence[int], seeds: Sequence[int], target: float = 0.95,
                             s: int = 2, sizes: Sequence[int] = (8, 16, 32, 64, 128, 256, 512, 1024),
@@ -428,6 +434,7 @@ def plot_sample_complexity(rows: Sequence[dict], *, target: float = 0.95,
 # The rule token: attention as routing
 # ---------------------------------------------------------------------------------------------
 
+@uses_student_code
 def train_rule_model(attention_class: Callable[[int], nn.Module], sparse_and_dataset: DatasetFn,
                      *, T: int = 16, s: int = 2, m: int = 256, epochs: int = 80,
                      batch_size: int | None = None, seed: int = 0,
@@ -449,6 +456,7 @@ def train_rule_model(attention_class: Callable[[int], nn.Module], sparse_and_dat
             "history": history}
 
 
+@uses_student_code
 def plot_rule_graph(model: nn.Module, X: torch.Tensor, idx_0: Sequence[int],
                     idx_1: Sequence[int]) -> None:
     """For each rule value, lines from every input position to the readout, coloured and

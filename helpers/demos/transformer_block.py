@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from helpers.exercises import uses_student_code
 from helpers.plotting import heatmap, to_numpy
 from helpers.training import single_thread, train
 
@@ -168,6 +169,7 @@ def plot_permutation_equivariance(d_model: int = 16, seed: int = 0) -> None:
 # ---- Section 2: sinusoidal positions ---------------------------------------------------------
 
 @single_thread()
+@uses_student_code
 def plot_positional_encoding(positional_encoding: Callable[[int, int], torch.Tensor],
                              T: int = 64, d_model: int = 32) -> None:
     """The student's encoding matrix, the similarity of positions, and similarity vs offset."""
@@ -187,6 +189,7 @@ def plot_positional_encoding(positional_encoding: Callable[[int, int], torch.Ten
     plt.show()
 
 
+@uses_student_code
 def plot_encoding_columns(positional_encoding: Callable[[int, int], torch.Tensor],
                           T: int = 64, d_model: int = 32, columns: Sequence[int] = (0, 1, 6, 7, 20)
                           ) -> None:
@@ -251,6 +254,7 @@ class TransformerClassifier(nn.Module):
     ``pool(h, padding_mask)`` turns the (B, T, d) outputs into one vector per review.
     """
 
+    @uses_student_code
     def __init__(self, block_class: type[nn.Module],
                  positional_encoding: Callable[[int, int], torch.Tensor],
                  pool: Callable[..., torch.Tensor], *, use_positions: bool = True,
@@ -266,6 +270,7 @@ class TransformerClassifier(nn.Module):
         self.head = nn.Linear(d_model, n_classes)
         self.pool = pool
 
+    @uses_student_code
     def hidden_states(self, tokens: torch.Tensor) -> list[torch.Tensor]:
         """The input of every block and the output of the last one."""
         padding_mask = tokens == PAD_ID
@@ -276,6 +281,7 @@ class TransformerClassifier(nn.Module):
             states.append(h)
         return states
 
+    @uses_student_code
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         h = self.hidden_states(tokens)[-1]
         return self.head(self.pool(h, tokens == PAD_ID))
@@ -295,6 +301,7 @@ class BagOfWordsMLP(nn.Module):
         return self.net(counts)
 
 
+@uses_student_code
 def fit(model: nn.Module, train_set: Reviews, test_set: Reviews, *, epochs: int = 5,
         lr: float = 3e-3, batch_size: int = 64, description: str = "training",
         device: torch.device | None = None) -> dict[str, list[float]]:
@@ -340,6 +347,7 @@ def plot_test_accuracy(histories: dict[str, dict[str, list[float]]]) -> None:
 
 
 @single_thread()
+@uses_student_code
 def plot_confusion_matrices(models: dict[str, nn.Module], test_set: Reviews) -> None:
     """Confusion matrices (rows: true label, columns: prediction) for each model."""
     fig, axes = plt.subplots(1, len(models), figsize=(4.6 * len(models), 3.6))
@@ -356,6 +364,7 @@ def plot_confusion_matrices(models: dict[str, nn.Module], test_set: Reviews) -> 
 
 
 @single_thread()
+@uses_student_code
 def print_swap_test(models: dict[str, nn.Module], sentences: Sequence[str]) -> None:
     """P(positive) of every model for a few hand-written reviews."""
     tokens = encode(sentences)
@@ -384,25 +393,69 @@ def review_kind(sentence: str) -> str:
         else "clauses contrast"
 
 
+def order_blind_features(sentence: str) -> tuple[int, int, int]:
+    """All an order-blind model can know about a review's label: whether it has "but", how
+    many "not"s and how many positive adjectives it holds. (Nouns, intensifiers and which
+    adjective of a polarity is used are drawn independently of the label.)"""
+    words = sentence.split()
+    return int("but" in words), words.count("not"), sum(w in POSITIVE for w in words)
+
+
+def order_blind_posterior(p_single: float = 0.2, p_contrast: float = 0.75
+                          ) -> dict[tuple[int, int, int], tuple[float, float]]:
+    """P(features, label) for every feature value, exactly, from how ``make_reviews``
+    generates a review (label, clauses, "not"s): the knowledge of a perfect bag of words."""
+    joint: dict[tuple[int, int, int], list[float]] = {}
+    for label in (0, 1):
+        for negated in (0, 1):  # one clause: the adjective's polarity is label XOR not
+            key = (0, negated, label ^ negated)
+            joint.setdefault(key, [0.0, 0.0])[label] += 0.5 * p_single * 0.5
+        for contrast in (0, 1):
+            first = 1 - label if contrast else label
+            p = 0.5 * (1 - p_single) * (p_contrast if contrast else 1 - p_contrast) * 0.25
+            for not_1 in (0, 1):
+                for not_2 in (0, 1):
+                    key = (1, not_1 + not_2, (first ^ not_1) + (label ^ not_2))
+                    joint.setdefault(key, [0.0, 0.0])[label] += p
+    return {key: (value[0], value[1]) for key, value in joint.items()}
+
+
+def order_blind_best(sentences: Sequence[str]) -> torch.Tensor:
+    """For each review, the probability that the best order-blind classifier gets it right:
+    it answers the more likely label given the review's bag of words, max_y P(y | bag)."""
+    joint = order_blind_posterior()
+    best = []
+    for sentence in sentences:
+        p_negative, p_positive = joint[order_blind_features(sentence)]
+        best.append(max(p_negative, p_positive) / (p_negative + p_positive))
+    return torch.tensor(best)
+
+
 @single_thread()
+@uses_student_code
 def print_accuracy_by_kind(models: dict[str, nn.Module], test_set: Reviews) -> None:
-    """Test accuracy of every model on each kind of review."""
+    """Test accuracy of every model on each kind of review, and the best any order-blind
+    model can reach on the same reviews (on average over its unavoidable coin flips)."""
     kinds = [review_kind(s) for s in test_set.sentences]
     names = ("one clause", "clauses agree", "clauses contrast")
     counts = "".join(f"{f'({kinds.count(k)} reviews)':>18}" for k in names)
-    lines = [f"{'model':<26}" + "".join(f"{k:>18}" for k in names), f"{'':<26}{counts}"]
-    for name, model in models.items():
-        correct = (predict(model, test_set.tokens) > 0.5).long() == test_set.labels
+    lines = [f"{'model':<28}" + "".join(f"{k:>18}" for k in names) + f"{'all':>8}",
+             f"{'':<28}{counts}{f'({len(kinds)})':>8}"]
+    rows = {name: ((predict(model, test_set.tokens) > 0.5).long() == test_set.labels).float()
+            for name, model in models.items()}
+    rows["best order-blind model"] = order_blind_best(test_set.sentences)
+    for name, correct in rows.items():
         cells = []
         for kind in names:
             chosen = torch.tensor([k == kind for k in kinds])
-            cells.append(f"{correct[chosen].float().mean().item():>18.2f}")
-        lines.append(f"{name:<26}" + "".join(cells))
+            cells.append(f"{correct[chosen].mean().item():>18.2f}")
+        lines.append(f"{name:<28}" + "".join(cells) + f"{correct.mean().item():>8.2f}")
     print("\n".join(lines))  # one write: the table never arrives in pieces
 
 
 @single_thread()
 @torch.no_grad()
+@uses_student_code
 def plot_attention(model: TransformerClassifier, sentence: str) -> None:
     """Head-averaged attention weights of every block of the trained model for one review."""
     model.eval()
@@ -425,6 +478,7 @@ def plot_attention(model: TransformerClassifier, sentence: str) -> None:
 
 @single_thread()
 @torch.no_grad()
+@uses_student_code
 def plot_padding_effect(model: TransformerClassifier, sentence: str, max_extra: int = 40) -> None:
     """One review with more and more padding appended, pooled with and without the mask.
 
