@@ -61,8 +61,9 @@ def write_summary(results: list[dict], out: Path = SUMMARY) -> str:
         plt.close(fig)
 
     width = max([len(e) for _, e, _, _ in rates] + [8])
-    lines = [f"{'assignment':<28}{'exercise':<{width + 2}}{'full marks':>12}"]
+    first = max([len(a) for a, _, _, _ in rates] + [10]) + 2  # columns never run together
+    lines = [f"{'assignment':<{first}}{'exercise':<{width + 2}}{'full marks':>12}"]
     for assignment, exercise, full, n in sorted(rates, key=lambda r: r[2] / r[3]):
-        lines.append(f"{assignment:<28}{exercise:<{width + 2}}{f'{full}/{n}':>8} "
+        lines.append(f"{assignment:<{first}}{exercise:<{width + 2}}{f'{full}/{n}':>8} "
                      f"{100 * full / n:3.0f}%")
     return "\n".join(lines)
