@@ -65,23 +65,25 @@ def unfinished(error: BaseException) -> str | None:
     return name if name in NUMBERS else None
 
 
+def _unfinished(name: str, message: str) -> ExerciseNotFinished:
+    error = ExerciseNotFinished(message)
+    error.exercise = name  # type: ignore[attr-defined]
+    return error
+
+
 def not_finished(name: str, used_by: str | None = None) -> ExerciseNotFinished:
     """The error to raise when ``name`` (an exercise) is still a stub."""
     user = f"{used_by} uses `{name}`, which" if used_by else f"`{name}`"
-    error = ExerciseNotFinished(f"{user} is not finished yet (it still raises "
-                                f"NotImplementedError): finish Exercise {NUMBERS[name]} first, "
-                                "then run this cell again.")
-    error.exercise = name  # type: ignore[attr-defined]
-    return error
+    return _unfinished(name, f"{user} is not finished yet (it still raises "
+                             f"NotImplementedError): finish Exercise {NUMBERS[name]} first, "
+                             "then run this cell again.")
 
 
 def not_written(name: str) -> ExerciseNotFinished:
     """The error a self-check raises when its own exercise is still the stub."""
-    error = ExerciseNotFinished(f"`{name}` is not written yet: replace `raise NotImplementedError()` "
-                                f"in the cell of Exercise {NUMBERS[name]} with your code, run "
-                                "that cell, then this one.")
-    error.exercise = name  # type: ignore[attr-defined]
-    return error
+    return _unfinished(name, f"`{name}` is not written yet: replace `raise NotImplementedError()` "
+                             f"in the cell of Exercise {NUMBERS[name]} with your code, run "
+                             "that cell, then this one.")
 
 
 def uses_student_code(function: F) -> F:

@@ -113,3 +113,18 @@ def graded(course_copy, run_in_course):
         result = json.loads(path.read_text())
         results[result["student"], result["assignment"]] = result
     return course_copy, run, results
+
+
+@pytest.fixture
+def grading_course(tmp_path, monkeypatch) -> Path:
+    """An empty course folder (``grader/`` with a source and a gradebook file) that the
+    grading module works in, so its batch and retry logic can be tested with fakes."""
+    from pipeline import grading
+
+    grader = tmp_path / "grader"
+    (grader / "source" / "01_a").mkdir(parents=True)
+    (grader / "gradebook.db").write_bytes(b"")
+    for name, value in {"GRADER": grader, "SCRATCH": grader / ".scratch",
+                        "RESULTS": grader / "results"}.items():
+        monkeypatch.setattr(grading, name, value)
+    return grader

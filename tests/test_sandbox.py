@@ -483,13 +483,9 @@ def test_batches_are_even_mixes_of_assignments_a_multiple_of_the_jobs():
     assert grading.make_batches([], jobs=2, batch_size=8) == []
 
 
-def test_a_batch_that_times_out_is_graded_again_one_by_one(tmp_path, monkeypatch):
-    grader = tmp_path / "grader"
-    (grader / "source" / "01_a").mkdir(parents=True)
-    (grader / "gradebook.db").write_bytes(b"")
-    for name, value in {"GRADER": grader, "SCRATCH": grader / ".scratch",
-                        "RESULTS": grader / "results"}.items():
-        monkeypatch.setattr(grading, name, value)
+def test_a_batch_that_times_out_is_graded_again_one_by_one(grading_course, tmp_path,
+                                                           monkeypatch):
+    grader = grading_course
     notebooks = tmp_path / "class"
     notebooks.mkdir()
     subs = [Submission(f"s{i}", "01_a", notebooks / f"s{i}.ipynb") for i in range(3)]

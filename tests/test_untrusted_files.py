@@ -286,14 +286,9 @@ def test_copy_out_takes_only_the_graded_notebook_and_its_feedback_page(tmp_path)
 # ---- batches that fail ---------------------------------------------------------------------
 
 @pytest.fixture
-def course(tmp_path, monkeypatch):
+def course(grading_course, tmp_path, monkeypatch):
     """A course folder for the grading functions, with nbgrader's runs replaced by fakes."""
-    grader = tmp_path / "grader"
-    (grader / "source" / "01_a").mkdir(parents=True)
-    (grader / "gradebook.db").write_bytes(b"")
-    for name, value in {"GRADER": grader, "SCRATCH": grader / ".scratch",
-                        "RESULTS": grader / "results"}.items():
-        monkeypatch.setattr(grading, name, value)
+    grader = grading_course
     monkeypatch.setattr(grading, "ensure_release", lambda: None)
     monkeypatch.setattr(grading, "assignment_ids", lambda: ["01_a"])
     monkeypatch.setattr(grading, "finish", lambda results: None)

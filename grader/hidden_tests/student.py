@@ -429,11 +429,6 @@ def _fill(module: nn.Module, fields: dict, generic: bool) -> None:
                 object.__setattr__(module, key, value)
 
 
-def is_student_code(value: Any) -> bool:
-    """Whether ``value`` stands for the student's code (a proxy or a rebuilt module)."""
-    return isinstance(value, StudentFunction | StudentModule)
-
-
 __all__ = ["Channel", "LocalChannel", "OtherObject", "ProtocolError", "StudentError",
            "StudentFunction", "StudentModule", "build_module", "decode", "encode",
-           "is_student_code", "parse_reply", "student"]
+           "parse_reply", "student"]
