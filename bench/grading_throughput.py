@@ -52,7 +52,7 @@ def make_course(where: Path, ids: list[str] | None) -> Path:
         for path in (course / "solutions").glob("*.ipynb"):
             if path.stem not in ids:
                 path.unlink()
-    for name in ("nbgrader_config.py", "pipeline", "hidden_tests", "sample_mistakes"):
+    for name in ("nbgrader_config.py", "syllabus.py", "pipeline", "hidden_tests", "sample_mistakes"):
         source = ROOT / "grader" / name
         (shutil.copytree if source.is_dir() else shutil.copy2)(source, course / "grader" / name)
     _run([sys.executable, "-m", "pipeline.assignments"], course)

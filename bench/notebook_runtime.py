@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT / "grader"))
 
 from nbclient import NotebookClient  # noqa: E402
 from nbformat.v4 import new_code_cell, new_notebook  # noqa: E402
+
 from pipeline.execute import execute_notebook  # noqa: E402
 
 BUDGET_S = 30.0

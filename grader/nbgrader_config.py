@@ -24,6 +24,7 @@ from nbgrader.preprocessors import (  # noqa: E402
     SaveAutoGrades,
     SaveCells,
 )
+
 from pipeline.preprocessors import (  # noqa: E402
     ClearRunState,
     ColabCells,

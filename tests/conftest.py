@@ -18,6 +18,7 @@ sys.path.insert(0, str(ROOT / "grader"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from misbehaving import BANK, NOTEBOOK, SANDBOX_ONLY  # noqa: E402
+
 from pipeline import landlock  # noqa: E402
 
 SANDBOXED = landlock.abi_version() > 0
@@ -41,7 +42,7 @@ def course_copy(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("course")
     shutil.copytree(ROOT / "solutions", root / "solutions")
     (root / "grader").mkdir()
-    for name in ("nbgrader_config.py", "pipeline", "hidden_tests", "sample_mistakes"):
+    for name in ("nbgrader_config.py", "syllabus.py", "pipeline", "hidden_tests", "sample_mistakes"):
         source = ROOT / "grader" / name
         copy = shutil.copytree if source.is_dir() else shutil.copy2
         copy(source, root / "grader" / name)

@@ -14,9 +14,10 @@ import sys
 
 import nbformat
 import pytest
+from test_student_edition import _clean_env, environment_with_only
+
 from pipeline import student_edition
 from pipeline.paths import NOTEBOOKS
-from test_student_edition import _clean_env, environment_with_only
 
 pytestmark = pytest.mark.slow
 COLAB_PREINSTALLED = ["torch", "numpy", "matplotlib", "ipywidgets", "tqdm"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import nbformat
 from nbformat.v4 import new_markdown_cell, new_notebook
+
 from pipeline.paths import NOTEBOOKS, assignment_ids
 from pipeline.preprocessors import CourseHeader
 

@@ -145,7 +145,7 @@ def test_toy_model_figures_and_sweep(capsys):
 def test_self_checks_pass_reference_answers():
     from helpers.checks.causal_mask_trick import (
         check_causal_attention_weights,
-        check_causal_self_attention_head,
+        check_CausalSelfAttentionHead,
         check_running_mean_loop,
         check_running_mean_matmul,
     )
@@ -153,7 +153,7 @@ def test_self_checks_pass_reference_answers():
     check_running_mean_loop(running_mean)
     check_running_mean_matmul(running_mean)
     check_causal_attention_weights(causal_weights)
-    check_causal_self_attention_head(Head)
+    check_CausalSelfAttentionHead(Head)
 
 
 def test_self_check_reports_a_crash_in_plain_words():
@@ -167,7 +167,7 @@ def test_self_check_reports_a_crash_in_plain_words():
 
 
 def test_self_check_flags_a_missing_scale():
-    from helpers.checks.causal_mask_trick import check_causal_self_attention_head
+    from helpers.checks.causal_mask_trick import check_CausalSelfAttentionHead
 
     class Unscaled(Head):
         def forward(self, x):
@@ -175,7 +175,7 @@ def test_self_check_flags_a_missing_scale():
             return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0)
 
     with pytest.raises(CheckFailed, match="not scaled"):
-        check_causal_self_attention_head(Unscaled)
+        check_CausalSelfAttentionHead(Unscaled)
 
 
 def test_queries_and_keys_figure_draws_for_a_trained_model():

@@ -14,7 +14,7 @@ from helpers.checks.framework import CheckFailed  # noqa: E402
 from helpers.checks.transformer_block import (  # noqa: E402
     check_mean_pool,
     check_sinusoidal_positional_encoding,
-    check_transformer_block,
+    check_TransformerBlock,
 )
 from helpers.demos import transformer_block as demo  # noqa: E402
 
@@ -158,7 +158,7 @@ def test_figures_draw(capsys):
 
 def test_self_checks_pass_the_solution(capsys):
     check_sinusoidal_positional_encoding(encoding)
-    check_transformer_block(Block)
+    check_TransformerBlock(Block)
     check_mean_pool(mean_pool)
     assert capsys.readouterr().out.count("✅") == 3
 
@@ -180,7 +180,7 @@ def test_self_check_reports_missing_members():
             return x
 
     with pytest.raises(CheckFailed, match="nn.MultiheadAttention"):
-        check_transformer_block(Empty)
+        check_TransformerBlock(Empty)
 
 
 def test_self_checks_pass_through_not_implemented():

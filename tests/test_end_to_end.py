@@ -10,6 +10,7 @@ import nbformat
 import pytest
 from conftest import SANDBOXED
 from misbehaving import BANK, NOTEBOOK, SANDBOX_ONLY, TAMPER_MARK
+
 from pipeline.paths import assignment_ids
 from pipeline.sample_class import mistakes_for
 
@@ -39,7 +40,7 @@ def test_blank_release_gets_zero(graded, notebook_id):
 @pytest.mark.parametrize("notebook_id", IDS)
 def test_typical_mistakes_lose_points_with_helpful_messages(graded, notebook_id):
     mistakes = mistakes_for(notebook_id)
-    assert mistakes, f"grader/sample_mistakes/{notebook_id}.py is missing"
+    assert mistakes, f"grader/sample_mistakes/ has no answers for {notebook_id}"
     result = graded[2]["typical_mistakes", notebook_id]
     earned, available = _auto(result)
     assert earned < available

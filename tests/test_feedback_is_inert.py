@@ -11,6 +11,7 @@ import pytest
 from bs4 import BeautifulSoup
 from misbehaving import NOTEBOOK, html_outputs
 from misbehaving.html_outputs import PNG, live_hazards
+
 from pipeline.nbgrader_cli import nbgrader
 from pipeline.safe_feedback import CONTENT_SECURITY_POLICY
 

@@ -7,21 +7,21 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from hidden_tests.causal_mask_trick import (
-    grade_causal_attention_weights,
-    grade_CausalSelfAttentionHead,
-    grade_running_mean_loop,
-    grade_running_mean_matmul,
-)
 from mutation import assert_bank, assert_fails_naming, diagnosis
 from notebook_code import solution_namespace
 from torch import nn
 
 from helpers.checks.causal_mask_trick import (
     check_causal_attention_weights,
-    check_causal_self_attention_head,
+    check_CausalSelfAttentionHead,
     check_running_mean_loop,
     check_running_mean_matmul,
+)
+from hidden_tests.causal_mask_trick import (
+    grade_causal_attention_weights,
+    grade_CausalSelfAttentionHead,
+    grade_running_mean_loop,
+    grade_running_mean_matmul,
 )
 
 SOLUTION = solution_namespace("06_causal_mask_trick")
@@ -562,7 +562,7 @@ class HeadNotImplemented(nn.Module):
                                        HeadEinsum, HeadSDPA, HeadLoop, HeadWithBuffer])
 def test_correct_heads_pass(candidate):
     grade_CausalSelfAttentionHead(candidate)
-    check_causal_self_attention_head(candidate)
+    check_CausalSelfAttentionHead(candidate)
 
 
 class HeadSwappedSizes(HeadBase):
@@ -622,7 +622,7 @@ def test_head_hidden_test_names_only_the_mistake_it_sees():
 
 
 def test_head_self_check_names_only_the_mistake_it_sees():
-    assert_bank(check_causal_self_attention_head, SOLUTION["CausalSelfAttentionHead"],
+    assert_bank(check_CausalSelfAttentionHead, SOLUTION["CausalSelfAttentionHead"],
                 HEAD_CHECK_BANK)
 
 

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hidden_tests.gain_multiplication import (
-    grade_gained_dot_product_attention,
-    grade_stable_softmax,
-)
 from mutation import assert_bank, assert_fails_naming, diagnosis
 from notebook_code import solution_namespace
 
 from helpers.checks.gain_multiplication import (
     check_gained_dot_product_attention,
     check_stable_softmax,
+)
+from hidden_tests.gain_multiplication import (
+    grade_gained_dot_product_attention,
+    grade_stable_softmax,
 )
 
 SOLUTION = solution_namespace("01_gain_multiplication")

@@ -7,19 +7,19 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from hidden_tests.multi_head_attention import (
-    grade_merge_heads,
-    grade_multi_head_self_attention,
-    grade_split_heads,
-)
 from mutation import assert_bank, assert_fails_naming, diagnosis
 from notebook_code import solution_namespace
 from torch import nn
 
 from helpers.checks.multi_head_attention import (
     check_merge_heads,
-    check_multi_head_self_attention,
+    check_MultiHeadSelfAttention,
     check_split_heads,
+)
+from hidden_tests.multi_head_attention import (
+    grade_merge_heads,
+    grade_MultiHeadSelfAttention,
+    grade_split_heads,
 )
 
 SOLUTION = solution_namespace("03_multi_head_attention")
@@ -303,8 +303,8 @@ class PackedProjectionAttention(_Layers):
 @pytest.mark.parametrize("candidate", [Solution, HeadLoopAttention, FoldedBmmAttention,
                                        BuiltinSdpaAttention, PackedProjectionAttention])
 def test_correct_attention_layers_pass(candidate):
-    grade_multi_head_self_attention(candidate)
-    check_multi_head_self_attention(candidate)
+    grade_MultiHeadSelfAttention(candidate)
+    check_MultiHeadSelfAttention(candidate)
 
 
 # ---- MultiHeadSelfAttention: mistakes ---------------------------------------------------------
@@ -479,15 +479,15 @@ ATTENTION_CHECK_BANK = [
 
 
 def test_attention_hidden_test_names_only_the_mistake_it_sees():
-    assert_bank(grade_multi_head_self_attention, Solution, ATTENTION_HIDDEN_BANK)
+    assert_bank(grade_MultiHeadSelfAttention, Solution, ATTENTION_HIDDEN_BANK)
 
 
 def test_attention_self_check_names_only_the_mistake_it_sees():
-    assert_bank(check_multi_head_self_attention, Solution, ATTENTION_CHECK_BANK)
+    assert_bank(check_MultiHeadSelfAttention, Solution, ATTENTION_CHECK_BANK)
 
 
 def test_the_self_check_recognises_heads_in_another_order():
-    message = assert_fails_naming(check_multi_head_self_attention, SwappedHeads)
+    message = assert_fails_naming(check_MultiHeadSelfAttention, SwappedHeads)
     assert "different order" in diagnosis(message)
 
 
@@ -505,15 +505,15 @@ class BlankForward(Solution):
 @pytest.mark.parametrize("blank", [BlankInit, BlankForward])
 def test_blank_attention_propagates(blank):
     with pytest.raises(NotImplementedError):
-        grade_multi_head_self_attention(blank)
+        grade_MultiHeadSelfAttention(blank)
     with pytest.raises(NotImplementedError):
-        check_multi_head_self_attention(blank)
+        check_MultiHeadSelfAttention(blank)
 
 
 def test_checks_leave_the_global_rng_alone():
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    check_multi_head_self_attention(Solution)
-    grade_multi_head_self_attention(Solution)
+    check_MultiHeadSelfAttention(Solution)
+    grade_MultiHeadSelfAttention(Solution)
     assert torch.equal(torch.rand(3), expected)

@@ -8,11 +8,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hidden_tests.qkv_attention import (
-    grade_make_batch,
-    grade_scaled_dot_product_attention,
-    grade_single_query_attention,
-)
 from mutation import assert_bank, assert_fails_naming
 from notebook_code import solution_namespace
 from torch import nn
@@ -20,7 +15,12 @@ from torch import nn
 from helpers.checks.qkv_attention import (
     check_make_batch,
     check_scaled_dot_product_attention,
-    check_single_query_attention,
+    check_SingleQueryAttention,
+)
+from hidden_tests.qkv_attention import (
+    grade_make_batch,
+    grade_scaled_dot_product_attention,
+    grade_SingleQueryAttention,
 )
 
 SOLUTION = solution_namespace("02_qkv_attention")
@@ -423,8 +423,8 @@ class EinsumModel(nn.Module):
 
 @pytest.mark.parametrize("candidate", [Solution, ReusesExercise1, EinsumModel])
 def test_correct_models_pass(candidate):
-    grade_single_query_attention(candidate)
-    check_single_query_attention(candidate)
+    grade_SingleQueryAttention(candidate)
+    check_SingleQueryAttention(candidate)
 
 
 class SoftmaxOverQueryAxis(Solution):
@@ -577,11 +577,11 @@ MODEL_CHECK_BANK = [
 
 
 def test_model_hidden_test_names_only_the_mistake_it_sees():
-    assert_bank(grade_single_query_attention, Solution, MODEL_HIDDEN_BANK)
+    assert_bank(grade_SingleQueryAttention, Solution, MODEL_HIDDEN_BANK)
 
 
 def test_model_self_check_names_only_the_mistake_it_sees():
-    assert_bank(check_single_query_attention, Solution, MODEL_CHECK_BANK)
+    assert_bank(check_SingleQueryAttention, Solution, MODEL_CHECK_BANK)
 
 
 class Blank(nn.Module):
@@ -592,27 +592,6 @@ class Blank(nn.Module):
 
 def test_blank_model_propagates_not_implemented():
     with pytest.raises(NotImplementedError):
-        grade_single_query_attention(Blank)
+        grade_SingleQueryAttention(Blank)
     with pytest.raises(NotImplementedError):
-        check_single_query_attention(Blank)
-
-
-# ---- sample class mistakes ---------------------------------------------------------------------
-
-def test_sample_mistakes_fail_the_hidden_tests():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "grader" / "sample_mistakes" / "02_qkv_attention.py"
-    spec = importlib.util.spec_from_file_location("sample_mistakes_02", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    graders = {"scaled_dot_product_attention": grade_scaled_dot_product_attention,
-               "make_batch": grade_make_batch,
-               "SingleQueryAttention": grade_single_query_attention}
-    assert len(module.ANSWERS) >= 2
-    for grade_id, source in module.ANSWERS.items():
-        namespace = dict(SOLUTION)
-        exec(compile(source, f"<mistake {grade_id}>", "exec"), namespace)
-        with pytest.raises(AssertionError):
-            graders[grade_id](namespace[grade_id])
+        check_SingleQueryAttention(Blank)

@@ -9,10 +9,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hidden_tests.sparse_and_inductive_bias import (
-    grade_SelfAttentionClassifier,
-    grade_sparse_and_dataset,
-)
 from mutation import assert_bank
 from notebook_code import solution_namespace
 from torch import nn
@@ -20,6 +16,10 @@ from torch import nn
 from helpers.checks.sparse_and_inductive_bias import (
     check_SelfAttentionClassifier,
     check_sparse_and_dataset,
+)
+from hidden_tests.sparse_and_inductive_bias import (
+    grade_SelfAttentionClassifier,
+    grade_sparse_and_dataset,
 )
 
 SOLUTION = solution_namespace("05_sparse_and_inductive_bias")

@@ -7,11 +7,6 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from hidden_tests.transformer_block import (
-    grade_mean_pool,
-    grade_sinusoidal_positional_encoding,
-    grade_transformer_block,
-)
 from mutation import assert_bank
 from notebook_code import solution_namespace
 from torch import nn
@@ -19,7 +14,12 @@ from torch import nn
 from helpers.checks.transformer_block import (
     check_mean_pool,
     check_sinusoidal_positional_encoding,
-    check_transformer_block,
+    check_TransformerBlock,
+)
+from hidden_tests.transformer_block import (
+    grade_mean_pool,
+    grade_sinusoidal_positional_encoding,
+    grade_TransformerBlock,
 )
 
 SOLUTION = solution_namespace("04_transformer_block")
@@ -319,8 +319,8 @@ class BlockGeluMlp(BlockBase):
 @pytest.mark.parametrize("candidate", [SOLUTION["TransformerBlock"], BlockFunctional,
                                        BlockFloatMask, BlockPerSequence])
 def test_correct_blocks_pass(candidate):
-    grade_transformer_block(candidate)
-    check_transformer_block(candidate)
+    grade_TransformerBlock(candidate)
+    check_TransformerBlock(candidate)
 
 
 class BlockNoAttentionResidual(BlockBase):
@@ -379,11 +379,11 @@ BLOCK_CHECK_BANK = [
 
 
 def test_block_hidden_test_names_only_the_mistake_it_sees():
-    assert_bank(grade_transformer_block, SOLUTION["TransformerBlock"], BLOCK_HIDDEN_BANK)
+    assert_bank(grade_TransformerBlock, SOLUTION["TransformerBlock"], BLOCK_HIDDEN_BANK)
 
 
 def test_block_self_check_names_only_the_mistake_it_sees():
-    assert_bank(check_transformer_block, SOLUTION["TransformerBlock"], BLOCK_CHECK_BANK)
+    assert_bank(check_TransformerBlock, SOLUTION["TransformerBlock"], BLOCK_CHECK_BANK)
 
 
 class BlockNotImplemented(BlockBase):
@@ -400,7 +400,7 @@ class BlockInitNotImplemented(nn.Module):
 @pytest.mark.parametrize("blank", [BlockNotImplemented, BlockInitNotImplemented])
 def test_blank_block_scores_zero(blank):
     with pytest.raises(NotImplementedError):
-        grade_transformer_block(blank)
+        grade_TransformerBlock(blank)
 
 
 # ---- mean_pool ----------------------------------------------------------------------------------

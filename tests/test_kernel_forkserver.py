@@ -15,6 +15,7 @@ import socket
 from pathlib import Path
 
 import pytest
+
 from pipeline import kernel_manager, sandbox
 from pipeline.kernel_forkserver import ForkedKernel, ForkServer
 from pipeline.paths import GRADER, HIDDEN_TESTS

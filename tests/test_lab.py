@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+
 from pipeline import lab
 from pipeline.paths import NOTEBOOKS, ROOT
 

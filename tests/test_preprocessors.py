@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_notebook, new_output
+
 from pipeline.preprocessors import (
     ClearRunState,
     ColabCells,

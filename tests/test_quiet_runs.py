@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_notebook
+
 from pipeline.execute import execute_notebook
 
 

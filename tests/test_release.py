@@ -6,6 +6,7 @@ import re
 
 import nbformat
 import pytest
+
 from pipeline.paths import NOTEBOOKS, SOLUTIONS, assignment_ids
 
 pytestmark = pytest.mark.slow

@@ -22,6 +22,8 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_outp
 from nbgrader.converters import GenerateFeedback
 from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import GetGrades
+from traitlets.config import PyFileConfigLoader
+
 from pipeline.paths import GRADER
 from pipeline.safe_feedback import (
     CONTENT_SECURITY_POLICY,
@@ -30,7 +32,6 @@ from pipeline.safe_feedback import (
     clean_html,
     make_document_inert,
 )
-from traitlets.config import PyFileConfigLoader
 
 
 def _graded(cell, grade_id: str, points: float, score: float, solution: bool):

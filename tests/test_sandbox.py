@@ -20,10 +20,6 @@ import time
 from pathlib import Path
 
 import pytest
-from pipeline import grading, landlock, sandbox
-from pipeline.paths import GRADER, HIDDEN_TESTS, ROOT
-from pipeline.preprocessors import SandboxedKernelManager
-from pipeline.submissions import Submission
 from test_kernel_forkserver import (
     fork_server,
     printed,
@@ -32,6 +28,11 @@ from test_kernel_forkserver import (
     start_kernel,
     stop_kernel,
 )
+
+from pipeline import grading, landlock, sandbox
+from pipeline.paths import GRADER, HIDDEN_TESTS, ROOT
+from pipeline.preprocessors import SandboxedKernelManager
+from pipeline.submissions import Submission
 
 needs_landlock = pytest.mark.skipif(landlock.abi_version() < 1,
                                     reason="Landlock is not available here")

@@ -17,8 +17,9 @@ import pytest
 from misbehaving import BANK, NOTEBOOK
 from misbehaving.escapes import BANK as ESCAPES
 from misbehaving.escapes import BOMB, FLOOD_BYTES, LISTENER, MARK, SECRET, SLEEP
-from pipeline import sandbox
 from test_kernel_forkserver import processes_running
+
+from pipeline import sandbox
 
 _BWRAP, _WHY = sandbox.bwrap_path()
 _WHY = _WHY or (sandbox.bwrap_usable(_BWRAP) if _BWRAP else "")

@@ -25,6 +25,7 @@ import pytest
 import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+
 from pipeline import student_edition
 from pipeline.paths import GRADER, NOTEBOOKS, ROOT, SOLUTIONS, assignment_ids
 

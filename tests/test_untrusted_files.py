@@ -23,6 +23,8 @@ from nbgrader.preprocessors import (
     OverwriteCells,
     SaveCells,
 )
+from traitlets.config import Config
+
 from pipeline import grading, nbgrader_batch
 from pipeline.metadata_repair import NOTE_TITLE, RepairMetadata
 from pipeline.preprocessors import DeduplicateGradeIds
@@ -35,7 +37,6 @@ from pipeline.submissions import (
     read_untrusted,
     write_new_file,
 )
-from traitlets.config import Config
 
 IDS = ["01_a", "02_b"]
 _REAL_COLLECT = grading._collect

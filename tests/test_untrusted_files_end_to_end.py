@@ -22,6 +22,7 @@ from conftest import _misbehave
 from misbehaving import BANK, NOTEBOOK
 from misbehaving.untrusted_files import BANK as UNTRUSTED
 from misbehaving.untrusted_files import FOLDER, LINKED_NOTEBOOK, MADE, REFUSED, VICTIM
+
 from pipeline.metadata_repair import NOTE_TITLE
 from pipeline.sample_class import STUDENTS
 

@@ -14,6 +14,10 @@ import math
 import nbformat
 import pytest
 import torch
+from nbformat.v4 import new_code_cell, new_output
+from torch import nn
+
+from helpers.checks.framework import CheckFailed
 from hidden_tests import probe
 from hidden_tests.common import fresh_generator, set_salt
 from hidden_tests.gain_multiplication import grade_gained_dot_product_attention
@@ -28,12 +32,8 @@ from hidden_tests.student import (
     parse_reply,
     student,
 )
-from nbformat.v4 import new_code_cell, new_output
 from pipeline import verdicts
 from pipeline.paths import SOLUTIONS
-from torch import nn
-
-from helpers.checks.framework import CheckFailed
 
 
 def _remote(namespace: dict, name: str) -> StudentFunction:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+
 from pipeline.paths import NOTEBOOKS, ROOT
 from pipeline.sample_class import SOLUTION_MARKERS
 

@@ -230,7 +230,7 @@ def _mistakes(x, weights, H, mask, part: str) -> Mapping[str, torch.Tensor]:
 
 
 @hidden_test
-def grade_multi_head_self_attention(attention_cls: type[nn.Module]) -> None:
+def grade_MultiHeadSelfAttention(attention_cls: type[nn.Module]) -> None:
     check = HiddenCheck("MultiHeadSelfAttention")
     generator = fresh_generator(303)
     cases = []  # (B, T, d_model, H, mask description, mask)

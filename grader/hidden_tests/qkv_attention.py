@@ -259,7 +259,7 @@ def _reference_weights(model: nn.Module, e: torch.Tensor, *, scale: float | None
 
 
 @hidden_test
-def grade_single_query_attention(model_class: type[nn.Module]) -> None:
+def grade_SingleQueryAttention(model_class: type[nn.Module]) -> None:
     check = HiddenCheck("SingleQueryAttention")
     generator = fresh_generator(2002)
     d_embed, d_att, d_hidden = 6, 4, 8

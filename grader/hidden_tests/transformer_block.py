@@ -173,7 +173,7 @@ def _block_variants(block: nn.Module, x: torch.Tensor, padding_mask: torch.Tenso
 
 
 @hidden_test
-def grade_transformer_block(block_class: type[nn.Module]) -> None:
+def grade_TransformerBlock(block_class: type[nn.Module]) -> None:
     check = HiddenCheck("TransformerBlock")
     generator = fresh_generator(404)
     for d_model, n_heads, d_ff, B, T in ((8, 2, 16, 2, 6), (12, 3, 20, 3, 5)):

@@ -4,7 +4,8 @@
 ``nbgrader generate_assignment`` produces ``<course>/release/<id>/<id>.ipynb``
 (solutions and hidden tests removed, outputs cleared, Colab cells added, cells
 recorded in the gradebook), which is copied to ``notebooks/<id>.ipynb``.
-Running it twice changes nothing.
+Running it twice changes nothing. Nothing is generated while a tutorial disagrees with
+its declaration in ``grader/syllabus.py`` (``pipeline.consistency``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import shutil
 from pathlib import Path
 
+from pipeline.consistency import require
 from pipeline.nbgrader_cli import nbgrader
 from pipeline.paths import GRADER, NOTEBOOKS, SOLUTIONS, assignment_ids
 
@@ -24,6 +26,7 @@ def generate(course_root: Path = GRADER, notebooks_dir: Path | None = NOTEBOOKS,
     ids = ids or assignment_ids()
     if not ids:
         raise FileNotFoundError(f"no solution notebooks found in {SOLUTIONS}")
+    require(ids)
     written = []
     for notebook_id in ids:
         source = course_root / "source" / notebook_id

@@ -5,35 +5,33 @@
 - ``full_solution``: the release with every answer cell (and Think! answer) taken from
   ``solutions/`` — must get full auto-graded marks;
 - ``blank_release``: the release untouched — must get zero;
-- ``typical_mistakes``: the full solution, except the answer cells listed in
-  ``grader/sample_mistakes/<id>.py`` (typical wrong answers) — must lose points, with
-  feedback naming the mistakes. Its Think! answers are left blank.
+- ``typical_mistakes``: the full solution, except the answers of
+  ``grader/sample_mistakes/<topic>.py`` (one typical wrong answer per exercise, see
+  :mod:`sample_mistakes`) — must lose points, with feedback naming the mistakes. Its Think!
+  answers are left blank.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shutil
 from pathlib import Path
 
 import nbformat
 
+import syllabus
 from pipeline.paths import GRADER, SAMPLE_CLASS, SOLUTIONS, assignment_ids
+from sample_mistakes import sample_mistakes
 
 SOLUTION_MARKERS = re.compile(r"^[ \t]*### (BEGIN|END) SOLUTION[^\n]*(\n|\Z)", re.MULTILINE)
 STUDENTS = ("full_solution", "blank_release", "typical_mistakes")
 
 
 def mistakes_for(notebook_id: str) -> dict[str, str]:
-    """The ``ANSWERS`` dict of ``grader/sample_mistakes/<id>.py`` (empty if there is none)."""
-    path = GRADER / "sample_mistakes" / f"{notebook_id}.py"
-    if not path.exists():
-        return {}
-    spec = importlib.util.spec_from_file_location(f"sample_mistakes_{notebook_id}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return dict(module.ANSWERS)
+    """Exercise name -> the source of its sample mistake (declared exercises only)."""
+    tutorial = syllabus.tutorial(notebook_id)
+    found = sample_mistakes(tutorial.topic)
+    return {e.name: found[e.name].source for e in tutorial.exercises if e.name in found}
 
 
 def _answers(notebook_id: str) -> dict[str, str]:
@@ -54,7 +52,7 @@ def build(out: Path = SAMPLE_CLASS, ids: list[str] | None = None) -> None:
         answers, mistakes = _answers(notebook_id), mistakes_for(notebook_id)
         unknown = set(mistakes) - set(answers)
         if unknown:
-            raise KeyError(f"sample_mistakes/{notebook_id}.py names cells {sorted(unknown)} "
+            raise KeyError(f"grader/sample_mistakes has answers {sorted(unknown)} for cells "
                            f"that are not answer cells of {notebook_id}")
         for student in STUDENTS:
             notebook = nbformat.read(release, as_version=4)

@@ -22,13 +22,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from hidden_tests import probe
-from hidden_tests.common import set_salt
-from hidden_tests.student import ProtocolError, StudentError, StudentFunction, parse_reply
 from nbformat.notebooknode import NotebookNode
 from nbformat.v4 import new_output
 
 from helpers.checks.framework import CheckFailed
+from hidden_tests import probe
+from hidden_tests.common import set_salt
+from hidden_tests.student import ProtocolError, StudentError, StudentFunction, parse_reply
 
 HIDDEN_BLOCK = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS.*?^[ \t]*### END HIDDEN TESTS[^\n]*\n?",
                           re.DOTALL | re.MULTILINE)

@@ -223,7 +223,7 @@ FIXED_LENGTH = ("the head works for T = 6 but not for this T: the mask has a fix
                 "it for the T of the input")
 
 
-def check_causal_self_attention_head(head_class: type[nn.Module]) -> None:
+def check_CausalSelfAttentionHead(head_class: type[nn.Module]) -> None:
     """Members, shapes, causality, and agreement with F.scaled_dot_product_attention."""
     check = SelfCheck("CausalSelfAttentionHead")
     n_embd, head_size = 12, 4

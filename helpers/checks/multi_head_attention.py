@@ -206,7 +206,7 @@ def _mask_mistakes(twin: nn.MultiheadAttention, x: torch.Tensor, mask: torch.Ten
     return mistakes, diagnoses
 
 
-def check_multi_head_self_attention(attention_cls: type[nn.Module]) -> None:
+def check_MultiHeadSelfAttention(attention_cls: type[nn.Module]) -> None:
     """Members, shapes, distributions, masks, and agreement with ``nn.MultiheadAttention``."""
     check = SelfCheck("MultiHeadSelfAttention")
     B, T, d_model, H = 2, 6, 12, 3

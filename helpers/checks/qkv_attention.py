@@ -292,7 +292,7 @@ def check_make_batch(make_batch: Callable[..., tuple]) -> None:
 
 # ---------------------------------------------------------------------------------------------
 
-def check_single_query_attention(model_class: type[nn.Module]) -> None:
+def check_SingleQueryAttention(model_class: type[nn.Module]) -> None:
     """Members, shapes, attention as a distribution over positions, agreement with PyTorch."""
     check = SelfCheck("SingleQueryAttention")
     with torch.random.fork_rng(devices=[]):

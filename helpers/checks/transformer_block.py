@@ -155,7 +155,7 @@ def _twin_variants(block: nn.Module, d_model: int, n_heads: int, d_ff: int
                 swapped.train()}
 
 
-def check_transformer_block(block_class: type[nn.Module]) -> None:
+def check_TransformerBlock(block_class: type[nn.Module]) -> None:
     """Members as specified; agreement with nn.TransformerEncoderLayer, with and without padding."""
     check = SelfCheck("TransformerBlock")
     d_model, n_heads, d_ff = 16, 4, 32

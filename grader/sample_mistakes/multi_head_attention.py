@@ -1,15 +1,35 @@
-"""Typical mistakes made by the sample class's student `typical_mistakes` in 03_multi_head_attention."""
+"""Typical wrong answers to tutorial 03 (multi head attention), as a student would type them."""
 
-ANSWERS = {
-    # Reshapes straight to (B, H, T, d_head): right shape, positions and heads mixed.
-    "split_heads": '''def split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from sample_mistakes import mistake
+
+
+# Reshapes straight to (B, H, T, d_head): right shape, positions and heads mixed.
+@mistake("without a transpose")
+def split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
     """(B, T, n_heads * d_head) -> (B, n_heads, T, d_head): one slice of channels per head."""
     B, T, d_model = x.shape
     return x.reshape(B, n_heads, T, d_model // n_heads)
-''',
-    # Divides the scores by sqrt(d_model), the width of all heads, instead of sqrt(d_head).
-    # (It splits and merges heads itself, correctly, so this is its only mistake.)
-    "MultiHeadSelfAttention": '''class MultiHeadSelfAttention(nn.Module):
+
+
+# Merges with a plain reshape: (B, H, T, d_head) read as (B, T, H * d_head) mixes positions.
+@mistake("without transposing")
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """(B, n_heads, T, d_head) -> (B, T, n_heads * d_head): the inverse of split_heads."""
+    B, H, T, d_head = x.shape
+    return x.reshape(B, T, H * d_head)
+
+
+# Divides the scores by sqrt(d_model), the width of all heads, instead of sqrt(d_head).
+# (It splits and merges heads itself, correctly, so this is its only mistake.)
+@mistake("sqrt(d_model) instead of sqrt(d_head)")
+class MultiHeadSelfAttention(nn.Module):
     """Multi-head self-attention: H heads of width d_model // H, then an output map."""
 
     def __init__(self, d_model: int, n_heads: int) -> None:
@@ -35,5 +55,3 @@ ANSWERS = {
         weights = torch.softmax(scores, dim=-1)
         out = (weights @ v).transpose(1, 2).reshape(B, T, D)
         return self.unify_heads(out), weights
-''',
-}

@@ -1,8 +1,16 @@
-"""Typical mistakes made by the sample class's student `typical_mistakes` in 04_transformer_block."""
+"""Typical wrong answers to tutorial 04 (transformer block), as a student would type them."""
 
-ANSWERS = {
-    # sin and cos on the wrong columns: cosines on the even columns, sines on the odd ones.
-    "sinusoidal_positional_encoding": '''def sinusoidal_positional_encoding(T: int, d_model: int) -> torch.Tensor:
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from sample_mistakes import mistake
+
+
+# sin and cos on the wrong columns: cosines on the even columns, sines on the odd ones.
+@mistake("sin and cos are swapped")
+def sinusoidal_positional_encoding(T: int, d_model: int) -> torch.Tensor:
     """(T, d_model) table: sin(t ω_i) in column 2i, cos(t ω_i) in column 2i+1."""
     positions = torch.arange(T, dtype=torch.float32).unsqueeze(1)
     frequencies = 10000.0 ** (-torch.arange(0, d_model, 2, dtype=torch.float32) / d_model)
@@ -10,9 +18,11 @@ ANSWERS = {
     pe[:, 0::2] = torch.cos(positions * frequencies)
     pe[:, 1::2] = torch.sin(positions * frequencies)
     return pe
-''',
-    # The residual is added after the norm: x + norm(attention(x)) instead of norm(x + ...).
-    "TransformerBlock": '''class TransformerBlock(nn.Module):
+
+
+# The residual is added after the norm: x + norm(attention(x)) instead of norm(x + ...).
+@mistake("residual added after the norm")
+class TransformerBlock(nn.Module):
     """Post-norm transformer encoder block: attention, add & norm, MLP, add & norm."""
 
     def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.0) -> None:
@@ -28,13 +38,13 @@ ANSWERS = {
         attended, _ = self.attention(x, x, x, key_padding_mask=padding_mask)
         h = x + self.norm_1(attended)
         return h + self.norm_2(self.mlp(h))
-''',
-    # Padding is zeroed, but the sum is still divided by T instead of the true length.
-    "mean_pool": '''def mean_pool(h: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+
+
+# Padding is zeroed, but the sum is still divided by T instead of the true length.
+@mistake("divided by T instead of the true length")
+def mean_pool(h: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Mean of h (B, T, d) over time, leaving out positions where padding_mask is True."""
     if padding_mask is None:
         return h.mean(dim=1)
     h = h.masked_fill(padding_mask.unsqueeze(-1), 0.0)
     return h.sum(dim=1) / h.shape[1]
-''',
-}

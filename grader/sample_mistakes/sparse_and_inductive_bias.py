@@ -1,8 +1,18 @@
-"""Typical mistakes made by the sample class's student `typical_mistakes` in 05_sparse_and_inductive_bias."""
+"""Typical wrong answers to tutorial 05 (sparse and inductive bias), as a student would type them."""
 
-ANSWERS = {
-    # Fair coins by default: with s = 2 only a quarter of the labels are 1.
-    "sparse_and_dataset": '''def sparse_and_dataset(m: int, T: int, idx, p: float | None = None
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from sample_mistakes import mistake
+
+
+# Fair coins by default: with s = 2 only a quarter of the labels are 1.
+@mistake("p = 0.5 was used as the default")
+def sparse_and_dataset(m: int, T: int, idx, p: float | None = None
                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """``m`` samples of ``T`` random bits and the AND of the bits at positions ``idx``."""
     if p is None:
@@ -10,9 +20,11 @@ ANSWERS = {
     X = (torch.rand(m, T) < p).long()
     y = X[:, list(idx)].all(dim=1, keepdim=True).float()
     return X, y
-''',
-    # Forgets the position embedding: attention cannot tell positions apart.
-    "SelfAttentionClassifier": '''class SelfAttentionClassifier(nn.Module):
+
+
+# Forgets the position embedding: attention cannot tell positions apart.
+@mistake("position information never used")
+class SelfAttentionClassifier(nn.Module):
     """One self-attention layer on binary tokens with learned positions; reads out at the end."""
 
     def __init__(self, T: int, d: int = 8) -> None:
@@ -40,5 +52,3 @@ ANSWERS = {
         weights = self.attention_weights(x)
         h = (weights[:, -1:, :] @ self.value(self.embed(x))).squeeze(1)
         return torch.sigmoid(self.readout(h))
-''',
-}

@@ -1,0 +1,114 @@
+"""The course agrees with its one declaration of every exercise, ``grader/syllabus.py``.
+
+A rename, a signature change or new points in one place fail here, with a message naming
+every other place to update; every sample mistake fails its hidden test for the reason it
+is named after.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+
+import pytest
+from notebook_code import solution_namespace
+
+import syllabus
+from pipeline import consistency
+from pipeline.paths import ROOT
+from sample_mistakes import sample_mistakes
+
+TUTORIALS = {t.id: t for t in syllabus.TUTORIALS}
+EXERCISES = [(t.id, e.name) for t in syllabus.TUTORIALS for e in t.exercises]
+
+
+@pytest.mark.parametrize("notebook_id", TUTORIALS)
+def test_the_tutorial_agrees_with_its_declaration(notebook_id):
+    found = consistency.problems(TUTORIALS[notebook_id])
+    assert not found, "update:\n  - " + "\n  - ".join(found)
+
+
+def test_every_tutorial_file_belongs_to_a_declared_tutorial():
+    assert not consistency.undeclared_files()
+
+
+def test_course_order_is_the_declared_order():
+    assert syllabus.ids() == sorted(syllabus.ids())
+    assert [t.number for t in syllabus.TUTORIALS] == list(range(1, len(syllabus.TUTORIALS) + 1))
+
+
+def _changed(notebook_id: str, **changes) -> syllabus.Tutorial:
+    tutorial = TUTORIALS[notebook_id]
+    first = dataclasses.replace(tutorial.exercises[0], **changes)
+    return dataclasses.replace(tutorial, exercises=(first, *tutorial.exercises[1:]))
+
+
+def test_a_renamed_exercise_names_every_place_to_update():
+    found = "\n".join(consistency.problems(_changed("06_causal_mask_trick",
+                                                    name="running_mean_for_loop")))
+    for place in ("no answer cell with grade id 'running_mean_for_loop'",
+                  "no autograded test cell with grade id 'test_running_mean_for_loop'",
+                  "helpers/checks/causal_mask_trick.py does not define "
+                  "check_running_mean_for_loop",
+                  "grader/hidden_tests/causal_mask_trick.py does not define "
+                  "grade_running_mean_for_loop",
+                  "graded cell 'test_running_mean_loop' is not declared"):
+        assert place in found, found
+
+
+def test_a_changed_signature_or_points_fail_loudly():
+    signature = consistency.problems(_changed("01_gain_multiplication", signature="x, axis=-1"))
+    assert signature == ["solutions/01_gain_multiplication.ipynb: stable_softmax(x, dim=-1) "
+                         "but grader/syllabus.py declares (x, axis=-1)"]
+    points = consistency.problems(_changed("01_gain_multiplication", points=5))
+    assert points == ["solutions/01_gain_multiplication.ipynb: test_stable_softmax is worth 2 "
+                      "points, grader/syllabus.py says 5"]
+    method = dataclasses.replace(TUTORIALS["03_multi_head_attention"].exercises[2],
+                                 methods={"forward": "x"})
+    tutorial = TUTORIALS["03_multi_head_attention"]
+    changed = dataclasses.replace(tutorial, exercises=(*tutorial.exercises[:2], method))
+    assert consistency.problems(changed) == [
+        "solutions/03_multi_head_attention.ipynb: MultiHeadSelfAttention.forward(x, mask=None) "
+        "but grader/syllabus.py declares (x)"]
+
+
+def test_generation_refuses_a_course_that_disagrees(monkeypatch):
+    changed = _changed("02_qkv_attention", points=9)
+    monkeypatch.setattr(syllabus, "tutorial", lambda notebook_id: changed)
+    with pytest.raises(SystemExit, match="test_scaled_dot_product_attention is worth 2 points"):
+        consistency.require(["02_qkv_attention"])
+
+
+@pytest.mark.parametrize(("notebook_id", "name"), EXERCISES)
+def test_every_exercise_has_a_sample_mistake(notebook_id, name):
+    assert name in sample_mistakes(TUTORIALS[notebook_id].topic), (
+        f"grader/sample_mistakes/{TUTORIALS[notebook_id].topic}.py has no answer {name}")
+
+
+@pytest.mark.parametrize(("notebook_id", "name"), EXERCISES)
+def test_each_sample_mistake_fails_for_the_reason_it_is_named_after(notebook_id, name):
+    tutorial = TUTORIALS[notebook_id]
+    mistake = sample_mistakes(tutorial.topic).get(name)
+    if mistake is None:
+        pytest.skip("no sample mistake (reported by the test above)")
+    # As in the answer cell: the mistake's source, run in the notebook's own namespace.
+    namespace = dict(solution_namespace(notebook_id))
+    exec(compile(mistake.source, f"<sample mistake {name}>", "exec"), namespace)
+    hidden = importlib.import_module(f"hidden_tests.{tutorial.topic}")
+    with pytest.raises(AssertionError) as failure:
+        getattr(hidden, f"grade_{name}")(namespace[name])
+    assert mistake.reason.lower() in str(failure.value).lower(), (
+        f"grader/sample_mistakes/{tutorial.topic}.py: {name} is named after "
+        f"{mistake.reason!r}, but its hidden test says:\n{failure.value}")
+
+
+@pytest.mark.parametrize(("notebook_id", "name"), EXERCISES)
+def test_every_exercise_has_banks_for_its_hidden_test_and_self_check(notebook_id, name):
+    tutorial = TUTORIALS[notebook_id]
+    exercise = next(e for e in tutorial.exercises if e.name == name)
+    tests = "".join((ROOT / "tests" / f"test_{kind}_{tutorial.topic}.py").read_text()
+                    for kind in ("hidden", "demos")
+                    if (ROOT / "tests" / f"test_{kind}_{tutorial.topic}.py").exists())
+    assert "assert_bank(" in tests, f"tests/test_hidden_{tutorial.topic}.py has no bank"
+    for function in (exercise.hidden_test, exercise.check):
+        assert function in tests, f"tests/test_hidden_{tutorial.topic}.py never tests {function}"
