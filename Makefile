@@ -7,26 +7,32 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed
-IDS := $(basename $(notdir $(wildcard solutions/*.ipynb)))
-SUBMISSIONS ?=
-SHARD ?=
-JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-# nbgrader shells out to alembic and starts kernels: the venv must come first on PATH.
-export PATH := $(BIN):$(PATH)
-# The pipeline (and, for the solutions, the hidden tests) are importable from grader/: only
-# the commands below that need it get it, and graded kernels never (their environment is
-# whitelisted, see grader/pipeline/sandbox.py).
-WITH_GRADER := PYTHONPATH=$(CURDIR)/grader$(if $(PYTHONPATH),:$(PYTHONPATH))
-export PYTHONHASHSEED := 0
-# The course's models are tiny: one thread is faster and gives the same numbers every run.
-export OMP_NUM_THREADS := 1
+# Variables: `make help` lists those with a `##` comment. An unset one leaves the choice to
+# the module it is passed to, whose --help gives the default.
+SUBMISSIONS ?=  ## make grade: the class, laid out <dir>/<student>/<id>/<id>.ipynb
+JOBS ?=  ## make grade: batches graded at a time (unset: one per core)
+SHARD ?=  ## make grade: i/N grades every N-th submission only (then make grade-merge)
+CELL_TIMEOUT ?=  ## make grade: seconds a cell may run (unset: nbgrader_config.py's Execute.timeout)
+MEMORY_GB ?=  ## make grade: address space of each grading process and kernel, GiB (0: none; unset: pipeline.grading's)
+CPU_CAPABILITY ?=  ## make validate: PyTorch's CPU kernels (ATEN_CPU_CAPABILITY: default, avx2...; unset: this machine's)
+DEST ?=  ## make student-edition: where the student repository is written
+FORCE ?=  ## make student-edition: 1 to write into a non-empty DEST
+LAB_ARGS ?=  ## make lab, lab-solutions, formgrader: options for jupyter lab (e.g. --port=8890)
+BENCH_ARGS ?=  ## make bench, bench-grading: options for the benchmark (see bench/*.py)
+
+# Every command runs in the course's environment, defined once in grader/pipeline/environment.py:
+# the venv first on PATH, grader/ importable, one thread, a fixed hash seed.
+# `python -m pipeline.environment CMD...` sets it and runs CMD (nothing else is set here).
+COURSE := PYTHONPATH=$(CURDIR)/grader$(if $(PYTHONPATH),:$(PYTHONPATH)) $(BIN)/python -m pipeline.environment
 
 .PHONY: help setup setup-browser setup-sandbox demo test test-fast assignments grade grade-merge lab lab-solutions formgrader \
-        execute validate validate-gpu lint bench clean student-edition dist
+        execute validate validate-gpu lint bench bench-grading clean student-edition dist
 
-help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+help:  ## list the targets and the variables they take
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+	@echo "Variables (make TARGET NAME=value):"
+	@grep -E '^[A-Z_]+ \?=.*## ' $(MAKEFILE_LIST) | awk -F' \\?=.*## ' '{printf "  %-21s %s\n", $$1, $$2}'
 
 setup: $(STAMP)  ## create .venv and install everything (idempotent)
 
@@ -47,63 +53,78 @@ setup-sandbox: setup  ## bubblewrap, for the student-kernel sandbox (apt-get ins
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap; \
 	else echo "WARNING: bubblewrap is not installed and cannot be installed here (root and apt-get" \
 	  "needed): kernels are graded without it, the sandbox report below names what is off"; fi
-	$(WITH_GRADER) $(BIN)/python -m pipeline.sandbox
+	$(COURSE) python -m pipeline.sandbox
 
 demo: setup  ## run every solution, regenerate the release, grade the sample class
-	$(WITH_GRADER) $(BIN)/python -m pipeline.demo
+	$(COURSE) python -m pipeline.demo
 
-test: setup  ## every test: lint, unit, hidden tests vs mutants, pipeline, drift, nbval
-	$(BIN)/ruff check helpers grader/pipeline grader/hidden_tests grader/sample_mistakes tests bench solutions
-	$(WITH_GRADER) $(BIN)/python -m pytest tests
-	$(WITH_GRADER) $(BIN)/python -m pytest -p no:cacheprovider --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-current-env solutions
+test: setup lint  ## every test: lint, unit, hidden tests vs mutants, pipeline, drift, nbval on two CPU capabilities
+	$(COURSE) python -m pytest tests
+	$(MAKE) --no-print-directory validate CPU_CAPABILITY=
+	$(MAKE) --no-print-directory validate CPU_CAPABILITY=default
 
 test-fast: setup  ## unit tests only (no kernels)
-	$(WITH_GRADER) $(BIN)/python -m pytest tests -m "not slow"
+	$(COURSE) python -m pytest tests -m "not slow"
 
 assignments: setup  ## regenerate nbgrader source/release and notebooks/ from solutions/
-	$(WITH_GRADER) $(BIN)/python -m pipeline.assignments
+	$(COURSE) python -m pipeline.assignments
 
 student-edition: setup  ## the public student repository in DEST=dir: notebooks, helpers, licences, README
 	@test -n "$(DEST)" || { echo "usage: make student-edition DEST=dir [FORCE=1]  (e.g. a clone of the public student repository)"; exit 2; }
-	$(WITH_GRADER) $(BIN)/python -m pipeline.student_edition "$(DEST)" $(if $(FORCE),--force)
+	$(COURSE) python -m pipeline.student_edition "$(DEST)" $(if $(FORCE),--force)
 
 dist: setup  ## wheel + sdist of `helpers` in dist/ (built from the student edition), twine-checked
 	rm -rf build/dist-edition dist
-	$(WITH_GRADER) $(BIN)/python -m pipeline.student_edition build/dist-edition
+	$(COURSE) python -m pipeline.student_edition build/dist-edition
 	$(BIN)/python -m build --outdir dist build/dist-edition
 	$(BIN)/twine check --strict dist/*
 
-grade: setup  ## autograde SUBMISSIONS=dir [JOBS=n] [SHARD=i/N]: feedback, grades.csv
+# The grading flags that were asked for; the others keep pipeline.grading's defaults.
+GRADE_FLAGS = $(strip $(if $(JOBS),--jobs $(JOBS)) $(if $(SHARD),--shard $(SHARD)) \
+                $(if $(CELL_TIMEOUT),--cell-timeout $(CELL_TIMEOUT)) \
+                $(if $(MEMORY_GB),--memory-gb $(MEMORY_GB)))
+
+grade: setup  ## autograde SUBMISSIONS=dir [JOBS=n SHARD=i/N CELL_TIMEOUT=s MEMORY_GB=g]: feedback, grades.csv
 	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=dir  (dir/<student>/<id>/<id>.ipynb)"; exit 2; }
-	$(WITH_GRADER) $(BIN)/python -m pipeline.grading "$(SUBMISSIONS)" --jobs $(JOBS) $(if $(SHARD),--shard $(SHARD))
+	$(COURSE) python -m pipeline.grading "$(SUBMISSIONS)" $(GRADE_FLAGS)
 
 grade-merge: setup  ## merge the results of sharded `make grade SHARD=i/N` runs
-	$(WITH_GRADER) $(BIN)/python -m pipeline.grading --merge
+	$(COURSE) python -m pipeline.grading --merge
 
 execute: setup  ## re-execute solutions/ in place (after editing a solution notebook)
-	$(WITH_GRADER) $(BIN)/python -m pipeline.execute solutions/*.ipynb
+	$(COURSE) python -m pipeline.execute solutions/*.ipynb
 
-validate: setup  ## nbval on solutions/, comparing outputs (the CPU CI job)
-	$(WITH_GRADER) $(BIN)/python -m pytest -p no:cacheprovider --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-current-env solutions
+validate: setup  ## nbval on solutions/, comparing outputs (the CPU CI job) [CPU_CAPABILITY=default...]
+	@echo "nbval on solutions/, PyTorch CPU capability: $(or $(CPU_CAPABILITY),this machine's)"
+	$(if $(CPU_CAPABILITY),ATEN_CPU_CAPABILITY=$(CPU_CAPABILITY)) $(COURSE) python -m pytest -p no:cacheprovider \
+	  --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-current-env solutions
 
 validate-gpu: setup  ## nbval on solutions/ on a CUDA machine: every cell runs, outputs compared loosely
-	$(WITH_GRADER) $(BIN)/python -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env solutions
+	$(COURSE) python -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env solutions
 
-lint: setup  ## ruff over the code and the notebooks
-	$(BIN)/ruff check helpers grader/pipeline grader/hidden_tests grader/sample_mistakes tests bench solutions
+lint: setup  ## ruff over every Python file and notebook of the repository (pyproject.toml says what is generated)
+	$(BIN)/ruff check .
 
-bench: setup  ## print the benchmark tables
-	$(WITH_GRADER) $(BIN)/python bench/notebook_runtime.py
+bench: setup  ## print the benchmark tables: each notebook's run time [BENCH_ARGS="--repeat 3"]
+	$(COURSE) python bench/notebook_runtime.py $(BENCH_ARGS)
+
+bench-grading: setup  ## grading throughput: plain nbgrader against make grade [BENCH_ARGS="--students 6"]
+	$(COURSE) python bench/grading_throughput.py $(BENCH_ARGS)
 
 lab: setup  ## JupyterLab on the student notebooks, as students see them (no nbgrader menus)
-	$(WITH_GRADER) $(BIN)/python -m pipeline.lab student $(LAB_ARGS)
+	$(COURSE) python -m pipeline.lab student $(LAB_ARGS)
 
 lab-solutions: setup  ## JupyterLab on the solutions (hidden tests importable)
-	$(WITH_GRADER) $(BIN)/python -m pipeline.lab solutions $(LAB_ARGS)
+	$(COURSE) python -m pipeline.lab solutions $(LAB_ARGS)
 
 formgrader: setup  ## JupyterLab in grader/ with nbgrader's formgrader (grade Think! answers)
-	$(WITH_GRADER) $(BIN)/python -m pipeline.lab formgrader $(LAB_ARGS)
+	$(COURSE) python -m pipeline.lab formgrader $(LAB_ARGS)
 
-clean:  ## remove nbgrader working folders (keeps .venv)
-	rm -rf grader/source grader/release grader/submitted grader/autograded grader/feedback \
-	       grader/gradebook.db grader/grades.csv grader/summary grader/.scratch
+# What generation, grading, the demo and `make dist` write; kept: .venv, solutions/, notebooks/.
+GENERATED := grader/source grader/release grader/submitted grader/gradebook.db \
+             grader/sample_submissions grader/autograded grader/feedback grader/results \
+             grader/grades.csv grader/summary grader/.scratch build/dist-edition dist
+
+clean:  ## remove what generation, grading, the demo and make dist write (keeps .venv, solutions/, notebooks/)
+	rm -rf $(GENERATED)
+	if [ -d build ]; then rmdir --ignore-fail-on-non-empty build; fi

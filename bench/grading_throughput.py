@@ -1,6 +1,6 @@
 """Grading throughput: plain serial `nbgrader autograde` against `make grade` with 1 and 2 jobs.
 
-    python bench/grading_throughput.py [--students 6] [--ids 01_gain_multiplication ...]
+    make bench-grading [BENCH_ARGS="--students 6 --ids 01_gain_multiplication ..."]
 
 Builds a synthetic class in a scratch copy of the course (students cycle through a full
 solution, typical mistakes and the blank release, so runs are a realistic mix), grades
@@ -26,15 +26,15 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from pipeline.environment import course_env
+from pipeline.paths import ROOT
+
 VARIANTS = ("full_solution", "typical_mistakes", "blank_release")
 
 
 def _env(course: Path, **extra: str) -> dict[str, str]:
-    # Every row gets the course's settings (the Makefile's): one thread per kernel.
-    return dict(os.environ, PYTHONPATH=str(course / "grader"),
-                PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
-                OMP_NUM_THREADS="1", PYTHONHASHSEED="0", **extra)
+    # Every row gets the course's environment (one thread per kernel...), in the copy ``course``.
+    return {**course_env(grader=course / "grader"), **extra}
 
 
 def _run(args: list[str], course: Path, cwd: Path | None = None, **extra: str) -> float:
@@ -52,7 +52,7 @@ def make_course(where: Path, ids: list[str] | None) -> Path:
         for path in (course / "solutions").glob("*.ipynb"):
             if path.stem not in ids:
                 path.unlink()
-    for name in ("nbgrader_config.py", "syllabus.py", "pipeline", "hidden_tests", "sample_mistakes"):
+    for name in ("nbgrader_config.py", "pipeline", "hidden_tests", "sample_mistakes"):
         source = ROOT / "grader" / name
         (shutil.copytree if source.is_dir() else shutil.copy2)(source, course / "grader" / name)
     _run([sys.executable, "-m", "pipeline.assignments"], course)

@@ -15,7 +15,7 @@ per (T, model); writes the CSV and the figure to ``bench/out/``. Not part of ``m
 from __future__ import annotations
 
 import argparse
-import sys
+import importlib.util
 import time
 from pathlib import Path
 
@@ -25,15 +25,21 @@ matplotlib.use("Agg")
 
 import torch  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-
-from notebook_code import solution_namespace  # noqa: E402
-
 from helpers.demos import sparse_and_inductive_bias as demo  # noqa: E402
 from helpers.plotting import use_course_style  # noqa: E402
 from helpers.seed import set_seed  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _solution_namespace(notebook_id: str) -> dict:
+    """The solution's definitions, loaded as the tests load them (tests/notebook_code.py)."""
+    spec = importlib.util.spec_from_file_location("notebook_code",
+                                                  ROOT / "tests" / "notebook_code.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.solution_namespace(notebook_id)
+
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -62,7 +68,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     set_seed(0)
     use_course_style()
-    solution = solution_namespace("05_sparse_and_inductive_bias")
+    solution = _solution_namespace("05_sparse_and_inductive_bias")
     start = time.perf_counter()
     rows = demo.sample_complexity_sweep(
         solution["SelfAttentionClassifier"], solution["sparse_and_dataset"], T_values=args.T,

@@ -1,12 +1,9 @@
 """nbgrader configuration of the course (this folder is the nbgrader course root)."""
 
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # makes `pipeline` importable
-
-from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor  # noqa: E402
-from nbgrader.preprocessors import (  # noqa: E402
+from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
+from nbgrader.preprocessors import (
     AssignLatePenalties,
     CheckCellMetadata,
     ClearHiddenTests,
@@ -25,16 +22,26 @@ from nbgrader.preprocessors import (  # noqa: E402
     SaveCells,
 )
 
-from pipeline.preprocessors import (  # noqa: E402
-    ClearRunState,
-    ColabCells,
-    CourseHeader,
-    DeduplicateGradeIds,
-    HideHiddenTests,
-    ResilientExecute,
-    StderrIsNotFailure,
-)
-from pipeline.safe_feedback import SafeFeedbackExporter  # noqa: E402
+# The pipeline is importable where nbgrader runs in the course's environment: every make
+# target (pipeline.environment), or `python -m nbgrader ...` run in this folder.
+try:
+    from pipeline.preprocessors import (
+        ClearRunState,
+        ColabCells,
+        CourseHeader,
+        DeduplicateGradeIds,
+        HideHiddenTests,
+        ResilientExecute,
+        StderrIsNotFailure,
+    )
+    from pipeline.safe_feedback import SafeFeedbackExporter
+except ModuleNotFoundError as error:
+    if error.name != "pipeline":
+        raise
+    raise ModuleNotFoundError(
+        "grader/nbgrader_config.py needs the course's pipeline: run nbgrader through the make "
+        "targets, or as `python -m nbgrader ...` from grader/ (or with grader/ on PYTHONPATH)",
+        name="pipeline") from error
 
 c = get_config()  # noqa: F821 - provided by traitlets when this file is loaded
 

@@ -8,20 +8,17 @@ which exercise to finish, not show a traceback through the course's plotting cod
 from __future__ import annotations
 
 import functools
+import os
 import types
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-# The exercises of every tutorial, in the order they appear in the notebook (names from the
-# course's design brief: each answer cell defines one of them).
+from helpers.syllabus import TUTORIALS
+
+# The exercises of every tutorial, in the order they appear in the notebook.
 EXERCISES: dict[str, tuple[str, ...]] = {
-    "01_gain_multiplication": ("stable_softmax", "gained_dot_product_attention"),
-    "02_qkv_attention": ("scaled_dot_product_attention", "make_batch", "SingleQueryAttention"),
-    "03_multi_head_attention": ("split_heads", "merge_heads", "MultiHeadSelfAttention"),
-    "04_transformer_block": ("sinusoidal_positional_encoding", "TransformerBlock", "mean_pool"),
-    "05_sparse_and_inductive_bias": ("sparse_and_dataset", "SelfAttentionClassifier"),
-    "06_causal_mask_trick": ("running_mean_loop", "running_mean_matmul",
-                             "causal_attention_weights", "CausalSelfAttentionHead"),
+    tutorial.id: tuple(exercise.name for exercise in tutorial.exercises)
+    for tutorial in TUTORIALS
 }
 NUMBERS: dict[str, int] = {name: number for names in EXERCISES.values()
                            for number, name in enumerate(names, start=1)}
@@ -102,13 +99,38 @@ def uses_student_code(function: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+_HELPERS = os.path.dirname(os.path.abspath(__file__))
+
+
+def _without_course_frames(tb: types.TracebackType | None) -> types.TracebackType | None:
+    """The traceback without the frames of the course's own check code: a failed self-check
+    is explained by its message, and its source would only show the check's inputs."""
+    frames = []
+    while tb is not None:
+        if not os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(_HELPERS + os.sep):
+            frames.append(tb)
+        tb = tb.tb_next
+    kept = None
+    for frame in reversed(frames):
+        kept = types.TracebackType(kept, frame.tb_frame, frame.tb_lasti, frame.tb_lineno)
+    return kept
+
+
+def _is_check_failure(value: BaseException) -> bool:
+    kind = type(value)
+    return kind.__name__ == "CheckFailed" and kind.__module__.startswith("helpers.")
+
+
 def _explain_unfinished(shell: Any, etype: type, value: BaseException, tb: Any,
                         tb_offset: int | None = None) -> None:
-    """Show IPython's usual traceback of a ``NotImplementedError``, plus which exercise to
-    finish when an exercise's stub raised it (for cells that call student code directly).
+    """Show IPython's usual traceback, plus which exercise to finish when an exercise's stub
+    raised a ``NotImplementedError``, and without the check's own frames when a self-check
+    failed (the cell still fails with the same error).
 
     IPython hands custom exceptions to this handler instead of showing them, so it shows the
-    traceback itself, the way IPython would (the cell still fails with this error)."""
+    traceback itself, the way IPython would."""
+    if _is_check_failure(value):
+        tb = _without_course_frames(tb)
     stb = list(shell.InteractiveTB.structured_traceback(etype, value, tb, tb_offset=tb_offset))
     name = None if isinstance(value, ExerciseNotFinished) else unfinished(value)
     if name is not None:
@@ -119,9 +141,10 @@ def _explain_unfinished(shell: Any, etype: type, value: BaseException, tb: Any,
 
 
 def explain_unfinished_in_notebooks() -> None:
-    """In a notebook, make every traceback of an exercise's stub say which exercise to finish.
+    """In a notebook, make every traceback of an exercise's stub say which exercise to finish,
+    and every failed self-check show its message without the check's code.
 
-    The error stays an error (the cell fails as before); only its message gains a line.
+    The error stays an error (the cell fails as before); only what is shown changes.
     Installed once, and only where no other custom exception handler is set.
     """
     try:
@@ -131,7 +154,9 @@ def explain_unfinished_in_notebooks() -> None:
     shell = get_ipython()
     if shell is None or getattr(shell, "custom_exceptions", ()) not in ((), None):
         return
-    shell.set_custom_exc((NotImplementedError,), _explain_unfinished)
+    # AssertionError: self-checks raise CheckFailed, a subclass; other assertion errors are
+    # shown exactly as IPython shows them.
+    shell.set_custom_exc((NotImplementedError, AssertionError), _explain_unfinished)
 
 
 explain_unfinished_in_notebooks()

@@ -3,6 +3,8 @@ small plotting helpers shared by several tutorials."""
 
 from __future__ import annotations
 
+import base64
+import io
 from collections.abc import Sequence
 
 import matplotlib as mpl
@@ -31,9 +33,59 @@ COURSE_STYLE: dict[str, object] = {
 }
 
 
+PNG_COLOURS = 256  # figures are flat colours, text and colour maps: a palette keeps them crisp
+
+
+def figure_png(fig: mpl.figure.Figure, *, dpi: float | None = None) -> bytes | None:
+    """``fig`` as a small, reproducible PNG: opaque RGB quantised to a 256-colour palette.
+
+    Matplotlib writes RGBA PNGs with a timestamp-free but version-stamped header; a
+    palette image of the same pixels is about a third of the size, looks the same for
+    line plots, heat maps and text, and holds nothing but the pixels (no metadata), so
+    re-running a notebook stores byte-identical figures. Empty figures give ``None``
+    (nothing displayed), as IPython's own formatter does.
+    """
+    if not fig.axes and not fig.lines and not fig.texts and not fig.images:
+        return None
+    from PIL import Image  # a dependency of matplotlib
+
+    buffer = io.BytesIO()
+    fig.canvas.print_figure(buffer, format="png", dpi=dpi or fig.dpi, bbox_inches="tight",
+                            facecolor=fig.get_facecolor(), edgecolor=fig.get_edgecolor())
+    image = Image.open(buffer).convert("RGBA")
+    opaque = Image.new("RGBA", image.size, "white")
+    opaque.alpha_composite(image)
+    # Fast octree: a few milliseconds per figure (median cut and optimize=True cost ~0.25 s).
+    palette = opaque.convert("RGB").quantize(colors=PNG_COLOURS, method=Image.Quantize.FASTOCTREE,
+                                             dither=Image.Dither.NONE)
+    out = io.BytesIO()
+    palette.save(out, format="PNG", compress_level=9)
+    return out.getvalue()
+
+
+def _figure_png_base64(fig: mpl.figure.Figure) -> str | None:
+    data = figure_png(fig)
+    return None if data is None else base64.b64encode(data).decode("ascii")
+
+
 def use_course_style() -> None:
-    """Apply the course's matplotlib style to every later figure."""
+    """Apply the course's matplotlib style to every later figure.
+
+    In a notebook, figures are also displayed through :func:`figure_png` (small palette
+    PNGs that are identical on every re-run) instead of matplotlib's RGBA PNGs.
+    """
     mpl.rcParams.update(COURSE_STYLE)
+    try:
+        from IPython import get_ipython
+    except ImportError:  # plain Python: nothing is displayed inline
+        return
+    shell = get_ipython()
+    if shell is not None:
+        # Load the inline backend now: on first load it installs matplotlib's own PNG
+        # formatter (once per kernel), which would otherwise replace ours at the first figure.
+        plt.switch_backend(mpl.get_backend())
+        formatter = shell.display_formatter.formatters["image/png"]
+        formatter.for_type(mpl.figure.Figure, _figure_png_base64)
 
 
 def to_numpy(x: torch.Tensor | np.ndarray | Sequence[float]) -> np.ndarray:

@@ -8,9 +8,9 @@ from typing import Literal
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from helpers.seed import get_device
+from helpers.widgets import progress_bar
 
 Task = Literal["binary", "binary_logits", "multiclass"]
 Inputs = torch.Tensor | Sequence[torch.Tensor]
@@ -115,7 +115,7 @@ def train(
     if val_target is not None:
         history.update(val_loss=[], val_acc=[])
 
-    bar = tqdm(range(epochs), desc=description, disable=not progress, leave=False)
+    bar = progress_bar(range(epochs), desc=description, disable=not progress, leave=False)
     for _ in bar:
         model.train()
         order = torch.randperm(len(target), generator=generator).to(device)
@@ -137,6 +137,24 @@ def train(
         bar.set_postfix(postfix)
     model.eval()
     return history
+
+
+def band(value: float, edges: Sequence[float] = (0.4, 0.6, 0.8, 0.95)) -> str:
+    """The band ``value`` (an accuracy, a probability) falls in: ``"0.60-0.80"``,
+    ``"≥ 0.95"`` or ``"< 0.40"``.
+
+    Trained models reach slightly different numbers on different CPUs (PyTorch's AVX2,
+    AVX-512 and ARM kernels round differently, and training amplifies it). A notebook prints
+    the band instead of the digits, with ``edges`` chosen far from the values it gets, so its
+    output is the same everywhere.
+    """
+    edges = sorted(edges)
+    if value < edges[0]:
+        return f"< {edges[0]:.2f}"
+    for low, high in zip(edges, edges[1:], strict=False):
+        if value < high:
+            return f"{low:.2f}-{high:.2f}"
+    return f"≥ {edges[-1]:.2f}"
 
 
 def count_parameters(model: nn.Module) -> int:

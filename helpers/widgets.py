@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import matplotlib.pyplot as plt
+
+T = TypeVar("T")
 
 
 def widget_frontend_available() -> bool:
@@ -27,6 +30,30 @@ def widget_frontend_available() -> bool:
     if "google.colab" in sys.modules:
         return True
     return bool(os.environ.get("JPY_SESSION_NAME") or os.environ.get("VSCODE_PID"))
+
+
+def _in_jupyter_kernel() -> bool:
+    """True inside an IPython kernel (Jupyter, Colab, nbclient), False in a terminal."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return shell is not None and hasattr(shell, "kernel")
+
+
+def progress_bar(iterable: Iterable[T], **kwargs: Any) -> Iterable[T]:
+    """A tqdm progress bar over ``iterable`` that suits where the code runs.
+
+    A widget bar where a front end draws widgets (JupyterLab, Notebook, VS Code, Colab),
+    a text bar in a terminal, and no bar at all in a notebook executed headless (nbval,
+    nbconvert, nbgrader): nobody watches it there, and a stored bar would put random widget
+    ids or timings into the notebook file, so every re-run would change it.
+    """
+    if widget_frontend_available():
+        from tqdm.auto import tqdm
+    else:
+        from tqdm.std import tqdm
+        if _in_jupyter_kernel():
+            kwargs["disable"] = True
+    return tqdm(iterable, **kwargs)
 
 
 def slider_demo(

@@ -1,10 +1,11 @@
-"""Shared fixtures: the grader's hidden tests and the pipeline are importable from grader/."""
+"""Shared fixtures. grader/ (the pipeline, the hidden tests) and tests/ are importable through
+pytest's `pythonpath` setting (pyproject.toml); subprocesses get the course's environment
+from pipeline.environment."""
 
 from __future__ import annotations
 
 import copy
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -12,23 +13,19 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from misbehaving import BANK, NOTEBOOK, SANDBOX_ONLY
+
+from pipeline import landlock
+from pipeline.environment import course_env
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "grader"))
-sys.path.insert(0, str(ROOT / "tests"))
-
-from misbehaving import BANK, NOTEBOOK, SANDBOX_ONLY  # noqa: E402
-
-from pipeline import landlock  # noqa: E402
-
 SANDBOXED = landlock.abi_version() > 0
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(cwd / "grader"),
-               PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
-    result = subprocess.run([sys.executable, *args], cwd=cwd, env=env, text=True,
-                            capture_output=True)
+    """``python <args>`` in the course copy ``cwd``, in its own course environment."""
+    result = subprocess.run([sys.executable, *args], cwd=cwd, env=course_env(grader=cwd / "grader"),
+                            text=True, capture_output=True)
     assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
     return result
 
@@ -42,7 +39,7 @@ def course_copy(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("course")
     shutil.copytree(ROOT / "solutions", root / "solutions")
     (root / "grader").mkdir()
-    for name in ("nbgrader_config.py", "syllabus.py", "pipeline", "hidden_tests", "sample_mistakes"):
+    for name in ("nbgrader_config.py", "pipeline", "hidden_tests", "sample_mistakes"):
         source = ROOT / "grader" / name
         copy = shutil.copytree if source.is_dir() else shutil.copy2
         copy(source, root / "grader" / name)

@@ -284,3 +284,40 @@ def test_a_notebook_traceback_of_a_stub_says_which_exercise_to_finish():
     except NotImplementedError as error:
         _explain_unfinished(Shell(), NotImplementedError, error, error.__traceback__)
     assert shown[-1][1] == ["NotImplementedError: something else"]
+
+
+def test_a_failed_self_check_shows_its_message_without_the_checks_own_frames():
+    from helpers.checks.gain_multiplication import check_stable_softmax
+    from helpers.exercises import _explain_unfinished
+
+    passed_on = []
+
+    class Shell:
+        class InteractiveTB:  # noqa: N801 - IPython's attribute name
+            @staticmethod
+            def structured_traceback(etype, value, tb, tb_offset=None):
+                frames = []
+                while tb is not None:
+                    frames.append(tb.tb_frame.f_code.co_filename)
+                    tb = tb.tb_next
+                passed_on.append(frames)
+                return [f"{etype.__name__}: {value}"]
+
+        def _showtraceback(self, etype, value, stb):
+            passed_on.append(stb)
+
+    def stable_softmax(x, dim=-1):  # forgets the maximum: overflows for large logits
+        return torch.exp(x) / torch.exp(x).sum(dim=dim, keepdim=True)
+
+    try:
+        check_stable_softmax(stable_softmax)
+    except AssertionError as error:
+        _explain_unfinished(Shell(), type(error), error, error.__traceback__)
+    frames, stb = passed_on
+    assert frames == [__file__]  # the cell's frame (here: this test's); none of the check's
+    assert "likely mistake" in stb[0] and stb[0].startswith("CheckFailed: ")
+    try:
+        assert torch.zeros(1).item() == 1, "a student's own assert"
+    except AssertionError as error:
+        _explain_unfinished(Shell(), type(error), error, error.__traceback__)
+    assert passed_on[2] == [__file__]  # shown as IPython shows it

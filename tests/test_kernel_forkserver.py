@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import kernel_manager, sandbox
+from pipeline import environment, kernel_manager
 from pipeline.kernel_forkserver import ForkedKernel, ForkServer
 from pipeline.paths import GRADER, HIDDEN_TESTS
 from pipeline.preprocessors import SandboxedKernelManager
@@ -247,8 +247,10 @@ def test_without_any_server_a_kernel_starts_directly_and_still_sandboxed(monkeyp
 
 
 def test_a_sandboxed_kernel_gets_only_whitelisted_settings():
-    env = sandbox.kernel_env({"LANG": "de_DE.UTF-8", "SECRET_TOKEN": "x", "PYTHONPATH": "/g",
-                              "OMP_NUM_THREADS": "1"}, "/home/student", "/venv/bin")
-    assert env["LANG"] == "de_DE.UTF-8" and env["OMP_NUM_THREADS"] == "1"
+    env = environment.graded_kernel_env({"LANG": "de_DE.UTF-8", "SECRET_TOKEN": "x",
+                                         "PYTHONPATH": "/g", "OMP_NUM_THREADS": "8"},
+                                        "/home/student", "/venv/bin")
+    assert env["LANG"] == "de_DE.UTF-8"
+    assert env.items() >= {**environment.SETTINGS, **environment.HEADLESS}.items()  # always
     assert "SECRET_TOKEN" not in env and "PYTHONPATH" not in env
     assert env["HOME"] == "/home/student" and env["PATH"].startswith("/venv/bin:")

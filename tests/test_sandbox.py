@@ -30,6 +30,7 @@ from test_kernel_forkserver import (
 )
 
 from pipeline import grading, landlock, sandbox
+from pipeline.environment import course_env
 from pipeline.paths import GRADER, HIDDEN_TESTS, ROOT
 from pipeline.preprocessors import SandboxedKernelManager
 from pipeline.submissions import Submission
@@ -75,7 +76,7 @@ def test_landlock_allows_only_the_listed_folders(tmp_path):
         }}))
     """)
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                         cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(GRADER)))
+                         cwd=tmp_path, env=course_env())
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout) == {
         "read readable": "allowed", "write readable": "denied",
@@ -99,7 +100,7 @@ def test_landlock_can_forbid_every_tcp_connection():
                 print(type(error).__name__)
         """)
         run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                             env=dict(os.environ, PYTHONPATH=str(GRADER)))
+                             env=course_env())
     assert run.stdout.strip() == "PermissionError", run.stderr
 
 

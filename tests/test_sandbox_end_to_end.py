@@ -20,6 +20,7 @@ from misbehaving.escapes import BOMB, FLOOD_BYTES, LISTENER, MARK, SECRET, SLEEP
 from test_kernel_forkserver import processes_running
 
 from pipeline import sandbox
+from pipeline.environment import course_env
 
 _BWRAP, _WHY = sandbox.bwrap_path()
 _WHY = _WHY or (sandbox.bwrap_usable(_BWRAP) if _BWRAP else "")
@@ -128,9 +129,8 @@ def _peak_memory_grading(course: Path, copy: Path, tmp_path: Path, student: str)
                "resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr))\n"
                f"sys.argv = ['grading', {str(klass)!r}, '--jobs', '1', '--cell-timeout', '60']\n"
                "runpy.run_module('pipeline.grading', run_name='__main__')\n")
-    env = dict(os.environ, PYTHONPATH=str(copy / "grader"),
-               PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
-    measured = subprocess.run([sys.executable, "-c", measure], cwd=copy, env=env, text=True,
+    measured = subprocess.run([sys.executable, "-c", measure], cwd=copy,
+                              env=course_env(grader=copy / "grader"), text=True,
                               capture_output=True, timeout=900)
     assert measured.returncode == 0, measured.stderr[-3000:]
     assert len(measured.stdout) + len(measured.stderr) < 2**20

@@ -1,4 +1,4 @@
-"""The course agrees with its one declaration of every exercise, ``grader/syllabus.py``.
+"""The course agrees with its one declaration of every exercise, ``helpers/syllabus.py``.
 
 A rename, a signature change or new points in one place fail here, with a message naming
 every other place to update; every sample mistake fails its hidden test for the reason it
@@ -13,7 +13,7 @@ import importlib
 import pytest
 from notebook_code import solution_namespace
 
-import syllabus
+from helpers import syllabus
 from pipeline import consistency
 from pipeline.paths import ROOT
 from sample_mistakes import sample_mistakes
@@ -59,17 +59,17 @@ def test_a_renamed_exercise_names_every_place_to_update():
 def test_a_changed_signature_or_points_fail_loudly():
     signature = consistency.problems(_changed("01_gain_multiplication", signature="x, axis=-1"))
     assert signature == ["solutions/01_gain_multiplication.ipynb: stable_softmax(x, dim=-1) "
-                         "but grader/syllabus.py declares (x, axis=-1)"]
+                         "but helpers/syllabus.py declares (x, axis=-1)"]
     points = consistency.problems(_changed("01_gain_multiplication", points=5))
     assert points == ["solutions/01_gain_multiplication.ipynb: test_stable_softmax is worth 2 "
-                      "points, grader/syllabus.py says 5"]
+                      "points, helpers/syllabus.py says 5"]
     method = dataclasses.replace(TUTORIALS["03_multi_head_attention"].exercises[2],
                                  methods={"forward": "x"})
     tutorial = TUTORIALS["03_multi_head_attention"]
     changed = dataclasses.replace(tutorial, exercises=(*tutorial.exercises[:2], method))
     assert consistency.problems(changed) == [
         "solutions/03_multi_head_attention.ipynb: MultiHeadSelfAttention.forward(x, mask=None) "
-        "but grader/syllabus.py declares (x)"]
+        "but helpers/syllabus.py declares (x)"]
 
 
 def test_generation_refuses_a_course_that_disagrees(monkeypatch):

@@ -23,6 +23,7 @@ from misbehaving import BANK, NOTEBOOK
 from misbehaving.untrusted_files import BANK as UNTRUSTED
 from misbehaving.untrusted_files import FOLDER, LINKED_NOTEBOOK, MADE, REFUSED, VICTIM
 
+from pipeline.environment import course_env
 from pipeline.metadata_repair import NOTE_TITLE
 from pipeline.sample_class import STUDENTS
 
@@ -196,8 +197,7 @@ def test_an_interrupted_regrade_leaves_the_earlier_results_as_they_were(graded, 
                         klass / student / NOTEBOOK)
     before = _snapshot(course)
     scratch = course / "grader" / ".scratch"
-    env = dict(os.environ, PYTHONPATH=str(course / "grader"),
-               PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
+    env = course_env(grader=course / "grader")
     process = subprocess.Popen(
         [sys.executable, "-m", "pipeline.grading", str(klass), "--jobs", "1",
          "--batch-size", "1", "--cell-timeout", "20"], cwd=course, env=env,
@@ -237,8 +237,7 @@ def unsandboxed(graded, tmp_path_factory):
         _misbehave(sample, student, answers, tests, *tamper)
     submitted = {path: path.read_bytes() for path in sample.rglob("*.ipynb")
                  if not path.is_symlink()}
-    env = dict(os.environ, PYTHONPATH=str(course / "grader"), COURSE_SANDBOX="0",
-               PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
+    env = {**course_env(grader=course / "grader"), "COURSE_SANDBOX": "0"}
     run = subprocess.run([sys.executable, "-m", "pipeline.grading", str(sample), "--jobs", "1",
                           "--cell-timeout", "20"], cwd=course, env=env, text=True,
                          capture_output=True)

@@ -7,10 +7,11 @@ unit tests and solution notebooks call :func:`serve` in-process. It is self-cont
 advance and no reference answer: the trusted side sends the inputs, and decides.
 
 A request is JSON: ``{"op": ..., "target": ..., ...}``. Values travel as JSON with
-tensors as ``{"tensor": {"dtype", "shape", "data": base64 of the raw bytes}}``; modules
-come back as a description (types, sizes, parameters) so that the trusted side can
-rebuild them (``hidden_tests.student``). Nothing is ever pickled. Whatever this code
-returns is treated as adversarial by the receiving side.
+tensors as ``{"tensor": {"dtype", "shape", "data": base64 of the raw bytes}}`` and a CPU
+``torch.Generator`` as ``{"generator": <its state, as such a tensor>}``; modules come back
+as a description (types, sizes, parameters) so that the trusted side can rebuild them
+(``hidden_tests.student``). Nothing is ever pickled. Whatever this code returns is treated
+as adversarial by the receiving side.
 """
 
 from __future__ import annotations
@@ -83,6 +84,10 @@ def decode(value):
         spec = value["tensor"]
         array = numpy.frombuffer(base64.b64decode(spec["data"]), dtype=spec["dtype"])
         return torch.from_numpy(array.reshape(spec["shape"]).copy())
+    if "generator" in value:  # a CPU torch.Generator, sent as its state (a uint8 tensor)
+        generator = torch.Generator()
+        generator.set_state(decode({"tensor": value["generator"]}))
+        return generator
     if "float" in value:
         return float(value["float"])
     if "tuple" in value:

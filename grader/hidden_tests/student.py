@@ -82,6 +82,12 @@ def encode(value: Any) -> Any:
         return {"module": value._remote.object_id}
     if isinstance(value, torch.Tensor):
         return {"tensor": probe._tensor(value)}
+    if isinstance(value, torch.Generator):
+        if value.device.type != "cpu":
+            raise TypeError("only a CPU torch.Generator can be sent to the student's code")
+        # its whole state: the student's side gets a generator that draws the same numbers
+        # (this one is not advanced by the call)
+        return {"generator": probe._tensor(value.get_state())}
     if isinstance(value, tuple | list):
         return {type(value).__name__: [encode(v) for v in value]}
     if isinstance(value, dict):

@@ -5,7 +5,7 @@
 (solutions and hidden tests removed, outputs cleared, Colab cells added, cells
 recorded in the gradebook), which is copied to ``notebooks/<id>.ipynb``.
 Running it twice changes nothing. Nothing is generated while a tutorial disagrees with
-its declaration in ``grader/syllabus.py`` (``pipeline.consistency``).
+its declaration in ``helpers/syllabus.py`` (``pipeline.consistency``).
 """
 
 from __future__ import annotations

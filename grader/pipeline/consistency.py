@@ -1,4 +1,18 @@
-"""Does every place an exercise lives agree with its declaration in ``grader/syllabus.py``?
+"""Does every place an exercise lives agree with its declaration in ``helpers/syllabus.py``?
+
+Everything follows from an exercise's name and its tutorial's topic:
+
+===========================  =====================================================
+answer cell                  ``solutions/<id>.ipynb``, grade id ``<name>``, defines ``<name>``
+test cell                    grade id ``test_<name>``, ``<points>`` points, calls
+                             ``check_<name>(<name>)`` and ends with :func:`hidden_block`
+self-check                   ``helpers.checks.<topic>.check_<name>``
+hidden test                  ``hidden_tests.<topic>.grade_<name>`` (``grader/hidden_tests``)
+banks of variants            ``tests/test_hidden_<topic>.py`` (``assert_bank`` on both)
+sample mistake               ``sample_mistakes.<topic>.<name>`` (``grader/sample_mistakes``)
+demos                        ``helpers.demos.<topic>``
+===========================  =====================================================
+
 
 :func:`problems` lists each disagreement as a sentence that names the file to update. It
 reads the solution notebook and imports the tutorial's self-check, hidden-test and
@@ -17,9 +31,9 @@ from pathlib import Path
 
 import nbformat
 
-import syllabus
+from helpers import syllabus
+from helpers.syllabus import Exercise, Tutorial
 from pipeline.paths import GRADER, SOLUTIONS
-from syllabus import Exercise, Tutorial
 
 HIDDEN = re.compile(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS", re.DOTALL)
 
@@ -37,6 +51,14 @@ def parameters(definition: object, method: str | None = None) -> str:
             text += f"={parameter.default!r}"
         shown.append(text)
     return ", ".join(shown)
+
+
+def hidden_block(tutorial: Tutorial, exercise: Exercise) -> str:
+    """The exact hidden block of an exercise's test cell."""
+    return (f"### BEGIN HIDDEN TESTS\n"
+            f"from hidden_tests.{tutorial.topic} import {exercise.hidden_test}\n\n"
+            f"{exercise.hidden_test}({exercise.name})\n"
+            f"### END HIDDEN TESTS")
 
 
 def _cells(notebook_id: str) -> dict[str, nbformat.NotebookNode]:
@@ -78,13 +100,13 @@ def _answer_problems(tutorial: Tutorial, exercise: Exercise, cells: dict, notebo
     found = []
     if parameters(definition) != exercise.signature:
         found.append(f"{notebook}: {exercise.name}({parameters(definition)}) but "
-                     f"grader/syllabus.py declares ({exercise.signature})")
+                     f"helpers/syllabus.py declares ({exercise.signature})")
     for method, declared in exercise.methods.items():
         if not hasattr(definition, method):
             found.append(f"{notebook}: {exercise.name} has no method {method}")
         elif parameters(definition, method) != declared:
             found.append(f"{notebook}: {exercise.name}.{method}"
-                         f"({parameters(definition, method)}) but grader/syllabus.py "
+                         f"({parameters(definition, method)}) but helpers/syllabus.py "
                          f"declares ({declared})")
     return found
 
@@ -98,15 +120,15 @@ def _test_cell_problems(tutorial: Tutorial, exercise: Exercise, cells: dict, not
     points = test.metadata["nbgrader"].get("points")
     if points != exercise.points:
         found.append(f"{notebook}: {exercise.test_cell} is worth {points} points, "
-                     f"grader/syllabus.py says {exercise.points}")
+                     f"helpers/syllabus.py says {exercise.points}")
     visible = HIDDEN.sub("", test.source)
     if f"{exercise.check}({exercise.name})" not in visible:
         found.append(f"{notebook}: {exercise.test_cell} does not call "
                      f"{exercise.check}({exercise.name})")
     blocks = HIDDEN.findall(test.source)
-    if blocks != [tutorial.hidden_block(exercise)]:
+    if blocks != [hidden_block(tutorial, exercise)]:
         found.append(f"{notebook}: the hidden block of {exercise.test_cell} must be exactly:\n"
-                     f"{tutorial.hidden_block(exercise)}")
+                     f"{hidden_block(tutorial, exercise)}")
     return found
 
 
@@ -138,7 +160,7 @@ def problems(tutorial: Tutorial) -> list[str]:
     declared = {e.test_cell for e in tutorial.exercises} | set(tutorial.think)
     for grade_id in sorted(graded - declared):
         found.append(f"{notebook}: graded cell {grade_id!r} is not declared in "
-                     f"grader/syllabus.py")
+                     f"helpers/syllabus.py")
     for grade_id, points in tutorial.think.items():
         cell = cells.get(grade_id)
         if cell is None or cell.cell_type != "markdown" or not cell.metadata["nbgrader"].get(
@@ -147,7 +169,7 @@ def problems(tutorial: Tutorial) -> list[str]:
         elif cell.metadata["nbgrader"].get("points") != points:
             found.append(f"{notebook}: {grade_id} is worth "
                          f"{cell.metadata['nbgrader'].get('points')} points, "
-                         f"grader/syllabus.py says {points}")
+                         f"helpers/syllabus.py says {points}")
     from sample_mistakes import sample_mistakes
 
     names = {e.name for e in tutorial.exercises}
@@ -161,7 +183,7 @@ def undeclared_files() -> list[str]:
     """Files named like a tutorial's modules that no declared tutorial owns."""
     topics = {t.topic for t in syllabus.TUTORIALS}
     ids = {t.id for t in syllabus.TUTORIALS}
-    found = [f"solutions/{path.name} is not declared in grader/syllabus.py"
+    found = [f"solutions/{path.name} is not declared in helpers/syllabus.py"
              for path in sorted(SOLUTIONS.glob("*.ipynb")) if path.stem not in ids]
     helpers = Path(importlib.util.find_spec("helpers").origin).parent
     for folder in (helpers / "checks", helpers / "demos",
@@ -184,5 +206,5 @@ def require(ids: list[str]) -> None:
     """Raise, naming every place to update, when a tutorial disagrees with its declaration."""
     found = [p for notebook_id in ids for p in problems(syllabus.tutorial(notebook_id))]
     if found:
-        raise SystemExit("the course disagrees with grader/syllabus.py; update:\n  - "
+        raise SystemExit("the course disagrees with helpers/syllabus.py; update:\n  - "
                          + "\n  - ".join(found))

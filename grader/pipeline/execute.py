@@ -17,19 +17,19 @@ from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import run_sync
 from nbclient import NotebookClient
 
-from pipeline.paths import GRADER, ROOT
+from pipeline.environment import headless_env
+from pipeline.paths import ROOT
 
 
 def execute_notebook(path: Path, *, timeout: int = 300) -> float:
     """Run ``path`` in a fresh python3 kernel, write outputs back, return seconds."""
     notebook = nbformat.read(path, as_version=4)
-    # Kernels inherit the environment: hidden tests must be importable, widgets drawn static.
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(GRADER), os.environ.get("PYTHONPATH", "")) if p)
-    os.environ.setdefault("COURSE_WIDGETS", "0")
-    os.environ.setdefault("OMP_NUM_THREADS", "1")  # tiny models: faster, repeatable
+    # Kernels inherit the environment: the course's, widgets drawn static (pipeline.environment).
+    os.environ.update(headless_env())
     for cell in notebook.cells:  # timing metadata would make every re-run a diff
         cell.metadata.pop("execution", None)
+    # Widget state holds random model ids: never stored (widgets are drawn static here).
+    notebook.metadata.pop("widgets", None)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="course-kernel-") as sockets:
         # Unix sockets, not TCP: nothing else on the machine can connect, and the kernel
@@ -38,6 +38,7 @@ def execute_notebook(path: Path, *, timeout: int = 300) -> float:
                                     ip=str(Path(sockets) / "kernel"))
         try:
             NotebookClient(notebook, km=kernel, timeout=timeout, record_timing=False,
+                           store_widget_state=False,
                            resources={"metadata": {"path": str(path.parent)}}).execute()
         finally:  # a kernel manager passed in is ours to stop
             if run_sync(kernel.is_alive)():
@@ -53,7 +54,8 @@ def main() -> None:
     args = parser.parse_args()
     for path in args.notebooks:
         seconds = execute_notebook(path.resolve())
-        print(f"{path.relative_to(ROOT) if path.is_absolute() else path}: {seconds:.1f} s")
+        shown = path.resolve().relative_to(ROOT) if path.resolve().is_relative_to(ROOT) else path
+        print(f"{shown}: {seconds:.1f} s")
 
 
 if __name__ == "__main__":

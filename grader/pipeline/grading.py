@@ -55,7 +55,7 @@ from pipeline.submissions import (
     read_untrusted,
     write_new_file,
 )
-from pipeline.summary import SUMMARY, write_summary
+from pipeline.summary import SUMMARY, format_columns, write_summary
 
 DB_URL = f"sqlite:///{GRADER / 'gradebook.db'}"
 SCRATCH = GRADER / ".scratch"
@@ -301,6 +301,14 @@ def grade_batch(subs: list[Submission], *, timeout: float, memory_limit: int | N
     return results
 
 
+def default_jobs() -> int:
+    """The cores this process may use (what ``nproc`` prints): one batch at a time each."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def make_batches(subs: list[Submission], jobs: int, batch_size: int) -> list[list[Submission]]:
     """Deal the submissions into batches of at most ``batch_size``, a multiple of ``jobs`` of
     them, round-robin over the assignments so that every batch holds a similar mix."""
@@ -443,26 +451,23 @@ def _cell_text(cell: dict | None) -> str:
 
 
 def grade_table(results: list[dict]) -> str:
-    """Students × assignments, auto-graded points earned / available."""
+    """Students × assignments, auto-graded points earned / available (or the status)."""
     ids = sorted({r["assignment"] for r in results})
     students = sorted({r["student"] for r in results})
     cell = {(r["student"], r["assignment"]): r for r in results}
-    width = max([len(s) for s in students] + [7])
-    col = max([len(i) for i in ids] + [14])
-    lines = [f"{'student':<{width}}  " + "  ".join(f"{i:>{col}}" for i in ids)]
-    for student in students:
-        row = []
-        for i in ids:
-            r = cell.get((student, i))
-            if r is None:
-                row.append(f"{'—':>{col}}")
-                continue
-            auto = [c for c in r["cells"] if c["kind"] == "auto"]
-            text = (f"{sum(c['score'] or 0 for c in auto):g}/{sum(c['max_score'] for c in auto):g}"
-                    if r["cells"] else r["status"][:col])
-            row.append(f"{text:>{col}}")
-        lines.append(f"{student:<{width}}  " + "  ".join(row))
-    return "\n".join(lines)
+
+    def text(student: str, assignment: str) -> str:
+        r = cell.get((student, assignment))
+        if r is None:
+            return "—"
+        auto = [c for c in r["cells"] if c["kind"] == "auto"]
+        if not r["cells"]:
+            return r["status"][:max(len(assignment), 14)]  # the column stays narrow
+        return f"{sum(c['score'] or 0 for c in auto):g}/{sum(c['max_score'] for c in auto):g}"
+
+    rows = [["student", *ids]] + [[s, *(text(s, i) for i in ids)] for s in students]
+    return format_columns(rows, align="<" + ">" * len(ids))
+
 
 
 def finish(results: list[dict]) -> None:
@@ -480,17 +485,20 @@ def finish(results: list[dict]) -> None:
     print(table)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (``make grade`` passes JOBS, SHARD, CELL_TIMEOUT and MEMORY_GB on)."""
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("submissions", type=Path, nargs="?")
-    parser.add_argument("--jobs", type=int, default=2, help="parallel workers")
+    parser.add_argument("--jobs", type=int, default=default_jobs(),
+                        help="batches graded at a time (default: the cores, %(default)s here)")
     parser.add_argument("--timeout", type=float, default=900,
                         help="wall-clock seconds allowed per notebook")
     parser.add_argument("--cell-timeout", type=int, default=None,
                         help="seconds per cell (default: nbgrader_config.py's Execute.timeout)")
     parser.add_argument("--memory-gb", type=float, default=8.0,
-                        help="address-space limit per grading process (0 = none)")
+                        help="address-space limit of each grading process and of each kernel "
+                             "and process it starts, GiB (0 = none; default %(default)s)")
     parser.add_argument("--batch-size", type=int, default=8,
                         help="most notebooks graded by one nbgrader process")
     parser.add_argument("--shard", default="1/1", help="grade only slice i of N (i/N)")
@@ -498,6 +506,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="merge the JSON results in grader/results/ (after sharded runs)")
     parser.add_argument("--max-notebook-mb", type=float, default=MAX_NOTEBOOK_BYTES / 2**20,
                         help="largest submitted notebook, graded notebook or feedback page")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     print(sandbox.report(), file=sys.stderr)  # which kernel protections are on, which are off
     ensure_release()

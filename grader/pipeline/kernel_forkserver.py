@@ -37,7 +37,7 @@ import threading
 import time
 from pathlib import Path
 
-from pipeline import sandbox, sandbox_kernel
+from pipeline import environment, sandbox, sandbox_kernel
 from pipeline.sandbox import Setup
 
 # ---- the server: runs in its own process, started by ForkServer.start() ----
@@ -258,12 +258,6 @@ class ForkServer:
         why = why or sandbox.bwrap_usable(bwrap)
         root = kernels_root()
         uid = sandbox.kernel_uid()
-        env = {"PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"]),
-               "HOME": "/tmp/home", "LANG": os.environ.get("LANG", "C.UTF-8"),
-               "PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED", "0"),
-               "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
-               "MPLBACKEND": sandbox.INLINE_BACKEND, "MPLCONFIGDIR": "/tmp/home/.matplotlib",
-               "PYTHONDONTWRITEBYTECODE": "1"}
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         data_fds = []
         if not why:
@@ -271,9 +265,10 @@ class ForkServer:
                           hide=[sandbox.CODE_MOUNT], limits=limits, off=off)
             command = [sys.executable, "-m", "pipeline.kernel_forkserver", str(theirs.fileno()),
                        json.dumps(setup.to_json())] + ([str(uid)] if uid is not None else [])
+            env = environment.fork_server_env("/tmp/home", sandbox.CODE_MOUNT)
             argv, data_fds = sandbox.bwrap_command(
                 bwrap, course_root=GRADER.parent, grader=GRADER, kroot=root, command=command,
-                env={**env, "PYTHONPATH": sandbox.CODE_MOUNT})
+                env=env)
         else:
             off["filesystem"] = why
             uid = None  # no bubblewrap: the kernels stay the grader's user
@@ -283,8 +278,7 @@ class ForkServer:
                           off=off)
             argv = [sys.executable, "-m", "pipeline.kernel_forkserver", str(theirs.fileno()),
                     json.dumps(setup.to_json())]
-            env = {**env, "HOME": str(root / ".home"), "MPLCONFIGDIR": str(root / ".home"),
-                   "PYTHONPATH": str(GRADER)}
+            env = environment.fork_server_env(str(root / ".home"), str(GRADER))
         try:
             process = subprocess.Popen(argv, pass_fds=[theirs.fileno(), *data_fds],
                                        stdin=subprocess.DEVNULL, stderr=stderr, env=env,

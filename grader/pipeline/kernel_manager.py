@@ -11,7 +11,7 @@ difference: its kernels are launched by a :class:`SandboxProvisioner`, which
   and, should no server run, starts it directly (``python -m pipeline.sandbox_kernel``)
   with a warning in the log;
 - passes on only the environment variables a kernel may keep
-  (``sandbox.KEPT_VARIABLES``);
+  (``environment.KEPT_VARIABLES``);
 - removes the folder (and its private server) when the kernel is shut down for good.
 
 ``COURSE_SANDBOX=0`` gives stock jupyter_client behaviour (plain kernels over TCP).
@@ -31,9 +31,8 @@ from pathlib import Path
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.provisioning import LocalProvisioner
 
-from pipeline import sandbox, sandbox_kernel
+from pipeline import environment, sandbox, sandbox_kernel
 from pipeline.kernel_forkserver import ForkServer, kernels_root
-from pipeline.paths import GRADER
 
 
 class SandboxProvisioner(LocalProvisioner):
@@ -76,8 +75,7 @@ class SandboxProvisioner(LocalProvisioner):
 
     async def launch_kernel(self, cmd: list[str], **kwargs):
         arguments = sandbox_kernel.kernel_arguments(cmd)
-        env = {k: v for k, v in (kwargs.get("env") or os.environ).items()
-               if k in sandbox.KEPT_VARIABLES}
+        env = environment.kept(kwargs.get("env") or os.environ)
         request = {"folder": str(self.folder), "arguments": arguments, "env": env,
                    "name": self.folder.name}
         server = self._server()
@@ -93,7 +91,7 @@ class SandboxProvisioner(LocalProvisioner):
                 return self.connection_info
         direct = [sys.executable, "-m", "pipeline.sandbox_kernel", "-m", "ipykernel_launcher",
                   *arguments]
-        kwargs = {**kwargs, "env": {**env, "PYTHONPATH": str(GRADER)}, "cwd": str(self.folder)}
+        kwargs = {**kwargs, "env": environment.sandbox_launcher_env(env), "cwd": str(self.folder)}
         info = await super().launch_kernel(direct, **kwargs)
         self.pgid = None  # signals go to the monitor, which passes them on
         return info

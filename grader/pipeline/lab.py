@@ -20,6 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from pipeline.environment import course_env, student_env
 from pipeline.paths import GRADER, NOTEBOOKS, SOLUTIONS
 
 NBGRADER_LAB_EXTENSIONS = ("@jupyter/nbgrader",)
@@ -45,18 +46,15 @@ def command(audience: str, extra: list[str]) -> tuple[list[str], dict[str, str]]
     """The ``jupyter lab`` command line and environment for ``audience``."""
     if audience not in FOLDERS:
         raise SystemExit(f"unknown audience {audience!r}: expected one of {', '.join(FOLDERS)}")
-    env = dict(os.environ)
+    env = course_env()
     args = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={FOLDERS[audience]}",
             *extra]
     if audience == "student":
         config = student_config_dir(Path(tempfile.mkdtemp(prefix="course-student-lab-")))
         # JUPYTER_CONFIG_DIR comes first on Jupyter's config path: these settings win over
-        # the environment's, where nbgrader's extensions are switched on.
-        env["JUPYTER_CONFIG_DIR"] = str(config)
-        # a student's kernel has no business with the grader's modules
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in env.get("PYTHONPATH", "").split(os.pathsep)
-            if p and Path(p).resolve() != GRADER.resolve())
+        # the environment's, where nbgrader's extensions are switched on. A student's
+        # kernel has no business with the grader's modules (student_env).
+        env = {**student_env(), "JUPYTER_CONFIG_DIR": str(config)}
     if hasattr(os, "geteuid") and os.geteuid() == 0 and "--allow-root" not in extra:
         print("Running as root: starting JupyterLab with --allow-root.", flush=True)
         args.append("--allow-root")

@@ -9,52 +9,50 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pipeline import environment
 from pipeline.paths import GRADER
 
+# Sets the limits in the child and becomes the command: run_limited is called from the
+# grading threads, where subprocess's preexec_fn is unsafe (Python documents that it may
+# deadlock the child), so the child runs this instead, before anything else. -I -S: no
+# site, no user paths, nothing of the environment reads here; the command gets it whole.
+_LIMIT_AND_EXEC = (
+    "import os, resource, sys\n"
+    "limit = int(sys.argv[1])\n"
+    "resource.setrlimit(resource.RLIMIT_AS, (limit, limit))\n"
+    "os.execvp(sys.argv[2], sys.argv[2:])\n"
+)
 
-def nbgrader_env() -> dict[str, str]:
-    """Environment for nbgrader and the kernels it starts.
 
-    nbgrader shells out to ``alembic`` (next to this Python). It runs in ``grader/``, so
-    the pipeline and the hidden tests are importable from there: ``grader/`` is taken off
-    ``PYTHONPATH``, so that no kernel inherits it (sandboxed kernels keep only a few
-    whitelisted variables anyway, see ``pipeline.sandbox``). Widgets fall back to static
-    figures.
+def limited(command: list[str], memory_limit: int | None) -> list[str]:
+    """``command``, run under an address-space limit of ``memory_limit`` bytes (None: as is).
+
+    The limit is set by a tiny Python that then execs ``command``; every process the
+    command starts (nbgrader's kernels, the fork server) inherits it.
     """
-    env = dict(os.environ)
-    bin_dir = str(Path(sys.executable).parent)
-    env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", "")])
-    path = [p for p in env.get("PYTHONPATH", "").split(os.pathsep)
-            if p and Path(p).resolve() != GRADER.resolve()]
-    if path:
-        env["PYTHONPATH"] = os.pathsep.join(path)
-    else:
-        env.pop("PYTHONPATH", None)
-    env["COURSE_WIDGETS"] = "0"
-    env.setdefault("PYTHONHASHSEED", "0")
-    env.setdefault("OMP_NUM_THREADS", "1")  # parallel workers must not fight over cores
-    return env
-
-
-def _limit_memory(limit_bytes: int | None):
-    def apply() -> None:
-        if limit_bytes:
-            resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
-    return apply
+    if not memory_limit:
+        return list(command)
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:  # never ask for more than we may have
+        memory_limit = min(memory_limit, hard)
+    return [sys.executable, "-I", "-S", "-c", _LIMIT_AND_EXEC, str(memory_limit), *command]
 
 
 def run_limited(command: list[str], *, timeout: float | None = None,
                 memory_limit: int | None = None, env: dict[str, str] | None = None
                 ) -> subprocess.CompletedProcess:
-    """Run ``command`` from ``grader/`` in :func:`nbgrader_env` (plus ``env``), bounded.
+    """Run ``command`` from ``grader/`` in ``environment.nbgrader_env()`` (plus ``env``), bounded.
 
     ``timeout`` bounds the whole run: on expiry the process group (the command and the
     kernels it started) is killed and ``TimeoutExpired`` raised. ``memory_limit``
-    (bytes) caps the address space of the command and of each kernel it starts.
+    (bytes) caps the address space of the command and of each process it starts.
+    Safe to call from several threads at once: nothing runs in the child between
+    ``fork`` and ``exec`` but what ``subprocess`` itself does (``start_new_session``).
     """
-    process = subprocess.Popen(command, cwd=GRADER, env={**nbgrader_env(), **(env or {})},
+    process = subprocess.Popen(limited(command, memory_limit), cwd=GRADER,
+                               env={**environment.nbgrader_env(), **(env or {})},
                                text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               start_new_session=True, preexec_fn=_limit_memory(memory_limit))
+                               start_new_session=True)
     try:
         stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -14,7 +14,7 @@ GRADES_CSV = GRADER / "grades.csv"
 
 
 def assignment_ids() -> list[str]:
-    """The assignment ids declared in ``grader/syllabus.py``, in course order."""
-    import syllabus
+    """The assignment ids declared in ``helpers/syllabus.py``, in course order."""
+    from helpers import syllabus
 
     return syllabus.ids()

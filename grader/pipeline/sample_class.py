@@ -19,7 +19,7 @@ from pathlib import Path
 
 import nbformat
 
-import syllabus
+from helpers import syllabus
 from pipeline.paths import GRADER, SAMPLE_CLASS, SOLUTIONS, assignment_ids
 from sample_mistakes import sample_mistakes
 

@@ -58,11 +58,6 @@ SYSTEM_DIRS = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc", "/pr
                "/dev", "/opt")
 ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "fonts", "localtime",
        "timezone", "nsswitch.conf", "mime.types", "host.conf", "gai.conf")
-# What a kernel keeps of the environment it is given; everything else is dropped.
-KEPT_VARIABLES = ("LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_NUMERIC", "TZ", "PYTHONHASHSEED",
-                  "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                  "COURSE_WIDGETS")
-INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
 
 PROTECTIONS = {  # name -> what it gives; the report says which are on and why one is off
@@ -115,18 +110,6 @@ class Setup:
     @classmethod
     def from_json(cls, data: dict) -> Setup:
         return cls(**{**data, "limits": Limits(**data["limits"])})
-
-
-def kernel_env(env: Mapping[str, str], home: str, bin_dir: str) -> dict[str, str]:
-    """The whole environment of a kernel: a few of ``env``'s settings, and its own folders."""
-    kept = {name: env[name] for name in KEPT_VARIABLES if name in env}
-    return {**kept,
-            "PATH": os.pathsep.join([bin_dir, "/usr/local/bin", "/usr/bin", "/bin"]),
-            "HOME": home, "TMPDIR": str(Path(home) / ".tmp"),
-            "MPLBACKEND": INLINE_BACKEND, "MPLCONFIGDIR": str(Path(home) / ".config/matplotlib"),
-            "IPYTHONDIR": str(Path(home) / ".ipython"),
-            "JUPYTER_RUNTIME_DIR": str(Path(home) / ".local/share/jupyter/runtime"),
-            "PYDEVD_DISABLE_FILE_VALIDATION": "1", "LANG": kept.get("LANG", "C.UTF-8")}
 
 
 def sandboxed() -> bool:

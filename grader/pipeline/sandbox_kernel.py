@@ -42,7 +42,7 @@ import tempfile
 import traceback
 from pathlib import Path
 
-from pipeline import landlock, sandbox
+from pipeline import environment, landlock, sandbox
 from pipeline.sandbox import Setup
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1)
@@ -55,7 +55,7 @@ def preload() -> None:
     """Import what every notebook imports, so that a forked kernel need not."""
     # ipykernel chooses this backend itself, but only once it starts: matplotlib, imported
     # now through the helpers, must pick the inline backend too.
-    os.environ.setdefault("MPLBACKEND", sandbox.INLINE_BACKEND)
+    os.environ.setdefault("MPLBACKEND", environment.INLINE_BACKEND)
     for name in ("numpy", "torch", "torch.nn.functional", "torch._dynamo", "matplotlib.pyplot",
                  "matplotlib_inline.backend_inline", "tqdm.auto", "ipykernel.kernelapp",
                  "ipykernel.ipkernel"):
@@ -81,7 +81,7 @@ def run_kernel(request: dict, setup: Setup) -> None:
 
     ``request``: ``folder`` (the kernel's folder: ``kernel.json`` and its sockets),
     ``arguments`` (ipykernel's), ``env`` (what the grader would give a kernel; only
-    :data:`sandbox.KEPT_VARIABLES` survive) and ``name`` (for the log).
+    :data:`environment.KEPT_VARIABLES` survive) and ``name`` (for the log).
     """
     code = 1
     try:
@@ -379,9 +379,8 @@ def _run_kernel_process(request: dict, home: Path, output: int, init: int) -> No
 
 def become_kernel(arguments: list[str], env: dict[str, str], home: Path) -> int:
     """Forget the grader (environment, paths, modules), then run ipykernel here."""
-    bin_dir = str(Path(sys.executable).parent)
     os.environ.clear()
-    os.environ.update(sandbox.kernel_env(env, str(home), bin_dir))
+    os.environ.update(environment.graded_kernel_env(env, str(home)))
     os.chdir(home)  # its parents: read-only, unlistable
     hidden = {str(CODE), sandbox.CODE_MOUNT, "", "/"}  # (IPython puts "", the home, back)
     sys.path[:] = [p for p in sys.path if p not in hidden]

@@ -60,10 +60,17 @@ def write_summary(results: list[dict], out: Path = SUMMARY) -> str:
         fig.savefig(out / "grade_distribution.png", dpi=90)
         plt.close(fig)
 
-    width = max([len(e) for _, e, _, _ in rates] + [8])
-    first = max([len(a) for a, _, _, _ in rates] + [10]) + 2  # columns never run together
-    lines = [f"{'assignment':<{first}}{'exercise':<{width + 2}}{'full marks':>12}"]
-    for assignment, exercise, full, n in sorted(rates, key=lambda r: r[2] / r[3]):
-        lines.append(f"{assignment:<{first}}{exercise:<{width + 2}}{f'{full}/{n}':>8} "
-                     f"{100 * full / n:3.0f}%")
-    return "\n".join(lines)
+    rows = [["assignment", "exercise", "full marks", "share"]]
+    rows += [[assignment, exercise, f"{full}/{n}", f"{100 * full / n:.0f}%"]
+             for assignment, exercise, full, n in sorted(rates, key=lambda r: r[2] / r[3])]
+    return format_columns(rows, align="<<>>")
+
+
+def format_columns(rows: list[list[str]], align: str) -> str:
+    """``rows`` (the first is the header) as text columns, each as wide as its widest
+    entry, two spaces apart, so that no two columns ever run together, whatever the
+    assignment ids, exercise or student names; ``align`` has one ``<`` or ``>`` per column."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(align))]
+    return "\n".join("  ".join(f"{value:{a}{w}}" for value, a, w in zip(row, align, widths,
+                                                                          strict=True)).rstrip()
+                     for row in rows)

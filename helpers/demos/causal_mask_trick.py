@@ -10,12 +10,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from helpers.exercises import uses_student_code
 from helpers.plotting import heatmap, to_numpy
 from helpers.training import single_thread
-from helpers.widgets import slider_demo
+from helpers.widgets import progress_bar, slider_demo
 
 TensorFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -381,7 +380,7 @@ def train_next_token_model(head_class: type[nn.Module] | None, head_size: int = 
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     history = []
     label = f"head size {head_size}" + (", learned positions" if positions else "")
-    bar = tqdm(range(steps), desc=label, disable=not progress, leave=False)
+    bar = progress_bar(range(steps), desc=label, disable=not progress, leave=False)
     with single_thread():
         for _ in bar:
             logits = model(inputs)
@@ -482,7 +481,7 @@ def head_size_sweep(head_class: type[nn.Module], head_sizes: Sequence[int] = (1,
     """Train one model per head size and seed (same short budget) and compare them."""
     runs = [(d, s) for d in head_sizes for s in seeds]
     results: dict[int, list[tuple[list[float], float]]] = {d: [] for d in head_sizes}
-    for d, s in tqdm(runs, desc="models", leave=False):
+    for d, s in progress_bar(runs, desc="models", leave=False):
         model, history = trained_model(head_class, d, steps=steps, seed=s, device=device)
         results[d].append((history, float(np.mean(noun_after_the(model)))))
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))

@@ -20,11 +20,11 @@ from matplotlib import cm
 from matplotlib.colors import Normalize
 from matplotlib.patches import Patch, Rectangle
 from torch import nn
-from tqdm.auto import tqdm
 
 from helpers.exercises import uses_student_code
 from helpers.plotting import to_numpy
-from helpers.training import count_parameters, evaluate, single_thread, train
+from helpers.training import band, count_parameters, evaluate, single_thread, train
+from helpers.widgets import progress_bar
 
 DatasetFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 ModelFactory = Callable[[int], nn.Module]
@@ -210,12 +210,17 @@ def compare_models(attention_class: Callable[[int], nn.Module], sparse_and_datas
     return rows, {"models": models, "idx": idx, "T": T}
 
 
-def print_table(rows: Sequence[dict]) -> None:
-    """The comparison as an aligned text table (accuracies to two decimals)."""
-    print(f"{'task':<20} {'model':<10} {'samples':>7} {'params':>7} {'train acc':>9} {'val acc':>8}")
+ACCURACY_EDGES = (0.5, 0.7, 0.8, 0.95)  # far from the accuracies tutorial 05 gets
+
+
+def print_table(rows: Sequence[dict], edges: Sequence[float] = ACCURACY_EDGES) -> None:
+    """The comparison as an aligned text table, accuracies as bands between ``edges``
+    (:func:`helpers.training.band`: the same on every CPU)."""
+    print(f"{'task':<20} {'model':<10} {'samples':>7} {'params':>7} {'train acc':>10} "
+          f"{'val acc':>10}")
     for r in rows:
         print(f"{r['task']:<20} {r['model']:<10} {r['samples']:>7} {r['parameters']:>7} "
-              f"{r['train_acc']:>9.2f} {r['val_acc']:>8.2f}")
+              f"{band(r['train_acc'], edges):>10} {band(r['val_acc'], edges):>10}")
 
 
 def plot_comparison(rows: Sequence[dict]) -> None:
@@ -346,7 +351,7 @@ def sample_complexity_sweep(attention_class: ModelFactory, sparse_and_dataset: D
     factories = {"attention": attention_class, "MLP": BinaryMLP}
     jobs = [(T, name, seed) for T in T_values for name in factories for seed in seeds]
     rows = []
-    for T, name, seed in tqdm(jobs, desc="sample-complexity search", disable=not progress):
+    for T, name, seed in progress_bar(jobs, desc="sample-complexity search", disable=not progress):
         with single_thread():
             found = samples_to_target(factories[name], name, sparse_and_dataset, T=T, s=s,
                                       seed=seed, target=target, sizes=sizes,

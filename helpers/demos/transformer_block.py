@@ -18,7 +18,7 @@ from torch import nn
 
 from helpers.exercises import uses_student_code
 from helpers.plotting import heatmap, to_numpy
-from helpers.training import single_thread, train
+from helpers.training import band, single_thread, train
 
 # ---- the review corpus ---------------------------------------------------------------------
 
@@ -363,19 +363,24 @@ def plot_confusion_matrices(models: dict[str, nn.Module], test_set: Reviews) -> 
     plt.show()
 
 
+SWAP_EDGES = (0.1, 0.4, 0.6, 0.9)  # far from the probabilities tutorial 04's models give
+
+
 @single_thread()
 @uses_student_code
 def print_swap_test(models: dict[str, nn.Module], sentences: Sequence[str]) -> None:
-    """P(positive) of every model for a few hand-written reviews."""
+    """P(positive) of every model for a few hand-written reviews, as bands between
+    ``SWAP_EDGES``: the digits of trained models differ between CPUs, the bands do not."""
     tokens = encode(sentences)
     columns = {name: predict(model, tokens) for name, model in models.items()}
     width = max(len(s) for s in sentences)
     lines = [f"{'review':<{width}}  "
              + "  ".join(f"{name:>{max(len(name), 6)}}" for name in columns)]
     for i, sentence in enumerate(sentences):
-        cells = "  ".join(f"{columns[name][i].item():>{max(len(name), 6)}.2f}" for name in columns)
+        cells = "  ".join(f"{band(columns[name][i].item(), SWAP_EDGES):>{max(len(name), 10)}}"
+                          for name in columns)
         lines.append(f"{sentence:<{width}}  {cells}")
-    lines.append("(numbers: the model's probability that the review is positive)")
+    lines.append("(bands of the model's probability that the review is positive)")
     print("\n".join(lines))
 
 
@@ -435,12 +440,14 @@ def order_blind_best(sentences: Sequence[str]) -> torch.Tensor:
 @uses_student_code
 def print_accuracy_by_kind(models: dict[str, nn.Module], test_set: Reviews) -> None:
     """Test accuracy of every model on each kind of review, and the best any order-blind
-    model can reach on the same reviews (on average over its unavoidable coin flips)."""
+    model can reach on the same reviews (on average over its unavoidable coin flips).
+    Accuracies are printed as bands (:func:`helpers.training.band`): the digits
+    of trained models differ between CPUs, the bands do not."""
     kinds = [review_kind(s) for s in test_set.sentences]
     names = ("one clause", "clauses agree", "clauses contrast")
     counts = "".join(f"{f'({kinds.count(k)} reviews)':>18}" for k in names)
-    lines = [f"{'model':<28}" + "".join(f"{k:>18}" for k in names) + f"{'all':>8}",
-             f"{'':<28}{counts}{f'({len(kinds)})':>8}"]
+    lines = [f"{'model':<28}" + "".join(f"{k:>18}" for k in names) + f"{'all':>11}",
+             f"{'':<28}{counts}{f'({len(kinds)})':>11}"]
     rows = {name: ((predict(model, test_set.tokens) > 0.5).long() == test_set.labels).float()
             for name, model in models.items()}
     rows["best order-blind model"] = order_blind_best(test_set.sentences)
@@ -448,8 +455,8 @@ def print_accuracy_by_kind(models: dict[str, nn.Module], test_set: Reviews) -> N
         cells = []
         for kind in names:
             chosen = torch.tensor([k == kind for k in kinds])
-            cells.append(f"{correct[chosen].mean().item():>18.2f}")
-        lines.append(f"{name:<28}" + "".join(cells) + f"{correct.mean().item():>8.2f}")
+            cells.append(f"{band(correct[chosen].mean().item()):>18}")
+        lines.append(f"{name:<28}" + "".join(cells) + f"{band(correct.mean().item()):>11}")
     print("\n".join(lines))  # one write: the table never arrives in pieces
 
 

@@ -1,24 +1,11 @@
-"""Every tutorial and exercise of the course, declared once.
+"""Every tutorial and exercise of the course, declared once: names, signatures, points.
 
-An exercise is declared by its name (what its answer cell defines, and the cell's grade id),
-its signature and its points. Everything else follows from the name and the tutorial's
-*topic* (its id without the number: ``06_causal_mask_trick`` -> ``causal_mask_trick``):
-
-===========================  =====================================================
-answer cell                  ``solutions/<id>.ipynb``, grade id ``<name>``, defines ``<name>``
-test cell                    grade id ``test_<name>``, ``<points>`` points, calls
-                             ``check_<name>(<name>)`` and, in its hidden block,
-                             ``grade_<name>(<name>)`` from ``hidden_tests.<topic>``
-self-check                   ``helpers.checks.<topic>.check_<name>``
-hidden test                  ``hidden_tests.<topic>.grade_<name>`` (``grader/hidden_tests``)
-banks of variants            ``tests/test_hidden_<topic>.py`` (``assert_bank`` on both)
-sample mistake               ``sample_mistakes.<topic>.<name>`` (``grader/sample_mistakes``)
-demos                        ``helpers.demos.<topic>``
-===========================  =====================================================
-
-``tests/test_syllabus.py`` checks every one of these places against this file and names each
-place to update; ``make assignments`` refuses to generate a release that disagrees with it,
-and the sample class takes its mistakes from the declared exercises.
+An exercise is declared by its name (what its answer cell defines, and that cell's grade
+id), its signature and its points; the self-check is ``check_<name>`` in
+``helpers.checks.<topic>``, where the topic is the tutorial's id without its number
+(``06_causal_mask_trick`` -> ``causal_mask_trick``). The notebooks' messages ("finish
+Exercise 2 first") number exercises from here, and the course's grader checks every place
+an exercise lives against this file and names each one that disagrees.
 """
 
 from __future__ import annotations
@@ -46,7 +33,7 @@ class Exercise:
 
     @property
     def hidden_test(self) -> str:
-        """The name of its hidden test in ``hidden_tests.<topic>``."""
+        """The name of the grader's test of it."""
         return f"grade_{self.name}"
 
     @property
@@ -75,13 +62,6 @@ class Tutorial:
     @property
     def points(self) -> int:
         return sum(e.points for e in self.exercises) + sum(self.think.values())
-
-    def hidden_block(self, exercise: Exercise) -> str:
-        """The exact hidden block of the exercise's test cell."""
-        return (f"### BEGIN HIDDEN TESTS\n"
-                f"from hidden_tests.{self.topic} import {exercise.hidden_test}\n\n"
-                f"{exercise.hidden_test}({exercise.name})\n"
-                f"### END HIDDEN TESTS")
 
 
 TUTORIALS: tuple[Tutorial, ...] = (
@@ -140,7 +120,7 @@ def tutorial(notebook_id: str) -> Tutorial:
         if declared.id == notebook_id:
             return declared
     known = ", ".join(t.id for t in TUTORIALS)
-    raise KeyError(f"{notebook_id!r} is not declared in grader/syllabus.py (declared: {known})")
+    raise KeyError(f"{notebook_id!r} is not declared in helpers/syllabus.py (declared: {known})")
 
 
 def ids() -> list[str]:

@@ -1,0 +1,144 @@
+"""The Makefile, read with `make -n` (nothing runs): grade's variables reach pipeline.grading,
+clean removes everything generation and grading write, test reuses lint and validate and runs
+nbval on two CPU capabilities, lint covers every Python file; and the class tables printed
+after grading never run their columns together."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+
+import pytest
+
+from pipeline import grading, summary
+from pipeline.paths import GRADER, GRADES_CSV, ROOT, SAMPLE_CLASS
+
+LONG_IDS = ["01_gain_multiplication", "05_sparse_and_inductive_bias", "07_generation_and_cost",
+            "08_beyond_words"]
+
+
+def make_n(*args: str) -> list[str]:
+    """The commands `make -n ARGS` would run (setup's left out), continuation lines joined."""
+    run = subprocess.run(["make", "-n", "--no-print-directory", *args], cwd=ROOT,
+                         capture_output=True, text=True, check=True)
+    text = run.stdout.replace("\\\n", " ")
+    return [line for line in text.splitlines()
+            if not re.search(r"pip install|ipykernel install|-m venv|touch .venv", line)]
+
+
+def _grading_args(lines: list[str]) -> list[str]:
+    line = next(line for line in lines if "-m pipeline.grading" in line)
+    words = shlex.split(line)
+    return words[words.index("pipeline.grading") + 1:]
+
+
+def test_grade_passes_each_variable_set_to_pipeline_grading():
+    args = _grading_args(make_n("grade", "SUBMISSIONS=class", "JOBS=3", "SHARD=2/4",
+                                "CELL_TIMEOUT=30", "MEMORY_GB=2.5"))
+    parsed = grading.build_parser().parse_args(args)
+    assert (parsed.submissions.name, parsed.jobs, parsed.shard, parsed.cell_timeout,
+            parsed.memory_gb) == ("class", 3, "2/4", 30, 2.5)
+
+
+def test_grade_leaves_unset_variables_to_the_modules_defaults():
+    args = _grading_args(make_n("grade", "SUBMISSIONS=class"))
+    assert args == ["class"]
+    parsed = grading.build_parser().parse_args(args)
+    assert parsed.jobs == grading.default_jobs()  # one source for the number of jobs
+    assert parsed.cell_timeout is None  # nbgrader_config.py's Execute.timeout
+    assert parsed.memory_gb > 0
+
+
+def test_help_documents_the_variables_grade_and_validate_take():
+    text = subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True, text=True,
+                          check=True).stdout
+    for name in ("SUBMISSIONS", "JOBS", "SHARD", "CELL_TIMEOUT", "MEMORY_GB", "CPU_CAPABILITY"):
+        assert re.search(rf"^  {name} +make ", text, re.M), name
+    for line in text.splitlines():  # a name never runs into its description
+        assert re.match(r"  (make [a-z-]+|[A-Z_]+) {2,}\S|\S", line), line
+
+
+def test_clean_removes_everything_generation_and_grading_write():
+    removed = {word for line in make_n("clean") for word in shlex.split(line)
+               if line.startswith("rm ")}
+    written = [GRADER / "source", GRADER / "release", GRADER / "gradebook.db",
+               GRADER / "autograded", GRADER / "feedback", grading.RESULTS, grading.SCRATCH,
+               GRADES_CSV, summary.SUMMARY, SAMPLE_CLASS, ROOT / "dist",
+               ROOT / "build" / "dist-edition"]
+    missing = [str(p.relative_to(ROOT)) for p in written if str(p.relative_to(ROOT)) not in removed]
+    assert missing == []
+    ignored = [line.strip().rstrip("/") for line in (ROOT / ".gitignore").read_text().splitlines()
+               if line.startswith(("grader/", "dist"))]
+    assert [p for p in ignored if p not in removed] == []
+    assert not {"solutions", "notebooks", ".venv", "grader", "helpers"} & removed
+
+
+def test_test_reuses_lint_and_validate_on_two_cpu_capabilities():
+    lines = make_n("test")
+    ruff = [line for line in lines if "ruff" in line]
+    assert ruff == [line for line in make_n("lint") if "ruff" in line]  # lint's, once
+    nbval = [line for line in lines if "--nbval " in line]
+    validate = [line for line in make_n("validate") if "--nbval " in line]
+    assert len(nbval) == 2 and validate[0] in nbval[0]
+    assert [re.findall(r"ATEN_CPU_CAPABILITY=(\w+)", line) for line in nbval] == [[], ["default"]]
+    assert any(re.search(r"-m pytest tests\b", line) for line in lines)
+    # every Python command runs in the course's environment
+    for line in lines:
+        if re.search(r"\bpython -m (pytest|pipeline)", line):
+            assert "-m pipeline.environment python" in line, line
+
+
+@pytest.mark.parametrize("name", ["grader/nbgrader_config.py"])
+def test_lint_covers_every_python_file(name):
+    assert make_n("lint")[-1].endswith("ruff check .")
+    files = subprocess.run([str(ROOT / ".venv" / "bin" / "ruff"), "check", "--show-files", "."],
+                           cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert str(ROOT / name) in files.split()
+    tracked = subprocess.run(["git", "ls-files", "*.py", "*.ipynb"], cwd=ROOT, capture_output=True,
+                             text=True).stdout.split()
+    left_out = [f for f in tracked if str(ROOT / f) not in files.split()
+                and not f.startswith("notebooks/")]  # generated, and nbgrader's stubs
+    assert left_out == []
+
+
+# ---- the tables printed after grading ------------------------------------------------------
+
+def _results() -> list[dict]:
+    results = []
+    for assignment in LONG_IDS:
+        for exercise in ("SelfAttentionClassifier", "blockwise_attention", "x"):
+            for student, score in (("ada", 1), ("a_student_with_a_long_name", 0), ("b", 1)):
+                results.append({"student": student, "assignment": assignment,
+                                "status": "graded", "cells": [{
+                                    "grade_id": f"test_{exercise}", "kind": "auto",
+                                    "score": score, "max_score": 1, "auto_score": score,
+                                    "needs_manual_grade": False}]})
+    results.append({"student": "zed", "assignment": LONG_IDS[-1], "cells": [],
+                    "status": "not graded: the notebook is a link, never followed"})
+    return results
+
+
+def _columns(table: str) -> list[list[str]]:
+    return [re.split(r" {2,}", line.strip()) for line in table.splitlines()]
+
+
+def test_the_class_summary_never_runs_columns_together(tmp_path):
+    rows = _columns(summary.write_summary(_results(), tmp_path))
+    assert rows[0] == ["assignment", "exercise", "full marks", "share"]
+    assert all(len(row) == 4 for row in rows), rows
+    assert {row[0] for row in rows[1:]} == set(LONG_IDS)
+    assert {row[1] for row in rows[1:]} == {"SelfAttentionClassifier", "blockwise_attention", "x"}
+
+
+def test_the_grade_table_never_runs_columns_together():
+    table = grading.grade_table(_results())
+    rows = _columns(table)
+    assert rows[0] == ["student", *LONG_IDS]
+    assert all(len(row) == 1 + len(LONG_IDS) for row in rows[1:-1]), rows
+    assert rows[-1][0] == "zed" and rows[-1][-1].startswith("not graded")
+    header = table.splitlines()[0]
+    for line in table.splitlines()[1:]:  # right-aligned under their assignment's name
+        for assignment in LONG_IDS:
+            end = header.index(assignment) + len(assignment)
+            assert line[end - 1:end + 1].strip() == line[end - 1:end], (assignment, line)
