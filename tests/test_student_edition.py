@@ -35,7 +35,8 @@ EDITION_TOP_LEVEL = {".gitignore", "LICENSE", "LICENSE-CC-BY-4.0", "README.md", 
 # Lines of a solution block that every PyTorch file has: they also occur, by coincidence, in
 # the demos and self-checks of helpers/. Any other solution line found in the edition is a leak.
 GENERIC_SOLUTION_LINES = {"return out, weights", "T = x.shape[1]", "for t in range(T):",
-                          "if mask is not None:", "T = scores.shape[-1]", "if top_k is not None:"}
+                          "if mask is not None:", "T = scores.shape[-1]", "if top_k is not None:",
+                          "B, C, H, W = images.shape"}
 INSTRUCTOR_MODULES = ("pipeline", "hidden_tests", "nbgrader", "sample_mistakes")
 
 

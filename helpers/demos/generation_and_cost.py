@@ -1,0 +1,495 @@
+"""Tutorial 07: a small language model that writes, sampling, decoding cost and memory.
+
+The model (:class:`TinyLM`) is a character-level causal transformer built from PyTorch's
+own modules, written to be read: token and position embeddings, a stack of
+``nn.TransformerEncoderLayer`` with a causal mask, a final norm and a linear read-out.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib.ticker import MaxNLocator
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from helpers.exercises import uses_student_code
+from helpers.plotting import to_numpy
+from helpers.training import single_thread
+from helpers.widgets import progress_bar
+
+CORPUS = Path(__file__).resolve().parents[1] / "data" / "shakespeare_sonnets.txt"
+Cache = tuple[torch.Tensor, torch.Tensor]
+StepFn = Callable[..., tuple[torch.Tensor, Cache]]
+
+
+# ---- Section 1: the corpus and the model -------------------------------------------------
+
+class CharTokenizer:
+    """Characters <-> integer ids, one id per distinct character of a text."""
+
+    def __init__(self, text: str) -> None:
+        if not text:
+            raise ValueError("CharTokenizer needs a non-empty text to build its vocabulary")
+        self.chars = sorted(set(text))
+        self.index = {c: i for i, c in enumerate(self.chars)}
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars)
+
+    def encode(self, text: str) -> torch.Tensor:
+        unknown = sorted(set(text) - set(self.index))
+        if unknown:
+            raise ValueError(f"characters not in the vocabulary: {unknown}")
+        return torch.tensor([self.index[c] for c in text], dtype=torch.long)
+
+    def decode(self, ids: torch.Tensor | Sequence[int]) -> str:
+        values = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
+        return "".join(self.chars[i] for i in values)
+
+
+def load_corpus(path: Path = CORPUS) -> tuple[str, CharTokenizer]:
+    """The text shipped in ``helpers/data`` (Shakespeare's sonnets) and its tokenizer."""
+    text = path.read_text(encoding="ascii")
+    return text, CharTokenizer(text)
+
+
+class TinyLM(nn.Module):
+    """A character-level causal transformer (pre-norm, learned positions)."""
+
+    def __init__(self, vocab_size: int, block_size: int = 32, n_embd: int = 48,
+                 n_head: int = 4, n_layer: int = 2) -> None:
+        super().__init__()
+        self.block_size = block_size
+        self.token_embedding = nn.Embedding(vocab_size, n_embd)
+        self.position_embedding = nn.Embedding(block_size, n_embd)
+        layer = nn.TransformerEncoderLayer(n_embd, n_head, dim_feedforward=4 * n_embd,
+                                           dropout=0.0, activation="gelu", batch_first=True,
+                                           norm_first=True)
+        self.blocks = nn.TransformerEncoder(layer, n_layer, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(n_embd)
+        self.lm_head = nn.Linear(n_embd, vocab_size)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """Token ids ``(B, T)`` with ``T <= block_size`` -> next-token logits ``(B, T, V)``."""
+        T = idx.shape[1]
+        if T > self.block_size:
+            raise ValueError(f"the model reads at most {self.block_size} tokens, got {T}")
+        positions = torch.arange(T, device=idx.device)
+        h = self.token_embedding(idx) + self.position_embedding(positions)
+        mask = nn.Transformer.generate_square_subsequent_mask(T, device=idx.device)
+        h = self.blocks(h, mask=mask, is_causal=True)  # every position reads only its past
+        return self.lm_head(self.norm(h))
+
+
+def random_windows(data: torch.Tensor, block_size: int, batch_size: int,
+                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of windows of the text and the same windows shifted by one (the targets)."""
+    starts = torch.randint(len(data) - block_size - 1, (batch_size,), generator=generator)
+    offsets = starts[:, None] + torch.arange(block_size)
+    return data[offsets], data[offsets + 1]
+
+
+def train_tiny_lm(text: str, tokenizer: CharTokenizer, steps: int = 160, batch_size: int = 16,
+                  block_size: int = 32, lr: float = 1.2e-2, seed: int = 0,
+                  progress: bool = True) -> tuple[TinyLM, list[float]]:
+    """Train a :class:`TinyLM` on random windows of ``text`` (AdamW, cross-entropy)."""
+    data = tokenizer.encode(text)
+    if len(data) <= block_size + 1:
+        raise ValueError(f"the text needs more than {block_size + 1} characters")
+    with torch.random.fork_rng(devices=[]):  # the rest of the notebook is unaffected
+        torch.manual_seed(seed)
+        model = TinyLM(tokenizer.vocab_size, block_size=block_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    history = []
+    with single_thread():
+        for _ in progress_bar(range(steps), desc="training", disable=not progress, leave=False):
+            x, y = random_windows(data, block_size, batch_size, generator)
+            loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            history.append(loss.item())
+    model.eval()
+    return model, history
+
+
+def untrained_model(tokenizer: CharTokenizer, seed: int = 0) -> TinyLM:
+    """The same model before training (random weights)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return TinyLM(tokenizer.vocab_size).eval()
+
+
+def plot_loss(history: Sequence[float], vocab_size: int) -> None:
+    """Training loss per step, with the loss of a uniform guess."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    ax.plot(history, label="training loss")
+    ax.axhline(math.log(vocab_size), color="0.5", ls="--",
+               label=f"uniform guess: ln {vocab_size}")
+    ax.set(title="Learning the sonnets, one character at a time", xlabel="step",
+           ylabel="cross-entropy (nats)")
+    ax.legend()
+    plt.show()
+
+
+@torch.no_grad()
+def next_token_logits(model: TinyLM, tokenizer: CharTokenizer, prompt: str) -> torch.Tensor:
+    """The model's logits ``(V,)`` for the character after ``prompt``."""
+    idx = tokenizer.encode(prompt)[None, -model.block_size:]
+    return model(idx)[0, -1]
+
+
+@torch.no_grad()
+@uses_student_code
+def generate(model: TinyLM, tokenizer: CharTokenizer, sample_fn: Callable[..., torch.Tensor],
+             prompt: str = "\n", n_tokens: int = 200, temperature: float = 1.0,
+             top_k: int | None = None, seed: int = 0) -> str:
+    """Continue ``prompt`` by ``n_tokens`` characters drawn with the student's sampler."""
+    generator = torch.Generator().manual_seed(seed)
+    idx = tokenizer.encode(prompt)[None]
+    for _ in range(n_tokens):
+        logits = model(idx[:, -model.block_size:])[:, -1]  # (1, V): only the last position
+        token = sample_fn(logits, temperature=temperature, top_k=top_k, generator=generator)
+        idx = torch.cat([idx, token.reshape(1, 1).to(idx.dtype)], dim=1)
+    return tokenizer.decode(idx[0])
+
+
+def print_samples(samples: dict[str, str]) -> None:
+    """Print labelled samples, each under a rule."""
+    for label, text in samples.items():
+        print(f"--- {label} " + "-" * max(0, 60 - len(label)))
+        print(text.strip("\n"))
+    print("-" * 65)
+
+
+# ---- Section 2: temperature ----------------------------------------------------------------
+
+def entropy_bits(logits: torch.Tensor, temperature: float) -> float:
+    """Entropy (bits) of softmax(logits / temperature)."""
+    log_p = torch.log_softmax(logits.double() / temperature, dim=-1)
+    return float(-(log_p.exp() * log_p).sum() / math.log(2))
+
+
+def _visible(char: str) -> str:
+    """A character as a tick label: a space and a line break would be invisible."""
+    return {" ": "␣", "\n": "\\n", "\t": "\\t"}.get(char, char)
+
+
+def plot_temperature(logits: torch.Tensor, tokenizer: CharTokenizer, prompt: str,
+                     temperatures: Sequence[float] = (0.5, 1.0, 2.0), n_shown: int = 12) -> None:
+    """Left: entropy of the next-character distribution against temperature. Right: the
+    distribution itself at a few temperatures."""
+    grid = np.logspace(-1.3, 1.3, 60)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 3.6))
+    left.semilogx(grid, [entropy_bits(logits, float(t)) for t in grid], label="next character")
+    left.axhline(math.log2(logits.numel()), color="0.5", ls="--",
+                 label=f"uniform over {logits.numel()} characters")
+    left.set(title="Temperature sets the entropy", xlabel="temperature $\\tau$ (log scale)",
+             ylabel="entropy (bits)", ylim=(0, None))
+    left.legend()
+    order = torch.argsort(logits, descending=True)[:n_shown]
+    labels = [_visible(tokenizer.chars[i]) for i in order.tolist()]
+    width = 0.8 / len(temperatures)
+    for j, t in enumerate(temperatures):
+        p = torch.softmax(logits / t, dim=-1)[order]
+        right.bar(np.arange(n_shown) + (j - (len(temperatures) - 1) / 2) * width, to_numpy(p),
+                  width=width, label=f"$\\tau$ = {t:g}")
+    right.set_xticks(range(n_shown), labels)
+    right.set(title=f"Next character after {prompt[-12:]!r}", xlabel="character (most likely first)",
+              ylabel="probability")
+    right.legend()
+    plt.show()
+
+
+# ---- Section 3: the cost of decoding -------------------------------------------------------
+
+class AttentionDecoder(nn.Module):
+    """A stack of causal self-attention layers with random weights, for timing only.
+
+    ``forward(x)`` recomputes every position (what generating without a cache does at each
+    step); ``step(x_t, caches, step_fn)`` processes one new position with a cached step.
+    """
+
+    def __init__(self, d_model: int = 64, n_heads: int = 4, n_layers: int = 2,
+                 seed: int = 0) -> None:
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model={d_model} must be a multiple of n_heads={n_heads}")
+        self.n_heads = n_heads
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.qkv = nn.ModuleList(nn.Linear(d_model, 3 * d_model) for _ in range(n_layers))
+            self.out = nn.ModuleList(nn.Linear(d_model, d_model) for _ in range(n_layers))
+
+    def _heads(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        B, T, three_d = x.shape
+        return tuple(t.reshape(B, T, self.n_heads, -1).transpose(1, 2)
+                     for t in x.split(three_d // 3, dim=-1))
+
+    def _merge(self, y: torch.Tensor) -> torch.Tensor:
+        B, H, T, dh = y.shape
+        return y.transpose(1, 2).reshape(B, T, H * dh)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for qkv, out in zip(self.qkv, self.out, strict=True):
+            q, k, v = self._heads(qkv(x))
+            x = x + out(self._merge(F.scaled_dot_product_attention(q, k, v, is_causal=True)))
+        return x
+
+    def step(self, x_t: torch.Tensor, caches: list[Cache | None],
+             step_fn: StepFn) -> torch.Tensor:
+        """One new position ``x_t`` ``(B, 1, d_model)``; ``caches`` is updated in place."""
+        for layer, (qkv, out) in enumerate(zip(self.qkv, self.out, strict=True)):
+            q, k, v = self._heads(qkv(x_t))
+            y, caches[layer] = step_fn(q, k, v, caches[layer])
+            x_t = x_t + out(self._merge(y))
+        return x_t
+
+
+@dataclass
+class DecodingTimes:
+    positions: np.ndarray
+    without_cache: np.ndarray  # seconds per generated token
+    with_cache: np.ndarray
+    agree: bool
+
+
+@torch.no_grad()
+@uses_student_code
+def time_decoding(step_fn: StepFn, n_tokens: int = 128, d_model: int = 64, n_heads: int = 4,
+                  n_layers: int = 2, repeats: int = 3, seed: int = 0) -> DecodingTimes:
+    """Time each generated position with and without a KV cache (same random inputs), the
+    median of ``repeats`` runs of each step, so that one hiccup of the machine does not show.
+
+    Without a cache, position t runs the whole prefix 0..t through the model again; with a
+    cache it runs position t only. The last outputs of both must agree.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    model = AttentionDecoder(d_model, n_heads, n_layers, seed=seed)
+    x = torch.randn(1, n_tokens, d_model, generator=torch.Generator().manual_seed(seed))
+    caches: list[Cache | None] = [None] * n_layers
+    slow, fast, agree = [], [], True
+    with single_thread():
+        for t in range(n_tokens):
+            slow_runs, fast_runs = [], []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                full = model(x[:, : t + 1])[:, -1]
+                slow_runs.append(time.perf_counter() - start)
+            for _ in range(repeats):  # every repeat starts from the same caches
+                trial = list(caches)
+                start = time.perf_counter()
+                cached = model.step(x[:, t: t + 1], trial, step_fn)[:, -1]
+                fast_runs.append(time.perf_counter() - start)
+            caches = trial
+            slow.append(float(np.median(slow_runs)))
+            fast.append(float(np.median(fast_runs)))
+            agree = agree and bool(torch.allclose(full, cached, atol=1e-4, rtol=1e-4))
+    return DecodingTimes(np.arange(1, n_tokens + 1), np.array(slow), np.array(fast), agree)
+
+
+def plot_decoding_times(times: DecodingTimes, bin_size: int = 8) -> None:
+    """Time per generated token against the length of the text so far (median per bin)."""
+    n = len(times.positions) // bin_size * bin_size
+    centres = times.positions[:n].reshape(-1, bin_size).mean(axis=1)
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for values, label, marker in ((times.without_cache, "without a cache (recompute the prefix)",
+                                   "o"), (times.with_cache, "with a KV cache", "s")):
+        medians = np.median(values[:n].reshape(-1, bin_size), axis=1)
+        ax.plot(centres, medians * 1e3, marker=marker, ms=4, label=label)
+    ax.set(title="Time to generate one more token", xlabel="tokens generated so far $t$",
+           ylabel="time per token (ms)", ylim=(0, None))
+    ax.legend()
+    plt.show()
+
+
+# ---- Section 4: memory, measured -----------------------------------------------------------
+
+class LargestTensor(TorchDispatchMode):
+    """Records the largest tensor that any PyTorch operation creates inside the block.
+
+    Views and in-place results (which share storage with an input) are not new memory and
+    are not counted. The measure is deterministic: it depends on shapes, not on timing.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bytes = 0
+        self.numel = 0
+        self.shape: tuple[int, ...] = ()
+        self.op = ""
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (),
+                           kwargs: dict | None = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        inputs = {t.untyped_storage().data_ptr() for t in _tensors(args) + _tensors(kwargs)}
+        for tensor in _tensors(out):
+            if tensor.untyped_storage().data_ptr() in inputs:
+                continue
+            size = tensor.numel() * tensor.element_size()
+            if size > self.bytes:
+                self.bytes, self.numel = size, tensor.numel()
+                self.shape, self.op = tuple(tensor.shape), str(func)
+        return out
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, tuple | list):
+        return [t for v in value for t in _tensors(v)]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _tensors(v)]
+    return []
+
+
+def largest_tensor(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> LargestTensor:
+    """Run ``fn(*args, **kwargs)`` without gradients; return what :class:`LargestTensor` saw."""
+    record = LargestTensor()
+    with torch.no_grad(), record:
+        fn(*args, **kwargs)
+    return record
+
+
+def attention_with_full_scores(Q: torch.Tensor, K: torch.Tensor, V: torch.Tensor,
+                               causal: bool = False) -> torch.Tensor:
+    """PyTorch's reference ("math") attention, which forms the whole score matrix."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel(SDPBackend.MATH):
+        return F.scaled_dot_product_attention(Q, K, V, is_causal=causal)
+
+
+def _qkv(T: int, d: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    generator = torch.Generator().manual_seed(seed)
+    return tuple(torch.randn(1, 1, T, d, generator=generator) for _ in range(3))
+
+
+def score_memory(lengths: Sequence[int] = (64, 128, 256, 512, 1024, 2048),
+                 d: int = 16) -> dict[int, LargestTensor]:
+    """The largest tensor of one head's causal attention (full scores), per length T."""
+    return {T: largest_tensor(attention_with_full_scores, *_qkv(T, d), causal=True)
+            for T in lengths}
+
+
+def plot_score_memory(records: dict[int, LargestTensor]) -> None:
+    """Log-log plot of the measured largest tensor against T, with the T^2 line."""
+    lengths = np.array(list(records))
+    measured = np.array([r.bytes for r in records.values()])
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    ax.loglog(lengths, measured, "o-", label="measured: largest tensor created")
+    ax.loglog(lengths, 4.0 * lengths**2, "k--", lw=1, label="$4T^2$ bytes (T×T float32)")
+    ax.set(title="One head's attention scores grow as $T^2$",
+           xlabel="sequence length $T$", ylabel="bytes")
+    ax.legend()
+    plt.show()
+
+
+@uses_student_code
+def blockwise_memory(blockwise_fn: Callable[..., torch.Tensor],
+                     lengths: Sequence[int] = (64, 128, 256, 512, 1024, 2048),
+                     block_size: int = 64, d: int = 16) -> dict[str, list[int]]:
+    """Largest tensor (bytes) per length: full scores, the student's blocks, PyTorch's SDPA."""
+    result: dict[str, list[int]] = {"full score matrix": [], f"blockwise (block {block_size})": [],
+                                    "F.scaled_dot_product_attention (default kernel)": []}
+    for T in lengths:
+        Q, K, V = _qkv(T, d)
+        result["full score matrix"].append(
+            largest_tensor(attention_with_full_scores, Q, K, V, causal=True).bytes)
+        result[f"blockwise (block {block_size})"].append(
+            largest_tensor(blockwise_fn, Q, K, V, block_size, causal=True).bytes)
+        result["F.scaled_dot_product_attention (default kernel)"].append(
+            largest_tensor(F.scaled_dot_product_attention, Q, K, V, is_causal=True).bytes)
+    result["lengths"] = list(lengths)
+    return result
+
+
+def plot_blockwise_memory(result: dict[str, list[int]]) -> None:
+    lengths = np.array(result["lengths"])
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for (label, values), marker in zip(((k, v) for k, v in result.items() if k != "lengths"),
+                                       "osd", strict=False):
+        ax.loglog(lengths, values, marker=marker, label=label)
+    ax.loglog(lengths, 4.0 * lengths**2, "k--", lw=1, label="$4T^2$ bytes")
+    ax.set(title="Largest tensor created by one head's causal attention",
+           xlabel="sequence length $T$", ylabel="bytes")
+    ax.legend()
+    plt.show()
+
+
+# ---- Section 5-6: online softmax and blocks -----------------------------------------------
+
+@uses_student_code
+def plot_online_softmax(online_softmax_fn: Callable[..., torch.Tensor], x: torch.Tensor,
+                        block_size: int) -> None:
+    """One row cut into blocks, and the student's online softmax against torch.softmax."""
+    T = x.shape[-1]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 3.4))
+    for start in range(0, T, block_size):
+        for ax in (left, right):
+            ax.axvspan(start - 0.5, min(start + block_size, T) - 0.5,
+                       color="0.9" if (start // block_size) % 2 else "0.97", zorder=0)
+    left.bar(range(T), to_numpy(x), color="C0", label="logits $x_j$")
+    left.set(title=f"A row of logits in blocks of {block_size}", xlabel="position $j$",
+             ylabel="logit")
+    left.legend()
+    reference = torch.softmax(x, dim=-1)
+    yours = online_softmax_fn(x, block_size)
+    same = yours.shape == reference.shape and bool(
+        torch.allclose(yours.double(), reference.double(), atol=1e-6, rtol=1e-5))
+    right.bar(range(T), to_numpy(reference), color="0.6", label="torch.softmax")
+    right.plot(range(T), to_numpy(yours.reshape(-1)[:T]), "o", color="C1",
+               label="your online_softmax")
+    right.set(title="One pass over the blocks, same softmax" if same else
+              "Your online_softmax differs from torch.softmax", xlabel="position $j$",
+              ylabel="probability")
+    right.legend()
+    for ax in (left, right):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    plt.show()
+
+
+def sdpa_on_gpu(T: int = 8192, d: int = 64, heads: int = 16) -> None:
+    """On a GPU: which fused kernels F.scaled_dot_product_attention can use, and what each
+    costs in peak memory and time. On a CPU: one fixed sentence."""
+    if not torch.cuda.is_available():
+        print("No GPU here: the comparison of PyTorch's GPU attention kernels was skipped.")
+        return
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    Q, K, V = (torch.randn(1, heads, T, d, device="cuda", dtype=torch.float16,
+                           generator=generator) for _ in range(3))
+    backends = {"math (full score matrix)": SDPBackend.MATH,
+                "memory-efficient": SDPBackend.EFFICIENT_ATTENTION,
+                "flash": SDPBackend.FLASH_ATTENTION}
+    print(f"one layer's causal attention, {heads} heads, T = {T}, d = {d}, float16:")
+    for label, backend in backends.items():
+        try:
+            with sdpa_kernel(backend):
+                F.scaled_dot_product_attention(Q, K, V, is_causal=True)  # warm up
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+                base = torch.cuda.memory_allocated()
+                start = time.perf_counter()
+                F.scaled_dot_product_attention(Q, K, V, is_causal=True)
+                torch.cuda.synchronize()
+                seconds = time.perf_counter() - start
+            extra = (torch.cuda.max_memory_allocated() - base) / 2**20
+            print(f"  {label:26s} extra memory {extra:8.1f} MiB   time {seconds * 1e3:7.2f} ms")
+        except RuntimeError as error:
+            print(f"  {label:26s} not available here ({str(error).splitlines()[0][:60]})")
+

@@ -1,0 +1,147 @@
+"""Unit tests of tutorial 07's demos and helpers (fast, no kernel)."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+import pytest
+import torch
+import torch.nn.functional as F
+
+matplotlib.use("Agg")
+
+from helpers.demos import generation_and_cost as demo  # noqa: E402
+
+
+# Test-local reference answers (the demos take the student's code as arguments).
+def sample(logits, temperature=1.0, top_k=None, generator=None):
+    return torch.multinomial(torch.softmax(logits / temperature, -1), 1,
+                             generator=generator).squeeze(-1)
+
+
+def step(q, k, v, cache=None):
+    K = k if cache is None else torch.cat([cache[0], k], -2)
+    V = v if cache is None else torch.cat([cache[1], v], -2)
+    return F.scaled_dot_product_attention(q, K, V), (K, V)
+
+
+def blocks(Q, K, V, block_size, causal=False):
+    return F.scaled_dot_product_attention(Q, K, V, is_causal=causal)
+
+
+def test_the_corpus_is_the_shipped_sonnets():
+    text, tokenizer = demo.load_corpus()
+    assert len(text) == 95_728 and text.startswith("THE SONNETS")
+    assert tokenizer.vocab_size == 62
+    assert tokenizer.decode(tokenizer.encode("Shall I")) == "Shall I"
+    with pytest.raises(ValueError, match="not in the vocabulary"):
+        tokenizer.encode("é")
+    with pytest.raises(ValueError, match="non-empty"):
+        demo.CharTokenizer("")
+
+
+def test_the_model_is_causal_and_bounded():
+    _, tokenizer = demo.load_corpus()
+    model = demo.untrained_model(tokenizer)
+    idx = torch.randint(62, (2, 10), generator=torch.Generator().manual_seed(0))
+    changed = idx.clone()
+    changed[:, 6:] = (changed[:, 6:] + 1) % 62
+    with torch.no_grad():
+        assert model(idx).shape == (2, 10, 62)
+        assert torch.allclose(model(idx)[:, :6], model(changed)[:, :6], atol=1e-5)
+    with pytest.raises(ValueError, match="at most 32"):
+        model(torch.zeros(1, 33, dtype=torch.long))
+
+
+def test_training_is_short_deterministic_and_learns():
+    text, tokenizer = demo.load_corpus()
+    threads = torch.get_num_threads()
+    m1, h1 = demo.train_tiny_lm(text, tokenizer, steps=30, progress=False)
+    m2, h2 = demo.train_tiny_lm(text, tokenizer, steps=30, progress=False)
+    assert torch.get_num_threads() == threads
+    assert h1 == h2 and h1[-1] < h1[0] < math.log(62) + 0.5
+    out = demo.generate(m1, tokenizer, sample, prompt="Sh", n_tokens=40, seed=3)
+    assert out.startswith("Sh") and len(out) == 42
+    assert out == demo.generate(m2, tokenizer, sample, prompt="Sh", n_tokens=40, seed=3)
+
+
+def test_entropy_falls_with_the_gain():
+    logits = torch.tensor([2.0, 1.0, 0.0, -1.0])
+    values = [demo.entropy_bits(logits, t) for t in (0.1, 1.0, 10.0, 1000.0)]
+    assert values == sorted(values) and values[0] < 0.01
+    assert abs(values[-1] - 2.0) < 1e-3
+
+
+def test_decoding_times_agree_and_plot():
+    times = demo.time_decoding(step, n_tokens=24, repeats=2)
+    assert times.agree and len(times.with_cache) == 24
+    assert (times.with_cache > 0).all() and (times.without_cache > 0).all()
+    demo.plot_decoding_times(times, bin_size=8)
+    with pytest.raises(ValueError, match="repeats"):
+        demo.time_decoding(step, n_tokens=4, repeats=0)
+
+
+def test_a_cache_in_the_wrong_order_still_agrees_without_a_mask():
+    """What the markdown after the demo says: the demo cannot see the order, the check can."""
+    def new_first(q, k, v, cache=None):
+        K = k if cache is None else torch.cat([k, cache[0]], -2)
+        V = v if cache is None else torch.cat([v, cache[1]], -2)
+        return F.scaled_dot_product_attention(q, K, V), (K, V)
+
+    assert demo.time_decoding(new_first, n_tokens=6, repeats=1).agree
+
+
+def test_space_and_line_break_are_visible_tick_labels():
+    assert demo._visible(" ") == "␣" and demo._visible("\n") == "\\n"
+    assert demo._visible("a") == "a"
+
+
+def test_the_decoder_rejects_uneven_heads():
+    with pytest.raises(ValueError, match="multiple of n_heads"):
+        demo.AttentionDecoder(d_model=10, n_heads=4)
+
+
+def test_largest_tensor_counts_new_tensors_not_views():
+    x = torch.randn(4, 100)
+    record = demo.largest_tensor(lambda a: (a.T.reshape(100, 4), a.sum(0)), x)
+    assert record.numel == 100  # the transpose is a view; the sum is new
+    assert demo.largest_tensor(lambda a: a @ a.T, x).shape == (4, 4)
+
+
+def test_score_memory_is_quadratic_and_blocks_are_not():
+    records = demo.score_memory(lengths=(32, 64))
+    assert [r.bytes for r in records.values()] == [4 * 32**2, 4 * 64**2]
+    demo.plot_score_memory(records)
+    result = demo.blockwise_memory(blocks, lengths=(32, 64), block_size=16)
+    assert result["full score matrix"] == [4 * 32**2, 4 * 64**2]
+    demo.plot_blockwise_memory(result)
+
+
+def test_the_online_softmax_figure_says_whether_it_matches():
+    import matplotlib.pyplot as plt
+
+    x = torch.randn(10, generator=torch.Generator().manual_seed(0))
+    titles = []
+    for fn in (lambda x, b: torch.softmax(x, -1), lambda x, b: torch.softmax(2 * x, -1)):
+        demo.plot_online_softmax(fn, x, 4)
+        titles.append(plt.gcf().axes[1].get_title())
+        plt.close("all")
+    assert "same softmax" in titles[0] and "differs" in titles[1]
+
+
+def test_other_plots_run(capsys):
+    _, tokenizer = demo.load_corpus()
+    demo.plot_temperature(torch.randn(62), tokenizer, "abc")
+    demo.plot_loss([4.0, 3.0], 62)
+    demo.plot_online_softmax(lambda x, b: torch.softmax(x, -1), torch.randn(10), 4)
+    demo.print_samples({"a": "\nxyz\n"})
+    assert "xyz" in capsys.readouterr().out
+
+
+def test_the_gpu_part_says_it_was_skipped_on_a_cpu(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    demo.sdpa_on_gpu()
+    assert capsys.readouterr().out == (
+        "No GPU here: the comparison of PyTorch's GPU attention kernels was skipped.\n")

@@ -1,0 +1,578 @@
+"""Hidden tests and self-checks of tutorial 07 against the solution, common mistakes and
+other correct answers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from mutation import assert_bank
+from notebook_code import solution_namespace
+
+from helpers.checks.generation_and_cost import (
+    check_blockwise_attention,
+    check_cached_attention_step,
+    check_online_softmax,
+    check_sample_next_token,
+)
+from hidden_tests.generation_and_cost import (
+    grade_blockwise_attention,
+    grade_cached_attention_step,
+    grade_online_softmax,
+    grade_sample_next_token,
+)
+from sample_mistakes import sample_mistakes
+
+SOLUTION = solution_namespace("07_generation_and_cost")
+INF = float("-inf")
+
+
+def not_implemented(*args, **kwargs):
+    raise NotImplementedError
+
+
+# ---- sampling -------------------------------------------------------------------------------
+
+def _validated(temperature):
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+
+
+def sample_with_replacement(logits, temperature=1.0, top_k=None, generator=None):
+    _validated(temperature)
+    z = logits / temperature
+    if top_k is not None:
+        z = torch.where(z >= z.topk(top_k, dim=-1).values[:, -1:], z, torch.tensor(INF))
+    return torch.multinomial(z.softmax(-1), 1, replacement=True, generator=generator)[:, 0]
+
+
+def sample_unnormalised(logits, temperature=1.0, top_k=None, generator=None):
+    """multinomial accepts weights that do not sum to 1."""
+    _validated(temperature)
+    z = logits / temperature
+    weights = torch.exp(z - z.amax(-1, keepdim=True))
+    if top_k is not None:
+        index = z.topk(top_k, dim=-1).indices
+        weights = torch.zeros_like(weights).scatter(-1, index, weights.gather(-1, index))
+    return torch.multinomial(weights, 1, generator=generator).squeeze(1)
+
+
+def sample_power(logits, temperature=1.0, top_k=None, generator=None):
+    """p ** (1 / T), renormalised, is softmax(z / T)."""
+    _validated(temperature)
+    p = torch.softmax(logits.double(), -1) ** (1 / temperature)
+    if top_k is not None:
+        p = p * (p >= p.topk(top_k, -1).values[:, -1:])
+    return torch.multinomial(p / p.sum(-1, keepdim=True), 1, generator=generator).view(-1)
+
+
+def sample_row_loop(logits, temperature=1.0, top_k=None, generator=None):
+    _validated(temperature)
+    out = torch.empty(len(logits), dtype=torch.long)
+    for b, row in enumerate(logits):
+        z = row / temperature
+        if top_k is not None:
+            values, index = z.topk(top_k)
+            z = torch.full_like(z, INF).scatter(0, index, values)
+        out[b] = torch.multinomial(F.softmax(z, dim=0), 1, generator=generator)
+    return out
+
+
+def sample_argmax(logits, temperature=1.0, top_k=None, generator=None):
+    _validated(temperature)
+    return logits.argmax(-1)
+
+
+def sample_over_batch(logits, temperature=1.0, top_k=None, generator=None):
+    _validated(temperature)
+    return torch.multinomial(torch.softmax(logits / temperature, dim=0), 1,
+                             generator=generator).squeeze(-1)
+
+
+def sample_multiplied(logits, temperature=1.0, top_k=None, generator=None):
+    return SOLUTION["sample_next_token"](logits * temperature**2, temperature, top_k, generator)
+
+
+def sample_after_softmax(logits, temperature=1.0, top_k=None, generator=None):
+    _validated(temperature)
+    p = torch.softmax(logits, -1) / temperature
+    if top_k is not None:
+        p = p * (p >= p.topk(top_k, -1).values[:, -1:])
+    return torch.multinomial(p, 1, generator=generator).squeeze(-1)
+
+
+def _with_mask(keep_fn, fill=INF, name="sample"):
+    def sample(logits, temperature=1.0, top_k=None, generator=None):
+        _validated(temperature)
+        z = logits / temperature
+        if top_k is not None:
+            z = z.masked_fill(~keep_fn(z, top_k), fill)
+        return torch.multinomial(torch.softmax(z, -1), 1, generator=generator).squeeze(-1)
+    sample.__name__ = name
+    return sample
+
+
+def _largest(z, k):
+    return z >= z.topk(k, -1).values[:, -1:]
+
+
+sample_k_plus_one = _with_mask(lambda z, k: z >= z.topk(k + 1, -1).values[:, -1:],
+                               name="k_plus_one")
+sample_smallest_k = _with_mask(lambda z, k: z <= z.topk(k, -1, largest=False).values[:, -1:],
+                               name="smallest_k")
+sample_zero_fill = _with_mask(_largest, fill=0.0, name="zero_fill")
+sample_top_k_ignored = _with_mask(lambda z, k: torch.ones_like(z, dtype=torch.bool),
+                                  name="top_k_ignored")
+
+
+sample_k_minus_one = _with_mask(lambda z, k: z > z.topk(k, -1).values[:, -1:],
+                                name="k_minus_one")
+sample_first_row_threshold = _with_mask(lambda z, k: z >= z.topk(k, -1).values[0, -1],
+                                        name="first_row_threshold")
+
+
+def sample_temperature_only_without_top_k(logits, temperature=1.0, top_k=None, generator=None):
+    if top_k is not None:
+        return SOLUTION["sample_next_token"](logits, 1.0, top_k, generator)
+    return SOLUTION["sample_next_token"](logits, temperature, top_k, generator)
+
+
+def sample_position_in_top_k(logits, temperature=1.0, top_k=None, generator=None):
+    if top_k is None:
+        return SOLUTION["sample_next_token"](logits, temperature, top_k, generator)
+    _validated(temperature)
+    values = (logits / temperature).topk(top_k, dim=-1).values
+    return torch.multinomial(values.softmax(-1), 1, generator=generator).squeeze(-1)
+
+
+def sample_top_k_gather(logits, temperature=1.0, top_k=None, generator=None):
+    """Correct: draw a position among the top k, then map it back to its token id."""
+    _validated(temperature)
+    z = logits / temperature
+    if top_k is None:
+        return torch.multinomial(z.softmax(-1), 1, generator=generator).squeeze(-1)
+    values, index = z.topk(top_k, dim=-1)
+    position = torch.multinomial(values.softmax(-1), 1, generator=generator)
+    return index.gather(-1, position).squeeze(-1)
+
+
+def sample_no_generator(logits, temperature=1.0, top_k=None, generator=None):
+    return SOLUTION["sample_next_token"](logits, temperature, top_k, None)
+
+
+def sample_keeps_axis(logits, temperature=1.0, top_k=None, generator=None):
+    return SOLUTION["sample_next_token"](logits, temperature, top_k, generator)[:, None]
+
+
+def sample_in_place(logits, temperature=1.0, top_k=None, generator=None):
+    _validated(temperature)
+    logits /= temperature
+    return SOLUTION["sample_next_token"](logits, 1.0, top_k, generator)
+
+
+def sample_no_validation(logits, temperature=1.0, top_k=None, generator=None):
+    z = logits / temperature if temperature else logits.clone()
+    return _with_mask(_largest)(z, 1.0, top_k, generator)
+
+
+def sample_vague_error(logits, temperature=1.0, top_k=None, generator=None):
+    if temperature <= 0:
+        raise ValueError("bad input")
+    return SOLUTION["sample_next_token"](logits, temperature, top_k, generator)
+
+
+def sample_off_a_little(logits, temperature=1.0, top_k=None, generator=None):
+    """Wrong in a way no diagnosis describes: a token's logit is raised."""
+    return SOLUTION["sample_next_token"](logits + torch.tensor([0, 0, 1.0, 0, 0, 0]),
+                                         temperature, top_k, generator)
+
+
+SAMPLE_ALTERNATIVES = [sample_with_replacement, sample_unnormalised, sample_power,
+                       sample_row_loop, sample_top_k_gather]
+SAMPLE_BANK = [
+    (sample_argmax, "argmax"),
+    (sample_over_batch, "over the batch"),
+    (sample_multiplied, "multiplied by the temperature"),
+    (sample_after_softmax, "temperature had no effect"),
+    (sample_temperature_only_without_top_k, "with top_k given, the temperature had no effect"),
+    (sample_k_plus_one, "top_k + 1"),
+    (sample_k_minus_one, "top_k - 1"),
+    (sample_position_in_top_k, "position within the top k"),
+    (sample_first_row_threshold, "of the first row"),
+    (sample_smallest_k, "smallest"),
+    (sample_zero_fill, "0 instead of -inf"),
+    (sample_top_k_ignored, "top_k had no effect"),
+    (sample_no_generator, "generator was ignored"),
+    (sample_keeps_axis, "remove that last axis"),
+    (sample_in_place, "in place"),
+    (sample_no_validation, None),
+    (sample_vague_error, None),
+    (sample_off_a_little, None),
+]
+
+
+@pytest.mark.parametrize("candidate", [SOLUTION["sample_next_token"], *SAMPLE_ALTERNATIVES])
+def test_correct_samplers_pass(candidate):
+    grade_sample_next_token(candidate)
+    check_sample_next_token(candidate)
+
+
+@pytest.mark.parametrize("grade", [grade_sample_next_token, check_sample_next_token])
+def test_sampling_checks_name_only_the_mistake_they_see(grade):
+    assert_bank(grade, SOLUTION["sample_next_token"], SAMPLE_BANK)
+
+
+# ---- the KV cache ---------------------------------------------------------------------------
+
+def _step(order="last", dim=-2, scale="sqrt", softmax_dim=-1, attend="all", returned="new",
+          swap=False):
+    def cached_attention_step(q, k_new, v_new, cache=None):
+        if cache is None:
+            K, V = k_new, v_new
+        elif order == "last":
+            K, V = torch.cat([cache[0], k_new], dim=dim), torch.cat([cache[1], v_new], dim=dim)
+        else:
+            K, V = torch.cat([k_new, cache[0]], dim=dim), torch.cat([v_new, cache[1]], dim=dim)
+        keys, values = {"all": (K, V), "old": cache or (K, V), "new": (k_new, v_new)}[attend]
+        factor = {"sqrt": 1 / math.sqrt(q.shape[-1]), "none": 1.0, "dh": 1 / q.shape[-1]}[scale]
+        out = torch.softmax(q @ keys.transpose(-2, -1) * factor, dim=softmax_dim) @ values
+        new_cache = {"new": (K, V), "old": cache, "entry": (k_new, v_new), "none": None}[returned]
+        if swap and new_cache is not None:
+            new_cache = new_cache[::-1]
+        return out, new_cache
+    cached_attention_step.__name__ = f"step_{order}_{dim}_{scale}_{softmax_dim}_{attend}_{returned}_{swap}"
+    return cached_attention_step
+
+
+def step_einsum(q, k_new, v_new, cache=None):
+    K = k_new if cache is None else torch.cat((cache[0], k_new), 2)
+    V = v_new if cache is None else torch.cat((cache[1], v_new), 2)
+    w = torch.einsum("bhqd,bhkd->bhqk", q, K).div(q.shape[-1] ** 0.5).softmax(-1)
+    return torch.einsum("bhqk,bhkd->bhqd", w, V), (K, V)
+
+
+def step_sdpa(q, k_new, v_new, cache=None):
+    K, V = (k_new, v_new) if cache is None else (torch.cat([cache[0], k_new], -2),
+                                                 torch.cat([cache[1], v_new], -2))
+    return F.scaled_dot_product_attention(q, K, V), [K, V]
+
+
+def step_none_unhandled(q, k_new, v_new, cache=None):
+    K, V = torch.cat([cache[0], k_new], dim=-2), torch.cat([cache[1], v_new], dim=-2)
+    return F.scaled_dot_product_attention(q, K, V), (K, V)
+
+
+def step_sdpa_causal(q, k_new, v_new, cache=None):
+    K, V = (k_new, v_new) if cache is None else (torch.cat([cache[0], k_new], -2),
+                                                 torch.cat([cache[1], v_new], -2))
+    return F.scaled_dot_product_attention(q, K, V, is_causal=True), (K, V)
+
+
+def step_keys_as_values(q, k_new, v_new, cache=None):
+    K, V = (k_new, v_new) if cache is None else (torch.cat([cache[0], k_new], -2),
+                                                 torch.cat([cache[1], v_new], -2))
+    return F.scaled_dot_product_attention(q, K, K), (K, V)
+
+
+def step_in_place(q, k_new, v_new, cache=None):
+    out, new = SOLUTION["cached_attention_step"](q, k_new, v_new, cache)
+    q.mul_(2)
+    return out, new
+
+
+def step_shifted(q, k_new, v_new, cache=None):
+    out, new = SOLUTION["cached_attention_step"](q, k_new, v_new, cache)
+    return out + 0.1, new
+
+
+STEP_BANK = [
+    (_step(order="first"), "new entry was put first"),
+    (_step(dim=-1), "wrong axis"),
+    (_step(scale="none"), "not scaled"),
+    (_step(scale="dh"), "divided by dh"),
+    (_step(softmax_dim=-2), "query axis"),
+    (_step(attend="old"), "left out of the attention"),
+    (_step(attend="new"), "only the new key was attended"),
+    (_step(returned="old"), "came back unchanged"),
+    (_step(returned="entry"), "holds only the new entry"),
+    (_step(returned="none"), "was not returned"),
+    (_step(swap=True), "swapped"),
+    (step_in_place, "changed in place"),
+    (step_none_unhandled, "cache=None"),
+    (step_sdpa_causal, "is_causal=True"),
+    (step_keys_as_values, "keys were used as values"),
+    (step_shifted, None),
+]
+
+
+@pytest.mark.parametrize("candidate", [SOLUTION["cached_attention_step"], _step(), step_einsum,
+                                       step_sdpa])
+def test_correct_steps_pass(candidate):
+    grade_cached_attention_step(candidate)
+    check_cached_attention_step(candidate)
+
+
+@pytest.mark.parametrize("grade", [grade_cached_attention_step, check_cached_attention_step])
+def test_cache_checks_name_only_the_mistake_they_see(grade):
+    assert_bank(grade, SOLUTION["cached_attention_step"], STEP_BANK)
+
+
+def test_a_cache_on_the_wrong_axis_is_named_even_when_it_crashes():
+    for dim in (0, 1, -1):
+        with pytest.raises(AssertionError, match="wrong axis"):
+            grade_cached_attention_step(_step(dim=dim))
+
+
+# ---- online softmax -------------------------------------------------------------------------
+
+def _online(rescale=True, subtract=True, stop="all", overlap=0, each_block=False,
+            inverted=False, start=INF, one_max=False, last_block_max=False):
+    def online_softmax(x, block_size):
+        if each_block:
+            return torch.cat([b.softmax(-1) for b in x.split(block_size, -1)], -1)
+        T = x.shape[-1]
+        m = torch.full(x.shape[:-1] + (1,), start)
+        s = torch.zeros(x.shape[:-1] + (1,))
+        end = T if stop == "all" else T // block_size * block_size
+        for i in range(0, end, block_size):
+            b = x[..., i:i + block_size + overlap]
+            block_max = b.amax() if one_max else b.amax(-1, keepdim=True)
+            new = torch.maximum(m, block_max) if subtract else torch.zeros_like(m)
+            if inverted:
+                c = torch.exp(new - m).nan_to_num(0.0, 0.0, 0.0)
+            else:
+                c = torch.exp(m - new) if rescale and subtract else 1.0
+            s = s * c + torch.exp(b - new).sum(-1, keepdim=True)
+            m = new
+        return torch.exp(x - (block_max if last_block_max else m)) / s
+    online_softmax.__name__ = (f"online_{rescale}_{subtract}_{stop}_{overlap}_{each_block}_"
+                               f"{inverted}_{start}_{one_max}_{last_block_max}")
+    return online_softmax
+
+
+def online_first_axis(x, block_size):
+    m = torch.full(x.shape[:-1] + (1,), INF)
+    s = torch.zeros_like(m)
+    for i in range(0, x.shape[0], block_size):
+        b = x[i:i + block_size]
+        new = torch.maximum(m, b.amax(-1, keepdim=True))
+        s = s * torch.exp(m - new) + torch.exp(b - new).sum(-1, keepdim=True)
+        m = new
+    return torch.exp(x - m) / s
+
+
+def online_two_pass(x, block_size):
+    """Correct, though not one pass."""
+    m = torch.stack([b.amax(-1) for b in x.split(block_size, -1)], -1).amax(-1, keepdim=True)
+    s = sum(torch.exp(b - m).sum(-1, keepdim=True) for b in x.split(block_size, -1))
+    return torch.exp(x - m) / s
+
+
+def online_logsumexp(x, block_size):
+    lse = torch.full(x.shape[:-1], INF, dtype=x.dtype)
+    for b in x.split(block_size, -1):
+        lse = torch.logaddexp(lse, torch.logsumexp(b, -1))
+    return torch.exp(x - lse.unsqueeze(-1))
+
+
+def online_loop(x, block_size):
+    m, s = torch.full(x.shape[:-1], INF), torch.zeros(x.shape[:-1])
+    for start in range(0, x.shape[-1], block_size):
+        for j in range(start, min(start + block_size, x.shape[-1])):
+            new = torch.maximum(m, x[..., j])
+            s = s * torch.exp(m - new) + torch.exp(x[..., j] - new)
+            m = new
+    return torch.exp(x - m[..., None]) / s[..., None]
+
+
+def online_off_a_little(x, block_size):
+    return SOLUTION["online_softmax"](x * 1.05, block_size)
+
+
+def online_in_place(x, block_size):
+    out = SOLUTION["online_softmax"](x, block_size)
+    x.zero_()
+    return out
+
+
+ONLINE_BANK = [
+    (_online(rescale=False), "not rescaled"),
+    (_online(subtract=False), "not subtracted"),
+    (_online(stop="whole blocks"), "shorter block was left out"),
+    (_online(overlap=1), "counted again"),
+    (_online(each_block=True), "normalised on its own"),
+    (_online(inverted=True), "inverse of the right factor"),
+    (_online(last_block_max=True), "maximum of the last block"),
+    (online_first_axis, "along the first axis"),
+    (_online(start=0.0), "started at 0"),
+    (_online(one_max=True), "over the whole tensor"),
+    (online_in_place, "in place"),
+    (online_off_a_little, None),
+]
+
+
+@pytest.mark.parametrize("candidate", [SOLUTION["online_softmax"], _online(), online_two_pass,
+                                       online_logsumexp, online_loop])
+def test_correct_online_softmaxes_pass(candidate):
+    grade_online_softmax(candidate)
+    check_online_softmax(candidate)
+
+
+@pytest.mark.parametrize("grade", [grade_online_softmax, check_online_softmax])
+def test_online_checks_name_only_the_mistake_they_see(grade):
+    assert_bank(grade, SOLUTION["online_softmax"], ONLINE_BANK)
+
+
+# ---- attention in blocks --------------------------------------------------------------------
+
+def _blocks(scale="sqrt d", rescale_sum=True, rescale_output=True, fill=INF, shifted=True,
+            diagonal=False, bottom_right=False, stop="all", divide_each_step=False,
+            full=False, ignore_causal=False):
+    def blockwise_attention(Q, K, V, block_size, causal=False):
+        causal = causal and not ignore_causal
+        Tq, Tk = Q.shape[-2], K.shape[-2]
+        if full:
+            (Q @ K.transpose(-2, -1)).sum()  # forms the whole score matrix, then ignores it
+        factor = {"sqrt d": Q.shape[-1] ** -0.5, "none": 1.0, "d": 1 / Q.shape[-1],
+                  "sqrt dv": V.shape[-1] ** -0.5}[scale]
+        m = torch.full(Q.shape[:-1] + (1,), INF)
+        s = torch.zeros(Q.shape[:-1] + (1,))
+        o = torch.zeros(Q.shape[:-1] + (V.shape[-1],))
+        rows = torch.arange(Tq)[:, None] + (Tk - Tq if bottom_right else 0)
+        end = Tk if stop == "all" else Tk // block_size * block_size
+        for i in range(0, end, block_size):
+            k, v = K[..., i:i + block_size, :], V[..., i:i + block_size, :]
+            x = Q @ k.transpose(-2, -1) * factor
+            if causal:
+                cols = torch.arange(k.shape[-2]) + (i if shifted else 0)
+                x = x.masked_fill(cols >= rows if diagonal else cols > rows, fill)
+            new = torch.maximum(m, x.amax(-1, keepdim=True))
+            c = torch.exp(m - new)
+            p = torch.exp(x - new)
+            s = (s * c if rescale_sum else s) + p.sum(-1, keepdim=True)
+            o = (o * c if rescale_output else o) + (p @ v / s if divide_each_step else p @ v)
+            m = new
+        return o if divide_each_step else o / s
+    blockwise_attention.__name__ = (
+        f"blocks_{scale}_{rescale_sum}_{rescale_output}_{fill}_{shifted}_{diagonal}_"
+        f"{bottom_right}_{stop}_{divide_each_step}_{full}_{ignore_causal}")
+    return blockwise_attention
+
+
+def blocks_averaged(Q, K, V, block_size, causal=False):
+    outs = [F.scaled_dot_product_attention(Q, K[..., i:i + block_size, :],
+                                           V[..., i:i + block_size, :], is_causal=causal)
+            for i in range(0, K.shape[-2], block_size)]
+    return sum(outs) / len(outs)
+
+
+def blocks_rescaled_each_step(Q, K, V, block_size, causal=False):
+    """Correct: the output is kept normalised, rescaled by s_old e^(m - m') / s_new."""
+    out = torch.zeros(Q.shape[:-1] + (V.shape[-1],))
+    m = torch.full(Q.shape[:-1] + (1,), INF)
+    s = torch.zeros(Q.shape[:-1] + (1,))
+    rows = torch.arange(Q.shape[-2])[:, None]
+    for i in range(0, K.shape[-2], block_size):
+        k, v = K[..., i:i + block_size, :], V[..., i:i + block_size, :]
+        x = torch.einsum("...qd,...kd->...qk", Q, k) / math.sqrt(Q.shape[-1])
+        if causal:
+            x = x.masked_fill(torch.arange(i, i + k.shape[-2]) > rows, INF)
+        new = torch.maximum(m, x.amax(-1, keepdim=True))
+        p = torch.exp(x - new)
+        new_s = s * torch.exp(m - new) + p.sum(-1, keepdim=True)
+        out = out * (s * torch.exp(m - new) / new_s) + p @ v / new_s
+        m, s = new, new_s
+    return out
+
+
+def blocks_logsumexp(Q, K, V, block_size, causal=False):
+    """Correct: combine per-block attention outputs by their log-sum-exp."""
+    outs, lses = [], []
+    rows = torch.arange(Q.shape[-2])[:, None]
+    for i in range(0, K.shape[-2], block_size):
+        k, v = K[..., i:i + block_size, :], V[..., i:i + block_size, :]
+        x = Q @ k.transpose(-2, -1) / math.sqrt(Q.shape[-1])
+        if causal:
+            x = x.masked_fill(torch.arange(i, i + k.shape[-2]) > rows, INF)
+        lse = torch.logsumexp(x, -1, keepdim=True)
+        outs.append(torch.nan_to_num(torch.exp(x - lse)) @ v)
+        lses.append(lse)
+    weights = torch.softmax(torch.cat(lses, -1), -1)
+    return sum(w.unsqueeze(-1) * o for w, o in zip(weights.unbind(-1), outs, strict=True))
+
+
+def blocks_off_a_little(Q, K, V, block_size, causal=False):
+    return SOLUTION["blockwise_attention"](Q, K, V * 1.1, block_size, causal)
+
+
+def blocks_in_place(Q, K, V, block_size, causal=False):
+    out = SOLUTION["blockwise_attention"](Q, K, V, block_size, causal)
+    K.mul_(0)
+    return out
+
+
+BLOCK_BANK = [
+    (_blocks(ignore_causal=True), "ignored"),
+    (_blocks(diagonal=True), "diagonal was masked"),
+    (_blocks(shifted=False), "positions inside the block"),
+    (_blocks(rescale_sum=False, rescale_output=False), "sum and output were not rescaled"),
+    (_blocks(rescale_output=False), "running output o was not rescaled"),
+    (_blocks(rescale_sum=False), "running sum s was not rescaled"),
+    (_blocks(scale="none"), "not scaled by 1/sqrt(d)"),
+    (_blocks(scale="d"), "divided by d;"),
+    (_blocks(scale="sqrt dv"), "size of the values"),
+    (_blocks(bottom_right=True), "bottom-right"),
+    (blocks_averaged, "results averaged"),
+    (_blocks(fill=0.0), "masked with 0 instead of -inf"),
+    (_blocks(stop="whole blocks"), "shorter block of keys"),
+    (_blocks(divide_each_step=True), "divided by the running sum at that step"),
+    (blocks_in_place, "in place"),
+    (blocks_off_a_little, None),
+]
+
+
+@pytest.mark.parametrize("candidate", [SOLUTION["blockwise_attention"], _blocks(),
+                                       blocks_rescaled_each_step, blocks_logsumexp])
+def test_correct_blockwise_attentions_pass(candidate):
+    grade_blockwise_attention(candidate)
+    check_blockwise_attention(candidate)
+
+
+def test_blockwise_hidden_test_names_only_the_mistake_it_sees():
+    assert_bank(grade_blockwise_attention, SOLUTION["blockwise_attention"], BLOCK_BANK)
+
+
+def test_blockwise_self_check_names_only_the_mistake_it_sees():
+    assert_bank(check_blockwise_attention, SOLUTION["blockwise_attention"],
+                [*BLOCK_BANK, (_blocks(full=True), "full score matrix")])
+
+
+def test_forming_the_full_matrix_passes_the_hidden_test_on_values():
+    """The hidden test sees values only; the self-check watches memory."""
+    grade_blockwise_attention(_blocks(full=True))
+
+
+# ---- blanks and the sample class ------------------------------------------------------------
+
+@pytest.mark.parametrize("grade", [grade_sample_next_token, grade_cached_attention_step,
+                                   grade_online_softmax, grade_blockwise_attention,
+                                   check_sample_next_token, check_cached_attention_step,
+                                   check_online_softmax, check_blockwise_attention])
+def test_a_blank_answer_is_not_finished(grade):
+    with pytest.raises(NotImplementedError):
+        grade(not_implemented)
+
+
+GRADES = {"sample_next_token": grade_sample_next_token,
+          "cached_attention_step": grade_cached_attention_step,
+          "online_softmax": grade_online_softmax,
+          "blockwise_attention": grade_blockwise_attention}
+
+
+@pytest.mark.parametrize("name", sorted(GRADES))
+def test_the_sample_mistakes_fail_for_their_reason(name):
+    wrong = sample_mistakes("generation_and_cost")[name]
+    with pytest.raises(AssertionError, match=wrong.reason):
+        GRADES[name](wrong.definition)
