@@ -16,7 +16,9 @@ import nbformat
 import pytest
 from notebook_code import SOLUTIONS
 
-IDS = sorted(path.stem for path in SOLUTIONS.glob("*.ipynb"))
+from helpers import syllabus
+
+IDS = syllabus.ids()
 HINT = re.compile(r"<details>\s*<summary>(?P<summary>.*?)</summary>(?P<body>.*?)</details>",
                   re.DOTALL)
 NUMBERED = re.compile(r"💡 Hint (?P<number>\d+): \S")

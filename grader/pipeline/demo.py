@@ -8,7 +8,7 @@ import time
 from pipeline import grading, sample_class
 from pipeline.assignments import generate
 from pipeline.execute import execute_notebook
-from pipeline.paths import GRADER, ROOT, SAMPLE_CLASS, SOLUTIONS
+from pipeline.paths import GRADER, ROOT, SAMPLE_CLASS, SOLUTIONS, assignment_ids
 
 
 def main() -> int:
@@ -16,7 +16,7 @@ def main() -> int:
           "not rewritten here)")
     scratch = GRADER / ".scratch" / "demo"
     scratch.mkdir(parents=True, exist_ok=True)
-    for path in sorted(SOLUTIONS.glob("*.ipynb")):
+    for path in (SOLUTIONS / f"{notebook_id}.ipynb" for notebook_id in assignment_ids()):
         copy = scratch / path.name
         copy.write_bytes(path.read_bytes())
         start = time.perf_counter()

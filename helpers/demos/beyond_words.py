@@ -1,0 +1,543 @@
+"""Tutorial 08: a tiny Vision Transformer on 8×8 digits, and where a language model's
+preferences come from (a generated corpus whose rates the student sets)."""
+
+from __future__ import annotations
+
+import gzip
+import math
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import matplotlib.patheffects as path_effects
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib.patches import Rectangle
+from torch import nn
+
+from helpers.exercises import uses_student_code
+from helpers.plotting import to_numpy
+from helpers.training import count_parameters, single_thread, train
+from helpers.widgets import progress_bar
+
+DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+DIGITS_CSV = DATA_DIR / "digits.csv.gz"  # source and licence: digits.SOURCE.md beside it
+
+# ---- Section 1: the digits ------------------------------------------------------------------
+
+
+def load_digits(path: Path | str = DIGITS_CSV) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 1797 UCI handwritten digits: images ``(N, 1, 8, 8)`` in [0, 1] and labels ``(N,)``.
+
+    The file has one row per image: 64 pixel values 0..16 (row by row), then the label.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"the digits file {path} is missing; it ships with the course's "
+                                "helpers package (helpers/data/digits.csv.gz)")
+    with gzip.open(path, "rt") as file:
+        table = np.loadtxt(file, delimiter=",", dtype=np.int64, ndmin=2)
+    if table.shape[1] != 65:
+        raise ValueError(f"expected 65 columns (64 pixels and a label) in {path}, "
+                         f"got {table.shape[1]}")
+    images = torch.tensor(table[:, :64], dtype=torch.float32).view(-1, 1, 8, 8) / 16.0
+    return images, torch.tensor(table[:, 64])
+
+
+def split_digits(images: torch.Tensor, labels: torch.Tensor, n_test: int = 500,
+                 seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A fixed random split: ``train_images, train_labels, test_images, test_labels``."""
+    if not 0 < n_test < len(labels):
+        raise ValueError(f"n_test must be between 1 and {len(labels) - 1}, got {n_test}")
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    test, training = order[:n_test], order[n_test:]
+    return images[training], labels[training], images[test], labels[test]
+
+
+def plot_digits(images: torch.Tensor, labels: torch.Tensor, n: int = 10) -> None:
+    """The first ``n`` digits with their labels."""
+    fig, axes = plt.subplots(1, n, figsize=(1.3 * n, 1.8))
+    for ax, image, label in zip(np.atleast_1d(axes), images[:n], labels[:n], strict=False):
+        ax.imshow(to_numpy(image[0]), cmap="gray_r", vmin=0, vmax=1)
+        ax.set_title(f"label {int(label)}", fontsize=10)
+        _frame(ax)
+    fig.suptitle("Handwritten digits, 8 × 8 pixels (darker = more ink)")
+    plt.show()
+
+
+def _frame(ax: plt.Axes) -> None:
+    """An image panel: no ticks, no grid, a thin frame on all four sides."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+    for spine in ax.spines.values():
+        spine.set_visible(True)
+        spine.set_linewidth(0.6)
+
+
+def _grid(ax: plt.Axes, size: int, patch_size: int) -> None:
+    for edge in range(0, size + 1, patch_size):
+        ax.axhline(edge - 0.5, color="C1", lw=2)
+        ax.axvline(edge - 0.5, color="C1", lw=2)
+
+
+@uses_student_code
+def plot_patches(patchify_fn: Callable[[torch.Tensor, int], torch.Tensor], image: torch.Tensor,
+                 patch_size: int = 2) -> None:
+    """One digit cut into patches by the student's ``patchify``, and the patches as a
+    sequence: each row of the output drawn back as a small square (one channel)."""
+    if image.dim() != 3:
+        raise ValueError(f"expected one image (C, H, W), got shape {tuple(image.shape)}")
+    C, H, W = image.shape
+    if patch_size < 1 or H % patch_size or W % patch_size:
+        raise ValueError(f"patch_size must divide the image's height and width ({H} × {W}), "
+                         f"got {patch_size}; for these digits use 1, 2, 4 or 8")
+    patches = patchify_fn(image.unsqueeze(0), patch_size)[0]
+    n_patches = (H // patch_size) * (W // patch_size)
+    if tuple(patches.shape) != (n_patches, C * patch_size**2):
+        raise ValueError(f"patchify returned patches of shape {tuple(patches.shape)} for one "
+                         f"image; expected {(n_patches, C * patch_size**2)} (run its self-check)")
+    fig = plt.figure(figsize=(13, 3.0))
+    outer = fig.add_gridspec(1, 2, width_ratios=[1, 3.2])
+    ax = fig.add_subplot(outer[0])
+    ax.imshow(to_numpy(image[0]), cmap="gray_r", vmin=0, vmax=1)
+    _grid(ax, H, patch_size)
+    # A white outline keeps the numbers readable on dark ink as on blank paper.
+    outline = [path_effects.withStroke(linewidth=3, foreground="white")]
+    for k in range(len(patches)):
+        i, j = divmod(k, W // patch_size)
+        ax.text(j * patch_size + (patch_size - 1) / 2, i * patch_size + (patch_size - 1) / 2,
+                str(k), color="C0", ha="center", va="center", fontsize=9, weight="bold",
+                path_effects=outline)
+    ax.set(title=f"{patch_size}×{patch_size} patches, numbered", xlabel="column", ylabel="row")
+    ax.grid(False)
+    # The sequence as one strip (one image, not one axes per patch: much faster to draw),
+    # a blank column between patches and a light frame around each, blank ones included.
+    strip = fig.add_subplot(outer[1])
+    step = patch_size + 1
+    canvas = np.full((patch_size, len(patches) * step - 1), np.nan)
+    for k, patch in enumerate(patches):
+        canvas[:, k * step:k * step + patch_size] = to_numpy(
+            patch[: patch_size**2].reshape(patch_size, patch_size))
+        strip.add_patch(Rectangle((k * step - 0.5, -0.5), patch_size, patch_size, fill=False,
+                                  edgecolor="0.6", linewidth=0.8))
+        strip.text(k * step + (patch_size - 1) / 2, -0.8, str(k), ha="center", va="bottom",
+                   fontsize=8)
+    strip.imshow(canvas, cmap="gray_r", vmin=0, vmax=1)
+    strip.set_ylim(patch_size - 0.4, -1.6)
+    strip.axis("off")
+    strip.set_title("the sequence: patch 0, 1, 2, ... (each row of the output, channel 0)",
+                    fontsize=10)
+    fig.suptitle(f"patchify: {len(patches)} patches in a row, each a vector of "
+                 f"{patches.shape[-1]} numbers (drawn back as squares, channel 0)")
+    plt.show()
+
+
+# ---- Section 2: a tiny Vision Transformer ------------------------------------------------------
+
+
+class VisionTransformer(nn.Module):
+    """Patch embedding (the student's class), PyTorch's own encoder layers, and a linear
+    read-out of the class token (position 0) after a final layer norm."""
+
+    def __init__(self, embedding_class: type[nn.Module], patch_size: int = 2,
+                 image_size: int = 8, in_channels: int = 1, d_model: int = 32,
+                 n_heads: int = 4, n_layers: int = 1, n_classes: int = 10) -> None:
+        super().__init__()
+        if image_size % patch_size:
+            raise ValueError(f"patch_size {patch_size} does not divide image_size {image_size}")
+        self.n_patches = (image_size // patch_size) ** 2
+        self.embed = embedding_class(patch_size, in_channels, d_model, self.n_patches)
+        self.layers = nn.ModuleList([
+            nn.TransformerEncoderLayer(d_model, n_heads, dim_feedforward=2 * d_model,
+                                       dropout=0.0, batch_first=True, norm_first=True)
+            for _ in range(n_layers)])
+        self.norm = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, n_classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        h = self.embed(images)
+        for layer in self.layers:
+            h = layer(h)
+        return self.head(self.norm(h[:, 0]))  # logits (B, n_classes)
+
+    @torch.no_grad()
+    def class_token_attention(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, n_patches)``: how much the class token attends to each patch in the last
+        layer, averaged over the heads (the class token's own share left out)."""
+        h = self.embed(images)
+        for layer in self.layers[:-1]:
+            h = layer(h)
+        last = self.layers[-1]
+        x = last.norm1(h) if last.norm_first else h
+        _, weights = last.self_attn(x, x, x, need_weights=True, average_attn_weights=True)
+        return weights[:, 0, 1:]
+
+
+def mlp_baseline(n_hidden: int = 130, n_pixels: int = 64, n_classes: int = 10) -> nn.Module:
+    """A one-hidden-layer MLP on the flattened pixels: no patches, no attention."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(n_pixels, n_hidden), nn.ReLU(),
+                         nn.Linear(n_hidden, n_classes))
+
+
+@uses_student_code
+def train_digit_classifier(model: nn.Module, data: Sequence[torch.Tensor], *, epochs: int = 12,
+                           lr: float = 3e-3, seed: int = 0, description: str = "training",
+                           device: torch.device | str = "cpu") -> dict[str, list[float]]:
+    """Adam on the training digits (a tqdm bar over epochs); test accuracy after each."""
+    train_images, train_labels, test_images, test_labels = data
+    return train(model, train_images, train_labels, task="multiclass", epochs=epochs, lr=lr,
+                 batch_size=64, val_inputs=test_images, val_target=test_labels, seed=seed,
+                 device=torch.device(device), description=description)
+
+
+@uses_student_code
+def build_vit(embedding_class: type[nn.Module], seed: int = 0, **sizes: int) -> VisionTransformer:
+    """A freshly initialised ViT (its own seed; the notebook's random stream is unaffected)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return VisionTransformer(embedding_class, **sizes)
+
+
+def compare_sizes(models: Mapping[str, nn.Module]) -> None:
+    """Print the number of trainable parameters of each model."""
+    for name, model in models.items():
+        print(f"{name:20s} {count_parameters(model):6d} parameters")
+
+
+def plot_learning_curves(histories: Mapping[str, dict[str, list[float]]]) -> None:
+    """Test accuracy per epoch of each model."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    for name, history in histories.items():
+        epochs = np.arange(1, len(history["val_acc"]) + 1)
+        ax.plot(epochs, history["val_acc"], marker="o", ms=4, label=name)
+    ax.set(title="Held-out digits classified correctly", xlabel="epoch",
+           ylabel="test accuracy", ylim=(0, 1.02))
+    ax.legend()
+    plt.show()
+
+
+@torch.no_grad()
+def test_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """Share of ``images`` whose most likely class is their label."""
+    model.eval()
+    device = next(model.parameters()).device
+    return float((model(images.to(device)).argmax(-1).cpu() == labels).float().mean())
+
+
+@uses_student_code
+@torch.no_grad()
+def plot_class_token_attention(model: VisionTransformer, images: torch.Tensor,
+                               labels: torch.Tensor, n: int = 4) -> None:
+    """Each digit beside the class token's attention over its patches; a title in red marks
+    a digit the model gets wrong."""
+    model.eval()
+    device = next(model.parameters()).device
+    images = images[:n].to(device)
+    weights = model.class_token_attention(images).cpu()
+    predicted = model(images).argmax(-1).cpu()
+    side = math.isqrt(weights.shape[-1])
+    size = images.shape[-1]
+    fig, axes = plt.subplots(1, 2 * n, figsize=(1.75 * 2 * n + 1.2, 2.5), layout="constrained")
+    axes = np.atleast_1d(axes)
+    for k in range(n):
+        digit, attention = axes[2 * k], axes[2 * k + 1]
+        right = int(predicted[k]) == int(labels[k])
+        digit.imshow(to_numpy(images[k, 0]), cmap="gray_r", vmin=0, vmax=1)
+        digit.set_title(f"label {int(labels[k])}, predicted {int(predicted[k])}"
+                        + ("" if right else " ✗"), fontsize=9, color="black" if right else "#c0392b")
+        shown = attention.imshow(to_numpy(weights[k].reshape(side, side)), cmap="viridis",
+                                 vmin=0, vmax=float(weights.max()),
+                                 extent=(-0.5, size - 0.5, size - 0.5, -0.5))
+        attention.set_title("class token's attention", fontsize=8)
+        for ax in (digit, attention):
+            _frame(ax)
+    fig.colorbar(shown, ax=list(axes), shrink=0.85, label="attention weight")
+    fig.suptitle("Each digit (left) and where the class token looks in it (right; last layer, "
+                 "mean over heads)")
+    plt.show()
+
+
+@uses_student_code
+@torch.no_grad()
+def plot_position_similarity(model: VisionTransformer, patches: Sequence[int] = (0, 5, 10, 15)
+                             ) -> None:
+    """Cosine similarity of the learned position of a few patches with every patch's."""
+    positions = model.embed.positions.detach().cpu()[0, 1:]
+    side = math.isqrt(len(positions))
+    unit = positions / positions.norm(dim=-1, keepdim=True)
+    similarity = unit @ unit.T
+    fig, axes = plt.subplots(1, len(patches), figsize=(3.1 * len(patches) + 1, 3.0),
+                             layout="constrained")
+    for ax, k in zip(np.atleast_1d(axes), patches, strict=True):
+        image = ax.imshow(to_numpy(similarity[k].reshape(side, side)), cmap="coolwarm",
+                          vmin=-1, vmax=1)
+        i, j = divmod(k, side)
+        ax.plot(j, i, "k*", ms=12, label=f"patch {k}")
+        ax.set(title=f"Similarity to patch {k}", xlabel="patch column", ylabel="patch row")
+        ax.set_xticks(range(side))
+        ax.set_yticks(range(side))
+        ax.grid(False)
+        ax.legend(loc="upper right", fontsize=7, frameon=True)
+    fig.colorbar(image, ax=list(np.atleast_1d(axes)), shrink=0.8, label="cosine similarity")
+    fig.suptitle("Learned positions: which patches the model treats as near each other")
+    plt.show()
+
+
+# ---- Section 3: where a preference comes from -------------------------------------------------
+
+# How much each occupation leans towards "she" (+1), towards "he" (-1) or neither (0) in the
+# generated corpus; `skew` scales the lean. Invented numbers that mimic a pattern measured in
+# real text; they say nothing about any person.
+LEANS: dict[str, int] = {"nurse": +1, "secretary": +1, "engineer": -1, "pilot": -1,
+                         "teacher": 0, "doctor": 0}
+TEMPLATES: tuple[str, ...] = ("the {occupation} said {pronoun} {ending} .",
+                              "the {occupation} thinks {pronoun} {ending} .")
+ENDINGS: tuple[str, ...] = ("was late", "was tired", "is ready", "would help")
+PRONOUNS: tuple[str, str] = ("she", "he")
+VOCAB: tuple[str, ...] = ("<s>", "the", *LEANS, "said", "thinks", *PRONOUNS, "was", "is",
+                          "would", "late", "tired", "ready", "help", ".")
+PRONOUN_POSITION = 4  # <s> the OCCUPATION said/thinks PRONOUN ...
+OCCUPATION_POSITION = 2
+
+
+def she_rate(occupation: str, skew: float) -> float:
+    """P("she" | occupation) in the generated corpus: 0.5 + skew * lean / 2."""
+    if not 0.0 <= skew <= 1.0:
+        raise ValueError(f"skew must be between 0 (balanced) and 1 (one pronoun only), "
+                         f"got {skew}")
+    if occupation not in LEANS:
+        raise ValueError(f"unknown occupation {occupation!r}; known: {list(LEANS)}")
+    return 0.5 + skew * LEANS[occupation] / 2
+
+
+def encode(sentence: str) -> list[int]:
+    """Token ids of a sentence of the corpus, with ``<s>`` in front."""
+    index = {word: i for i, word in enumerate(VOCAB)}
+    words = sentence.split()
+    unknown = [w for w in words if w not in index]
+    if unknown:
+        raise ValueError(f"words {unknown} are not in the vocabulary {list(VOCAB)}")
+    return [index["<s>"]] + [index[w] for w in words]
+
+
+def decode(ids: Sequence[int] | torch.Tensor) -> str:
+    """The sentence of a row of token ids (without ``<s>``)."""
+    return " ".join(VOCAB[int(i)] for i in ids if VOCAB[int(i)] != "<s>")
+
+
+def make_corpus(skew: float = 0.8, n_sentences: int = 240, seed: int = 0) -> torch.Tensor:
+    """``(n_sentences, 8)`` token ids: a template, an occupation and an ending drawn
+    uniformly, and "she" with probability :func:`she_rate` (else "he")."""
+    if n_sentences < 1:
+        raise ValueError(f"n_sentences must be positive, got {n_sentences}")
+    generator = torch.Generator().manual_seed(seed)
+    occupations = list(LEANS)
+    rows = []
+    for _ in range(n_sentences):
+        template = TEMPLATES[int(torch.randint(len(TEMPLATES), (1,), generator=generator))]
+        occupation = occupations[int(torch.randint(len(occupations), (1,), generator=generator))]
+        she = float(torch.rand(1, generator=generator)) < she_rate(occupation, skew)
+        ending = ENDINGS[int(torch.randint(len(ENDINGS), (1,), generator=generator))]
+        rows.append(encode(template.format(occupation=occupation, ending=ending,
+                                           pronoun=PRONOUNS[0] if she else PRONOUNS[1])))
+    return torch.tensor(rows)
+
+
+def swap_pronouns(corpus: torch.Tensor) -> torch.Tensor:
+    """The same sentences with "she" and "he" exchanged."""
+    she, he = VOCAB.index("she"), VOCAB.index("he")
+    swapped = corpus.clone()
+    swapped[corpus == she], swapped[corpus == he] = he, she
+    return swapped
+
+
+def rebalance(corpus: torch.Tensor) -> torch.Tensor:
+    """Counterfactual augmentation: every sentence plus its pronoun-swapped twin, so each
+    occupation occurs equally often with both pronouns."""
+    return torch.cat([corpus, swap_pronouns(corpus)])
+
+
+def corpus_counts(corpus: torch.Tensor) -> dict[str, tuple[int, int]]:
+    """Occupation -> (sentences with "she", sentences with "he")."""
+    counts = {}
+    for occupation in LEANS:
+        rows = corpus[:, OCCUPATION_POSITION] == VOCAB.index(occupation)
+        she = int((corpus[rows, PRONOUN_POSITION] == VOCAB.index("she")).sum())
+        counts[occupation] = (she, int(rows.sum()) - she)
+    return counts
+
+
+def data_log_odds(corpus: torch.Tensor) -> dict[str, float]:
+    """Occupation -> log(#she / #he) in the corpus (half a count added to each, so that an
+    occupation seen with one pronoun only gets a finite value)."""
+    return {occupation: math.log((she + 0.5) / (he + 0.5))
+            for occupation, (she, he) in corpus_counts(corpus).items()}
+
+
+def show_corpus(corpus: torch.Tensor, skew: float, n_examples: int = 8) -> None:
+    """Print everything the corpus is made of: templates, endings, rates, counts, examples."""
+    print("templates:", " | ".join(TEMPLATES))
+    print("endings:  ", " | ".join(ENDINGS))
+    print(f"\nskew = {skew}: P(she | occupation) = 0.5 + skew * lean / 2\n")
+    print(f"{'occupation':11s} {'lean':>5s} {'P(she)':>7s} {'P(he)':>6s}   in this corpus: "
+          f"{'she':>4s} {'he':>4s}")
+    for occupation, (she, he) in corpus_counts(corpus).items():
+        rate = she_rate(occupation, skew)
+        print(f"{occupation:11s} {LEANS[occupation]:+5d} {rate:7.2f} {1 - rate:6.2f}"
+              f"   {'':15s} {she:4d} {he:4d}")
+    print(f"\n{len(corpus)} sentences; the first {n_examples}:")
+    for row in corpus[:n_examples]:
+        print("  ", decode(row))
+
+
+class TinyCausalLM(nn.Module):
+    """Word embeddings plus learned positions, one PyTorch encoder layer with a causal mask,
+    and a read-out: ``forward(tokens (B, T)) -> logits (B, T, V)``, position t predicting
+    token t + 1."""
+
+    def __init__(self, vocab_size: int = len(VOCAB), max_len: int = 8, d_model: int = 32,
+                 n_heads: int = 2) -> None:
+        super().__init__()
+        self.token_embedding = nn.Embedding(vocab_size, d_model)
+        self.position_embedding = nn.Embedding(max_len, d_model)
+        self.layer = nn.TransformerEncoderLayer(d_model, n_heads, dim_feedforward=2 * d_model,
+                                                dropout=0.0, batch_first=True)
+        self.readout = nn.Linear(d_model, vocab_size)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        T = tokens.shape[1]
+        positions = torch.arange(T, device=tokens.device)
+        h = self.token_embedding(tokens) + self.position_embedding(positions)
+        mask = nn.Transformer.generate_square_subsequent_mask(T, device=tokens.device)
+        return self.readout(self.layer(h, src_mask=mask, is_causal=True))
+
+
+def train_language_model(corpus: torch.Tensor, steps: int = 50, lr: float = 0.03,
+                         seed: int = 0, progress: bool = False,
+                         device: torch.device | str = "cpu") -> TinyCausalLM:
+    """Full-batch Adam on next-token cross-entropy, from its own seed."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = TinyCausalLM(max_len=corpus.shape[1]).to(device)
+    corpus = corpus.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    with single_thread():
+        for _ in progress_bar(range(steps), desc="language model", disable=not progress,
+                              leave=False):
+            logits = model(corpus[:, :-1])
+            loss = F.cross_entropy(logits.flatten(0, 1), corpus[:, 1:].flatten())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return model.eval()
+
+
+def sentence_pairs(occupation: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every sentence of the corpus's form for ``occupation``, once with "she" and once with
+    "he": two ``(n, 8)`` token tensors whose rows differ in the pronoun only."""
+    pairs = [[encode(t.format(occupation=occupation, ending=e, pronoun=p)) for p in PRONOUNS]
+             for t in TEMPLATES for e in ENDINGS]
+    ids = torch.tensor(pairs)
+    return ids[:, 0], ids[:, 1]
+
+
+@torch.no_grad()
+@uses_student_code
+def pronoun_preference(model: nn.Module, sequence_log_prob: Callable[..., torch.Tensor]
+                       ) -> dict[str, float]:
+    """Occupation -> mean over its sentence pairs of log P(she-sentence) - log P(he-sentence),
+    both scored with the student's ``sequence_log_prob``."""
+    device = next(model.parameters()).device
+    preference = {}
+    for occupation in LEANS:
+        she, he = (s.to(device) for s in sentence_pairs(occupation))
+        difference = sequence_log_prob(model(she), she) - sequence_log_prob(model(he), he)
+        preference[occupation] = float(difference.mean())
+    return preference
+
+
+@uses_student_code
+def plot_pair(model: nn.Module, sequence_log_prob: Callable[..., torch.Tensor], first: str,
+              second: str) -> None:
+    """Two sentences scored word by word with the student's ``sequence_log_prob``: the
+    running log-probability of every prefix, and which sentence the model prefers."""
+    device = next(model.parameters()).device
+    ids = torch.tensor([encode(first), encode(second)], device=device)
+    if ids.shape[1] < 2:
+        raise ValueError("the sentences need at least one word")
+    with torch.no_grad():
+        running = torch.stack([sequence_log_prob(model(ids[:, :t + 1]), ids[:, :t + 1])
+                               for t in range(1, ids.shape[1])], dim=1).cpu()
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    for k, (sentence, marker) in enumerate(((first, "o"), (second, "s"))):
+        ax.plot(range(1, ids.shape[1]), to_numpy(running[k]), marker=marker, label=sentence)
+    words = [f"{a}/{b}" if a != b else a for a, b in zip(first.split(), second.split(),
+                                                          strict=True)]
+    ax.set_xticks(range(1, ids.shape[1]), words, rotation=20)
+    ax.set(title="Scoring a pair, word by word", xlabel="sentence up to this word",
+           ylabel="log P(sentence so far)")
+    ax.legend()
+    plt.show()
+    preferred = first if float(running[0, -1]) > float(running[1, -1]) else second
+    print(f"the model prefers: {preferred!r}")
+
+
+@uses_student_code
+def skew_experiment(sequence_log_prob: Callable[..., torch.Tensor],
+                    skews: Sequence[float] = (0.0, 0.45, 0.9), n_sentences: int = 240,
+                    steps: int = 50, seed: int = 0, device: torch.device | str = "cpu",
+                    rebalanced: bool = True) -> list[dict]:
+    """One model per skew (and one on the rebalanced corpus of the largest skew): the data's
+    log-odds and the learned preference of every occupation."""
+    runs = [(f"skew {s}", s, make_corpus(s, n_sentences, seed)) for s in skews]
+    if rebalanced:
+        top = max(skews)
+        runs.append((f"skew {top}, rebalanced", top, rebalance(make_corpus(top, n_sentences, seed))))
+    results = []
+    for name, skew, corpus in progress_bar(runs, desc="language models", leave=False):
+        model = train_language_model(corpus, steps=steps, seed=seed, device=device)
+        results.append({"name": name, "skew": skew, "data": data_log_odds(corpus),
+                        "learned": pronoun_preference(model, sequence_log_prob)})
+    return results
+
+
+def majority_agreement(result: dict) -> float:
+    """Share of leaning occupations whose learned preference has the sign of their lean (the
+    pronoun the skewed corpus favours), CrowS-Pairs style: 0.5 means no side taken."""
+    leaning = [o for o, lean in LEANS.items() if lean != 0]
+    return sum((result["learned"][o] > 0) == (LEANS[o] > 0) for o in leaning) / len(leaning)
+
+
+def plot_skew_experiment(results: Sequence[dict]) -> None:
+    """Learned preference against the data's log-odds (one point per occupation and model),
+    and the spread of the learned preferences per model."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
+    everything = []
+    for k, result in enumerate(results):
+        x = np.array(list(result["data"].values()))
+        y = np.array(list(result["learned"].values()))
+        everything += [*x, *y]
+        marker = "x" if "rebalanced" in result["name"] else "o"
+        left.scatter(x, y, color=f"C{k}", marker=marker, s=45, label=result["name"])
+    limit = max(abs(v) for v in everything) * 1.1
+    left.plot([-limit, limit], [-limit, limit], ls=":", color="0.4", label="learned = data")
+    left.set(title="The model's preference follows its data",
+             xlabel="data: log(#she / #he) for the occupation",
+             ylabel="model: mean log P(she-sentence)\n− log P(he-sentence)",
+             xlim=(-limit, limit), ylim=(-limit, limit))
+    left.legend(fontsize=8)
+    names = [r["name"].replace(", ", "\n") for r in results]
+    for occupation, marker in zip(LEANS, "os^vDP", strict=False):
+        lean = LEANS[occupation]
+        colour = {1: "C3", -1: "C0", 0: "0.5"}[lean]
+        right.plot(range(len(results)), [r["learned"][occupation] for r in results],
+                   marker=marker, color=colour, alpha=0.8,
+                   label=f"{occupation} (lean {lean:+d})")
+    right.axhline(0, color="0.4", ls=":")
+    right.set_xticks(range(len(results)), names, fontsize=8)
+    right.set(title="Learned preference, per occupation", xlabel="training corpus",
+              ylabel="log P(she-sentence) − log P(he-sentence)")
+    right.legend(fontsize=7, ncol=2)
+    plt.show()

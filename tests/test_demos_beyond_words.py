@@ -1,0 +1,196 @@
+"""Unit tests of tutorial 08's demos (fast, no kernel)."""
+
+from __future__ import annotations
+
+import matplotlib
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+matplotlib.use("Agg")
+
+from helpers.demos import beyond_words as demo  # noqa: E402
+
+
+# Test-local reference answers (the demos take the student's code as arguments).
+def patchify(images, patch_size):
+    return F.unfold(images, kernel_size=patch_size, stride=patch_size).transpose(1, 2)
+
+
+class Embedding(nn.Module):
+    def __init__(self, patch_size, in_channels, d_model, n_patches):
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Linear(in_channels * patch_size**2, d_model)
+        self.cls_token = nn.Parameter(0.02 * torch.randn(1, 1, d_model))
+        self.positions = nn.Parameter(0.02 * torch.randn(1, n_patches + 1, d_model))
+
+    def forward(self, images):
+        tokens = self.proj(patchify(images, self.patch_size))
+        cls = self.cls_token.expand(len(tokens), -1, -1)
+        return torch.cat([cls, tokens], dim=1) + self.positions
+
+
+def sequence_log_prob(logits, tokens):
+    logp = torch.log_softmax(logits[:, :-1], dim=-1)
+    return logp.gather(-1, tokens[:, 1:].unsqueeze(-1)).squeeze(-1).sum(1)
+
+
+def test_digits_load_with_their_labels():
+    images, labels = demo.load_digits()
+    assert images.shape == (1797, 1, 8, 8) and labels.shape == (1797,)
+    assert 0.0 <= float(images.min()) and float(images.max()) == 1.0
+    assert torch.equal(labels.unique(), torch.arange(10))
+    assert int(labels[0]) == 0 and int(labels[1]) == 1  # the file's first rows
+
+
+def test_missing_digits_file_says_where_it_should_be(tmp_path):
+    with pytest.raises(FileNotFoundError, match="digits.csv.gz"):
+        demo.load_digits(tmp_path / "nothing.csv.gz")
+
+
+def test_split_is_fixed_and_disjoint():
+    images, labels = demo.load_digits()
+    a = demo.split_digits(images, labels, n_test=100)
+    b = demo.split_digits(images, labels, n_test=100)
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert len(a[0]) == 1697 and len(a[2]) == 100
+    with pytest.raises(ValueError, match="n_test"):
+        demo.split_digits(images, labels, n_test=0)
+
+
+def test_vit_shapes_and_class_token_attention():
+    vit = demo.build_vit(Embedding, seed=0, patch_size=2, d_model=16, n_heads=2)
+    images = torch.rand(5, 1, 8, 8)
+    assert vit(images).shape == (5, 10)
+    weights = vit.eval().class_token_attention(images)
+    assert weights.shape == (5, 16) and bool((weights >= 0).all())
+    assert bool((weights.sum(-1) <= 1 + 1e-5).all())
+    with pytest.raises(ValueError, match="divide"):
+        demo.VisionTransformer(Embedding, patch_size=3)
+
+
+def test_vit_and_mlp_have_about_the_same_size():
+    vit = demo.build_vit(Embedding, seed=0)
+    sizes = [sum(p.numel() for p in m.parameters()) for m in (vit, demo.mlp_baseline())]
+    assert abs(sizes[0] - sizes[1]) / sizes[0] < 0.05
+
+
+def test_vision_figures_draw(monkeypatch):
+    monkeypatch.setattr(matplotlib.pyplot, "show", lambda: matplotlib.pyplot.close("all"))
+    images, labels = demo.load_digits()
+    vit = demo.build_vit(Embedding, seed=0)
+    demo.plot_digits(images, labels, n=4)
+    demo.plot_patches(patchify, images[0], patch_size=2)
+    demo.plot_class_token_attention(vit, images, labels, n=3)
+    demo.plot_class_token_attention(vit, images[:1], labels[:1], n=1)
+    demo.plot_position_similarity(vit)
+    demo.plot_learning_curves({"a": {"val_acc": [0.5, 0.7]}})
+    with pytest.raises(ValueError, match="one image"):
+        demo.plot_patches(patchify, images[:2], patch_size=2)
+
+
+def test_plot_patches_checks_the_patch_size_before_calling_patchify():
+    called = []
+
+    def spy(images, patch_size):
+        called.append(patch_size)
+        return patchify(images, patch_size)
+
+    images, _ = demo.load_digits()
+    with pytest.raises(ValueError, match=r"patch_size must divide the image's height and width "
+                                         r"\(8 × 8\), got 3"):
+        demo.plot_patches(spy, images[0], patch_size=3)
+    assert called == []
+    with pytest.raises(ValueError, match="patchify returned patches of shape"):
+        demo.plot_patches(lambda x, p: patchify(x, p).transpose(1, 2), images[0], patch_size=2)
+
+
+# Stubs as the student notebook ships them, under the exercises' own names.
+def stub_patchify(images, patch_size):
+    raise NotImplementedError()
+
+
+stub_patchify.__code__ = stub_patchify.__code__.replace(co_name="patchify")
+
+
+class PatchEmbedding(nn.Module):
+    def __init__(self, patch_size, in_channels, d_model, n_patches):
+        super().__init__()
+        raise NotImplementedError()
+
+
+def stub_sequence_log_prob(logits, tokens):
+    raise NotImplementedError()
+
+
+stub_sequence_log_prob.__code__ = stub_sequence_log_prob.__code__.replace(
+    co_name="sequence_log_prob")
+
+
+def test_demos_say_which_exercise_to_finish_first(monkeypatch):
+    monkeypatch.setattr(matplotlib.pyplot, "show", lambda: matplotlib.pyplot.close("all"))
+    images, labels = demo.load_digits()
+    with pytest.raises(NotImplementedError, match="`patchify`.*finish Exercise 1 first"):
+        demo.plot_patches(stub_patchify, images[0], patch_size=2)
+    with pytest.raises(NotImplementedError, match="`PatchEmbedding`.*finish Exercise 2 first"):
+        demo.build_vit(PatchEmbedding, seed=0)
+    model = demo.train_language_model(demo.make_corpus(0.8, 30), steps=1)
+    with pytest.raises(NotImplementedError, match="`sequence_log_prob`.*finish Exercise 3"):
+        demo.pronoun_preference(model, stub_sequence_log_prob)
+    with pytest.raises(NotImplementedError, match="`sequence_log_prob`.*finish Exercise 3"):
+        demo.plot_pair(model, stub_sequence_log_prob, "the nurse said she was late .",
+                       "the nurse said he was late .")
+
+
+def test_corpus_follows_its_rates_and_is_seeded():
+    corpus = demo.make_corpus(skew=1.0, n_sentences=200, seed=3)
+    assert corpus.shape == (200, 8) and torch.equal(corpus, demo.make_corpus(1.0, 200, 3))
+    counts = demo.corpus_counts(corpus)
+    assert counts["nurse"][1] == 0 and counts["engineer"][0] == 0  # skew 1: one pronoun only
+    assert sum(she + he for she, he in counts.values()) == 200
+    assert demo.decode(corpus[0]).endswith(" .")
+    assert demo.she_rate("teacher", 0.9) == 0.5 and demo.she_rate("pilot", 0.6) == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="skew"):
+        demo.make_corpus(skew=1.5)
+    with pytest.raises(ValueError, match="occupation"):
+        demo.she_rate("astronaut", 0.5)
+    with pytest.raises(ValueError, match="vocabulary"):
+        demo.encode("the astronaut said she was late .")
+
+
+def test_rebalancing_balances_every_occupation():
+    balanced = demo.rebalance(demo.make_corpus(skew=0.9, n_sentences=100))
+    assert len(balanced) == 200
+    assert all(she == he for she, he in demo.corpus_counts(balanced).values())
+    assert all(abs(v) < 1e-12 for v in demo.data_log_odds(balanced).values())
+
+
+def test_sentence_pairs_differ_in_the_pronoun_only():
+    she, he = demo.sentence_pairs("nurse")
+    assert she.shape == he.shape == (8, 8)
+    differ = she != he
+    assert bool(differ[:, demo.PRONOUN_POSITION].all()) and int(differ.sum()) == 8
+
+
+def test_language_model_learns_the_skew_quickly_and_restores_threads():
+    threads = torch.get_num_threads()
+    corpus = demo.make_corpus(skew=0.9, n_sentences=120)
+    model = demo.train_language_model(corpus, steps=40)
+    assert torch.get_num_threads() == threads
+    assert model(corpus[:2]).shape == (2, 8, len(demo.VOCAB))
+    preference = demo.pronoun_preference(model, sequence_log_prob)
+    assert preference["nurse"] > 0.5 and preference["engineer"] < -0.5
+
+
+def test_skew_experiment_and_its_figure(monkeypatch):
+    monkeypatch.setattr(matplotlib.pyplot, "show", lambda: matplotlib.pyplot.close("all"))
+    results = demo.skew_experiment(sequence_log_prob, skews=(0.0, 0.9), n_sentences=120,
+                                   steps=40)
+    assert [r["name"] for r in results] == ["skew 0.0", "skew 0.9", "skew 0.9, rebalanced"]
+    assert demo.majority_agreement(results[1]) == 1.0
+    demo.plot_skew_experiment(results)
+    model = demo.train_language_model(demo.make_corpus(0.8, 60), steps=5)
+    demo.plot_pair(model, sequence_log_prob, "the nurse said she was late .",
+                   "the nurse said he was late .")
