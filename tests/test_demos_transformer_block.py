@@ -114,6 +114,16 @@ def test_without_positions_the_classifier_is_a_bag_of_words():
         torch.testing.assert_close(bow[0], bow[1])
 
 
+def test_swap_test_says_whether_both_orders_get_the_same_probability(capsys):
+    pair = ["the food was good but the service was awful",
+            "the service was awful but the food was good"]
+    models = {"bag": demo.BagOfWordsMLP(), "blind": classifier(use_positions=False),
+              "seeing": classifier(use_positions=True)}
+    demo.print_swap_test(models, pair)
+    rows = {line.split()[0]: line.split()[-1] for line in capsys.readouterr().out.splitlines()}
+    assert rows["bag"] == "yes" and rows["blind"] == "yes" and rows["seeing"] == "no"
+
+
 def test_fit_trains_and_restores_threads():
     threads = torch.get_num_threads()
     train_set, test_set = demo.make_reviews(128, seed=0), demo.make_reviews(64, seed=1)
@@ -139,8 +149,14 @@ def test_figures_draw(capsys):
     model = classifier()
     models = {"bag": demo.BagOfWordsMLP(), "transformer": model}
     demo.plot_confusion_matrices(models, data)
-    demo.print_swap_test(models, ["the food was good", "the food was not good"])
-    assert "probability" in capsys.readouterr().out
+    demo.print_swap_test(models, ["the food was good", "the food was not good"],
+                         banded=["transformer"])
+    out = capsys.readouterr().out
+    assert "probability" in out and "pair 1" in out
+    with pytest.raises(ValueError, match="pairs"):
+        demo.print_swap_test(models, ["the food was good"])
+    with pytest.raises(ValueError, match="banded"):
+        demo.print_swap_test(models, ["the food was good", "the food was bad"], banded=["x"])
     demo.print_accuracy_by_kind(models, data)
     assert "clauses contrast" in capsys.readouterr().out
     demo.plot_attention(model, "the food was not good but the room was nice")

@@ -12,28 +12,12 @@ import torch
 from torch import nn
 
 from helpers.exercises import uses_student_code
-from helpers.plotting import heatmap, to_numpy
+from helpers.plotting import heatmap, plain_log_ticks, to_numpy
 from helpers.training import single_thread
-from helpers.widgets import progress_bar, slider_demo
+from helpers.widgets import progress_bar, slider_demo, widget_frontend_available
 
 TensorFn = Callable[[torch.Tensor], torch.Tensor]
 
-
-def _heatmap(ax: plt.Axes, matrix: torch.Tensor, *, annotate: bool = False, fmt: str = ".2f",
-             **kwargs: object) -> None:
-    """``helpers.plotting.heatmap`` with annotations that stay readable on any colour map:
-    the text is black on light cells and white on dark ones; nan cells stay blank."""
-    image = heatmap(ax, matrix, annotate=False, **kwargs)
-    if not annotate:
-        return
-    data = to_numpy(matrix).astype(float)
-    for (i, j), value in np.ndenumerate(data):
-        if not np.isfinite(value):
-            continue
-        red, green, blue, _ = image.cmap(image.norm(value))
-        light = 0.299 * red + 0.587 * green + 0.114 * blue > 0.5
-        ax.text(j, i, format(value, fmt), ha="center", va="center", fontsize=8,
-                color="black" if light else "white")
 
 # ---- Section 1-3: sequences of tokens and who may talk to whom -----------------------------
 
@@ -61,7 +45,7 @@ def plot_sequence_and_pattern(x: torch.Tensor, batch: int = 0) -> None:
     left.set(title=f"Sequence {batch}: one vector per token", xlabel="position $t$",
              ylabel="value $x_{t,c}$")
     left.legend()
-    _heatmap(right, causal_pattern(T).float(), title="Who may read whom (1 = allowed)",
+    heatmap(right, causal_pattern(T).float(), title="Who may read whom (1 = allowed)",
              xlabel="key position $s$ (read from)", ylabel="query position $t$ (reads)",
              cmap="Greys", vmin=0, vmax=1.4, colorbar_label="allowed")
     plt.show()
@@ -93,13 +77,13 @@ def plot_matmul_sums(T: int = 4, C: int = 2, seed: int = 42) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), gridspec_kw={"width_ratios": [T, C, C]})
     labels = [f"t={t}" for t in range(T)]
     channels = [f"c={c}" for c in range(C)]
-    _heatmap(axes[0], lower, title="A = lower triangle of ones", xlabel="column $s$",
+    heatmap(axes[0], lower, title="A = lower triangle of ones", xlabel="column $s$",
              ylabel="row $t$", xticklabels=labels, yticklabels=labels, cmap="Greys",
              vmin=0, vmax=2, annotate=True, fmt=".0f", colorbar_label="entry")
-    _heatmap(axes[1], b, title="B (T×C)", xlabel="channel", ylabel="row $t$",
+    heatmap(axes[1], b, title="B (T×C)", xlabel="channel", ylabel="row $t$",
              xticklabels=channels, yticklabels=labels, cmap="Blues", annotate=True, fmt=".0f",
              colorbar_label="value")
-    _heatmap(axes[2], lower @ b, title="A @ B = running sums", xlabel="channel",
+    heatmap(axes[2], lower @ b, title="A @ B = running sums", xlabel="channel",
              ylabel="row $t$", xticklabels=channels, yticklabels=labels, cmap="Blues",
              annotate=True, fmt=".0f", colorbar_label="value")
     plt.show()
@@ -115,7 +99,7 @@ def plot_weight_matrix(running_mean_fn: TensorFn, T: int = 6) -> None:
     weights = running_mean_fn(identity)[0]
     fig, ax = plt.subplots(figsize=(5.5, 4.2))
     labels = [str(t) for t in range(T)]
-    _heatmap(ax, weights, title="The running mean's weight matrix W", xlabel="key position $s$",
+    heatmap(ax, weights, title="The running mean's weight matrix W", xlabel="key position $s$",
              ylabel="query position $t$", xticklabels=labels, yticklabels=labels,
              cmap="Blues", vmin=0, vmax=1, annotate=True, colorbar_label="weight $W_{ts}$")
     plt.show()
@@ -171,11 +155,11 @@ def plot_masking_steps(scores: torch.Tensor) -> None:
     shown = scores.clone().masked_fill(future, float("nan"))  # nan is drawn as blank
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
     common = {"xlabel": "key position $s$", "ylabel": "query position $t$"}
-    _heatmap(axes[0], scores, title="1. raw scores", cmap="coolwarm", vmin=-2.5, vmax=2.5,
+    heatmap(axes[0], scores, title="1. raw scores", cmap="coolwarm", vmin=-2.5, vmax=2.5,
              annotate=True, colorbar_label="score", **common)
-    _heatmap(axes[1], (~future).float(), title="2. allowed (s ≤ t)", cmap="Greys", vmin=0,
+    heatmap(axes[1], (~future).float(), title="2. allowed (s ≤ t)", cmap="Greys", vmin=0,
              vmax=1.4, colorbar_label="allowed", **common)
-    _heatmap(axes[2], shown, title="3. future set to −inf (blank)", cmap="coolwarm",
+    heatmap(axes[2], shown, title="3. future set to −inf (blank)", cmap="coolwarm",
              vmin=-2.5, vmax=2.5, annotate=True, colorbar_label="score", **common)
     plt.show()
 
@@ -187,8 +171,8 @@ def plot_causal_weights(weights_fn: TensorFn, scores: torch.Tensor) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     common = {"xlabel": "key position $s$", "ylabel": "query position $t$", "cmap": "Blues",
               "vmin": 0, "vmax": 1, "annotate": True, "colorbar_label": "weight"}
-    _heatmap(axes[0], weights_fn(scores), title="Weights from the example scores", **common)
-    _heatmap(axes[1], weights_fn(torch.zeros(T, T)), title="Weights from all-zero scores",
+    heatmap(axes[0], weights_fn(scores), title="Weights from the example scores", **common)
+    heatmap(axes[1], weights_fn(torch.zeros(T, T)), title="Weights from all-zero scores",
              **common)
     plt.show()
 
@@ -259,6 +243,8 @@ def plot_scaling(head_sizes: Sequence[int] = (1, 2, 4, 8, 16, 32, 64, 128, 256),
     axes[1].set(title="How one-hot softmax rows are", xlabel="head size $d$",
                 ylabel="mean largest weight", ylim=(0, 1.05))
     axes[1].legend()
+    plain_log_ticks(axes[0])
+    plain_log_ticks(axes[1], "x")
     generator = torch.Generator().manual_seed(1)
     d = max(head_sizes)
     q, k = torch.randn(1, d, generator=generator), torch.randn(T, d, generator=generator)
@@ -293,7 +279,7 @@ def plot_head_weights(head: nn.Module, x: torch.Tensor, weights_fn: TensorFn) ->
     weights = head_weights(head, x, weights_fn)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for b, ax in enumerate(axes):
-        _heatmap(ax, weights[b], title=f"Head weights, sequence {b}", xlabel="key position $s$",
+        heatmap(ax, weights[b], title=f"Head weights, sequence {b}", xlabel="key position $s$",
                  ylabel="query position $t$", cmap="Blues", vmin=0, vmax=1, annotate=True,
                  colorbar_label="weight")
     plt.show()
@@ -443,16 +429,16 @@ def plot_toy_model(model: NextTokenModel, weights_fn: TensorFn) -> None:
                              gridspec_kw={"width_ratios": [1, 1.1, 1.3]})
     for b in range(len(inputs)):
         labels = token_labels(inputs[b])
-        _heatmap(axes[b, 0], weights[b], title=f"Attention weights, sentence {b + 1}",
+        heatmap(axes[b, 0], weights[b], title=f"Attention weights, sentence {b + 1}",
                  xlabel="key token (read from)", ylabel="query token", xticklabels=labels,
                  yticklabels=labels, cmap="Blues", vmin=0, vmax=1, annotate=True,
                  colorbar_label="weight")
         limit = float(values.abs().max())
-        _heatmap(axes[b, 1], values[b], title=f"Values, sentence {b + 1}",
+        heatmap(axes[b, 1], values[b], title=f"Values, sentence {b + 1}",
                  xlabel="value dimension", ylabel="token", yticklabels=labels, cmap="coolwarm",
                  vmin=-limit, vmax=limit, annotate=values.shape[-1] <= 8,
                  colorbar_label="value")
-        _heatmap(axes[b, 2], probs[b], title=f"Predicted next token, sentence {b + 1}",
+        heatmap(axes[b, 2], probs[b], title=f"Predicted next token, sentence {b + 1}",
                  xlabel="next token", ylabel="current token", xticklabels=list(VOCAB),
                  yticklabels=labels, cmap="Greens", vmin=0, vmax=1, annotate=True,
                  colorbar_label="probability")
@@ -491,6 +477,7 @@ def head_size_sweep(head_class: type[nn.Module], head_sizes: Sequence[int] = (1,
                       label=f"head size {d}" if j == 0 else None)
     left.set(title=f"Training loss, {steps} steps, {len(seeds)} seeds each", xlabel="step",
              ylabel="cross-entropy (nats)", yscale="log")
+    plain_log_ticks(left, "y")
     left.legend()
     for i, d in enumerate(head_sizes):
         p = [r[1] for r in results[d]]
@@ -511,29 +498,39 @@ def head_size_sweep(head_class: type[nn.Module], head_sizes: Sequence[int] = (1,
 @uses_student_code
 def head_size_demo(head_class: type[nn.Module], weights_fn: TensorFn, steps: int = 60,
                    seed: int = 0, device: torch.device | str = "cpu") -> None:
-    """Slider over log2(head size): one trained model's weights and predictions."""
-    def draw(log2_head_size: float) -> None:
+    """Slider over log2(head size): one trained model's weights and predictions.
+
+    Without a widget front end, head sizes 1 and 16 as the two rows of one figure."""
+    def draw_row(axes: Sequence[plt.Axes], log2_head_size: float) -> None:
         d = 2 ** round(log2_head_size)
         model, _ = trained_model(head_class, d, steps=steps, seed=seed, device=device)
         inputs, _ = toy_corpus(device=device)
         with torch.no_grad():
             weights = head_weights(model.head, model.embed(inputs), weights_fn)
         probs = next_token_probabilities(model)
-        fig, axes = plt.subplots(1, 3, figsize=(16, 3.8))
         for b in range(2):
             labels = token_labels(inputs[b])
-            _heatmap(axes[b], weights[b], title=f"Head size {d}: weights, sentence {b + 1}",
-                     xlabel="key token", ylabel="query token", xticklabels=labels,
-                     yticklabels=labels, cmap="Blues", vmin=0, vmax=1, annotate=True,
-                     colorbar_label="weight")
+            heatmap(axes[b], weights[b], title=f"Head size {d}: weights, sentence {b + 1}",
+                    xlabel="key token", ylabel="query token", xticklabels=labels,
+                    yticklabels=labels, cmap="Blues", vmin=0, vmax=1, annotate=True,
+                    colorbar_label="weight")
         t = int((inputs[0] == VOCAB.index("the")).nonzero()[0])
         nouns = [VOCAB.index("chicken"), VOCAB.index("beef")]
-        _heatmap(axes[2], probs[:, t, nouns], title=f"Head size {d}: next word after 'the'",
-                 xlabel="next word", ylabel="sentence", xticklabels=["chicken", "beef"],
-                 yticklabels=["man ...", "woman ..."], cmap="Greens", vmin=0, vmax=1,
-                 annotate=True, colorbar_label="probability")
-        plt.show()
+        heatmap(axes[2], probs[:, t, nouns], title=f"Head size {d}: next word after 'the'",
+                xlabel="next word", ylabel="sentence", xticklabels=["chicken", "beef"],
+                yticklabels=["man ...", "woman ..."], cmap="Greens", vmin=0, vmax=1,
+                annotate=True, colorbar_label="probability")
 
+    def draw(log2_head_size: float) -> None:
+        fig, axes = plt.subplots(1, 3, figsize=(16, 3.8))
+        draw_row(axes, log2_head_size)
+
+    if not widget_frontend_available():
+        fig, axes = plt.subplots(2, 3, figsize=(16, 7.6))
+        for row, log2_head_size in zip(axes, (0.0, 4.0), strict=True):
+            draw_row(row, log2_head_size)
+        plt.show()
+        return
     slider_demo(draw, sliders={"log2_head_size": (0.0, 4.0, 1.0, 2.0)},
                 static_settings=[{"log2_head_size": 0.0}, {"log2_head_size": 4.0}])
 
@@ -560,13 +557,13 @@ def plot_queries_and_keys(model: NextTokenModel) -> None:
     limit = float(torch.cat([q, k]).abs().max())
     common = {"xlabel": "dimension of the head", "cmap": "coolwarm", "vmin": -limit,
               "vmax": limit, "colorbar_label": "value"}
-    _heatmap(axes[0], q[0], title="Queries q (sentence 1)", ylabel="token", yticklabels=labels,
+    heatmap(axes[0], q[0], title="Queries q (sentence 1)", ylabel="token", yticklabels=labels,
              **common)
-    _heatmap(axes[1], k[0], title="Keys k (sentence 1)", ylabel="token", yticklabels=labels,
+    heatmap(axes[1], k[0], title="Keys k (sentence 1)", ylabel="token", yticklabels=labels,
              **common)
-    _heatmap(axes[2], k[1] - k[0], title="Keys: sentence 2 − sentence 1", ylabel="token",
+    heatmap(axes[2], k[1] - k[0], title="Keys: sentence 2 − sentence 1", ylabel="token",
              yticklabels=both, **common)
-    _heatmap(axes[3], scores, title=f"Scores of the query '{VOCAB[int(inputs[0, t])]}'",
+    heatmap(axes[3], scores, title=f"Scores of the query '{VOCAB[int(inputs[0, t])]}'",
              xlabel="key token", ylabel="sentence", xticklabels=both,
              yticklabels=["1: man ...", "2: woman ..."], cmap="coolwarm", annotate=True,
              colorbar_label="q·k / √d")
@@ -625,7 +622,7 @@ def plot_positions(runs: dict) -> None:
     model = runs["man and woman", True]["model"]
     table = model.position_embedding.weight
     limit = float(table.abs().max())
-    _heatmap(right, table, title="The learned position embeddings", xlabel="embedding dimension",
+    heatmap(right, table, title="The learned position embeddings", xlabel="embedding dimension",
              ylabel="position", yticklabels=[str(t) for t in range(table.shape[0])],
              cmap="coolwarm", vmin=-limit, vmax=limit, colorbar_label="value")
     plt.show()
@@ -642,11 +639,11 @@ def plot_attention_kinds() -> None:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     common = {"cmap": "Greys", "vmin": 0, "vmax": 1.4, "colorbar_label": "allowed",
               "yticklabels": words}
-    _heatmap(axes[0], torch.ones(T, T), title="Encoder self-attention",
+    heatmap(axes[0], torch.ones(T, T), title="Encoder self-attention",
              xlabel="key (same sequence)", ylabel="query", xticklabels=words, **common)
-    _heatmap(axes[1], causal_pattern(T).float(), title="Decoder (causal) self-attention",
+    heatmap(axes[1], causal_pattern(T).float(), title="Decoder (causal) self-attention",
              xlabel="key (same sequence)", ylabel="query", xticklabels=words, **common)
-    _heatmap(axes[2], torch.ones(T, S), title="Cross-attention (e.g. translation)",
+    heatmap(axes[2], torch.ones(T, S), title="Cross-attention (e.g. translation)",
              xlabel="key (another sequence: the encoder's input)", ylabel="query",
              xticklabels=source, **common)
     plt.show()
