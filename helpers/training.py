@@ -1,4 +1,5 @@
-"""One small, seeded training loop shared by every tutorial that trains a model."""
+"""Small, seeded training loops shared by the tutorials: :func:`train` for classifiers
+(epochs over a data set), :func:`train_next_token` for language models (steps)."""
 
 from __future__ import annotations
 
@@ -69,6 +70,33 @@ def evaluate(model: nn.Module, inputs: Inputs, target: torch.Tensor, *, task: Ta
     model.train(was_training)
     n_items = target.numel()
     return total_loss / n_items, total_correct / n_items
+
+
+Batch = Callable[[], tuple[torch.Tensor, torch.Tensor]]
+
+
+def train_next_token(model: nn.Module, batch: Batch, optimizer: torch.optim.Optimizer,
+                     steps: int, *, description: str = "training",
+                     progress: bool = True) -> list[float]:
+    """Train a language model for ``steps`` steps and return the loss of each step.
+
+    ``batch()`` gives ``(inputs, targets)`` of shape ``(B, T)``; the model maps inputs to
+    logits ``(B, T, vocab)`` and every position is scored against its target with
+    cross-entropy. The model is left in eval mode.
+    """
+    history = []
+    model.train()
+    with single_thread():
+        for _ in progress_bar(range(steps), desc=description, disable=not progress,
+                              leave=False):
+            inputs, targets = batch()
+            loss = nn.functional.cross_entropy(model(inputs).flatten(0, 1), targets.flatten())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            history.append(loss.item())
+    model.eval()
+    return history
 
 
 @single_thread()

@@ -12,13 +12,12 @@ import matplotlib.patheffects as path_effects
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-import torch.nn.functional as F
 from matplotlib.patches import Rectangle
 from torch import nn
 
 from helpers.exercises import uses_student_code
 from helpers.plotting import to_numpy
-from helpers.training import count_parameters, single_thread, train
+from helpers.training import count_parameters, train, train_next_token
 from helpers.widgets import progress_bar
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
@@ -423,15 +422,9 @@ def train_language_model(corpus: torch.Tensor, steps: int = 50, lr: float = 0.03
         model = TinyCausalLM(max_len=corpus.shape[1]).to(device)
     corpus = corpus.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    with single_thread():
-        for _ in progress_bar(range(steps), desc="language model", disable=not progress,
-                              leave=False):
-            logits = model(corpus[:, :-1])
-            loss = F.cross_entropy(logits.flatten(0, 1), corpus[:, 1:].flatten())
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    return model.eval()
+    train_next_token(model, lambda: (corpus[:, :-1], corpus[:, 1:]), optimizer, steps,
+                     description="language model", progress=progress)
+    return model
 
 
 def sentence_pairs(occupation: str) -> tuple[torch.Tensor, torch.Tensor]:

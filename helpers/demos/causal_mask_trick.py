@@ -13,7 +13,7 @@ from torch import nn
 
 from helpers.exercises import uses_student_code
 from helpers.plotting import heatmap, plain_log_ticks, to_numpy
-from helpers.training import single_thread
+from helpers.training import single_thread, train_next_token
 from helpers.widgets import progress_bar, slider_demo, widget_frontend_available
 
 TensorFn = Callable[[torch.Tensor], torch.Tensor]
@@ -364,18 +364,9 @@ def train_next_token_model(head_class: type[nn.Module] | None, head_size: int = 
     model.sentences, model.vocab = tuple(sentences), tuple(vocab)
     torch.random.set_rng_state(generator_state)  # the rest of the notebook is unaffected
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    history = []
     label = f"head size {head_size}" + (", learned positions" if positions else "")
-    bar = progress_bar(range(steps), desc=label, disable=not progress, leave=False)
-    with single_thread():
-        for _ in bar:
-            logits = model(inputs)
-            loss = nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            history.append(loss.item())
-    model.eval()
+    history = train_next_token(model, lambda: (inputs, targets), optimizer, steps,
+                               description=label, progress=progress)
     return model, history
 
 

@@ -24,8 +24,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from helpers.exercises import uses_student_code
 from helpers.plotting import to_numpy
-from helpers.training import single_thread
-from helpers.widgets import progress_bar
+from helpers.training import single_thread, train_next_token
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "shakespeare_sonnets.txt"
 Cache = tuple[torch.Tensor, torch.Tensor]
@@ -112,16 +111,9 @@ def train_tiny_lm(text: str, tokenizer: CharTokenizer, steps: int = 160, batch_s
         model = TinyLM(tokenizer.vocab_size, block_size=block_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
-    history = []
-    with single_thread():
-        for _ in progress_bar(range(steps), desc="training", disable=not progress, leave=False):
-            x, y = random_windows(data, block_size, batch_size, generator)
-            loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            history.append(loss.item())
-    model.eval()
+    history = train_next_token(
+        model, lambda: random_windows(data, block_size, batch_size, generator), optimizer,
+        steps, progress=progress)
     return model, history
 
 
