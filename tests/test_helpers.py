@@ -256,19 +256,31 @@ def test_the_exercise_register_matches_the_answer_cells_of_the_solutions():
         assert tuple(answer_cells(notebook_id)) == EXERCISES[notebook_id], notebook_id
 
 
+class FakeShell:
+    """What ``_explain_unfinished`` uses of IPython's shell: it records what would be shown,
+    and the files of the frames of each traceback it is given."""
+
+    def __init__(self) -> None:
+        self.shown: list[tuple[type, list[str]]] = []
+        self.frames: list[list[str]] = []
+        self.InteractiveTB = self
+
+    def structured_traceback(self, etype, value, tb, tb_offset=None):
+        files = []
+        while tb is not None:
+            files.append(tb.tb_frame.f_code.co_filename)
+            tb = tb.tb_next
+        self.frames.append(files)
+        return [f"{etype.__name__}: {value}"]
+
+    def _showtraceback(self, etype, value, stb):
+        self.shown.append((etype, stb))
+
+
 def test_a_notebook_traceback_of_a_stub_says_which_exercise_to_finish():
     from helpers.exercises import _explain_unfinished
 
-    shown = []
-
-    class Shell:
-        class InteractiveTB:  # noqa: N801 - IPython's attribute name
-            @staticmethod
-            def structured_traceback(etype, value, tb, tb_offset=None):
-                return [f"{etype.__name__}: {value}"]
-
-        def _showtraceback(self, etype, value, stb):
-            shown.append((etype, stb))
+    shell = FakeShell()
 
     def make_batch(N, T=10):
         raise NotImplementedError()
@@ -276,36 +288,22 @@ def test_a_notebook_traceback_of_a_stub_says_which_exercise_to_finish():
     try:
         make_batch(3)
     except NotImplementedError as error:
-        _explain_unfinished(Shell(), NotImplementedError, error, error.__traceback__)
-    etype, stb = shown[-1]
+        _explain_unfinished(shell, NotImplementedError, error, error.__traceback__)
+    etype, stb = shell.shown[-1]
     assert etype is NotImplementedError  # still the same error: the cell still fails
     assert "finish Exercise 2 first" in stb[-1] and "`make_batch`" in stb[-1]
     try:
         raise NotImplementedError("something else")
     except NotImplementedError as error:
-        _explain_unfinished(Shell(), NotImplementedError, error, error.__traceback__)
-    assert shown[-1][1] == ["NotImplementedError: something else"]
+        _explain_unfinished(shell, NotImplementedError, error, error.__traceback__)
+    assert shell.shown[-1][1] == ["NotImplementedError: something else"]
 
 
 def test_a_failed_self_check_shows_its_message_without_the_checks_own_frames():
     from helpers.checks.gain_multiplication import check_stable_softmax
     from helpers.exercises import _explain_unfinished
 
-    passed_on = []
-
-    class Shell:
-        class InteractiveTB:  # noqa: N801 - IPython's attribute name
-            @staticmethod
-            def structured_traceback(etype, value, tb, tb_offset=None):
-                frames = []
-                while tb is not None:
-                    frames.append(tb.tb_frame.f_code.co_filename)
-                    tb = tb.tb_next
-                passed_on.append(frames)
-                return [f"{etype.__name__}: {value}"]
-
-        def _showtraceback(self, etype, value, stb):
-            passed_on.append(stb)
+    shell = FakeShell()
 
     def stable_softmax(x, dim=-1):  # forgets the maximum: overflows for large logits
         return torch.exp(x) / torch.exp(x).sum(dim=dim, keepdim=True)
@@ -313,12 +311,12 @@ def test_a_failed_self_check_shows_its_message_without_the_checks_own_frames():
     try:
         check_stable_softmax(stable_softmax)
     except AssertionError as error:
-        _explain_unfinished(Shell(), type(error), error, error.__traceback__)
-    frames, stb = passed_on
-    assert frames == [__file__]  # the cell's frame (here: this test's); none of the check's
-    assert "likely mistake" in stb[0] and stb[0].startswith("CheckFailed: ")
+        _explain_unfinished(shell, type(error), error, error.__traceback__)
+    assert shell.frames[-1] == [__file__]  # the cell's frame (here: this test's); none of the check's
+    assert "likely mistake" in shell.shown[-1][1][0]
+    assert shell.shown[-1][1][0].startswith("CheckFailed: ")
     try:
         assert torch.zeros(1).item() == 1, "a student's own assert"
     except AssertionError as error:
-        _explain_unfinished(Shell(), type(error), error, error.__traceback__)
-    assert passed_on[2] == [__file__]  # shown as IPython shows it
+        _explain_unfinished(shell, type(error), error, error.__traceback__)
+    assert shell.frames[-1] == [__file__]  # shown as IPython shows it

@@ -377,17 +377,23 @@ def score_memory(lengths: Sequence[int] = (64, 128, 256, 512, 1024, 2048),
             for T in lengths}
 
 
-def plot_score_memory(records: dict[int, LargestTensor]) -> None:
-    """Log-log plot of the measured largest tensor against T, with the T^2 line."""
-    lengths = np.array(list(records))
-    measured = np.array([r.bytes for r in records.values()])
+def _plot_memory(lengths: Sequence[int], series: dict[str, Sequence[int]], title: str) -> None:
+    """Log-log plot of measured bytes against T, one line per series, with the 4T^2 line."""
+    lengths = np.array(lengths)
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    ax.loglog(lengths, measured, "o-", label="measured: largest tensor created")
+    for (label, values), marker in zip(series.items(), "osd", strict=False):
+        ax.loglog(lengths, values, marker=marker, label=label)
     ax.loglog(lengths, 4.0 * lengths**2, "k--", lw=1, label="$4T^2$ bytes (T×T float32)")
-    ax.set(title="One head's attention scores grow as $T^2$",
-           xlabel="sequence length $T$", ylabel="bytes")
+    ax.set(title=title, xlabel="sequence length $T$", ylabel="bytes")
     ax.legend()
     plt.show()
+
+
+def plot_score_memory(records: dict[int, LargestTensor]) -> None:
+    """The measured largest tensor against T, with the T^2 line."""
+    _plot_memory(list(records), {"measured: largest tensor created":
+                                 [r.bytes for r in records.values()]},
+                 "One head's attention scores grow as $T^2$")
 
 
 @uses_student_code
@@ -410,16 +416,9 @@ def blockwise_memory(blockwise_fn: Callable[..., torch.Tensor],
 
 
 def plot_blockwise_memory(result: dict[str, list[int]]) -> None:
-    lengths = np.array(result["lengths"])
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    for (label, values), marker in zip(((k, v) for k, v in result.items() if k != "lengths"),
-                                       "osd", strict=False):
-        ax.loglog(lengths, values, marker=marker, label=label)
-    ax.loglog(lengths, 4.0 * lengths**2, "k--", lw=1, label="$4T^2$ bytes")
-    ax.set(title="Largest tensor created by one head's causal attention",
-           xlabel="sequence length $T$", ylabel="bytes")
-    ax.legend()
-    plt.show()
+    """The largest tensor of each way to compute attention against T."""
+    _plot_memory(result["lengths"], {k: v for k, v in result.items() if k != "lengths"},
+                 "Largest tensor created by one head's causal attention")
 
 
 # ---- Section 5-6: online softmax and blocks -----------------------------------------------
