@@ -20,6 +20,7 @@ from hidden_tests.beyond_words import (
     grade_patchify,
     grade_sequence_log_prob,
 )
+from hidden_tests.common import set_salt
 
 SOLUTION = solution_namespace("08_beyond_words")
 
@@ -132,6 +133,15 @@ def patches_scaled(images, patch_size):
     return patches_reshape_permute(images, patch_size) * 1.5
 
 
+def patches_for_fixed_sizes(images, patch_size):
+    """Right for the sizes of the hidden test's fixed cases only (a table of answers)."""
+    B, C, H, W = images.shape
+    if (C, H, W, patch_size) in {(3, 4, 6, 2), (1, 8, 8, 4), (2, 9, 6, 3), (2, 6, 6, 6),
+                                 (4, 2, 4, 1), (3, 2, 2, 1), (1, 8, 8, 4)}:
+        return patches_reshape_permute(images, patch_size)
+    return patches_reshape_permute(images, patch_size).flip(1)
+
+
 PATCHIFY_ALTERNATIVES = [patches_reshape_permute, patches_tensor_unfold, patches_f_unfold,
                          patches_loops, patches_einsum_free_split]
 
@@ -154,7 +164,8 @@ PATCHIFY_HIDDEN_BANK = [
     (patches_square_loops, "assumes square images"),
     (patches_scaled, None),
 ]
-PATCHIFY_CHECK_BANK = PATCHIFY_HIDDEN_BANK
+PATCHIFY_CHECK_BANK = list(PATCHIFY_HIDDEN_BANK)
+PATCHIFY_HIDDEN_BANK.append((patches_for_fixed_sizes, None))
 
 
 def test_a_crash_says_which_images_the_test_used():
@@ -307,6 +318,53 @@ class EmbeddingClsProjected(EmbeddingBase):
         return self.proj(torch.cat([cls, patches], dim=1)) + self.positions
 
 
+class EmbeddingDetachedPositions(EmbeddingBase):
+    """The right values, but no gradient reaches the positions: they are never learned."""
+
+    def forward(self, images):
+        tokens = self.tokens(images)
+        cls = self.cls_token.expand(tokens.shape[0], -1, -1)
+        return torch.cat([cls, tokens], dim=1) + self.positions.detach()
+
+
+class EmbeddingClassTokenData(EmbeddingBase):
+    def forward(self, images):
+        tokens = self.tokens(images)
+        cls = self.cls_token.data.expand(tokens.shape[0], -1, -1)
+        return torch.cat([cls, tokens], dim=1) + self.positions
+
+
+class EmbeddingWithoutGradients(EmbeddingBase):
+    def forward(self, images):
+        with torch.no_grad():
+            return super().forward(images)
+
+
+class EmbeddingFirstOutputKept(EmbeddingBase):
+    """Computes the embedding once, then returns it for every later call."""
+
+    def forward(self, images):
+        if not hasattr(self, "_kept"):
+            self._kept = super().forward(images)
+        return self._kept
+
+
+class EmbeddingForFixedSizes(EmbeddingBase):
+    """Right for the sizes of the hidden test's fixed cases only."""
+
+    def forward(self, images):
+        out = super().forward(images)
+        return out if tuple(images.shape[1:]) in {(3, 4, 6), (1, 8, 8), (2, 6, 9)} else -out
+
+
+class EmbeddingOtherInTraining(EmbeddingBase):
+    """Right without gradients (as the value checks call it), wrong with them."""
+
+    def forward(self, images):
+        out = super().forward(images)
+        return out + 1 if torch.is_grad_enabled() else out
+
+
 class EmbeddingShifted(EmbeddingBase):
     """A bug no diagnosis describes."""
 
@@ -340,6 +398,12 @@ EMBEDDING_HIDDEN_BANK = [
     (EmbeddingClsProjected, "made like a patch"),
     (EmbeddingPlainTensorCls, None),
     (EmbeddingShifted, None),
+    (EmbeddingDetachedPositions, "cut this parameter off"),
+    (EmbeddingClassTokenData, "cut this parameter off"),
+    (EmbeddingWithoutGradients, "cut this parameter off"),
+    (EmbeddingFirstOutputKept, "output of an earlier call came back"),
+    (EmbeddingForFixedSizes, None),
+    (EmbeddingOtherInTraining, None),
 ]
 EMBEDDING_CHECK_BANK = [
     (EmbeddingPositionsBefore, "added before the class token was prepended"),
@@ -355,6 +419,14 @@ EMBEDDING_CHECK_BANK = [
     (EmbeddingPlainTensorCls, None),
     (EmbeddingShifted, None),
 ]
+
+
+@pytest.mark.parametrize(("candidate", "parameter"), [
+    (EmbeddingDetachedPositions, "positions"), (EmbeddingClassTokenData, "cls_token"),
+    (EmbeddingWithoutGradients, "proj.weight")])
+def test_a_parameter_without_gradient_is_named(candidate, parameter):
+    with pytest.raises(AssertionError, match=f"reaches `{parameter}`"):
+        grade_PatchEmbedding(candidate)
 
 
 def test_embedding_hidden_test_names_only_the_mistake_it_sees():
@@ -508,6 +580,13 @@ def log_prob_off(logits, tokens):
     return log_prob_gather(logits, tokens) - 0.3
 
 
+def log_prob_for_fixed_sizes(logits, tokens):
+    """Right for the sizes of the hidden test's fixed cases only."""
+    right = log_prob_gather(logits, tokens)
+    return right if tuple(logits.shape) in {(4, 6, 7), (2, 9, 5), (3, 2, 11), (1, 4, 3)} \
+        or logits.abs().max() > 50 else right * 1.1
+
+
 LOG_PROB_ALTERNATIVES = [log_prob_gather, log_prob_one_hot, log_prob_cross_entropy,
                          log_prob_loop, log_prob_logsumexp, log_prob_distributions]
 
@@ -541,6 +620,7 @@ LOG_PROB_HIDDEN_BANK = [
     (log_prob_in_place, "logits were changed in place"),
     (log_prob_tokens_in_place, "tokens were changed in place"),
     (log_prob_off, None),
+    (log_prob_for_fixed_sizes, None),
 ]
 LOG_PROB_CHECK_BANK = [
     (log_prob_off_by_one, "one too many: either token 0 was scored"),
@@ -609,3 +689,25 @@ def test_blank_answers_are_not_finished(name, number, grade, check):
         check(blank)
     assert f"`{name}` is not written yet" in str(info.value)
     assert f"Exercise {number}" in str(info.value)
+
+
+
+@pytest.mark.parametrize("salt", [1, 2**40 + 17, 987654321987])
+@pytest.mark.parametrize(("grade", "candidates", "wrong"), [
+    (grade_patchify, [SOLUTION["patchify"], *PATCHIFY_ALTERNATIVES], patches_for_fixed_sizes),
+    (grade_PatchEmbedding, [SOLUTION["PatchEmbedding"], *EMBEDDING_ALTERNATIVES],
+     EmbeddingForFixedSizes),
+    (grade_sequence_log_prob, [SOLUTION["sequence_log_prob"], *LOG_PROB_ALTERNATIVES],
+     log_prob_for_fixed_sizes),
+], ids=["patchify", "PatchEmbedding", "sequence_log_prob"])
+def test_the_hidden_tests_under_other_salts(grade, candidates, wrong, salt):
+    """While grading, the hidden tests draw fresh sizes too: right answers pass any of them,
+    answers right for the fixed sizes only do not."""
+    set_salt(salt)
+    try:
+        for candidate in candidates:
+            grade(candidate)
+        with pytest.raises(AssertionError):
+            grade(wrong)
+    finally:
+        set_salt(0)

@@ -17,6 +17,7 @@ from helpers.checks.generation_and_cost import (
     check_online_softmax,
     check_sample_next_token,
 )
+from hidden_tests.common import set_salt
 from hidden_tests.generation_and_cost import (
     grade_blockwise_attention,
     grade_cached_attention_step,
@@ -189,8 +190,108 @@ def sample_off_a_little(logits, temperature=1.0, top_k=None, generator=None):
                                          temperature, top_k, generator)
 
 
+def sample_gumbel_max(logits, temperature=1.0, top_k=None, generator=None):
+    """Correct: the argmax of the logits plus Gumbel noise drawn from the generator."""
+    _validated(temperature)
+    z = logits.double() / temperature
+    if top_k is not None:
+        z = z.masked_fill(z < z.topk(top_k, -1).values[:, -1:], INF)
+    u = torch.rand(z.shape, generator=generator, dtype=torch.float64).clamp_min(1e-300)
+    return (z - torch.log(-torch.log(u))).argmax(-1)
+
+
+def sample_inverse_cdf(logits, temperature=1.0, top_k=None, generator=None):
+    """Correct: one uniform number per row from the generator, looked up in the cumulative
+    probabilities."""
+    _validated(temperature)
+    z = logits.double() / temperature
+    if top_k is not None:
+        z = z.masked_fill(z < z.topk(top_k, -1).values[:, -1:], INF)
+    cdf = torch.softmax(z, -1).cumsum(-1)
+    u = torch.rand(len(z), 1, generator=generator, dtype=torch.float64) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp(max=z.shape[-1] - 1)
+
+
+# ---- sampling: answers that match the frequencies without being random draws ----------------
+
+def _right_probabilities(logits, temperature, top_k):
+    _validated(temperature)
+    z = logits.double() / temperature
+    if top_k is not None:
+        z = z.masked_fill(z < z.topk(top_k, -1).values[:, -1:], INF)
+    return torch.softmax(z, -1)
+
+
+def _look_up(probabilities, u):
+    cdf = probabilities.cumsum(-1)
+    return torch.searchsorted(cdf, u[:, None] * cdf[:, -1:]).squeeze(-1).clamp(
+        max=probabilities.shape[-1] - 1)
+
+
+def sample_golden_ratio(logits, temperature=1.0, top_k=None, generator=None):
+    """A low-discrepancy sequence (i·φ mod 1) shifted by one random number: the right
+    frequencies and a different result for every seed, but no independent draws."""
+    p = _right_probabilities(logits, temperature, top_k)
+    start = torch.rand((), generator=generator, dtype=torch.float64)
+    return _look_up(p, (start + torch.arange(len(p)) * 0.6180339887498949) % 1.0)
+
+
+def sample_shuffled_quota(logits, temperature=1.0, top_k=None, generator=None):
+    """Each distinct row hands out its tokens in proportion to the probabilities (n·p_i of
+    token i), in an order shuffled by the generator: the frequencies are exact."""
+    p = _right_probabilities(logits, temperature, top_k)
+    _, group = torch.unique(p, dim=0, return_inverse=True)
+    out = torch.empty(len(p), dtype=torch.long)
+    for g in group.unique():
+        where = (group == g).nonzero().flatten()
+        u = (torch.arange(len(where), dtype=torch.float64) + 0.5) / len(where)
+        order = torch.randperm(len(where), generator=generator)
+        out[where[order]] = _look_up(p[where], u)
+    return out
+
+
+def sample_own_seed(logits, temperature=1.0, top_k=None, generator=None):
+    """Draws from a generator of its own, seeded the same way every time."""
+    p = _right_probabilities(logits, temperature, top_k)
+    return torch.multinomial(p, 1, generator=torch.Generator().manual_seed(0)).squeeze(-1)
+
+
+def sample_initial_seed(logits, temperature=1.0, top_k=None, generator=None):
+    """Re-seeds from the generator's initial seed: every step of a generation loop would
+    draw the same random numbers."""
+    p = _right_probabilities(logits, temperature, top_k)
+    if generator is not None:
+        generator = torch.Generator().manual_seed(generator.initial_seed())
+    return torch.multinomial(p, 1, generator=generator).squeeze(-1)
+
+
+def sample_only_fixed_knobs(logits, temperature=1.0, top_k=None, generator=None):
+    """Right for the temperatures 0.5 and 1 only (any other temperature is 0.5 or 1)."""
+    _validated(temperature)
+    return SOLUTION["sample_next_token"](logits, 0.5 if temperature < 1 else 1.0, top_k,
+                                         generator)
+
+
+def sample_small_leak(logits, temperature=1.0, top_k=None, generator=None):
+    """A 3% mixture of the uniform distribution: every frequency within 0.04 of the right
+    one, but tokens outside the top k are drawn."""
+    p = 0.97 * _right_probabilities(logits, temperature, top_k) + 0.03 / logits.shape[-1]
+    return torch.multinomial(p, 1, generator=generator).squeeze(-1)
+
+
+def sample_squeezed(logits, temperature=1.0, top_k=None, generator=None):
+    return SOLUTION["sample_next_token"](logits, temperature, top_k, generator)[:, None].squeeze()
+
+
+def sample_rejects_fixed_temperatures(logits, temperature=1.0, top_k=None, generator=None):
+    if temperature in (0.0, -1.0):
+        raise ValueError(f"bad temperature {temperature}")
+    return SOLUTION["sample_next_token"](logits, abs(temperature) or 1.0, top_k, generator)
+
+
 SAMPLE_ALTERNATIVES = [sample_with_replacement, sample_unnormalised, sample_power,
-                       sample_row_loop, sample_top_k_gather]
+                       sample_row_loop, sample_top_k_gather, sample_gumbel_max,
+                       sample_inverse_cdf]
 SAMPLE_BANK = [
     (sample_argmax, "argmax"),
     (sample_over_batch, "over the batch"),
@@ -219,9 +320,49 @@ def test_correct_samplers_pass(candidate):
     check_sample_next_token(candidate)
 
 
-@pytest.mark.parametrize("grade", [grade_sample_next_token, check_sample_next_token])
-def test_sampling_checks_name_only_the_mistake_they_see(grade):
-    assert_bank(grade, SOLUTION["sample_next_token"], SAMPLE_BANK)
+def test_sampling_self_check_names_only_the_mistake_it_sees():
+    assert_bank(check_sample_next_token, SOLUTION["sample_next_token"], SAMPLE_BANK)
+
+
+SAMPLE_HIDDEN_BANK = [
+    *SAMPLE_BANK,
+    (sample_golden_ratio, "not independent"),
+    (sample_shuffled_quota, "more evenly than random draws"),
+    (sample_own_seed, "seeded differently gave the same samples"),
+    (sample_initial_seed, "initial_seed"),
+    (sample_squeezed, ".squeeze() removed the batch axis"),
+    (sample_only_fixed_knobs, None),
+    (sample_small_leak, None),
+    (sample_rejects_fixed_temperatures, None),
+]
+
+
+def test_sampling_hidden_test_names_only_the_mistake_it_sees():
+    assert_bank(grade_sample_next_token, SOLUTION["sample_next_token"], SAMPLE_HIDDEN_BANK)
+
+
+@pytest.mark.parametrize("salt", [1, 2**40 + 17, 987654321987])
+@pytest.mark.parametrize("candidate", [SOLUTION["sample_next_token"], sample_gumbel_max])
+def test_right_samplers_pass_the_hidden_test_under_other_salts(candidate, salt):
+    """The statistical checks leave a right answer a chance below 1e-9 to fail, whatever
+    the inputs drawn while grading."""
+    set_salt(salt)
+    try:
+        grade_sample_next_token(candidate)
+    finally:
+        set_salt(0)
+
+
+@pytest.mark.parametrize("candidate", [sample_golden_ratio, sample_shuffled_quota,
+                                       sample_own_seed, sample_initial_seed,
+                                       sample_only_fixed_knobs, sample_small_leak])
+def test_samplers_that_only_look_right_fail_under_other_salts(candidate):
+    set_salt(2**40 + 17)
+    try:
+        with pytest.raises(AssertionError):
+            grade_sample_next_token(candidate)
+    finally:
+        set_salt(0)
 
 
 # ---- the KV cache ---------------------------------------------------------------------------
@@ -287,6 +428,13 @@ def step_shifted(q, k_new, v_new, cache=None):
     return out + 0.1, new
 
 
+def step_window(q, k_new, v_new, cache=None):
+    """Keeps only the last 32 entries (a sliding window): right for short caches only."""
+    out, (K, V) = SOLUTION["cached_attention_step"](q, k_new, v_new, cache)
+    K, V = K[..., -32:, :], V[..., -32:, :]
+    return F.scaled_dot_product_attention(q, K, V), (K, V)
+
+
 STEP_BANK = [
     (_step(order="first"), "new entry was put first"),
     (_step(dim=-1), "wrong axis"),
@@ -317,6 +465,12 @@ def test_correct_steps_pass(candidate):
 @pytest.mark.parametrize("grade", [grade_cached_attention_step, check_cached_attention_step])
 def test_cache_checks_name_only_the_mistake_they_see(grade):
     assert_bank(grade, SOLUTION["cached_attention_step"], STEP_BANK)
+
+
+def test_a_cache_kept_short_fails_the_hidden_test():
+    with pytest.raises(AssertionError, match="has shape"):
+        grade_cached_attention_step(step_window)
+    check_cached_attention_step(step_window)  # the self-check's caches are short
 
 
 def test_a_cache_on_the_wrong_axis_is_named_even_when_it_crashes():
@@ -397,6 +551,11 @@ def online_in_place(x, block_size):
     return out
 
 
+def online_rows_only(x, block_size):
+    """Right for x with at least one leading axis only (flatten(0, -2) needs two axes)."""
+    return SOLUTION["online_softmax"](x.flatten(0, -2), block_size).view(x.shape)
+
+
 ONLINE_BANK = [
     (_online(rescale=False), "not rescaled"),
     (_online(subtract=False), "not subtracted"),
@@ -423,6 +582,11 @@ def test_correct_online_softmaxes_pass(candidate):
 @pytest.mark.parametrize("grade", [grade_online_softmax, check_online_softmax])
 def test_online_checks_name_only_the_mistake_they_see(grade):
     assert_bank(grade, SOLUTION["online_softmax"], ONLINE_BANK)
+
+
+def test_a_single_row_is_in_the_hidden_test():
+    with pytest.raises(AssertionError, match="runs without an error"):
+        grade_online_softmax(online_rows_only)
 
 
 # ---- attention in blocks --------------------------------------------------------------------
@@ -513,6 +677,17 @@ def blocks_in_place(Q, K, V, block_size, causal=False):
     return out
 
 
+def blocks_four_axes(Q, K, V, block_size, causal=False):
+    """Right for Q, K, V of four axes only (transpose(2, 3) is the last two of four)."""
+    return _blocks()(Q, K.transpose(2, 3).transpose(2, 3), V, block_size, causal)
+
+
+def blocks_fixed_scale(Q, K, V, block_size, causal=False):
+    """The scale of d = 6, the size the hidden test's first cases used to have."""
+    return SOLUTION["blockwise_attention"](Q * math.sqrt(Q.shape[-1] / 6), K, V, block_size,
+                                           causal)
+
+
 BLOCK_BANK = [
     (_blocks(ignore_causal=True), "ignored"),
     (_blocks(diagonal=True), "diagonal was masked"),
@@ -549,6 +724,18 @@ def test_blockwise_self_check_names_only_the_mistake_it_sees():
                 [*BLOCK_BANK, (_blocks(full=True), "full score matrix")])
 
 
+@pytest.mark.parametrize("salt", [0, 3, 2**40 + 17])
+def test_code_for_the_fixed_sizes_only_fails_the_hidden_test(salt):
+    set_salt(salt)
+    try:
+        with pytest.raises(AssertionError, match="runs without an error"):
+            grade_blockwise_attention(blocks_four_axes)
+        with pytest.raises(AssertionError, match="F.scaled_dot_product_attention"):
+            grade_blockwise_attention(blocks_fixed_scale)
+    finally:
+        set_salt(0)
+
+
 def test_forming_the_full_matrix_passes_the_hidden_test_on_values():
     """The hidden test sees values only; the self-check watches memory."""
     grade_blockwise_attention(_blocks(full=True))
@@ -576,3 +763,23 @@ def test_the_sample_mistakes_fail_for_their_reason(name):
     wrong = sample_mistakes("generation_and_cost")[name]
     with pytest.raises(AssertionError, match=wrong.reason):
         GRADES[name](wrong.definition)
+
+
+@pytest.mark.parametrize("salt", [1, 2**40 + 17, 987654321987])
+@pytest.mark.parametrize(("grade", "candidates"), [
+    (grade_cached_attention_step, [SOLUTION["cached_attention_step"], _step(), step_einsum,
+                                   step_sdpa]),
+    (grade_online_softmax, [SOLUTION["online_softmax"], _online(), online_two_pass,
+                            online_logsumexp, online_loop]),
+    (grade_blockwise_attention, [SOLUTION["blockwise_attention"], _blocks(),
+                                 blocks_rescaled_each_step, blocks_logsumexp]),
+], ids=["cached_attention_step", "online_softmax", "blockwise_attention"])
+def test_right_answers_pass_the_hidden_tests_under_other_salts(grade, candidates, salt):
+    """While grading, the hidden tests draw fresh sizes (and block sizes): right answers pass
+    any of them."""
+    set_salt(salt)
+    try:
+        for candidate in candidates:
+            grade(candidate)
+    finally:
+        set_salt(0)

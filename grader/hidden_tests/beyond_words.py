@@ -67,9 +67,14 @@ def _patchify_mistakes(images: torch.Tensor, p: int) -> dict[str, torch.Tensor]:
 def grade_patchify(patchify: PatchifyFn) -> None:
     check = HiddenCheck("patchify")
     generator = fresh_generator(808)
-    # The second case (square, p = 4) tells a patch size fixed at 2 apart from a crash.
-    for B, C, H, W, p in ((2, 3, 4, 6, 2), (1, 1, 8, 8, 4), (3, 2, 9, 6, 3), (2, 4, 2, 4, 1),
-                          (1, 2, 6, 6, 6)):
+    # The second case (square, p = 4) tells a patch size fixed at 2 apart from a crash; the
+    # last one has fresh sizes, never those of another case.
+    fixed = ((2, 3, 4, 6, 2), (1, 1, 8, 8, 4), (3, 2, 9, 6, 3), (2, 4, 2, 4, 1), (1, 2, 6, 6, 6))
+    fresh = fixed[0]
+    while any(fresh[1:] == case[1:] for case in fixed):
+        B, C, p, rows, columns = (int(n) for n in torch.randint(1, 6, (5,), generator=generator))
+        fresh = (B, C, rows * p, columns * p, p)
+    for B, C, H, W, p in (*fixed, fresh):
         images = torch.randn(B, C, H, W, generator=generator)
         original = images.clone()
         out = call_patchify(check, patchify, images, p)
@@ -146,46 +151,110 @@ def _embedding_mistakes(patches: torch.Tensor, weight: torch.Tensor, bias: torch
     return mistakes
 
 
+STALE_OUTPUT = ("the output of an earlier call came back: forward must compute the embedding "
+                "from the images and parameters it is given, every time it is called")
+NO_GRADIENT = ("forward cut this parameter off from the output (.detach(), .data, "
+               "torch.no_grad() or a copy), so training could never change it; use the "
+               "parameter itself in forward")
+
+
+def _set_parameters(module: nn.Module, generator: torch.Generator, p: int, C: int, d: int,
+                    N: int) -> tuple[torch.Tensor, ...]:
+    """Fresh values for proj, cls_token and positions, set on the module; returned."""
+    weight = 0.5 * torch.randn(d, C * p * p, generator=generator)
+    bias = 0.5 * torch.randn(d, generator=generator)
+    cls = torch.randn(1, 1, d, generator=generator)
+    pos = torch.randn(1, N + 1, d, generator=generator)
+    with torch.no_grad():
+        module.proj.weight.copy_(weight)
+        module.proj.bias.copy_(bias)
+        module.cls_token.copy_(cls)
+        module.positions.copy_(pos)
+    return weight, bias, cls, pos
+
+
+def _expect_gradients(check: HiddenCheck, module: nn.Module, images: torch.Tensor, p: int,
+                      values: tuple[torch.Tensor, ...], generator: torch.Generator) -> None:
+    """The gradients of a random linear function of the output reach every parameter, with
+    the values the reference gives."""
+    module.zero_grad()
+    out = check.tensor(check.call(module, images), "module(images) with gradients enabled")
+    leaves = [v.double().requires_grad_() for v in values]
+    weight, bias, cls, pos = leaves
+    reference = _assemble(cls, _patches(images, p) @ weight.T + bias, pos)
+    check.close(out.detach(), reference.detach(), "with gradients enabled (as in training), "
+                "the output is the same as without", atol=1e-4,
+                dims=("image", "token", "channel"))
+    direction = torch.randn(out.shape, generator=generator)
+    (out * direction).sum().backward()
+    (reference * direction.double()).sum().backward()
+    names = ("proj.weight", "proj.bias", "cls_token", "positions")
+    parameters = dict(module.named_parameters())
+    for name, leaf in zip(names, leaves, strict=True):
+        grad = parameters[name].grad
+        check.expect(grad is not None, f"the gradient of the output reaches `{name}`",
+                     expected="a gradient", got="None (no gradient)",
+                     likely=NO_GRADIENT)
+        check.close(grad, leaf.grad, f"the gradient of sum(output · R) for a random R with "
+                    f"respect to `{name}`", atol=1e-3, rtol=1e-4)
+
+
 @hidden_test
 def grade_PatchEmbedding(embedding_class: type[nn.Module]) -> None:  # noqa: N802
     check = HiddenCheck("PatchEmbedding")
     generator = fresh_generator(818)
     # The first case has d_model == C·p·p, so that projecting after the positions gives a
-    # value to recognise instead of a crash.
-    for p, C, d, H, W, B in ((2, 3, 12, 4, 6, 3), (2, 1, 8, 8, 8, 2), (3, 2, 10, 6, 9, 4)):
+    # value to recognise instead of a crash; the last has fresh sizes, never those of another.
+    fixed = ((2, 3, 12, 4, 6, 3), (2, 1, 8, 8, 8, 2), (3, 2, 10, 6, 9, 4))
+    fresh = fixed[0]
+    while any(fresh[:5] == case[:5] for case in fixed):
+        p, C, rows, columns, B = (int(n) for n in torch.randint(1, 5, (5,), generator=generator))
+        d = int(torch.randint(2, 13, (), generator=generator))
+        fresh = (p, C, d, rows * p, columns * p, B)
+    for p, C, d, H, W, B in (*fixed, fresh):
         N = (H // p) * (W // p)
         module = _build_embedding(check, embedding_class, p, C, d, N)
-        weight = 0.5 * torch.randn(d, C * p * p, generator=generator)
-        bias = 0.5 * torch.randn(d, generator=generator)
-        cls = torch.randn(1, 1, d, generator=generator)
-        pos = torch.randn(1, N + 1, d, generator=generator)
-        with torch.no_grad():
-            module.proj.weight.copy_(weight)
-            module.proj.bias.copy_(bias)
-            module.cls_token.copy_(cls)
-            module.positions.copy_(pos)
-        images = torch.randn(B, C, H, W, generator=generator)
-        with torch.no_grad():
-            out = check.tensor(call_explaining(check, module, images,
-                                               explanations=crash_explanations(B, N, d, C * p * p)),
-                               f"module(images of shape {(B, C, H, W)})")
-        check.expect(tuple(out.shape) == (B, N + 1, d),
-                     f"the output for images of shape {(B, C, H, W)} has shape {(B, N + 1, d)}",
-                     expected=f"shape {(B, N + 1, d)}: the class token and {N} patch tokens",
-                     got=f"shape {tuple(out.shape)}",
-                     diagnoses={"the class token is missing: prepend it before adding the "
-                                "positions": tuple(out.shape) == (B, N, d)})
-        weight, bias, cls, pos = (t.double() for t in (weight, bias, cls, pos))
-        patches = _patches(images, p)
-        wrong = [_assemble(cls, w @ weight.T + bias, pos)
-                 for w in _patchify_mistakes(images, p).values()]
-        check.close(out, _assemble(cls, patches @ weight.T + bias, pos),
-                    f"embedding of {B} images, p={p}, C={C}, d_model={d}",
-                    mistakes=_embedding_mistakes(patches, weight, bias, cls, pos), atol=1e-4,
-                    dims=("image", "token", "channel"), diagnoses={
-                        WRONG_PATCHES: lambda out=out, wrong=wrong: any(
-                            torch.allclose(out.double(), w, atol=1e-4) for w in wrong)})
+        # twice, with other parameters and images: no output is kept from a call to the next
+        earlier = None
+        for _ in range(2):
+            values = _set_parameters(module, generator, p, C, d, N)
+            images = torch.randn(B, C, H, W, generator=generator)
+            earlier = _expect_embedding(check, module, images, p, values, earlier)
+        _expect_gradients(check, module, images, p, values, generator)
     check.passed()
+
+
+def _expect_embedding(check: HiddenCheck, module: nn.Module, images: torch.Tensor, p: int,
+                      values: tuple[torch.Tensor, ...], earlier: torch.Tensor | None
+                      ) -> torch.Tensor:
+    """The module's output for ``images`` with the parameters ``values`` (the output of the
+    call before, ``earlier``, names a stale answer); returned."""
+    B, C, H, W = images.shape
+    d, N = values[0].shape[0], values[3].shape[1] - 1
+    with torch.no_grad():
+        out = check.tensor(call_explaining(check, module, images,
+                                           explanations=crash_explanations(B, N, d, C * p * p)),
+                           f"module(images of shape {(B, C, H, W)})")
+    check.expect(tuple(out.shape) == (B, N + 1, d),
+                 f"the output for images of shape {(B, C, H, W)} has shape {(B, N + 1, d)}",
+                 expected=f"shape {(B, N + 1, d)}: the class token and {N} patch tokens",
+                 got=f"shape {tuple(out.shape)}",
+                 diagnoses={"the class token is missing: prepend it before adding the "
+                            "positions": tuple(out.shape) == (B, N, d)})
+    weight, bias, cls, pos = (t.double() for t in values)
+    patches = _patches(images, p)
+    wrong = [_assemble(cls, w @ weight.T + bias, pos)
+             for w in _patchify_mistakes(images, p).values()]
+    check.close(out, _assemble(cls, patches @ weight.T + bias, pos),
+                f"embedding of {B} images, p={p}, C={C}, d_model={d}"
+                + (" (a second call, with new parameters and images)" if earlier is not None
+                   else ""),
+                mistakes=_embedding_mistakes(patches, weight, bias, cls, pos), atol=1e-4,
+                dims=("image", "token", "channel"), diagnoses={
+                    STALE_OUTPUT: earlier is not None and torch.equal(out, earlier),
+                    WRONG_PATCHES: lambda out=out, wrong=wrong: any(
+                        torch.allclose(out.double(), w, atol=1e-4) for w in wrong)})
+    return out
 
 
 # ---- sequence_log_prob ----------------------------------------------------------------------
@@ -240,7 +309,12 @@ def grade_sequence_log_prob(sequence_log_prob: Callable[[torch.Tensor, torch.Ten
                                                         torch.Tensor]) -> None:
     check = HiddenCheck("sequence_log_prob")
     generator = fresh_generator(828)
-    for B, T, V in ((4, 6, 7), (2, 9, 5), (3, 2, 11), (1, 4, 3)):
+    fixed = ((4, 6, 7), (2, 9, 5), (3, 2, 11), (1, 4, 3))
+    fresh = fixed[0]
+    while fresh in fixed:  # fresh sizes, never those of another case
+        fresh = tuple(int(torch.randint(low, high, (), generator=generator))
+                      for low, high in ((1, 6), (2, 12), (2, 14)))
+    for B, T, V in (*fixed, fresh):
         logits = 3.0 * torch.randn(B, T, V, generator=generator)
         tokens = torch.randint(V, (B, T), generator=generator)
         originals = logits.clone(), tokens.clone()

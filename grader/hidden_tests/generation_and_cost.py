@@ -2,24 +2,155 @@
 
 They run the checking engines of ``helpers.checks.generation_and_cost`` on inputs drawn
 fresh for every grading run (a fresh order of the vocabulary and fresh generator seeds
-for sampling, fresh random tensors and shapes elsewhere). The memory check of
+for sampling, fresh random tensors and shapes elsewhere), and add checks that only the
+trusted side can make: fresh temperatures, top-k and vocabularies, and that the samples are
+independent random draws from the generator passed in. The memory check of
 ``blockwise_attention`` stays in the self-check: it has to watch the student's code run.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from helpers.checks.framework import describe
 from helpers.checks.generation_and_cost import (
+    LOGITS_IN_PLACE,
+    SAMPLE_AXIS_KEPT,
     check_blocks,
     check_cache,
     check_online,
     check_sampling,
+    expect_frequencies,
+    frequency_slack,
 )
 from hidden_tests.common import HiddenCheck, fresh_generator, hidden_test
+
+# ---- sampling -------------------------------------------------------------------------------
+
+NOT_INDEPENDENT = ("the draws are not independent: which token comes next depends on the "
+                   "tokens drawn before it (a pattern, or draws reused); draw every row at "
+                   "random with torch.multinomial(probs, 1, generator=generator)")
+TOO_EVEN = ("the tokens are spread more evenly than random draws can be (a fixed pattern, "
+            "or shares of the batch handed out in proportion to the probabilities): draw "
+            "at random with torch.multinomial(probs, 1, generator=generator)")
+SAME_FOR_ALL_SEEDS = ("generators seeded differently gave the same samples: the samples must "
+                      "come from the generator passed in (generator=generator)")
+SEED_NOT_STATE = ("a generator that had already drawn numbers gave the samples of a fresh one "
+                  "with the same seed: draw from the generator's current state "
+                  "(torch.multinomial(..., generator=generator)), not from its initial_seed()")
+BATCH_AXIS_SQUEEZED = ("with one row (B = 1) the result has no axis left: .squeeze() removed "
+                       "the batch axis too; remove only the sample axis, .squeeze(-1)")
+# a right answer's draws are this unlikely to be spread as evenly as the check demands
+TOO_EVEN_P = 1e-12
+
+
+def _fresh_case(check: HiddenCheck, sample: Callable[..., torch.Tensor],
+                generator: torch.Generator, top_k: bool, n: int = 10_000
+                ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Two random rows of logits over a random vocabulary, each repeated n times in a random
+    order of the batch, with a random temperature (and top_k): the frequencies of each row."""
+    V = int(torch.randint(6, 11, (), generator=generator))
+    rows = 1.5 * torch.randn(2, V, generator=generator)
+    temperature = float(torch.empty(()).uniform_(math.log(0.4), math.log(2.5),
+                                                 generator=generator).exp())
+    # never the top_k of the fixed cases (2, 3): code right for those only cannot pass
+    k = int(torch.randint(4, V, (), generator=generator)) if top_k else None
+    which = (torch.randperm(2 * n, generator=generator) < n).long()
+    logits = rows[which]
+    original = logits.clone()
+    seed = int(torch.randint(0, 2**31, (), generator=generator))
+    what = (f"sample_next_token(logits of shape {tuple(logits.shape)}, "
+            f"temperature={temperature:.3f}, top_k={k})")
+    got = check.tensor(check.call(sample, logits, temperature=temperature, top_k=k,
+                                  generator=torch.Generator().manual_seed(seed)), what)
+    check.close(logits, original, "the logits are left unchanged", likely=LOGITS_IN_PLACE)
+    check.shape(got, (2 * n,), what)
+    check.expect(got.dtype == torch.int64 and bool(((got >= 0) & (got < V)).all()),
+                 f"{what} returns token ids in 0..{V - 1} (int64)",
+                 expected=f"int64 ids in 0..{V - 1}", got=describe(got))
+    scaled = rows.double() / temperature
+    if k is not None:
+        scaled = scaled.masked_fill(scaled < scaled.topk(k, dim=-1).values[:, -1:],
+                                    float("-inf"))
+    probabilities = torch.softmax(scaled, dim=-1)
+    draws = []
+    for r in (0, 1):
+        mine = got[which == r]
+        expect_frequencies(check, torch.bincount(mine, minlength=V).double() / n,
+                           probabilities[r], n, f"{what}: how often each token is drawn for "
+                           f"random row {r} ({n} draws, in random places of the batch) matches "
+                           "softmax(logits / temperature) over the kept tokens")
+        draws.append((mine, probabilities[r]))
+    return draws
+
+
+def _expect_independent(check: HiddenCheck, draws: list[tuple[torch.Tensor, torch.Tensor]]
+                        ) -> None:
+    """Consecutive draws of the same row, taken in pairs, fall in each pair of tokens (a, b)
+    as often as p_a p_b says."""
+    for i, (tokens, p) in enumerate(draws):
+        V = len(p)
+        first, second = tokens[0:len(tokens) - 1:2], tokens[1::2]
+        pairs = torch.bincount(first * V + second, minlength=V * V).double() / len(first)
+        joint = (p[:, None] * p[None, :]).flatten()
+        off = (pairs - joint).abs() > frequency_slack(joint, len(first))
+        worst = int(((pairs - joint).abs() - frequency_slack(joint, len(first))).argmax())
+        check.expect(not bool(off.any()), f"draws of the same row are independent (row group "
+                     f"{i}: pairs of consecutive draws)",
+                     expected=f"token {worst // V} then token {worst % V} in a share "
+                     f"{joint[worst]:.4f} of the pairs",
+                     got=f"a share of {pairs[worst]:.4f}", likely=NOT_INDEPENDENT)
+
+
+def _expect_not_too_even(check: HiddenCheck, draws: list[tuple[torch.Tensor, torch.Tensor]]
+                         ) -> None:
+    """Pearson's statistic of all rows together is not implausibly small: the counts of
+    random draws stray from their expectations by about their standard deviation."""
+    statistic, dof = 0.0, 0
+    for tokens, p in draws:
+        n = len(tokens)
+        counts = torch.bincount(tokens, minlength=len(p)).double()
+        # only cells expected at least 10 times (a normal approximation holds); the sum over
+        # some cells of a multinomial is a chi-square with (cells - 1) degrees of freedom plus
+        # a non-negative term, so its lower tail bounds the chance of a right answer failing
+        kept = p * n >= 10
+        if int(kept.sum()) < 2:
+            continue
+        statistic += float((((counts - n * p) ** 2) / (n * p))[kept].sum())
+        dof += int(kept.sum()) - 1
+    chance = float(torch.special.gammainc(torch.tensor(dof / 2, dtype=torch.float64),
+                                          torch.tensor(statistic / 2, dtype=torch.float64)))
+    check.expect(chance > TOO_EVEN_P, "the counts of the tokens vary as those of random draws "
+                 "do (Pearson's chi-square over every row of every case)",
+                 expected=f"a statistic near {dof} (its degrees of freedom)",
+                 got=f"{statistic:.3g}, which random draws reach with probability {chance:.2g}",
+                 likely=TOO_EVEN)
+
+
+def _expect_generator_used(check: HiddenCheck, sample: Callable[..., torch.Tensor],
+                           generator: torch.Generator) -> None:
+    logits = 0.8 * torch.randn(2, 7, generator=generator).repeat(60, 1)
+    seeds = torch.randint(0, 2**31, (2,), generator=generator).tolist()
+
+    def draw(seed: int, advanced: bool = False) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed)
+        if advanced:  # the state after some draws: same seed, other numbers to come
+            torch.rand(17, generator=g)
+        return check.tensor(check.call(sample, logits, generator=g),
+                            f"sample_next_token(logits of shape {tuple(logits.shape)})")
+
+    first = draw(seeds[0])
+    check.expect(not torch.equal(first, draw(seeds[1])), "generators seeded differently "
+                 "give different samples", expected="different samples",
+                 got="the same samples", likely=SAME_FOR_ALL_SEEDS)
+    check.expect(not torch.equal(first, draw(seeds[0], advanced=True)),
+                 "a generator that has already drawn numbers gives other samples than a fresh "
+                 "one with the same seed", expected="different samples", got="the same samples",
+                 likely=SEED_NOT_STATE)
 
 
 @hidden_test
@@ -28,7 +159,31 @@ def grade_sample_next_token(sample_next_token: Callable[..., torch.Tensor]) -> N
     generator = fresh_generator(707)
     permutation = torch.randperm(6, generator=generator)
     seeds = torch.randint(0, 2**31, (6,), generator=generator).tolist()
-    check_sampling(check, sample_next_token, permutation, seeds)
+    draws = check_sampling(check, sample_next_token, permutation, seeds)
+    # fresh logits, temperatures, top-k and vocabulary sizes, rows in random places
+    draws += _fresh_case(check, sample_next_token, generator, top_k=False)
+    draws += _fresh_case(check, sample_next_token, generator, top_k=True)
+    _expect_independent(check, draws)
+    _expect_not_too_even(check, draws)
+    _expect_generator_used(check, sample_next_token, generator)
+    one = check.tensor(check.call(sample_next_token, torch.randn(1, 5, generator=generator),
+                                  generator=torch.Generator().manual_seed(1)),
+                       "sample_next_token(logits of shape (1, 5))")
+    got = tuple(one.shape)
+    check.shape(one, (1,), "the sample for logits of shape (1, 5)",
+                likely=BATCH_AXIS_SQUEEZED if got == () else SAMPLE_AXIS_KEPT
+                if got == (1, 1) else None)
+    bad = -float(torch.empty(()).uniform_(0.05, 3.0, generator=generator))
+    try:
+        sample_next_token(torch.randn(3, 5, generator=generator), temperature=bad)
+    except NotImplementedError as error:
+        check.not_implemented(error)
+    except Exception as error:  # noqa: BLE001 - which error came back is the check
+        check.expect(type(error).__name__ == "ValueError", f"temperature={bad:.3f} raises a "
+                     "ValueError", expected="ValueError", got=type(error).__name__)
+    else:
+        check.expect(False, f"temperature={bad:.3f} raises a ValueError",
+                     expected="ValueError: ... temperature ...", got="no error")
     check.passed()
 
 
@@ -38,6 +193,10 @@ def grade_cached_attention_step(cached_attention_step: Callable[..., Any]) -> No
     generator = fresh_generator(717)
     for B, H, t, dh, T in ((2, 3, 3, 4, 5), (1, 2, 6, 8, 7), (3, 1, 2, 5, 4)):
         check_cache(check, cached_attention_step, generator, B=B, H=H, t=t, dh=dh, T=T)
+    # fresh sizes, and a long cache: code that keeps only the last few entries cannot pass
+    B, H, dh = (int(n) for n in torch.randint(1, 4, (3,), generator=generator) + 1)
+    t, T = int(torch.randint(40, 80, (), generator=generator)), 12
+    check_cache(check, cached_attention_step, generator, B=B, H=H, t=t, dh=dh, T=T)
     check.passed()
 
 
@@ -45,9 +204,13 @@ def grade_cached_attention_step(cached_attention_step: Callable[..., Any]) -> No
 def grade_online_softmax(online_softmax: Callable[..., torch.Tensor]) -> None:
     check = HiddenCheck("online_softmax")
     generator = fresh_generator(727)
+    # x of any shape: one row alone (1-D) and three leading axes too; fresh sizes last
+    shape = tuple(int(n) for n in torch.randint(2, 5, (2,), generator=generator))
+    T = int(torch.randint(9, 30, (), generator=generator))
+    block_size = int(torch.randint(2, T, (), generator=generator))
     check_online(check, online_softmax, generator, cases=(
         ((3, 11), 4), ((2, 2, 12), 5), ((3, 6), 1), ((4, 9), 3), ((2, 8), 8), ((2, 5), 7),
-        ((1, 17), 6)))
+        ((1, 17), 6), ((13,), 4), ((2, 1, 3, 7), 2), ((*shape, T), block_size)))
     check.passed()
 
 
@@ -55,8 +218,20 @@ def grade_online_softmax(online_softmax: Callable[..., torch.Tensor]) -> None:
 def grade_blockwise_attention(blockwise_attention: Callable[..., torch.Tensor]) -> None:
     check = HiddenCheck("blockwise_attention")
     generator = fresh_generator(737)
-    check_blocks(check, blockwise_attention, generator, batch=(2, 2), d=6, cases=(
+
+    def size(low: int, high: int) -> int:
+        return int(torch.randint(low, high + 1, (), generator=generator))
+
+    check_blocks(check, blockwise_attention, generator, batch=(2, 2), d=size(3, 9), cases=(
         (9, 7, 4, 3, False), (5, 11, 3, 4, False), (4, 4, 2, 1, False), (3, 6, 5, 8, False),
         (12, 12, 4, 5, True), (7, 7, 3, 2, True), (6, 6, 4, 6, True), (5, 10, 3, 4, True),
         (10, 5, 3, 3, True)))
+    # Q of shape (..., Tq, d) with any leading axes (none, one, three), fresh sizes
+    for batch in ((), (size(1, 3),), (2, 1, size(1, 3))):
+        cases = []
+        for causal in (False, True):
+            Tq, Tk = size(2, 14), size(2, 14)
+            cases.append((Tq, Tk, size(2, 7), size(2, max(2, Tk - 1)), causal))
+        check_blocks(check, blockwise_attention, generator, batch=batch, d=size(2, 9),
+                     cases=cases)
     check.passed()

@@ -71,9 +71,12 @@ _CASES = (
                                                        TOP_K_POSITION)),
 )
 DRAWS_PER_ROW = 10_000
-# Each frequency lies within TOLERANCE of its probability except with probability
-# 2 exp(-2 n t^2) < 1e-11 (Hoeffding, n = 10,000 draws): a right answer cannot fail by chance.
+# A mistake is recognised when every frequency lies within TOLERANCE of its distribution.
 TOLERANCE = 0.04
+# ln(2 / 1e-13): a frequency of n independent draws passes its check (see `frequency_slack`)
+# except with probability 1e-13 (Bernstein's inequality), so that a right answer cannot fail
+# by chance, even over the hundreds of frequencies a hidden test compares.
+_LOG_ODDS = math.log(2e13)
 # Captured at import, before any student code runs (as in the framework).
 _allclose = torch.allclose
 
@@ -128,6 +131,32 @@ def _matches(frequencies: torch.Tensor, distribution: torch.Tensor) -> bool:
         frequencies, distribution, atol=TOLERANCE, rtol=0.0)
 
 
+def frequency_slack(probabilities: torch.Tensor, n: int) -> torch.Tensor:
+    """How far the frequency of each outcome of probability p, over n independent draws, may
+    stray from p: t solving n t^2 = L (2 p (1 - p) + 2 t / 3) (Bernstein's inequality,
+    P(|f - p| >= t) <= 2 exp(-L)). About 0.04 for p = 1/2 and 0.002 for p = 0 at n = 10,000,
+    so a token that must never be drawn may be drawn at most a few times by rounding."""
+    variance = probabilities.double() * (1 - probabilities.double())
+    linear = 2 * _LOG_ODDS / 3
+    return (linear + torch.sqrt(linear**2 + 8 * n * _LOG_ODDS * variance)) / (2 * n)
+
+
+def expect_frequencies(check: SelfCheck, frequencies: torch.Tensor,
+                       probabilities: torch.Tensor, n: int, what: str, *,
+                       likely: str | None = None,
+                       diagnoses: dict[str, Any] | None = None) -> None:
+    """Each frequency of n draws lies within its :func:`frequency_slack` of its probability."""
+    slack = frequency_slack(probabilities, n)
+    off = (frequencies.double() - probabilities.double()).abs() > slack
+    where = None
+    if bool(off.any()):
+        where = ", ".join(f"token {i}: expected {probabilities[i]:.4f} ± {slack[i]:.4f}, got "
+                          f"{frequencies[i]:.4f}" for i in off.nonzero().flatten().tolist()[:4])
+    check.expect(not bool(off.any()), what, expected=describe(probabilities.double()),
+                 got=describe(frequencies.double()), where=where, likely=likely,
+                 diagnoses=diagnoses)
+
+
 def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
@@ -138,10 +167,14 @@ def _is_value_error(error: BaseException) -> bool:
 
 
 def check_sampling(check: SelfCheck, sample: Callable[..., torch.Tensor],
-                   permutation: torch.Tensor, seeds: Sequence[int]) -> None:
+                   permutation: torch.Tensor, seeds: Sequence[int]
+                   ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The checks of ``sample_next_token``; the vocabulary is reordered by ``permutation``,
-    and the generators are seeded from ``seeds`` (one more than there are cases)."""
+    and the generators are seeded from ``seeds`` (one more than there are cases). Returns,
+    for every row of every case, its draws in order and the probabilities they come from
+    (for the hidden test's checks of randomness)."""
     seeds = iter(seeds)
+    draws = []
     V = len(permutation)
     for case, rows_name, temperature, top_k, mistakes in _CASES:
         rows = torch.tensor(_ROWS[rows_name])[:, permutation]
@@ -163,12 +196,13 @@ def check_sampling(check: SelfCheck, sample: Callable[..., torch.Tensor],
         expected = _distributions(rows, temperature, top_k)
         # One comparison per row, so that the message shows the whole row.
         for r in (0, 1):
-            check.close(frequencies[r], expected[None][r],
-                        f"{case}: how often each token is drawn for row {r} of the two rows "
-                        f"of logits ({DRAWS_PER_ROW} draws each) matches softmax(logits / "
-                        "temperature) over the kept tokens", atol=TOLERANCE, rtol=0.0,
-                        diagnoses={m: (lambda w=expected[m], f=frequencies: _matches(f, w))
-                                   for m in mistakes}, dims=("token",))
+            expect_frequencies(check, frequencies[r], expected[None][r], DRAWS_PER_ROW,
+                               f"{case}: how often each token is drawn for row {r} of the two "
+                               f"rows of logits ({DRAWS_PER_ROW} draws each) matches "
+                               "softmax(logits / temperature) over the kept tokens",
+                               diagnoses={m: (lambda w=expected[m], f=frequencies: _matches(f, w))
+                                          for m in mistakes})
+            draws.append((got[r::2], expected[None][r]))
     logits = torch.tensor(_ROWS["plain"]).repeat(100, 1)
     seed = next(seeds)
     first = check.call(sample, logits, generator=_generator(seed))
@@ -190,6 +224,7 @@ def check_sampling(check: SelfCheck, sample: Callable[..., torch.Tensor],
             continue
         check.expect(False, f"temperature={bad} raises a ValueError",
                      expected="ValueError: ... temperature ...", got="no error")
+    return draws
 
 
 def check_sample_next_token(sample_next_token: Callable[..., torch.Tensor]) -> None:
