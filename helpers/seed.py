@@ -12,9 +12,11 @@ import torch
 def set_seed(seed: int = 0, *, deterministic: bool = True) -> torch.Generator:
     """Seed Python, NumPy and PyTorch (CPU and every CUDA device).
 
-    With ``deterministic=True`` PyTorch is asked for deterministic kernels where
-    they exist (a warning, not an error, where they do not), so a notebook
-    prints the same numbers on every run on the same machine.
+    With ``deterministic=True`` on a CUDA machine PyTorch is asked for deterministic
+    kernels where they exist (a warning, not an error, where they do not), so a notebook
+    prints the same numbers on every run on the same machine. On a CPU the course's
+    kernels are deterministic already (one thread, see ``helpers.training``), and the
+    switch would cost about a second of every notebook's start-up, so it is left off.
 
     Returns a ``torch.Generator`` seeded with ``seed`` for code that wants its
     own stream of random numbers.
@@ -25,7 +27,7 @@ def set_seed(seed: int = 0, *, deterministic: bool = True) -> torch.Generator:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # also seeds every CUDA device
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    if deterministic:
+    if deterministic and torch.cuda.is_available():
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
     return torch.Generator().manual_seed(seed)

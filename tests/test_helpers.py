@@ -320,3 +320,15 @@ def test_a_failed_self_check_shows_its_message_without_the_checks_own_frames():
     except AssertionError as error:
         _explain_unfinished(shell, type(error), error, error.__traceback__)
     assert shell.frames[-1] == [__file__]  # shown as IPython shows it
+
+
+def test_set_seed_asks_for_deterministic_kernels_only_where_they_differ():
+    from helpers.seed import set_seed
+
+    before = torch.are_deterministic_algorithms_enabled()
+    try:
+        set_seed(0)
+        # CUDA has nondeterministic kernels to switch off; on a CPU the switch only costs time
+        assert torch.are_deterministic_algorithms_enabled() == torch.cuda.is_available()
+    finally:
+        torch.use_deterministic_algorithms(before)
