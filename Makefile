@@ -21,9 +21,10 @@ FORCE ?=  ## make student-edition: 1 to write into a non-empty DEST
 LAB_ARGS ?=  ## make lab, lab-solutions, formgrader: options for jupyter lab (e.g. --port=8890)
 BENCH_ARGS ?=  ## make bench, bench-grading: options for the benchmark (see bench/*.py)
 
-# Every command runs in the course's environment, defined once in grader/pipeline/environment.py:
-# the venv first on PATH, grader/ importable, one thread, a fixed hash seed.
-# `python -m pipeline.environment CMD...` sets it and runs CMD (nothing else is set here).
+# Every command that runs course code runs in the course's environment, defined once in
+# grader/pipeline/environment.py: the venv first on PATH, grader/ importable, one thread, a
+# fixed hash seed. `python -m pipeline.environment CMD...` sets it and runs CMD; the only
+# variable a target sets itself is validate's ATEN_CPU_CAPABILITY.
 COURSE := PYTHONPATH=$(CURDIR)/grader$(if $(PYTHONPATH),:$(PYTHONPATH)) $(BIN)/python -m pipeline.environment
 
 .PHONY: help setup setup-browser setup-sandbox demo test test-fast assignments grade grade-merge lab lab-solutions formgrader \

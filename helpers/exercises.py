@@ -134,9 +134,7 @@ def _explain_unfinished(shell: Any, etype: type, value: BaseException, tb: Any,
     stb = list(shell.InteractiveTB.structured_traceback(etype, value, tb, tb_offset=tb_offset))
     name = None if isinstance(value, ExerciseNotFinished) else unfinished(value)
     if name is not None:
-        stb.append(f"This cell uses `{name}`, which is not finished yet (it still raises "
-                   f"NotImplementedError): finish Exercise {NUMBERS[name]} first, then run this "
-                   "cell again.")
+        stb.append(str(not_finished(name, "This cell")))
     shell._showtraceback(etype, value, stb)
 
 

@@ -23,10 +23,6 @@ class Exercise:
     methods: dict[str, str] = field(default_factory=dict)  # a class: method -> parameters
 
     @property
-    def is_class(self) -> bool:
-        return self.name[:1].isupper()
-
-    @property
     def check(self) -> str:
         """The name of its self-check in ``helpers.checks.<topic>``."""
         return f"check_{self.name}"

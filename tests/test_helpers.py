@@ -332,3 +332,22 @@ def test_set_seed_asks_for_deterministic_kernels_only_where_they_differ():
         assert torch.are_deterministic_algorithms_enabled() == torch.cuda.is_available()
     finally:
         torch.use_deterministic_algorithms(before)
+
+
+def test_band_names_the_interval_a_value_falls_in():
+    from helpers.training import band
+
+    assert band(0.3) == "< 0.40"
+    assert band(0.4) == "0.40-0.60"
+    assert band(0.79) == "0.60-0.80"
+    assert band(0.97) == "≥ 0.95"
+    assert band(0.05, (0.1, 0.9)) == "< 0.10"
+
+
+def test_progress_bars_are_silent_in_a_headless_kernel(monkeypatch):
+    import helpers.widgets as widgets
+
+    monkeypatch.setattr(widgets, "widget_frontend_available", lambda: False)
+    monkeypatch.setattr(widgets, "_in_jupyter_kernel", lambda: True)
+    bar = widgets.progress_bar(range(3), desc="x")
+    assert bar.disable and list(bar) == [0, 1, 2]

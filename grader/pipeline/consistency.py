@@ -8,11 +8,11 @@ test cell                    grade id ``test_<name>``, ``<points>`` points, call
                              ``check_<name>(<name>)`` and ends with :func:`hidden_block`
 self-check                   ``helpers.checks.<topic>.check_<name>``
 hidden test                  ``hidden_tests.<topic>.grade_<name>`` (``grader/hidden_tests``)
-banks of variants            ``tests/test_hidden_<topic>.py`` (``assert_bank`` on both)
+banks of variants            ``tests/test_hidden_<topic>.py`` (``assert_bank`` on both;
+                             checked by ``tests/test_syllabus.py``, not here)
 sample mistake               ``sample_mistakes.<topic>.<name>`` (``grader/sample_mistakes``)
 demos                        ``helpers.demos.<topic>``
 ===========================  =====================================================
-
 
 :func:`problems` lists each disagreement as a sentence that names the file to update. It
 reads the solution notebook and imports the tutorial's self-check, hidden-test and
@@ -71,6 +71,8 @@ def _module(name: str) -> tuple[object | None, str | None]:
     try:
         return importlib.import_module(name), None
     except ModuleNotFoundError as error:
+        if error.name != name:  # the module is there; something it imports is not
+            raise
         return None, str(error)
 
 
@@ -194,17 +196,11 @@ def undeclared_files() -> list[str]:
     return found
 
 
-def all_problems() -> list[str]:
-    """Every problem of every declared tutorial, and files no tutorial owns."""
-    found = undeclared_files()
-    for tutorial in syllabus.TUTORIALS:
-        found += problems(tutorial)
-    return found
-
 
 def require(ids: list[str]) -> None:
     """Raise, naming every place to update, when a tutorial disagrees with its declaration."""
-    found = [p for notebook_id in ids for p in problems(syllabus.tutorial(notebook_id))]
+    found = undeclared_files()
+    found += [p for notebook_id in ids for p in problems(syllabus.tutorial(notebook_id))]
     if found:
         raise SystemExit("the course disagrees with helpers/syllabus.py; update:\n  - "
                          + "\n  - ".join(found))

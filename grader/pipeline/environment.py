@@ -3,9 +3,10 @@
     python -m pipeline.environment COMMAND [ARG...]   run COMMAND in course_env()
     python -m pipeline.environment                    print what course_env() sets
 
-The Makefile runs every command of every target the first way (with ``grader/`` on
-``PYTHONPATH``, so that this module is found); pytest makes ``grader/`` importable through
-its ``pythonpath`` setting. Nothing else puts ``grader/`` on a path or sets these variables.
+The Makefile runs every command that runs course code the first way (with ``grader/`` on
+``PYTHONPATH``, so that this module is found; ruff, build and twine need none of it);
+pytest makes ``grader/`` importable through its ``pythonpath`` setting. Nothing else puts
+``grader/`` on a path or sets these variables.
 
 - :data:`SETTINGS`: what every process that runs course code gets, whoever starts it and
   whatever the caller's environment says: one thread (the models are tiny: one thread is

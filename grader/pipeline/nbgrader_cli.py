@@ -32,7 +32,7 @@ def limited(command: list[str], memory_limit: int | None) -> list[str]:
     """
     if not memory_limit:
         return list(command)
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
     if hard != resource.RLIM_INFINITY:  # never ask for more than we may have
         memory_limit = min(memory_limit, hard)
     return [sys.executable, "-I", "-S", "-c", _LIMIT_AND_EXEC, str(memory_limit), *command]
