@@ -5,31 +5,16 @@ from __future__ import annotations
 import matplotlib
 import pytest
 import torch
-import torch.nn.functional as F
+from notebook_code import solution_namespace
 from torch import nn
 
 matplotlib.use("Agg")
 
 from helpers.demos import beyond_words as demo  # noqa: E402
 
-
-# Test-local reference answers (the demos take the student's code as arguments).
-def patchify(images, patch_size):
-    return F.unfold(images, kernel_size=patch_size, stride=patch_size).transpose(1, 2)
-
-
-class Embedding(nn.Module):
-    def __init__(self, patch_size, in_channels, d_model, n_patches):
-        super().__init__()
-        self.patch_size = patch_size
-        self.proj = nn.Linear(in_channels * patch_size**2, d_model)
-        self.cls_token = nn.Parameter(0.02 * torch.randn(1, 1, d_model))
-        self.positions = nn.Parameter(0.02 * torch.randn(1, n_patches + 1, d_model))
-
-    def forward(self, images):
-        tokens = self.proj(patchify(images, self.patch_size))
-        cls = self.cls_token.expand(len(tokens), -1, -1)
-        return torch.cat([cls, tokens], dim=1) + self.positions
+# The solution's answers (the demos take the student's code as arguments).
+SOLUTION = solution_namespace("08_beyond_words")
+patchify, Embedding = SOLUTION["patchify"], SOLUTION["PatchEmbedding"]
 
 
 def sequence_log_prob(logits, tokens):
