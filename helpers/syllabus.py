@@ -1,4 +1,5 @@
-"""Every tutorial and exercise of the course, declared once: names, signatures, points.
+"""Every tutorial and exercise of the course, declared once: names, signatures, points,
+and the contract each answer is held to.
 
 An exercise is declared by its name (what its answer cell defines, and that cell's grade
 id), its signature and its points; the self-check is ``check_<name>`` in
@@ -6,11 +7,26 @@ id), its signature and its points; the self-check is ``check_<name>`` in
 (``06_causal_mask_trick`` -> ``causal_mask_trick``). The notebooks' messages ("finish
 Exercise 2 first") number exercises from here, and the course's grader checks every place
 an exercise lives against this file and names each one that disagrees.
+
+Its **contract** lists the clauses the exercise text states, each with the words a student
+sees when an answer breaks it. Every clause has a check in the self-check and in the
+hidden test, and a wrong answer in the test banks that breaks that clause alone
+(``tests/test_contracts.py``). **Rules** say how to build the answer (no built-in that
+does the work, no Python loop); the self-check holds students to them, the grade does not
+(a kernel's report of how it computed is its own word, see the README's trust model).
+**Layers** are the members the text prescribes as PyTorch layers: only these are rebuilt
+as PyTorch's own layers on the grader's side, everything else stays the student's code.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+# Clauses many exercises share, in the words students read.
+UNCHANGED = "leaves its arguments unchanged (no `x -= ...`, `masked_fill_`, `x[...] = ...`)"
+DTYPE = "the result has the input's dtype (float64 in, float64 out)"
+DEVICE = "new tensors are made on the input's device (device=x.device, or torch.*_like)"
+GRADIENTS = "in training mode, gradients reach every parameter (nothing detached)"
 
 
 @dataclass(frozen=True)
@@ -21,6 +37,9 @@ class Exercise:
     signature: str  # parameters as written, without annotations; a class: its __init__
     points: int
     methods: dict[str, str] = field(default_factory=dict)  # a class: method -> parameters
+    contract: dict[str, str] = field(default_factory=dict)  # clause -> what it requires
+    rules: dict[str, str] = field(default_factory=dict)  # rule -> what it forbids (not graded)
+    layers: dict[str, str] = field(default_factory=dict)  # member path -> "Linear|ReLU"...
 
     @property
     def check(self) -> str:
@@ -62,49 +81,238 @@ class Tutorial:
 
 TUTORIALS: tuple[Tutorial, ...] = (
     Tutorial("01_gain_multiplication", (
-        Exercise("stable_softmax", "x, dim=-1", 2),
-        Exercise("gained_dot_product_attention", "x, q_1, q_2, z_1, z_2", 2),
+        Exercise("stable_softmax", "x, dim=-1", 2, contract={
+            "values": "equals the softmax of x along `dim`: non-negative, summing to 1",
+            "dim": "works along any `dim` of a tensor of any shape; without `dim`, the last",
+            "large": "exact and finite for logits in the thousands, in rising and in falling "
+                     "rows, and in rows far below the others",
+            "dtype": DTYPE,
+            "device": DEVICE,
+            "unchanged": UNCHANGED,
+        }, rules={"no_builtin": "torch.softmax (and F.softmax, Tensor.softmax) is off limits"}),
+        Exercise("gained_dot_product_attention", "x, q_1, q_2, z_1, z_2", 2, contract={
+            "returns": "returns the pair (w, y): w of shape (T,), y a 0-d tensor",
+            "values": "w = softmax(z_1 q_1 + z_2 q_2) over the T positions and y = w · x",
+            "gains": "each gain scales its own pattern, sign included: raising z_2 moves "
+                     "weight to where q_2 is large",
+            "large": "finite for gains in the hundreds",
+            "dtype": DTYPE,
+            "unchanged": UNCHANGED,
+        }),
     ), think={"think_fixed_vs_gain": 1, "think_equal_gains": 1}),
     Tutorial("02_qkv_attention", (
-        Exercise("scaled_dot_product_attention", "Q, K, V, mask=None", 2),
-        Exercise("make_batch", "N, T=10", 2),
+        Exercise("scaled_dot_product_attention", "Q, K, V, mask=None", 2, contract={
+            "shape": "out (..., Tq, dv) and weights (..., Tq, Tk), for any leading "
+                     "dimensions and Tq ≠ Tk",
+            "values": "weights = softmax(Q Kᵀ / sqrt(d_k)) over the keys, out = weights V",
+            "mask": "mask True = may attend: forbidden pairs get weight exactly 0, the mask "
+                    "broadcasts over the leading dimensions, a fully masked query gets zero "
+                    "weights and a zero output",
+            "large": "finite for large scores",
+            "dtype": DTYPE,
+            "device": DEVICE,
+            "unchanged": UNCHANGED,
+        }, rules={"no_builtin": "F.scaled_dot_product_attention is off limits"}),
+        Exercise("make_batch", "N, T=10", 2, contract={
+            "shape": "X of shape (N, T), y of shape (N, 1)",
+            "dtype": "X is int64, y is float32",
+            "values": "X holds digits 0-9 drawn uniformly; y is 1.0 exactly where a row has "
+                      "strictly more 2s than 4s",
+            "arguments": "N and T are both honoured (T other than 10 too)",
+            "randomness": "draws from PyTorch's global generator and never reseeds it",
+        }),
         Exercise("SingleQueryAttention", "d_embed=16, d_att=16, d_hidden=32", 3,
-                 methods={"attention": "e", "values": "e", "forward": "x"}),
+                 methods={"attention": "e", "values": "e", "forward": "x"}, contract={
+            "members": "embed, query (1, d_att), to_key, to_value and readout as the table says",
+            "arguments": "d_embed, d_att and d_hidden are each honoured; scores are scaled "
+                         "by 1/sqrt(d_att)",
+            "attention": "attention(e) is (N, 1, T): the softmax over the T positions of "
+                         "query · key / sqrt(d_att)",
+            "values": "values(e) is (N, T, 1), one value per position",
+            "forward": "forward(x) is (N, 1): readout of the attended value Σ w_t v_t",
+            "gradients": GRADIENTS,
+            "unchanged": UNCHANGED,
+        }, layers={"embed": "Embedding", "to_key": "Linear", "to_value": "Linear",
+                   "readout": "Sequential", "readout.*": "Linear|Tanh|ReLU|Sigmoid"}),
     ), think={"think_single_query": 1, "think_ties": 1}),
     Tutorial("03_multi_head_attention", (
-        Exercise("split_heads", "x, n_heads", 2),
-        Exercise("merge_heads", "x", 2),
+        Exercise("split_heads", "x, n_heads", 2, contract={
+            "shape": "(B, T, H*dh) -> (B, H, T, dh)",
+            "values": "head h holds columns h*dh to (h+1)*dh - 1 of every position",
+            "arguments": "any n_heads that divides the width, 1 and the full width included",
+            "unchanged": UNCHANGED,
+        }, rules={"no_loop": "no Python loop over heads or positions"}),
+        Exercise("merge_heads", "x", 2, contract={
+            "shape": "(B, H, T, dh) -> (B, T, H*dh)",
+            "values": "the inverse of split_heads: head h goes back to columns h*dh onwards",
+            "unchanged": UNCHANGED,
+        }, rules={"no_loop": "no Python loop over heads or positions"}),
         Exercise("MultiHeadSelfAttention", "d_model, n_heads", 3,
-                 methods={"forward": "x, mask=None"}),
+                 methods={"forward": "x, mask=None"}, contract={
+            "members": "to_queries, to_keys, to_values (d_model -> d_model, bias=False) and "
+                       "unify_heads (d_model -> d_model)",
+            "shape": "forward returns out (B, T, d_model) and weights (B, H, T, T)",
+            "values": "each head attends with scores scaled by 1/sqrt(d_model // n_heads); "
+                      "unify_heads maps the merged heads",
+            "mask": "mask True = may attend, broadcast over heads; a fully masked query gets "
+                    "zero weights",
+            "arguments": "d_model and n_heads are honoured (one head, many heads)",
+            "gradients": GRADIENTS,
+            "unchanged": UNCHANGED,
+        }, layers={"to_queries": "Linear", "to_keys": "Linear", "to_values": "Linear",
+                   "unify_heads": "Linear"}),
     ), think={"think_one_head": 1, "think_head_symmetry": 1}),
     Tutorial("04_transformer_block", (
-        Exercise("sinusoidal_positional_encoding", "T, d_model", 2),
+        Exercise("sinusoidal_positional_encoding", "T, d_model", 2, contract={
+            "shape": "a (T, d_model) float tensor",
+            "values": "sin on even columns, cos on odd columns, pair i at frequency "
+                      "10000^(-2i/d_model), positions from 0",
+            "arguments": "any T (1 included) and any even d_model",
+        }),
         Exercise("TransformerBlock", "d_model, n_heads, d_ff, dropout=0.0", 3,
-                 methods={"forward": "x, padding_mask=None"}),
-        Exercise("mean_pool", "h, padding_mask=None", 2),
+                 methods={"forward": "x, padding_mask=None"}, contract={
+            "members": "attention (nn.MultiheadAttention, batch_first=True), norm_1, norm_2 "
+                       "and mlp as the text says",
+            "values": "post-norm: h = norm_1(x + attention(x)), out = norm_2(h + mlp(h))",
+            "padding": "padding_mask (B, T), True = padding, as key_padding_mask (by position "
+                       "or by keyword)",
+            "dropout": "dropout p on each sub-layer's output before its residual add, in "
+                       "training mode only",
+            "gradients": GRADIENTS,
+            "unchanged": UNCHANGED,
+        }, layers={"attention": "MultiheadAttention", "norm_1": "LayerNorm",
+                   "norm_2": "LayerNorm", "mlp": "Sequential", "mlp.0": "Linear",
+                   "mlp.1": "ReLU", "mlp.2": "Linear"}),
+        Exercise("mean_pool", "h, padding_mask=None", 2, contract={
+            "shape": "(B, T, d) -> (B, d)",
+            "values": "without a mask, the mean over the T positions",
+            "padding": "with a mask (True = padding), the mean over the real positions only, "
+                       "wherever the padding lies",
+            "dtype": DTYPE,
+            "unchanged": UNCHANGED,
+        }),
     ), think={"think_pooling_padding": 1, "think_decoding_complexity": 1}),
     Tutorial("05_sparse_and_inductive_bias", (
-        Exercise("sparse_and_dataset", "m, T, idx, p=None", 2),
-        Exercise("SelfAttentionClassifier", "T, d=8", 3, methods={"forward": "x"}),
+        Exercise("sparse_and_dataset", "m, T, idx, p=None", 2, contract={
+            "shape": "X of shape (m, T), y of shape (m, 1)",
+            "dtype": "X is int64 bits, y is float32",
+            "values": "y is 1.0 exactly when every bit at the positions in idx is 1",
+            "arguments": "each bit is 1 with probability p; p=None means 0.5 ** (1 / len(idx))",
+            "randomness": "draws from PyTorch's global generator and never reseeds it",
+        }),
+        Exercise("SelfAttentionClassifier", "T, d=8", 3, methods={"forward": "x"}, contract={
+            "members": "token_embedding, position_embedding (T, d), query, key, value "
+                       "(bias=False) and readout as the table says",
+            "init": "the first five members drawn from a normal with std 0.1; readout keeps "
+                    "PyTorch's default",
+            "values": "forward reads attention row T-1 of softmax(Q Kᵀ / sqrt(d)) over the "
+                      "values, then sigmoid(readout(h)), shape (B, 1)",
+            "arguments": "T and d are honoured",
+            "gradients": GRADIENTS,
+            "unchanged": UNCHANGED,
+        }, layers={"token_embedding": "Embedding", "query": "Linear", "key": "Linear",
+                   "value": "Linear", "readout": "Linear"}),
     ), think={"think_why_attention_generalises": 1, "think_dense_targets": 1,
               "think_rule_routing": 1}),
     Tutorial("06_causal_mask_trick", (
-        Exercise("running_mean_loop", "x", 2),
-        Exercise("running_mean_matmul", "x", 2),
-        Exercise("causal_attention_weights", "scores", 2),
-        Exercise("CausalSelfAttentionHead", "n_embd, head_size", 3, methods={"forward": "x"}),
+        Exercise("running_mean_loop", "x", 2, contract={
+            "values": "row t is the mean of rows 0..t (t + 1 of them), for every batch",
+            "shape": "(B, T, C) -> (B, T, C)",
+            "dtype": DTYPE,
+            "unchanged": UNCHANGED,
+        }),
+        Exercise("running_mean_matmul", "x", 2, contract={
+            "values": "row t is the mean of rows 0..t (t + 1 of them), for every batch",
+            "shape": "(B, T, C) -> (B, T, C)",
+            "dtype": DTYPE,
+            "device": DEVICE,
+            "unchanged": UNCHANGED,
+        }, rules={"one_product": "one matrix product with a (T, T) weight matrix, no loop"}),
+        Exercise("causal_attention_weights", "scores", 2, contract={
+            "values": "row t is the softmax of scores[..., t, :t+1]; later positions get "
+                      "weight exactly 0",
+            "shape": "(..., T, T) -> (..., T, T), any leading dimensions",
+            "large": "finite for large scores",
+            "dtype": DTYPE,
+            "device": DEVICE,
+            "unchanged": UNCHANGED,
+        }),
+        Exercise("CausalSelfAttentionHead", "n_embd, head_size", 3, methods={"forward": "x"},
+                 contract={
+            "members": "key, query, value: nn.Linear(n_embd, head_size, bias=False)",
+            "values": "causal softmax(q kᵀ / sqrt(head_size)) times v, shape "
+                      "(B, T, head_size)",
+            "causal": "position t never reads a later position",
+            "arguments": "n_embd and head_size are honoured (head_size ≠ n_embd too)",
+            "gradients": GRADIENTS,
+            "unchanged": UNCHANGED,
+        }, layers={"key": "Linear", "query": "Linear", "value": "Linear"}),
     ), think={"think_chicken_or_beef": 1, "think_no_mask": 1}),
     Tutorial("07_generation_and_cost", (
-        Exercise("sample_next_token", "logits, temperature=1.0, top_k=None, generator=None", 2),
-        Exercise("cached_attention_step", "q, k_new, v_new, cache=None", 3),
-        Exercise("online_softmax", "x, block_size", 2),
-        Exercise("blockwise_attention", "Q, K, V, block_size, causal=False", 3),
+        Exercise("sample_next_token", "logits, temperature=1.0, top_k=None, generator=None", 2,
+                 contract={
+            "shape": "one int64 token id per row, shape (B,)",
+            "distribution": "tokens follow softmax(logits / temperature)",
+            "temperature": "temperature divides the logits; temperature <= 0 raises a "
+                           "ValueError that names the temperature",
+            "top_k": "with top_k, only the k largest logits of each row can be drawn",
+            "randomness": "draws with the given generator (the same state, the same tokens), "
+                          "else from the global one, and never reseeds",
+            "unchanged": UNCHANGED,
+        }),
+        Exercise("cached_attention_step", "q, k_new, v_new, cache=None", 3, contract={
+            "cache": "returns the cache with the new key and value last, length t + 1 (just "
+                     "the new entry when cache is None)",
+            "values": "out is the attention of q over all t + 1 keys, scaled by 1/sqrt(d_h)",
+            "shape": "out (B, H, 1, d_h), cache tensors (B, H, t + 1, d_h)",
+            "dtype": DTYPE,
+            "unchanged": UNCHANGED,
+        }),
+        Exercise("online_softmax", "x, block_size", 2, contract={
+            "values": "equals torch.softmax(x, dim=-1) for x of any shape",
+            "blocks": "any block_size, also one that does not divide the row, or exceeds it",
+            "falling": "exact and finite when a row's maximum comes first and the values "
+                       "fall (a running maximum, rescaled by exp(m - m'))",
+            "large": "finite for logits in the thousands",
+            "dtype": DTYPE,
+            "unchanged": UNCHANGED,
+        }),
+        Exercise("blockwise_attention", "Q, K, V, block_size, causal=False", 3, contract={
+            "values": "equals F.scaled_dot_product_attention(Q, K, V) (scaled by 1/sqrt(d))",
+            "causal": "causal=True: query i reads keys 0..i, also when Tq ≠ Tk",
+            "blocks": "any Tk and block_size, not only multiples",
+            "shape": "out (..., Tq, dv), any leading dimensions, dv ≠ d",
+            "dtype": DTYPE,
+            "unchanged": UNCHANGED,
+        }, rules={"memory": "never a tensor with Tq x Tk entries (checked by the self-check; "
+                            "not graded)"}),
     ), think={"think_online_softmax_exact": 1, "think_cache_memory": 1}),
     Tutorial("08_beyond_words", (
-        Exercise("patchify", "images, patch_size", 2),
+        Exercise("patchify", "images, patch_size", 2, contract={
+            "shape": "(B, C, H, W) -> (B, N, C*p*p)",
+            "values": "patch (i, j) flattened in (channel, row, column) order, patches in "
+                      "row-major order",
+            "arguments": "any patch size that divides H and W, any number of channels",
+            "dtype": DTYPE,
+            "unchanged": UNCHANGED,
+        }),
         Exercise("PatchEmbedding", "patch_size, in_channels, d_model, n_patches", 3,
-                 methods={"forward": "images"}),
-        Exercise("sequence_log_prob", "logits, tokens", 2),
+                 methods={"forward": "images"}, contract={
+            "members": "proj (nn.Linear(C*p*p, d_model)), cls_token (1, 1, d_model) and "
+                       "positions (1, n_patches + 1, d_model) parameters",
+            "values": "the class token first, then the projected patches, positions added "
+                      "after the class token is prepended",
+            "arguments": "patch_size, in_channels, d_model and n_patches are honoured",
+            "gradients": GRADIENTS,
+            "unchanged": UNCHANGED,
+        }, layers={"proj": "Linear"}),
+        Exercise("sequence_log_prob", "logits, tokens", 2, contract={
+            "values": "Σ over t = 0..T-2 of log softmax(logits[:, t])[tokens[:, t+1]]",
+            "shape": "one number per sequence, shape (B,)",
+            "large": "finite and exact for large logits",
+            "dtype": DTYPE,
+            "unchanged": UNCHANGED,
+        }),
     ), think={"think_positions_vs_convolution": 1, "think_whose_language": 1,
               "think_what_preference_shows": 1}),
 )
@@ -122,3 +330,12 @@ def tutorial(notebook_id: str) -> Tutorial:
 def ids() -> list[str]:
     """The assignment ids, in course order."""
     return [t.id for t in TUTORIALS]
+
+
+def exercise(name: str) -> Exercise | None:
+    """The declared exercise called ``name`` (exercise names are unique), or None."""
+    for declared in TUTORIALS:
+        for candidate in declared.exercises:
+            if candidate.name == name:
+                return candidate
+    return None

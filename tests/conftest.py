@@ -14,6 +14,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from misbehaving import BANK, NOTEBOOK, SANDBOX_ONLY
+from mutation import COVERAGE
 
 from pipeline import landlock
 from pipeline.environment import course_env
@@ -126,3 +127,32 @@ def grading_course(tmp_path, monkeypatch) -> Path:
                         "RESULTS": grader / "results"}.items():
         monkeypatch.setattr(grading, name, value)
     return grader
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The contract table: per exercise and clause, the checks that test it and the wrong
+    variants that fail there, in the self-check and in the hidden test."""
+    if not COVERAGE:
+        return
+    from helpers.syllabus import TUTORIALS
+
+    write = terminalreporter.write_line
+    terminalreporter.section("contracts: checks and failing wrong variants per clause")
+    write(f"{'exercise':<31} {'clause':<15} {'self-check':<30} {'hidden test':<30}")
+    for tutorial in TUTORIALS:
+        for exercise in tutorial.exercises:
+            if not any(name == exercise.name for name, _ in COVERAGE):
+                continue
+            for clause in [*exercise.contract, *exercise.rules]:
+                cells = []
+                for side in ("self-check", "hidden test"):
+                    coverage = COVERAGE.get((exercise.name, side))
+                    if coverage is None or (side == "hidden test" and clause in exercise.rules):
+                        cells.append("-" if coverage is not None else "not run")
+                        continue
+                    variants = coverage.failing.get(clause, [])
+                    cells.append(f"{coverage.checks.get(clause, 0):>3} checks, "
+                                 f"{len(variants):>2} wrong answers fail")
+                rule = "*" if clause in exercise.rules else ""
+                write(f"{exercise.name[:31]:<31} {(clause + rule)[:15]:<15} {cells[0]:<30} "
+                      f"{cells[1]}")

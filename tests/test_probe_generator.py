@@ -38,7 +38,7 @@ def test_a_generator_is_sent_as_a_plain_uint8_state():
 
 
 def test_a_malformed_generator_state_is_an_error_reply():
-    bad = {"op": "call", "target": "draw", "args": [{"generator": probe._tensor(
+    bad = {"op": "call", "target": "draw", "args": [{"generator": probe.tensor_spec(
         torch.zeros(3, dtype=torch.uint8))}], "kwargs": []}
     reply = json.loads(probe.serve(json.dumps(bad), {"draw": draw}))
     assert "error" in reply

@@ -7,7 +7,6 @@ is named after.
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import importlib
 
@@ -16,7 +15,6 @@ from notebook_code import solution_namespace
 
 from helpers import syllabus
 from pipeline import consistency
-from pipeline.paths import ROOT
 from sample_mistakes import sample_mistakes
 
 TUTORIALS = {t.id: t for t in syllabus.TUTORIALS}
@@ -103,54 +101,7 @@ def test_each_sample_mistake_fails_for_the_reason_it_is_named_after(notebook_id,
         f"{mistake.reason!r}, but its hidden test says:\n{failure.value}")
 
 
-def _banked(path) -> set[str]:
-    """The names ``assert_bank`` is called with in a test file: a check or hidden test named
-    directly, or each one a ``pytest.mark.parametrize`` gives the parameter named there."""
-    banked: set[str] = set()
-    for function in ast.walk(ast.parse(path.read_text())):
-        if not isinstance(function, ast.FunctionDef):
-            continue
-        parameters = {a.arg for a in function.args.args}
-        for call in ast.walk(function):
-            if not (isinstance(call, ast.Call) and getattr(call.func, "id", None) == "assert_bank"
-                    and call.args and isinstance(call.args[0], ast.Name)):
-                continue
-            name = call.args[0].id
-            if name not in parameters:
-                banked.add(name)
-                continue
-            for decorator in function.decorator_list:
-                if (isinstance(decorator, ast.Call) and decorator.args
-                        and name in str(ast.literal_eval(decorator.args[0]))):
-                    banked |= {n.id for n in ast.walk(decorator.args[1])
-                               if isinstance(n, ast.Name)}
-    return banked
-
-
-@pytest.mark.parametrize(("notebook_id", "name"), EXERCISES)
-def test_every_exercise_has_banks_for_its_hidden_test_and_self_check(notebook_id, name):
-    tutorial = TUTORIALS[notebook_id]
-    exercise = next(e for e in tutorial.exercises if e.name == name)
-    files = [ROOT / "tests" / f"test_{kind}_{tutorial.topic}.py" for kind in ("hidden", "demos")]
-    banked = set().union(*(_banked(path) for path in files if path.exists()))
-    for function in (exercise.hidden_test, exercise.check):
-        assert function in banked, (
-            f"no assert_bank({function}, ...) in tests/test_hidden_{tutorial.topic}.py or "
-            f"tests/test_demos_{tutorial.topic}.py")
-
-
 def test_exercise_names_are_unique_across_the_course():
     # helpers.exercises numbers exercises by name: a name used twice would get one number
     names = [e.name for t in syllabus.TUTORIALS for e in t.exercises]
     assert len(names) == len(set(names))
-
-
-def test_the_bank_finder_sees_only_real_banks(tmp_path):
-    source = tmp_path / "test_x.py"
-    source.write_text(
-        "from hidden_tests.x import grade_a, grade_b\n"
-        "from helpers.checks.x import check_a\n"
-        "def test_a():\n    assert_bank(grade_a, None, [])\n"
-        "@pytest.mark.parametrize('check', [check_a])\n"
-        "def test_b(check):\n    assert_bank(check, None, [])\n")
-    assert _banked(source) == {"grade_a", "check_a"}  # grade_b is imported, never banked

@@ -29,6 +29,9 @@ from hidden_tests.student import (
     StudentFunction,
     StudentModule,
     decode,
+    global_seed,
+    last_report,
+    observing,
     parse_reply,
     student,
 )
@@ -73,14 +76,46 @@ def test_a_tensor_subclass_loses_its_powers():
     assert not torch.allclose(back, torch.ones(3))
 
 
-def test_arguments_changed_in_place_are_mirrored_for_the_checks():
-    def shift(x):
+def test_the_graders_inputs_are_its_own_and_changes_are_reported():
+    """A call that changes its arguments in place (positional, keyword, inside a tuple)
+    never changes the grader's tensors; the kernel reports which it changed."""
+    def shift(x, cache=None, mask=None):
         x -= 1
+        cache[1].zero_()
+        mask.fill_(False)
         return x
 
-    x = torch.zeros(3)
-    _remote({"shift": shift}, "shift")(x)
-    assert torch.equal(x, -torch.ones(3))
+    x, cache, mask = torch.zeros(3), (torch.ones(2), torch.ones(2)), torch.ones(2, dtype=bool)
+    _remote({"shift": shift}, "shift")(x, cache, mask=mask)
+    assert torch.equal(x, torch.zeros(3)) and torch.equal(cache[1], torch.ones(2))
+    assert bool(mask.all())
+    assert last_report().changed == ("args[0]", "args[1][1]", "mask")
+
+
+def test_a_call_that_changes_nothing_reports_nothing():
+    _remote({"f": lambda x: x * 2}, "f")(torch.ones(3))
+    assert last_report().changed == ()
+
+
+def test_every_call_keeps_the_students_random_stream_and_can_be_seeded():
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    draw = _remote({"draw": lambda: torch.rand(4)}, "draw")
+    first, second = draw(), draw()
+    assert torch.equal(torch.get_rng_state(), before)  # the generator was put back
+    assert not torch.equal(first, second)  # each unseeded call gets a seed of its own
+    with global_seed(3):
+        seeded = draw()
+    torch.manual_seed(3)
+    assert torch.equal(seeded, torch.rand(4))
+
+
+def test_an_observed_call_reports_the_torch_functions_it_used():
+    with observing():
+        _remote({"f": lambda x: torch.softmax(torch.tril(torch.ones(3, 3)) @ x, -1)}, "f")(
+            torch.zeros(3, 2, device="meta"))
+    seen = last_report().observed
+    assert seen.calls.get("softmax") == 1 and "ones" in seen.cpu_tensors
 
 
 @pytest.mark.parametrize("reply", [
@@ -92,9 +127,11 @@ def test_arguments_changed_in_place_are_mirrored_for_the_checks():
     json.dumps({"ok": {"value": [1, 2, 3]}}),
     json.dumps({"ok": {"value": {"pickle": "gASVAAAAAAAAAACMAnNoLg=="}}}),
     json.dumps({"ok": {"value": json.loads("[" * 40 + "]" * 40)}}),
-    json.dumps({"ok": {"value": {"module": 0, "tree": {"type": "Linear", "config": {
-        "in_features": 10**6, "out_features": 10**6}, "parameters": {}, "buffers": {},
-        "tensors": {}, "numbers": {}, "children": {}}}}}),
+    json.dumps({"ok": {"value": {"module": 0, "tree": {"type": "student", "config": {},
+        "parameters": {}, "buffers": {}, "tensors": {}, "numbers": {}, "children": {
+            "proj": {"type": "Linear", "config": {"in_features": 10**6, "out_features": 10**6},
+                     "parameters": {}, "buffers": {}, "tensors": {}, "numbers": {},
+                     "children": {}}}}}}}),
     json.dumps({"ok": {"value": {"module": 0, "tree": "nonsense"}}}),
     json.dumps({"ok": {"nothing": 1}}),
 ])
@@ -104,7 +141,54 @@ def test_malformed_replies_are_protocol_errors(reply):
             return parse_reply(reply)
 
     with pytest.raises(ProtocolError):
-        StudentFunction(Forger(), "f")()
+        StudentFunction(Forger(), "f", layers={"proj": "Linear"})()
+
+
+def _layer(kind: str, config: dict, parameters: dict | None = None) -> dict:
+    return {"type": kind, "name": kind, "config": config, "parameters": parameters or {},
+            "buffers": {}, "tensors": {}, "numbers": {}, "children": {}}
+
+
+def test_many_large_layers_described_without_their_weights_allocate_nothing():
+    """400 Linear(4472, 4472) children, 20 M parameters each: the trusted side builds them on
+    the meta device and refuses the description, which lacks their weights."""
+    big = _layer("Linear", {"in_features": 4472, "out_features": 4472, "has_bias": True})
+    tree = {**_layer("student", {}), "children": {f"l{i}": big for i in range(400)}}
+    reply = json.dumps({"ok": {"value": {"module": 0, "tree": tree}}})
+
+    class Forger:
+        def ask(self, request):
+            return parse_reply(reply)
+
+    with pytest.raises(ProtocolError, match="lacks"):
+        StudentFunction(Forger(), "f", layers={"*": "Linear"})()
+
+
+def test_only_the_layers_an_exercise_prescribes_are_rebuilt_as_pytorchs_own():
+    """A class that claims to be nn.Linear stays the student's code (its forward runs in
+    their kernel) unless the exercise prescribes a Linear at that place."""
+    class Linear(nn.Module):  # a fake, posing as torch.nn's
+        def __init__(self):
+            super().__init__()
+            self.in_features = self.out_features = 2
+            self.weight, self.bias = nn.Parameter(torch.ones(2, 2)), None
+
+        def forward(self, x):
+            return x * 0 + 42
+
+    Linear.__module__ = "torch.nn.modules.linear"
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj, self.other = Linear(), Linear()
+
+    model = StudentFunction(LocalChannel({"Model": Model}), "Model", layers={"proj": "Linear"})()
+    assert type(model.other).__name__ == "StudentModule"
+    assert torch.equal(model.other(torch.ones(2)), torch.full((2,), 42.0))  # the student's code
+    assert isinstance(model.proj, nn.Linear) and type(model.proj).__module__.startswith("torch")
+    root = StudentFunction(LocalChannel({"Linear": Linear}), "Linear", layers={})()
+    assert isinstance(root, StudentModule)  # the answer itself is always the student's
 
 
 def test_decoding_never_runs_a_float_conversion_of_arbitrary_text():
@@ -162,10 +246,14 @@ class Block(nn.Module):
         return x / 2
 
 
+BLOCK_LAYERS = {"attention": "MultiheadAttention", "norm": "LayerNorm", "mlp": "Sequential",
+                "mlp.*": "Linear|ReLU"}
+
+
 def test_a_module_is_rebuilt_with_pytorchs_own_layers_and_the_students_weights():
     torch.manual_seed(0)
     original = Block()
-    model = student(Block)()
+    model = StudentFunction(LocalChannel({"Block": Block}), "Block", layers=BLOCK_LAYERS)()
     assert isinstance(model, StudentModule) and type(model).__name__ == "StudentModule"
     assert isinstance(model.attention, nn.MultiheadAttention) and model.attention.batch_first
     assert isinstance(model.mlp[1], nn.ReLU) and model.width == 6

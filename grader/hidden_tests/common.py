@@ -9,14 +9,16 @@ functions, tensor subclasses, tracing hooks, replaced modules) reaches the check
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import torch
 
+from helpers.checks.calls import CallReport
 from helpers.checks.framework import SelfCheck
-from hidden_tests.student import student
+from hidden_tests.student import global_seed, last_report, observing, student
 
 _salt = [0]  # in place: the grader sets a fresh one for every hidden test it runs
 F = TypeVar("F", bound=Callable[..., Any])
@@ -35,20 +37,35 @@ def fresh_generator(seed: int) -> torch.Generator:
 
 def hidden_test(grade: F) -> F:
     """Decorate ``grade_<exercise>(candidate)``: the candidate becomes a proxy
-    (``hidden_tests.student.student``), whether it came from a kernel or this process."""
+    (``hidden_tests.student.student``), whether it came from a kernel or this process,
+    that rebuilds only the layers the exercise prescribes."""
+    exercise = grade.__name__.removeprefix("grade_")
 
     @functools.wraps(grade)
     def wrapper(candidate: Any, *args: Any, **kwargs: Any) -> Any:
-        return grade(student(candidate), *args, **kwargs)
+        return grade(student(candidate, exercise), *args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
 
 
 class HiddenCheck(SelfCheck):
-    """A SelfCheck whose messages say they come from the hidden tests."""
+    """A SelfCheck whose messages say they come from the hidden tests, and whose calls go
+    through the proxies: the student's code runs where it lives, the trusted side gets the
+    numbers and the kernel's report of what else the call did."""
 
     def __init__(self, exercise: str) -> None:
         super().__init__(f"{exercise} (hidden test)")
 
+    def _run(self, fn: Callable[..., Any], args: tuple, kwargs: dict, *, seed: int | None,
+             observe: bool) -> tuple[Any, CallReport]:
+        with global_seed(seed) if seed is not None else contextlib.nullcontext(), \
+                observing() if observe else contextlib.nullcontext():
+            value = fn(*args, **kwargs)
+        report = last_report()
+        if report is None:  # not a proxy: a local object (a rebuilt PyTorch layer)
+            report = CallReport()
+        return value, report
+
     def passed(self) -> None:  # hidden tests stay quiet on success
         pass
+

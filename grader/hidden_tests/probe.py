@@ -3,25 +3,37 @@
 The grader never imports this module into a kernel: it sends this file's *source* with
 every request and evaluates ``serve(request, globals())`` there (``pipeline.verdicts``);
 unit tests and solution notebooks call :func:`serve` in-process. It is self-contained
-(only the standard library, torch and numpy) and holds no test, no input chosen in
-advance and no reference answer: the trusted side sends the inputs, and decides.
+(the standard library, torch, numpy and ``helpers.checks.calls``, which the
+self-checks use for the same call) and holds no test, no input chosen in advance and no
+reference answer: the trusted side sends the inputs, and decides.
 
 A request is JSON: ``{"op": ..., "target": ..., ...}``. Values travel as JSON with
-tensors as ``{"tensor": {"dtype", "shape", "data": base64 of the raw bytes}}`` and a CPU
-``torch.Generator`` as ``{"generator": <its state, as such a tensor>}``; modules come back
-as a description (types, sizes, parameters) so that the trusted side can rebuild them
-(``hidden_tests.student``). Nothing is ever pickled. Whatever this code returns is treated
-as adversarial by the receiving side.
+tensors as ``{"tensor": {"dtype", "shape", "data": base64 of the raw bytes}}`` (a tensor
+on PyTorch's data-less ``meta`` device as ``{"dtype", "shape", "device": "meta"}``) and a
+CPU ``torch.Generator`` as ``{"generator": <its state, as such a tensor>}``; modules come
+back as a description (types, sizes, parameters) so that the trusted side can rebuild
+them (``hidden_tests.student``). Nothing is ever pickled.
+
+Every call runs with the global random generator seeded as the request says and restored
+afterwards, so the grader's calls never move the student's own random stream. The reply
+also says which arguments the call changed in place and, when asked (``"observe"``),
+which torch functions it called, which of them made a CPU tensor and the most elements
+of any tensor it made. Whatever this code returns is treated as adversarial by the
+receiving side: what it reports about the call is the kernel's word, what it returns is
+checked.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import linecache
 import traceback
 
 import numpy
 import torch
+
+from helpers.checks.calls import call_and_report, random_state_kept
 
 OBJECTS = "_course_probe_objects"  # the kernel-side handles of modules the grader built
 # torch.nn classes that are described by their constructor arguments (and rebuilt as such)
@@ -53,9 +65,9 @@ def encode(value, depth: int = 0):
     if isinstance(value, torch.nn.Module):
         return {"module": _register(value), "tree": describe(value)}
     if isinstance(value, torch.Tensor):
-        return {"tensor": _tensor(value), "parameter": isinstance(value, torch.nn.Parameter)}
+        return {"tensor": tensor_spec(value), "parameter": isinstance(value, torch.nn.Parameter)}
     if isinstance(value, numpy.ndarray):
-        return {"ndarray": _tensor(torch.from_numpy(numpy.ascontiguousarray(value)))}
+        return {"ndarray": tensor_spec(torch.from_numpy(numpy.ascontiguousarray(value)))}
     if isinstance(value, numpy.generic):
         return encode(value.item(), depth)
     if isinstance(value, tuple | list):
@@ -65,11 +77,15 @@ def encode(value, depth: int = 0):
     return {"object": type(value).__name__}
 
 
-def _tensor(value: torch.Tensor) -> dict:
-    value = torch.Tensor.detach(value).cpu()
+def tensor_spec(value: torch.Tensor) -> dict:
+    """A tensor as plain data: dtype, shape and the raw bytes (none for a meta tensor)."""
+    value = torch.Tensor.detach(value)
     if value.dtype in (torch.bfloat16, torch.float16):
         value = value.float()
-    array = value.contiguous().numpy()
+    if value.is_meta:
+        return {"dtype": str(value.dtype).removeprefix("torch."), "shape": list(value.shape),
+                "device": "meta"}
+    array = value.cpu().contiguous().numpy()
     return {"dtype": str(value.dtype).removeprefix("torch."), "shape": list(array.shape),
             "data": base64.b64encode(array.tobytes()).decode("ascii")}
 
@@ -82,6 +98,8 @@ def decode(value):
         return value
     if "tensor" in value:
         spec = value["tensor"]
+        if spec.get("device") == "meta":
+            return torch.empty(spec["shape"], dtype=getattr(torch, spec["dtype"]), device="meta")
         array = numpy.frombuffer(base64.b64decode(spec["data"]), dtype=spec["dtype"])
         return torch.from_numpy(array.reshape(spec["shape"]).copy())
     if "generator" in value:  # a CPU torch.Generator, sent as its state (a uint8 tensor)
@@ -129,10 +147,10 @@ def describe(module: torch.nn.Module, depth: int = 0) -> dict:
                 node["tensors"][key] = encode(value)
             elif isinstance(value, bool | int | float | str):
                 node["numbers"][key] = encode(value)
-        node["methods"] = sorted(
-            key for klass in cls.__mro__ if klass.__module__ and not klass.__module__.startswith(
-                ("torch", "builtins")) for key, value in vars(klass).items()
-            if callable(value) and not key.startswith("_"))
+    node["methods"] = sorted(
+        key for klass in cls.__mro__ if klass.__module__ and not klass.__module__.startswith(
+            ("torch", "builtins")) for key, value in vars(klass).items()
+        if callable(value) and not key.startswith("_"))
     for key, value in module._parameters.items():
         if value is not None:
             node["parameters"][key] = encode(value)
@@ -147,12 +165,17 @@ def describe(module: torch.nn.Module, depth: int = 0) -> dict:
 
 
 def _load(module: torch.nn.Module, state: dict) -> None:
-    """Copy the trusted side's values into the module's tensors, in place, by dotted name."""
+    """Copy the trusted side's values into the module's tensors, by dotted name; a tensor
+    whose dtype the trusted side changed (``module.double()``) takes the new dtype."""
     with torch.no_grad():
         for name, value in state.items():
             owner, _, leaf = name.rpartition(".")
             target = getattr(module.get_submodule(owner) if owner else module, leaf)
-            target.copy_(decode(value))
+            value = decode(value)
+            if target.dtype != value.dtype or target.is_meta != value.is_meta:
+                target.data = value.to(device=target.device) if not value.is_meta else value
+            else:
+                target.copy_(value)
 
 
 def _resolve(request: dict, namespace: dict):
@@ -175,10 +198,19 @@ def _call(request: dict, namespace: dict):
         _load(root, request.get("state", {}))
     target = _resolve(request, namespace)
     args, kwargs = decode(request.get("args", [])), dict(decode(request.get("kwargs", [])))
+    seed = request.get("global_seed") if isinstance(request.get("global_seed"), int) else None
     with torch.set_grad_enabled(bool(request.get("grad_enabled"))):
         if request["op"] == "call":
-            return {"value": encode(target(*args, **kwargs)), "args": encode(args)}
-        output = target(*args, **kwargs)  # "vjp": gradients of <output, grad_output>
+            value, report = call_and_report(target, args, kwargs, seed=seed,
+                                            observe=bool(request.get("observe")))
+            answer = {"value": encode(value), "changed": list(report.changed)}
+            if report.observed is not None:
+                seen = report.observed
+                answer["observed"] = {"calls": seen.calls, "cpu_tensors": list(seen.cpu_tensors),
+                                      "largest": seen.largest}
+            return answer
+        with random_state_kept(seed):  # "vjp": the forward again, with the same random draws
+            output = target(*args, **kwargs)
         named = {k: p for k, p in root.named_parameters() if p.requires_grad}
         if not (isinstance(output, torch.Tensor) and output.requires_grad and named):
             return {"value": encode({})}  # nothing reaches the parameters
@@ -186,6 +218,18 @@ def _call(request: dict, namespace: dict):
                                     allow_unused=True)
         return {"value": encode({k: g for k, g in zip(named, grads, strict=True)
                                  if g is not None})}
+
+
+def _where(error: BaseException) -> str:
+    """" (line N: `code`)" for the last frame in the student's own cells, else ""."""
+    frames = traceback.extract_tb(error.__traceback__)
+    student = [f for f in frames if f.filename.startswith("<ipython-input")
+               or "ipykernel_" in f.filename]
+    if not student:
+        return ""
+    frame = student[-1]
+    line = (frame.line or linecache.getline(frame.filename, frame.lineno)).strip()
+    return f" (your line {frame.lineno}: `{line[:160]}`)" if line else f" (line {frame.lineno})"
 
 
 def serve(request: str, namespace: dict) -> str:
@@ -196,9 +240,5 @@ def serve(request: str, namespace: dict) -> str:
         request = json.loads(request)
         return json.dumps({"ok": _call(request, namespace)})
     except BaseException as error:  # noqa: BLE001 - every failure is the student's to read
-        frames = traceback.extract_tb(error.__traceback__)
-        student = [f for f in frames if f.filename.startswith("<ipython-input")
-                   or "ipykernel_" in f.filename]
-        where = f" (line {student[-1].lineno})" if student else ""
         return json.dumps({"error": {"type": type(error).__name__,
-                                     "message": str(error)[:2000] + where}})
+                                     "message": str(error)[:2000] + _where(error)}})

@@ -4,22 +4,32 @@ A hidden test receives the student's function or class wrapped by :func:`student
 Calling it sends the inputs to wherever the student's code lives (their kernel while
 grading, this process in unit tests and in the instructor's solution notebooks) through
 a *channel*, where the fixed step in ``hidden_tests.probe`` runs the call and answers
-with plain data. Here that answer is parsed strictly (JSON, tensors rebuilt from raw
-bytes of a known dtype and a checked shape, sizes bounded), so the only thing a
-submission can influence is the numbers it returns.
+with plain data. Here that answer is parsed strictly (bounded in bytes, values and
+nesting before JSON parses it; tensors rebuilt from raw bytes of a known dtype and a
+checked shape), so the only thing a submission can influence is the numbers it returns.
+The trusted side's inputs are its own: nothing a call does to its arguments comes back,
+only the kernel's report of which it changed (``last_report``), which the checks treat
+as a broken clause.
 
 A module built by the student's class comes back as a description and is rebuilt here
-as a :class:`StudentModule`: PyTorch's own layers (``nn.Linear``, ``nn.LayerNorm``,
+as a :class:`StudentModule`. The members the exercise prescribes as PyTorch layers
+(``Exercise.layers`` in ``helpers.syllabus``: ``nn.Linear``, ``nn.LayerNorm``,
 ``nn.MultiheadAttention``...) become real, trusted copies holding the student's weights,
-so the hidden tests can inspect them and compute references with them; the student's
-own ``forward`` and methods run remotely, after the current weights and train/eval mode
-are sent back, and gradients flow through them (the kernel computes the
-vector-Jacobian product).
+built on PyTorch's data-less ``meta`` device and filled with the described tensors (so a
+description can never make the grader allocate more than the answer's own bytes); the
+hidden tests can inspect them and compute references with them. Everything else, the
+module itself included, is the student's code: its ``forward`` and methods run remotely,
+after the current weights and train/eval mode are sent back, with the global generator
+seeded for every call (``global_seed``), and gradients flow through them (the kernel
+computes the vector-Jacobian product with the same seed).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import contextvars
+import fnmatch
 import json
 import keyword
 import math
@@ -30,10 +40,13 @@ import numpy
 import torch
 from torch import nn
 
+from helpers import syllabus
+from helpers.checks.calls import CallReport, Observation
 from hidden_tests import probe
 
-MAX_REPLY_BYTES = 64 * 2**20
-MAX_ELEMENTS = 20_000_000  # per rebuilt module: a reply cannot make the grader allocate more
+MAX_REPLY_BYTES = 16 * 2**20  # one answer, before it is parsed
+MAX_VALUES = 200_000  # JSON values (numbers, strings, lists, dicts) in one answer
+MAX_NESTING = 40  # brackets in brackets in one answer
 DTYPES = {name: getattr(torch, name) for name in (
     "float32", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")}
 
@@ -51,14 +64,43 @@ class Channel(Protocol):
         """Send one request to the probe; return its parsed reply."""
 
 
+def _scan(text: str) -> None:
+    """Refuse, before parsing, an answer with more values or deeper nesting than the bounds:
+    ``json.loads`` then never builds more than a bounded number of objects."""
+    depth = values = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+            continue
+        if char == '"':
+            in_string, values = True, values + 1
+        elif char in "[{":
+            depth, values = depth + 1, values + 1
+            if depth > MAX_NESTING:
+                raise ProtocolError("the answer is nested too deeply")
+        elif char in "]}":
+            depth -= 1
+        elif char == ",":
+            values += 1
+        if values > MAX_VALUES:
+            raise ProtocolError(f"the answer holds more than {MAX_VALUES} values")
+
+
 def parse_reply(text: str) -> dict:
     """A probe's reply as a dict with "ok" or "error"; anything else is a ProtocolError."""
     if not isinstance(text, str) or len(text) > MAX_REPLY_BYTES:
-        raise ProtocolError("the answer is missing or too large")
+        raise ProtocolError(f"the answer is missing or larger than {MAX_REPLY_BYTES // 2**20} MB")
+    _scan(text)
     try:
         reply = json.loads(text)
-    except ValueError as error:
-        raise ProtocolError(f"the answer is not JSON ({error})") from None
+    except (ValueError, RecursionError) as error:
+        raise ProtocolError(f"the answer is not JSON ({str(error)[:100]})") from None
     if not isinstance(reply, dict) or len(reply) != 1 or not {"ok", "error"} & set(reply):
         raise ProtocolError("the answer has an unexpected structure")
     return reply
@@ -81,13 +123,13 @@ def encode(value: Any) -> Any:
     if isinstance(value, StudentModule):
         return {"module": value._remote.object_id}
     if isinstance(value, torch.Tensor):
-        return {"tensor": probe._tensor(value)}
+        return {"tensor": probe.tensor_spec(value)}
     if isinstance(value, torch.Generator):
         if value.device.type != "cpu":
             raise TypeError("only a CPU torch.Generator can be sent to the student's code")
         # its whole state: the student's side gets a generator that draws the same numbers
         # (this one is not advanced by the call)
-        return {"generator": probe._tensor(value.get_state())}
+        return {"generator": probe.tensor_spec(value.get_state())}
     if isinstance(value, tuple | list):
         return {type(value).__name__: [encode(v) for v in value]}
     if isinstance(value, dict):
@@ -116,6 +158,10 @@ def _tensor(spec: Any) -> torch.Tensor:
     if (not isinstance(shape, list) or len(shape) > 8
             or not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n for n in shape)):
         raise ProtocolError("a tensor with an invalid shape")
+    if spec.get("device") == "meta":  # sizes only: nothing is allocated
+        if math.prod(shape) > 2**40:
+            raise ProtocolError("a tensor with an invalid shape")
+        return torch.empty(shape, dtype=DTYPES[spec["dtype"]], device="meta")
     try:
         data = base64.b64decode(spec.get("data", ""), validate=True)
     except (ValueError, TypeError):
@@ -126,7 +172,8 @@ def _tensor(spec: Any) -> torch.Tensor:
     return torch.from_numpy(numpy.frombuffer(data, dtype=dtype).reshape(shape).copy())
 
 
-def decode(value: Any, channel: Channel | None = None, depth: int = 0) -> Any:
+def decode(value: Any, channel: Channel | None = None, depth: int = 0,
+           layers: dict[str, str] | None = None) -> Any:
     """Plain data from the probe -> trusted Python values (strictly checked)."""
     if depth > probe.MAX_DEPTH + 2:
         raise ProtocolError("the answer is nested too deeply")
@@ -144,17 +191,17 @@ def decode(value: Any, channel: Channel | None = None, depth: int = 0) -> Any:
     if kind == "float" and value["float"] in ("nan", "inf", "-inf"):
         return float(value["float"])
     if kind in ("tuple", "list") and isinstance(value[kind], list):
-        items = [decode(v, channel, depth + 1) for v in value[kind]]
+        items = [decode(v, channel, depth + 1, layers) for v in value[kind]]
         return tuple(items) if kind == "tuple" else items
     if kind == "dict" and isinstance(value["dict"], list):
-        pairs = [decode(pair, channel, depth + 1) for pair in
+        pairs = [decode(pair, channel, depth + 1, layers) for pair in
                  ({"tuple": p} if isinstance(p, list) else p for p in value["dict"])]
         try:
             return dict(pairs)
         except TypeError:
             raise ProtocolError("a dict with unusable keys") from None
     if kind == "module" and isinstance(value.get("module"), int) and channel is not None:
-        remote = _Remote(channel, value["module"], [])
+        remote = _Remote(channel, value["module"], [], layers)
         return build_module(value.get("tree"), remote)
     if kind == "object":
         return OtherObject(str(value["object"]))
@@ -182,49 +229,107 @@ def _answer(channel: Channel, request: dict) -> dict:
     return reply["ok"]
 
 
-def _copy_back(sent: tuple, returned: Any, channel: Channel) -> None:
-    """Mirror in-place changes the student's code made to tensor arguments (for the checks
-    that an input is left unchanged)."""
+# ---- what a call did besides returning ----------------------------------------------------------
+
+_SEED: contextvars.ContextVar[int | None] = contextvars.ContextVar("seed", default=None)
+_OBSERVE: contextvars.ContextVar[bool] = contextvars.ContextVar("observe", default=False)
+_LAST: contextvars.ContextVar[CallReport | None] = contextvars.ContextVar("last", default=None)
+_next_seed = iter(range(1_000_003, 2**62, 7919))  # for calls no test seeded
+
+
+@contextlib.contextmanager
+def global_seed(seed: int) -> Iterator[None]:
+    """Calls inside run with the student's global generator seeded with ``seed`` (it is put
+    back afterwards); outside, every call gets a seed of its own."""
+    token = _SEED.set(int(seed))
     try:
-        after = decode(returned, channel)
-    except ProtocolError:
-        return
-    if not isinstance(after, list | tuple) or len(after) != len(sent):
-        return
-    with torch.no_grad():
-        for before, now in zip(sent, after, strict=True):
-            if (isinstance(before, torch.Tensor) and isinstance(now, torch.Tensor)
-                    and now.shape == before.shape and now.dtype == before.dtype):
-                before.copy_(now)
+        yield
+    finally:
+        _SEED.reset(token)
+
+
+@contextlib.contextmanager
+def observing() -> Iterator[None]:
+    """Calls inside also report the torch functions they used (``last_report().observed``)."""
+    token = _OBSERVE.set(True)
+    try:
+        yield
+    finally:
+        _OBSERVE.reset(token)
+
+
+def last_report() -> CallReport | None:
+    """What the last call of the student's code did besides returning (see ``CallReport``)."""
+    return _LAST.get()
+
+
+def _call_options() -> dict:
+    seed = _SEED.get()
+    return {"global_seed": next(_next_seed) if seed is None else seed,
+            "observe": _OBSERVE.get()}
+
+
+def _record(answer: dict) -> None:
+    """Keep the reply's report of the call (strictly checked) for ``last_report``."""
+    changed, seen = answer.get("changed", []), answer.get("observed")
+    if (not isinstance(changed, list) or len(changed) > 20
+            or not all(isinstance(c, str) and len(c) <= 100 for c in changed)):
+        raise ProtocolError("an answer with a malformed list of changed arguments")
+    observation = None
+    if seen is not None:
+        calls, cpu, largest = (seen.get(k) if isinstance(seen, dict) else None
+                               for k in ("calls", "cpu_tensors", "largest"))
+        if (not isinstance(calls, dict) or len(calls) > 500 or not all(
+                isinstance(k, str) and isinstance(v, int) for k, v in calls.items())
+                or not isinstance(cpu, list) or len(cpu) > 50
+                or not all(isinstance(c, str) for c in cpu)
+                or not isinstance(largest, int) or isinstance(largest, bool)):
+            raise ProtocolError("an answer with a malformed report of the call")
+        observation = Observation({k[:80]: v for k, v in calls.items()},
+                                  tuple(c[:80] for c in cpu), largest)
+    _LAST.set(CallReport(tuple(changed), observation))
 
 
 # ---- functions and classes ------------------------------------------------------------------
 
 class StudentFunction:
-    """A function or class of the student's, called where their code lives."""
+    """A function or class of the student's, called where their code lives.
 
-    def __init__(self, channel: Channel, name: str, display_name: str | None = None) -> None:
+    ``layers``: the member paths the exercise prescribes as PyTorch layers (from its
+    declaration in ``helpers.syllabus``); only those are rebuilt as PyTorch's own layers.
+    """
+
+    def __init__(self, channel: Channel, name: str, display_name: str | None = None,
+                 layers: dict[str, str] | None = None) -> None:
         self._channel, self._target = channel, name
         self.__name__ = display_name or name
+        declared = syllabus.exercise(name)
+        self.layers = layers if layers is not None else dict(declared.layers if declared else {})
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        _LAST.set(None)
         answer = _answer(self._channel, {
             "op": "call", "target": self._target, "args": encode(list(args)),
-            "kwargs": encode([[k, v] for k, v in kwargs.items()])})
-        _copy_back(args, answer.get("args"), self._channel)
-        return decode(answer["value"], self._channel)
+            "kwargs": encode([[k, v] for k, v in kwargs.items()]), **_call_options()})
+        _record(answer)
+        return decode(answer["value"], self._channel, layers=self.layers)
 
     def __repr__(self) -> str:
         return f"<the student's {self.__name__}>"
 
 
-def student(target: Any) -> Any:
+def student(target: Any, exercise: str | None = None) -> Any:
     """``target`` as a proxy: a :class:`StudentFunction` stays one; a local function or
-    class (unit tests, the solution notebooks) is served in-process through the probe."""
+    class (unit tests, the solution notebooks) is served in-process through the probe.
+    ``exercise`` names the exercise it answers (for the layers its text prescribes)."""
+    declared = syllabus.exercise(exercise) if exercise else None
+    layers = dict(declared.layers) if declared else None
     if isinstance(target, StudentFunction):
+        if layers is not None:
+            target.layers = layers
         return target
     name = getattr(target, "__name__", "the answer")
-    return StudentFunction(LocalChannel({name: target}), name)
+    return StudentFunction(LocalChannel({name: target}), name, layers=layers)
 
 
 # ---- modules --------------------------------------------------------------------------------
@@ -232,12 +337,14 @@ def student(target: Any) -> Any:
 class _Remote:
     """Where a rebuilt module's original lives: the channel, its handle, its attribute path."""
 
-    def __init__(self, channel: Channel, object_id: int, path: list[str]) -> None:
+    def __init__(self, channel: Channel, object_id: int, path: list[str],
+                 layers: dict[str, str] | None = None) -> None:
         self.channel, self.object_id, self.path = channel, object_id, path
+        self.layers = layers or {}
         self.root: StudentModule | None = None
 
     def child(self, name: str) -> _Remote:
-        remote = _Remote(self.channel, self.object_id, [*self.path, name])
+        remote = _Remote(self.channel, self.object_id, [*self.path, name], self.layers)
         remote.root = self.root
         return remote
 
@@ -248,13 +355,15 @@ class _Remote:
                 "path": self.path + ([attribute] if attribute else []),
                 "state": state, "training": root.training,
                 "grad_enabled": torch.is_grad_enabled(),
-                "args": encode(list(args)), "kwargs": encode([[k, v] for k, v in kwargs.items()])}
+                "args": encode(list(args)), "kwargs": encode([[k, v] for k, v in kwargs.items()]),
+                **_call_options()}
 
     def call(self, attribute: str | None, args: tuple, kwargs: dict) -> Any:
+        _LAST.set(None)
         request = self.request("call", attribute, args, kwargs)
         answer = _answer(self.channel, request)
-        _copy_back(args, answer.get("args"), self.channel)
-        value = decode(answer["value"], self.channel)
+        _record(answer)
+        value = decode(answer["value"], self.channel, layers=self.layers)
         parameters = [p for _, p in self.root.named_parameters()]
         if (torch.is_grad_enabled() and isinstance(value, torch.Tensor)
                 and value.is_floating_point() and any(p.requires_grad for p in parameters)):
@@ -283,6 +392,7 @@ class _RemoteForward(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
+        # the same request (the same seed: the same dropout draws), asking for gradients
         remote, request = ctx.remote, dict(ctx.request)
         request.update(op="vjp", grad_output=encode(grad_output), grad_enabled=True)
         grads = decode(_answer(remote.channel, request)["value"], remote.channel)
@@ -324,62 +434,74 @@ class StudentModule(nn.Module):
 
 
 def _known(kind: str, config: dict) -> nn.Module | None:
-    """A fresh PyTorch layer of ``kind`` with the described sizes (None: not one we rebuild)."""
+    """A PyTorch layer of ``kind`` with the described sizes, its tensors on the data-less
+    ``meta`` device until the description's own values fill them (None: not one we rebuild)."""
     def size(key: str) -> int:
         value = config.get(key)
         if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= 10**6:
             raise ProtocolError(f"{kind}.{key} is not a sensible size")
         return value
 
-    def guard(elements: int) -> None:
-        if elements > MAX_ELEMENTS:
-            raise ProtocolError(f"{kind} is too large to rebuild")
-
     def flag(key: str) -> bool:
         return bool(config.get(key))
 
-    if kind == "Linear":
-        guard(size("in_features") * size("out_features"))
-        return nn.Linear(size("in_features"), size("out_features"), bias=flag("has_bias"))
-    if kind == "Embedding":
-        guard(size("num_embeddings") * size("embedding_dim"))
-        padding = config.get("padding_idx")
-        return nn.Embedding(size("num_embeddings"), size("embedding_dim"),
-                            padding_idx=padding if isinstance(padding, int) else None)
-    if kind == "LayerNorm":
-        shape = decode(config.get("normalized_shape"))
-        if (not isinstance(shape, tuple | list) or len(shape) > 4 or not all(
-                isinstance(n, int) and 0 < n <= 10**6 for n in shape)):
-            raise ProtocolError("LayerNorm.normalized_shape is not a sensible shape")
-        guard(math.prod(shape))
-        eps = config.get("eps")
-        return nn.LayerNorm(tuple(shape), eps=eps if isinstance(eps, float) else 1e-5,
-                            elementwise_affine=flag("elementwise_affine"), bias=flag("has_bias"))
-    if kind == "MultiheadAttention":
-        embed = size("embed_dim")
-        kdim, vdim = config.get("kdim") or embed, config.get("vdim") or embed
-        guard(4 * embed * max(embed, size("num_heads"), int(kdim), int(vdim)))
-        dropout = config.get("dropout")
-        return nn.MultiheadAttention(
-            embed, size("num_heads"), dropout=dropout if isinstance(dropout, float) else 0.0,
-            bias=flag("has_in_proj_bias"), add_bias_kv=flag("has_bias_k"),
-            add_zero_attn=flag("add_zero_attn"), kdim=int(kdim), vdim=int(vdim),
-            batch_first=flag("batch_first"))
-    if kind == "Dropout":
-        p = config.get("p")
-        return nn.Dropout(p if isinstance(p, float) and 0 <= p <= 1 else 0.5)
-    if kind == "Softmax":
-        dim = config.get("dim")
-        return nn.Softmax(dim=dim if isinstance(dim, int) else None)
-    if kind == "GELU":
-        return nn.GELU(approximate="tanh" if config.get("approximate") == "tanh" else "none")
+    with torch.device("meta"):
+        if kind == "Linear":
+            return nn.Linear(size("in_features"), size("out_features"), bias=flag("has_bias"))
+        if kind == "Embedding":
+            padding = config.get("padding_idx")
+            return nn.Embedding(size("num_embeddings"), size("embedding_dim"),
+                                padding_idx=padding if isinstance(padding, int) else None)
+        if kind == "LayerNorm":
+            shape = decode(config.get("normalized_shape"))
+            if (not isinstance(shape, tuple | list) or len(shape) > 4 or not all(
+                    isinstance(n, int) and 0 < n <= 10**6 for n in shape)):
+                raise ProtocolError("LayerNorm.normalized_shape is not a sensible shape")
+            eps = config.get("eps")
+            return nn.LayerNorm(tuple(shape), eps=eps if isinstance(eps, float) else 1e-5,
+                                elementwise_affine=flag("elementwise_affine"),
+                                bias=flag("has_bias"))
+        if kind == "MultiheadAttention":
+            embed = size("embed_dim")
+            kdim = size("kdim") if config.get("kdim") else embed
+            vdim = size("vdim") if config.get("vdim") else embed
+            dropout = config.get("dropout")
+            return nn.MultiheadAttention(
+                embed, size("num_heads"), dropout=dropout if isinstance(dropout, float) else 0.0,
+                bias=flag("has_in_proj_bias"), add_bias_kv=flag("has_bias_k"),
+                add_zero_attn=flag("add_zero_attn"), kdim=kdim, vdim=vdim,
+                batch_first=flag("batch_first"))
+        if kind == "Dropout":
+            p = config.get("p")
+            return nn.Dropout(p if isinstance(p, float) and 0 <= p <= 1 else 0.5)
+        if kind == "Softmax":
+            dim = config.get("dim")
+            return nn.Softmax(dim=dim if isinstance(dim, int) else None)
+        if kind == "GELU":
+            return nn.GELU(approximate="tanh" if config.get("approximate") == "tanh" else "none")
     simple = {"ReLU": nn.ReLU, "Sigmoid": nn.Sigmoid, "Tanh": nn.Tanh, "Identity": nn.Identity,
               "Sequential": nn.Sequential, "ModuleList": nn.ModuleList, "ModuleDict": nn.ModuleDict}
     return simple[kind]() if kind in simple else None
 
 
-def build_module(tree: Any, remote: _Remote, depth: int = 0) -> nn.Module:
-    """Rebuild a described module; the root's remote handle is shared by its children."""
+CONTAINERS = ("Sequential", "ModuleList", "ModuleDict")  # hold members, prescribe none
+
+
+def _prescribed(layers: dict[str, str], path: str, kind: str) -> bool:
+    """Does the exercise prescribe a PyTorch ``kind`` at member ``path`` ("mlp.0")?"""
+    return any(fnmatch.fnmatchcase(path, pattern) and kind in allowed.split("|")
+               for pattern, allowed in layers.items())
+
+
+def build_module(tree: Any, remote: _Remote, depth: int = 0, path: str = "",
+                 inside_layer: bool = False) -> nn.Module:
+    """Rebuild a described module; the root's remote handle is shared by its children.
+
+    The root is always the student's module. A member is rebuilt as PyTorch's own layer
+    only where the exercise prescribes that layer (``remote.layers``), or where it is a
+    part of such a layer (``MultiheadAttention.out_proj``); anything else that claims to
+    be a PyTorch layer stays the student's code, run in their kernel.
+    """
     if not isinstance(tree, dict) or depth > probe.MAX_DEPTH:
         raise ProtocolError("a module description with an unexpected structure")
     fields = {key: tree.get(key) for key in ("parameters", "buffers", "tensors", "numbers",
@@ -387,21 +509,43 @@ def build_module(tree: Any, remote: _Remote, depth: int = 0) -> nn.Module:
     if not all(isinstance(v, dict) for v in fields.values()):
         raise ProtocolError("a module description with an unexpected structure")
     kind, name = str(tree.get("type")), str(tree.get("name", "Module"))[:80]
-    module = _known(kind, fields["config"]) if kind != "student" else None
+    trusted = depth > 0 and kind != "student" and (
+        inside_layer or _prescribed(remote.layers, path, kind))
+    module = _known(kind, fields["config"]) if trusted else None
     if module is None:
         methods = [m for m in tree.get("methods", []) if isinstance(m, str) and m.isidentifier()]
         module = StudentModule(name if kind == "student" else f"{name} (rebuilt)", remote,
                                methods)
     if depth == 0:
         remote.root = module
+    generic = isinstance(module, StudentModule)
+    own_parts = dict(module.named_children())  # a trusted layer's own sub-layers
     for child_name, child in fields["children"].items():
         if not str(child_name).isidentifier() and not str(child_name).isdigit():
             raise ProtocolError("a child module with an unusable name")
-        rebuilt = build_module(child, remote.child(str(child_name)), depth + 1)
+        child_path = f"{path}.{child_name}" if path else str(child_name)
+        if not generic and child_name in own_parts:
+            _fill_layer(own_parts[child_name], child)
+            continue
+        rebuilt = build_module(child, remote.child(str(child_name)), depth + 1, child_path,
+                               inside_layer=not generic and kind not in CONTAINERS)
         module.add_module(str(child_name), rebuilt)
-    _fill(module, fields, isinstance(module, StudentModule))
+    _fill(module, fields, generic)
+    if not generic:
+        missing = [n for n, t in (*module.named_parameters(), *module.named_buffers())
+                   if t.is_meta]
+        if missing:
+            raise ProtocolError(f"the description of {kind} `{path}` lacks {missing[0]}")
     module.train(bool(tree.get("training", True)))
     return module
+
+
+def _fill_layer(layer: nn.Module, tree: Any) -> None:
+    """Fill a trusted layer's own sub-layer (``out_proj``) with the described tensors."""
+    if not isinstance(tree, dict) or not all(
+            isinstance(tree.get(k), dict) for k in ("parameters", "buffers")):
+        raise ProtocolError("a module description with an unexpected structure")
+    _fill(layer, {"parameters": tree["parameters"], "buffers": tree["buffers"]}, False)
 
 
 def _fill(module: nn.Module, fields: dict, generic: bool) -> None:
@@ -414,10 +558,9 @@ def _fill(module: nn.Module, fields: dict, generic: bool) -> None:
             module.register_parameter(key, nn.Parameter(tensor, requires_grad=tensor.is_floating_point()))
             continue
         current = module._parameters.get(key)
-        if current is None or current.shape != tensor.shape:
+        if current is None or current.shape != tensor.shape or not tensor.is_floating_point():
             raise ProtocolError(f"parameter {key} does not match its layer's sizes")
-        with torch.no_grad():
-            current.copy_(tensor)
+        module._parameters[key] = nn.Parameter(tensor)
     for key, value in fields["buffers"].items():
         tensor = decode(value)
         if isinstance(tensor, torch.Tensor) and key.isidentifier():
@@ -437,4 +580,4 @@ def _fill(module: nn.Module, fields: dict, generic: bool) -> None:
 
 __all__ = ["Channel", "LocalChannel", "OtherObject", "ProtocolError", "StudentError",
            "StudentFunction", "StudentModule", "build_module", "decode", "encode",
-           "parse_reply", "student"]
+           "global_seed", "last_report", "observing", "parse_reply", "student"]

@@ -14,6 +14,8 @@ and the verdict is recorded as the cell's only error output when it fails.
 from __future__ import annotations
 
 import ast
+import base64
+import binascii
 import importlib
 import json
 import re
@@ -28,12 +30,23 @@ from nbformat.v4 import new_output
 from helpers.checks.framework import CheckFailed
 from hidden_tests import probe
 from hidden_tests.common import set_salt
-from hidden_tests.student import ProtocolError, StudentError, StudentFunction, parse_reply
+from hidden_tests.student import (
+    MAX_REPLY_BYTES,
+    ProtocolError,
+    StudentError,
+    StudentFunction,
+    parse_reply,
+)
 
 HIDDEN_BLOCK = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS.*?^[ \t]*### END HIDDEN TESTS[^\n]*\n?",
                           re.DOTALL | re.MULTILINE)
 PROBE_SOURCE = Path(probe.__file__).read_text()
 VERDICT_ERRORS = ("CheckFailed", "NotImplementedError", "HiddenTestError")
+# The kernel's answer comes back as the repr of a base64 string: nothing but these
+# characters between quotes, checked before anything is decoded or parsed.
+REPLY_TEXT = re.compile(r"'([A-Za-z0-9+/=]*)'")
+MAX_REPLY_TEXT = 4 * MAX_REPLY_BYTES // 3 + 8
+MAX_CELL_REPLIES = 256 * 2**20  # bytes of answers one test cell's hidden tests accept
 
 
 @dataclass(frozen=True)
@@ -78,17 +91,25 @@ def hidden_calls(source: str) -> list[HiddenCall]:
 
 
 class KernelChannel:
-    """Asks the probe in a running kernel, through the executing nbclient client."""
+    """Asks the probe in a running kernel, through the executing nbclient client.
+
+    The answer is read as data, never evaluated: at most ``MAX_REPLY_TEXT`` characters of
+    base64 between quotes, decoded and parsed with the bounds of ``parse_reply``; all the
+    answers of one test cell together at most ``MAX_CELL_REPLIES`` bytes.
+    """
 
     def __init__(self, client, deadline: float) -> None:
         self.client, self.deadline = client, deadline
+        self.received = 0
 
     def ask(self, request: dict) -> dict:
         if time.monotonic() > self.deadline:
             raise TimeoutError("the hidden tests ran out of time calling your code")
-        code = ("_course_probe = {}\n"
+        code = ("import base64 as _course_base64\n"
+                "_course_probe = {}\n"
                 f"exec(compile({PROBE_SOURCE!r}, '<grader probe>', 'exec'), _course_probe)\n"
-                f"_course_probe = _course_probe['serve']({json.dumps(request)!r}, globals())")
+                f"_course_probe = _course_base64.b64encode(_course_probe['serve']("
+                f"{json.dumps(request)!r}, globals()).encode()).decode()")
         msg_id = self.client.kc.execute(code, silent=True, store_history=False,
                                         user_expressions={"reply": "_course_probe"})
         reply = self.client.wait_for_reply(msg_id)
@@ -97,15 +118,30 @@ class KernelChannel:
         content = reply.get("content", {})
         if content.get("status") != "ok":
             raise ProtocolError("the kernel refused to run the grader's call "
-                                f"({content.get('ename', 'no reason given')})")
+                                f"({str(content.get('ename', 'no reason given'))[:80]})")
+        return parse_reply(self.answer_text(content))
+
+    def answer_text(self, content: dict) -> str:
+        """The probe's JSON out of an execute reply, bounded before anything is decoded."""
         answer = content.get("user_expressions", {}).get("reply", {})
-        text = answer.get("data", {}).get("text/plain") if answer.get("status") == "ok" else None
-        if not isinstance(text, str) or len(text) > 90 * 2**20:
+        text = answer.get("data", {}).get("text/plain") if isinstance(answer, dict) and \
+            answer.get("status") == "ok" and isinstance(answer.get("data"), dict) else None
+        if not isinstance(text, str):
             raise ProtocolError("the kernel's answer is missing")
+        if len(text) > MAX_REPLY_TEXT:
+            raise ProtocolError(f"the kernel's answer is larger than "
+                                f"{MAX_REPLY_BYTES // 2**20} MB")
+        self.received += len(text)
+        if self.received > MAX_CELL_REPLIES:
+            raise ProtocolError(f"the kernel's answers to this cell's hidden tests exceed "
+                                f"{MAX_CELL_REPLIES // 2**20} MB in total")
+        match = REPLY_TEXT.fullmatch(text)
+        if match is None:
+            raise ProtocolError("the kernel's answer is not the probe's plain data")
         try:
-            return parse_reply(ast.literal_eval(text))
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
-            raise ProtocolError("the kernel's answer is not plain data") from None
+            return base64.b64decode(match.group(1), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise ProtocolError("the kernel's answer is not the probe's plain data") from None
 
 
 def verdict(calls: list[HiddenCall], channel) -> tuple[str, str] | None:

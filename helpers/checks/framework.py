@@ -1,12 +1,28 @@
-"""The small engine behind every self-check (and the grader's hidden tests)."""
+"""The small engine behind every self-check (and the grader's hidden tests).
+
+A check holds an answer to the **contract** its exercise declares in ``helpers.syllabus``:
+each group of checks runs under one clause (``check.clause("dtype")``), and a failure
+says which clause was broken, in the words students read in the exercise. Calls of the
+student's code go through :meth:`SelfCheck.call`, which also fails when the call changed
+one of its arguments in place, keeps the global random generator where it was (or seeds
+it, :meth:`SelfCheck.call_seeded`) and, when the student's own code raises, shows the
+line of their cell it came from and, where the error's signature identifies it, the
+common cause.
+"""
 
 from __future__ import annotations
 
+import inspect
+import linecache
+import re
+import traceback
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NoReturn
+from typing import Any, ClassVar, NoReturn
 
 import torch
 
+from helpers import syllabus
+from helpers.checks.calls import CallReport, Observation, call_and_report, tensors_in
 from helpers.exercises import not_finished, not_written, unfinished
 
 # Captured when helpers is imported (the setup cell, before any student code runs), so a
@@ -17,11 +33,68 @@ _isclose = torch.isclose
 
 
 class CheckFailed(AssertionError):
-    """A check failed. The message is meant for students: what, expected, got, likely mistake."""
+    """A check failed. The message is meant for students: what, expected, got, likely mistake.
+
+    ``clause`` is the contract clause (or rule) whose check failed, None outside any."""
+
+    def __init__(self, message: str, clause: str | None = None) -> None:
+        super().__init__(message)
+        self.clause = clause
+
+
+# Errors whose message (and the student's line) identify a common cause: (pattern of the
+# message, pattern the student's line must match or None, the cause in plain words).
+ERROR_CAUSES: list[tuple[str, str | None, str]] = [
+    (r"must match the size of tensor b", r"\.(sum|amax|max|mean|amin|min|logsumexp|norm)\("
+     r"(?![^)]*keepdim)",
+     "a reduction along `dim` dropped that dimension, so the result no longer lines up with "
+     "the tensor it came from: pass keepdim=True"),
+    (r"attn_mask", None,
+     "a (B, T) padding mask was passed as attn_mask: it belongs in key_padding_mask "
+     "(True = padding)"),
+    (r"expected scalar type|same dtype|expected .*dtype|Found dtype|dtype.* but got",
+     None, "two tensors of different dtypes met: a tensor made inside your function has a "
+     "fixed dtype (float32 by default); make it with dtype=x.dtype, or with torch.*_like"),
+    (r"same device|expected device|on the expected device", None,
+     "a tensor made inside your function lives on the CPU while the input is elsewhere: "
+     "make it with device=x.device, or with torch.*_like"),
+    (r"Dimension out of range", None,
+     "a `dim` the tensor does not have: count dimensions from the end (dim=-1, -2) so that "
+     "any number of leading dimensions works"),
+]
+_STUDENT_LINE = re.compile(r"\(your line (\d+): `(.*)`\)$")
+
+
+def student_line(error: BaseException) -> tuple[int, str] | None:
+    """The line of the student's own notebook cell an error came from, if any: (number, code).
+
+    Errors relayed from the grader's kernel carry it in their message."""
+    relayed = _STUDENT_LINE.search(str(error))
+    if relayed:
+        return int(relayed.group(1)), relayed.group(2)
+    frames = [f for f in traceback.extract_tb(error.__traceback__)
+              if f.filename.startswith("<ipython-input") or "ipykernel_" in f.filename]
+    if not frames:
+        return None
+    frame = frames[-1]
+    code = (frame.line or linecache.getline(frame.filename, frame.lineno)).strip()
+    return frame.lineno, code
+
+
+def likely_cause(error: BaseException, line: str | None) -> str | None:
+    """The common cause an error's message (and the student's line) identify, or None."""
+    message = str(error)
+    for pattern, line_pattern, cause in ERROR_CAUSES:
+        if re.search(pattern, message) and (
+                line_pattern is None or (line is not None and re.search(line_pattern, line))):
+            return cause
+    return None
 
 
 def describe(value: Any, max_items: int = 6) -> str:
     """A short, readable description of a value for failure messages."""
+    if isinstance(value, torch.Tensor) and value.is_meta:
+        return f"tensor of shape {tuple(value.shape)}, dtype {value.dtype}, on the meta device"
     if isinstance(value, torch.Tensor):
         flat = value.detach().cpu().flatten()
         shown = ", ".join(_fmt(v) for v in flat[:max_items].tolist())
@@ -99,23 +172,53 @@ def shape_difference(got: tuple[int, ...], wanted: tuple[int, ...]) -> str | Non
 class SelfCheck:
     """Collects the checks of one exercise; fails at the first broken one.
 
-    A failure says what was checked, what was expected, what came back and, for a
-    comparison of tensors, where they differ. It names a *likely mistake* only when the
-    result has that mistake's signature: it matches what the known wrong variant computes
-    (``mistakes`` of :meth:`close`, ``diagnoses`` of :meth:`expect`), or the failed
-    condition can have no other cause (the ``likely`` argument).
+    A failure says what was checked, what was expected, what came back, which clause of
+    the exercise's contract it broke and, for a comparison of tensors, where they differ.
+    It names a *likely mistake* only when the result has that mistake's signature: it
+    matches what the known wrong variant computes (``mistakes`` of :meth:`close`,
+    ``diagnoses`` of :meth:`expect`), or the failed condition can have no other cause (the
+    ``likely`` argument).
 
     >>> check = SelfCheck("stable_softmax")
-    >>> check.expect(True, "output is a tensor", expected="a tensor", got="a tensor")
+    >>> check.clause("values").expect(True, "output is a tensor", expected="a tensor",
+    ...                               got="a tensor")
     >>> check.passed()
     ✅ stable_softmax: all 1 checks passed.
     """
+
+    # Tests set this to a list to see every check run: (exercise, clause, passed).
+    record: ClassVar[list[tuple[str, str | None, bool]] | None] = None
 
     def __init__(self, exercise: str) -> None:
         self.exercise = exercise
         # The exercise's own name: subclasses decorate `exercise` ("... (hidden test)").
         self.name = exercise.split(" (")[0]
         self.n_passed = 0
+        declared = syllabus.exercise(self.name)
+        self.contract = dict(declared.contract) if declared else {}
+        self.rules = dict(declared.rules) if declared else {}
+        self.current: str | None = None
+
+    # -- the contract ----------------------------------------------------------------
+    def clause(self, name: str) -> SelfCheck:
+        """The checks that follow test this clause of the contract (or rule)."""
+        if name not in self.contract and name not in self.rules:
+            raise KeyError(f"{self.name} declares no clause or rule {name!r} in "
+                           f"helpers/syllabus.py (it has {sorted(self.contract)}, rules "
+                           f"{sorted(self.rules)})")
+        self.current = name
+        return self
+
+    def rule(self, name: str) -> SelfCheck:
+        """The checks that follow test this rule (how to build it; self-checks only)."""
+        if name not in self.rules:
+            raise KeyError(f"{self.name} declares no rule {name!r} in helpers/syllabus.py")
+        self.current = name
+        return self
+
+    def _note(self, passed: bool) -> None:
+        if SelfCheck.record is not None:
+            SelfCheck.record.append((self.name, self.current, passed))
 
     # -- failing -----------------------------------------------------------------
     def fail(self, check: str, *, expected: str, got: str, likely: str | None = None,
@@ -127,10 +230,15 @@ class SelfCheck:
         ]
         if where:
             lines.append(f"  where:    {where}")
+        if self.current in self.contract:
+            lines.append(f"  contract: {self.contract[self.current]}")
+        elif self.current in self.rules:
+            lines.append(f"  rule:     {self.rules[self.current]}")
         if likely:
             lines.append(f"  likely mistake: {likely}")
+        self._note(False)
         # `from None`: the student needs the message, not our traceback.
-        raise CheckFailed("\n".join(lines)) from None
+        raise CheckFailed("\n".join(lines), self.current) from None
 
     def expect(self, condition: bool, check: str, *, expected: str, got: str,
                likely: str | None = None, where: str | None = None,
@@ -147,31 +255,83 @@ class SelfCheck:
                     likely = description
                     break
             self.fail(check, expected=expected, got=got, likely=likely, where=where)
+        self._passed_one()
+
+    def _passed_one(self) -> None:
         self.n_passed += 1
+        self._note(True)
 
     # -- running the student's code ---------------------------------------------------
     def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Call the student's function; turn a crash into a readable failure.
 
-        ``NotImplementedError`` from this exercise passes through unchanged: it means "not
-        done yet". From another exercise's stub it says which exercise to finish first.
+        The global random generator is where it was afterwards. An argument the call
+        changed in place fails the contract's "unchanged" clause. ``NotImplementedError``
+        from this exercise passes through unchanged: it means "not done yet". From another
+        exercise's stub it says which exercise to finish first.
         """
+        return self._checked_call(fn, args, kwargs)[0]
+
+    def call_seeded(self, seed: int, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """:meth:`call` with the global random generator seeded with ``seed`` first (and put
+        back afterwards): for answers that draw from it."""
+        return self._checked_call(fn, args, kwargs, seed=seed)[0]
+
+    def call_observed(self, fn: Callable[..., Any], *args: Any,
+                      **kwargs: Any) -> tuple[Any, Observation]:
+        """:meth:`call`, and what the call did: the torch functions it used, which of them
+        made a CPU tensor, the most elements of any tensor it made."""
+        value, report = self._checked_call(fn, args, kwargs, observe=True)
+        return value, report.observed or Observation()
+
+    def _run(self, fn: Callable[..., Any], args: tuple, kwargs: dict, *, seed: int | None,
+             observe: bool) -> tuple[Any, CallReport]:
+        """Call where the student's code lives; here, in this process."""
+        return call_and_report(fn, args, kwargs, seed=seed, observe=observe)
+
+    def _checked_call(self, fn: Callable[..., Any], args: tuple, kwargs: dict, *,
+                      seed: int | None = None, observe: bool = False) -> tuple[Any, CallReport]:
         if not callable(fn):
             self.fail(f"{self.name} is callable", expected="a function or class",
                       got=describe(fn))
         try:
-            return fn(*args, **kwargs)
+            value, report = self._run(fn, args, kwargs, seed=seed, observe=observe)
         except NotImplementedError as error:
             self.not_implemented(error)
         except Exception as error:  # noqa: BLE001 - any crash is reported to the student
-            shown = ", ".join([describe(a, 3) for a in args]
-                              + [f"{k}={describe(v, 3)}" for k, v in kwargs.items()])
-            self.fail(
-                f"calling {getattr(fn, '__name__', self.name)} runs without an error",
-                expected="a result",
-                got=f"{type(error).__name__}: {error}",
-                where=f"called with ({shown})",
-            )
+            self.crashed(fn, error, args, kwargs)
+        if report.changed:
+            self._changed_in_place(fn, report.changed)
+        if "unchanged" in self.contract and any(True for a in (*args, *kwargs.values())
+                                                for _ in tensors_in(a, "")):
+            self.n_passed += 1  # a check of the "unchanged" clause, whatever clause is current
+            if SelfCheck.record is not None:
+                SelfCheck.record.append((self.name, "unchanged", True))
+        return value, report
+
+    def crashed(self, fn: Callable[..., Any], error: BaseException, args: tuple,
+                kwargs: dict) -> NoReturn:
+        """Fail because the student's code raised: their line, and the common cause."""
+        shown = ", ".join([describe(a, 3) for a in args]
+                          + [f"{k}={describe(v, 3)}" for k, v in kwargs.items()])
+        line = student_line(error)
+        message = _STUDENT_LINE.sub("", str(error)).strip()
+        where = f"called with ({shown})"
+        if line is not None:
+            where += f"; the error came from your line {line[0]}: `{line[1]}`"
+        self.fail(f"calling {getattr(fn, '__name__', self.name)} runs without an error",
+                  expected="a result", got=f"{type(error).__name__}: {message}",
+                  where=where, likely=likely_cause(error, line[1] if line else None))
+
+    def _changed_in_place(self, fn: Callable[..., Any], paths: Sequence[str]) -> NoReturn:
+        names = ", ".join(_argument_name(fn, path, self.name) for path in paths)
+        if "unchanged" in self.contract:
+            self.current = "unchanged"
+        self.fail(f"{getattr(fn, '__name__', self.name)} leaves its arguments unchanged",
+                  expected="every argument as it was passed in",
+                  got=f"changed in place: {names}",
+                  likely="an argument was changed in place (`x -= ...`, `x[...] = ...`, "
+                         "`masked_fill_`, `.div_(...)`): compute into a new tensor instead")
 
     def not_implemented(self, error: NotImplementedError) -> NoReturn:
         """Re-raise a stub's ``NotImplementedError`` saying which exercise to write first."""
@@ -181,6 +341,56 @@ class SelfCheck:
         if other == self.name:
             raise not_written(other) from None
         raise error
+
+    # -- dtype and device follow the input --------------------------------------------
+    def dtype_follows(self, fn: Callable[..., Any], *args: Any, what: str,
+                      **kwargs: Any) -> Any:
+        """Call ``fn`` with every floating-point tensor argument in float64: each
+        floating-point tensor it returns must be float64 too. Returns the result."""
+        convert = lambda t: t.double() if t.is_floating_point() else t  # noqa: E731
+        args, kwargs = _mapped(args, convert), _mapped(kwargs, convert)
+        out = self.call(fn, *args, **kwargs)
+        wrong = [(path, t.dtype) for path, t in tensors_in(out, "result")
+                 if t.is_floating_point() and t.dtype != torch.float64]
+        self.expect(not wrong, f"{what} with float64 inputs returns float64",
+                    expected="float64 results", got=", ".join(
+                        f"{path} is {dtype}" for path, dtype in wrong) or "float64",
+                    likely="the result was converted to another dtype (`.float()`, or a "
+                           "tensor made with a fixed dtype): keep the input's dtype")
+        return out
+
+    def device_follows(self, fn: Callable[..., Any], *args: Any, what: str,
+                       **kwargs: Any) -> None:
+        """Call ``fn`` with its tensor arguments on PyTorch's data-less ``meta`` device,
+        which stands in for a GPU: it must make no tensor on the CPU and return its results
+        on the meta device. (An answer that needs the values themselves, like ``.item()``,
+        cannot be run there and passes this check.)"""
+        to_meta = lambda t: t.to("meta")  # noqa: E731
+        args, kwargs = _mapped(args, to_meta), _mapped(kwargs, to_meta)
+        crash = None
+        try:
+            out, report = self._run(fn, args, kwargs, seed=None, observe=True)
+        except Exception as error:  # noqa: BLE001 - only a device mismatch is a failure
+            if isinstance(error, NotImplementedError) and unfinished(error) is not None:
+                self.not_implemented(error)
+            if not re.search(r"device", str(error)) or re.search(r"meta tensors?|no data",
+                                                                  str(error)):
+                self._passed_one()  # needs the values: cannot be run without them
+                return
+            line = student_line(error)
+            got = f"{type(error).__name__}: {_STUDENT_LINE.sub('', str(error)).strip()}"
+            if line is not None:
+                got += f" (your line {line[0]}: `{line[1]}`)"
+            crash, made, off = error, [], []
+        else:
+            made = sorted(set(report.observed.cpu_tensors if report.observed else ()))
+            off = [path for path, t in tensors_in(out, "result") if not t.is_meta]
+            got = f"CPU tensors made by {', '.join(made[:5]) or 'the result'}"
+        self.expect(crash is None and not made and not off, f"{what} makes no CPU tensor when "
+                    "its input is on another device (tested on the meta device)",
+                    expected="every new tensor on the input's device", got=got,
+                    likely="a tensor was created without device=...: on a GPU it would sit "
+                           "on the CPU; pass device=x.device, or use torch.*_like / x.new_*")
 
     # -- common expectations ---------------------------------------------------------
     def tensor(self, value: Any, what: str) -> torch.Tensor:
@@ -248,7 +458,49 @@ class SelfCheck:
                         break
             self.fail(check, expected=describe(expected), got=describe(actual), likely=likely,
                       where=where_different(actual, expected, atol=atol, rtol=rtol, dims=dims))
-        self.n_passed += 1
+        self._passed_one()
 
     def passed(self) -> None:
         print(f"✅ {self.exercise}: all {self.n_passed} checks passed.")
+
+
+def _mapped(value: Any, convert: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """``value`` with ``convert`` applied to every tensor in it (tuples, lists, dicts too)."""
+    if isinstance(value, torch.Tensor):
+        return convert(value)
+    if isinstance(value, tuple | list):
+        return type(value)(_mapped(v, convert) for v in value)
+    if isinstance(value, dict):
+        return {k: _mapped(v, convert) for k, v in value.items()}
+    return value
+
+
+def _parameter_names(fn: Callable[..., Any], exercise: str) -> list[str]:
+    """The names of ``fn``'s positional parameters, from its signature or, for the grader's
+    stand-ins, from the exercise's declaration."""
+    target = fn.forward if isinstance(fn, torch.nn.Module) else fn
+    try:
+        parameters = list(inspect.signature(target).parameters.values())
+        names = [p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY,
+                                                           p.POSITIONAL_OR_KEYWORD)]
+        if names or not any(p.kind == p.VAR_POSITIONAL for p in parameters):
+            return names
+    except (TypeError, ValueError):
+        pass
+    declared = syllabus.exercise(exercise)
+    if declared is None:
+        return []
+    signature = declared.methods.get("forward", declared.signature) if isinstance(
+        fn, torch.nn.Module) or declared.methods else declared.signature
+    return [p.split("=")[0].strip() for p in signature.split(",") if p.strip()]
+
+
+def _argument_name(fn: Callable[..., Any], path: str, exercise: str) -> str:
+    """"args[1][0]" -> "q_1[0]" where the name of argument 1 is known."""
+    match = re.fullmatch(r"args\[(\d+)\](.*)", path)
+    if not match:
+        return path
+    names = _parameter_names(fn, exercise)
+    index = int(match.group(1))
+    return (names[index] if index < len(names) else f"argument {index + 1}") + match.group(2)
+

@@ -12,9 +12,6 @@ import torch
 
 from helpers.checks.framework import SelfCheck, describe
 
-IN_PLACE = ("x was changed in place (e.g. `x -= ...`): the caller's tensor must come back "
-            "untouched, so compute `x - ...` into a new tensor")
-
 
 def _softmax_mistakes(x: torch.Tensor, dim: int) -> dict[str, torch.Tensor]:
     """What the usual wrong softmaxes return for ``x`` along ``dim``."""
@@ -35,7 +32,7 @@ def _softmax_mistakes(x: torch.Tensor, dim: int) -> dict[str, torch.Tensor]:
     return mistakes
 
 
-def _huge_mistakes(huge: torch.Tensor) -> dict[str, torch.Tensor]:
+def huge_mistakes(huge: torch.Tensor) -> dict[str, torch.Tensor]:
     """Wrong shifts on logits in the hundreds and thousands: each leaves its own nan pattern."""
     huge = huge.double().float()  # float32 arithmetic, where exp(89) is already inf
 
@@ -53,29 +50,58 @@ def _huge_mistakes(huge: torch.Tensor) -> dict[str, torch.Tensor]:
     }
 
 
+SOFTMAX_BUILTINS = ("softmax", "_softmax", "log_softmax")
+
+
 def check_stable_softmax(stable_softmax: Callable[..., torch.Tensor]) -> None:
     """Agreement with ``torch.softmax`` on ordinary and on huge logits, along any dim."""
     check = SelfCheck("stable_softmax")
     generator = torch.Generator().manual_seed(1)
     x = torch.randn(3, 4, 5, generator=generator)
-    original = x.clone()
-    for dim in (-1, 0, 1):
+
+    check.clause("values")
+    out = check.tensor(check.call(stable_softmax, x, dim=-1), "stable_softmax(x, dim=-1)")
+    check.shape(out, x.shape, "stable_softmax(x, dim=-1)")
+    check.close(out, torch.softmax(x, dim=-1), "agrees with torch.softmax(x, dim=-1)",
+                mistakes=_softmax_mistakes(x, -1))
+
+    check.clause("dim")
+    for dim in (0, 1):
         out = check.tensor(check.call(stable_softmax, x, dim=dim), f"stable_softmax(x, dim={dim})")
-        check.close(x, original, f"stable_softmax(x, dim={dim}) leaves x unchanged",
-                    likely=IN_PLACE)
-        check.shape(out, x.shape, f"stable_softmax(x, dim={dim})")
         check.close(out, torch.softmax(x, dim=dim), f"agrees with torch.softmax(x, dim={dim})",
                     mistakes=_softmax_mistakes(x, dim))
     default = check.call(stable_softmax, x)
     check.close(default, torch.softmax(x, dim=-1), "without `dim`, it works along the last one",
                 mistakes={"the default of `dim` is not -1": torch.softmax(x, dim=0)})
+
+    check.clause("large")
     huge = torch.tensor([[1000.0, 1001.0, 1002.0], [-1000.0, -1001.0, -1002.0],
                          [500.0, 0.0, -500.0]])
-    out = check.call(stable_softmax, huge.clone())
+    out = check.call(stable_softmax, huge)
     check.close(out, torch.softmax(huge, dim=-1),
                 "agrees with torch.softmax for logits in the hundreds and thousands",
-                mistakes=_huge_mistakes(huge), dims=("row", "column"))
+                mistakes=huge_mistakes(huge), dims=("row", "column"))
+
+    check.clause("dtype")
+    check.dtype_follows(stable_softmax, x, dim=1, what="stable_softmax(x, dim=1)")
+    check.clause("device")
+    check.device_follows(stable_softmax, x, dim=1, what="stable_softmax(x, dim=1)")
+
+    check.rule("no_builtin")
+    _, seen = check.call_observed(stable_softmax, x, dim=1)
+    used = sorted(set(SOFTMAX_BUILTINS) & set(seen.calls))
+    check.expect(not used, "builds the softmax from exp, a maximum and a sum",
+                 expected="no call of PyTorch's own softmax",
+                 got=f"calls {', '.join(used)}",
+                 likely="PyTorch's softmax does the work this exercise asks you to do: "
+                        "subtract the maximum, exponentiate and normalise yourself")
     check.passed()
+
+
+def _attention_weights(attention: Callable[..., tuple], check: SelfCheck, x: torch.Tensor,
+                       q_1: torch.Tensor, q_2: torch.Tensor, z_1: float, z_2: float
+                       ) -> torch.Tensor:
+    return torch.as_tensor(check.call(attention, x, q_1, q_2, z_1, z_2)[0]).reshape(-1)
 
 
 def check_gained_dot_product_attention(attention: Callable[..., tuple]) -> None:
@@ -85,6 +111,8 @@ def check_gained_dot_product_attention(attention: Callable[..., tuple]) -> None:
     T = 12
     x, q_1, q_2 = (torch.randn(T, generator=generator) for _ in range(3))
     x = x + 1.0  # a nonzero mean: a plain sum, a mean and a weighted sum all differ
+
+    check.clause("returns")
     result = check.call(attention, x, q_1, q_2, 1.5, -0.5)
     check.expect(isinstance(result, tuple | list) and len(result) == 2, "returns a pair (w, y)",
                  expected="a tuple (w, y)", got=describe(result))
@@ -94,40 +122,65 @@ def check_gained_dot_product_attention(attention: Callable[..., tuple]) -> None:
                  f"{tuple(w.shape)}, second of shape {tuple(y.shape)}",
                  diagnoses={"the pair is returned the wrong way round: (w, y), not (y, w)":
                             y.numel() == T and w.numel() == 1})
-    same = [torch.as_tensor(check.call(attention, x, q_1, q_2, z_1, z_2)[0])
-            for z_1, z_2 in ((3.0, 0.0), (0.0, 3.0))]
-    zero_w, _ = (torch.as_tensor(v) for v in check.call(attention, x, q_1, q_2, 0.0, 0.0))
-    mistakes = {"the scores were used as weights without a softmax": torch.zeros(T),
-                "the exponentials were not normalised (divide by their sum)": torch.ones(T)}
-    if torch.allclose(same[0], same[1], atol=1e-6):  # the gains change nothing
-        mistakes["the weights do not depend on the gains: they must multiply the patterns "
-                 "(a gain added to every score changes nothing after the softmax)"] = same[0]
+    check.expect(y.numel() == 1, "y is a single number", expected="a 0-d tensor",
+                 got=describe(y))
+
+    check.clause("values")
+    zero_w = _attention_weights(attention, check, x, q_1, q_2, 0.0, 0.0)
+    both = _attention_weights(attention, check, x, q_1, q_2, 1.5, 3.0)
+    alike = lambda a, b: torch.allclose(a, b, atol=1e-6)  # noqa: E731
     check.close(zero_w, torch.full((T,), 1.0 / T),
-                "zero gains give uniform weights 1/T (all scores are 0)", mistakes=mistakes)
-    check.expect(not torch.allclose(same[1], zero_w, atol=1e-6),
-                 "z_2 changes the weights", expected="(z_1, z_2) = (0, 3) differs from (0, 0)",
-                 got="the same weights", likely="the second gain and pattern are left out "
-                 "of the scores: they are z_1 * q_1 + z_2 * q_2")
+                "zero gains give uniform weights 1/T (all scores are 0)", mistakes={
+                    "the scores were used as weights without a softmax": torch.zeros(T),
+                    "the exponentials were not normalised (divide by their sum)": torch.ones(T)},
+                diagnoses={"a gain was added to the scores instead of multiplying its pattern "
+                           "(an added constant cancels in the softmax)":
+                           lambda: alike(zero_w, both)})
     check.expect(bool((w >= 0).all()), "weights are non-negative", expected="w >= 0 everywhere",
                  got=describe(w))
     check.close(w.sum(), torch.tensor(1.0), "weights sum to 1")
-    # Raising z_1 from 1 to 3 must change the log-weights by exactly 2 q_1 (up to a constant).
-    w_a = torch.as_tensor(check.call(attention, x, q_1, q_2, 1.0, 0.0)[0])
-    w_b = torch.as_tensor(check.call(attention, x, q_1, q_2, 3.0, 0.0)[0])
-    shift = torch.log(w_b) - torch.log(w_a) - 2.0 * q_1
-    check.close(shift - shift.mean(), torch.zeros(T),
-                "the gain z_1 multiplies the pattern q_1 (log w changes by 2 q_1 from z_1=1 to 3)")
-    y = torch.as_tensor(y)
-    check.expect(y.numel() == 1, "y is a single number", expected="a 0-d tensor",
-                 got=describe(y))
     check.close(y.reshape(()), (w * x).sum(), "y equals the weighted sum of x with weights w",
                 mistakes={"y ignores the weights: it is the plain sum of x": x.sum(),
                           "y ignores the weights: it is the mean of x": x.mean(),
                           "y is the sum of the weights, not of the weighted inputs": w.sum(),
                           "y is the mean of the weighted inputs, not their sum (the weights "
                           "already sum to 1)": (w * x).mean()})
-    big_w = torch.as_tensor(check.call(attention, x, q_1, q_2, 0.0, 300.0)[0])
+
+    check.clause("gains")
+    only_2 = _attention_weights(attention, check, x, q_1, q_2, 0.0, 3.0)
+    first = _attention_weights(attention, check, x, q_1, q_2, 1.5, 0.0)
+    check.expect(not alike(only_2, zero_w), "z_2 alone changes the weights",
+                 expected="(z_1, z_2) = (0, 3) differs from (0, 0)", got="the same weights",
+                 diagnoses={
+                     "the weights ignore the gains and the patterns altogether":
+                         lambda: alike(both, zero_w),
+                     "the two gained patterns were multiplied, (z_1 q_1)(z_2 q_2), so either "
+                     "gain at 0 silences both: add them": lambda: not alike(both, first),
+                     "the second gain and pattern are left out of the scores: they are "
+                     "z_1 * q_1 + z_2 * q_2": lambda: alike(both, first)})
+    # Raising a gain by 2 must change the log-weights by exactly 2 x its pattern (up to a
+    # constant), the sign included.
+    for name, pattern, low, high in (("z_1", q_1, (1.0, 0.0), (3.0, 0.0)),
+                                     ("z_2", q_2, (0.0, 1.0), (0.0, 3.0))):
+        shift = (torch.log(_attention_weights(attention, check, x, q_1, q_2, *high))
+                 - torch.log(_attention_weights(attention, check, x, q_1, q_2, *low)))
+        check.close(shift - shift.mean(), 2.0 * (pattern - pattern.mean()),
+                    f"raising {name} from 1 to 3 changes log w by 2 x its pattern (weight moves "
+                    "to where the pattern is large)", mistakes={
+                        f"{name}'s term is subtracted: raising {name} must move weight towards "
+                        "where its pattern is large, so the scores are z_1 q_1 + z_2 q_2":
+                            -2.0 * (pattern - pattern.mean()),
+                        f"{name} scales the other pattern": 2.0 * (
+                            (q_2 if pattern is q_1 else q_1)
+                            - (q_2 if pattern is q_1 else q_1).mean())})
+
+    check.clause("large")
+    big_w = _attention_weights(attention, check, x, q_1, q_2, 0.0, 300.0)
     check.finite(big_w, "the weights for a gain of 300",
                  likely="the softmax overflows for large gains (exp(300) is inf in float32): "
                         "use your stable_softmax")
+
+    check.clause("dtype")
+    check.dtype_follows(attention, x, q_1, q_2, 1.5, -0.5,
+                        what="gained_dot_product_attention(x, q_1, q_2, 1.5, -0.5)")
     check.passed()

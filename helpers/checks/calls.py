@@ -1,0 +1,120 @@
+"""What a call of a student's function did besides returning: the arguments it changed in
+place and, when observed, the torch functions it used.
+
+The self-checks use these in the student's own process; the grader's probe uses the same
+functions in the student's kernel. They only report: the checks decide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+MAX_DEPTH = 8
+MAX_CHANGED = 20  # argument paths reported as changed in place
+
+
+@dataclass(frozen=True)
+class Observation:
+    """The torch functions a call used (name -> count), the ones that made a CPU tensor
+    with values, and the most elements of any tensor it made."""
+
+    calls: dict[str, int] = field(default_factory=dict)
+    cpu_tensors: tuple[str, ...] = ()
+    largest: int = 0
+
+
+@dataclass(frozen=True)
+class CallReport:
+    """What a call did besides returning a value."""
+
+    changed: tuple[str, ...] = ()  # argument paths changed in place: "args[1]", "mask", ...
+    observed: Observation | None = None
+
+
+def tensors_in(value: Any, path: str, depth: int = 0) -> Iterator[tuple[str, torch.Tensor]]:
+    """(path, tensor) for every tensor in an argument, inside tuples, lists and dicts too."""
+    if isinstance(value, torch.Tensor):
+        yield path, value
+    elif isinstance(value, tuple | list) and depth < MAX_DEPTH:
+        for i, item in enumerate(value):
+            yield from tensors_in(item, f"{path}[{i}]", depth + 1)
+    elif isinstance(value, dict) and depth < MAX_DEPTH:
+        for key, item in value.items():
+            yield from tensors_in(item, f"{path}[{key!r}]", depth + 1)
+
+
+def snapshot(args: tuple | list, kwargs: dict) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """Copies of every argument tensor, to compare after the call (meta tensors hold no
+    values to compare)."""
+    named = [*(t for i, a in enumerate(args) for t in tensors_in(a, f"args[{i}]")),
+             *(t for k, a in kwargs.items() for t in tensors_in(a, str(k)))]
+    return [(path, t, t.detach().clone()) for path, t in named if not t.is_meta]
+
+
+def changed(copies: list[tuple[str, torch.Tensor, torch.Tensor]]) -> tuple[str, ...]:
+    """The paths of argument tensors whose values, shape or dtype changed since the copy."""
+    found = []
+    for path, tensor, before in copies:
+        now = tensor.detach()
+        same = (now.shape == before.shape and now.dtype == before.dtype
+                and bool(((now == before) | ((now != now) & (before != before))).all()))
+        if not same:
+            found.append(path)
+    return tuple(found[:MAX_CHANGED])
+
+
+class Observer(TorchFunctionMode):
+    """Counts the torch functions a call uses, notes which made a CPU tensor with values
+    (a device bug when the inputs were elsewhere) and the most elements of any tensor."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: dict[str, int] = {}
+        self.cpu: list[str] = []
+        self.largest = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = getattr(func, "__name__", type(func).__name__)
+        if name != "__get__" and len(self.calls) < 500:
+            self.calls[name] = self.calls.get(name, 0) + 1
+        for tensor in out if isinstance(out, tuple | list) else (out,):
+            if isinstance(tensor, torch.Tensor):
+                self.largest = max(self.largest, tensor.numel())
+                if tensor.device.type == "cpu" and tensor.dim() > 0 and len(self.cpu) < 50:
+                    self.cpu.append(name)
+        return out
+
+    def observation(self) -> Observation:
+        return Observation(dict(self.calls), tuple(self.cpu), self.largest)
+
+
+@contextmanager
+def random_state_kept(seed: int | None = None) -> Iterator[None]:
+    """Run a call with the global generator seeded (if ``seed`` is given), then put the
+    generator back as it was: checking an answer never moves the student's random stream."""
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        yield
+
+
+def call_and_report(fn: Any, args: tuple | list, kwargs: dict, *, seed: int | None = None,
+                    observe: bool = False) -> tuple[Any, CallReport]:
+    """Call ``fn`` with the random state kept; return its value and what else it did."""
+    copies = snapshot(args, kwargs)
+    observer = Observer() if observe else None
+    with random_state_kept(seed):
+        if observer is None:
+            value = fn(*args, **kwargs)
+        else:
+            with observer:
+                value = fn(*args, **kwargs)
+    observation = observer.observation() if observer is not None else None
+    return value, CallReport(changed(copies), observation)
