@@ -14,6 +14,8 @@ SUBMISSIONS ?=  ## make grade: the class, laid out <dir>/<student>/<id>/<id>.ipy
 JOBS ?=  ## make grade: batches graded at a time (unset: one per core)
 SHARD ?=  ## make grade: i/N grades every N-th submission only (then make grade-merge)
 CELL_TIMEOUT ?=  ## make grade: seconds a cell may run (unset: nbgrader_config.py's Execute.timeout)
+NOTEBOOK_TIMEOUT ?=  ## make grade: seconds all the cells of one notebook may run (unset: pipeline.grading's)
+FEEDBACK_TIMEOUT ?=  ## make grade: seconds one feedback page may take (unset: pipeline.grading's)
 MEMORY_GB ?=  ## make grade: address space of each grading process and kernel, GiB (0: none; unset: pipeline.grading's)
 CPU_CAPABILITY ?=  ## make validate: PyTorch's CPU kernels (ATEN_CPU_CAPABILITY: default, avx2...; unset: this machine's)
 DEST ?=  ## make student-edition: where the student repository is written
@@ -83,9 +85,11 @@ dist: setup  ## wheel + sdist of `helpers` in dist/ (built from the student edit
 # The grading flags that were asked for; the others keep pipeline.grading's defaults.
 GRADE_FLAGS = $(strip $(if $(JOBS),--jobs $(JOBS)) $(if $(SHARD),--shard $(SHARD)) \
                 $(if $(CELL_TIMEOUT),--cell-timeout $(CELL_TIMEOUT)) \
+                $(if $(NOTEBOOK_TIMEOUT),--timeout $(NOTEBOOK_TIMEOUT)) \
+                $(if $(FEEDBACK_TIMEOUT),--feedback-timeout $(FEEDBACK_TIMEOUT)) \
                 $(if $(MEMORY_GB),--memory-gb $(MEMORY_GB)))
 
-grade: setup  ## autograde SUBMISSIONS=dir [JOBS=n SHARD=i/N CELL_TIMEOUT=s MEMORY_GB=g]: feedback, grades.csv
+grade: setup  ## autograde SUBMISSIONS=dir [JOBS SHARD CELL_TIMEOUT NOTEBOOK_TIMEOUT FEEDBACK_TIMEOUT MEMORY_GB]
 	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=dir  (dir/<student>/<id>/<id>.ipynb)"; exit 2; }
 	$(COURSE) python -m pipeline.grading "$(SUBMISSIONS)" $(GRADE_FLAGS)
 
@@ -118,7 +122,7 @@ lab: setup  ## JupyterLab on the student notebooks, as students see them (no nbg
 lab-solutions: setup  ## JupyterLab on the solutions (hidden tests importable)
 	$(COURSE) python -m pipeline.lab solutions $(LAB_ARGS)
 
-formgrader: setup  ## JupyterLab in grader/ with nbgrader's formgrader (grade Think! answers)
+formgrader: setup  ## nbgrader's formgrader on the course's gradebook, submissions inert (grade Think! answers)
 	$(COURSE) python -m pipeline.lab formgrader $(LAB_ARGS)
 
 # What generation, grading, the demo and `make dist` write; kept: .venv, solutions/, notebooks/.

@@ -91,3 +91,12 @@ c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedE
 # Setting the exporter here covers `make grade` and a plain `nbgrader generate_feedback`.
 c.GenerateFeedback.preprocessors = [GetGrades, CSSHTMLHeaderPreprocessor, HideHiddenTests]
 c.GenerateFeedback.exporter_class = SafeFeedbackExporter
+
+# ---- Formgrader ----------------------------------------------------------------------------
+# `make formgrader` serves nbgrader's formgrader through pipeline.safe_formgrader: Manual
+# Grading shows each submission as the feedback pages do (outputs from safe MIME types,
+# markdown cleaned), with only formgrader's own scripts allowed to run on the page. nbgrader's
+# stock formgrader (a `jupyter lab` started by hand here) renders with a plain HTMLExporter:
+# every HTMLExporter gets this check, so that one refuses a submission instead of running its
+# scripts in the instructor's browser (the course's own exporters pass it).
+c.HTMLExporter.preprocessors = ["pipeline.safe_formgrader.RequireInertExporter"]

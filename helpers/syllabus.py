@@ -59,11 +59,14 @@ class Exercise:
 
 @dataclass(frozen=True)
 class Tutorial:
-    """One notebook: its exercises and its Think! questions (grade id -> points)."""
+    """One notebook: its exercises, its Think! questions (grade id -> points) and the answers
+    to earlier exercises it needs, which students paste in (an ungraded answer cell
+    ``pasted_<name>`` each, checked by that exercise's self-check)."""
 
     id: str
     exercises: tuple[Exercise, ...]
     think: dict[str, int]
+    pasted: tuple[str, ...] = ()
 
     @property
     def topic(self) -> str:
@@ -108,22 +111,25 @@ TUTORIALS: tuple[Tutorial, ...] = (
             "mask": "mask True = may attend: forbidden pairs get weight exactly 0, the mask "
                     "broadcasts over the leading dimensions, a fully masked query gets zero "
                     "weights and a zero output",
-            "large": "finite for large scores",
+            "large": "exact and finite for scores in the hundreds",
             "dtype": DTYPE,
             "device": DEVICE,
             "unchanged": UNCHANGED,
-        }, rules={"no_builtin": "F.scaled_dot_product_attention is off limits"}),
+        }, rules={"no_builtin": "F.scaled_dot_product_attention (PyTorch's own attention) is "
+                                "off limits"}),
         Exercise("make_batch", "N, T=10", 2, contract={
             "shape": "X of shape (N, T), y of shape (N, 1)",
             "dtype": "X is int64, y is float32",
             "values": "X holds digits 0-9 drawn uniformly; y is 1.0 exactly where a row has "
                       "strictly more 2s than 4s",
-            "arguments": "N and T are both honoured (T other than 10 too)",
-            "randomness": "draws from PyTorch's global generator and never reseeds it",
+            "arguments": "N and T are both honoured (T other than 10 too, a batch of one)",
+            "randomness": "draws from PyTorch's global generator (the same seed gives the same "
+                          "batch) and never reseeds it",
         }),
         Exercise("SingleQueryAttention", "d_embed=16, d_att=16, d_hidden=32", 3,
                  methods={"attention": "e", "values": "e", "forward": "x"}, contract={
             "members": "embed, query (1, d_att), to_key, to_value and readout as the table says",
+            "init": "the query starts as torch.randn(1, d_att): standard normal entries",
             "arguments": "d_embed, d_att and d_hidden are each honoured; scores are scaled "
                          "by 1/sqrt(d_att)",
             "attention": "attention(e) is (N, 1, T): the softmax over the T positions of "
@@ -139,12 +145,14 @@ TUTORIALS: tuple[Tutorial, ...] = (
         Exercise("split_heads", "x, n_heads", 2, contract={
             "shape": "(B, T, H*dh) -> (B, H, T, dh)",
             "values": "head h holds columns h*dh to (h+1)*dh - 1 of every position",
-            "arguments": "any n_heads that divides the width, 1 and the full width included",
+            "arguments": "any n_heads that divides the width, 1 and the full width included, "
+                         "and a batch of one",
             "unchanged": UNCHANGED,
         }, rules={"no_loop": "no Python loop over heads or positions"}),
         Exercise("merge_heads", "x", 2, contract={
             "shape": "(B, H, T, dh) -> (B, T, H*dh)",
-            "values": "the inverse of split_heads: head h goes back to columns h*dh onwards",
+            "values": "the inverse of split_heads: head h goes back to columns h*dh onwards, "
+                      "also for a non-contiguous (transposed) input",
             "unchanged": UNCHANGED,
         }, rules={"no_loop": "no Python loop over heads or positions"}),
         Exercise("MultiHeadSelfAttention", "d_model, n_heads", 3,
@@ -156,7 +164,8 @@ TUTORIALS: tuple[Tutorial, ...] = (
                       "unify_heads maps the merged heads",
             "mask": "mask True = may attend, broadcast over heads; a fully masked query gets "
                     "zero weights",
-            "arguments": "d_model and n_heads are honoured (one head, many heads)",
+            "arguments": "d_model and n_heads are honoured (one head, one channel per head, "
+                         "many heads)",
             "gradients": GRADIENTS,
             "unchanged": UNCHANGED,
         }, layers={"to_queries": "Linear", "to_keys": "Linear", "to_values": "Linear",
@@ -164,27 +173,30 @@ TUTORIALS: tuple[Tutorial, ...] = (
     ), think={"think_one_head": 1, "think_head_symmetry": 1}),
     Tutorial("04_transformer_block", (
         Exercise("sinusoidal_positional_encoding", "T, d_model", 2, contract={
-            "shape": "a (T, d_model) float tensor",
+            "shape": "a (T, d_model) float tensor: one row per position, not (T, 1, d_model)",
             "values": "sin on even columns, cos on odd columns, pair i at frequency "
                       "10000^(-2i/d_model), positions from 0",
             "arguments": "any T (1 included) and any even d_model",
         }),
         Exercise("TransformerBlock", "d_model, n_heads, d_ff, dropout=0.0", 3,
                  methods={"forward": "x, padding_mask=None"}, contract={
-            "members": "attention (nn.MultiheadAttention, batch_first=True), norm_1, norm_2 "
-                       "and mlp as the text says",
-            "values": "post-norm: h = norm_1(x + attention(x)), out = norm_2(h + mlp(h))",
-            "padding": "padding_mask (B, T), True = padding, as key_padding_mask (by position "
-                       "or by keyword)",
-            "dropout": "dropout p on each sub-layer's output before its residual add, in "
-                       "training mode only",
+            "members": "attention (nn.MultiheadAttention, batch_first=True), norm_1, norm_2, "
+                       "mlp and dropout as the text says, with the sizes and the dropout "
+                       "probability passed in",
+            "values": "post-norm: h = norm_1(x + attention(x)), out = norm_2(h + mlp(h)), "
+                      "one (B, T, d_model) tensor",
+            "padding": "padding_mask (B, T), True = padding, reaches the attention as "
+                       "key_padding_mask, passed by keyword or by position",
+            "dropout": "in training mode, dropout acts on each sub-layer's output before its "
+                       "residual add (with dropout=1 the block returns norm_2(norm_1(x))) and "
+                       "draws afresh on every call; in eval mode it does nothing",
             "gradients": GRADIENTS,
             "unchanged": UNCHANGED,
         }, layers={"attention": "MultiheadAttention", "norm_1": "LayerNorm",
                    "norm_2": "LayerNorm", "mlp": "Sequential", "mlp.0": "Linear",
-                   "mlp.1": "ReLU", "mlp.2": "Linear"}),
+                   "mlp.1": "ReLU", "mlp.2": "Linear", "dropout": "Dropout"}),
         Exercise("mean_pool", "h, padding_mask=None", 2, contract={
-            "shape": "(B, T, d) -> (B, d)",
+            "shape": "(B, T, d) -> (B, d), a batch of one included",
             "values": "without a mask, the mean over the T positions",
             "padding": "with a mask (True = padding), the mean over the real positions only, "
                        "wherever the padding lies",
@@ -197,42 +209,51 @@ TUTORIALS: tuple[Tutorial, ...] = (
             "shape": "X of shape (m, T), y of shape (m, 1)",
             "dtype": "X is int64 bits, y is float32",
             "values": "y is 1.0 exactly when every bit at the positions in idx is 1",
-            "arguments": "each bit is 1 with probability p; p=None means 0.5 ** (1 / len(idx))",
-            "randomness": "draws from PyTorch's global generator and never reseeds it",
+            "arguments": "each bit is 1 with probability p, an explicit p included; p=None "
+                         "means 0.5 ** (1 / len(idx))",
+            "randomness": "draws from PyTorch's global generator and never reseeds it: the "
+                          "same seed gives the same data, another seed other data",
         }),
         Exercise("SelfAttentionClassifier", "T, d=8", 3, methods={"forward": "x"}, contract={
-            "members": "token_embedding, position_embedding (T, d), query, key, value "
-                       "(bias=False) and readout as the table says",
+            "members": "token_embedding (2, d), position_embedding (T, d) an nn.Parameter, "
+                       "query, key, value (bias=False) and readout (with bias) as the table "
+                       "says",
             "init": "the first five members drawn from a normal with std 0.1; readout keeps "
                     "PyTorch's default",
-            "values": "forward reads attention row T-1 of softmax(Q Kᵀ / sqrt(d)) over the "
-                      "values, then sigmoid(readout(h)), shape (B, 1)",
-            "arguments": "T and d are honoured",
+            "embed": "embed(x) is token_embedding(x) + position_embedding, shape (B, T, d)",
+            "attention": "attention_weights(x) is (B, T, T): row i is the softmax over the "
+                         "keys of Q_i Kᵀ / sqrt(d)",
+            "forward": "forward(x) is sigmoid(readout(h)) with h = Σ_t A[T-1, t] V_t, shape "
+                       "(B, 1), a batch of one included",
+            "arguments": "T and d are honoured (the scale is 1/sqrt(d) for every d)",
             "gradients": GRADIENTS,
-            "unchanged": UNCHANGED,
         }, layers={"token_embedding": "Embedding", "query": "Linear", "key": "Linear",
                    "value": "Linear", "readout": "Linear"}),
     ), think={"think_why_attention_generalises": 1, "think_dense_targets": 1,
               "think_rule_routing": 1}),
     Tutorial("06_causal_mask_trick", (
         Exercise("running_mean_loop", "x", 2, contract={
-            "values": "row t is the mean of rows 0..t (t + 1 of them), for every batch",
-            "shape": "(B, T, C) -> (B, T, C)",
+            "shape": "(B, T, C) -> (B, T, C), a batch of one included",
+            "values": "row t is the mean of rows 0..t (t + 1 of them), for every sequence, a "
+                      "sequence of one token included",
             "dtype": DTYPE,
             "unchanged": UNCHANGED,
         }),
         Exercise("running_mean_matmul", "x", 2, contract={
-            "values": "row t is the mean of rows 0..t (t + 1 of them), for every batch",
-            "shape": "(B, T, C) -> (B, T, C)",
-            "dtype": DTYPE,
-            "device": DEVICE,
+            "shape": "(B, T, C) -> (B, T, C), a batch of one included",
+            "values": "row t is the mean of rows 0..t (t + 1 of them), for every sequence, a "
+                      "sequence of one token included",
+            "dtype": "the weight matrix and the result have the input's dtype (float64 in, "
+                     "float64 out)",
+            "device": "the weight matrix is made on the input's device (device=x.device)",
             "unchanged": UNCHANGED,
-        }, rules={"one_product": "one matrix product with a (T, T) weight matrix, no loop"}),
+        }, rules={"one_product": "one matrix product of a (T, T) weight matrix with x, no "
+                                 "Python loop (checked by the self-check; not graded)"}),
         Exercise("causal_attention_weights", "scores", 2, contract={
-            "values": "row t is the softmax of scores[..., t, :t+1]; later positions get "
-                      "weight exactly 0",
-            "shape": "(..., T, T) -> (..., T, T), any leading dimensions",
-            "large": "finite for large scores",
+            "shape": "(..., T, T) -> (..., T, T), any leading dimensions (none included)",
+            "values": "row t is the softmax of scores[..., t, :t+1] over the keys; later "
+                      "positions get weight exactly 0",
+            "large": "finite and exact for scores in the hundreds",
             "dtype": DTYPE,
             "device": DEVICE,
             "unchanged": UNCHANGED,
@@ -240,9 +261,11 @@ TUTORIALS: tuple[Tutorial, ...] = (
         Exercise("CausalSelfAttentionHead", "n_embd, head_size", 3, methods={"forward": "x"},
                  contract={
             "members": "key, query, value: nn.Linear(n_embd, head_size, bias=False)",
-            "values": "causal softmax(q kᵀ / sqrt(head_size)) times v, shape "
-                      "(B, T, head_size)",
             "causal": "position t never reads a later position",
+            "values": "causal softmax(q kᵀ / sqrt(head_size)) times v, shape "
+                      "(B, T, head_size), a batch of one included",
+            "length": "works for any sequence length T, 1 and longer ones included (nothing "
+                      "fixed in __init__)",
             "arguments": "n_embd and head_size are honoured (head_size ≠ n_embd too)",
             "gradients": GRADIENTS,
             "unchanged": UNCHANGED,
@@ -251,30 +274,36 @@ TUTORIALS: tuple[Tutorial, ...] = (
     Tutorial("07_generation_and_cost", (
         Exercise("sample_next_token", "logits, temperature=1.0, top_k=None, generator=None", 2,
                  contract={
-            "shape": "one int64 token id per row, shape (B,)",
-            "distribution": "tokens follow softmax(logits / temperature)",
-            "temperature": "temperature divides the logits; temperature <= 0 raises a "
-                           "ValueError that names the temperature",
-            "top_k": "with top_k, only the k largest logits of each row can be drawn",
-            "randomness": "draws with the given generator (the same state, the same tokens), "
-                          "else from the global one, and never reseeds",
+            "shape": "one int64 token id per row: shape (B,), a batch of one included",
+            "distribution": "each token is an independent draw from the softmax of its row",
+            "temperature": "any temperature > 0 divides the logits; temperature <= 0 raises a "
+                           "ValueError whose message names the temperature",
+            "top_k": "with top_k (any k), only the k largest logits of each row can be drawn",
+            "randomness": "with a generator, draws from it alone (the same state gives the "
+                          "same tokens, whatever the global seed); without one, from the "
+                          "global generator (the same seed gives the same tokens, two seeds "
+                          "different ones); never reseeds",
             "unchanged": UNCHANGED,
         }),
         Exercise("cached_attention_step", "q, k_new, v_new, cache=None", 3, contract={
             "cache": "returns the cache with the new key and value last, length t + 1 (just "
                      "the new entry when cache is None)",
             "values": "out is the attention of q over all t + 1 keys, scaled by 1/sqrt(d_h)",
-            "shape": "out (B, H, 1, d_h), cache tensors (B, H, t + 1, d_h)",
+            "shape": "out (B, H, 1, d_h), cache tensors (B, H, t + 1, d_h), B = H = 1 "
+                     "included",
             "dtype": DTYPE,
-            "unchanged": UNCHANGED,
+            "unchanged": "leaves its arguments unchanged, the old cache included (the new "
+                         "cache is a new tensor: torch.cat, never a write into K or V)",
         }),
         Exercise("online_softmax", "x, block_size", 2, contract={
             "values": "equals torch.softmax(x, dim=-1) for x of any shape",
             "blocks": "any block_size, also one that does not divide the row, or exceeds it",
-            "falling": "exact and finite when a row's maximum comes first and the values "
-                       "fall (a running maximum, rescaled by exp(m - m'))",
+            "falling": "exact and finite when a row's maximum comes first and the values then "
+                       "fall by hundreds (a running maximum that never decreases, the sum "
+                       "rescaled by exp(m - m'))",
             "large": "finite for logits in the thousands",
             "dtype": DTYPE,
+            "device": DEVICE,
             "unchanged": UNCHANGED,
         }),
         Exercise("blockwise_attention", "Q, K, V, block_size, causal=False", 3, contract={
@@ -283,38 +312,134 @@ TUTORIALS: tuple[Tutorial, ...] = (
             "blocks": "any Tk and block_size, not only multiples",
             "shape": "out (..., Tq, dv), any leading dimensions, dv ≠ d",
             "dtype": DTYPE,
+            "device": DEVICE,
             "unchanged": UNCHANGED,
         }, rules={"memory": "never a tensor with Tq x Tk entries (checked by the self-check; "
                             "not graded)"}),
     ), think={"think_online_softmax_exact": 1, "think_cache_memory": 1}),
     Tutorial("08_beyond_words", (
         Exercise("patchify", "images, patch_size", 2, contract={
-            "shape": "(B, C, H, W) -> (B, N, C*p*p)",
+            "shape": "(B, C, H, W) -> (B, N, C*p*p) with N = (H/p)·(W/p), a batch of one "
+                     "included",
             "values": "patch (i, j) flattened in (channel, row, column) order, patches in "
                       "row-major order",
-            "arguments": "any patch size that divides H and W, any number of channels",
+            "arguments": "any patch size that divides H and W (1 and the whole image "
+                         "included), any number of channels, H ≠ W",
             "dtype": DTYPE,
+            "device": DEVICE,
             "unchanged": UNCHANGED,
         }),
         Exercise("PatchEmbedding", "patch_size, in_channels, d_model, n_patches", 3,
                  methods={"forward": "images"}, contract={
-            "members": "proj (nn.Linear(C*p*p, d_model)), cls_token (1, 1, d_model) and "
-                       "positions (1, n_patches + 1, d_model) parameters",
-            "values": "the class token first, then the projected patches, positions added "
-                      "after the class token is prepended",
-            "arguments": "patch_size, in_channels, d_model and n_patches are honoured",
-            "gradients": GRADIENTS,
+            "members": "proj (nn.Linear(C*p*p, d_model), with its bias), cls_token "
+                       "(1, 1, d_model) and positions (1, n_patches + 1, d_model) parameters, "
+                       "and no other parameters",
+            "init": "cls_token and positions start as small random numbers from PyTorch's "
+                    "global generator (e.g. 0.02 * torch.randn(...)): not zeros, root mean "
+                    "square at most 0.1, no reseeding",
+            "values": "the class token first, then proj of each patch in patchify's order, "
+                      "positions added after the class token is prepended; computed afresh "
+                      "at every call",
+            "shape": "forward(images) returns (B, n_patches + 1, d_model), a batch of one "
+                     "included",
+            "arguments": "patch_size, in_channels, d_model and n_patches are each honoured "
+                         "(several channels, d_model ≠ C·p·p, images that are not square)",
+            "gradients": "in training mode, gradients reach proj, cls_token and positions "
+                         "(nothing detached)",
             "unchanged": UNCHANGED,
         }, layers={"proj": "Linear"}),
         Exercise("sequence_log_prob", "logits, tokens", 2, contract={
-            "values": "Σ over t = 0..T-2 of log softmax(logits[:, t])[tokens[:, t+1]]",
-            "shape": "one number per sequence, shape (B,)",
-            "large": "finite and exact for large logits",
+            "shape": "one number per sequence, shape (B,), a batch of one included",
+            "values": "Σ over t = 0..T-2 of log softmax(logits[:, t])[tokens[:, t+1]], for "
+                      "any T ≥ 2 and vocabulary size",
+            "large": "finite and exact for logits in the hundreds and thousands: a model very "
+                     "sure of the right token, or of a wrong one",
             "dtype": DTYPE,
+            "device": DEVICE,
             "unchanged": UNCHANGED,
         }),
     ), think={"think_positions_vs_convolution": 1, "think_whose_language": 1,
               "think_what_preference_shows": 1}),
+    Tutorial("09_your_own_gpt", (
+        Exercise("CausalSelfAttention", "d_model, n_heads", 3, methods={"forward": "x, cache=None"},
+                 contract={
+            "members": "to_queries, to_keys, to_values (nn.Linear(d_model, d_model, bias=False)) "
+                       "and unify_heads (nn.Linear(d_model, d_model))",
+            "shape": "forward returns (out, cache): out (B, T, d_model), the cache a pair (K, V) "
+                     "of (B, n_heads, t + T, d_model // n_heads), for any n_heads that divides "
+                     "d_model",
+            "values": "without a cache: causal multi-head attention, scores scaled by "
+                      "1/sqrt(d_model // n_heads), the heads merged and mapped by unify_heads",
+            "cache": "the returned cache holds the keys and values of every position so far, "
+                     "the new ones last (with cache=None, those of the T new positions)",
+            "pieces": "with a cache of t positions, query i of the T new positions sees every "
+                      "cached key and the new keys 0..i: a text fed in pieces gives the same "
+                      "outputs as fed at once",
+            "gradients": GRADIENTS,
+        }, layers={"to_queries": "Linear", "to_keys": "Linear", "to_values": "Linear",
+                   "unify_heads": "Linear"}),
+        Exercise("Block", "d_model, n_heads", 3, methods={"forward": "x, cache=None"}, contract={
+            "members": "ln_1, ln_2 (nn.LayerNorm(d_model)), attn (your CausalSelfAttention) and "
+                       "mlp (nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(), "
+                       "nn.Linear(4 * d_model, d_model)))",
+            "returns": "forward returns the pair (x, cache), x of shape (B, T, d_model)",
+            "values": "pre-norm: h = x + attn(ln_1(x)), then h + mlp(ln_2(h))",
+            "cache": "the cache goes to attn, and attn's new cache comes back",
+            "gradients": GRADIENTS,
+            "unchanged": UNCHANGED,
+        }, layers={"ln_1": "LayerNorm", "ln_2": "LayerNorm", "mlp": "Sequential",
+                   "mlp.0": "Linear", "mlp.1": "GELU", "mlp.2": "Linear",
+                   "attn.to_queries": "Linear", "attn.to_keys": "Linear",
+                   "attn.to_values": "Linear", "attn.unify_heads": "Linear"}),
+        Exercise("GPT", "vocab_size, block_size, d_model, n_heads, n_layers", 3,
+                 methods={"forward": "tokens, caches=None"}, contract={
+            "members": "token_embedding (nn.Embedding(vocab_size, d_model)), position_embedding "
+                       "(nn.Embedding(block_size, d_model)), blocks (an nn.ModuleList of n_layers "
+                       "Blocks), ln_f (nn.LayerNorm(d_model)) and head (nn.Linear(d_model, "
+                       "vocab_size)), its own weights, not the token embedding's",
+            "returns": "forward returns (logits, caches): logits (B, T, vocab_size) and a list "
+                       "of one cache per block, block i's at index i",
+            "values": "logits = head(ln_f(x)) where x = token_embedding(tokens) + "
+                      "position_embedding(positions) went through every block in order",
+            "pieces": "with the caches of t positions, the new tokens sit at positions t..t+T-1 "
+                      "and block i continues from caches[i]: a text fed in pieces gives the same "
+                      "logits as fed at once",
+            "gradients": GRADIENTS,
+        }, layers={"token_embedding": "Embedding", "position_embedding": "Embedding",
+                   "blocks": "ModuleList", "blocks.*.ln_1": "LayerNorm",
+                   "blocks.*.ln_2": "LayerNorm", "blocks.*.mlp": "Sequential",
+                   "blocks.*.mlp.0": "Linear", "blocks.*.mlp.1": "GELU",
+                   "blocks.*.mlp.2": "Linear", "blocks.*.attn.to_queries": "Linear",
+                   "blocks.*.attn.to_keys": "Linear", "blocks.*.attn.to_values": "Linear",
+                   "blocks.*.attn.unify_heads": "Linear", "ln_f": "LayerNorm",
+                   "head": "Linear"}),
+        Exercise("train_gpt", "model, get_batch, steps, lr=0.003", 3, contract={
+            "returns": "a list of `steps` Python floats: each step's loss, before its update",
+            "loss": "the cross-entropy of every position's logits against its target, "
+                    "averaged over all B x T positions of the batch",
+            "learns": "the loss falls: every step updates the model",
+            "optimizer": "torch.optim.AdamW over the model's parameters with learning rate lr "
+                         "(PyTorch's other defaults)",
+            "steps": "each step continues from the one before: the gradients are cleared every "
+                     "step (else they add up) and one AdamW, made once, keeps its running "
+                     "averages",
+        }),
+        Exercise("generate", "model, prompt, n_tokens, temperature=1.0, top_k=None, "
+                             "generator=None, use_cache=True", 3, contract={
+            "returns": "a (B, T0 + n_tokens) int64 tensor: the prompt, then the new tokens",
+            "next_token": "each new token is drawn by your sample_next_token from the model's "
+                          "logits at the last position (greedy with top_k=1)",
+            "sampling": "temperature and top_k are passed on to sample_next_token",
+            "cache": "the same tokens with use_cache=True and use_cache=False for the same "
+                     "generator state",
+            "randomness": "draws with the given generator (the same state, the same tokens) "
+                          "and never reseeds",
+            "unchanged": UNCHANGED,
+        }, rules={"one_position": "with use_cache=True, every call after the first gives the "
+                                  "model only the newest token and the caches it returned "
+                                  "(checked by the self-check; not graded)"}),
+    ), think={"think_untied_head": 1, "think_beyond_bigram": 1, "think_cache_or_not": 1},
+        pasted=("sample_next_token",)),
 )
 
 

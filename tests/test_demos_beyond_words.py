@@ -179,3 +179,34 @@ def test_skew_experiment_and_its_figure(monkeypatch):
     model = demo.train_language_model(demo.make_corpus(0.8, 60), steps=5)
     demo.plot_pair(model, sequence_log_prob, "the nurse said she was late .",
                    "the nurse said he was late .")
+
+
+def test_position_summary_tells_neighbours_far_pairs_and_corners_apart(capsys):
+    vit = demo.build_vit(Embedding, seed=0, patch_size=2, d_model=16, n_heads=2)
+    side = 4
+    rows, columns = torch.arange(16) // side, torch.arange(16) % side
+    angle = (rows + columns).double() * (torch.pi / 12)  # neighbours 15° apart, corners far
+    with torch.no_grad():
+        vit.embed.positions.zero_()
+        vit.embed.positions[0, 1:, 0] = torch.cos(angle).float()
+        vit.embed.positions[0, 1:, 1] = torch.sin(angle).float()
+    summary = demo.position_similarity_summary(vit)
+    assert summary["neighbours"] == pytest.approx(float(torch.cos(torch.tensor(torch.pi / 12))))
+    assert summary["further apart"] < summary["neighbours"]
+    corners = torch.tensor([0.0, 3, 3, 6]) * torch.pi / 12  # the corners' angles
+    wanted = torch.cos(corners[:, None] - corners[None])[~torch.eye(4, dtype=torch.bool)].mean()
+    assert summary["corners"] == pytest.approx(float(wanted))
+    printed = capsys.readouterr().out
+    assert "neighbouring patches: +1.0" in printed and "-0.0" not in printed
+
+
+def test_plot_pair_says_where_the_curves_part(monkeypatch, capsys):
+    monkeypatch.setattr(matplotlib.pyplot, "show", lambda: matplotlib.pyplot.close("all"))
+    model = demo.train_language_model(demo.make_corpus(0.9, 120), steps=30)
+    demo.plot_pair(model, sequence_log_prob, "the nurse said she was late .",
+                   "the nurse said he was late .")
+    printed = capsys.readouterr().out
+    assert "the curves part at 'she/he'" in printed
+    demo.plot_pair(model, sequence_log_prob, "the nurse said she was late .",
+                   "the nurse said she was late .")
+    assert "part" not in capsys.readouterr().out.split("prefers")[-1]

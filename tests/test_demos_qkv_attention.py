@@ -109,3 +109,24 @@ def test_examples_and_label_statistics(capsys):
     assert len(lines) == 3 and all("->  y =" in line for line in lines)
     stats = demo.label_statistics(SOLUTION["make_batch"], N=5000)
     assert 0.3 < stats["positive"] < 0.42 and 0.2 < stats["ties"] < 0.35
+
+
+def test_lookup_summary_gives_the_numbers_the_prose_relies_on(capsys):
+    river = demo.lookup_summary("bank", "we sat on the bank of the river")
+    money = demo.lookup_summary("bank", "the bank gave me a loan")
+    assert river["top_word"] == "river" and money["top_word"] == "loan"
+    for summary in (river, money):
+        assert 0.3 < summary["own"] < 0.5 and summary["top_weight"] < summary["own"]
+    assert river["senses"]["river"] > river["senses"]["money"] + 0.3
+    assert money["senses"]["money"] > money["senses"]["river"] + 0.3
+    demo.print_lookups()
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and "closer to the river words" in lines[0]
+    assert "closer to the money words" in lines[1]
+
+
+def test_score_statistics_are_printed_for_the_chosen_widths(capsys):
+    stats = demo.score_statistics(dims=(1, 16, 64), n_samples=200)
+    demo.print_score_statistics(stats, dims=(1, 64))
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["d_k =   1", "d_k =  64"]

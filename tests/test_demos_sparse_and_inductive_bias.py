@@ -92,6 +92,15 @@ def test_medians_and_csv_round_trip(tmp_path):
     table = {(r["T"], r["model"]): r["median"] for r in demo.medians(rows)}
     assert table[(8, "MLP")] == 64 and table[(8, "attention")] == 16
     assert math.isinf(demo.medians(rows[1:2])[0]["median"])
+    spread = demo.spreads(rows)
+    assert spread[(8, "attention")] == (16, 16) and spread[(8, "MLP")] == (32, math.inf)
+
+
+def test_print_medians_shows_the_spread_over_seeds(capsys):
+    demo.print_medians([{"T": 8, "model": "MLP", "seed": s, "samples_to_target": v}
+                        for s, v in enumerate((32, 64, None))])
+    out = capsys.readouterr().out
+    assert "fewest-most" in out and "32-never" in out
 
 
 def test_shipped_benchmark_table_is_complete():
@@ -103,7 +112,7 @@ def test_shipped_benchmark_table_is_complete():
     assert len(rows) == len(Ts) * 2 * len(seeds)
 
 
-def test_figures_draw_without_error(tmp_path):
+def test_figures_draw_without_error(tmp_path, capsys):
     demo.plot_label_balance()
     demo.plot_samples(generate, T=12, idx=[2, 7], n=10)
     demo.plot_selection_margin()
@@ -113,7 +122,9 @@ def test_figures_draw_without_error(tmp_path):
     torch.manual_seed(0)
     model = Classifier(10)
     X, y = generate(40, 10, [3, 5])
-    demo.plot_mean_attention(model, X, y, [3, 5])
+    stats = demo.plot_mean_attention(model, X, y, [3, 5])
+    assert 0 <= stats["share_y0"] <= 1 and stats["uniform"] == pytest.approx(0.1)
+    assert "relevant positions" in capsys.readouterr().out
     X_rule, _ = demo.rule_dataset(generate, 40, 10, [1, 2], [4, 6])
     demo.plot_rule_graph(model, X_rule, [1, 2], [4, 6])
     fake = [{"task": task, "model": name, "samples": 20, "parameters": 10, "train_acc": 1.0,
@@ -148,6 +159,11 @@ def test_self_checks_pass_the_solution_and_fail_in_plain_words():
     check_SelfAttentionClassifier(Classifier)
     with pytest.raises(CheckFailed, match="expected"):
         check_sparse_and_dataset(lambda m, T, idx, p=None: (torch.zeros(m, T), torch.zeros(m, 1)))
+
+
+def test_not_as_expected_points_to_the_exercises():
+    message = demo.not_as_expected("attention reached 0.45")
+    assert message.startswith("attention reached 0.45") and "std=0.1" in message
 
 
 def test_self_check_leaves_the_global_generator_alone():

@@ -142,7 +142,10 @@ def test_figures_draw(capsys):
     assert "largest difference" in capsys.readouterr().out
     demo.plot_positional_encoding(encoding, T=20, d_model=8)
     demo.plot_encoding_columns(encoding, T=20, d_model=8, columns=(0, 1))
-    demo.plot_residual_and_norm(depth=4)
+    curves = demo.plot_residual_and_norm(depth=4)
+    assert set(curves) == {"plain", "residual", "add & norm", "input"}
+    assert all(len(curves[name]["kept"]) == 4 for name in demo.WIRINGS)
+    assert "cosine after layer 1" in capsys.readouterr().out
     data = demo.make_reviews(64, seed=0)
     demo.plot_length_histogram(data)
     demo.show_reviews(data, k=2)
@@ -158,9 +161,12 @@ def test_figures_draw(capsys):
     with pytest.raises(ValueError, match="banded"):
         demo.print_swap_test(models, ["the food was good", "the food was bad"], banded=["x"])
     demo.print_accuracy_by_kind(models, data)
-    assert "clauses contrast" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "clauses contrast" in out and "expected accuracy on these 64 reviews" in out
     demo.plot_attention(model, "the food was not good but the room was nice")
-    demo.plot_padding_effect(model, "the food was good", max_extra=6)
+    effect = demo.plot_padding_effect(model, "the food was good", max_extra=6)
+    assert effect["masked"]["extra"] == [0, 4]
+    assert max(effect["masked"]["moved"]) < 1e-5 < effect["unmasked"]["moved"][1]
     with pytest.raises(ValueError, match="positions"):
         demo.plot_padding_effect(model, "the food was good", max_extra=100)
     history = {"train_loss": [0.7, 0.5], "train_acc": [0.5, 0.8], "val_loss": [0.7, 0.6],

@@ -184,3 +184,29 @@ def test_sharded_serial_grading_gives_the_same_results(graded, run_in_course):
     for student in students:
         assert scores(serial[f"{student}__{NOTEBOOK}"]) == scores(parallel[student, NOTEBOOK])
     assert all(student in merged.stdout for student in students)
+
+
+@pytest.mark.parametrize(("student", "grade_id", "words"), [
+    ("zeroes_its_inputs", "test_gained_dot_product_attention", "changed in place: q_1"),
+    ("clamps_its_input", "test_stable_softmax", "changed in place: x"),
+    ("huge_reply", "test_gained_dot_product_attention", "larger than 16 MB"),
+])
+def test_the_verdict_names_what_an_attack_did(graded, student, grade_id, words):
+    cells = {c["grade_id"]: c for c in graded[2][student, NOTEBOOK]["cells"]}
+    assert words in cells[grade_id]["message"], cells[grade_id]
+
+
+def test_a_cell_that_ignores_the_interrupt_is_stopped_and_says_so(graded):
+    notebook = nbformat.read(graded[0] / "grader" / "autograded" / "ignores_interrupt" / NOTEBOOK
+                             / f"{NOTEBOOK}.ipynb", as_version=4)
+    errors = [o.evalue for c in notebook.cells for o in c.get("outputs", [])
+              if o.output_type == "error"]
+    assert any("did not stop when interrupted" in e and "restarted" in e for e in errors)
+
+
+def test_markup_built_to_stall_the_sanitiser_is_left_out_of_a_page_made_in_time(graded):
+    page = (graded[0] / "grader" / "feedback" / "nested_markup" / NOTEBOOK
+            / f"{NOTEBOOK}.html").read_text()
+    assert page.count("Not shown on this page") >= 3  # two Think! answers, one output
+    assert "could not be made" not in page  # the full page, not the short stand-in
+    assert graded[2]["nested_markup", NOTEBOOK]["status"] == "graded"

@@ -1,4 +1,5 @@
-"""Hidden tests of tutorial 03 against the solution, common mistakes and other correct answers."""
+"""Hidden tests and self-checks of tutorial 03 against the solution, common mistakes and other
+correct answers (``BANKS``, run by tests/test_contracts.py), and a few special cases."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from mutation import assert_bank, assert_fails_naming, diagnosis
+from mutation import ExerciseBanks, assert_fails_naming, diagnosis
 from notebook_code import solution_namespace
 from torch import nn
 
@@ -72,45 +73,50 @@ def split_forgot_transpose(x, n_heads):
     return x.view(B, T, n_heads, D // n_heads)
 
 
-def split_in_place(x, n_heads):
-    x *= 1.5  # scales the caller's tensor
-    return split_heads(x, n_heads)
-
-
-@pytest.mark.parametrize("candidate", [split_heads, split_permute, split_unflatten, split_chunks,
-                                       split_loop, split_einsum])
-def test_correct_splits_pass(candidate):
-    grade_split_heads(candidate)
-    check_split_heads(candidate)
-
-
 def split_off_by_one(x, n_heads):
     """A bug no diagnosis describes: the positions are rolled."""
     return split_heads(x, n_heads).roll(1, dims=2)
 
 
-SPLIT_HIDDEN_BANK = [
-    (split_no_transpose, "without a transpose"),
-    (split_round_robin, "round-robin"),
-    (split_forgot_transpose, "were not swapped"),
-    (split_in_place, "in place"),
-    (split_off_by_one, None),
-]
-SPLIT_CHECK_BANK = [
-    (split_no_transpose, "without a transpose"),
-    (split_round_robin, "round-robin"),
-    (split_forgot_transpose, "were not swapped"),
-    (split_in_place, "in place"),
-    (split_off_by_one, None),
-]
+def split_resize_in_place(x, n_heads):
+    """resize_ taken for reshape: it changes the caller's tensor."""
+    B, T, D = x.shape
+    return x.resize_(B, T, n_heads, D // n_heads).transpose(1, 2)
 
 
-def test_split_hidden_test_names_only_the_mistake_it_sees():
-    assert_bank(grade_split_heads, split_heads, SPLIT_HIDDEN_BANK)
+def split_squeezed(x, n_heads):
+    """A .squeeze() 'to be safe': drops the head axis of one head, the channel axis of
+    one-channel heads."""
+    B, T, D = x.shape
+    return x.view(B, T, n_heads, D // n_heads).transpose(1, 2).squeeze()
 
 
-def test_split_self_check_names_only_the_mistake_it_sees():
-    assert_bank(check_split_heads, split_heads, SPLIT_CHECK_BANK)
+SPLIT_BANKS = ExerciseBanks(
+    solution=split_heads,
+    correct=[split_permute, split_unflatten, split_chunks, split_einsum],
+    check=[
+        (split_forgot_transpose, "were not swapped", "shape"),
+        (split_no_transpose, "without a transpose", "values"),
+        (split_round_robin, "round-robin", "values"),
+        (split_off_by_one, None, "values"),
+        (split_squeezed, "axis of size 1 was dropped", "arguments"),
+        (split_resize_in_place, "in place", "unchanged"),
+        (split_loop, "Python loop", "no_loop"),
+    ],
+    hidden=[
+        (split_forgot_transpose, "were not swapped", "shape"),
+        (split_no_transpose, "without a transpose", "values"),
+        (split_round_robin, "round-robin", "values"),
+        (split_off_by_one, None, "values"),
+        (split_squeezed, "axis of size 1 was dropped", "arguments"),
+        (split_resize_in_place, "in place", "unchanged"),
+    ],
+)
+
+
+def test_a_loop_over_heads_passes_the_hidden_test_the_grade_is_for_the_numbers():
+    grade_split_heads(split_loop)
+    grade_merge_heads(merge_loop)
 
 
 def test_blank_split_propagates():
@@ -153,29 +159,14 @@ def merge_interleaved(x):
     return x.permute(0, 2, 3, 1).reshape(B, T, H * dh)
 
 
-def merge_view_after_transpose(x):
-    B, H, T, dh = x.shape
-    return x.transpose(1, 2).view(B, T, H * dh)
-
-
-@pytest.mark.parametrize("candidate", [merge_heads, merge_contiguous_view, merge_cat,
-                                       merge_flatten, merge_loop])
-def test_correct_merges_pass(candidate):
-    grade_merge_heads(candidate)
-    check_merge_heads(candidate)
-
-
 def merge_not_joined(x):
     return x.transpose(1, 2)
 
 
-def merge_in_place(x):
-    x.mul_(1.0).add_(0.0)
-    x[..., 0] += 1.0
-    x[..., 0] -= 1.0
-    x.neg_().neg_()
-    x[:, :, :1] *= 2.0
-    return merge_heads(x / torch.tensor([2.0] + [1.0] * (x.shape[2] - 1)).view(1, 1, -1, 1))
+def merge_transpose_in_place(x):
+    """transpose_ to save a copy: it turns the caller's tensor around."""
+    B, H, T, dh = x.shape
+    return x.transpose_(1, 2).reshape(B, T, H * dh)
 
 
 def merge_rolled(x):
@@ -183,26 +174,25 @@ def merge_rolled(x):
     return merge_heads(x).roll(1, dims=1)
 
 
-MERGE_HIDDEN_BANK = [
-    (merge_no_transpose, "without transposing back"),
-    (merge_interleaved, "wrong order"),
-    (merge_in_place, "in place"),
-    (merge_rolled, None),
-]
-MERGE_CHECK_BANK = [
-    (merge_no_transpose, "without moving the time axis back"),
-    (merge_interleaved, "interleaved"),
-    (merge_not_joined, "not joined"),
-    (merge_rolled, None),
-]
-
-
-def test_merge_hidden_test_names_only_the_mistake_it_sees():
-    assert_bank(grade_merge_heads, merge_heads, MERGE_HIDDEN_BANK)
-
-
-def test_merge_self_check_names_only_the_mistake_it_sees():
-    assert_bank(check_merge_heads, merge_heads, MERGE_CHECK_BANK)
+MERGE_BANKS = ExerciseBanks(
+    solution=merge_heads,
+    correct=[merge_contiguous_view, merge_cat, merge_flatten],
+    check=[
+        (merge_not_joined, "not joined", "shape"),
+        (merge_no_transpose, "without moving the time axis back", "values"),
+        (merge_interleaved, "interleaved", "values"),
+        (merge_rolled, None, "values"),
+        (merge_transpose_in_place, "in place", "unchanged"),
+        (merge_loop, "Python loop", "no_loop"),
+    ],
+    hidden=[
+        (merge_not_joined, "not joined", "shape"),
+        (merge_no_transpose, "without transposing back", "values"),
+        (merge_interleaved, "wrong order", "values"),
+        (merge_rolled, None, "values"),
+        (merge_transpose_in_place, "in place", "unchanged"),
+    ],
+)
 
 
 def test_split_then_merge_round_trip():
@@ -213,6 +203,8 @@ def test_split_then_merge_round_trip():
 def test_blank_merge_propagates():
     with pytest.raises(NotImplementedError):
         grade_merge_heads(not_implemented)
+    with pytest.raises(NotImplementedError):
+        check_merge_heads(not_implemented)
 
 
 # ---- MultiHeadSelfAttention: correct alternatives --------------------------------------------
@@ -300,13 +292,6 @@ class PackedProjectionAttention(_Layers):
         return self.unify_heads(merge_heads(torch.matmul(weights, v))), weights
 
 
-@pytest.mark.parametrize("candidate", [Solution, HeadLoopAttention, FoldedBmmAttention,
-                                       BuiltinSdpaAttention, PackedProjectionAttention])
-def test_correct_attention_layers_pass(candidate):
-    grade_MultiHeadSelfAttention(candidate)
-    check_MultiHeadSelfAttention(candidate)
-
-
 # ---- MultiHeadSelfAttention: mistakes ---------------------------------------------------------
 
 def _mutant(*, split="ok", merge="ok", scale="d_head", softmax_dim=-1, mask_mode="ok",
@@ -384,11 +369,43 @@ class BiasedProjections(Solution):
         self.to_queries = nn.Linear(d_model, d_model)
 
 
-class InPlaceInput(Solution):
+class HardCodedWidth(Solution):
+    """Sizes of the notebook's example instead of d_model."""
+
+    def __init__(self, d_model, n_heads):
+        super().__init__(16, n_heads)
+
+
+class FixedHeads(Solution):
+    """Two heads, as in the notebook's copy task, whatever n_heads says."""
+
+    def __init__(self, d_model, n_heads):
+        super().__init__(d_model, 2)
+
+
+class DetachedWeights(Solution):
+    """The weights detached 'because they are only for the plots': no gradient reaches the
+    queries and keys."""
+
     def forward(self, x, mask=None):
-        out, weights = super().forward(x, mask)
-        x.add_(1.0)
-        return out, weights
+        q = split_heads(self.to_queries(x), self.n_heads)
+        k = split_heads(self.to_keys(x), self.n_heads)
+        v = split_heads(self.to_values(x), self.n_heads)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_head)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        weights = torch.softmax(scores, dim=-1).nan_to_num(0.0).detach()
+        return self.unify_heads(merge_heads(weights @ v)), weights
+
+
+class MaskUnsqueezedInPlace(Solution):
+    """Gives a (T, T) mask its head axes in place: the caller's mask changes."""
+
+    def forward(self, x, mask=None):
+        if mask is not None:
+            while mask.dim() < 4:
+                mask.unsqueeze_(0)
+        return super().forward(x, mask)
 
 
 class ShiftedOutput(Solution):
@@ -406,7 +423,7 @@ class SwappedHeads(Solution):
 
 
 def _named(cls, name):
-    cls.__name__ = name
+    cls.__name__ = cls.__qualname__ = name
     return cls
 
 
@@ -432,58 +449,66 @@ M = {name: _named(cls, name) for name, cls in {
     "averaged": _mutant(average=True),
 }.items()}
 
-ATTENTION_HIDDEN_BANK = [
-    (M["split_no_transpose"], "split by a reshape/view"),
-    (M["merge_interleaved"], "merged in the wrong order"),
-    (M["merge_no_transpose"], "merged without transposing back"),
-    (M["scale_d_model"], "sqrt(d_model) instead of sqrt(d_head)"),
-    (M["no_scale"], "not scaled"),
-    (M["scale_d_head"], "divided by d_head instead"),
-    (M["split_round_robin"], "round-robin"),
-    (M["softmax_queries"], "(queries, dim=-2)"),
-    (M["softmax_heads"], "(heads, dim=1)"),
-    (M["no_unify"], "unify_heads skipped"),
-    (M["mask_ignored"], "mask ignored"),
-    (M["mask_inverted"], "mask inverted"),
-    (M["mask_zero"], "0 instead of -inf"),
-    (M["mask_after_softmax"], "without renormalising"),
-    (M["mask_finite"], "uniformly"),
-    (M["nan_rows"], "comes out of the softmax as nan"),
-    (M["keys_from_queries"], "to_queries instead of to_keys"),
-    (M["before_softmax"], "before softmax"),
-    (M["averaged"], "averaged over the heads"),
-    (WideHeadsAttention, "wide heads"),
-    (BiasedProjections, None),
-    (InPlaceInput, "in place"),
-    (ShiftedOutput, None),
-]
-ATTENTION_CHECK_BANK = [
-    (M["split_no_transpose"], None),
-    (M["scale_d_model"], "divided by sqrt(d_model)"),
-    (M["no_scale"], "not scaled"),
-    (M["softmax_queries"], "over the queries"),
-    (M["merge_interleaved"], None),
-    (M["no_unify"], "unify_heads was skipped"),
-    (M["mask_ignored"], "mask was ignored"),
-    (M["mask_inverted"], "mask is inverted"),
-    (M["mask_zero"], "0 instead of -inf"),
-    (M["mask_after_softmax"], "zeroed after the softmax"),
-    (M["mask_finite"], "uniformly"),
-    (M["nan_rows"], "comes out of the softmax as nan"),
-    (M["before_softmax"], "(the scores)"),
-    (M["averaged"], "averaged over the heads"),
-    (WideHeadsAttention, "wide heads"),
-    (SwappedHeads, "different order"),
-    (ShiftedOutput, None),
-]
+ATTENTION_BANKS = ExerciseBanks(
+    solution=Solution,
+    correct=[HeadLoopAttention, FoldedBmmAttention, BuiltinSdpaAttention,
+             PackedProjectionAttention],
+    check=[
+        (WideHeadsAttention, "wide heads", "members"),
+        (BiasedProjections, None, "members"),
+        (M["averaged"], "averaged over the heads", "shape"),
+        (M["split_no_transpose"], None, "values"),
+        (M["scale_d_model"], "divided by sqrt(d_model)", "values"),
+        (M["no_scale"], "not scaled", "values"),
+        (M["softmax_queries"], "over the queries", "values"),
+        (M["merge_interleaved"], None, "values"),
+        (M["no_unify"], "unify_heads was skipped", "values"),
+        (M["before_softmax"], "(the scores)", "values"),
+        (SwappedHeads, "different order", "values"),
+        (ShiftedOutput, None, "values"),
+        (M["mask_ignored"], "mask was ignored", "mask"),
+        (M["mask_inverted"], "mask is inverted", "mask"),
+        (M["mask_zero"], "0 instead of -inf", "mask"),
+        (M["mask_after_softmax"], "zeroed after the softmax", "mask"),
+        (M["mask_finite"], "uniformly", "mask"),
+        (M["nan_rows"], "comes out of the softmax as nan", "mask"),
+        (HardCodedWidth, "sizes are fixed", "arguments"),
+        (FixedHeads, "does not follow n_heads", "arguments"),
+        (DetachedWeights, "gradient is cut", "gradients"),
+        (MaskUnsqueezedInPlace, "in place", "unchanged"),
+    ],
+    hidden=[
+        (WideHeadsAttention, "wide heads", "members"),
+        (BiasedProjections, None, "members"),
+        (M["averaged"], "averaged over the heads", "shape"),
+        (M["split_no_transpose"], "split by a reshape/view", "values"),
+        (M["merge_interleaved"], "merged in the wrong order", "values"),
+        (M["merge_no_transpose"], "merged without transposing back", "values"),
+        (M["scale_d_model"], "sqrt(d_model) instead of sqrt(d_head)", "values"),
+        (M["no_scale"], "not scaled", "values"),
+        (M["scale_d_head"], "divided by d_head instead", "values"),
+        (M["split_round_robin"], "round-robin", "values"),
+        (M["softmax_queries"], "(queries, dim=-2)", "values"),
+        (M["softmax_heads"], "(heads, dim=1)", "values"),
+        (M["no_unify"], "unify_heads skipped", "values"),
+        (M["keys_from_queries"], "to_queries instead of to_keys", "values"),
+        (M["before_softmax"], "before softmax", "values"),
+        (ShiftedOutput, None, "values"),
+        (M["mask_ignored"], "mask ignored", "mask"),
+        (M["mask_inverted"], "mask inverted", "mask"),
+        (M["mask_zero"], "0 instead of -inf", "mask"),
+        (M["mask_after_softmax"], "without renormalising", "mask"),
+        (M["mask_finite"], "uniformly", "mask"),
+        (M["nan_rows"], "comes out of the softmax as nan", "mask"),
+        (HardCodedWidth, "sizes are fixed", "arguments"),
+        (FixedHeads, "does not follow n_heads", "arguments"),
+        (DetachedWeights, "gradient is cut", "gradients"),
+        (MaskUnsqueezedInPlace, "in place", "unchanged"),
+    ],
+)
 
-
-def test_attention_hidden_test_names_only_the_mistake_it_sees():
-    assert_bank(grade_MultiHeadSelfAttention, Solution, ATTENTION_HIDDEN_BANK)
-
-
-def test_attention_self_check_names_only_the_mistake_it_sees():
-    assert_bank(check_MultiHeadSelfAttention, Solution, ATTENTION_CHECK_BANK)
+BANKS = {"split_heads": SPLIT_BANKS, "merge_heads": MERGE_BANKS,
+         "MultiHeadSelfAttention": ATTENTION_BANKS}
 
 
 def test_the_self_check_recognises_heads_in_another_order():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from mutation import assert_bank
+from mutation import ExerciseBanks, diagnosis, failure
 from notebook_code import solution_namespace
 from torch import nn
 
@@ -26,31 +26,35 @@ SOLUTION = solution_namespace("05_sparse_and_inductive_bias")
 Solution = SOLUTION["SelfAttentionClassifier"]
 
 
+def not_implemented(*args, **kwargs):
+    raise NotImplementedError
+
+
 # ---- sparse_and_dataset: correct alternatives ----------------------------------------------
 
+def _default(p, idx):
+    return 0.5 ** (1 / len(idx)) if p is None else p
+
+
 def dataset_bernoulli(m, T, idx, p=None):
-    p = 0.5 ** (1 / len(idx)) if p is None else p
-    X = torch.bernoulli(torch.full((m, T), float(p))).long()
+    X = torch.bernoulli(torch.full((m, T), float(_default(p, idx)))).long()
     y = (X[:, list(idx)].sum(dim=1) == len(idx)).float().unsqueeze(1)
     return X, y
 
 
-def dataset_numpy(m, T, idx, p=None):
-    if p is None:
-        p = 0.5 ** (1 / len(idx))
-    X = (np.random.random((m, T)) < p).astype(np.int64)
-    y = X[:, list(idx)].prod(axis=1, keepdims=True).astype(np.float32)
-    return torch.from_numpy(X), torch.from_numpy(y)
+def dataset_distribution(m, T, idx, p=None):
+    bits = torch.distributions.Bernoulli(probs=torch.tensor(_default(p, idx)))
+    X = bits.sample((m, T)).to(torch.int64)
+    return X, X[:, list(idx)].prod(dim=1, keepdim=True).to(torch.float32)
 
 
 def dataset_loops(m, T, idx, p=None):
-    if p is None:
-        p = 0.5 ** (1 / len(idx))
+    p = _default(p, idx)
     rows, labels = [], []
     for _ in range(m):
-        row = [1 if random.random() < p else 0 for _ in range(T)]
+        row = (torch.rand(T) < p).tolist()
         rows.append(row)
-        labels.append([1.0 if all(row[i] == 1 for i in idx) else 0.0])
+        labels.append([1.0 if all(row[i] for i in idx) else 0.0])
     return torch.tensor(rows, dtype=torch.int64), torch.tensor(labels)
 
 
@@ -60,132 +64,162 @@ def _bits(m, T, p):
     return (torch.rand(m, T) < p).long()
 
 
+def _and(X, idx):
+    return X[:, list(idx)].all(dim=1, keepdim=True).float()
+
+
 def dataset_any(m, T, idx, p=None):
-    X = _bits(m, T, 0.5 ** (1 / len(idx)) if p is None else p)
+    X = _bits(m, T, _default(p, idx))
     return X, X[:, list(idx)].any(dim=1, keepdim=True).float()
 
 
 def dataset_fair_coins(m, T, idx, p=None):
     X = _bits(m, T, 0.5 if p is None else p)
-    return X, X[:, list(idx)].all(dim=1, keepdim=True).float()
+    return X, _and(X, idx)
 
 
 def dataset_fixed_sparsity(m, T, idx, p=None):
     X = _bits(m, T, 0.5 ** (1 / 3) if p is None else p)
-    return X, X[:, list(idx)].all(dim=1, keepdim=True).float()
-
-
-def dataset_first_bits(m, T, idx, p=None):
-    X = _bits(m, T, 0.5 ** (1 / len(idx)) if p is None else p)
-    return X, X[:, :len(idx)].all(dim=1, keepdim=True).float()
-
-
-def dataset_flat_labels(m, T, idx, p=None):
-    X = _bits(m, T, 0.5 ** (1 / len(idx)) if p is None else p)
-    return X, X[:, list(idx)].all(dim=1).float()
-
-
-def dataset_reseeded(m, T, idx, p=None):
-    torch.manual_seed(0)
-    X = _bits(m, T, 0.5 ** (1 / len(idx)) if p is None else p)
-    return X, X[:, list(idx)].all(dim=1, keepdim=True).float()
-
-
-def dataset_ignores_p(m, T, idx, p=None):
-    X = _bits(m, T, 0.5 ** (1 / len(idx)))
-    return X, X[:, list(idx)].all(dim=1, keepdim=True).float()
-
-
-def dataset_float_bits(m, T, idx, p=None):
-    X = (torch.rand(m, T) < (0.5 ** (1 / len(idx)) if p is None else p)).float()
-    return X, X[:, list(idx)].all(dim=1, keepdim=True).float()
-
-
-def dataset_sum_labels(m, T, idx, p=None):
-    X = _bits(m, T, 0.5 ** (1 / len(idx)) if p is None else p)
-    return X, X[:, list(idx)].sum(dim=1, keepdim=True).float()
-
-
-def not_implemented(*args, **kwargs):
-    raise NotImplementedError
-
-
-@pytest.mark.parametrize("candidate", [SOLUTION["sparse_and_dataset"], dataset_bernoulli,
-                                       dataset_numpy, dataset_loops])
-def test_correct_datasets_pass(candidate):
-    grade_sparse_and_dataset(candidate)
-    check_sparse_and_dataset(candidate)
+    return X, _and(X, idx)
 
 
 def dataset_root_missing(m, T, idx, p=None):
     X = _bits(m, T, 0.5 ** len(idx) if p is None else p)
-    return X, X[:, list(idx)].all(dim=1, keepdim=True).float()
+    return X, _and(X, idx)
+
+
+def dataset_first_bits(m, T, idx, p=None):
+    X = _bits(m, T, _default(p, idx))
+    return X, X[:, :len(idx)].all(dim=1, keepdim=True).float()
 
 
 def dataset_every_position(m, T, idx, p=None):
-    X = _bits(m, T, 0.5 ** (1 / len(idx)) if p is None else p)
+    X = _bits(m, T, _default(p, idx))
     return X, X.all(dim=1, keepdim=True).float()
 
 
 def dataset_inverted(m, T, idx, p=None):
-    X = _bits(m, T, 0.5 ** (1 / len(idx)) if p is None else p)
-    return X, 1 - X[:, list(idx)].all(dim=1, keepdim=True).float()
+    X = _bits(m, T, _default(p, idx))
+    return X, 1 - _and(X, idx)
+
+
+def dataset_sum_labels(m, T, idx, p=None):
+    X = _bits(m, T, _default(p, idx))
+    return X, X[:, list(idx)].sum(dim=1, keepdim=True).float()
 
 
 def dataset_mean_labels(m, T, idx, p=None):
-    X = _bits(m, T, 0.5 ** (1 / len(idx)) if p is None else p)
+    X = _bits(m, T, _default(p, idx))
     return X, X[:, list(idx)].float().mean(dim=1, keepdim=True)
+
+
+def dataset_flat_labels(m, T, idx, p=None):
+    X = _bits(m, T, _default(p, idx))
+    return X, X[:, list(idx)].all(dim=1).float()
+
+
+def dataset_float_bits(m, T, idx, p=None):
+    X = (torch.rand(m, T) < _default(p, idx)).float()
+    return X, X[:, list(idx)].prod(dim=1, keepdim=True)
+
+
+def dataset_double_labels(m, T, idx, p=None):
+    X = _bits(m, T, _default(p, idx))
+    return X, X[:, list(idx)].all(dim=1, keepdim=True).double()
+
+
+def dataset_ignores_p(m, T, idx, p=None):
+    X = _bits(m, T, 0.5 ** (1 / len(idx)))
+    return X, _and(X, idx)
+
+
+def dataset_reseeded(m, T, idx, p=None):
+    """The reader's mistake: torch.manual_seed(0) inside, "for reproducibility"."""
+    torch.manual_seed(0)
+    X = _bits(m, T, _default(p, idx))
+    return X, _and(X, idx)
+
+
+def dataset_own_generator(m, T, idx, p=None):
+    generator = torch.Generator().manual_seed(0)
+    X = (torch.rand(m, T, generator=generator) < _default(p, idx)).long()
+    return X, _and(X, idx)
+
+
+def dataset_numpy(m, T, idx, p=None):
+    X = (np.random.random((m, T)) < _default(p, idx)).astype(np.int64)
+    y = X[:, list(idx)].prod(axis=1, keepdims=True).astype(np.float32)
+    return torch.from_numpy(X), torch.from_numpy(y)
+
+
+def dataset_python_random(m, T, idx, p=None):
+    p = _default(p, idx)
+    X = torch.tensor([[int(random.random() < p) for _ in range(T)] for _ in range(m)])
+    return X, _and(X, idx)
 
 
 def dataset_forced_bits(m, T, idx, p=None):
     """A bug no diagnosis describes: the relevant bits are drawn with another probability."""
-    X = _bits(m, T, 0.5 ** (1 / len(idx)) if p is None else p)
+    X = _bits(m, T, _default(p, idx))
     X[:, list(idx)] = _bits(m, len(idx), 0.9)
-    return X, X[:, list(idx)].all(dim=1, keepdim=True).float()
+    return X, _and(X, idx)
 
 
-DATASET_HIDDEN_BANK = [
-    (dataset_any, "`any` instead of `all`"),
-    (dataset_fair_coins, "p = 0.5 was used"),
-    (dataset_fixed_sparsity, "ignores len(idx)"),
-    (dataset_root_missing, "the root is needed"),
-    (dataset_first_bits, "idx ignored"),
-    (dataset_every_position, "every position"),
-    (dataset_inverted, "inverted"),
-    (dataset_flat_labels, "no column axis"),
-    (dataset_reseeded, "reseeds"),
-    (dataset_ignores_p, "explicit p"),
-    (dataset_float_bits, None),
-    (dataset_sum_labels, "the sum"),
-    (dataset_mean_labels, "the mean"),
-    (dataset_forced_bits, None),
-]
-DATASET_CHECK_BANK = [
-    (dataset_any, "`any` instead of `all`"),
-    (dataset_fair_coins, "p = 0.5 was used"),
-    (dataset_fixed_sparsity, None),
-    (dataset_first_bits, "idx ignored"),
-    (dataset_every_position, "every position"),
-    (dataset_inverted, "inverted"),
-    (dataset_flat_labels, "no column axis"),
-    (dataset_float_bits, None),
-    (dataset_sum_labels, "the sum"),
-    (dataset_mean_labels, "the mean"),
-    (dataset_forced_bits, None),
-]
-
-
-def test_dataset_hidden_test_names_only_the_mistake_it_sees():
-    assert_bank(grade_sparse_and_dataset, SOLUTION["sparse_and_dataset"], DATASET_HIDDEN_BANK)
-
-
-def test_dataset_self_check_names_only_the_mistake_it_sees():
-    assert_bank(check_sparse_and_dataset, SOLUTION["sparse_and_dataset"], DATASET_CHECK_BANK)
+DATASET_BANKS = ExerciseBanks(
+    solution=SOLUTION["sparse_and_dataset"],
+    correct=[dataset_bernoulli, dataset_distribution, dataset_loops],
+    check=[
+        (dataset_any, "`any` instead of `all`", "values"),
+        (dataset_first_bits, "idx ignored", "values"),
+        (dataset_every_position, "every position", "values"),
+        (dataset_inverted, "inverted", "values"),
+        (dataset_sum_labels, "the sum", "values"),
+        (dataset_mean_labels, "the mean", "values"),
+        (dataset_flat_labels, "no column axis", "shape"),
+        (dataset_float_bits, ".long()", "dtype"),
+        (dataset_double_labels, "BCELoss", "dtype"),
+        (dataset_fair_coins, "p = 0.5 was used", "arguments"),
+        (dataset_fixed_sparsity, "ignores len(idx)", "arguments"),
+        (dataset_root_missing, None, "arguments"),
+        (dataset_ignores_p, "explicit p", "arguments"),
+        (dataset_forced_bits, None, "arguments"),
+        (dataset_reseeded, "reseeds", "randomness"),
+        (dataset_own_generator, "reseeds", "randomness"),
+        (dataset_numpy, "numpy", "randomness"),
+        (dataset_python_random, "numpy", "randomness"),
+    ],
+    hidden=[
+        (dataset_any, "`any` instead of `all`", "values"),
+        (dataset_first_bits, "idx ignored", "values"),
+        (dataset_every_position, "every position", "values"),
+        (dataset_inverted, "inverted", "values"),
+        (dataset_sum_labels, "the sum", "values"),
+        (dataset_mean_labels, "the mean", "values"),
+        (dataset_flat_labels, "no column axis", "shape"),
+        (dataset_float_bits, ".long()", "dtype"),
+        (dataset_double_labels, "BCELoss", "dtype"),
+        (dataset_fair_coins, "p = 0.5 was used", "arguments"),
+        (dataset_fixed_sparsity, "ignores len(idx)", "arguments"),
+        (dataset_root_missing, "the root is needed", "arguments"),
+        (dataset_ignores_p, "explicit p", "arguments"),
+        (dataset_forced_bits, None, "arguments"),
+        (dataset_reseeded, "reseeds", "randomness"),
+        (dataset_own_generator, "reseeds", "randomness"),
+        (dataset_numpy, "numpy", "randomness"),
+        (dataset_python_random, "numpy", "randomness"),
+    ],
+)
 
 
 def test_blank_dataset_propagates_not_implemented():
     with pytest.raises(NotImplementedError):
         grade_sparse_and_dataset(not_implemented)
+
+
+def test_reseeding_inside_fails_the_self_check_in_plain_words():
+    """The reader's mistake: torch.manual_seed(0) inside the function passed every check."""
+    message = failure(check_sparse_and_dataset, dataset_reseeded)
+    assert "two seeds give different data" in message and "reseeds" in diagnosis(message)
 
 
 # ---- SelfAttentionClassifier: correct alternatives -----------------------------------------
@@ -213,17 +247,20 @@ class ClassifierBuiltin(nn.Module):
         self.key = nn.Linear(d, d, bias=False)
         self.value = nn.Linear(d, d, bias=False)
         self.readout = nn.Linear(d, 1)
+        with torch.no_grad():
+            for layer in (self.token_embedding, self.query, self.key, self.value):
+                layer.weight.normal_(0.0, 0.1)
 
     def embed(self, x):
         return torch.add(self.position_embedding, self.token_embedding(x))
 
     def attention_weights(self, x):
-        e = self.token_embedding(x) + self.position_embedding
+        e = self.embed(x)
         q, k = self.query(e), self.key(e)
         return F.softmax(torch.bmm(q, k.transpose(1, 2)) / q.shape[-1] ** 0.5, dim=-1)
 
     def forward(self, x):
-        e = self.token_embedding(x) + self.position_embedding
+        e = self.embed(x)
         out = F.scaled_dot_product_attention(self.query(e), self.key(e), self.value(e))
         return self.readout(out[:, -1]).sigmoid()
 
@@ -249,23 +286,35 @@ class ClassifierLoops(Solution):
 
 # ---- SelfAttentionClassifier: mistakes -------------------------------------------------------
 
-class NoPositions(Solution):
+class EmbedWithoutPositions(Solution):
     def embed(self, x):
         return self.token_embedding(x)
 
-    def attention_weights(self, x):
-        e = self.embed(x)
-        return torch.softmax(self.query(e) @ self.key(e).transpose(-2, -1) / math.sqrt(self.d), -1)
 
-    def forward(self, x):
-        h = (self.attention_weights(x)[:, -1:] @ self.value(self.embed(x))).squeeze(1)
-        return torch.sigmoid(self.readout(h))
+class AttentionWithoutPositions(Solution):
+    def attention_weights(self, x):
+        e = self.token_embedding(x)
+        return torch.softmax(self.query(e) @ self.key(e).transpose(-2, -1) / math.sqrt(self.d), -1)
 
 
 class NoScale(Solution):
     def attention_weights(self, x):
         e = self.embed(x)
         return torch.softmax(self.query(e) @ self.key(e).transpose(-2, -1), dim=-1)
+
+
+class ScaledByD(Solution):
+    def attention_weights(self, x):
+        e = self.embed(x)
+        return torch.softmax(self.query(e) @ self.key(e).transpose(-2, -1) / self.d, dim=-1)
+
+
+class FixedScale(Solution):
+    """Divides by sqrt(8), the default d, whatever d is."""
+
+    def attention_weights(self, x):
+        e = self.embed(x)
+        return torch.softmax(self.query(e) @ self.key(e).transpose(-2, -1) / math.sqrt(8), -1)
 
 
 class SoftmaxOverQueries(Solution):
@@ -310,53 +359,6 @@ class UnweightedValues(Solution):
         return torch.sigmoid(self.readout(self.value(self.embed(x)).mean(dim=1)))
 
 
-class PositionsNotParameter(Solution):
-    def __init__(self, T, d=8):
-        super().__init__(T, d)
-        del self.position_embedding
-        self.position_embedding = 0.1 * torch.randn(T, d)
-
-
-class FlatOutput(Solution):
-    def forward(self, x):
-        return super().forward(x)[:, 0]
-
-
-class ExtraMLP(Solution):
-    def __init__(self, T, d=8):
-        super().__init__(T, d)
-        self.extra = nn.Linear(d, d)
-
-
-@pytest.mark.parametrize("candidate", [Solution, ClassifierEinsum, ClassifierBuiltin,
-                                       ClassifierLoops])
-def test_correct_classifiers_pass(candidate):
-    grade_SelfAttentionClassifier(candidate)
-    check_SelfAttentionClassifier(candidate)
-
-
-class ScaledByD(Solution):
-    def attention_weights(self, x):
-        e = self.embed(x)
-        return torch.softmax(self.query(e) @ self.key(e).transpose(-2, -1) / self.d, dim=-1)
-
-
-class EmbedWithoutPositions(Solution):
-    def embed(self, x):
-        return self.token_embedding(x)
-
-
-class AttentionWithoutPositions(Solution):
-    def attention_weights(self, x):
-        e = self.token_embedding(x)
-        return torch.softmax(self.query(e) @ self.key(e).transpose(-2, -1) / math.sqrt(self.d), -1)
-
-
-class DetachedPositions(Solution):
-    def embed(self, x):
-        return self.token_embedding(x) + self.position_embedding.detach()
-
-
 class ForwardSoftmaxOverQueries(Solution):
     def forward(self, x):
         e = self.embed(x)
@@ -365,50 +367,152 @@ class ForwardSoftmaxOverQueries(Solution):
         return torch.sigmoid(self.readout((weights[:, -1:] @ self.value(e)).squeeze(1)))
 
 
+class FlatOutput(Solution):
+    def forward(self, x):
+        return super().forward(x)[:, 0]
+
+
+class SqueezedOutput(Solution):
+    """`.squeeze()` instead of `.squeeze(1)`: a batch of one loses its batch axis."""
+
+    def forward(self, x):
+        h = (self.attention_weights(x)[:, -1:, :] @ self.value(self.embed(x))).squeeze()
+        return torch.sigmoid(self.readout(h))
+
+
 class ShiftedReadout(Solution):
     """A bug no diagnosis describes."""
+
     def forward(self, x):
         return 0.9 * super().forward(x)
 
 
-CLASSIFIER_HIDDEN_BANK = [
-    (NoPositions, "position information never used"),
-    (NoScale, "not scaled"),
-    (ScaledByD, "1/d instead"),
-    (SoftmaxOverQueries, "softmax over the query axis (dim=-2)"),
-    (Unnormalised, None),
-    (SwappedQK, "swapped"),
-    (FirstReadout, "first position"),
-    (MeanReadout, "outputs of all positions were averaged"),
-    (DetachedPositions, "get no gradient"),
-    (ForwardSoftmaxOverQueries, "softmax over the query axis: the weights"),
-    (NoSigmoid, "no sigmoid"),
-    (UnweightedValues, "without the attention weights"),
-    (PositionsNotParameter, "plain tensor"),
-    (FlatOutput, None),
-    (ExtraMLP, None),
-    (ShiftedReadout, None),
-]
-CLASSIFIER_CHECK_BANK = [
-    (EmbedWithoutPositions, "embed leaves out"),
-    (AttentionWithoutPositions, "not used in the attention"),
-    (NoScale, "not divided by sqrt(d)"),
-    (SoftmaxOverQueries, "over the queries"),
-    (SwappedQK, "swapped"),
-    (FirstReadout, "first position"),
-    (MeanReadout, "averages the outputs"),
-    (NoSigmoid, "no sigmoid"),
-    (PositionsNotParameter, "plain tensor"),
-    (ShiftedReadout, None),
-]
+class PositionsNotParameter(Solution):
+    def __init__(self, T, d=8):
+        super().__init__(T, d)
+        del self.position_embedding
+        self.position_embedding = 0.1 * torch.randn(T, d)
 
 
-def test_classifier_hidden_test_names_only_the_mistake_it_sees():
-    assert_bank(grade_SelfAttentionClassifier, Solution, CLASSIFIER_HIDDEN_BANK)
+class DetachedPositions(Solution):
+    def embed(self, x):
+        return self.token_embedding(x) + self.position_embedding.detach()
 
 
-def test_classifier_self_check_names_only_the_mistake_it_sees():
-    assert_bank(check_SelfAttentionClassifier, Solution, CLASSIFIER_CHECK_BANK)
+class _Members(nn.Module):
+    """The members of the table, left as PyTorch makes them (positions: torch.randn)."""
+
+    def __init__(self, T, d=8):
+        super().__init__()
+        self.T, self.d = T, d
+        self.token_embedding = nn.Embedding(2, d)
+        self.position_embedding = nn.Parameter(torch.randn(T, d))
+        self.query = nn.Linear(d, d, bias=False)
+        self.key = nn.Linear(d, d, bias=False)
+        self.value = nn.Linear(d, d, bias=False)
+        self.readout = nn.Linear(d, 1)
+
+    embed = Solution.embed
+    attention_weights = Solution.attention_weights
+    forward = Solution.forward
+
+    def first_five(self):
+        return (self.token_embedding.weight, self.position_embedding, self.query.weight,
+                self.key.weight, self.value.weight)
+
+
+class InitDefault(_Members):
+    """No initialisation at all: PyTorch's defaults."""
+
+
+class InitStdOne(_Members):
+    """The issue's mistake: normal, but with std 1 (normal_'s default)."""
+
+    def __init__(self, T, d=8):
+        super().__init__(T, d)
+        for weight in self.first_five():
+            nn.init.normal_(weight)
+
+
+class InitMeanNotStd(_Members):
+    """nn.init.normal_(w, 0.1): the second positional argument is the mean."""
+
+    def __init__(self, T, d=8):
+        super().__init__(T, d)
+        for weight in self.first_five():
+            nn.init.normal_(weight, 0.1)
+
+
+class InitUniform(_Members):
+    def __init__(self, T, d=8):
+        super().__init__(T, d)
+        for weight in self.first_five():
+            nn.init.uniform_(weight, -0.1, 0.1)
+
+
+class InitReadoutToo(_Members):
+    def __init__(self, T, d=8):
+        super().__init__(T, d)
+        for weight in (*self.first_five(), self.readout.weight):
+            nn.init.normal_(weight, std=0.1)
+
+
+CLASSIFIER_BANKS = ExerciseBanks(
+    solution=Solution,
+    correct=[ClassifierEinsum, ClassifierBuiltin, ClassifierLoops],
+    check=[
+        (PositionsNotParameter, "plain tensor", "members"),
+        (InitDefault, "nn.init.normal_", "init"),
+        (InitStdOne, "nn.init.normal_", "init"),
+        (InitMeanNotStd, "nn.init.normal_", "init"),
+        (InitUniform, "nn.init.normal_", "init"),
+        (InitReadoutToo, "readout was initialised too", "init"),
+        (EmbedWithoutPositions, "embed leaves out", "embed"),
+        (AttentionWithoutPositions, "not used in the attention", "attention"),
+        (NoScale, "not divided by sqrt(d)", "attention"),
+        (ScaledByD, None, "attention"),
+        (SoftmaxOverQueries, "over the queries", "attention"),
+        (Unnormalised, None, "attention"),
+        (SwappedQK, "swapped", "attention"),
+        (FirstReadout, "first position", "forward"),
+        (MeanReadout, "averages the outputs", "forward"),
+        (NoSigmoid, "no sigmoid", "forward"),
+        (UnweightedValues, None, "forward"),
+        (ForwardSoftmaxOverQueries, None, "forward"),
+        (FlatOutput, None, "forward"),
+        (SqueezedOutput, "squeezed", "forward"),
+        (ShiftedReadout, None, "forward"),
+        (FixedScale, "fixed at 1/sqrt(8)", "arguments"),
+        (DetachedPositions, "cut off from the gradient", "gradients"),
+    ],
+    hidden=[
+        (PositionsNotParameter, "plain tensor", "members"),
+        (InitDefault, "nn.init.normal_", "init"),
+        (InitStdOne, "nn.init.normal_", "init"),
+        (InitMeanNotStd, "nn.init.normal_", "init"),
+        (InitUniform, "nn.init.normal_", "init"),
+        (InitReadoutToo, "readout was initialised too", "init"),
+        (EmbedWithoutPositions, "embed leaves out", "embed"),
+        (AttentionWithoutPositions, "never used in the attention", "attention"),
+        (NoScale, "not scaled", "attention"),
+        (ScaledByD, "1/d instead", "attention"),
+        (SoftmaxOverQueries, "softmax over the query axis (dim=-2)", "attention"),
+        (Unnormalised, None, "attention"),
+        (SwappedQK, "swapped", "attention"),
+        (FirstReadout, "first position", "forward"),
+        (MeanReadout, "outputs of all positions were averaged", "forward"),
+        (NoSigmoid, "no sigmoid", "forward"),
+        (UnweightedValues, "without the attention weights", "forward"),
+        (ForwardSoftmaxOverQueries, "softmax over the query axis in forward", "forward"),
+        (FlatOutput, None, "forward"),
+        (SqueezedOutput, "squeezed", "forward"),
+        (ShiftedReadout, None, "forward"),
+        (FixedScale, "fixed at 1/sqrt(8)", "arguments"),
+        (DetachedPositions, "cut off from the gradient", "gradients"),
+    ],
+)
+
+BANKS = {"sparse_and_dataset": DATASET_BANKS, "SelfAttentionClassifier": CLASSIFIER_BANKS}
 
 
 class Blank(nn.Module):
@@ -420,3 +524,9 @@ class Blank(nn.Module):
 def test_blank_classifier_propagates_not_implemented():
     with pytest.raises(NotImplementedError):
         grade_SelfAttentionClassifier(Blank)
+
+
+def test_std_one_fails_the_self_check_at_the_initialisation():
+    """The reader's mistake: with std 1 every check passed and later cells died."""
+    message = failure(check_SelfAttentionClassifier, InitStdOne)
+    assert "std 0.1" in message and "nn.init.normal_" in diagnosis(message)

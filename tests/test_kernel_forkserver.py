@@ -10,14 +10,23 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from pipeline import environment, kernel_manager
-from pipeline.kernel_forkserver import ForkedKernel, ForkServer
+from pipeline import environment, kernel_forkserver, kernel_manager
+from pipeline.kernel_forkserver import (
+    KERNELS_BASE,
+    ForkedKernel,
+    ForkServer,
+    kernels_root,
+    new_kernels_base,
+)
 from pipeline.paths import GRADER, HIDDEN_TESTS
 from pipeline.preprocessors import SandboxedKernelManager
 
@@ -254,3 +263,26 @@ def test_a_sandboxed_kernel_gets_only_whitelisted_settings():
     assert env.items() >= {**environment.SETTINGS, **environment.HEADLESS}.items()  # always
     assert "SECRET_TOKEN" not in env and "PYTHONPATH" not in env
     assert env["HOME"] == "/home/student" and env["PATH"].startswith("/venv/bin:")
+
+
+def test_a_batchs_kernel_folders_go_where_it_is_told(monkeypatch):
+    """In the folder its grader made (and removes, whatever becomes of the batch; the next
+    grader removes one a killed grader left), reachable but not listable by the kernels'
+    user; without one, in /var/tmp as before."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    left = Path(tempfile.mkdtemp(prefix=f"cb-{dead.pid}-", dir=kernel_forkserver._base()))
+    base = new_kernels_base()
+    try:
+        assert not left.exists()
+        assert base.name.startswith(f"cb-{os.getpid()}-")
+        assert (base.stat().st_mode & 0o777) == 0o711
+        monkeypatch.setenv(KERNELS_BASE, str(base))
+        root = kernels_root()
+        assert root.parent == base and root.name.startswith(f"ck-{os.getpid()}-")
+        monkeypatch.delenv(KERNELS_BASE)
+        elsewhere = kernels_root()
+        assert elsewhere.parent != base
+        elsewhere.rmdir()
+    finally:
+        shutil.rmtree(base)

@@ -11,11 +11,12 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
 from pipeline import lab
-from pipeline.paths import NOTEBOOKS, ROOT
+from pipeline.paths import GRADER, NOTEBOOKS, ROOT
 
 pytestmark = pytest.mark.slow
 TOKEN = "course-test-token"
@@ -80,19 +81,38 @@ def test_make_lab_serves_the_student_notebooks_without_the_instructors_tools():
     assert "Shutting down" in output or "shutting down" in output.lower()
 
 
-def test_make_formgrader_serves_nbgraders_formgrader():
+def test_make_formgrader_serves_the_courses_formgrader():
     process, port = _start("formgrader")
     try:
         assert _get(port, "/formgrader")[0] == 200
+        # started with the course's configuration: its id and root (hence its gradebook)
+        status, page = _get(port, "/formgrader/manage_assignments")
+        assert status == 200 and "attention-course" in page
+        # (formgrader shows the configuration it loaded)
+        assert f"'db_url': {'sqlite:///' + str(GRADER / 'gradebook.db')!r}" in page
     finally:
-        _stop(process)
+        output = _stop(process)
+    # served by the inert formgrader, in place of nbgrader's own
+    assert "pipeline.safe_formgrader | extension was successfully loaded" in output
+    assert "Loading the formgrader nbgrader serverextension" not in output
 
 
 def test_allow_root_is_added_only_for_root(monkeypatch):
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    args, env = lab.command("student", ["--no-browser"])
+    args, env, _ = lab.command("student", ["--no-browser"])
     assert "--allow-root" not in args and "labconfig" in os.listdir(env["JUPYTER_CONFIG_DIR"])
     monkeypatch.setattr(os, "geteuid", lambda: 0)
-    assert "--allow-root" in lab.command("formgrader", [])[0]
+    assert "--allow-root" in lab.command("formgrader", []).args
     with pytest.raises(SystemExit, match="expected one of"):
         lab.command("teachers", [])
+
+
+def test_formgrader_starts_in_the_course_root_with_the_inert_formgrader():
+    launch = lab.command("formgrader", ["--port=8890"])
+    assert launch.cwd == GRADER  # where nbgrader finds nbgrader_config.py
+    assert f"--ServerApp.root_dir={GRADER}" in launch.args and "--port=8890" in launch.args
+    config = json.loads((Path(launch.env["JUPYTER_CONFIG_DIR"])
+                         / "jupyter_server_config.json").read_text())
+    assert config["ServerApp"]["jpserver_extensions"] == {
+        "nbgrader.server_extensions.formgrader": False, "pipeline.safe_formgrader": True}
+    assert str(GRADER) in launch.env["PYTHONPATH"].split(os.pathsep)  # the extension imports

@@ -130,3 +130,49 @@ def test_a_graded_kernel_runs_under_the_memory_limit_and_its_own_limits(tmp_path
     seen = json.loads(run.stdout.splitlines()[-1])
     assert seen["as"] == [LIMIT, LIMIT]
     assert seen["fsize"] == [256 * 2**20] * 2  # sandbox.Limits.disk_mb
+
+
+@pytest.mark.slow
+def test_nothing_of_a_batch_that_dies_stays_behind(grading_course, tmp_path, monkeypatch):
+    """A batch killed with its kernel running (as the memory limit or a timeout kills it)
+    leaves its kernel's folder (connection file, sockets) where the batch was told to put
+    them; grading removes that folder, and the scratch course, whatever became of it."""
+    from pipeline import grading
+    from pipeline.kernel_forkserver import KERNELS_BASE
+    from pipeline.submissions import Submission
+
+    report = tmp_path / "kernel-folder"
+    script = tmp_path / "batch.py"
+    script.write_text(textwrap.dedent(f"""
+        import asyncio, os, signal
+        from test_kernel_forkserver import start_kernel
+        from pipeline.kernel_forkserver import ForkServer
+
+        async def main():
+            manager, client = await start_kernel()
+            folder = manager.provisioner.folder if manager.provisioner else None
+            open({str(report)!r}, "w").write(str(folder or manager.connection_file))
+            os.kill(os.getpid(), signal.SIGKILL)  # dies, its kernel still running
+
+        ForkServer.start()
+        asyncio.run(main())
+    """))
+    seen = {}
+
+    def dying_batch(command, *, timeout, memory_limit, env):
+        seen["base"] = env[KERNELS_BASE]
+        run = run_limited([sys.executable, str(script)], timeout=300, env={
+            **env, "PYTHONPATH": os.pathsep.join([str(GRADER), str(TESTS)])})
+        seen["left"] = os.listdir(report.read_text())  # what the dead batch left behind
+        return run
+
+    monkeypatch.setattr(grading, "run_limited", dying_batch)
+    (tmp_path / "s0.ipynb").write_text("{}")
+    result = grading.grade_batch([Submission("s0", "01_a", tmp_path / "s0.ipynb")],
+                                 timeout=10, memory_limit=None)[0]
+    assert result["status"] == "autograde failed"
+    folder = Path(report.read_text())
+    assert "kernel.json" in seen["left"]
+    assert Path(seen["base"]) in folder.parents  # the kernel's folder was the batch's
+    assert not os.path.lexists(folder) and not os.path.lexists(seen["base"])
+    assert not list((grading_course / ".scratch").iterdir())

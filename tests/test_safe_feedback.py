@@ -7,6 +7,9 @@ preprocessors, and the HTML is searched for anything live.
 
 from __future__ import annotations
 
+import copy
+import re
+
 import nbformat
 import pytest
 from bs4 import BeautifulSoup
@@ -22,7 +25,8 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_outp
 from nbgrader.converters import GenerateFeedback
 from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import GetGrades
-from traitlets.config import PyFileConfigLoader
+from nbgrader.server_extensions.formgrader.formgrader import FormgradeExtension
+from traitlets.config import Config, PyFileConfigLoader
 
 from pipeline.paths import GRADER
 from pipeline.safe_feedback import (
@@ -31,6 +35,13 @@ from pipeline.safe_feedback import (
     SafeFeedbackExporter,
     clean_html,
     make_document_inert,
+)
+from pipeline.safe_formgrader import (
+    FORMGRADE_HANDLERS,
+    MATHJAX_STAND_IN,
+    SafeFormgradeExporter,
+    csp_hash,
+    make_formgrade_inert,
 )
 
 
@@ -218,7 +229,9 @@ def test_feedback_never_embeds_local_files():
 
 def test_the_hazard_search_finds_what_stock_nbgrader_lets_through(feedback_app):
     """The search above is not vacuous: nbgrader's own exporter fails it on the same page."""
-    stock = GenerateFeedback(coursedir=feedback_app.coursedir, config=feedback_app.config,
+    config = copy.deepcopy(feedback_app.config)
+    config.HTMLExporter.preprocessors = []  # the course's config refuses to render it at all
+    stock = GenerateFeedback(coursedir=feedback_app.coursedir, config=config,
                              exporter_class=HTMLExporter)
     hazards = "\n".join(live_hazards(_render(stock, _hostile_notebook())))
     for found in ("<script>", "<iframe>", "<base>", "<form>", "onerror=", "javascript:",
@@ -236,3 +249,113 @@ def test_the_table_of_contents_names_each_exercise():
     assert '<a href="#test_TransformerBlock">TransformerBlock</a> (Score: 0.0 / 3.0)' in named
     assert '<a href="#think_why_scale">Think! why scale</a>' in named
     assert "Test cell" not in named.replace('<a href="#top">Test cell</a>', "")
+
+
+# ---- formgrader's Manual Grading page (pipeline.safe_formgrader) ------------------------------
+
+BASE_URL = "/user/instructor"
+# what formgrader's SubmissionHandler gives the exporter
+FORMGRADE_RESOURCES = {"assignment_id": "01_gain_multiplication",
+                       "notebook_id": "01_gain_multiplication", "submission_id": "abc123",
+                       "index": 0, "total": 1, "base_url": BASE_URL, "student": "hostile",
+                       "last_name": None, "first_name": None,
+                       "notebook_path": "./autograded/hostile/01_gain_multiplication/"
+                                        "01_gain_multiplication.ipynb"}
+# formgrader's own controls, which its template writes into each graded cell
+FORMGRADER_CONTROLS = ["input.score", "input.extra-credit", "button.mark-graded",
+                       "button.full-credit", "button.no-credit", "textarea.comment"]
+
+
+def _formgrader_config() -> Config:
+    """The configuration formgrader gives its exporter: its own settings (the ``formgrade``
+    template), then the course's nbgrader_config.py over them."""
+    config = Config(FormgradeExtension().build_extra_config())
+    config.merge(PyFileConfigLoader("nbgrader_config.py", path=str(GRADER)).load_config())
+    return config
+
+
+@pytest.fixture(scope="module")
+def formgrade_page() -> str:
+    exporter = SafeFormgradeExporter(config=_formgrader_config())
+    return exporter.from_notebook_node(_hostile_notebook(), dict(FORMGRADE_RESOURCES))[0]
+
+
+def _notebook_part(html: str):
+    """The rendered notebook of a formgrade page, without formgrader's score controls."""
+    notebook = BeautifulSoup(html, "html.parser").find(id="notebook-container")
+    for control in notebook.select(", ".join(FORMGRADER_CONTROLS)):
+        control.decompose()
+    return notebook
+
+
+def test_formgrader_shows_a_hostile_submission_inert(formgrade_page):
+    notebook = _notebook_part(formgrade_page)
+    assert live_hazards(str(notebook)) == []
+    assert all(link["href"].startswith("#") for link in notebook.find_all("a", href=True))
+    text = notebook.get_text()
+    assert "The gain multiplies the input; attention re-weights" in text
+    assert "<script>alert('script')</script>" in text  # the attempt shows, as text
+    assert "plain stdout text" in text and "kept bold" in text and "IntSlider(value=3)" in text
+    soup = BeautifulSoup(formgrade_page, "html.parser")
+    # the Think! answer can still be graded: its score and comment fields are there
+    assert soup.select_one("input.score#think_fixed_vs_gain")
+    assert soup.select_one("textarea.comment#think_fixed_vs_gain-comment")
+
+
+def test_formgrader_page_runs_only_formgraders_own_scripts(formgrade_page):
+    soup = BeautifulSoup(formgrade_page, "html.parser")
+    first = soup.head.find(True)
+    assert first.name == "meta" and first["http-equiv"] == "Content-Security-Policy"
+    policy = dict(part.strip().split(" ", 1) for part in first["content"].split(";"))
+    assert policy["default-src"] == "'none'" and policy["object-src"] == "'none'"
+    assert policy["frame-src"] == "'none'" and policy["form-action"] == "'none'"
+    assert policy["base-uri"] == "'none'"
+    sources = policy["script-src"].split()
+    assert "'unsafe-inline'" not in sources and "'unsafe-eval'" not in sources
+    assert {csp_hash(handler) for handler in FORMGRADE_HANDLERS} <= set(sources)
+    scripts = soup.find_all("script")
+    assert soup.find(id="notebook-container").find("script") is None
+    for script in scripts:
+        if script.get("src"):
+            assert script["src"].startswith(f"{BASE_URL}/formgrader/static/"), script
+        else:  # formgrader's inline scripts (its ids, name toggle, tooltips, MathJax stand-in)
+            assert csp_hash(script.string or "") in sources
+    assert len([s for s in scripts if not s.get("src")]) == 4
+    assert "mathjax" not in " ".join(s.get("src", "") for s in scripts).lower()
+    handlers = [value for tag in soup.find_all(True) for name, value in tag.attrs.items()
+                if name.lower().startswith("on")]
+    assert sorted(handlers) == sorted(FORMGRADE_HANDLERS)
+    # formgrader's own navigation still leads somewhere
+    assert soup.select_one(f"nav a[href='{BASE_URL}/formgrader/gradebook']")
+
+
+def test_formgrader_trusts_no_script_where_the_notebook_could_be():
+    """No ``#notebook-container``: nothing on the page counts as formgrader's own."""
+    page = ('<html><head><script src="/formgrader/static/js/formgrade.js"></script>'
+            '<script>var ok = 1;</script></head><body><div id="elsewhere">'
+            '<script>alert(1)</script><a href="https://x.example/">x</a></div></body></html>')
+    soup = BeautifulSoup(make_formgrade_inert(page), "html.parser")
+    assert [script.string for script in soup.find_all("script")] == [MATHJAX_STAND_IN]
+    assert soup.find("a").get("href") is None
+
+
+def test_the_formgrade_hazard_search_finds_what_stock_formgrader_renders():
+    """Not vacuous: nbgrader's own formgrader exporter leaves the notebook part live."""
+    config = _formgrader_config()
+    config.HTMLExporter.preprocessors = []  # as it is without the course's check
+    stock = HTMLExporter(config=config).from_notebook_node(_hostile_notebook(),
+                                                           dict(FORMGRADE_RESOURCES))[0]
+    hazards = "\n".join(live_hazards(str(_notebook_part(stock)))).lower()
+    for found in ("<script>", "<iframe>", "onerror=", "javascript:", "<svg>"):
+        assert found in hazards, found
+
+
+def test_the_course_config_refuses_a_plain_html_exporter():
+    """nbgrader's stock formgrader (a plain HTMLExporter under the course's config) renders
+    an error instead of a live submission; the course's exporters pass the same check."""
+    config = _formgrader_config()
+    with pytest.raises(RuntimeError, match=re.escape("`make formgrader`")):
+        HTMLExporter(config=config).from_notebook_node(_hostile_notebook(),
+                                                       dict(FORMGRADE_RESOURCES))
+    assert SafeFormgradeExporter(config=config).from_notebook_node(
+        new_notebook(cells=[new_markdown_cell("ok")]), dict(FORMGRADE_RESOURCES))[0]

@@ -36,7 +36,15 @@ EDITION_TOP_LEVEL = {".gitignore", "LICENSE", "LICENSE-CC-BY-4.0", "README.md", 
 # the demos and self-checks of helpers/. Any other solution line found in the edition is a leak.
 GENERIC_SOLUTION_LINES = {"return out, weights", "T = x.shape[1]", "for t in range(T):",
                           "if mask is not None:", "T = scores.shape[-1]", "if top_k is not None:",
-                          "B, C, H, W = images.shape"}
+                          "B, C, H, W = images.shape", "B, T, C = x.shape", "for b in range(B):",
+                          # the four lines of every PyTorch training loop
+                          "model.train()", "optimizer.zero_grad()", "loss.backward()",
+                          "optimizer.step()", "optimizer = torch.optim.AdamW(model.parameters(), lr=lr)",
+                          # lines every small language model has (tutorial 07's, built on
+                          # PyTorch's own layers, and the student's own GPT of tutorial 09)
+                          "self.token_embedding = nn.Embedding(vocab_size, d_model)",
+                          "T = tokens.shape[1]", "for _ in range(n_tokens):", "return tokens"}
+SIGNATURE_TAIL = re.compile(r"[\w: ,|\[\]]+\) -> [\w\[\], .|]+:")  # `n_layers: int) -> None:`
 STORED_ARGUMENT = re.compile(r"self\.(\w+) = \1")  # `self.n_heads = n_heads` gives nothing away
 INSTRUCTOR_MODULES = ("pipeline", "hidden_tests", "nbgrader", "sample_mistakes")
 
@@ -180,8 +188,11 @@ def test_edition_holds_no_solution_line(edition):
 
 
 def test_edition_holds_no_hidden_test_and_no_grader_module(edition):
+    # (a clause tag, `check.clause("dtype")`, names a clause of the public contract)
     hidden = {p: {line for line in _normalised_lines(p.read_text()) if len(line) >= 20
-                  and not line.startswith(("import ", "from ", "#"))}
+                  and not line.startswith(("import ", "from ", "#", "check.clause(",
+                                           "check.rule(", ") -> "))
+                  and not SIGNATURE_TAIL.fullmatch(line)}
               for p in (GRADER / "hidden_tests").glob("*.py")}
     grader_files = {p for p in GRADER.rglob("*") if p.is_file() and "__pycache__" not in p.parts
                     and not {"release", "source", "autograded", "feedback", "submitted",

@@ -22,6 +22,7 @@ from hidden_tests import probe
 from hidden_tests.common import fresh_generator, set_salt
 from hidden_tests.gain_multiplication import grade_gained_dot_product_attention
 from hidden_tests.student import (
+    Batches,
     LocalChannel,
     OtherObject,
     ProtocolError,
@@ -386,3 +387,43 @@ def test_the_probe_holds_no_test_and_no_reference():
 def test_check_failed_is_what_hidden_tests_raise():
     with pytest.raises(CheckFailed):
         grade_gained_dot_product_attention(lambda *a: (torch.zeros(7), torch.tensor(0.0)))
+
+
+class Shift(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(3))
+
+    def forward(self, x):
+        return x + self.w
+
+
+def _sgd(model, get_batch, steps):
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    losses = []
+    for _ in range(steps):
+        x, y = get_batch()
+        loss = ((model(x) - y) ** 2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+def test_a_module_passed_to_the_students_function_carries_the_values_set_here():
+    channel = LocalChannel({"Shift": Shift, "peek": lambda model: model.w.detach().clone()})
+    model = StudentFunction(channel, "Shift", layers={})()
+    with torch.no_grad():
+        model.w.copy_(torch.tensor([1.0, 2.0, 3.0]))
+    assert torch.equal(StudentFunction(channel, "peek")(model), torch.tensor([1.0, 2.0, 3.0]))
+
+
+def test_batches_travel_as_a_get_batch_and_a_training_loop_runs_with_gradients():
+    channel = LocalChannel({"Shift": Shift, "train": _sgd})
+    model = StudentFunction(channel, "Shift", layers={})()
+    inputs, targets = torch.zeros(3, 2, 3), torch.ones(3, 2, 3)
+    losses = StudentFunction(channel, "train")(model, Batches(inputs, targets), 3)
+    local = Shift()
+    assert losses == pytest.approx(_sgd(local, Batches(inputs, targets), 3))
+    assert losses[0] > losses[-1]

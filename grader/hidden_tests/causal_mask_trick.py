@@ -1,4 +1,7 @@
-"""Hidden tests for tutorial 06 (the causal-mask trick)."""
+"""Hidden tests for tutorial 06 (the causal-mask trick).
+
+Every input is drawn from :func:`fresh_generator`; references are computed here, in float64.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +11,22 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from helpers.checks.causal_mask_trick import SWAPPED_SIZES
+from helpers.checks.causal_mask_trick import (
+    DETACHED,
+    DIVIDED_BY_SMALL_T,
+    FIXED_LENGTH,
+    MASK_ADDS_AXIS,
+    check_causality,
+    check_members,
+    head_reference,
+    large_mistakes,
+    large_scores,
+    shape_diagnoses,
+    value_mistakes,
+)
 from hidden_tests.common import HiddenCheck, fresh_generator, hidden_test
 
 TensorFn = Callable[[torch.Tensor], torch.Tensor]
-WEIGHTS_ON_X = "the weights were applied to x instead of the values v"
 
 
 # ---- reference implementations (grader side only) -------------------------------------------
@@ -68,30 +82,61 @@ def _running_mean_mistakes(x: torch.Tensor) -> dict[str, torch.Tensor]:
     }
 
 
-def _grade_running_mean(name: str, running_mean: TensorFn) -> None:
+def _divided_by_t(x: torch.Tensor, out: torch.Tensor) -> bool:
+    """Rows 1..T-1 are the running sums divided by t (row 0 is x_0/0 or, clamped, x_0)."""
+    if out.shape != x.shape or x.shape[1] < 3:
+        return False
+    t = torch.arange(1, x.shape[1], dtype=torch.float64).view(1, -1, 1)
+    return bool(torch.allclose(out[:, 1:].double(), x.double().cumsum(dim=1)[:, 1:] / t,
+                               atol=1e-5, rtol=1e-4))
+
+
+def _grade_running_mean(name: str, running_mean: TensorFn, *, matmul: bool) -> None:
     check = HiddenCheck(name)
     generator = fresh_generator(606)
-    for B, T, C in ((3, 7, 5), (1, 10, 3), (2, 4, 6)):
-        x = torch.randn(B, T, C, generator=generator) + 1.0  # nonzero mean: sums ≠ means
-        original = x.clone()
-        out = check.tensor(check.call(running_mean, x), f"{name}(x) for x of shape {(B, T, C)}")
-        check.close(x, original, "the input is left unchanged",
-                    likely="x was changed in place; build the result in a new tensor")
-        check.close(out, _running_mean(x), f"running mean for x of shape {(B, T, C)}",
-                    mistakes=_running_mean_mistakes(x), dims=("sequence", "position", "channel"))
+
+    def size(low: int, high: int) -> int:
+        return int(torch.randint(low, high + 1, (), generator=generator))
+
+    # a nonzero mean: sums ≠ means; sizes all different, so no axis can stand for another
+    shapes = [(3, 7, 5), (1, size(6, 12), 3), (2, 4, 6), (size(4, 6), size(8, 11), 2)]
+    check.clause("shape")
+    cases = []
+    for shape in shapes:
+        x = torch.randn(*shape, generator=generator) + 1.0
+        out = check.tensor(check.call(running_mean, x), f"{name}(x) for x of shape {shape}")
+        got = tuple(out.shape)
+        check.expect(got == shape, f"{name}(x) for x of shape {shape} has the same shape",
+                     expected=f"shape {shape}", got=f"shape {got}",
+                     diagnoses=shape_diagnoses(x, out))
+        cases.append((x, out))
+
+    check.clause("values")
+    for x, out in cases:
+        check.close(out, _running_mean(x), f"running mean for x of shape {tuple(x.shape)}",
+                    mistakes=_running_mean_mistakes(x), dims=("sequence", "position", "channel"),
+                    diagnoses={DIVIDED_BY_SMALL_T: lambda x=x, out=out: _divided_by_t(x, out)})
     single = torch.randn(2, 1, 4, generator=generator)
-    check.close(check.call(running_mean, single), single, "a sequence of length 1 is unchanged")
+    check.close(check.call(running_mean, single), single,
+                "a sequence of one token is its own running mean")
+
+    x = torch.randn(2, 5, 3, generator=generator)
+    check.clause("dtype")
+    check.dtype_follows(running_mean, x, what=f"{name}(x)")
+    if matmul:
+        check.clause("device")
+        check.device_follows(running_mean, x, what=f"{name}(x)")
     check.passed()
 
 
 @hidden_test
 def grade_running_mean_loop(running_mean_loop: TensorFn) -> None:
-    _grade_running_mean("running_mean_loop", running_mean_loop)
+    _grade_running_mean("running_mean_loop", running_mean_loop, matmul=False)
 
 
 @hidden_test
 def grade_running_mean_matmul(running_mean_matmul: TensorFn) -> None:
-    _grade_running_mean("running_mean_matmul", running_mean_matmul)
+    _grade_running_mean("running_mean_matmul", running_mean_matmul, matmul=True)
 
 
 # ---- causal weights -------------------------------------------------------------------------
@@ -118,8 +163,10 @@ def _weight_mistakes(scores: torch.Tensor) -> dict[str, torch.Tensor]:
         "the exponentials were not normalised (divide by their sum over the keys)":
             torch.exp(s).masked_fill(~causal, 0.0),
     }
-    mistakes["the softmax was taken over the queries (dim=-2, which is dim=1 of a (B, T, T) "
-             "tensor) instead of the keys (dim=-1)"] = _masked_softmax(s, causal, dim=-2)
+    if scores.dim() > 2:
+        mistakes["the softmax was taken over the queries (dim=-2, which is dim=1 of a "
+                 "(B, T, T) tensor) instead of the keys (dim=-1)"] = \
+            _masked_softmax(s, causal, dim=-2)
     return mistakes
 
 
@@ -127,18 +174,27 @@ def _weight_mistakes(scores: torch.Tensor) -> dict[str, torch.Tensor]:
 def grade_causal_attention_weights(causal_attention_weights: TensorFn) -> None:
     check = HiddenCheck("causal_attention_weights")
     generator = fresh_generator(616)
-    for shape in ((4, 7, 7), (2, 3, 5, 5), (6, 6), (2, 1, 1)):
+    T = int(torch.randint(5, 9, (), generator=generator))
+    shapes = ((4, 7, 7), (2, 3, 5, 5), (T, T), (2, 1, 1))
+    check.clause("shape")
+    cases = []
+    for shape in shapes:
         scores = 2.0 * torch.randn(*shape, generator=generator)
-        original = scores.clone()
         w = check.tensor(check.call(causal_attention_weights, scores),
                          f"causal_attention_weights(scores of shape {shape})")
-        check.close(scores, original, "the scores are left unchanged",
-                    likely="the scores were changed in place (masked_fill_ with an underscore); "
-                           "masked_fill returns a new tensor")
-        w = torch.as_tensor(w)
+        got = tuple(w.shape)
+        check.expect(got == shape, f"the weights for scores of shape {shape} have that shape",
+                     expected=f"shape {shape}", got=f"shape {got}",
+                     diagnoses={MASK_ADDS_AXIS: got == (1, *shape)})
+        cases.append((scores, w))
+
+    check.clause("values")
+    for scores, w in cases:
+        shape = tuple(scores.shape)
         nan_rows = torch.isnan(w).reshape(-1, shape[-1], shape[-1]).any(-1).any(0)
         check.expect(not bool(nan_rows.any()), f"weights for scores of shape {shape} contain no "
-                     "nan", expected="no nan", got=f"nan in the rows {nan_rows.nonzero().flatten().tolist()}",
+                     "nan", expected="no nan",
+                     got=f"nan in the rows {nan_rows.nonzero().flatten().tolist()}",
                      diagnoses={"the diagonal was masked too: a token may read itself, so row 0 "
                                 "has nothing left and becomes nan":
                                 bool(nan_rows[0]) and not bool(nan_rows[1:].any())})
@@ -146,58 +202,36 @@ def grade_causal_attention_weights(causal_attention_weights: TensorFn) -> None:
                     f"causal weights for scores of shape {shape}",
                     mistakes=_weight_mistakes(scores),
                     dims=("batch",) * (len(shape) - 2) + ("query", "key"))
-    big = torch.tensor([[100.0, -50.0, 20.0], [90.0, 100.0, 95.0], [-40.0, 90.0, 100.0]])
-    w = check.call(causal_attention_weights, big.clone())
-    w = torch.as_tensor(w)
-    broken = ~torch.isfinite(w).all(-1) | (w.abs().sum(-1) == 0)
-    check.close(w, _masked_softmax(big, _causal(3)), "weights for scores near ±100", diagnoses={
-        "exp of scores near 100 overflows to inf (or underflows to 0 for every key): use "
-        "torch.softmax, which subtracts the maximum":
-            bool(broken.any()) and torch.allclose(w[~broken].double(),
-                                                  _masked_softmax(big, _causal(3))[~broken],
-                                                  atol=1e-5)}, dims=("query", "key"))
+
+    check.clause("large")
+    big = large_scores(generator, B=3, T=int(torch.randint(4, 7, (), generator=generator)))
+    w = check.tensor(check.call(causal_attention_weights, big),
+                     "causal_attention_weights(scores in the hundreds)")
+    check.close(w, _masked_softmax(big, _causal(big.shape[-1])),
+                "weights for scores in the hundreds", mistakes=large_mistakes(big),
+                dims=("batch", "query", "key"))
+
+    scores = torch.randn(2, 5, 5, generator=generator)
+    check.clause("dtype")
+    check.dtype_follows(causal_attention_weights, scores, what="causal_attention_weights")
+    check.clause("device")
+    check.device_follows(causal_attention_weights, scores, what="causal_attention_weights")
     check.passed()
 
 
 # ---- the head -------------------------------------------------------------------------------
 
-def _head_outputs(x: torch.Tensor, wq: torch.Tensor, wk: torch.Tensor, wv: torch.Tensor,
-                  scale: float, allowed: torch.Tensor | None, dim: int = -1,
-                  fill: float = float("-inf"), swap: bool = False) -> torch.Tensor:
-    x = x.double()
-    q, k, v = x @ wq.double().T, x @ wk.double().T, x @ wv.double().T
-    if swap:
-        q, k = k, q
-    scores = q @ k.transpose(-2, -1) * scale
-    if allowed is None:
-        weights = torch.softmax(scores, dim=dim)
-    else:
-        weights = _masked_softmax(scores, allowed, dim=dim, fill=fill)
-    return weights @ v
-
-
-def _build_head(check: HiddenCheck, head_class: type[nn.Module], n_embd: int,
-                head_size: int) -> nn.Module:
+def _build_head(check: HiddenCheck, head_class: type[nn.Module], n_embd: int, head_size: int,
+                generator: torch.Generator) -> nn.Module:
+    """The student's head with weights drawn here (its own initialisation is not graded)."""
     head = check.call(head_class, n_embd, head_size)
     check.expect(isinstance(head, nn.Module), "the class builds an nn.Module",
                  expected="an nn.Module", got=type(head).__name__)
-    for name in ("key", "query", "value"):
-        layer = getattr(head, name, None)
-        check.expect(isinstance(layer, nn.Linear), f"member `{name}` is an nn.Linear",
-                     expected=f"self.{name} = nn.Linear(n_embd, head_size, bias=False)",
-                     got=type(layer).__name__)
-        check.expect(tuple(layer.weight.shape) == (head_size, n_embd),
-                     f"`{name}` maps n_embd={n_embd} to head_size={head_size}",
-                     expected=f"weight of shape {(head_size, n_embd)}",
-                     got=f"weight of shape {tuple(layer.weight.shape)}",
-                     diagnoses={SWAPPED_SIZES: tuple(layer.weight.shape) == (n_embd, head_size)
-                                and n_embd != head_size})
-        check.expect(layer.bias is None, f"`{name}` has no bias",
-                     expected="bias=False", got="a bias vector")
-    n_params = sum(p.numel() for p in head.parameters())
-    check.expect(n_params == 3 * n_embd * head_size, "the head has exactly the three projections",
-                 expected=f"{3 * n_embd * head_size} parameters",
-                 got=f"{n_params} parameters")
+    check_members(check, head, n_embd, head_size)
+    with torch.no_grad():
+        for name in ("query", "key", "value"):
+            getattr(head, name).weight.copy_(0.6 * torch.randn(head_size, n_embd,
+                                                               generator=generator))
     return head
 
 
@@ -205,50 +239,71 @@ def _build_head(check: HiddenCheck, head_class: type[nn.Module], n_embd: int,
 def grade_CausalSelfAttentionHead(head_class: type[nn.Module]) -> None:  # noqa: N802
     check = HiddenCheck("CausalSelfAttentionHead")
     generator = fresh_generator(626)
-    for n_embd, head_size, B, T in ((12, 3, 2, 6), (8, 8, 3, 5), (10, 16, 1, 9)):
-        head = _build_head(check, head_class, n_embd, head_size)
-        weights = {name: 0.6 * torch.randn(head_size, n_embd, generator=generator)
-                   for name in ("query", "key", "value")}
+
+    def size(low: int, high: int) -> int:
+        return int(torch.randint(low, high + 1, (), generator=generator))
+
+    check.clause("members")
+    n = size(5, 9)
+    square = _build_head(check, head_class, n, n, generator)
+    wide = _build_head(check, head_class, 12, 3, generator)
+
+    check.clause("causal")
+    T = size(6, 9)
+    check_causality(check, square, torch.randn(2, T, n, generator=generator),
+                    split=size(2, T - 2))
+
+    check.clause("values")
+    for B in (size(2, 4), 1):
+        x = torch.randn(B, size(4, 8), n, generator=generator)
         with torch.no_grad():
-            for name, value in weights.items():
-                getattr(head, name).weight.copy_(value)
-        wq, wk, wv = weights["query"], weights["key"], weights["value"]
-        x = torch.randn(B, T, n_embd, generator=generator)
+            out = check.tensor(check.call(square, x), f"head(x) for x of shape {tuple(x.shape)}")
+        check.shape(out, (*x.shape[:2], n), f"head(x) for x of shape {tuple(x.shape)}")
+        check.close(out, head_reference(square, x), f"head output for n_embd = head_size = {n}",
+                    mistakes=value_mistakes(square, x, n, n), atol=1e-4,
+                    dims=("batch", "position", "channel"))
+
+    check.clause("length")
+    for T in (1, size(17, 24)):
+        x = torch.randn(2, T, n, generator=generator)
+        try:
+            with torch.no_grad():
+                got = square(x)
+        except NotImplementedError as error:
+            check.not_implemented(error)
+        except Exception as error:  # noqa: BLE001 - reported to the student
+            check.expect(False, f"head(x) runs for a sequence of length {T}",
+                         expected="a result", got=f"{type(error).__name__}: {error}"[:300],
+                         likely=FIXED_LENGTH)
+        got = check.tensor(got, f"head(x) for a sequence of length {T}")
+        check.shape(got, (2, T, n), f"head(x) for a sequence of length {T}",
+                    likely=FIXED_LENGTH if tuple(got.shape)[:2] != (2, T) else None)
+        check.close(got, head_reference(square, x), f"head(x) for a sequence of length {T}",
+                    likely=FIXED_LENGTH, atol=1e-4)
+
+    check.clause("arguments")
+    tall = _build_head(check, head_class, size(4, 7), size(9, 16), generator)
+    for head in (wide, tall):
+        n_embd, head_size = head.key.in_features, head.key.out_features
+        x = torch.randn(2, size(4, 8), n_embd, generator=generator)
         with torch.no_grad():
-            out = check.tensor(check.call(head, x), f"head(x) for x of shape {(B, T, n_embd)}")
-        check.expect(tuple(out.shape) == (B, T, head_size), f"head(x) for x of shape "
-                     f"{(B, T, n_embd)} has shape {(B, T, head_size)}",
-                     expected=f"shape {(B, T, head_size)}", got=f"shape {tuple(out.shape)}",
-                     diagnoses={WEIGHTS_ON_X: tuple(out.shape) == (B, T, n_embd)})
-        causal = _causal(T)
-        scale = 1 / math.sqrt(head_size)
-        mistakes = {
-            "the scores were not scaled: divide by sqrt(head_size)":
-                _head_outputs(x, wq, wk, wv, 1.0, causal),
-            "the scores were divided by head_size instead of sqrt(head_size)":
-                _head_outputs(x, wq, wk, wv, 1 / head_size, causal),
-            "the scores were multiplied by sqrt(head_size) instead of divided":
-                _head_outputs(x, wq, wk, wv, math.sqrt(head_size), causal),
-            "no causal mask: tokens read the future":
-                _head_outputs(x, wq, wk, wv, scale, None),
-            "the mask is on the wrong triangle: tokens read the future, not the past":
-                _head_outputs(x, wq, wk, wv, scale, causal.T),
-            "the future was masked with 0 instead of -inf":
-                _head_outputs(x, wq, wk, wv, scale, causal, fill=0.0),
-            "the softmax was taken over dim=1 (the queries) instead of the keys (dim=-1)":
-                _head_outputs(x, wq, wk, wv, scale, causal, dim=1),
-            "queries and keys are swapped (scores = k @ q^T)":
-                _head_outputs(x, wq, wk, wv, scale, causal, swap=True),
-        }
-        if head_size != n_embd:  # else these coincide with the mistakes about head_size
-            mistakes["the scores were scaled by the embedding size C (n_embd) instead of "
-                     "head_size"] = _head_outputs(x, wq, wk, wv, 1 / math.sqrt(n_embd), causal)
-            mistakes["the scores were divided by C (n_embd) itself; use 1/sqrt(head_size)"] = \
-                _head_outputs(x, wq, wk, wv, 1 / n_embd, causal)
-        if head_size == n_embd:
-            mistakes[WEIGHTS_ON_X] = \
-                _head_outputs(x, wq, wk, torch.eye(n_embd), scale, causal)
-        check.close(out, _head_outputs(x, wq, wk, wv, scale, causal),
-                    f"head output for n_embd={n_embd}, head_size={head_size}, T={T}",
-                    mistakes=mistakes, atol=1e-4)
+            out = check.tensor(check.call(head, x), f"head(x) with n_embd={n_embd}, "
+                               f"head_size={head_size}")
+        check.shape(out, (*x.shape[:2], head_size), f"head(x) with n_embd={n_embd}, "
+                    f"head_size={head_size}")
+        check.close(out, head_reference(head, x), f"head output for n_embd={n_embd}, "
+                    f"head_size={head_size}", mistakes=value_mistakes(head, x, n_embd, head_size),
+                    atol=1e-4, dims=("batch", "position", "channel"))
+
+    check.clause("gradients")
+    wide.train()
+    wide.zero_grad()
+    out = check.call(wide, torch.randn(2, size(4, 7), 12, generator=generator))
+    out.pow(2).sum().backward()
+    for name in ("key", "query", "value"):
+        grad = getattr(wide, name).weight.grad
+        check.expect(grad is not None and bool(grad.abs().sum() > 0),
+                     f"the gradient reaches {name}.weight", expected="a nonzero gradient",
+                     got="no gradient" if grad is None else "a zero gradient",
+                     likely=DETACHED)
     check.passed()

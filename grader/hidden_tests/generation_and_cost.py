@@ -1,11 +1,12 @@
 """Hidden tests for tutorial 07 (generation and the cost of attention).
 
 They run the checking engines of ``helpers.checks.generation_and_cost`` on inputs drawn
-fresh for every grading run (a fresh order of the vocabulary and fresh generator seeds
-for sampling, fresh random tensors and shapes elsewhere), and add checks that only the
-trusted side can make: fresh temperatures, top-k and vocabularies, and that the samples are
-independent random draws from the generator passed in. The memory check of
-``blockwise_attention`` stays in the self-check: it has to watch the student's code run.
+fresh for every grading run (a fresh order of the vocabulary, noise on the designed rows of
+logits and fresh generator seeds for sampling, fresh random tensors and sizes elsewhere),
+and add checks that only the trusted side can make: fresh temperatures, top-k and
+vocabularies, and that the samples are independent random draws from the generator passed
+in. The memory rule of ``blockwise_attention`` stays in the self-check: it has to watch
+the student's code run, and rules are not graded.
 """
 
 from __future__ import annotations
@@ -16,16 +17,21 @@ from typing import Any
 
 import torch
 
-from helpers.checks.framework import describe
 from helpers.checks.generation_and_cost import (
-    LOGITS_IN_PLACE,
-    SAMPLE_AXIS_KEPT,
-    check_blocks,
+    CASES,
+    ROWS,
+    check_bad_temperatures,
+    check_block_shapes,
+    check_block_values,
     check_cache,
     check_online,
-    check_sampling,
+    check_randomness,
+    check_shapes,
     expect_frequencies,
+    expect_token_ids,
     frequency_slack,
+    right_distribution,
+    sampling_case,
 )
 from hidden_tests.common import HiddenCheck, fresh_generator, hidden_test
 
@@ -42,41 +48,29 @@ SAME_FOR_ALL_SEEDS = ("generators seeded differently gave the same samples: the 
 SEED_NOT_STATE = ("a generator that had already drawn numbers gave the samples of a fresh one "
                   "with the same seed: draw from the generator's current state "
                   "(torch.multinomial(..., generator=generator)), not from its initial_seed()")
-BATCH_AXIS_SQUEEZED = ("with one row (B = 1) the result has no axis left: .squeeze() removed "
-                       "the batch axis too; remove only the sample axis, .squeeze(-1)")
 # a right answer's draws are this unlikely to be spread as evenly as the check demands
 TOO_EVEN_P = 1e-12
+Draws = list[tuple[torch.Tensor, torch.Tensor]]
 
 
 def _fresh_case(check: HiddenCheck, sample: Callable[..., torch.Tensor],
-                generator: torch.Generator, top_k: bool, n: int = 10_000
-                ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+                generator: torch.Generator, temperature: float, top_k: bool,
+                n: int = 10_000) -> Draws:
     """Two random rows of logits over a random vocabulary, each repeated n times in a random
-    order of the batch, with a random temperature (and top_k): the frequencies of each row."""
+    order of the batch (with a random top_k): the frequencies of each row."""
     V = int(torch.randint(6, 11, (), generator=generator))
     rows = 1.5 * torch.randn(2, V, generator=generator)
-    temperature = float(torch.empty(()).uniform_(math.log(0.4), math.log(2.5),
-                                                 generator=generator).exp())
     # never the top_k of the fixed cases (2, 3): code right for those only cannot pass
     k = int(torch.randint(4, V, (), generator=generator)) if top_k else None
     which = (torch.randperm(2 * n, generator=generator) < n).long()
     logits = rows[which]
-    original = logits.clone()
     seed = int(torch.randint(0, 2**31, (), generator=generator))
     what = (f"sample_next_token(logits of shape {tuple(logits.shape)}, "
             f"temperature={temperature:.3f}, top_k={k})")
-    got = check.tensor(check.call(sample, logits, temperature=temperature, top_k=k,
-                                  generator=torch.Generator().manual_seed(seed)), what)
-    check.close(logits, original, "the logits are left unchanged", likely=LOGITS_IN_PLACE)
-    check.shape(got, (2 * n,), what)
-    check.expect(got.dtype == torch.int64 and bool(((got >= 0) & (got < V)).all()),
-                 f"{what} returns token ids in 0..{V - 1} (int64)",
-                 expected=f"int64 ids in 0..{V - 1}", got=describe(got))
-    scaled = rows.double() / temperature
-    if k is not None:
-        scaled = scaled.masked_fill(scaled < scaled.topk(k, dim=-1).values[:, -1:],
-                                    float("-inf"))
-    probabilities = torch.softmax(scaled, dim=-1)
+    got = check.call(sample, logits, temperature=temperature, top_k=k,
+                     generator=torch.Generator().manual_seed(seed))
+    got = expect_token_ids(check, got, 2 * n, V, what)
+    probabilities = right_distribution(rows, temperature, k)
     draws = []
     for r in (0, 1):
         mine = got[which == r]
@@ -88,8 +82,7 @@ def _fresh_case(check: HiddenCheck, sample: Callable[..., torch.Tensor],
     return draws
 
 
-def _expect_independent(check: HiddenCheck, draws: list[tuple[torch.Tensor, torch.Tensor]]
-                        ) -> None:
+def _expect_independent(check: HiddenCheck, draws: Draws) -> None:
     """Consecutive draws of the same row, taken in pairs, fall in each pair of tokens (a, b)
     as often as p_a p_b says."""
     for i, (tokens, p) in enumerate(draws):
@@ -106,8 +99,7 @@ def _expect_independent(check: HiddenCheck, draws: list[tuple[torch.Tensor, torc
                      got=f"a share of {pairs[worst]:.4f}", likely=NOT_INDEPENDENT)
 
 
-def _expect_not_too_even(check: HiddenCheck, draws: list[tuple[torch.Tensor, torch.Tensor]]
-                         ) -> None:
+def _expect_not_too_even(check: HiddenCheck, draws: Draws) -> None:
     """Pearson's statistic of all rows together is not implausibly small: the counts of
     random draws stray from their expectations by about their standard deviation."""
     statistic, dof = 0.0, 0
@@ -158,32 +150,46 @@ def grade_sample_next_token(sample_next_token: Callable[..., torch.Tensor]) -> N
     check = HiddenCheck("sample_next_token")
     generator = fresh_generator(707)
     permutation = torch.randperm(6, generator=generator)
-    seeds = torch.randint(0, 2**31, (6,), generator=generator).tolist()
-    draws = check_sampling(check, sample_next_token, permutation, seeds)
-    # fresh logits, temperatures, top-k and vocabulary sizes, rows in random places
-    draws += _fresh_case(check, sample_next_token, generator, top_k=False)
-    draws += _fresh_case(check, sample_next_token, generator, top_k=True)
+    seeds = iter(torch.randint(0, 2**31, (12,), generator=generator).tolist())
+
+    def rows(name: str) -> torch.Tensor:
+        """A designed pair of rows, reordered and with a little fresh noise."""
+        designed = torch.tensor(ROWS[name])[:, permutation]
+        return designed + 0.03 * torch.randn(designed.shape, generator=generator)
+
+    check.clause("shape")
+    V = int(torch.randint(5, 12, (), generator=generator))
+    check_shapes(check, sample_next_token, torch.randn(int(torch.randint(2, 9, (),
+                 generator=generator)), V, generator=generator), torch.Generator().manual_seed(
+                 next(seeds)))
+    draws: Draws = []
+    for clause in ("distribution", "top_k", "temperature"):
+        check.clause(clause)
+        for case, name, temperature, top_k, mistakes in CASES[clause]:
+            draws += sampling_case(check, sample_next_token, rows(name), case, temperature,
+                                   top_k, mistakes, next(seeds))
+        # fresh logits, temperatures, top-k and vocabulary sizes, rows in random places
+        fresh_temperature = float(torch.empty(()).uniform_(
+            math.log(0.4), math.log(2.5), generator=generator).exp())
+        if clause == "distribution":
+            draws += _fresh_case(check, sample_next_token, generator, 1.0, top_k=False)
+        elif clause == "top_k":
+            draws += _fresh_case(check, sample_next_token, generator, 1.0, top_k=True)
+        else:
+            draws += _fresh_case(check, sample_next_token, generator, fresh_temperature,
+                                 top_k=False)
+            draws += _fresh_case(check, sample_next_token, generator, fresh_temperature,
+                                 top_k=True)
+    bad = -float(torch.empty(()).uniform_(0.05, 3.0, generator=generator))
+    check_bad_temperatures(check, sample_next_token, torch.randn(3, 5, generator=generator),
+                           (0.0, bad))
+    check.clause("distribution")
     _expect_independent(check, draws)
     _expect_not_too_even(check, draws)
+    check.clause("randomness")
+    logits = 0.8 * torch.randn(2, 7, generator=generator).repeat(50, 1)
+    check_randomness(check, sample_next_token, logits, [next(seeds) for _ in range(4)])
     _expect_generator_used(check, sample_next_token, generator)
-    one = check.tensor(check.call(sample_next_token, torch.randn(1, 5, generator=generator),
-                                  generator=torch.Generator().manual_seed(1)),
-                       "sample_next_token(logits of shape (1, 5))")
-    got = tuple(one.shape)
-    check.shape(one, (1,), "the sample for logits of shape (1, 5)",
-                likely=BATCH_AXIS_SQUEEZED if got == () else SAMPLE_AXIS_KEPT
-                if got == (1, 1) else None)
-    bad = -float(torch.empty(()).uniform_(0.05, 3.0, generator=generator))
-    try:
-        sample_next_token(torch.randn(3, 5, generator=generator), temperature=bad)
-    except NotImplementedError as error:
-        check.not_implemented(error)
-    except Exception as error:  # noqa: BLE001 - which error came back is the check
-        check.expect(type(error).__name__ == "ValueError", f"temperature={bad:.3f} raises a "
-                     "ValueError", expected="ValueError", got=type(error).__name__)
-    else:
-        check.expect(False, f"temperature={bad:.3f} raises a ValueError",
-                     expected="ValueError: ... temperature ...", got="no error")
     check.passed()
 
 
@@ -204,13 +210,22 @@ def grade_cached_attention_step(cached_attention_step: Callable[..., Any]) -> No
 def grade_online_softmax(online_softmax: Callable[..., torch.Tensor]) -> None:
     check = HiddenCheck("online_softmax")
     generator = fresh_generator(727)
+
+    def size(low: int, high: int) -> int:
+        return int(torch.randint(low, high + 1, (), generator=generator))
+
     # x of any shape: one row alone (1-D) and three leading axes too; fresh sizes last
-    shape = tuple(int(n) for n in torch.randint(2, 5, (2,), generator=generator))
-    T = int(torch.randint(9, 30, (), generator=generator))
-    block_size = int(torch.randint(2, T, (), generator=generator))
-    check_online(check, online_softmax, generator, cases=(
-        ((3, 11), 4), ((2, 2, 12), 5), ((3, 6), 1), ((4, 9), 3), ((2, 8), 8), ((2, 5), 7),
-        ((1, 17), 6), ((13,), 4), ((2, 1, 3, 7), 2), ((*shape, T), block_size)))
+    block = size(2, 5)
+    lead = tuple(size(2, 4) for _ in range(2))
+    T = size(9, 30)
+    check_online(check, online_softmax, generator,
+                 values=(((3, 12), 4), ((2, 2, 15), 5), ((3, 6), 1), ((2, 8), 8),
+                         ((4 * block,), block), ((2, 1, 3, 3 * block), block)),
+                 blocks=(((4, 9), 2), ((2, 5), 7), ((1, 17), 6), ((13,), 4),
+                         ((*lead, T), size(2, T - 1))),
+                 falling_rows=((size(2, 4), size(3, 6)), (size(2, 4), size(3, 6))),
+                 large_offsets=((1000.0 + size(0, 500),) * 3,
+                                (1000.0 + size(0, 500), -1000.0 - size(0, 500), 0.0)))
     check.passed()
 
 
@@ -222,16 +237,36 @@ def grade_blockwise_attention(blockwise_attention: Callable[..., torch.Tensor]) 
     def size(low: int, high: int) -> int:
         return int(torch.randint(low, high + 1, (), generator=generator))
 
-    check_blocks(check, blockwise_attention, generator, batch=(2, 2), d=size(3, 9), cases=(
-        (9, 7, 4, 3, False), (5, 11, 3, 4, False), (4, 4, 2, 1, False), (3, 6, 5, 8, False),
-        (12, 12, 4, 5, True), (7, 7, 3, 2, True), (6, 6, 4, 6, True), (5, 10, 3, 4, True),
-        (10, 5, 3, 3, True)))
+    d = size(3, 9)
+    check.clause("shape")
     # Q of shape (..., Tq, d) with any leading axes (none, one, three), fresh sizes
-    for batch in ((), (size(1, 3),), (2, 1, size(1, 3))):
-        cases = []
-        for causal in (False, True):
-            Tq, Tk = size(2, 14), size(2, 14)
-            cases.append((Tq, Tk, size(2, 7), size(2, max(2, Tk - 1)), causal))
-        check_blocks(check, blockwise_attention, generator, batch=batch, d=size(2, 9),
-                     cases=cases)
+    check_block_shapes(check, blockwise_attention, generator,
+                       ((), (size(1, 3),), (2, 1, size(1, 3))), d=d,
+                       case=(size(2, 9), size(2, 12), d + 1, size(2, 4), False))
+    bs = size(2, 4)
+    check.clause("values")
+    check_block_values(check, blockwise_attention, generator, (
+        (9, 3 * bs, 4, bs, False), (5, 12, 3, 4, False)), batch=(2, 2), d=d)
+    # a second query size: code with a scale fixed for one d cannot pass both
+    check_block_values(check, blockwise_attention, generator, (
+        (3, 6, 5, 6, False), (size(2, 10), 2 * bs, size(2, 7), bs, False)), batch=(2, 2),
+        d=d + size(1, 3))
+    check.clause("causal")
+    check_block_values(check, blockwise_attention, generator, (
+        (12, 12, 4, 4, True), (8, 8, 3, 2, True), (5, 10, 3, 5, True), (10, 6, 3, 3, True),
+        (3 * bs, 3 * bs, size(2, 7), bs, True)), batch=(2, 2), d=d)
+    check.clause("blocks")
+    Tk = size(5, 14)
+    check_block_values(check, blockwise_attention, generator, (
+        (9, 7, 4, 3, False), (5, 11, 3, 4, False), (4, 4, 2, 1, False), (3, 6, 5, 8, False),
+        (7, 7, 3, 2, True), (10, 5, 3, 3, True),
+        (size(2, 14), Tk, size(2, 7), size(2, Tk - 1), False),
+        (Tk, Tk, size(2, 7), size(2, Tk - 1), True)), batch=(2, 2), d=d)
+    Q, K, V = (torch.randn(2, 5, d, generator=generator) for _ in range(3))
+    check.clause("dtype")
+    check.dtype_follows(blockwise_attention, Q, K, V, 2, causal=True,
+                        what="blockwise_attention(Q, K, V, 2, causal=True)")
+    check.clause("device")
+    check.device_follows(blockwise_attention, Q, K, V, 2, causal=True,
+                         what="blockwise_attention(Q, K, V, 2, causal=True)")
     check.passed()

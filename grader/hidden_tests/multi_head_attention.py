@@ -1,7 +1,8 @@
 """Hidden tests for tutorial 03 (multi-head attention).
 
 Reference implementations live here (grader side only), with switches that reproduce the
-typical mistakes so that a matching wrong answer gets its mistake named.
+typical mistakes so that a matching wrong answer gets its mistake named. Every input is
+drawn afresh (``fresh_generator``): sizes, tensors, weights, masks and seeds.
 """
 
 from __future__ import annotations
@@ -12,7 +13,14 @@ from collections.abc import Callable, Iterator, Mapping
 import torch
 from torch import nn
 
-from helpers.checks.multi_head_attention import WIDE_HEADS
+from helpers.checks.multi_head_attention import (
+    FIXED_HEADS,
+    GRADIENT_CUT,
+    SQUEEZED,
+    check_members,
+    forward_pair,
+    set_weights,
+)
 from helpers.checks.qkv_attention import FULLY_MASKED_NAN, FULLY_MASKED_UNIFORM
 from hidden_tests.common import HiddenCheck, fresh_generator, hidden_test
 
@@ -80,42 +88,62 @@ def _reference_attention(x: torch.Tensor, weights: dict[str, torch.Tensor], n_he
     return out, (scores if return_scores else attn)
 
 
-def _seeded_weights(d_model: int, seed: int) -> dict[str, torch.Tensor]:
-    generator = fresh_generator(seed)
-    scale = 1.5 / math.sqrt(d_model)  # scores of order 1-3: softmax neither flat nor one-hot
-    weights = {name: scale * torch.randn(d_model, d_model, generator=generator)
-               for name in ("q", "k", "v", "o")}
-    weights["b"] = 0.2 * torch.randn(d_model, generator=generator)
-    return weights
-
-
 # ---- split_heads / merge_heads ---------------------------------------------------------------
+
+def _sizes(generator: torch.Generator) -> tuple[int, int, int, int]:
+    """(B, T, H, d_head), all above 1 and T ≠ H, so that every mix-up shows in the shape or
+    the numbers."""
+    def randint(low: int, high: int) -> int:
+        return int(torch.randint(low, high, (1,), generator=generator))
+
+    H, dh = randint(2, 5), randint(2, 6)
+    T = H + randint(1, 5)
+    return randint(2, 4), T, H, dh
+
+
+def _split_mistakes(x: torch.Tensor, H: int) -> dict[str, torch.Tensor]:
+    return {
+        "reshaped straight to (B, H, T, d_head) without a transpose: positions and heads get "
+        "mixed": _split(x, H, "no_transpose"),
+        "channels dealt to heads round-robin (viewed as (d_head, H) instead of (H, d_head)): "
+        "each head must take a block of consecutive channels": _split(x, H, "interleaved"),
+    }
+
 
 @hidden_test
 def grade_split_heads(split_heads: Callable[..., torch.Tensor]) -> None:
     check = HiddenCheck("split_heads")
     generator = fresh_generator(301)
-    for B, T, H, dh in ((2, 5, 3, 4), (1, 7, 2, 3), (3, 4, 4, 2), (2, 6, 1, 5), (1, 3, 6, 1)):
+    results = []
+    check.clause("shape")
+    for B, T, H, dh in [_sizes(generator), _sizes(generator)]:
         x = torch.randn(B, T, H * dh, generator=generator)
-        original = x.clone()
-        out = check.tensor(check.call(split_heads, x, H), f"split_heads(x of {(B, T, H * dh)}, {H})")
-        check.close(x, original, "x is left unchanged",
-                    likely="x was changed in place; return a new tensor (or a view) instead")
-        check.expect(tuple(out.shape) == (B, H, T, dh), f"split_heads(x, {H}) has shape "
-                     f"{(B, H, T, dh)}", expected=f"shape {(B, H, T, dh)}",
+        out = check.tensor(check.call(split_heads, x, H),
+                           f"split_heads(x of {(B, T, H * dh)}, {H})")
+        check.expect(tuple(out.shape) == (B, H, T, dh), f"split_heads(x of {(B, T, H * dh)}, "
+                     f"{H}) has shape {(B, H, T, dh)}", expected=f"shape {(B, H, T, dh)}",
                      got=f"shape {tuple(out.shape)}", diagnoses={
                          "the channels were split but the time and head axes were not swapped":
-                             T != H and tuple(out.shape) == (B, T, H, dh)})
-        mistakes = {}
-        if H > 1 and T > 1:
-            mistakes["reshaped straight to (B, H, T, d_head) without a transpose: positions "
-                     "and heads get mixed"] = _split(x, H, "no_transpose")
-        if H > 1 and dh > 1:
-            mistakes["channels dealt to heads round-robin (viewed as (d_head, H) instead of "
-                     "(H, d_head)): each head must take a block of consecutive channels"] = \
-                _split(x, H, "interleaved")
-        check.close(out, _split(x, H), f"split_heads for B={B}, T={T}, H={H}, d_head={dh}",
-                    mistakes=mistakes, dims=("batch", "head", "position", "channel"))
+                             tuple(out.shape) == (B, T, H, dh)})
+        results.append((x, H, out))
+    check.clause("values")
+    for x, H, out in results:
+        B, T, D = x.shape
+        check.close(out, _split(x, H), f"split_heads for B={B}, T={T}, H={H}, "
+                    f"d_head={D // H}", mistakes=_split_mistakes(x, H),
+                    dims=("batch", "head", "position", "channel"))
+    check.clause("arguments")
+    B, T, H, dh = _sizes(generator)
+    many = torch.randn(B, T, H * dh, generator=generator)
+    one = torch.randn(1, T, H * dh, generator=generator)  # a batch of one
+    for x, heads in ((many, 1), (many, H * dh), (one, H)):
+        out = check.tensor(check.call(split_heads, x, heads), f"split_heads(x, {heads})")
+        wanted = (x.shape[0], heads, T, H * dh // heads)
+        check.expect(tuple(out.shape) == wanted, f"split_heads(x of {tuple(x.shape)}, {heads}) "
+                     f"has shape {wanted}", expected=f"shape {wanted}",
+                     got=f"shape {tuple(out.shape)}", diagnoses={SQUEEZED: out.dim() == 3})
+        check.close(out, _split(x, heads), f"split_heads(x of {tuple(x.shape)}, {heads})",
+                    dims=("batch", "head", "position", "channel"))
     check.passed()
 
 
@@ -123,53 +151,49 @@ def grade_split_heads(split_heads: Callable[..., torch.Tensor]) -> None:
 def grade_merge_heads(merge_heads: Callable[..., torch.Tensor]) -> None:
     check = HiddenCheck("merge_heads")
     generator = fresh_generator(302)
-    for B, H, T, dh in ((2, 3, 5, 4), (1, 2, 7, 3), (3, 4, 4, 2), (2, 1, 6, 5), (1, 6, 3, 1)):
-        x = torch.randn(B, H, T, dh, generator=generator)
-        original = x.clone()
-        out = check.tensor(check.call(merge_heads, x), f"merge_heads(x of {(B, H, T, dh)})")
-        check.close(x, original, "x is left unchanged",
-                    likely="x was changed in place; return a new tensor (or a view) instead")
+    B, T, H, dh = _sizes(generator)
+    _, T1, _, dh1 = _sizes(generator)
+    _, T2, H2, _ = _sizes(generator)
+    cases = [(B, H, T, dh), (1, 1, T1, dh1), (B, H2 * 2, T2, 1)]  # one head; one channel each
+    inputs = [torch.randn(*case, generator=generator) for case in cases]
+    # A non-contiguous input, as attention can leave it (a transposed view).
+    inputs.append(torch.randn(B, T, H, dh, generator=generator).transpose(1, 2))
+    check.clause("shape")
+    outs = []
+    for x in inputs:
+        b, h, t, d = x.shape
+        out = check.tensor(check.call(merge_heads, x), f"merge_heads(x of {(b, h, t, d)})")
+        check.expect(tuple(out.shape) == (b, t, h * d), f"merge_heads(x of {(b, h, t, d)}) has "
+                     f"shape {(b, t, h * d)}", expected=f"shape {(b, t, h * d)}",
+                     got=f"shape {tuple(out.shape)}", diagnoses={
+                         "the time axis was moved back but the last two axes were not joined "
+                         "into one": tuple(out.shape) == (b, t, h, d)})
+        outs.append(out)
+    check.clause("values")
+    for x, out in zip(inputs, outs, strict=True):
+        b, h, t, d = x.shape
         mistakes = {}
-        if H > 1 and T > 1:
+        if h > 1 and t > 1:
             mistakes["merged by reshaping (B, H, T, d_head) straight to (B, T, H * d_head) "
                      "without transposing back: positions and heads get mixed"] = \
                 _merge(x, "no_transpose")
-        if H > 1 and dh > 1:
+        if h > 1 and d > 1:
             mistakes["heads merged in the wrong order (channels interleaved head by head): "
                      "keep each head's d_head numbers together, head 0 first"] = \
                 _merge(x, "interleaved")
-        check.shape(out, (B, T, H * dh), f"merge_heads(x of {(B, H, T, dh)})")
-        check.close(out, _merge(x), f"merge_heads for B={B}, H={H}, T={T}, d_head={dh}",
+        layout = "" if x.is_contiguous() else ", a non-contiguous (transposed) input"
+        check.close(out, _merge(x), f"merge_heads for B={b}, H={h}, T={t}, d_head={d}{layout}",
                     mistakes=mistakes, dims=("batch", "position", "channel"))
-    # A non-contiguous input, as it comes out of attention in practice.
-    x = torch.randn(2, 5, 3, 4, generator=generator).transpose(1, 2)  # (2, 3, 5, 4), strided
-    out = check.call(merge_heads, x)
-    check.close(out, _merge(x), "merge_heads of a non-contiguous (transposed) tensor")
     check.passed()
 
 
 # ---- MultiHeadSelfAttention ------------------------------------------------------------------
 
-def _install(check: HiddenCheck, layer: nn.Module, weights: dict[str, torch.Tensor],
-             n_heads: int) -> None:
-    for member, key, bias in (("to_queries", "q", False), ("to_keys", "k", False),
-                              ("to_values", "v", False), ("unify_heads", "o", True)):
-        linear = getattr(layer, member, None)
-        check.expect(isinstance(linear, nn.Linear), f"member `{member}` is an nn.Linear",
-                     expected=f"self.{member} = nn.Linear(...)", got=repr(type(linear)))
-        d = weights[key].shape[0]
-        shape = tuple(linear.weight.shape)
-        check.expect(shape == (d, d), f"`{member}` maps d_model -> d_model",
-                     expected=f"weight ({d}, {d})", got=f"weight {shape}",
-                     diagnoses={WIDE_HEADS: shape in ((d * n_heads, d), (d, d * n_heads))})
-        check.expect((linear.bias is not None) == bias,
-                     f"`{member}` {'has a' if bias else 'has no'} bias",
-                     expected="a bias" if bias else "bias=False",
-                     got="a bias" if linear.bias is not None else "no bias")
-        with torch.no_grad():
-            linear.weight.copy_(weights[key])
-            if bias:
-                linear.bias.copy_(weights["b"])
+def _weights_of(layer: nn.Module) -> dict[str, torch.Tensor]:
+    """The layer's maps as the reference uses them."""
+    return {"q": layer.to_queries.weight.detach(), "k": layer.to_keys.weight.detach(),
+            "v": layer.to_values.weight.detach(), "o": layer.unify_heads.weight.detach(),
+            "b": layer.unify_heads.bias.detach()}
 
 
 class _LazyMistakes(Mapping):
@@ -229,62 +253,110 @@ def _mistakes(x, weights, H, mask, part: str) -> Mapping[str, torch.Tensor]:
         variants, lambda flags: _reference_attention(x, weights, H, mask, **flags)[index])
 
 
+
+def _two_sided_mask(generator: torch.Generator, B: int, H: int, T: int) -> torch.Tensor:
+    """A random (B, H, T, T) mask in which every query may attend to itself and not to the
+    next position: no row is empty, inverted or not."""
+    mask = torch.rand(B, H, T, T, generator=generator) < 0.5
+    eye = torch.eye(T, dtype=torch.bool)
+    return (mask | eye) & ~torch.roll(eye, 1, dims=1)
+
+
+def _padding_mask(generator: torch.Generator, B: int, T: int) -> torch.Tensor:
+    """(B, 1, 1, T): each sequence has 1..T-1 real keys, padded at the end or the start."""
+    keep = torch.zeros(B, T, dtype=torch.bool)
+    for b in range(B):
+        length = int(torch.randint(1, T, (1,), generator=generator))
+        if bool(torch.rand(1, generator=generator) < 0.5):
+            keep[b, T - length:] = True
+        else:
+            keep[b, :length] = True
+    return keep.view(B, 1, 1, T)
+
+
+def _compare(check: HiddenCheck, layer: nn.Module, x: torch.Tensor, mask: torch.Tensor | None,
+             H: int, words: str) -> None:
+    """Run the layer and compare its weights and output with the reference."""
+    B, T, d_model = x.shape
+    out, attn = forward_pair(check, layer, x, mask, words)
+    check.expect(tuple(attn.shape) == (B, H, T, T), f"weights for B={B}, T={T}, H={H} have "
+                 f"shape {(B, H, T, T)}", expected=f"shape {(B, H, T, T)}",
+                 got=f"shape {tuple(attn.shape)}", diagnoses={
+                     "the weights were averaged over the heads: return every head's weights":
+                         tuple(attn.shape) == (B, T, T),
+                     FIXED_HEADS: attn.dim() == 4 and attn.shape[1] != H})
+    check.shape(out, (B, T, d_model), f"out for B={B}, T={T}, d_model={d_model}")
+    weights = _weights_of(layer)
+    ref_out, ref_attn = _reference_attention(x, weights, H, mask)
+    case = f"d_model={d_model}, H={H}, {words}"
+    check.close(attn, ref_attn, f"attention weights ({case})",
+                mistakes=_mistakes(x, weights, H, mask, "weights"),
+                dims=("batch", "head", "query", "key"), **TOL)
+    check.close(out, ref_out, f"output ({case}; the weights already agree)",
+                mistakes=_mistakes(x, weights, H, mask, "out"),
+                dims=("batch", "position", "channel"), **TOL)
+
+
 @hidden_test
 def grade_MultiHeadSelfAttention(attention_cls: type[nn.Module]) -> None:
     check = HiddenCheck("MultiHeadSelfAttention")
     generator = fresh_generator(303)
-    cases = []  # (B, T, d_model, H, mask description, mask)
-    cases.append((2, 5, 12, 3, "no mask", None))
-    cases.append((1, 7, 8, 2, "no mask", None))
-    cases.append((3, 4, 8, 4, "no mask", None))
-    # Random (B, H, T, T) mask with no fully masked row, and none when inverted either (so an
-    # inverted mask gives finite, recognisable weights). It comes before the causal mask,
-    # whose inversion leaves the last row with nothing to attend to.
-    B, H, T = 2, 2, 5
-    random_mask = torch.rand(B, H, T, T, generator=generator) < 0.5
-    eye = torch.eye(T, dtype=torch.bool)
-    nxt = torch.roll(eye, 1, dims=1)
-    random_mask = (random_mask | eye) & ~nxt
-    cases.append((B, T, 8, H, "a random (B, H, T, T) mask", random_mask))
-    T = 6
-    causal = torch.tril(torch.ones(T, T, dtype=torch.bool))
-    cases.append((2, T, 12, 3, "a causal (T, T) mask", causal))
-    keep = torch.ones(2, 6, dtype=torch.bool)
-    keep[0, 4:] = False
-    keep[1, 0] = False
-    cases.append((2, 6, 12, 3, "a (B, 1, 1, T) padding mask", keep.view(2, 1, 1, 6)))
-    nothing = torch.tril(torch.ones(5, 5, dtype=torch.bool)).repeat(2, 1, 1, 1)
-    nothing[1, 0, 3] = False  # query 3 of sequence 1 may attend to nothing
-    cases.append((2, 5, 8, 2, "a mask with a query that may attend to nothing", nothing))
+    seeds = torch.randperm(2**20, generator=generator)[:2].tolist()
 
-    for index, (B, T, d_model, H, words, mask) in enumerate(cases):
-        weights = _seeded_weights(d_model, seed=310 + index)
-        with torch.random.fork_rng(devices=[]):
-            layer = check.call(attention_cls, d_model, H)
-        _install(check, layer, weights, H)
-        x = torch.randn(B, T, d_model, generator=generator)
-        original = x.clone()
-        with torch.no_grad():
-            result = check.call(layer, x) if mask is None else check.call(layer, x, mask=mask)
-        check.close(x, original, "x is left unchanged",
-                    likely="x was changed in place; return a new tensor (or a view) instead")
-        check.expect(isinstance(result, tuple | list) and len(result) == 2,
-                     "forward returns (out, weights)", expected="a pair (out, weights)",
-                     got=repr(type(result)))
-        out, attn = (check.tensor(v, name) for v, name in zip(result, ("out", "weights"),
-                                                             strict=True))
-        check.expect(tuple(attn.shape) == (B, H, T, T), f"weights for B={B}, T={T}, H={H} have "
-                     f"shape {(B, H, T, T)}", expected=f"shape {(B, H, T, T)}",
-                     got=f"shape {tuple(attn.shape)}", diagnoses={
-                         "the weights were averaged over the heads: return every head's weights":
-                             tuple(attn.shape) == (B, T, T)})
-        check.shape(out, (B, T, d_model), f"out for B={B}, T={T}, d_model={d_model}")
-        ref_out, ref_attn = _reference_attention(x, weights, H, mask)
-        case = f"d_model={d_model}, H={H}, {words}"
-        check.close(attn, ref_attn, f"attention weights ({case})",
-                    mistakes=_mistakes(x, weights, H, mask, "weights"),
-                    dims=("batch", "head", "query", "key"), **TOL)
-        check.close(out, ref_out, f"output ({case}; the weights already agree)",
-                    mistakes=_mistakes(x, weights, H, mask, "out"),
-                    dims=("batch", "position", "channel"), **TOL)
+    def randint(low: int, high: int) -> int:
+        return int(torch.randint(low, high, (1,), generator=generator))
+
+    d_model, H = 16, 2
+    check.clause("members")
+    layer = check.call_seeded(seeds[0], attention_cls, d_model, H)
+    check_members(check, layer, d_model, H)
+    set_weights(layer, generator)
+    B, T = randint(2, 4), randint(4, 8)
+    x = torch.randn(B, T, d_model, generator=generator)
+
+    check.clause("shape")
+    out, attn = forward_pair(check, layer, x, None, "x")
+    check.expect(tuple(attn.shape) == (B, H, T, T), f"weights for B={B}, T={T}, H={H} have "
+                 f"shape {(B, H, T, T)}", expected=f"shape {(B, H, T, T)}",
+                 got=f"shape {tuple(attn.shape)}", diagnoses={
+                     "the weights were averaged over the heads: return every head's weights":
+                         tuple(attn.shape) == (B, T, T)})
+    check.shape(out, (B, T, d_model), f"out for B={B}, T={T}, d_model={d_model}")
+
+    check.clause("values")
+    _compare(check, layer, x, None, H, "no mask")
+
+    check.clause("mask")
+    # The random two-sided mask first: its inversion leaves no query without keys, so an
+    # inverted mask gives finite, recognisable weights (an inverted causal mask does not).
+    _compare(check, layer, x, _two_sided_mask(generator, B, H, T), H,
+             "a random (B, H, T, T) mask")
+    causal = torch.tril(torch.ones(T, T, dtype=torch.bool))
+    _compare(check, layer, x, causal, H, "a causal (T, T) mask")
+    _compare(check, layer, x, _padding_mask(generator, B, T), H, "a (B, 1, 1, T) padding mask")
+    nothing = causal.repeat(B, 1, 1, 1)
+    nothing[randint(0, B), 0, randint(1, T)] = False  # a query that may attend to nothing
+    _compare(check, layer, x, nothing, H, "a mask with a query that may attend to nothing")
+
+    check.clause("arguments")
+    for width, heads in ((6 * randint(1, 3), 3), (randint(5, 13), 1), (randint(3, 7), 0)):
+        heads = heads or width  # 0: as many heads as channels, one channel each
+        other = check.call_seeded(seeds[1], attention_cls, width, heads)
+        check_members(check, other, width, heads)
+        set_weights(other, generator)
+        x_other = torch.randn(B, T, width, generator=generator)
+        _compare(check, other, x_other, causal, heads,
+                 f"a causal mask, {heads} head{'s' if heads > 1 else ''}")
+
+    check.clause("gradients")
+    layer.train()
+    layer.zero_grad()
+    out, _ = forward_pair(check, layer, x, None, "x, in training mode", grad=True)
+    if out.requires_grad:  # gradients come back through the first of forward's pair
+        out.sum().backward()
+    for name in ("to_queries", "to_keys", "to_values", "unify_heads"):
+        grad = getattr(layer, name).weight.grad
+        check.expect(grad is not None and bool(grad.abs().sum() > 0),
+                     f"the loss reaches {name}.weight", expected="a non-zero gradient",
+                     got="None" if grad is None else "zeros", likely=GRADIENT_CUT)
     check.passed()

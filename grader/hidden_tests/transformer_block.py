@@ -7,8 +7,25 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from helpers.checks.transformer_block import BATCH_AXIS, RETURNS_PAIR, pytorch_twin
+from helpers.checks.transformer_block import (
+    BATCH_AXIS,
+    DROPOUT_IN_EVAL,
+    DROPOUT_ON_THE_SUM,
+    DROPOUT_RESEEDED,
+    DROPOUT_UNUSED,
+    INTEGERS,
+    RETURNS_PAIR,
+    SQUEEZED,
+    check_block_members,
+    pytorch_twin,
+)
 from hidden_tests.common import HiddenCheck, fresh_generator, hidden_test
+
+
+def _integer(generator: torch.Generator, low: int, high: int) -> int:
+    """A fresh integer in [low, high)."""
+    return int(torch.randint(low, high, (1,), generator=generator))
+
 
 # ---- sinusoidal_positional_encoding --------------------------------------------------------
 
@@ -64,60 +81,44 @@ def _encoding_mistakes(T: int, d: int) -> dict[str, torch.Tensor]:
     }
 
 
+def _encoding_table(check: HiddenCheck, encoding: Callable[[int, int], torch.Tensor], T: int,
+                    d: int) -> torch.Tensor:
+    what = f"sinusoidal_positional_encoding({T}, {d})"
+    pe = check.tensor(check.call(encoding, T, d), what)
+    shape = tuple(pe.shape)
+    check.expect(shape == (T, d), f"{what} has shape ({T}, {d})", expected=f"shape ({T}, {d})",
+                 got=f"shape {shape}", diagnoses={
+                     BATCH_AXIS: shape == (T, 1, d),
+                     SQUEEZED: T == 1 and shape == (d,),
+                     "the table is transposed: rows are positions, columns features":
+                         shape == (d, T) and T != d})
+    check.expect(pe.is_floating_point(), f"{what} is a float tensor", expected="float dtype",
+                 got=str(pe.dtype), likely=INTEGERS)
+    check.finite(pe, what)
+    return pe
+
+
 @hidden_test
 def grade_sinusoidal_positional_encoding(encoding: Callable[[int, int], torch.Tensor]) -> None:
     check = HiddenCheck("sinusoidal_positional_encoding")
-    for T, d in ((12, 8), (7, 16), (50, 4), (1, 6), (30, 64)):
-        what = f"sinusoidal_positional_encoding({T}, {d})"
-        pe = check.tensor(check.call(encoding, T, d), what)
-        shape = tuple(pe.shape)
-        check.expect(shape == (T, d), f"{what} has shape ({T}, {d})", expected=f"shape ({T}, {d})",
-                     got=f"shape {shape}", diagnoses={
-                         BATCH_AXIS: shape == (T, 1, d),
-                         "the table is transposed: rows are positions, columns features":
-                             shape == (d, T) and T != d})
-        check.expect(pe.is_floating_point(), f"{what} is a float tensor", expected="float dtype",
-                     got=str(pe.dtype),
-                     likely="the table holds integers: make the positions floats before "
-                            "multiplying them by the frequencies")
-        check.finite(pe, what)
-        check.close(pe, _reference_encoding(T, d), f"values of {what}",
-                    mistakes=_encoding_mistakes(T, d), atol=1e-4, rtol=1e-3)
+    generator = fresh_generator(401)
+    T, d = _integer(generator, 9, 17), 2 * _integer(generator, 3, 7)
+    check.clause("shape")
+    pe = _encoding_table(check, encoding, T, d)
+    check.clause("values")
+    check.close(pe, _reference_encoding(T, d), f"values of sinusoidal_positional_encoding({T}, "
+                f"{d})", mistakes=_encoding_mistakes(T, d), atol=1e-4, rtol=1e-3)
+    check.clause("arguments")
+    for T, d in ((1, 2 * _integer(generator, 2, 6)), (_integer(generator, 3, 9), 2),
+                 (_integer(generator, 40, 70), 2 * _integer(generator, 12, 33)),
+                 (_integer(generator, 5, 12), 2 * _integer(generator, 6, 10))):
+        pe = _encoding_table(check, encoding, T, d)
+        check.close(pe, _reference_encoding(T, d), f"values of sinusoidal_positional_encoding("
+                    f"{T}, {d})", mistakes=_encoding_mistakes(T, d), atol=1e-4, rtol=1e-3)
     check.passed()
 
 
 # ---- TransformerBlock -------------------------------------------------------------------------
-
-
-def _check_members(check: HiddenCheck, block: nn.Module, d_model: int, n_heads: int,
-                   d_ff: int) -> None:
-    attention = getattr(block, "attention", None)
-    check.expect(isinstance(attention, nn.MultiheadAttention),
-                 "member `attention` is an nn.MultiheadAttention",
-                 expected="nn.MultiheadAttention", got=type(attention).__name__)
-    check.expect((attention.embed_dim, attention.num_heads) == (d_model, n_heads),
-                 "attention has the right size and number of heads",
-                 expected=f"embed_dim={d_model}, num_heads={n_heads}",
-                 got=f"embed_dim={attention.embed_dim}, num_heads={attention.num_heads}")
-    check.expect(bool(attention.batch_first), "attention uses batch_first=True",
-                 expected="batch_first=True", got="batch_first=False",
-                 likely="without batch_first=True, PyTorch reads our (B, T, d) tensors as "
-                        "(T, B, d) and attends across the sentences of the batch")
-    for name in ("norm_1", "norm_2"):
-        norm = getattr(block, name, None)
-        check.expect(isinstance(norm, nn.LayerNorm) and tuple(norm.normalized_shape) == (d_model,)
-                     and norm.elementwise_affine,
-                     f"member `{name}` is nn.LayerNorm(d_model)",
-                     expected=f"nn.LayerNorm({d_model})", got=repr(norm))
-    mlp = getattr(block, "mlp", None)
-    ok = (isinstance(mlp, nn.Sequential) and len(mlp) == 3 and isinstance(mlp[0], nn.Linear)
-          and isinstance(mlp[1], nn.ReLU) and isinstance(mlp[2], nn.Linear)
-          and (mlp[0].in_features, mlp[0].out_features) == (d_model, d_ff)
-          and (mlp[2].in_features, mlp[2].out_features) == (d_ff, d_model))
-    check.expect(ok, "member `mlp` is Sequential(Linear(d_model, d_ff), ReLU(), "
-                     "Linear(d_ff, d_model))",
-                 expected=f"Sequential(Linear({d_model}, {d_ff}), ReLU(), Linear({d_ff}, "
-                          f"{d_model}))", got=repr(mlp))
 
 
 def _randomise(block: nn.Module, generator: torch.Generator) -> None:
@@ -129,13 +130,18 @@ def _randomise(block: nn.Module, generator: torch.Generator) -> None:
             norm.weight.copy_(scale + 0.3 * torch.randn(norm.weight.shape, generator=generator))
 
 
+def _attend(block: nn.Module, z: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    return block.attention(z, z, z, key_padding_mask=mask, need_weights=False)[0]
+
+
 def _block_variants(block: nn.Module, x: torch.Tensor, padding_mask: torch.Tensor | None
                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The correct post-norm output and what typical mistakes give, from the block's members."""
+    """The correct post-norm output and what typical mistakes give, from the block's members
+    (in eval mode: no dropout)."""
     n1, n2, mlp = block.norm_1, block.norm_2, block.mlp
 
     def attend(z: torch.Tensor, mask: torch.Tensor | None = padding_mask) -> torch.Tensor:
-        return block.attention(z, z, z, key_padding_mask=mask, need_weights=False)[0]
+        return _attend(block, z, mask)
 
     h = n1(x + attend(x))
     correct = n2(h + mlp(h))
@@ -172,56 +178,113 @@ def _block_variants(block: nn.Module, x: torch.Tensor, padding_mask: torch.Tenso
     return correct, mistakes
 
 
+def _padding_masks(B: int, T: int, generator: torch.Generator) -> torch.Tensor:
+    """Every row with padding and real tokens: padding at the end, and scattered padding."""
+    lengths = torch.randint(1, T, (B,), generator=generator)
+    mask = torch.arange(T)[None, :] >= lengths[:, None]
+    scattered = torch.rand(T, generator=generator) < 0.5
+    scattered[_integer(generator, 0, T)] = False  # at least one real token
+    scattered[_integer(generator, 0, T)] = True
+    if scattered.all() or not scattered.any():
+        scattered = torch.arange(T) % 2 == 1
+    mask[-1] = scattered
+    return mask
+
+
 @hidden_test
 def grade_TransformerBlock(block_class: type[nn.Module]) -> None:
     check = HiddenCheck("TransformerBlock")
     generator = fresh_generator(404)
-    for d_model, n_heads, d_ff, B, T in ((8, 2, 16, 2, 6), (12, 3, 20, 3, 5)):
-        block = check.call(block_class, d_model, n_heads, d_ff)
-        _check_members(check, block, d_model, n_heads, d_ff)
-        _randomise(block, generator)
-        block.eval()
-        x = torch.randn(B, T, d_model, generator=generator)
-        lengths = torch.tensor([T - 1, 2, T - 2][:B])  # every row has padding and real tokens
-        padding_mask = torch.arange(T)[None, :] >= lengths[:, None]
-        if B == 3:  # padding that is not at the end is still padding
-            padding_mask[2] = torch.tensor([True, False] * (T // 2) + [False] * (T % 2))
-        real = ~padding_mask
-        with torch.no_grad():
-            out = check.call(block, x.clone())
-            pair = isinstance(out, tuple | list)
-            check.expect(not pair, "block(x) returns one tensor",
-                         expected="a (B, T, d_model) tensor", got=type(out).__name__,
-                         diagnoses={RETURNS_PAIR: pair and len(out) == 2
-                                    and tuple(torch.as_tensor(out[0]).shape) == (B, T, d_model)})
-            out = check.tensor(out, "block(x)")
-            check.shape(out, (B, T, d_model), "block(x)")
-            correct, mistakes = _block_variants(block, x, None)
-            check.close(out, correct, f"block(x) for d_model={d_model}, n_heads={n_heads}",
-                        mistakes=mistakes, atol=1e-4)
-            twin = pytorch_twin(block, d_model, n_heads, d_ff)
-            check.close(out, twin(x), "block(x) agrees with nn.TransformerEncoderLayer "
-                        "(norm_first=False) holding the same weights", atol=1e-4)
-            out = check.tensor(check.call(block, x.clone(), padding_mask=padding_mask),
-                               "block(x, padding_mask)")
-            check.shape(out, (B, T, d_model), "block(x, padding_mask)")
-            correct, mistakes = _block_variants(block, x, padding_mask)
-            check.close(out[real], correct[real],
-                        "block(x, padding_mask) at the real (non-padded) tokens",
-                        mistakes={k: v[real] for k, v in mistakes.items()}, atol=1e-4)
-            positional = check.call(block, x.clone(), padding_mask)
-            check.close(positional[real], correct[real],
-                        "the padding mask also works as the second positional argument",
-                        atol=1e-4)
-    # Dropout: inactive in eval mode, and the argument is accepted.
-    block = check.call(block_class, 8, 2, 16, dropout=0.5)
+    n_heads = _integer(generator, 2, 4)
+    d_model, d_ff = n_heads * _integer(generator, 3, 6), _integer(generator, 10, 30)
+    p = round(0.1 + 0.3 * float(torch.rand(1, generator=generator)), 2)
+    B, T = _integer(generator, 2, 5), _integer(generator, 4, 9)
+
+    check.clause("members")
+    block = check.call(block_class, d_model, n_heads, d_ff)
+    check_block_members(check, block, d_model, n_heads, d_ff, 0.0)
     _randomise(block, generator)
     block.eval()
-    x = torch.randn(2, 4, 8, generator=generator)
+    x = torch.randn(B, T, d_model, generator=generator)
+    padding_mask = _padding_masks(B, T, generator)
+    real = ~padding_mask
     with torch.no_grad():
-        check.close(check.call(block, x), _block_variants(block, x, None)[0],
-                    "with dropout=0.5, the block in eval mode computes the same post-norm output",
-                    atol=1e-4)
+        check.clause("values")
+        out = check.call(block, x)
+        pair = isinstance(out, tuple | list)
+        check.expect(not pair, "block(x) returns one tensor",
+                     expected="a (B, T, d_model) tensor", got=type(out).__name__,
+                     diagnoses={RETURNS_PAIR: pair and len(out) == 2
+                                and tuple(torch.as_tensor(out[0]).shape) == (B, T, d_model)})
+        out = check.tensor(out, "block(x)")
+        check.shape(out, (B, T, d_model), "block(x)")
+        correct, mistakes = _block_variants(block, x, None)
+        check.close(out, correct, f"block(x) in eval mode for d_model={d_model}, "
+                    f"n_heads={n_heads}, d_ff={d_ff}", mistakes=mistakes, atol=1e-4)
+        twin = pytorch_twin(block, d_model, n_heads, d_ff)
+        check.close(out, twin(x), "block(x) agrees with nn.TransformerEncoderLayer "
+                    "(norm_first=False) holding the same weights", atol=1e-4)
+        one = check.tensor(check.call(block, x[:1]), "block(x) for a batch of one")
+        check.close(one, correct[:1], "block(x) for a batch of one", atol=1e-4)
+
+        check.clause("padding")
+        out = check.tensor(check.call(block, x, padding_mask=padding_mask),
+                           "block(x, padding_mask=mask)")
+        check.shape(out, (B, T, d_model), "block(x, padding_mask=mask)")
+        correct, mistakes = _block_variants(block, x, padding_mask)
+        check.close(out[real], correct[real],
+                    "block(x, padding_mask=mask) at the real (non-padded) tokens",
+                    mistakes={k: v[real] for k, v in mistakes.items()}, atol=1e-4)
+        positional = check.tensor(check.call(block, x, padding_mask), "block(x, mask)")
+        check.close(positional[real], correct[real],
+                    "the padding mask also works as the second positional argument", atol=1e-4)
+
+        check.clause("members")
+        dropping = check.call(block_class, d_model, n_heads, d_ff, dropout=p)
+        check_block_members(check, dropping, d_model, n_heads, d_ff, p)
+        _randomise(dropping, generator)
+        dropping.eval()
+
+        check.clause("dropout")
+        reference = _block_variants(dropping, x, None)[0]
+        eval_1, eval_2 = (torch.as_tensor(check.call_seeded(_integer(generator, 0, 2**30),
+                                                            dropping, x)) for _ in range(2))
+        check.close(eval_1, reference, f"with dropout={p}, the block in eval mode computes the "
+                    "same output as without dropout", atol=1e-4,
+                    diagnoses={DROPOUT_IN_EVAL: lambda: not torch.allclose(eval_1, eval_2)})
+        dropping.train()
+        seeds = [_integer(generator, 0, 2**30) for _ in range(2)]
+        first, again, other = (torch.as_tensor(check.call_seeded(seed, dropping, x))
+                               for seed in (seeds[0], seeds[0], seeds[1]))
+        check.close(again, first, "in training mode, the same seed gives the same output")
+        check.expect(not torch.allclose(first, other, atol=1e-5),
+                     "in training mode, two seeds give different outputs (dropout draws afresh)",
+                     expected="different outputs", got="the same output",
+                     likely=DROPOUT_RESEEDED)
+        full = check.call(block_class, d_model, n_heads, d_ff, dropout=1.0)
+        _randomise(full, generator)
+        full.eval()
+        inside = full.norm_1(x + full.attention.out_proj.bias)
+        only_attention = full.norm_2(inside + full.mlp(inside))
+        expected = full.norm_2(full.norm_1(x))
+        full.train()
+        dropped = torch.as_tensor(check.call_seeded(_integer(generator, 0, 2**30), full, x))
+        check.close(dropped, expected, "with dropout=1 in training mode both sub-layer outputs "
+                    "are dropped: the block returns norm_2(norm_1(x))", atol=1e-4, mistakes={DROPOUT_UNUSED: only_attention},
+                    diagnoses={DROPOUT_ON_THE_SUM: lambda: bool(
+                        (dropped - dropped[:1, :1]).abs().amax() < 1e-4)})
+
+    check.clause("gradients")
+    block.train()
+    weights = torch.randn(B, T, d_model, generator=generator)
+    (torch.as_tensor(check.call(block, x, padding_mask=padding_mask)) * weights).sum().backward()
+    missing = [name for name, parameter in block.named_parameters()
+               if parameter.grad is None or not bool(parameter.grad.abs().sum() > 0)]
+    check.expect(not missing, "in training mode, every parameter gets a gradient",
+                 expected="a nonzero gradient for every parameter",
+                 got=f"none for {', '.join(missing[:4])}",
+                 likely="part of the block is cut off from the gradient (.detach(), "
+                        "torch.no_grad() or .data in forward): training would never change it")
     check.passed()
 
 
@@ -232,35 +295,53 @@ def _masked_sum(h: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
     return (h.double() * (~padding_mask).unsqueeze(-1)).sum(dim=1)
 
 
+def _masks(B: int, T: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Padding at the end, at the start and scattered; every row keeps a real token, and
+    the first row has none (lengths drawn afresh)."""
+    lengths = torch.randint(1, T, (B,), generator=generator)
+    lengths[0] = T
+    end = torch.arange(T)[None, :] >= lengths[:, None]
+    scattered = torch.rand(B, T, generator=generator) < 0.5
+    scattered[torch.arange(B), torch.randint(0, T, (B,), generator=generator)] = False
+    scattered[1, :] = True
+    scattered[1, _integer(generator, 0, T)] = False
+    return {"padding at the end": end, "padding at the start (left padding)": end.flip(1),
+            "padding scattered in the sequence": scattered}
+
+
 @hidden_test
 def grade_mean_pool(mean_pool: Callable[..., torch.Tensor]) -> None:
     check = HiddenCheck("mean_pool")
     generator = fresh_generator(405)
-    h = torch.randn(4, 6, 5, generator=generator) + 0.5  # nonzero mean: sums differ from means
-    out = check.tensor(check.call(mean_pool, h.clone()), "mean_pool(h)")
-    check.expect(tuple(out.shape) == (4, 5), "mean_pool(h) for h (4, 6, 5) has shape (4, 5)",
-                 expected="shape (4, 5)", got=f"shape {tuple(out.shape)}", diagnoses={
+    # B < T < d: averaging over a wrong axis always gives a shape of its own
+    B, T, d = _integer(generator, 2, 5), _integer(generator, 5, 9), _integer(generator, 9, 13)
+    h = torch.randn(B, T, d, generator=generator) + 0.5  # nonzero mean: sums differ from means
+
+    check.clause("shape")
+    out = check.tensor(check.call(mean_pool, h), "mean_pool(h)")
+    check.expect(tuple(out.shape) == (B, d), f"mean_pool(h) for h {(B, T, d)} has shape {(B, d)}",
+                 expected=f"shape {(B, d)}", got=f"shape {tuple(out.shape)}", diagnoses={
                      "averaged over the features (the last axis) instead of time (dim=1)":
-                         tuple(out.shape) == (4, 6),
+                         tuple(out.shape) == (B, T),
                      "averaged over the batch (dim=0) instead of time (dim=1)":
-                         tuple(out.shape) == (6, 5)})
+                         tuple(out.shape) == (T, d)})
+    masks = _masks(B, T, generator)
+    end = masks["padding at the end"]
+    one = check.tensor(check.call(mean_pool, h[1:2], end[1:2]), "mean_pool for a batch of one")
+    check.expect(tuple(one.shape) == (1, d), f"mean_pool(h, mask) for h (1, {T}, {d}) has "
+                 f"shape (1, {d})", expected=f"shape (1, {d})", got=f"shape {tuple(one.shape)}",
+                 diagnoses={"the batch axis was squeezed away: keep (B, d) even for B = 1":
+                            tuple(one.shape) == (d,)})
+
+    check.clause("values")
     check.close(out, h.double().mean(dim=1), "mean_pool(h) without a mask", mistakes={
         "summed over time instead of averaging": h.sum(dim=1),
     })
-    cases = {
-        "padding at the end": torch.arange(6)[None, :] >= torch.tensor([6, 4, 2, 1])[:, None],
-        "padding at the start (left padding)":
-            torch.arange(6)[None, :] < torch.tensor([0, 2, 3, 5])[:, None],
-        "padding scattered in the sequence": torch.tensor(
-            [[False, True, False, True, False, False], [True, False, True, False, True, True],
-             [False, False, False, False, False, True], [True, True, False, True, True, True]]),
-    }
-    for name, padding_mask in cases.items():
-        original = h.clone()
+
+    check.clause("padding")
+    for name, padding_mask in masks.items():
         out = check.tensor(check.call(mean_pool, h, padding_mask), f"mean_pool(h, mask) ({name})")
-        check.close(h, original, f"mean_pool leaves h unchanged ({name})",
-                    likely="h was changed in place (e.g. masked_fill_): work on a new tensor")
-        check.shape(out, (4, 5), f"mean_pool(h, mask) ({name})")
+        check.shape(out, (B, d), f"mean_pool(h, mask) ({name})")
         lengths = (~padding_mask).sum(dim=1, keepdim=True).double()
         n_pad = padding_mask.sum(dim=1, keepdim=True).double()
         mistakes = {
@@ -274,23 +355,28 @@ def grade_mean_pool(mean_pool: Callable[..., torch.Tensor]) -> None:
                 _masked_sum(h, ~padding_mask) / n_pad.clamp_min(1),
         }
         if name != "padding at the end":
-            first = torch.stack([h[i, :int(n)].double().mean(dim=0) if int(n) else
-                                 torch.zeros(5, dtype=torch.float64)
+            first = torch.stack([h[i, :int(n)].double().mean(dim=0)
                                  for i, n in enumerate(lengths.flatten().tolist())])
             mistakes["assumed the real tokens come first (took the first L positions); use the "
                      "mask itself, wherever the padding is"] = first
         check.close(out, _masked_sum(h, padding_mask) / lengths, f"mean_pool(h, mask) ({name})",
                     mistakes=mistakes)
-    no_padding = torch.zeros(4, 6, dtype=torch.bool)
-    check.close(check.call(mean_pool, h.clone(), no_padding), h.double().mean(dim=1),
+    no_padding = torch.zeros(B, T, dtype=torch.bool)
+    check.close(check.call(mean_pool, h, no_padding), h.double().mean(dim=1),
                 "an all-False mask gives the plain mean")
-    long = torch.randn(2, 40, 3, generator=generator)
-    mask = torch.arange(40)[None, :] >= torch.tensor([3, 40])[:, None]
+    long_T = _integer(generator, 30, 50)
+    long = torch.randn(2, long_T, 3, generator=generator)
+    short = _integer(generator, 1, 5)
+    mask = torch.arange(long_T)[None, :] >= torch.tensor([short, long_T])[:, None]
     check.close(check.call(mean_pool, long, mask), _masked_sum(long, mask) / torch.tensor(
-        [[3.0], [40.0]], dtype=torch.float64), "a long batch with one short sequence", mistakes={
+        [[float(short)], [float(long_T)]], dtype=torch.float64),
+        "a long batch with one short sequence", mistakes={
         "divided by T instead of the true length (the number of real tokens)":
-            _masked_sum(long, mask) / 40,
+            _masked_sum(long, mask) / long_T,
         "pooling averages the padding too: the mask was ignored": long.double().mean(dim=1),
     })
-    check.passed()
 
+    check.clause("dtype")
+    check.dtype_follows(mean_pool, h, masks["padding scattered in the sequence"],
+                        what="mean_pool(h, padding_mask)")
+    check.passed()

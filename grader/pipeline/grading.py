@@ -2,12 +2,16 @@
 
 Submissions are graded by nbgrader in batches (a few notebooks, mixed over the
 assignments), each batch in its own scratch course directory (a copy of the gradebook), ``--jobs`` batches
-at a time, under a wall-clock and a memory limit; every kernel runs sandboxed
-(``pipeline.sandbox_kernel``). Each submission's result is a small JSON file; the
+at a time, under a memory limit; every kernel runs sandboxed
+(``pipeline.sandbox_kernel``). Each notebook has time limits of its own, enforced where it
+runs: per cell (``--cell-timeout``), for all its cells (``--timeout``) and for its feedback
+page (``--feedback-timeout``); the batch's wall-clock limit is only their sum plus some,
+for what no other limit catches. Each submission's result is a small JSON file; the
 results are then merged into the course gradebook (for formgrader),
 ``grader/autograded/``, ``grader/feedback/`` and ``grader/grades.csv``. A submission
-that hangs, crashes or cheats costs only itself: what a batch did not grade is graded
-again alone. ``--shard i/N`` grades every N-th submission and stops after writing the
+that hangs, crashes or cheats costs only itself: a batch's notebook counts as graded only
+once nbgrader has graded it to the end and made its page, and every other is graded again
+alone. ``--shard i/N`` grades every N-th submission and stops after writing the
 JSON results, so shards can run on separate machines; ``--merge`` combines them.
 
 Nothing a submission or a kernel made is trusted (``pipeline.submissions``): links are
@@ -15,7 +19,8 @@ never followed, special files never opened, sizes capped. Only the submitted not
 goes into the scratch course, and only the graded notebook and its feedback page come
 out of it. A run writes into a fresh folder and replaces the earlier results, graded
 notebooks and feedback only at the end, so a crashed or interrupted run leaves them as
-they were.
+they were; and a student this run could not grade keeps the earlier result, graded notebook
+and page (its status says so), never less than it had.
 """
 
 from __future__ import annotations
@@ -42,8 +47,11 @@ from tqdm.auto import tqdm
 
 from pipeline import sandbox
 from pipeline.assignments import generate
+from pipeline.kernel_forkserver import KERNELS_BASE, new_kernels_base
+from pipeline.nbgrader_batch import done_marker
 from pipeline.nbgrader_cli import run_limited
 from pipeline.paths import GRADER, GRADES_CSV, SOLUTIONS, assignment_ids
+from pipeline.safe_feedback import minimal_page
 from pipeline.submissions import (
     MAX_NOTEBOOK_BYTES,
     Submission,
@@ -61,6 +69,10 @@ DB_URL = f"sqlite:///{GRADER / 'gradebook.db'}"
 SCRATCH = GRADER / ".scratch"
 RESULTS = GRADER / "results"
 NBGRADER_COLUMNS = ["assignment", "student_id", "score", "max_score"]
+KEPT = "previous result kept"  # the status of a student this run could not grade
+# What a batch may take per notebook besides the notebook's own limits (a kernel's start
+# and restarts, nbgrader's steps), and once (nbgrader's start, the fork server's warm-up).
+NOTEBOOK_SLACK, BATCH_SLACK = 120.0, 120.0
 
 
 def ensure_release() -> None:
@@ -109,7 +121,12 @@ def _messages(notebook: nbformat.NotebookNode) -> dict[str, str]:
 
 
 def _collect(scratch: Path, sub: Submission, max_bytes: int = MAX_NOTEBOOK_BYTES) -> dict:
-    """The result of one submission graded in ``scratch``: scores and messages per cell."""
+    """The result of one submission graded in ``scratch``: scores and messages per cell.
+
+    Only a notebook the batch graded to the end and made a page for (its ``done`` marker,
+    ``pipeline.nbgrader_batch``) counts: what a batch killed halfway left in the gradebook
+    is not a grade.
+    """
     result = _result(sub)
     notebook = scratch / "autograded" / sub.student / sub.assignment / f"{sub.assignment}.ipynb"
     try:
@@ -134,7 +151,15 @@ def _collect(scratch: Path, sub: Submission, max_bytes: int = MAX_NOTEBOOK_BYTES
                 "needs_manual_grade": grade.needs_manual_grade,
                 "message": messages.get(grade.name, ""),
             })
+    try:
+        done = json.loads(read_untrusted(done_marker(scratch, sub.student, sub.assignment),
+                                         2**16, base=scratch))
+    except (OSError, ValueError):
+        return _result(sub)
     result["status"] = "graded"
+    if isinstance(done, dict) and done.get("feedback"):
+        result["log"] = (f"the feedback page could not be made ({str(done['feedback'])[:200]}); "
+                         "a short page with the points stands in")
     return result
 
 
@@ -196,15 +221,36 @@ def _write_result(folder: Path, result: dict) -> None:
     os.replace(temporary, folder / name)
 
 
+def batch_limit(count: int, timeout: float, feedback_timeout: float) -> float:
+    """Seconds one nbgrader process may run for ``count`` notebooks: their own limits and
+    some to spare, so that it is killed only when something no other limit covers hangs."""
+    return count * (timeout + feedback_timeout + NOTEBOOK_SLACK) + BATCH_SLACK
+
+
+def _stand_in_page(result: dict, outputs: dict[str, Path]) -> None:
+    """Give a graded result that came out without a feedback page a short inert one."""
+    folder = outputs["feedback"] / result["student"] / result["assignment"]
+    if (folder / f"{result['assignment']}.html").exists():
+        return
+    _remove(folder)
+    folder.mkdir(parents=True)
+    scores = [(c["grade_id"], c["score"], c["max_score"]) for c in result["cells"]]
+    write_new_file(folder / f"{result['assignment']}.html", minimal_page(
+        result["assignment"], "its page did not come out of the grading", scores).encode())
+    result["log"] = "\n".join([result["log"], "no feedback page came out of the grading; "
+                               "a short page with the points stands in"]).strip()
+
+
 def _grade_together(subs: list[Submission], *, timeout: float, memory_limit: int | None,
-                    cell_timeout: int | None, outputs: dict[str, Path],
-                    max_bytes: int) -> tuple[list[dict], list[bool]]:
+                    cell_timeout: int | None, outputs: dict[str, Path], max_bytes: int,
+                    feedback_timeout: float = 60.0) -> tuple[list[dict], list[bool]]:
     """Grade ``subs`` with one nbgrader process; their results, and which are final (a
     refused notebook: grading it again alone would not change that)."""
     results = [_result(sub) for sub in subs]
     final = [False] * len(subs)
     SCRATCH.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="batch-", dir=SCRATCH))
+    kernels = new_kernels_base()  # the batch's kernel folders and sockets: all go with it
     try:
         shutil.copy2(GRADER / "gradebook.db", scratch / "gradebook.db")
         for assignment in {s.assignment for s in subs}:
@@ -233,14 +279,17 @@ def _grade_together(subs: list[Submission], *, timeout: float, memory_limit: int
         for private in ("kernel-homes", "runtime"):  # nothing a kernel of another batch can see
             (scratch / private).mkdir()
         env = {"COURSE_KERNEL_HOMES": str(scratch / "kernel-homes"),
-               "JUPYTER_RUNTIME_DIR": str(scratch / "runtime")}
-        command = [sys.executable, "-m", "pipeline.nbgrader_batch", str(scratch)]
+               "JUPYTER_RUNTIME_DIR": str(scratch / "runtime"), KERNELS_BASE: str(kernels)}
+        command = [sys.executable, "-m", "pipeline.nbgrader_batch", str(scratch),
+                   f"--notebook-timeout={math.ceil(timeout)}",
+                   f"--feedback-timeout={feedback_timeout:g}"]
         command += [f"--cell-timeout={cell_timeout}"] if cell_timeout else []
         status, log, refusals = "graded", "", []
         try:
-            run = run_limited(command, timeout=timeout * len(copied), memory_limit=memory_limit,
-                              env=env)
-            failed = any(line.startswith(("autograde failed for", "feedback failed for"))
+            run = run_limited(command, timeout=batch_limit(len(copied), timeout,
+                                                           feedback_timeout),
+                              memory_limit=memory_limit, env=env)
+            failed = any(line.startswith("autograde failed for")
                          for line in run.stderr.splitlines())
             if run.returncode != 0 or failed:
                 status, log = "autograde failed", run.stderr[-3000:]
@@ -255,6 +304,7 @@ def _grade_together(subs: list[Submission], *, timeout: float, memory_limit: int
                          if line.startswith(f"REFUSED {sub.student}/{sub.assignment}:")]
                 if results[i]["status"] == "graded":
                     lines += copy_out(scratch, sub, outputs, max_bytes)
+                    _stand_in_page(results[i], outputs)
             except Exception as error:  # noqa: BLE001 - a broken scratch course costs a retry
                 results[i] = _result(sub, _failure(error), traceback.format_exc()[-3000:])
                 for kind in KINDS:
@@ -267,27 +317,31 @@ def _grade_together(subs: list[Submission], *, timeout: float, memory_limit: int
             results[i]["log"] = "\n".join([results[i]["log"], *lines]).strip()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(kernels, ignore_errors=True)
     return results, final
 
 
 def grade_batch(subs: list[Submission], *, timeout: float, memory_limit: int | None,
                 cell_timeout: int | None = None, out: Path | None = None,
-                max_bytes: int = MAX_NOTEBOOK_BYTES) -> list[dict]:
+                max_bytes: int = MAX_NOTEBOOK_BYTES,
+                feedback_timeout: float = 60.0) -> list[dict]:
     """Autograde submissions with one nbgrader process in a scratch course of their own.
 
     One process (``pipeline.nbgrader_batch``) autogrades the whole batch and writes its
-    feedback, so nbgrader's start-up is paid once. The run may take ``timeout`` seconds
-    per notebook. A submission the batch did not grade (its notebook took nbgrader down,
-    the batch ran out of time, its results could not be read: a broken scratch course)
-    is graded again on its own, so it cannot cost the others anything; what still fails
-    alone is that student's status. Results, graded notebooks and feedback pages go into
-    the run folder ``out`` (default: the course's own folders).
+    feedback, so nbgrader's start-up is paid once. Each notebook may run ``timeout``
+    seconds (its cells stop there, its later exercises fail) and its page may take
+    ``feedback_timeout``; the process as a whole only the sum of these and some to spare
+    (:func:`batch_limit`). A submission the batch did not grade to the end (its notebook
+    took nbgrader down, the batch was killed, its results could not be read: a broken
+    scratch course) is graded again on its own, so it cannot cost the others anything;
+    what still fails alone is that student's status. Results, graded notebooks and
+    feedback pages go into the run folder ``out`` (default: the course's own folders).
     """
     outputs = _outputs(out)
     try:
         results, final = _grade_together(subs, timeout=timeout, memory_limit=memory_limit,
                                          cell_timeout=cell_timeout, outputs=outputs,
-                                         max_bytes=max_bytes)
+                                         max_bytes=max_bytes, feedback_timeout=feedback_timeout)
     except Exception as error:  # noqa: BLE001 - whatever broke, nobody in the batch is lost
         log = traceback.format_exc()[-3000:]
         results, final = [_result(sub, _failure(error), log) for sub in subs], [False] * len(subs)
@@ -295,7 +349,8 @@ def grade_batch(subs: list[Submission], *, timeout: float, memory_limit: int | N
         if results[i]["status"] != "graded" and not final[i] and len(subs) > 1:
             # alone, it gets the whole time and memory to itself
             results[i] = grade_batch([sub], timeout=timeout, memory_limit=memory_limit,
-                                     cell_timeout=cell_timeout, out=out, max_bytes=max_bytes)[0]
+                                     cell_timeout=cell_timeout, out=out, max_bytes=max_bytes,
+                                     feedback_timeout=feedback_timeout)[0]
     for result in results:
         _write_result(outputs["results"], result)
     return results
@@ -320,13 +375,14 @@ def make_batches(subs: list[Submission], jobs: int, batch_size: int) -> list[lis
 
 def grade_all(subs: list[Submission], *, jobs: int, timeout: float, memory_limit: int | None,
               cell_timeout: int | None = None, batch_size: int = 8, out: Path | None = None,
-              max_bytes: int = MAX_NOTEBOOK_BYTES) -> list[dict]:
+              max_bytes: int = MAX_NOTEBOOK_BYTES, feedback_timeout: float = 60.0) -> list[dict]:
     """Grade submissions in batches, ``jobs`` batches at a time (threads driving nbgrader)."""
     results = []
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool, \
             tqdm(total=len(subs), desc="grading", unit="notebook") as progress:
         futures = {pool.submit(grade_batch, batch, timeout=timeout, memory_limit=memory_limit,
-                               cell_timeout=cell_timeout, out=out, max_bytes=max_bytes): batch
+                               cell_timeout=cell_timeout, out=out, max_bytes=max_bytes,
+                               feedback_timeout=feedback_timeout): batch
                    for batch in make_batches(subs, jobs, batch_size)}
         for future in as_completed(futures):
             try:
@@ -342,16 +398,47 @@ def grade_all(subs: list[Submission], *, jobs: int, timeout: float, memory_limit
 
 # ---- publishing ---------------------------------------------------------------------------
 
-def publish(run: Path, results: list[dict], *, replace_all: bool) -> None:
-    """Move what the run folder ``run`` holds into the course's results, autograded/ and
-    feedback/ folders, once all of it exists.
+def is_graded(result: dict) -> bool:
+    """Whether ``result`` holds grades: graded by this run, or kept from an earlier one."""
+    status = str(result.get("status", ""))
+    return bool(result.get("cells")) and (status == "graded" or status.startswith(KEPT))
 
-    Each student and assignment of ``results`` gets exactly what the run made for it (its
-    old graded notebook and feedback go, even when the new run could not grade it); a
-    folder is swapped by renaming, so it is never half-written. A full run
-    (``replace_all``) replaces ``results/`` as a whole; a shard replaces only the result
-    files of its own students, so shards can share one ``grader/``.
+
+def _previous(student: str, assignment: str) -> dict | None:
+    """The published result of ``student``'s ``assignment``, if it holds grades."""
+    try:
+        result = json.loads(read_untrusted(RESULTS / f"{student}__{assignment}.json",
+                                           MAX_NOTEBOOK_BYTES))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(result, dict) or (result.get("student"), result.get("assignment")) != (
+            student, assignment) or not isinstance(result.get("cells"), list):
+        return None
+    return result if is_graded(result) else None
+
+
+def publish(run: Path, results: list[dict], *, replace_all: bool) -> list[dict]:
+    """Move what the run folder ``run`` holds into the course's results, autograded/ and
+    feedback/ folders, once all of it exists; the results as published.
+
+    Each student and assignment of ``results`` gets exactly what the run made for it,
+    except that a published result is never replaced by less: one this run could not
+    grade keeps its earlier result, graded notebook and feedback page, with the status
+    ``previous result kept (this run: ...)``. A folder is swapped by renaming, so it is
+    never half-written. A full run (``replace_all``) replaces ``results/`` as a whole; a
+    shard replaces only the result files of its own students, so shards can share one
+    ``grader/``.
     """
+    published, kept = [], set()
+    for result in results:
+        previous = None if result["status"] == "graded" else _previous(result["student"],
+                                                                      result["assignment"])
+        if previous is not None:
+            result = {**previous, "status": f"{KEPT} (this run: {result['status']})",
+                      "log": result.get("log", "")}
+            _write_result(run / "results", result)
+            kept.add((result["student"], result["assignment"]))
+        published.append(result)
     trash = Path(tempfile.mkdtemp(prefix="replaced-", dir=run))
     count = iter(range(10**9))
 
@@ -363,9 +450,10 @@ def publish(run: Path, results: list[dict], *, replace_all: bool) -> None:
             shutil.move(new, target)
 
     for kind in KINDS:
-        for result in results:
-            swap(run / kind / result["student"] / result["assignment"],
-                 GRADER / kind / result["student"] / result["assignment"])
+        for result in published:
+            if (result["student"], result["assignment"]) not in kept:
+                swap(run / kind / result["student"] / result["assignment"],
+                     GRADER / kind / result["student"] / result["assignment"])
     (run / "results").mkdir(exist_ok=True)
     if replace_all and not RESULTS.is_symlink():
         swap(run / "results", RESULTS)
@@ -378,6 +466,7 @@ def publish(run: Path, results: list[dict], *, replace_all: bool) -> None:
             if stale.name not in new:
                 stale.unlink()
     shutil.rmtree(trash, ignore_errors=True)
+    return published
 
 
 def read_results(folder: Path | None = None) -> list[dict]:
@@ -493,7 +582,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--jobs", type=int, default=default_jobs(),
                         help="batches graded at a time (default: the cores, %(default)s here)")
     parser.add_argument("--timeout", type=float, default=900,
-                        help="wall-clock seconds allowed per notebook")
+                        help="seconds all the cells of one notebook may run (its own limit: "
+                             "the cells after it are not run, their exercises fail)")
+    parser.add_argument("--feedback-timeout", type=float, default=60,
+                        help="seconds one feedback page may take to make (a short page "
+                             "with the points stands in for one that takes longer)")
     parser.add_argument("--cell-timeout", type=int, default=None,
                         help="seconds per cell (default: nbgrader_config.py's Execute.timeout)")
     parser.add_argument("--memory-gb", type=float, default=8.0,
@@ -533,8 +626,9 @@ def main(argv: list[str] | None = None) -> int:
     try:                                                      # the new ones all exist
         results = grade_all(subs, jobs=args.jobs, timeout=args.timeout, memory_limit=memory,
                             cell_timeout=args.cell_timeout, batch_size=args.batch_size,
-                            out=run, max_bytes=max_bytes)
-        publish(run, results, replace_all=count == 1)  # a full re-grade replaces old results
+                            out=run, max_bytes=max_bytes,
+                            feedback_timeout=args.feedback_timeout)
+        results = publish(run, results, replace_all=count == 1)  # a full re-grade replaces
     finally:
         shutil.rmtree(run, ignore_errors=True)
     if count == 1:

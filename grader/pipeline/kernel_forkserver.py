@@ -203,23 +203,49 @@ def _pid(pidfd: int) -> int | None:
     return None
 
 
-def kernels_root() -> Path:
-    """A fresh folder for kernels' connection folders: short, as socket paths must be.
+KERNELS_BASE = "COURSE_KERNELS_BASE"  # where kernels_root() makes its folders, if set
 
-    Named after this process, so that the folders of a grader that was killed before it
-    could remove them are removed by the next one.
-    """
+
+def _base() -> Path:
+    """Where kernels' folders go by default: short, as socket paths must be."""
     base = "/var/tmp"  # not /tmp: a kernel's parent folders are read-only to it
     if not (os.path.isdir(base) and os.access(base, os.W_OK)):
         base = tempfile.gettempdir()
-    for stale in Path(base).glob("ck-*-*"):
+    return Path(base)
+
+
+def _fresh_folder(kind: str, base: Path) -> Path:
+    """A new folder ``<kind>-<this pid>-*`` in ``base``, after removing those of processes
+    that ended before they could remove their own (a grader or a batch that was killed)."""
+    for stale in base.glob(f"{kind}-*-*"):
         try:
             os.kill(int(stale.name.split("-")[1]), 0)
         except ProcessLookupError:
             shutil.rmtree(stale, ignore_errors=True)
         except (ValueError, PermissionError):
             pass
-    root = Path(tempfile.mkdtemp(prefix=f"ck-{os.getpid()}-", dir=base))
+    return Path(tempfile.mkdtemp(prefix=f"{kind}-{os.getpid()}-", dir=base))
+
+
+def new_kernels_base() -> Path:
+    """A fresh folder to hold a batch's kernel folders (the batch gets its path as
+    ``COURSE_KERNELS_BASE``): whoever started the batch removes it afterwards, so that
+    nothing of the batch's kernels (connection files, sockets) stays behind, whatever
+    became of the batch."""
+    base = _fresh_folder("cb", _base())
+    base.chmod(0o711)  # kernels running as another user reach their folder through it
+    return base
+
+
+def kernels_root() -> Path:
+    """A fresh folder for kernels' connection folders: short, as socket paths must be.
+
+    In ``COURSE_KERNELS_BASE`` when it is set (a batch's, removed with it); otherwise in
+    ``/var/tmp``. Named after this process, so that the folders of one that was killed
+    before it could remove them are removed by the next one.
+    """
+    given = os.environ.get(KERNELS_BASE, "")
+    root = _fresh_folder("ck", Path(given) if given and os.path.isdir(given) else _base())
     uid = sandbox.kernel_uid()
     if uid is not None:
         os.chown(root, uid, uid)

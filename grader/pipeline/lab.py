@@ -5,7 +5,10 @@
   student's own Jupyter would have them.
 - ``solutions`` (``make lab-solutions``): the instructor's solution notebooks.
 - ``formgrader`` (``make formgrader``): JupyterLab in the nbgrader course root
-  (``grader/``) with nbgrader's extensions, for grading Think! answers by hand.
+  (``grader/``) with nbgrader's extensions, for grading Think! answers by hand. It starts
+  in ``grader/``, where nbgrader finds the course's ``nbgrader_config.py`` (and through it
+  the gradebook), and serves formgrader through ``pipeline.safe_formgrader`` instead of
+  nbgrader's own, so that every submission shows inert.
 
 Extra arguments go to ``jupyter lab`` (``--port=8890``, ``--no-browser``...). As root
 (containers, cloud notebooks, CI images) JupyterLab refuses to start unless told
@@ -19,16 +22,27 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 from pipeline.environment import course_env, student_env
 from pipeline.paths import GRADER, NOTEBOOKS, SOLUTIONS
 
 NBGRADER_LAB_EXTENSIONS = ("@jupyter/nbgrader",)
+NBGRADER_FORMGRADER = "nbgrader.server_extensions.formgrader"
 NBGRADER_SERVER_EXTENSIONS = (
-    "nbgrader.server_extensions.formgrader", "nbgrader.server_extensions.validate_assignment",
+    NBGRADER_FORMGRADER, "nbgrader.server_extensions.validate_assignment",
     "nbgrader.server_extensions.assignment_list", "nbgrader.server_extensions.course_list",
 )
+SAFE_FORMGRADER = "pipeline.safe_formgrader"
 FOLDERS = {"student": NOTEBOOKS, "solutions": SOLUTIONS, "formgrader": GRADER}
+
+
+class Launch(NamedTuple):
+    """How to start JupyterLab for an audience."""
+
+    args: list[str]
+    env: dict[str, str]
+    cwd: Path
 
 
 def student_config_dir(where: Path) -> Path:
@@ -42,31 +56,48 @@ def student_config_dir(where: Path) -> Path:
     return where
 
 
-def command(audience: str, extra: list[str]) -> tuple[list[str], dict[str, str]]:
-    """The ``jupyter lab`` command line and environment for ``audience``."""
+def formgrader_config_dir(where: Path) -> Path:
+    """A Jupyter config folder that serves formgrader through :data:`SAFE_FORMGRADER`
+    (nbgrader's formgrader switched off, its other extensions left as they are)."""
+    where.mkdir(parents=True, exist_ok=True)
+    (where / "jupyter_server_config.json").write_text(json.dumps(
+        {"ServerApp": {"jpserver_extensions": {NBGRADER_FORMGRADER: False,
+                                               SAFE_FORMGRADER: True}}}, indent=1))
+    return where
+
+
+def command(audience: str, extra: list[str]) -> Launch:
+    """The ``jupyter lab`` command line, environment and working folder for ``audience``."""
     if audience not in FOLDERS:
         raise SystemExit(f"unknown audience {audience!r}: expected one of {', '.join(FOLDERS)}")
     env = course_env()
     args = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={FOLDERS[audience]}",
             *extra]
+    # JUPYTER_CONFIG_DIR comes first on Jupyter's config path: the settings written below
+    # win over the environment's, where nbgrader's extensions are switched on.
     if audience == "student":
         config = student_config_dir(Path(tempfile.mkdtemp(prefix="course-student-lab-")))
-        # JUPYTER_CONFIG_DIR comes first on Jupyter's config path: these settings win over
-        # the environment's, where nbgrader's extensions are switched on. A student's
-        # kernel has no business with the grader's modules (student_env).
+        # A student's kernel has no business with the grader's modules (student_env).
         env = {**student_env(), "JUPYTER_CONFIG_DIR": str(config)}
+    if audience == "formgrader":
+        config = formgrader_config_dir(Path(tempfile.mkdtemp(prefix="course-formgrader-")))
+        env = {**env, "JUPYTER_CONFIG_DIR": str(config)}
     if hasattr(os, "geteuid") and os.geteuid() == 0 and "--allow-root" not in extra:
         print("Running as root: starting JupyterLab with --allow-root.", flush=True)
         args.append("--allow-root")
-    return args, env
+    # nbgrader reads nbgrader_config.py from the folder it starts in: the course's, for
+    # formgrader (the course root, the gradebook, the course's exporters).
+    return Launch(args, env, FOLDERS[audience])
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
         raise SystemExit(__doc__)
-    args, env = command(argv[0], argv[1:])
-    os.execve(args[0], args, env)  # the lab owns the terminal: Ctrl-C reaches it directly
+    launch = command(argv[0], argv[1:])
+    os.chdir(launch.cwd)
+    # the lab owns the terminal: Ctrl-C reaches it directly
+    os.execve(launch.args[0], launch.args, launch.env)
 
 
 if __name__ == "__main__":

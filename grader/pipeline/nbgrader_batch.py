@@ -1,15 +1,19 @@
 """Autograde and write feedback for a batch of submissions in ONE nbgrader process.
 
-    python -m pipeline.nbgrader_batch COURSE_ROOT [--cell-timeout N]
+    python -m pipeline.nbgrader_batch COURSE_ROOT [--cell-timeout S] [--notebook-timeout S]
+                                                  [--feedback-timeout S]
 
 ``COURSE_ROOT`` is a scratch course (gradebook, ``source/`` and
 ``submitted/<student>/<assignment>/``). The course's ``grader/nbgrader_config.py`` is
 loaded and pointed at it, then every submission there is autograded through nbgrader's
-own API, one at a time, and feedback is generated for each assignment. Starting nbgrader
-costs seconds, and so does starting a kernel: nbgrader starts once per batch, and kernels
-are forked from a warm fork server (``pipeline.kernel_forkserver``), which is what makes
-parallel grading pay off. One student's failure is logged and the others are graded.
-Prints a JSON summary.
+own API, one at a time, and its feedback page made right after, each within its own time
+limit (``ResilientExecute.notebook_timeout``, ``SafeFeedbackExporter.time_limit``). Once a
+notebook is graded and has a page, ``done/<student>/<assignment>.json`` says so: the
+grading side takes nothing else from the batch as graded, so a batch killed halfway
+leaves no half-graded notebook behind. Starting nbgrader costs seconds, and so does
+starting a kernel: nbgrader starts once per batch, and kernels are forked from a warm fork
+server (``pipeline.kernel_forkserver``), which is what makes parallel grading pay off. One
+student's failure is logged and the others are graded. Prints a JSON summary.
 
 Whatever a kernel leaves in its folder is untrusted (:func:`harden_nbgrader`): nbgrader
 here never writes through a link, never ``chmod``s one, and keeps nothing but the graded
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -28,6 +33,7 @@ from traitlets.config import PyFileConfigLoader
 
 from pipeline.kernel_forkserver import ForkServer
 from pipeline.paths import GRADER
+from pipeline.safe_feedback import gradebook_scores, minimal_page
 from pipeline.submissions import purge_folder, write_new_file
 
 # jsonschema imports rfc3987_syntax, which builds a grammar for two seconds, only to check
@@ -35,14 +41,47 @@ from pipeline.submissions import purge_folder, write_new_file
 sys.modules.setdefault("rfc3987_syntax", None)
 
 
-def course_config(root: Path, cell_timeout: int | None = None):
-    """The course's nbgrader configuration, pointed at the course directory ``root``."""
+def course_config(root: Path, cell_timeout: int | None = None,
+                  notebook_timeout: int | None = None, feedback_timeout: float | None = None):
+    """The course's nbgrader configuration, pointed at the course directory ``root``, with
+    the time limits given (None: the configuration's own)."""
     config = PyFileConfigLoader("nbgrader_config.py", path=str(GRADER)).load_config()
     config.CourseDirectory.root = str(root)
     config.CourseDirectory.db_url = f"sqlite:///{root / 'gradebook.db'}"
     if cell_timeout:
         config.Execute.timeout = cell_timeout
+    if notebook_timeout:
+        config.ResilientExecute.notebook_timeout = notebook_timeout
+    if feedback_timeout:
+        config.SafeFeedbackExporter.time_limit = feedback_timeout
     return config
+
+
+DONE = "done"  # <root>/done/<student>/<assignment>.json: graded, with a feedback page
+# What SafeFeedbackExporter logs when a short page stands in for one past its time limit.
+STAND_IN = re.compile(r"A feedback page was not made \((.{0,200}?)\); a short page stands in")
+
+
+def done_marker(root: Path, student: str, assignment: str) -> Path:
+    return root / DONE / student / f"{assignment}.json"
+
+
+def feedback(api, root: Path, student: str, assignment: str) -> str:
+    """Make ``student``'s feedback page for ``assignment``; "" when it was made, else why
+    not (and a short inert page that says so stands in for it)."""
+    page = root / "feedback" / student / assignment / f"{assignment}.html"
+    result = api.generate_feedback(assignment, student, force=True)
+    if result["success"] and page.is_file() and not page.is_symlink():
+        stand_in = STAND_IN.search(result.get("log") or "")  # the exporter's own, in time
+        return stand_in.group(1) if stand_in else ""
+    why = "nbgrader could not make it"
+    print(f"feedback failed for {student}/{assignment}:\n{result.get('error', '')}",
+          file=sys.stderr)
+    info = {"db_url": f"sqlite:///{root / 'gradebook.db'}", "assignment": assignment,
+            "notebook": assignment, "student": student}
+    page.parent.mkdir(parents=True, exist_ok=True)
+    write_new_file(page, minimal_page(assignment, why, gradebook_scores(info)).encode())
+    return why
 
 
 def harden_nbgrader() -> None:
@@ -104,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("root", type=Path)
     parser.add_argument("--cell-timeout", type=int, default=None)
+    parser.add_argument("--notebook-timeout", type=int, default=None)
+    parser.add_argument("--feedback-timeout", type=float, default=None)
     args = parser.parse_args(argv)
     root = args.root.resolve()
     server = ForkServer.start()  # warms up (imports torch, the hidden tests) meanwhile
@@ -111,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     from nbgrader.coursedir import CourseDirectory
 
     harden_nbgrader()
-    config = course_config(root, args.cell_timeout)
+    config = course_config(root, args.cell_timeout, args.notebook_timeout, args.feedback_timeout)
     api = NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
     submitted = sorted((p.parent.name, p.name) for p in root.glob("submitted/*/*") if p.is_dir())
     summary = {}
@@ -121,11 +162,11 @@ def main(argv: list[str] | None = None) -> int:
         if not result["success"]:
             print(f"autograde failed for {student}/{assignment}:\n{result.get('log', '')}"
                   f"{result.get('error', '')}", file=sys.stderr)
-    for assignment in sorted({a for _, a in submitted}):
-        feedback = api.generate_feedback(assignment, force=True)
-        if not feedback["success"]:
-            print(f"feedback failed for {assignment}:\n{feedback.get('error', '')}",
-                  file=sys.stderr)
+            continue
+        marker = done_marker(root, student, assignment)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        write_new_file(marker, json.dumps(
+            {"feedback": feedback(api, root, student, assignment)}).encode())
     if server is not None:
         server.stop()
     print(json.dumps(summary))

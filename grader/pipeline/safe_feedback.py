@@ -21,22 +21,29 @@ a student's script, and it is readable.
 
 Configured once in ``grader/nbgrader_config.py`` as ``GenerateFeedback.exporter_class``,
 so it applies to ``make grade`` and to a plain ``nbgrader generate_feedback`` alike.
+Layers 1 and 2 live in :class:`InertHTMLExporter`, which formgrader's exporter
+(``pipeline.safe_formgrader``) shares; only the last pass differs, since formgrader's page
+runs formgrader's own scripts.
 """
 
 from __future__ import annotations
 
 import re
-from html import unescape
+from collections.abc import Callable, Iterable
+from html import escape, unescape
 from typing import Any
 
 import bleach
 from bleach.css_sanitizer import CSSSanitizer
-from bs4 import BeautifulSoup
+from bs4 import BeautifulSoup, Tag
 from jinja2 import pass_context
 from nbconvert.exporters import HTMLExporter
 from nbconvert.preprocessors.sanitize import SanitizeHTML
 from nbformat.notebooknode import NotebookNode, from_dict
-from traitlets import Set, default, validate
+from traitlets import Float, Set, default, validate
+
+from pipeline import bounded_markup
+from pipeline.bounded_markup import TooComplex
 
 # Scripts, plugins, frames, forms, <base> and remote loads are all refused; images only as
 # data: URIs (the PNG figures are inlined); inline <style> is needed by nbconvert's CSS.
@@ -99,8 +106,20 @@ _CLEANER = bleach.Cleaner(
 
 
 def clean_html(html: Any) -> str:
-    """``html`` (str or bytes) reduced to the allowlist above; anything else escaped."""
-    return _CLEANER.clean(html.decode() if isinstance(html, bytes) else str(html))
+    """``html`` (str or bytes) reduced to the allowlist above; anything else escaped.
+
+    bleach is given only what :func:`bounded_markup.bounded` rewrote (a piece over its
+    bounds, or past the page's budget, becomes a plain note), so that its time stays
+    linear in what it reads.
+    """
+    text = html.decode(errors="replace") if isinstance(html, bytes) else str(html)
+    if bounded_markup.already_clean(text):  # the template cleaning an output again
+        return text
+    try:
+        clean = _CLEANER.clean(bounded_markup.bounded(text))
+    except TooComplex as error:
+        clean = bounded_markup.note(str(error))
+    return bounded_markup.remember_clean(clean)
 
 
 class InertOutputs(SanitizeHTML):
@@ -129,6 +148,8 @@ class InertOutputs(SanitizeHTML):
         return super().preprocess(nb, resources)
 
     def preprocess_cell(self, cell: NotebookNode, resources: dict, index: int):
+        if cell.cell_type in ("code", "markdown"):  # rendered (or highlighted) from source
+            cell.source = _bounded_source(cell.cell_type, _text(cell.get("source")))
         if cell.cell_type == "code":
             cell.outputs = [clean for output in cell.get("outputs", [])
                             if (clean := self.inert_output(output)) is not None]
@@ -149,21 +170,28 @@ class InertOutputs(SanitizeHTML):
     def inert_output(self, output: NotebookNode) -> NotebookNode | None:
         """A new output with only what rendering needs, or None if nothing safe is left."""
         kind = output.get("output_type")
+        if not bounded_markup.spend(bounded_markup.ITEM_CHARS):  # the page is full
+            return None
+        cut = bounded_markup.cut_text  # text up to a bound per output and per page
         if kind == "stream":  # the template escapes text
-            return from_dict({"output_type": "stream", "text": _text(output.get("text")),
+            return from_dict({"output_type": "stream", "text": cut(_text(output.get("text"))),
                               "name": "stderr" if output.get("name") == "stderr"
                               else "stdout"})
         if kind == "error":  # the check messages live here; escaped by the template
-            return from_dict({"output_type": "error", "ename": _text(output.get("ename")),
-                              "evalue": _text(output.get("evalue")),
-                              "traceback": [_text(line) for line in
-                                            output.get("traceback") or []]})
+            lines = output.get("traceback") or []
+            lines = lines if isinstance(lines, list) else [lines]
+            return from_dict({"output_type": "error", "ename": cut(_text(output.get("ename"))),
+                              "evalue": cut(_text(output.get("evalue"))),
+                              "traceback": [cut("\n".join(_text(line) for line in lines))]})
         if kind not in ("display_data", "execute_result"):
             return None
         data = {}
         for mime, value in (output.get("data") or {}).items():
-            if mime in self.safe_output_keys:
-                data[mime] = _text(value)
+            if mime in self.safe_output_keys and mime.startswith("image/"):
+                if bounded_markup.spend(len(_text(value))):  # else: its text/plain shows
+                    data[mime] = _text(value)
+            elif mime in self.safe_output_keys:
+                data[mime] = cut(_text(value))
             elif mime in self.sanitized_output_types:
                 data[mime] = self.sanitize_html_tags(_text(value))
         data = {mime: value for mime, value in data.items()
@@ -187,6 +215,19 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def _bounded_source(kind: str, source: str) -> str:
+    """A markdown or code cell's source, or a note in its place when it is over the bound
+    for one piece or past the page's budget (rendering would cost its time first)."""
+    if bounded_markup.spend(bounded_markup.ITEM_CHARS) and len(source) <= \
+            bounded_markup.MAX_MARKUP_CHARS and bounded_markup.spend(len(source), markup=True):
+        return source
+    why = (f"this cell is {len(source):,} characters long" if len(source) >
+           bounded_markup.MAX_MARKUP_CHARS else "the page already holds all it may")
+    if kind == "code":
+        return f"# [Not shown on this page: {why}. The graded notebook keeps it unchanged.]"
+    return f"*[Not shown on this page: {why}. The graded notebook keeps it unchanged.]*"
+
+
 def _count(value: Any) -> int | None:
     """An execution count as the int the template expects (or None)."""
     return value if isinstance(value, int) and not isinstance(value, bool) else None
@@ -197,7 +238,7 @@ def _raster_images(bundle: Any) -> dict:
     kept = {mime: _text(data) for mime, data in (bundle if isinstance(bundle, dict) else {}
                                                  ).items()
             if mime in ("image/png", "image/jpeg")
-            and _BASE64.fullmatch(_text(data))}
+            and _BASE64.fullmatch(_text(data)) and bounded_markup.spend(len(_text(data)))}
     return kept or {"image/png": ""}
 
 
@@ -216,9 +257,50 @@ def _image_sizes(output: NotebookNode) -> dict:
 
 
 # Elements the feedback page never needs and a submission must never get live.
-_FORBIDDEN_ELEMENTS = ["script", "noscript", "iframe", "frame", "frameset", "object",
-                       "embed", "applet", "portal", "base", "form", "input", "button",
-                       "textarea", "select", "link", "svg", "math", "template"]
+FORBIDDEN_ELEMENTS = ("script", "noscript", "iframe", "frame", "frameset", "object", "embed",
+                      "applet", "portal", "base", "form", "input", "button", "textarea",
+                      "select", "link", "svg", "math", "template")
+
+
+def is_script_url(value: str) -> bool:
+    """Whether an attribute value is a URL a browser would run (or render as a document)."""
+    return _normalised_url(value).startswith(_SCRIPT_SCHEMES)
+
+
+def remove_active_content(root: Tag, *, forbidden: Iterable[str] = FORBIDDEN_ELEMENTS,
+                          keep_element: Callable[[Tag], bool] = lambda element: False,
+                          keep_handler: Callable[[str], bool] = lambda value: False) -> None:
+    """Drop, under ``root``: the ``forbidden`` elements, ``<meta http-equiv>``, every ``on*``
+    handler, ``srcdoc``/``formaction`` and every script URL (an inline raster image's data:
+    URI aside). ``keep_element`` spares elements of the page's own, ``keep_handler`` the
+    handler values the page's own markup uses."""
+    for element in root.find_all(list(forbidden)):
+        if not element.decomposed and not keep_element(element):
+            element.decompose()
+    for meta in root.find_all("meta"):  # refresh, cookies, a competing policy
+        if any(name.lower() == "http-equiv" for name in meta.attrs):
+            meta.decompose()
+    for element in root.find_all(True):
+        for name, value in list(element.attrs.items()):
+            value = " ".join(value) if isinstance(value, list) else str(value)
+            if name.lower().startswith("on"):
+                if not keep_handler(value):
+                    del element.attrs[name]
+            elif name.lower() in ("srcdoc", "formaction") or (
+                    is_script_url(value)
+                    and not (element.name == "img" and name == "src"
+                             and _IMAGE_DATA_URI.fullmatch(value.strip()))):
+                del element.attrs[name]
+
+
+def add_policy(soup: BeautifulSoup, policy: str) -> None:
+    """``policy`` as a Content-Security-Policy ``<meta>``, first in ``<head>``: before
+    anything it has to govern."""
+    if soup.head is None:
+        head = soup.new_tag("head")
+        (soup.html or soup).insert(0, head)
+    soup.head.insert(0, soup.new_tag("meta", attrs={"http-equiv": "Content-Security-Policy",
+                                                    "content": policy}))
 
 
 def make_document_inert(html: str) -> str:
@@ -228,26 +310,8 @@ def make_document_inert(html: str) -> str:
     included) is removed here, and the policy stops anything that got past both.
     """
     soup = BeautifulSoup(html, features="html.parser")  # what nbconvert itself parses with
-    for element in soup.find_all(_FORBIDDEN_ELEMENTS):
-        element.decompose()
-    for meta in soup.find_all("meta"):  # refresh, cookies, a competing policy
-        if any(name.lower() == "http-equiv" for name in meta.attrs):
-            meta.decompose()
-    for element in soup.find_all(True):
-        for name, value in list(element.attrs.items()):
-            value = " ".join(value) if isinstance(value, list) else str(value)
-            url = _normalised_url(value)
-            if name.lower().startswith("on") or name.lower() in ("srcdoc", "formaction") or (
-                    url.startswith(_SCRIPT_SCHEMES)
-                    and not (element.name == "img" and name == "src"
-                             and _IMAGE_DATA_URI.fullmatch(value.strip()))):
-                del element.attrs[name]
-    if soup.head is None:
-        head = soup.new_tag("head")
-        (soup.html or soup).insert(0, head)
-    policy = soup.new_tag("meta", attrs={"http-equiv": "Content-Security-Policy",
-                                         "content": CONTENT_SECURITY_POLICY})
-    soup.head.insert(0, policy)  # first in <head>: before anything it has to govern
+    remove_active_content(soup)
+    add_policy(soup, CONTENT_SECURITY_POLICY)
     return str(soup)
 
 
@@ -270,11 +334,13 @@ def name_exercises(html: str) -> str:
     return str(soup)
 
 
-class SafeFeedbackExporter(HTMLExporter):
-    """nbgrader's feedback exporter (an ``HTMLExporter``) with the three layers above.
+class InertHTMLExporter(HTMLExporter):
+    """An ``HTMLExporter`` for untrusted notebooks: layers 1 and 2 above.
 
-    nbgrader's ``GenerateFeedback`` still chooses the template (``feedback``) and its
-    preprocessors (grades, CSS, hidden tests); this class sanitises whatever they leave.
+    Every output is rebuilt by :class:`InertOutputs` (last, so that no configured
+    preprocessor can add anything after the cleaning), every piece of rendered Markdown and
+    nbconvert's ``clean_html`` filter use :func:`clean_html`, and no file a notebook names
+    is embedded. Subclasses add the last pass over the finished page.
     """
 
     @default("sanitize_html")
@@ -284,9 +350,9 @@ class SafeFeedbackExporter(HTMLExporter):
     @validate("embed_images")
     def _never_embed_files(self, proposal: Any) -> bool:
         # embedding reads the files a student's markdown names (or a kernel linked) into
-        # the page: never in feedback
+        # the page: never for a submission
         if proposal["value"]:
-            self.log.warning("SafeFeedbackExporter ignores embed_images=True")
+            self.log.warning("%s ignores embed_images=True", type(self).__name__)
         return False
 
     def _init_resources(self, resources: dict | None) -> dict:
@@ -302,15 +368,72 @@ class SafeFeedbackExporter(HTMLExporter):
 
     @pass_context
     def markdown2html(self, context: Any, source: str) -> str:
-        """Rendered Markdown, cleaned (nbgrader's template does not clean markdown cells)."""
+        """Rendered Markdown, cleaned (nbgrader's templates do not clean markdown cells)."""
         return clean_html(super().markdown2html(context, source))
 
     def _preprocess(self, nb: NotebookNode, resources: dict) -> tuple[NotebookNode, dict]:
         nb, resources = super()._preprocess(nb, resources)
-        # last, so that no configured preprocessor can add anything after the cleaning
         return InertOutputs(parent=self).preprocess(nb, resources)
 
     def from_notebook_node(self, nb: NotebookNode, resources: dict | None = None,
                            **kw: Any) -> tuple[str, dict]:
-        html, resources = super().from_notebook_node(nb, resources, **kw)
-        return make_document_inert(name_exercises(html)), resources
+        with bounded_markup.page_budget():  # what one page may hand the sanitiser
+            return super().from_notebook_node(nb, resources, **kw)
+
+
+class SafeFeedbackExporter(InertHTMLExporter):
+    """nbgrader's feedback exporter (an ``HTMLExporter``) with the three layers above.
+
+    nbgrader's ``GenerateFeedback`` still chooses the template (``feedback``) and its
+    preprocessors (grades, CSS, hidden tests); this class sanitises whatever they leave.
+    A page that takes longer than ``time_limit`` is replaced by :func:`minimal_page`.
+    """
+
+    time_limit = Float(60.0, help="seconds one feedback page may take to make (0: no limit); "
+                                  "a page that takes longer is replaced by a short page that "
+                                  "says so and lists the points").tag(config=True)
+
+    def from_notebook_node(self, nb: NotebookNode, resources: dict | None = None,
+                           **kw: Any) -> tuple[str, dict]:
+        given = resources
+        try:
+            with bounded_markup.time_limit(self.time_limit):
+                html, resources = super().from_notebook_node(nb, resources, **kw)
+                return make_document_inert(name_exercises(html)), resources
+        except bounded_markup.OutOfTime as error:
+            self.log.warning("A feedback page was not made (%s); a short page stands in", error)
+            resources = self._init_resources(given)
+            info = resources.get("nbgrader") or {}
+            return minimal_page(str(info.get("notebook") or "Feedback"), str(error),
+                                gradebook_scores(info)), resources
+
+
+def gradebook_scores(info: dict) -> list[tuple[str, float | None, float]]:
+    """(grade id, score, max score) of each graded cell of the submission ``info`` names
+    (nbgrader's ``db_url``, ``assignment``, ``notebook``, ``student``); [] if unknown."""
+    from nbgrader.api import Gradebook, MissingEntry  # (the nbgrader process has it loaded)
+
+    try:
+        with Gradebook(info["db_url"]) as gradebook:
+            notebook = gradebook.find_submission_notebook(info["notebook"], info["assignment"],
+                                                          info["student"])
+            return [(grade.name, grade.score, grade.max_score)
+                    for grade in sorted(notebook.grades, key=lambda grade: grade.name)]
+    except (KeyError, MissingEntry, OSError, ValueError):
+        return []
+
+
+def minimal_page(title: str, reason: str,
+                 scores: Iterable[tuple[str, float | None, float]] = ()) -> str:
+    """An inert page that stands in for a feedback page that could not be made: it says
+    why and lists the points, and holds nothing of the submission."""
+    rows = "".join(f"<tr><td><code>{escape(name)}</code></td><td>"
+                   f"{'to be graded' if score is None else f'{score:g}'} / {maximum:g}</td></tr>"
+                   for name, score, maximum in scores)
+    table = (f"<table><tr><th>graded cell</th><th>points</th></tr>{rows}</table>" if rows
+             else "<p>The points are in the course's gradebook.</p>")
+    return (f'<!DOCTYPE html>\n<html><head><meta http-equiv="Content-Security-Policy" '
+            f'content="{CONTENT_SECURITY_POLICY}"><meta charset="utf-8">'
+            f"<title>{escape(title)}</title></head><body><h1>{escape(title)}</h1>"
+            f"<p>The full feedback page for this notebook could not be made: {escape(reason)}. "
+            f"Its points are recorded as usual:</p>{table}</body></html>\n")

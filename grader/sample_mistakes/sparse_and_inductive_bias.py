@@ -22,8 +22,8 @@ def sparse_and_dataset(m: int, T: int, idx, p: float | None = None
     return X, y
 
 
-# Forgets the position embedding: attention cannot tell positions apart.
-@mistake("position information never used")
+# nn.init.normal_ without std=0.1: the weights start with std 1, attention far from uniform.
+@mistake("initialise it with nn.init.normal_(..., std=0.1)")
 class SelfAttentionClassifier(nn.Module):
     """One self-attention layer on binary tokens with learned positions; reads out at the end."""
 
@@ -31,15 +31,18 @@ class SelfAttentionClassifier(nn.Module):
         super().__init__()
         self.T, self.d = T, d
         self.token_embedding = nn.Embedding(2, d)
-        self.position_embedding = nn.Parameter(0.1 * torch.randn(T, d))
+        self.position_embedding = nn.Parameter(torch.empty(T, d))
         self.query = nn.Linear(d, d, bias=False)
         self.key = nn.Linear(d, d, bias=False)
         self.value = nn.Linear(d, d, bias=False)
         self.readout = nn.Linear(d, 1)
+        for weight in (self.token_embedding.weight, self.position_embedding,
+                       self.query.weight, self.key.weight, self.value.weight):
+            nn.init.normal_(weight)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Token plus position embeddings, (B, T) -> (B, T, d)."""
-        return self.token_embedding(x)
+        return self.token_embedding(x) + self.position_embedding
 
     def attention_weights(self, x: torch.Tensor) -> torch.Tensor:
         """Self-attention weights, (B, T) -> (B, T, T); each row sums to one."""

@@ -20,8 +20,8 @@ def sinusoidal_positional_encoding(T: int, d_model: int) -> torch.Tensor:
     return pe
 
 
-# The residual is added after the norm: x + norm(attention(x)) instead of norm(x + ...).
-@mistake("residual added after the norm")
+# Dropout on the residual sum instead of on the sub-layer's output: it drops the input too.
+@mistake("dropout acted on the residual sum or on the input")
 class TransformerBlock(nn.Module):
     """Post-norm transformer encoder block: attention, add & norm, MLP, add & norm."""
 
@@ -32,12 +32,13 @@ class TransformerBlock(nn.Module):
         self.norm_1 = nn.LayerNorm(d_model)
         self.norm_2 = nn.LayerNorm(d_model)
         self.mlp = nn.Sequential(nn.Linear(d_model, d_ff), nn.ReLU(), nn.Linear(d_ff, d_model))
+        self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T, d_model) -> (B, T, d_model); padding_mask (B, T) is True at padding."""
         attended, _ = self.attention(x, x, x, key_padding_mask=padding_mask)
-        h = x + self.norm_1(attended)
-        return h + self.norm_2(self.mlp(h))
+        h = self.norm_1(self.dropout(x + attended))
+        return self.norm_2(self.dropout(h + self.mlp(h)))
 
 
 # Padding is zeroed, but the sum is still divided by T instead of the true length.

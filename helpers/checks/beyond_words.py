@@ -1,17 +1,47 @@
-"""Self-checks for tutorial 08 (attention beyond words)."""
+"""Self-checks for tutorial 08 (attention beyond words).
+
+Every check runs under a clause of the exercise's contract (``helpers.syllabus``); a likely
+mistake is named only when the result has its signature.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers.checks.framework import SelfCheck, describe
+from helpers.checks.framework import CheckFailed, SelfCheck, describe
 
 PatchifyFn = Callable[[torch.Tensor, int], torch.Tensor]
+Explanations = Mapping[str, Callable[[str], bool]]
+
+
+def explained_call(check: SelfCheck, fn: Callable, *args: object, explanations: Explanations,
+                   **kwargs: object) -> object:
+    """``check.call``, where a crash whose message points at a known mistake names it:
+    ``explanations`` maps a mistake to a test of the error message (the sizes PyTorch
+    complains about, say). Other crashes are reported as ``check.call`` reports them."""
+    report = check.crashed
+
+    def crashed(fn_: Callable, error: BaseException, args_: tuple, kwargs_: dict) -> None:
+        try:
+            report(fn_, error, args_, kwargs_)
+        except CheckFailed as failure:
+            mistake = next((k for k, test in explanations.items() if test(str(error))), None)
+            if mistake is None:
+                raise
+            text = re.sub(r"\n  likely mistake: .*\Z", "", str(failure), flags=re.S)
+            raise CheckFailed(f"{text}\n  likely mistake: {mistake}", failure.clause) from None
+
+    check.crashed = crashed  # type: ignore[method-assign]
+    try:
+        return check.call(fn, *args, **kwargs)
+    finally:
+        del check.crashed
 
 
 # ---- patchify -------------------------------------------------------------------------------
@@ -42,6 +72,12 @@ PLAIN_RESHAPE = ("the image was reshaped straight into (B, N, C·p·p) without m
                  "H and W into (H/p, p) and (W/p, p) and bring the patch-grid axes forward first")
 UNFOLD_ORDER = ("the result has shape (B, C·p·p, N): F.unfold puts the patches last; transpose "
                 "the last two dimensions")
+SQUEEZED = ("a dimension of size 1 was squeezed away (`.squeeze()` without a dimension): for a "
+            "batch of one it removes the batch dimension too; name the dimension, or use reshape")
+CPU_RESULT = ("the result was collected in a tensor made on the CPU (torch.zeros(...) or "
+              "torch.empty(...) without device=images.device), so on a GPU the patches would be "
+              "copied to the CPU; make it with device=images.device, or collect the patches "
+              "with torch.stack")
 
 
 def hard_coded(size: int) -> str:
@@ -57,11 +93,14 @@ def square_only(H: int, W: int) -> str:
             f"{H}×{W} (H ≠ W); somewhere H is used where W is meant (or the other way round)")
 
 
-def _unfolded(images: torch.Tensor, p: int) -> torch.Tensor:
+def unfolded(images: torch.Tensor, p: int) -> torch.Tensor:
+    """The patches, in float64: (B, N, C·p·p), patch (i, j) at i·(W/p) + j, each flattened
+    in (channel, row, column) order (what F.unfold(images, p, stride=p).transpose(1, 2)
+    computes)."""
     return F.unfold(images.double(), p, stride=p).transpose(1, 2)
 
 
-def _same(out: torch.Tensor, wanted: torch.Tensor) -> bool:
+def _same(out: object, wanted: torch.Tensor) -> bool:
     out = torch.as_tensor(out).detach()
     return out.shape == wanted.shape and torch.allclose(out.double(), wanted, atol=1e-5)
 
@@ -71,24 +110,27 @@ def _square(images: torch.Tensor) -> torch.Tensor:
     return images[..., :side, :side].contiguous()
 
 
-def call_patchify(check: SelfCheck, patchify: PatchifyFn, images: torch.Tensor,
-                  p: int) -> torch.Tensor:
-    """Call the student's patchify; a crash that only non-square images cause is named."""
+def call_patchify(check: SelfCheck, patchify: PatchifyFn, images: torch.Tensor, p: int,
+                  by_keyword: bool = False) -> torch.Tensor:
+    """Call the student's patchify (by keyword when asked); a crash that only images that
+    are not square cause is named."""
     B, C, H, W = images.shape
 
-    def works_on_square() -> bool:
+    def works_on_square(_: str) -> bool:
         if H == W:
             return False
         square = _square(images)
         try:
-            return _same(patchify(square, p), _unfolded(square, p))
+            return _same(patchify(square, p), unfolded(square, p))
         except Exception:  # noqa: BLE001 - any crash means "not only a square problem"
             return False
 
-    out = call_explaining(check, patchify, images, p, explanations={
-        square_only(H, W): lambda _: works_on_square()},
-        where=f"called with images of shape {(B, C, H, W)} ({H}×{W} images"
-              f"{', H ≠ W' if H != W else ''}) and patch_size={p}")
+    explanations = {square_only(H, W): works_on_square}
+    if by_keyword:
+        out = explained_call(check, patchify, images=images, patch_size=p,
+                             explanations=explanations)
+    else:
+        out = explained_call(check, patchify, images, p, explanations=explanations)
     return check.tensor(out, f"patchify(images of shape {(B, C, H, W)}, patch_size={p})")
 
 
@@ -97,64 +139,114 @@ def expect_patch_shape(check: SelfCheck, out: torch.Tensor, images: torch.Tensor
     """The shape (B, N, C·p·p), with the mistakes a wrong shape points to."""
     B, C, H, W = images.shape
     N, D = (H // p) * (W // p), C * p * p
-    got = tuple(out.shape)
-    check.expect(got == (B, N, D),
+    got, wanted = tuple(out.shape), (B, N, D)
+    check.expect(got == wanted,
                  f"patchify(images of shape {(B, C, H, W)}, patch_size={p}) has shape "
-                 f"(B, N, C·p·p)", expected=f"shape {(B, N, D)}: {N} patches of "
+                 f"(B, N, C·p·p)", expected=f"shape {wanted}: {N} patches of "
                  f"{C}·{p}·{p} = {D} numbers", got=f"shape {got}", diagnoses={
                      # before UNFOLD_ORDER: (B, D, N) can also be the shape of size-2 patches
                      hard_coded(p): lambda: p != 2 and H % 2 == 0 and W % 2 == 0
-                     and _same(out, _unfolded(images, 2)),
+                     and _same(out, unfolded(images, 2)),
                      UNFOLD_ORDER: got == (B, D, N) and D != N,
                      square_only(H, W): lambda: H != W and _same(
-                         out, _unfolded(_square(images), p)),
+                         out, unfolded(_square(images), p)),
+                     SQUEEZED: 1 in wanted and got == tuple(n for n in wanted if n != 1),
                  })
+
+
+def patchify_mistakes(images: torch.Tensor, p: int) -> dict[str, torch.Tensor]:
+    """What the usual wrong orders return for ``images`` (float64)."""
+    x = images.double()
+    B, C, H, W = x.shape
+    N, D = (H // p) * (W // p), C * p * p
+    grid = x.reshape(B, C, H // p, p, W // p, p).permute(0, 2, 4, 1, 3, 5)
+    return {
+        COLUMN_ORDER: grid.transpose(1, 2).reshape(B, N, D),
+        CHANNELS_LAST: grid.permute(0, 1, 2, 4, 5, 3).reshape(B, N, D),
+        TRANSPOSED: grid.transpose(-1, -2).reshape(B, N, D),
+        PLAIN_RESHAPE: x.reshape(B, N, D),
+    }
+
+
+def expect_on_meta(check: SelfCheck, patchify: PatchifyFn, images: torch.Tensor, p: int) -> None:
+    """patchify needs no values: on the data-less meta device, which stands in for a GPU, it
+    must run and return its result there."""
+    try:
+        out, _ = check._run(patchify, (images.to("meta"), p), {}, seed=None, observe=False)
+    except Exception as error:  # noqa: BLE001 - any crash on the meta device is a failure
+        message = str(error).strip()
+        check.expect(False, "patchify runs on images on another device (the meta device)",
+                     expected="a result on the images' device",
+                     got=f"{type(error).__name__}: {message}",
+                     likely=CPU_RESULT if "no data" in message else None)
+        return
+    check.expect(isinstance(out, torch.Tensor) and out.is_meta,
+                 "patchify of images on another device (the meta device) returns a tensor there",
+                 expected="a result on the images' device", got=describe(out),
+                 likely=CPU_RESULT if isinstance(out, torch.Tensor) else None)
 
 
 def check_patchify(patchify: PatchifyFn) -> None:
     """Patches in row-major order of (i, j), each flattened in (channel, row, column) order."""
     check = SelfCheck("patchify")
-    B, C, H, W, p = 2, 3, 4, 6, 2
+    B, C, H, W, p = 2, 3, 4, 4, 2
     images = _coded_images(B, C, H, W)
-    original = images.clone()
+
+    check.clause("shape")
     out = call_patchify(check, patchify, images, p)
-    check.close(images, original, "the images are left unchanged",
-                likely="the images were changed in place; build the result in a new tensor")
     expect_patch_shape(check, out, images, p)
+    one = call_patchify(check, patchify, images[:1], p)
+    expect_patch_shape(check, one, images[:1], p)
+
+    check.clause("values")
     out = out.double()
     first = out[0, 0]
-    diagnoses = {
-        PLAIN_RESHAPE: bool(abs(first[p] - 2) < 0.5),  # (c0, row 0, col 2)
-        CHANNELS_LAST: bool(abs(first[1] - 100) < 0.5),
-        TRANSPOSED: bool(abs(first[1] - 10) < 0.5),
-    }
     check.expect(abs(first[1] - 1) < 0.5 and abs(first[p] - 10) < 0.5,
                  "patch 0 lists its pixels in (channel, row, column) order: entry 1 is the pixel "
                  f"at row 0, column 1, and entry p the pixel at row 1, column 0 ({CODE})",
                  expected=f"entry 1 = {_where(1)}; entry {p} = {_where(10)}",
                  got=f"entry 1 = {_where(first[1])}; entry {p} = {_where(first[p])}",
-                 diagnoses=diagnoses)
+                 diagnoses={
+                     PLAIN_RESHAPE: bool(abs(first[p] - 2) < 0.5),  # (c0, row 0, col 2)
+                     CHANNELS_LAST: bool(abs(first[1] - 100) < 0.5),
+                     TRANSPOSED: bool(abs(first[1] - 10) < 0.5),
+                 })
     check.expect(abs(first[p * p] - 100) < 0.5, "after its p·p pixels of channel 0, patch 0 "
                  f"continues with channel 1 ({CODE})", expected=f"entry {p * p} = {_where(100)}",
                  got=f"entry {p * p} = {_where(first[p * p])}")
     corners = out[0, :, 0]
-    expected_corners = torch.tensor([10.0 * p * i + p * j for i in range(H // p)
-                                     for j in range(W // p)], dtype=torch.float64)
-    check.close(corners, expected_corners, "patch k starts at the pixel (row p·i, column p·j) "
-                "with k = i·(W/p) + j: the patches go along each row of the grid, then down "
-                f"({CODE}, so the pixel at row r, column c of image 0, channel 0 is 10·r + c)",
-                mistakes={COLUMN_ORDER: torch.tensor(
-                    [10.0 * p * i + p * j for j in range(W // p) for i in range(H // p)],
-                    dtype=torch.float64)}, dims=("patch",))
-    check.close(out, _unfolded(images, p),
+    rows, columns = H // p, W // p
+    check.close(corners, torch.tensor([10.0 * p * i + p * j for i in range(rows)
+                                       for j in range(columns)], dtype=torch.float64),
+                "patch k starts at the pixel (row p·i, column p·j) with k = i·(W/p) + j: the "
+                f"patches go along each row of the grid, then down ({CODE}, so the pixel at "
+                "row r, column c of image 0, channel 0 is 10·r + c)",
+                mistakes={COLUMN_ORDER: torch.tensor([10.0 * p * i + p * j for j in range(columns)
+                                                      for i in range(rows)], dtype=torch.float64)},
+                dims=("patch",))
+    check.close(out, unfolded(images, p),
                 f"every entry agrees with F.unfold(images, p, stride=p).transpose(1, 2) ({CODE})",
                 dims=("image", "patch", "entry"))
-    for shape, size in (((1, 1, 8, 8), 4), ((2, 2, 3, 3), 1)):
-        images = torch.randn(*shape, generator=torch.Generator().manual_seed(8))
+
+    check.clause("arguments")
+    generator = torch.Generator().manual_seed(8)
+    # not square; a patch size of 4 (a size fixed at 2 is recognised); 1; the whole image
+    for shape, size in (((2, 2, 4, 6), 2), ((1, 1, 8, 8), 4), ((2, 2, 3, 3), 1),
+                        ((2, 3, 6, 6), 6)):
+        images = (_coded_images(*shape) if shape[2] != shape[3]
+                  else torch.randn(*shape, generator=generator))
         got = call_patchify(check, patchify, images, size)
         expect_patch_shape(check, got, images, size)
-        check.close(got, _unfolded(images, size),
-                    f"patchify of images of shape {shape} with patch_size={size}")
+        check.close(got, unfolded(images, size),
+                    f"patchify of images of shape {shape} with patch_size={size}",
+                    mistakes=patchify_mistakes(images, size), dims=("image", "patch", "entry"))
+
+    images = torch.randn(2, 2, 4, 6, generator=generator)
+    check.clause("dtype")
+    check.dtype_follows(patchify, images, 2, what="patchify(images, 2)")
+    check.clause("device")
+    expect_on_meta(check, patchify, images, 2)
+    check.device_follows(patchify, images, 2, what="patchify(images, 2)")
     check.passed()
 
 
@@ -172,99 +264,259 @@ PROJ_AFTER = ("proj was applied after the class token and positions were added; 
 CLS_PROJECTED = ("the class token was made like a patch, of C·p·p numbers, and sent through "
                  "proj; it is a learned vector of the model's width: cls_token of shape "
                  "(1, 1, d_model), put in front of the projected patches")
+POSITIONS_ONE_SHORT = ("positions has one row per patch only: the class token needs a position "
+                       "too, so its shape is (1, n_patches + 1, d_model)")
+NO_CLASS_TOKEN = "the class token is missing: prepend it before adding the positions"
+WRONG_PATCHES = ("the patches fed to proj are not those of patchify (the class token and "
+                 "positions are right): make Exercise 1 pass, and embed patchify(images, "
+                 "patch_size)")
+STALE_OUTPUT = ("the output of an earlier call came back: forward must compute the embedding "
+                "from the images and parameters it is given, every time it is called")
+NO_GRADIENT = ("forward cut this parameter off from the output (.detach(), .data, "
+               "torch.no_grad() or a copy), so training could never change it; use the "
+               "parameter itself in forward")
+ZERO_INIT = ("this parameter starts as zeros; the text asks for small random numbers, e.g. "
+             "0.02 * torch.randn(...)")
+UNIT_INIT = ("this parameter starts with a spread of about 1 (torch.randn(...) alone); scale "
+             "it down, e.g. 0.02 * torch.randn(...)")
+RESEEDED = ("every model starts the same whatever the global seed: the class seeds a "
+            "generator itself (torch.manual_seed inside __init__, or a torch.Generator of its "
+            "own); draw from the global generator without seeding it")
+OWN_GENERATOR = ("the values come from another random source (numpy, Python's random), not "
+                 "PyTorch's global generator: draw them with torch.randn")
+ONE_CHANNEL = ("proj expects patches of one channel (p·p numbers): it must take "
+               "in_channels·p·p numbers, so use the in_channels argument")
 
 
-def call_explaining(check: SelfCheck, fn: Callable, *args: object,
-                    explanations: dict[str, Callable[[str], bool]],
-                    where: str | None = None) -> object:
-    """``check.call`` for code whose crash can point at a known mistake: ``explanations`` maps
-    a mistake to a test of the error message (e.g. the sizes PyTorch complains about);
-    ``where`` says what the code was called with."""
-    try:
-        return fn(*args)
-    except NotImplementedError as error:
-        check.not_implemented(error)
-    except Exception as error:  # noqa: BLE001 - any crash is reported to the student
-        message = str(error)
-        check.expect(False, f"calling {check.name} runs without an error", expected="a result",
-                     got=f"{type(error).__name__.split('.')[-1]}: {message}", where=where,
-                     diagnoses={k: (lambda test=test: test(message))
-                                for k, test in explanations.items()})
-    return None
-
-
-def crash_explanations(B: int, N: int, d: int, patch_numbers: int) -> dict[str, Callable[[str],
-                                                                                    bool]]:
+def crash_explanations(B: int, N: int, d: int, patch_numbers: int) -> Explanations:
     """Mistakes of PatchEmbedding that crash, told apart by the sizes in PyTorch's message."""
     return {
         POSITIONS_BEFORE_CLS: lambda m: f"({N})" in m and f"({N + 1})" in m,
         NOT_EXPANDED: lambda m: "Expected size 1 but got size" in m and B > 1,
-        PROJ_AFTER: lambda m: f"Expected size {d} but got size {patch_numbers}" in m
-        or f"Expected size {patch_numbers} but got size {d}" in m,
+        PROJ_AFTER: lambda m: d != patch_numbers and (
+            f"Expected size {d} but got size {patch_numbers}" in m
+            or f"Expected size {patch_numbers} but got size {d}" in m),
     }
 
 
-def _member(check: SelfCheck, module: nn.Module, name: str, shape: tuple[int, ...],
-            how: str, patch_numbers: int) -> torch.Tensor:
+def _parameter(check: SelfCheck, module: nn.Module, name: str, shape: tuple[int, ...],
+               how: str, patch_numbers: int) -> torch.Tensor:
     value = getattr(module, name, None)
     check.expect(isinstance(value, nn.Parameter), f"member `{name}` is an nn.Parameter",
                  expected=f"self.{name} = nn.Parameter({how})", got=describe(value))
     got = tuple(value.shape)
     check.expect(got == shape, f"`{name}` has shape {shape}", expected=f"shape {shape}",
                  got=f"shape {got}", diagnoses={
-                     "only n_patches positions: the class token needs its own position too "
-                     "(position 0 of n_patches + 1)": name == "positions"
+                     POSITIONS_ONE_SHORT: name == "positions"
                      and got == (1, shape[1] - 1, shape[2]),
-                     CLS_PROJECTED: name == "cls_token" and got == (1, 1, patch_numbers)})
+                     CLS_PROJECTED: name == "cls_token" and got == (1, 1, patch_numbers)
+                     and patch_numbers != shape[2]})
     return value
 
 
-def check_PatchEmbedding(embedding_class: type[nn.Module]) -> None:  # noqa: N802
-    """Members and sizes, class token first, positions added to every token after it."""
-    check = SelfCheck("PatchEmbedding")
-    p, C, d, H, W, B = 2, 3, 8, 4, 6, 3
-    N = (H // p) * (W // p)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        module = check.call(embedding_class, p, C, d, N)
+def expect_members(check: SelfCheck, module: object, p: int, C: int, d: int, N: int) -> None:
+    """proj, cls_token and positions with the sizes the arguments ask for, nothing else."""
     check.expect(isinstance(module, nn.Module), "the class builds an nn.Module",
                  expected="an nn.Module", got=describe(module))
     proj = getattr(module, "proj", None)
     check.expect(isinstance(proj, nn.Linear), "member `proj` is an nn.Linear",
                  expected="self.proj = nn.Linear(in_channels * patch_size**2, d_model)",
                  got=describe(proj))
-    check.expect((proj.in_features, proj.out_features) == (C * p * p, d),
-                 f"`proj` maps C·p·p = {C * p * p} numbers to d_model = {d}",
-                 expected=f"nn.Linear({C * p * p}, {d})",
-                 got=f"nn.Linear({proj.in_features}, {proj.out_features})")
-    cls_token = _member(check, module, "cls_token", (1, 1, d), "torch.randn(1, 1, d_model)",
-                        C * p * p)
-    positions = _member(check, module, "positions", (1, N + 1, d),
-                        "torch.randn(1, n_patches + 1, d_model)", C * p * p)
+    got = (proj.in_features, proj.out_features)
+    check.expect(got == (C * p * p, d),
+                 f"`proj` maps C·p·p = {C}·{p}·{p} = {C * p * p} numbers to d_model = {d}",
+                 expected=f"nn.Linear({C * p * p}, {d})", got=f"nn.Linear({got[0]}, {got[1]})",
+                 diagnoses={ONE_CHANNEL: C > 1 and got == (p * p, d)})
+    check.expect(proj.bias is not None, "`proj` has a bias", expected="nn.Linear's default "
+                 "bias=True", got="no bias")
+    _parameter(check, module, "cls_token", (1, 1, d), "0.02 * torch.randn(1, 1, d_model)",
+               C * p * p)
+    _parameter(check, module, "positions", (1, N + 1, d),
+               "0.02 * torch.randn(1, n_patches + 1, d_model)", C * p * p)
+    names = sorted(name for name, _ in module.named_parameters())
+    check.expect(names == ["cls_token", "positions", "proj.bias", "proj.weight"],
+                 "the module's parameters are proj's, cls_token and positions",
+                 expected="cls_token, positions, proj.bias, proj.weight",
+                 got=", ".join(names))
+
+
+def expect_init(check: SelfCheck, embedding_class: type[nn.Module], p: int, C: int, d: int,
+                N: int, seeds: tuple[int, int]) -> None:
+    """cls_token and positions: small, random, from the global generator, never reseeded."""
+    first = check.call_seeded(seeds[0], embedding_class, p, C, d, N)
+    again = check.call_seeded(seeds[0], embedding_class, p, C, d, N)
+    other = check.call_seeded(seeds[1], embedding_class, p, C, d, N)
+    for name in ("cls_token", "positions"):
+        value, same, different = (getattr(m, name).detach().double()
+                                  for m in (first, again, other))
+        rms = float(value.pow(2).mean().sqrt())
+        check.expect(float(value.std()) > 0, f"`{name}` starts as random numbers",
+                     expected="values that differ from each other",
+                     got=describe(getattr(first, name)), diagnoses={ZERO_INIT: rms == 0})
+        check.expect(rms <= 0.1, f"`{name}` starts small (root mean square at most 0.1)",
+                     expected="root mean square ≤ 0.1, e.g. 0.02 * torch.randn(...)",
+                     got=f"root mean square {rms:.3g}", diagnoses={UNIT_INIT: 0.3 < rms < 3})
+        check.expect(not torch.equal(value, different),
+                     f"`{name}` differs between models built after different seeds",
+                     expected="other values after another torch.manual_seed",
+                     got="the same values", likely=RESEEDED)
+        check.expect(torch.equal(value, same), f"`{name}` is drawn from PyTorch's global "
+                     "generator: the same seed gives the same values",
+                     expected="equal values after the same torch.manual_seed",
+                     got="different values", likely=OWN_GENERATOR)
+
+
+def set_parameters(module: nn.Module, generator: torch.Generator, p: int, C: int, d: int,
+                   N: int) -> tuple[torch.Tensor, ...]:
+    """Fresh values for proj, cls_token and positions, set on the module; returned."""
+    weight = 0.5 * torch.randn(d, C * p * p, generator=generator)
+    bias = 0.5 * torch.randn(d, generator=generator)
+    cls = torch.randn(1, 1, d, generator=generator)
+    pos = torch.randn(1, N + 1, d, generator=generator)
+    with torch.no_grad():
+        module.proj.weight.copy_(weight)
+        module.proj.bias.copy_(bias)
+        module.cls_token.copy_(cls)
+        module.positions.copy_(pos)
+    return weight, bias, cls, pos
+
+
+def _assemble(cls: torch.Tensor, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """Class token first, then the tokens; positions added to all of them."""
+    return torch.cat([cls.expand(len(tokens), 1, -1), tokens], dim=1) + pos
+
+
+def reference_embedding(images: torch.Tensor, p: int, values: tuple[torch.Tensor, ...]
+                        ) -> torch.Tensor:
+    weight, bias, cls, pos = (v.double() for v in values)
+    return _assemble(cls, unfolded(images, p) @ weight.T + bias, pos)
+
+
+def embedding_mistakes(images: torch.Tensor, p: int, values: tuple[torch.Tensor, ...]
+                       ) -> dict[str, torch.Tensor]:
+    """What the usual wrong assemblies return (those that do not crash)."""
+    weight, bias, cls, pos = (v.double() for v in values)
+    patches = unfolded(images, p)
+    tokens = patches @ weight.T + bias
+    B, N = tokens.shape[:2]
+    first = cls.expand(B, 1, -1)
+    mistakes = {
+        POSITIONS_BEFORE_CLS: torch.cat([first, tokens + pos[:, 1:]], dim=1),
+        POSITIONS_BEFORE_CLS + " (here the first n_patches positions went to the patches)":
+            torch.cat([first, tokens + pos[:, :N]], dim=1),
+        NO_POSITIONS: torch.cat([first, tokens], dim=1),
+        CLS_LAST: torch.cat([tokens, first], dim=1) + pos,
+    }
+    if weight.shape[0] == weight.shape[1]:  # d_model == C·p·p: these do not crash
+        mistakes[PROJ_AFTER] = _assemble(cls, patches, pos) @ weight.T + bias
+        mistakes[CLS_PROJECTED] = _assemble(cls @ weight.T + bias, tokens, pos)
+    return mistakes
+
+
+def expect_embedding(check: SelfCheck, module: nn.Module, images: torch.Tensor, p: int,
+                     values: tuple[torch.Tensor, ...], what: str,
+                     earlier: torch.Tensor | None = None) -> torch.Tensor:
+    """The module's output for ``images`` with the parameters ``values``: its shape (under
+    the "shape" clause) and its values (under the clause current when called). ``earlier``:
+    the output of the call before, to recognise an answer kept from it. Returns it."""
+    clause = check.current
+    B, C, H, W = images.shape
+    d, N = values[0].shape[0], values[3].shape[1] - 1
+    out = check.tensor(explained_call(check, module, images, explanations=crash_explanations(
+        B, N, d, C * p * p)), f"module(images of shape {(B, C, H, W)})")
+    if clause == "values":
+        check.clause("shape")
+    got = tuple(out.shape)
+    check.expect(got == (B, N + 1, d),
+                 f"the output for images of shape {(B, C, H, W)} has shape {(B, N + 1, d)}",
+                 expected=f"shape {(B, N + 1, d)}: the class token and {N} patch tokens",
+                 got=f"shape {got}", diagnoses={
+                     NO_CLASS_TOKEN: got == (B, N, d),
+                     SQUEEZED: B == 1 and got == (N + 1, d)})
+    check.clause(clause)
+    weight, bias, cls, pos = (v.double() for v in values)
+    wrong_patches = [_assemble(cls, w @ weight.T + bias, pos)
+                     for w in patchify_mistakes(images, p).values()]
+    check.close(out, reference_embedding(images, p, values), what,
+                mistakes=embedding_mistakes(images, p, values), atol=1e-4,
+                dims=("image", "token", "channel"), diagnoses={
+                    STALE_OUTPUT: lambda: earlier is not None and earlier.shape == out.shape
+                    and torch.equal(out.detach(), earlier),
+                    WRONG_PATCHES: lambda: any(_same(out, w) for w in wrong_patches)})
+    return out.detach()
+
+
+def expect_gradients(check: SelfCheck, module: nn.Module, images: torch.Tensor, p: int,
+                     values: tuple[torch.Tensor, ...], generator: torch.Generator) -> None:
+    """In training mode, the gradients of a random linear function of the output reach
+    every parameter, with the values the reference gives."""
+    module.train()
+    module.zero_grad()
+    out = check.tensor(check.call(module, images), "module(images) in training mode")
+    leaves = [v.double().requires_grad_() for v in values]
+    reference = reference_embedding(images, p, tuple(leaves))
+    check.close(out.detach(), reference.detach(), "in training mode, with gradients enabled, "
+                "the output is the same", atol=1e-4, dims=("image", "token", "channel"))
+    check.expect(out.requires_grad, "the output is connected to the parameters (it has a "
+                 "gradient function)", expected="out.requires_grad is True",
+                 got="a tensor no gradient can flow through", likely=NO_GRADIENT)
+    direction = torch.randn(out.shape, generator=generator)
+    (out * direction).sum().backward()
+    (reference * direction.double()).sum().backward()
+    parameters = dict(module.named_parameters())
+    for name, leaf in zip(("proj.weight", "proj.bias", "cls_token", "positions"), leaves,
+                          strict=True):
+        grad = parameters[name].grad
+        check.expect(grad is not None, f"the gradient of the output reaches `{name}`",
+                     expected="a gradient", got="None (no gradient)", likely=NO_GRADIENT)
+        check.close(grad, leaf.grad, f"the gradient of sum(output · R) for a random R with "
+                    f"respect to `{name}`", atol=1e-3, rtol=1e-4)
+
+
+def check_PatchEmbedding(embedding_class: type[nn.Module]) -> None:  # noqa: N802
+    """Members and their start, class token first, positions added to every token after it,
+    other sizes, gradients."""
+    check = SelfCheck("PatchEmbedding")
+    p, C, d, H, W, B = 2, 1, 8, 4, 4, 3
+    N = (H // p) * (W // p)
     generator = torch.Generator().manual_seed(80)
-    with torch.no_grad():
-        cls_token.copy_(torch.randn(1, 1, d, generator=generator))
-        positions.copy_(torch.randn(1, N + 1, d, generator=generator))
-    images = torch.randn(B, C, H, W, generator=generator)
-    with torch.no_grad():
-        out = check.tensor(call_explaining(check, module, images, explanations=crash_explanations(
-            B, N, d, C * p * p)), "module(images)")
-        check.shape(out, (B, N + 1, d), f"the output for {B} images of {N} patches")
-        tokens = proj(F.unfold(images, p, stride=p).transpose(1, 2))
-        cls, pos = cls_token.expand(B, 1, d), positions
-        check.close(out[:, 0], (cls + pos[:, :1])[:, 0],
-                    "token 0 is the class token plus position 0", diagnoses={
-                        POSITIONS_BEFORE_CLS: lambda: torch.allclose(out[:, 0], cls[:, 0],
-                                                                     atol=1e-5)
-                        and not torch.allclose(out[:, 1:], tokens, atol=1e-5),
-                        NO_POSITIONS: lambda: torch.allclose(out[:, 0], cls[:, 0], atol=1e-5)
-                        and torch.allclose(out[:, 1:], tokens, atol=1e-5),
-                        CLS_LAST: lambda: torch.allclose(out[:, -1], (cls + pos[:, -1:])[:, 0],
-                                                         atol=1e-5)},
-                    dims=("image", "channel"))
-        check.close(out[:, 1:], tokens + pos[:, 1:],
-                    "token k ≥ 1 is proj(patch k − 1) plus position k", dims=(
-                        "image", "patch", "channel"))
+
+    check.clause("members")
+    module = check.call_seeded(0, embedding_class, p, C, d, N)
+    expect_members(check, module, p, C, d, N)
+
+    check.clause("init")
+    expect_init(check, embedding_class, p, C, d, N, seeds=(1, 2))
+
+    check.clause("values")
+    values = set_parameters(module, generator, p, C, d, N)
+    images = torch.rand(B, C, H, W, generator=generator)
+    earlier = expect_embedding(check, module, images, p, values,
+                               "the class token plus position 0, then proj(patch k) plus "
+                               "position k + 1")
+    values = set_parameters(module, generator, p, C, d, N)
+    images = torch.rand(B, C, H, W, generator=generator)
+    expect_embedding(check, module, images, p, values, "a second call, with other parameters "
+                     "and images", earlier=earlier)
+
+    check.clause("shape")
+    expect_embedding(check, module, images[:1], p, values, "the embedding of a batch of one")
+
+    check.clause("arguments")
+    # several channels and a patch size of 3 on images that are not square; d == C·p·p
+    for p, C, d, H, W, B in ((3, 2, 5, 6, 9, 2), (1, 3, 3, 2, 3, 2)):
+        N = (H // p) * (W // p)
+        module = check.call_seeded(3, embedding_class, p, C, d, N)
+        expect_members(check, module, p, C, d, N)
+        values = set_parameters(module, generator, p, C, d, N)
+        images = torch.rand(B, C, H, W, generator=generator)
+        expect_embedding(check, module, images, p, values,
+                         f"the embedding with patch_size={p}, in_channels={C}, d_model={d}, "
+                         f"n_patches={N} of {H}×{W} images")
+
+    check.clause("gradients")
+    expect_gradients(check, module, images, p, set_parameters(module, generator, p, C, d, N),
+                     generator)
     check.passed()
 
 
@@ -275,44 +527,81 @@ WRONG_AXIS = ("the log-softmax ran over the wrong dimension: it must normalise o
 UNDERFLOW = ("softmax followed by log underflows: a probability below about 1e-45 becomes 0 in "
              "float32, and log(0) = -inf; use log_softmax, which never forms the tiny "
              "probability")
+OVERFLOW = ("the log of a sum of exponentials was computed without subtracting the maximum: "
+            "exp of a logit in the hundreds overflows to inf; use log_softmax (or "
+            "torch.logsumexp), which subtracts it")
+PER_POSITION = ("per-position log-probabilities were returned: sum them over the positions "
+                "(dim=1)")
+ONE_NUMBER = ("everything was summed to one number: keep one per sentence (sum over dim=1 "
+              "only)")
 
 
-def _reference_log_prob(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """With torch.distributions: the log-probability of each next token, summed."""
+def reference_log_prob(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """With torch.distributions: the log-probability of each next token, summed (float64)."""
     dist = torch.distributions.Categorical(logits=logits[:, :-1].double())
     return dist.log_prob(tokens[:, 1:]).sum(dim=1)
 
 
-def extreme_logits(tokens: torch.Tensor, gap: float = 200.0) -> torch.Tensor:
-    """Logits of a model that is very sure and wrong: at every position the actual next token
-    scores -gap/2 and another token +gap/2, so its log-probability is about -gap."""
+def extreme_logits(tokens: torch.Tensor, gap: float, offset: float) -> torch.Tensor:
+    """Logits in the hundreds and thousands, one kind per sentence (cycling through four):
+    a model sure of the right next token (it scores +gap/2, another token -gap/2), a model
+    sure of a wrong one (the other way round), and ordinary logits shifted by +offset and by
+    -offset. The log-probabilities are about 0, about -gap, and ordinary."""
     B, T = tokens.shape
     V = int(tokens.max()) + 2
     logits = torch.zeros(B, T, V)
     nxt = tokens[:, 1:].unsqueeze(-1)
-    logits[:, :-1].scatter_(-1, (nxt + 1) % V, gap / 2)
-    logits[:, :-1].scatter_(-1, nxt, -gap / 2)
+    other = (nxt + 1) % V
+    for b in range(B):
+        kind = b % 4
+        if kind < 2:
+            sign = 1.0 if kind == 0 else -1.0
+            logits[b, :-1].scatter_(-1, nxt[b], sign * gap / 2)
+            logits[b, :-1].scatter_(-1, other[b], -sign * gap / 2)
+        else:
+            ordinary = torch.linspace(-2.0, 2.0, V).roll(b).expand(T, V)
+            logits[b] = ordinary + (offset if kind == 2 else -offset)
     return logits
+
+
+def large_diagnoses(out: torch.Tensor) -> dict[str, Callable[[], bool]]:
+    """Which wrong formula left non-finite values where (sentence b is of kind b % 4, see
+    :func:`extreme_logits`): an unshifted log-sum-exp overflows where logits are large and
+    positive (kinds 0 and 2), log(softmax) underflows only where the right token is far below
+    another (kind 1)."""
+    bad = ~torch.isfinite(out.reshape(-1)) if out.dim() <= 1 else None
+
+    def kinds(*which: int) -> bool:
+        return bad is not None and any(bool(bad[kind::4].any()) for kind in which)
+
+    return {
+        OVERFLOW: lambda: kinds(0, 2),
+        UNDERFLOW: lambda: kinds(1) and not kinds(0, 2),
+    }
 
 
 def check_sequence_log_prob(sequence_log_prob: Callable[[torch.Tensor, torch.Tensor],
                                                         torch.Tensor]) -> None:
-    """Uniform logits, a confident model, a very sure wrong model, agreement with
-    torch.distributions, inputs left unchanged."""
+    """One number per sentence; uniform logits, a confident model, agreement with
+    torch.distributions; logits in the hundreds; dtype and device."""
     check = SelfCheck("sequence_log_prob")
     B, T, V = 3, 5, 7
-    tokens = torch.randint(V, (B, T), generator=torch.Generator().manual_seed(81))
-    zeros, kept = torch.zeros(B, T, V), tokens.clone()
+    generator = torch.Generator().manual_seed(81)
+    tokens = torch.randint(V, (B, T), generator=generator)
+    zeros = torch.zeros(B, T, V)
+
+    check.clause("shape")
     uniform = check.tensor(check.call(sequence_log_prob, zeros, tokens),
                            "sequence_log_prob(all-zero logits, tokens)")
-    check.close(zeros, torch.zeros(B, T, V), "the logits are left unchanged",
-                likely="the logits were changed in place; compute the result in new tensors")
-    check.expect(torch.equal(tokens, kept), "the tokens are left unchanged",
-                 expected=describe(kept), got=describe(tokens),
-                 likely="the tokens were changed in place; compute the result in new tensors")
     check.shape(uniform, (B,), f"the result for a batch of {B} sentences",
-                likely=("one number per sentence: sum over the positions (dim=1) only")
-                if uniform.numel() == 1 else None)
+                likely=ONE_NUMBER if uniform.numel() == 1 else PER_POSITION
+                if tuple(uniform.shape) == (B, T - 1) else None)
+    one = check.tensor(check.call(sequence_log_prob, zeros[:1], tokens[:1]),
+                       "sequence_log_prob for a batch of one sentence")
+    check.shape(one, (1,), "the result for a batch of one sentence",
+                likely=SQUEEZED if one.dim() == 0 else None)
+
+    check.clause("values")
     per_token = -math.log(V)
     value = float(uniform.double().mean())
     check.close(uniform, torch.full((B,), (T - 1) * per_token),
@@ -341,16 +630,30 @@ def check_sequence_log_prob(sequence_log_prob: Callable[[torch.Tensor, torch.Ten
     check.close(sure, torch.zeros(B), "a model sure of every next token (logits[:, t] peaked "
                 "at tokens[:, t + 1]) scores about 0 = log 1", atol=1e-3, diagnoses={
                     "the logits were matched with the wrong tokens: logits[:, t] predicts "
-                    "tokens[:, t + 1], the next one": bool((sure < -5).all()),
+                    "tokens[:, t + 1], the next one": bool((torch.as_tensor(sure) < -5).all()),
                 })
-    logits = 2.0 * torch.randn(B, T, V, generator=torch.Generator().manual_seed(82))
-    check.close(check.call(sequence_log_prob, logits, tokens), _reference_log_prob(logits, tokens),
+    logits = 2.0 * torch.randn(B, T, V, generator=generator)
+    out = check.call(sequence_log_prob, logits=logits, tokens=tokens)
+    check.close(out, reference_log_prob(logits, tokens),
                 "agrees with torch.distributions.Categorical on random logits",
                 dims=("sentence",))
-    extreme = extreme_logits(tokens)
-    wrong = torch.as_tensor(check.call(sequence_log_prob, extreme, tokens)).detach()
-    check.close(wrong, _reference_log_prob(extreme, tokens), "a model very sure of the wrong "
-                "tokens (logits ±100, a gap of 200) gets a large negative, finite score",
-                atol=1e-2, dims=("sentence",),
-                diagnoses={UNDERFLOW: lambda: bool(torch.isinf(wrong).any())})
+    short = 2.0 * torch.randn(B, 2, V, generator=generator)
+    check.close(check.call(sequence_log_prob, short, tokens[:, :2]),
+                reference_log_prob(short, tokens[:, :2]),
+                "sentences of T = 2 tokens: a single term each", dims=("sentence",))
+
+    check.clause("large")
+    many = torch.randint(V, (4, T), generator=generator)
+    extreme = extreme_logits(many, gap=200.0, offset=1000.0)
+    wrong = torch.as_tensor(check.call(sequence_log_prob, extreme, many)).detach()
+    check.close(wrong, reference_log_prob(extreme, many), "logits of ±100 and around ±1000 "
+                "(sentence 0: a model sure of every right token, sentence 1: sure of wrong "
+                "ones, sentences 2 and 3: ordinary logits shifted by ±1000) give exact, "
+                "finite scores", atol=1e-2, dims=("sentence",),
+                diagnoses=large_diagnoses(wrong))
+
+    check.clause("dtype")
+    check.dtype_follows(sequence_log_prob, logits, tokens, what="sequence_log_prob")
+    check.clause("device")
+    check.device_follows(sequence_log_prob, logits, tokens, what="sequence_log_prob")
     check.passed()

@@ -1,4 +1,8 @@
-"""Self-checks for tutorial 06 (the causal-mask trick)."""
+"""Self-checks for tutorial 06 (the causal-mask trick).
+
+Each check runs under a clause of its exercise's contract (``helpers.syllabus``); a likely
+mistake is named only when the result has that mistake's signature.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,6 @@ import math
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from helpers.checks.framework import SelfCheck, describe
@@ -16,16 +19,31 @@ TensorFn = Callable[[torch.Tensor], torch.Tensor]
 
 # ---- running means ------------------------------------------------------------------------
 
+AVERAGED_AWAY = ("the time axis was averaged away: there must be one running mean per "
+                 "position, not one mean per sequence")
+STACKED_FIRST = ("the rows were stacked along the first axis, giving (T, B, C): stack the "
+                 "positions along dim=1")
+SQUEEZED = ("with one sequence (B = 1) the batch axis is gone: .squeeze() removed it; keep "
+            "every axis of x")
+DIVIDED_BY_T = "the running sum was divided by T instead of by t + 1 (the number of rows averaged)"
+DIVIDED_BY_SMALL_T = ("row t was divided by t, one less than the number of rows it adds up: "
+                      "rows 0..t are t + 1 rows (positions count from 0)")
+RUNNING_SUMS = "running sums, not means: divide row t by t + 1"
+MATRIX_PRODUCTS = ("matmul", "__matmul__", "__rmatmul__", "bmm", "mm", "einsum", "tensordot")
+
+
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.shape == b.shape and bool(torch.allclose(a.double(), b.double(), atol=1e-5,
                                                       rtol=1e-4, equal_nan=True))
 
 
-def _running_mean_signatures(x: torch.Tensor, out: torch.Tensor) -> dict[str, Callable[[], bool]]:
+def running_mean_signatures(x: torch.Tensor, out: torch.Tensor
+                            ) -> dict[str, Callable[[], bool]]:
     """Mistake -> a test of ``out`` against that mistake's signature (a few rows that only
     this mistake produces), built from the rows of ``x`` without computing a running mean."""
     T = x.shape[1]
     mean = x.mean(dim=1)
+    total = [x[:, : t + 1].sum(dim=1) for t in range(T)]
     nan = torch.full_like(x[:, 0], float("nan"))
 
     def rows(*pairs: tuple[int, torch.Tensor]) -> Callable[[], bool]:
@@ -43,11 +61,11 @@ def _running_mean_signatures(x: torch.Tensor, out: torch.Tensor) -> dict[str, Ca
             and _same(out[..., -1], x.mean(dim=-1)),
         "every row is the mean of the whole sequence: the future is not masked":
             rows((0, mean), (T - 1, mean)),
-        "the running sum was divided by T instead of by t + 1 (the number of rows averaged)":
-            rows((0, x[:, 0] / T), (1, (x[:, 0] + x[:, 1]) / T)),
+        DIVIDED_BY_T: rows((0, x[:, 0] / T), (1, total[1] / T)),
+        DIVIDED_BY_SMALL_T: rows((2, total[2] / 2), (T - 1, total[T - 1] / (T - 1))),
         "the lower triangle was normalised by its column sums instead of its row sums: each row "
         "of W must sum to 1": rows((0, x[:, 0] / T), (1, x[:, 0] / T + x[:, 1] / (T - 1))),
-        "running sums, not means: divide row t by t + 1": rows((0, x[:, 0]), (1, x[:, 0] + x[:, 1])),
+        RUNNING_SUMS: rows((0, total[0]), (1, total[1]), (2, total[2])),
         "the triangle is the wrong way round: row t averages the future rows t..T-1":
             rows((0, mean), (T - 1, x[:, -1])),
         "the weight matrix was transposed (W.T @ x instead of W @ x)":
@@ -56,22 +74,35 @@ def _running_mean_signatures(x: torch.Tensor, out: torch.Tensor) -> dict[str, Ca
     }
 
 
-def _check_running_mean(name: str, running_mean: TensorFn) -> None:
+def shape_diagnoses(x: torch.Tensor, out: torch.Tensor) -> dict[str, bool]:
+    B, T, C = x.shape
+    got = tuple(out.shape)
+    return {AVERAGED_AWAY: got == (B, C),
+            STACKED_FIRST: got == (T, B, C) and B != T,
+            SQUEEZED: B == 1 and got == (T, C)}
+
+
+def _check_running_mean(name: str, running_mean: TensorFn, *, matmul: bool) -> None:
     """Properties that pin down a running mean, without computing one the same way."""
     check = SelfCheck(name)
     generator = torch.Generator().manual_seed(6)
     B, T, C = 3, 7, 4
-    x = torch.randn(B, T, C, generator=generator) + 0.5
-    original = x.clone()
-    out = check.tensor(check.call(running_mean, x), f"{name}(x)")
-    check.close(x, original, "the input x is left unchanged",
-                likely="x was changed in place; build the result in a new tensor")
-    check.expect(tuple(out.shape) == (B, T, C), f"{name}(x) for x of shape {(B, T, C)} has the "
-                 "same shape", expected=f"shape {(B, T, C)}", got=f"shape {tuple(out.shape)}",
-                 diagnoses={"the time axis was averaged away: there must be one running mean "
-                            "per position, not one mean per sequence": tuple(out.shape) == (B, C)})
-    out = out.to(x.dtype)
-    signatures = _running_mean_signatures(x, out)
+    x = torch.randn(B, T, C, generator=generator) + 0.5  # a nonzero mean: sums ≠ means
+
+    check.clause("shape")
+    outputs = {}
+    for shape in ((B, T, C), (1, 5, 3)):
+        data = x if shape == (B, T, C) else torch.randn(*shape, generator=generator)
+        out = check.tensor(check.call(running_mean, data), f"{name}(x) for x of shape {shape}")
+        got = tuple(out.shape)
+        check.expect(got == shape, f"{name}(x) for x of shape {shape} has the same shape",
+                     expected=f"shape {shape}", got=f"shape {got}",
+                     diagnoses=shape_diagnoses(data, out))
+        outputs[shape] = (data, out)
+
+    check.clause("values")
+    out = outputs[B, T, C][1].to(x.dtype)
+    signatures = running_mean_signatures(x, out)
     dims = ("sequence", "position", "channel")
     check.close(out[:, 0], x[:, 0], "row 0 equals token 0 (the mean of one token)",
                 diagnoses=signatures, dims=("sequence", "channel"))
@@ -82,31 +113,77 @@ def _check_running_mean(name: str, running_mean: TensorFn) -> None:
     recovered = (t + 1) * out - t * torch.cat([torch.zeros_like(out[:, :1]), out[:, :-1]], dim=1)
     check.close(recovered, x, "each row is the mean of the rows up to and including it "
                 "((t + 1)·row t − t·row t−1 gives back token t)", diagnoses=signatures, dims=dims)
+    one, one_out = outputs[1, 5, 3]
+    check.close(one_out[:, -1], one.mean(dim=1), "for a batch of one sequence, the last row is "
+                "its mean", diagnoses=running_mean_signatures(one, one_out))
     changed = x.clone()
     changed[:, 4:] += 10.0
     out_changed = check.call(running_mean, changed).to(x.dtype)
     check.close(out_changed[:, :4], out[:, :4],
                 "changing future tokens does not change earlier running means", dims=dims)
     single = torch.randn(2, 1, 3, generator=generator)
-    check.close(check.call(running_mean, single), single, "works for a sequence of length 1")
+    check.close(check.call(running_mean, single), single,
+                "a sequence of one token is its own running mean")
+
+    check.clause("dtype")
+    check.dtype_follows(running_mean, x, what=f"{name}(x)")
+    if matmul:
+        check.clause("device")
+        check.device_follows(running_mean, x, what=f"{name}(x)")
+        check.rule("one_product")
+        seen = [check.call_observed(running_mean, torch.randn(*shape, generator=generator))[1]
+                for shape in ((2, 3, 4), (3, 9, 4))]
+        counts = [sum(s.calls.values()) for s in seen]
+        check.expect(counts[0] == counts[1], "the number of PyTorch operations does not grow "
+                     "with B and T (no Python loop)", expected="as many operations for x of "
+                     "shape (3, 9, 4) as for (2, 3, 4)",
+                     got=f"{counts[1]} operations against {counts[0]}",
+                     likely="a Python loop over sequences or positions: one product W @ x "
+                            "handles them all")
+        used = set(seen[1].calls) & set(MATRIX_PRODUCTS)
+        check.expect(bool(used), "the running mean is a matrix product W @ x",
+                     expected="a product with @ (or torch.matmul, bmm, einsum)",
+                     got=f"only {', '.join(sorted(seen[1].calls)[:6]) or 'no torch calls'}",
+                     likely="no matrix product: build the (T, T) weight matrix W and return "
+                            "W @ x")
     check.passed()
 
 
 def check_running_mean_loop(running_mean_loop: TensorFn) -> None:
     """A running mean over time: row t = mean of rows 0..t, for every sequence."""
-    _check_running_mean("running_mean_loop", running_mean_loop)
+    _check_running_mean("running_mean_loop", running_mean_loop, matmul=False)
 
 
 def check_running_mean_matmul(running_mean_matmul: TensorFn) -> None:
-    """The same properties as the loop version (the matrix is hidden inside the function)."""
-    _check_running_mean("running_mean_matmul", running_mean_matmul)
+    """The same properties as the loop version, and one product made on x's dtype and
+    device."""
+    _check_running_mean("running_mean_matmul", running_mean_matmul, matmul=True)
 
 
 # ---- causal softmax weights -----------------------------------------------------------------
 
-def _row_softmaxes(scores: torch.Tensor, T: int) -> torch.Tensor:
+MASK_ADDS_AXIS = ("the mask has an extra leading axis, (1, T, T), which broadcasting adds to "
+                  "scores without a batch axis: build it as (T, T)")
+OVERFLOW = ("exp of scores in the hundreds overflows to inf (inf/inf = nan): subtract each "
+            "row's maximum first, as torch.softmax does")
+MAX_WITH_FUTURE = ("the maximum was taken over every key, the future included: when a future "
+                   "score is far above the allowed ones, their exponentials underflow to 0 "
+                   "(0/0 = nan); mask the future first, then take the softmax")
+
+
+def large_mistakes(scores: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Unstable causal softmaxes, computed in float32 (where exp(89) is inf)."""
+    s = scores.float()
+    allowed = torch.ones(s.shape[-1], s.shape[-1], dtype=torch.bool).tril()
+    overflowed = torch.exp(s).masked_fill(~allowed, 0.0)
+    shifted = torch.exp(s - s.amax(-1, keepdim=True)) * allowed
+    return {OVERFLOW: overflowed / overflowed.sum(-1, keepdim=True),
+            MAX_WITH_FUTURE: shifted / shifted.sum(-1, keepdim=True)}
+
+
+def row_softmaxes(scores: torch.Tensor, T: int) -> torch.Tensor:
     """Row t: the softmax of the scores of keys 0..t, zeros after (computed row by row)."""
-    rows = scores.reshape(-1, T, T)
+    rows = scores.double().reshape(-1, T, T)
     out = torch.zeros_like(rows)
     for t in range(T):
         out[:, t, : t + 1] = torch.softmax(rows[:, t, : t + 1], dim=-1)
@@ -125,7 +202,7 @@ def _causal_signatures(scores: torch.Tensor, w: torch.Tensor) -> dict[str, Calla
         if w.shape != scores.shape:
             return False
         flat, gone = w.reshape(-1, T, T), future.expand(w.reshape(-1, T, T).shape)
-        right = _row_softmaxes(scores, T).reshape(-1, T, T)
+        right = row_softmaxes(scores, T).reshape(-1, T, T)
         for t in range(T - 1):  # the last row has no future
             common = flat[:, t][gone[:, t]].reshape(flat.shape[0], -1)
             kept = flat[:, t, : t + 1]
@@ -154,24 +231,37 @@ def _causal_signatures(scores: torch.Tensor, w: torch.Tensor) -> dict[str, Calla
         "the exponentials were not normalised: divide them by their sum over the keys":
             lambda: _same(w, torch.exp(scores) * lower),
         "the scores were scaled inside causal_attention_weights; they come in ready to use":
-            lambda: _same(w, _row_softmaxes(scores / math.sqrt(T), T)),
+            lambda: _same(w, row_softmaxes(scores / math.sqrt(T), T)),
     }
+
+
+def large_scores(generator: torch.Generator, B: int = 2, T: int = 5) -> torch.Tensor:
+    """Scores in the hundreds, far apart: exp of them overflows in float32, and a future
+    score often lies hundreds above the allowed ones."""
+    return 150 + 150 * torch.randn(B, T, T, generator=generator)
 
 
 def check_causal_attention_weights(causal_attention_weights: TensorFn) -> None:
     """Causal weights: zero on the future, a softmax over the past, for any batch shape."""
     check = SelfCheck("causal_attention_weights")
     generator = torch.Generator().manual_seed(60)
-    for shape in ((5, 5), (3, 6, 6), (2, 3, 4, 4)):
+    shapes = ((5, 5), (3, 6, 6), (2, 3, 4, 4))
+    cases = []
+    check.clause("shape")
+    for shape in shapes:
         scores = 1.5 * torch.randn(*shape, generator=generator)
-        original = scores.clone()
         w = check.tensor(check.call(causal_attention_weights, scores),
                          f"causal_attention_weights(scores of shape {shape})")
-        check.close(scores, original, "the scores are left unchanged",
-                    likely="the scores were changed in place (masked_fill_ with an underscore); "
-                           "masked_fill returns a new tensor")
-        check.shape(w, shape, f"weights for scores of shape {shape}")
-        signatures = _causal_signatures(original, w)
+        got = tuple(w.shape)
+        check.expect(got == shape, f"the weights for scores of shape {shape} have that shape",
+                     expected=f"shape {shape}", got=f"shape {got}",
+                     diagnoses={MASK_ADDS_AXIS: got == (1, *shape)})
+        cases.append((scores, w))
+
+    check.clause("values")
+    for scores, w in cases:
+        shape = tuple(scores.shape)
+        signatures = _causal_signatures(scores, w)
         T = shape[-1]
         dims = ("batch",) * (len(shape) - 2) + ("query", "key")
         check.finite(w, f"weights for scores of shape {shape}", diagnoses=signatures)
@@ -183,7 +273,7 @@ def check_causal_attention_weights(causal_attention_weights: TensorFn) -> None:
         check.close(w.sum(dim=-1), torch.ones(shape[:-1]),
                     "each query's weights sum to 1 over the keys (last dimension)",
                     diagnoses=signatures, dims=dims[:-1])
-        check.close(w, _row_softmaxes(original, T),
+        check.close(w, row_softmaxes(scores, T),
                     "row t over the allowed keys 0..t is a softmax of their scores",
                     diagnoses=signatures, dims=dims)
     zeros = check.call(causal_attention_weights, torch.zeros(4, 4))
@@ -191,16 +281,44 @@ def check_causal_attention_weights(causal_attention_weights: TensorFn) -> None:
                             [1 / 4, 1 / 4, 1 / 4, 1 / 4]])
     check.close(zeros, uniform, "all-zero scores give the running-mean weights 1/(t+1)",
                 dims=("query", "key"))
+
+    check.clause("large")
+    big = large_scores(generator)
+    w = check.tensor(check.call(causal_attention_weights, big),
+                     "causal_attention_weights(scores in the hundreds)")
+    check.close(w, row_softmaxes(big, big.shape[-1]), "weights for scores in the hundreds",
+                mistakes=large_mistakes(big), dims=("batch", "query", "key"))
+
+    check.clause("dtype")
+    check.dtype_follows(causal_attention_weights, cases[1][0], what="causal_attention_weights")
+    check.clause("device")
+    check.device_follows(causal_attention_weights, cases[1][0], what="causal_attention_weights")
     check.passed()
 
 
 # ---- a causal head ----------------------------------------------------------------------
 
+SWAPPED_SIZES = ("the sizes of nn.Linear are swapped: nn.Linear(in_features, out_features) is "
+                 "nn.Linear(n_embd, head_size)")
+FIXED_LENGTH = ("the head works for T = 6 but not for this T: the mask has a fixed size; build "
+                "it for the T of the input")
+NO_MASK = "no causal mask: every token reads the future too"
+WRONG_TRIANGLE = "the mask is on the wrong triangle: tokens read the future, not the past"
+WEIGHTS_ON_X = "the weights were applied to x instead of the values v = value(x)"
+DETACHED = ("a projection was cut off from the gradient (.detach(), torch.no_grad() or "
+            ".data): training could never change its weights")
+
+
 def _make_head(check: SelfCheck, head_class: type[nn.Module], n_embd: int,
-               head_size: int) -> nn.Module:
-    head = check.call(head_class, n_embd, head_size)
+               head_size: int, seed: int) -> nn.Module:
+    head = check.call_seeded(seed, head_class, n_embd, head_size)
     check.expect(isinstance(head, nn.Module), "the class builds an nn.Module",
                  expected="an nn.Module", got=describe(head))
+    return head
+
+
+def check_members(check: SelfCheck, head: nn.Module, n_embd: int, head_size: int) -> None:
+    """key, query and value: nn.Linear(n_embd, head_size, bias=False)."""
     for name in ("key", "query", "value"):
         layer = getattr(head, name, None)
         check.expect(isinstance(layer, nn.Linear), f"member `{name}` is an nn.Linear",
@@ -214,59 +332,134 @@ def _make_head(check: SelfCheck, head_class: type[nn.Module], n_embd: int,
                                 and layer.out_features == n_embd})
         check.expect(layer.bias is None, f"`{name}` has no bias",
                      expected="bias=False", got="a bias vector")
-    return head
+    n_params = sum(p.numel() for p in head.parameters())
+    check.expect(n_params == 3 * n_embd * head_size, "the head has exactly the three projections",
+                 expected=f"{3 * n_embd * head_size} parameters", got=f"{n_params} parameters")
 
 
-SWAPPED_SIZES = ("the sizes of nn.Linear are swapped: nn.Linear(in_features, out_features) is "
-                 "nn.Linear(n_embd, head_size)")
-FIXED_LENGTH = ("the head works for T = 6 but not for this T: the mask has a fixed size; build "
-                "it for the T of the input")
-
-
-def check_CausalSelfAttentionHead(head_class: type[nn.Module]) -> None:
-    """Members, shapes, causality, and agreement with F.scaled_dot_product_attention."""
-    check = SelfCheck("CausalSelfAttentionHead")
-    n_embd, head_size = 12, 4
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        head = _make_head(check, head_class, n_embd, head_size)
-    generator = torch.Generator().manual_seed(61)
-    x = torch.randn(3, 6, n_embd, generator=generator)
+def head_reference(head: nn.Module, x: torch.Tensor, scale: float | None = None,
+                   causal: bool = True, swap: bool = False, upper: bool = False,
+                   values_from_x: bool = False) -> torch.Tensor:
+    """The head's output computed from its own projections (float64), right or wrong."""
     with torch.no_grad():
-        out = check.tensor(check.call(head, x), "head(x)")
-        check.shape(out, (3, 6, head_size), f"head(x) for x of shape {tuple(x.shape)}")
-        q, k, v = head.query(x), head.key(x), head.value(x)
-        expected = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        alternatives = {
-            "the scores were not scaled: divide q @ k^T by sqrt(head_size)":
-                F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0),
-            "the scores were scaled by 1/sqrt(n_embd); use the head size":
-                F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                               scale=1 / math.sqrt(n_embd)),
-            "the scores were divided by head_size; divide by its square root":
-                F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1 / head_size),
-            "no causal mask: every token reads the future too":
-                F.scaled_dot_product_attention(q, k, v),
-            "queries and keys are swapped (scores = k @ q^T)":
-                F.scaled_dot_product_attention(k, q, v, is_causal=True),
-        }
-        check.close(out, expected, "matches F.scaled_dot_product_attention(q, k, v, "
-                    "is_causal=True) with your own projections", mistakes=alternatives,
-                    dims=("batch", "position", "channel"))
+        q, k, v = (getattr(head, n)(x).double() for n in ("query", "key", "value"))
+    if values_from_x:
+        v = x.double()
+    if swap:
+        q, k = k, q
+    T = x.shape[1]
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    scores = q @ k.transpose(-2, -1) * scale
+    if causal:
+        allowed = torch.ones(T, T, dtype=torch.bool).tril()
+        scores = scores.masked_fill(~(allowed.T if upper else allowed), float("-inf"))
+    return torch.softmax(scores, dim=-1) @ v
+
+
+def check_causality(check: SelfCheck, head: nn.Module, x: torch.Tensor, split: int) -> None:
+    """Changing the tokens from ``split`` on leaves the outputs before it as they were."""
+    with torch.no_grad():
+        out = check.tensor(check.call(head, x), f"head(x) for x of shape {tuple(x.shape)}")
         changed = x.clone()
-        changed[:, 3:] += 5.0
-        check.close(check.call(head, changed)[:, :3], out[:, :3],
-                    "changing later tokens does not change earlier outputs")
-        for T in (1, 9):
-            longer = torch.randn(2, T, n_embd, generator=generator)
-            try:
-                got = head(longer)
-            except NotImplementedError as error:
-                check.not_implemented(error)
-            except Exception as error:  # noqa: BLE001 - reported to the student
-                check.expect(False, f"head(x) runs for a sequence of length {T}",
-                             expected="a result", got=f"{type(error).__name__}: {error}",
-                             likely=FIXED_LENGTH)
-            check.shape(got, (2, T, head_size), f"head(x) for a sequence of length {T}",
-                        likely=FIXED_LENGTH if tuple(got.shape)[:2] == (2, T) else None)
+        changed[:, split:] += 3.0
+        out_changed = check.tensor(check.call(head, changed), "head(x) with later tokens changed")
+    if out.shape != out_changed.shape or out.shape[:2] != x.shape[:2]:
+        check.shape(out, tuple(x.shape[:2]) + (out.shape[-1],), "head(x)")
+    check.close(out_changed[:, :split], out[:, :split],
+                f"changing the tokens from position {split} on does not change the outputs "
+                "before it", dims=("batch", "position", "channel"), diagnoses={
+                    NO_MASK: lambda: _same(out, head_reference(head, x, causal=False)),
+                    WRONG_TRIANGLE: lambda: _same(out, head_reference(head, x, upper=True))})
+
+
+def value_mistakes(head: nn.Module, x: torch.Tensor, n_embd: int,
+                   head_size: int) -> dict[str, torch.Tensor]:
+    """What the usual wrong heads return for ``x``, from the head's own projections."""
+    mistakes = {
+        "the scores were not scaled: divide q @ k^T by sqrt(head_size)":
+            head_reference(head, x, scale=1.0),
+        "the scores were divided by head_size; divide by its square root":
+            head_reference(head, x, scale=1 / head_size),
+        "the scores were multiplied by sqrt(head_size) instead of divided by it":
+            head_reference(head, x, scale=math.sqrt(head_size)),
+        "queries and keys are swapped (scores = k @ q^T)": head_reference(head, x, swap=True),
+    }
+    if n_embd == head_size:  # else the shapes differ
+        mistakes[WEIGHTS_ON_X] = head_reference(head, x, values_from_x=True)
+    if n_embd != head_size:  # else these are the right answer
+        mistakes["the scores were scaled by 1/sqrt(n_embd) (the embedding size C); the scale "
+                 "is 1/sqrt(head_size)"] = head_reference(head, x, scale=n_embd ** -0.5)
+    return mistakes
+
+
+def check_CausalSelfAttentionHead(head_class: type[nn.Module]) -> None:  # noqa: N802
+    """Members, causality, values for several sizes and lengths, and gradients."""
+    check = SelfCheck("CausalSelfAttentionHead")
+    generator = torch.Generator().manual_seed(61)
+
+    check.clause("members")
+    head = _make_head(check, head_class, 12, 4, seed=0)
+    check_members(check, head, 12, 4)
+
+    check.clause("causal")
+    square = _make_head(check, head_class, 8, 8, seed=1)
+    check_causality(check, square, torch.randn(2, 6, 8, generator=generator), split=3)
+
+    check.clause("values")
+    for B in (3, 1):
+        x = torch.randn(B, 6, 8, generator=generator)
+        with torch.no_grad():
+            out = check.tensor(check.call(square, x), f"head(x) for x of shape {tuple(x.shape)}")
+        check.shape(out, (B, 6, 8), f"head(x) for x of shape {tuple(x.shape)}")
+        check.close(out, head_reference(square, x), "matches causal softmax(q k^T / "
+                    "sqrt(head_size)) v with your own projections",
+                    mistakes=value_mistakes(square, x, 8, 8), dims=("batch", "position", "channel"))
+
+    check.clause("length")
+    for T in (1, 20):
+        longer = torch.randn(2, T, 8, generator=generator)
+        try:
+            with torch.no_grad():
+                got = square(longer)
+        except NotImplementedError as error:
+            check.not_implemented(error)
+        except Exception as error:  # noqa: BLE001 - reported to the student
+            check.expect(False, f"head(x) runs for a sequence of length {T}",
+                         expected="a result", got=f"{type(error).__name__}: {error}"[:300],
+                         likely=FIXED_LENGTH)
+        got = check.tensor(got, f"head(x) for a sequence of length {T}")
+        check.shape(got, (2, T, 8), f"head(x) for a sequence of length {T}",
+                    likely=FIXED_LENGTH if tuple(got.shape)[:2] != (2, T) else None)
+        check.close(got, head_reference(square, longer),
+                    f"head(x) for a sequence of length {T}", likely=FIXED_LENGTH)
+
+    check.clause("arguments")
+    for n_embd, head_size in ((12, 4), (6, 10)):
+        other = head if (n_embd, head_size) == (12, 4) else _make_head(
+            check, head_class, n_embd, head_size, seed=2)
+        x = torch.randn(2, 5, n_embd, generator=generator)
+        with torch.no_grad():
+            out = check.tensor(check.call(other, x), f"head(x) with n_embd={n_embd}, "
+                               f"head_size={head_size}")
+        check.shape(out, (2, 5, head_size), f"head(x) with n_embd={n_embd}, "
+                    f"head_size={head_size}")
+        check.close(out, head_reference(other, x), f"head(x) with n_embd={n_embd}, "
+                    f"head_size={head_size}", mistakes=value_mistakes(other, x, n_embd,
+                                                                      head_size),
+                    dims=("batch", "position", "channel"))
+
+    check.clause("gradients")
+    head.train()
+    head.zero_grad()
+    out = check.call(head, torch.randn(2, 5, 12, generator=generator))
+    check.expect(isinstance(out, torch.Tensor) and out.requires_grad,
+                 "in training mode the output carries a gradient",
+                 expected="an output with requires_grad=True", got="an output without one",
+                 likely=DETACHED)
+    out.pow(2).sum().backward()
+    for name in ("key", "query", "value"):
+        grad = getattr(head, name).weight.grad
+        check.expect(grad is not None and bool(grad.abs().sum() > 0),
+                     f"the gradient reaches {name}.weight", expected="a nonzero gradient",
+                     got="no gradient" if grad is None else "a zero gradient", likely=DETACHED)
     check.passed()

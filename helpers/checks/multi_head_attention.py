@@ -35,25 +35,60 @@ def _coded(batch: int, T: int, d_model: int) -> torch.Tensor:
     return (10000 * b + 100 * t + c).float()
 
 
+def _coded_heads(batch: int, n_heads: int, T: int, d_head: int) -> torch.Tensor:
+    """Entry [b, h, t, j] = the code of batch b, position t, channel h * d_head + j: where
+    that number lives before the split (and after the merge)."""
+    b = torch.arange(batch).view(-1, 1, 1, 1)
+    h = torch.arange(n_heads).view(1, -1, 1, 1)
+    t = torch.arange(T).view(1, 1, -1, 1)
+    j = torch.arange(d_head).view(1, 1, 1, -1)
+    return (10000 * b + 100 * t + d_head * h + j).float()
+
+
 def _where(value: float) -> str:
     value = int(round(float(value)))
     return f"batch {value // 10000}, position {value // 100 % 100}, channel {value % 100}"
 
 
+SQUEEZED = ("an axis of size 1 was dropped (a .squeeze()?): with one head, heads one channel "
+            "wide or a batch of one, the result still has four axes (B, H, T, d_head)")
+
+
+def count_calls(check: SelfCheck, fn: Callable[..., torch.Tensor], *args: object) -> int:
+    """How many torch functions one call of ``fn`` used."""
+    _, seen = check.call_observed(fn, *args)
+    return sum(seen.calls.values())
+
+
+def check_no_loop(check: SelfCheck, fn: Callable[..., torch.Tensor], small: tuple,
+                  large: tuple, sizes: str) -> None:
+    """The rule "no Python loop": as many torch calls for few heads and positions as for
+    many (a loop makes one round of calls per head or position)."""
+    check.rule("no_loop")
+    few, many = count_calls(check, fn, *small), count_calls(check, fn, *large)
+    check.expect(few == many, "the number of torch operations does not grow with the number "
+                 "of heads or positions", expected=f"as many operations for {sizes}",
+                 got=f"{few} and {many} operations",
+                 likely="a Python loop (or comprehension) over heads or positions: one view "
+                        "or reshape and one transpose do it for all of them at once")
+
+
 def check_split_heads(split_heads: Callable[..., torch.Tensor]) -> None:
-    """Shape, and that head h at position t holds channels h*dh..(h+1)*dh-1 of position t."""
+    """Shape, that head h at position t holds channels h*dh..(h+1)*dh-1 of position t, one
+    head and heads one channel wide, no Python loop."""
     check = SelfCheck("split_heads")
     B, T, H, dh = 2, 5, 3, 4
     x = _coded(B, T, H * dh)
-    original = x.clone()
+
+    check.clause("shape")
     out = check.tensor(check.call(split_heads, x, H), "split_heads(x, 3)")
-    check.close(x, original, "x itself is left unchanged",
-                likely="x was changed in place; return a new tensor (or a view) instead")
     check.expect(tuple(out.shape) == (B, H, T, dh), f"split_heads of a (B={B}, T={T}, "
                  f"{H * dh}) tensor, 3 heads, has shape {(B, H, T, dh)}",
                  expected=f"shape {(B, H, T, dh)}", got=f"shape {tuple(out.shape)}",
                  diagnoses={"the channels were split into (n_heads, d_head) but the time and "
                             "head axes were not swapped": tuple(out.shape) == (B, T, H, dh)})
+
+    check.clause("values")
     positions = (out // 100 % 100).round()
     wanted_positions = torch.arange(T).view(1, 1, T, 1).expand_as(out).float()
     bad = (positions != wanted_positions).nonzero()
@@ -75,28 +110,44 @@ def check_split_heads(split_heads: Callable[..., torch.Tensor]) -> None:
                  got=f"channel {int(channels[tuple(bad)])}",
                  diagnoses={ROUND_ROBIN_SPLIT: lambda: torch.equal(
                      out, x.reshape(B, T, dh, H).permute(0, 3, 1, 2))})
-    check.close(out // 10000, torch.arange(B).view(B, 1, 1, 1).expand_as(out).float(),
-                "the batch axis is left alone")
-    single = check.call(split_heads, x, 1)
-    check.shape(single, (B, 1, T, H * dh), "split_heads(x, 1)")
+    check.close(out, _coded_heads(B, H, T, dh), "every number sits at its own batch, head, "
+                "position and channel", dims=("batch", "head", "position", "channel"))
+
+    check.clause("arguments")
+    for batch, heads in ((B, 1), (B, H * dh), (1, H)):
+        width = H * dh // heads
+        out = check.tensor(check.call(split_heads, x[:batch], heads), f"split_heads(x, {heads})")
+        check.expect(tuple(out.shape) == (batch, heads, T, width), f"split_heads(x, {heads}) of "
+                     f"a (B={batch}, T={T}, {H * dh}) tensor has shape {(batch, heads, T, width)}",
+                     expected=f"shape {(batch, heads, T, width)}",
+                     got=f"shape {tuple(out.shape)}", diagnoses={SQUEEZED: out.dim() == 3})
+        check.close(out, _coded_heads(batch, heads, T, width), f"split_heads(x, {heads}) of a "
+                    f"batch of {batch}: every number at its own head, position and channel",
+                    dims=("batch", "head", "position", "channel"))
+
+    check_no_loop(check, split_heads, (torch.zeros(2, 3, 12), 2), (torch.zeros(2, 7, 12), 6),
+                  "2 heads and 3 positions as for 6 heads and 7 positions")
     check.passed()
 
 
 def check_merge_heads(merge_heads: Callable[..., torch.Tensor]) -> None:
-    """Shape, and that head h's block of channels at position t lands at position t."""
+    """Shape, that head h's block of channels at position t lands at position t, no loop."""
     check = SelfCheck("merge_heads")
     B, H, T, dh = 2, 3, 5, 4
-    # Head h, position t, channel j of the head carries the code of its destination:
-    # batch b, position t, channel h*dh + j.
-    destination = (10000 * torch.arange(B).view(B, 1, 1, 1) + 100 * torch.arange(T).view(1, 1, T, 1)
-                   + dh * torch.arange(H).view(1, H, 1, 1) + torch.arange(dh).view(1, 1, 1, dh))
-    heads = destination.float()
-    out = check.tensor(check.call(merge_heads, heads.clone()), "merge_heads(x)")
+    # Head h, position t, channel j of the head carries the code of its destination.
+    heads = _coded_heads(B, H, T, dh)
+
+    check.clause("shape")
+    out = check.tensor(check.call(merge_heads, heads), "merge_heads(x)")
     check.expect(tuple(out.shape) == (B, T, H * dh), f"merge_heads of a (B={B}, H={H}, T={T}, "
                  f"d_head={dh}) tensor has shape {(B, T, H * dh)}",
                  expected=f"shape {(B, T, H * dh)}", got=f"shape {tuple(out.shape)}",
                  diagnoses={"the time axis was moved back but the last two axes were not joined "
                             "into one": tuple(out.shape) == (B, T, H, dh)})
+    single = check.call(merge_heads, heads[:, :1])
+    check.shape(single, (B, T, dh), "merge_heads of a tensor with one head")
+
+    check.clause("values")
     wanted = _coded(B, T, H * dh)
     bad = (out != wanted).nonzero()
     bad = bad[0].tolist() if len(bad) else [0, 0, 0]
@@ -107,8 +158,14 @@ def check_merge_heads(merge_heads: Callable[..., torch.Tensor]) -> None:
                      NO_TRANSPOSE_MERGE: lambda: torch.equal(out, heads.reshape(B, T, H * dh)),
                      INTERLEAVED_MERGE: lambda: torch.equal(
                          out, heads.permute(0, 2, 3, 1).reshape(B, T, H * dh))})
-    single = check.call(merge_heads, heads[:, :1].clone())
-    check.shape(single, (B, T, dh), "merge_heads of a tensor with one head")
+    # The same numbers laid out as attention can leave them: a transposed, strided view.
+    strided = heads.transpose(1, 2).contiguous().transpose(1, 2)
+    check.close(check.call(merge_heads, strided), wanted,
+                "merge_heads of a non-contiguous tensor (a transposed view)",
+                dims=("batch", "position", "channel"))
+
+    check_no_loop(check, merge_heads, (torch.zeros(2, 2, 3, 6),), (torch.zeros(2, 6, 7, 2),),
+                  "2 heads and 3 positions as for 6 heads and 7 positions")
     check.passed()
 
 
@@ -118,21 +175,50 @@ WIDE_HEADS = ("every head got the full width d_model ('wide heads'): here the he
               "d_model, d_head = d_model // n_heads, so each map is nn.Linear(d_model, d_model)")
 
 
-def _linear(check: SelfCheck, module: nn.Module, name: str, d_model: int, n_heads: int,
-            bias: bool) -> nn.Linear:
+HARD_CODED_WIDTH = ("the layer sizes are fixed instead of following d_model: build every map "
+                    "with nn.Linear(d_model, d_model)")
+FIXED_HEADS = ("the number of heads does not follow n_heads: store n_heads and split into that "
+               "many heads")
+GRADIENT_CUT = ("the result is right but the gradient is cut on its way: a .detach(), "
+                "torch.no_grad() or a NumPy round trip inside forward")
+
+
+def check_linear(check: SelfCheck, module: nn.Module, name: str, d_model: int, n_heads: int,
+                 bias: bool) -> nn.Linear:
+    """Member ``name`` is an nn.Linear(d_model, d_model) with or without bias."""
     layer = getattr(module, name, None)
     check.expect(isinstance(layer, nn.Linear), f"the layer has a member `{name}` (nn.Linear)",
                  expected=f"self.{name} = nn.Linear(...)", got=describe(layer))
     shape = tuple(layer.weight.shape)
-    check.expect(shape == (d_model, d_model), f"`{name}` maps d_model -> d_model",
+    check.expect(shape == (d_model, d_model), f"`{name}` maps d_model -> d_model ({d_model})",
                  expected=f"weight of shape ({d_model}, {d_model})", got=f"weight of shape {shape}",
                  diagnoses={WIDE_HEADS: shape in ((d_model * n_heads, d_model),
-                                                  (d_model, d_model * n_heads))})
+                                                  (d_model, d_model * n_heads)),
+                            HARD_CODED_WIDTH: shape[0] == shape[1] != d_model})
     has_bias = layer.bias is not None
     check.expect(has_bias == bias, f"`{name}` {'has' if bias else 'has no'} bias",
                  expected="a bias" if bias else "bias=False",
                  got="a bias" if has_bias else "no bias")
     return layer
+
+
+def check_members(check: SelfCheck, layer: nn.Module, d_model: int, n_heads: int) -> None:
+    """The four maps, with their sizes and biases."""
+    check.expect(isinstance(layer, nn.Module), "the class builds an nn.Module",
+                 expected="an nn.Module", got=describe(layer))
+    for name in ("to_queries", "to_keys", "to_values"):
+        check_linear(check, layer, name, d_model, n_heads, bias=False)
+    check_linear(check, layer, "unify_heads", d_model, n_heads, bias=True)
+
+
+def set_weights(layer: nn.Module, generator: torch.Generator) -> None:
+    """Weights larger than the default, so that the softmax is far from uniform."""
+    d_model = layer.to_queries.weight.shape[0]
+    with torch.no_grad():
+        for name in ("to_queries", "to_keys", "to_values", "unify_heads"):
+            getattr(layer, name).weight.copy_(torch.randn(d_model, d_model, generator=generator)
+                                              / math.sqrt(d_model) * 1.5)
+        layer.unify_heads.bias.copy_(0.1 * torch.randn(d_model, generator=generator))
 
 
 def builtin_twin(layer: nn.Module, d_model: int, n_heads: int) -> nn.MultiheadAttention:
@@ -151,8 +237,8 @@ def builtin_twin(layer: nn.Module, d_model: int, n_heads: int) -> nn.MultiheadAt
     return twin.eval()
 
 
-def _run_builtin(twin: nn.MultiheadAttention, x: torch.Tensor,
-                 mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+def run_builtin(twin: nn.MultiheadAttention, x: torch.Tensor,
+                mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-head output and weights of the built-in; ``mask`` uses OUR convention.
 
     A query with nothing to attend to gets zero weights and, from the heads, zeros: its
@@ -171,9 +257,11 @@ def _run_builtin(twin: nn.MultiheadAttention, x: torch.Tensor,
     return out, weights.nan_to_num(0.0)
 
 
-def _forward(check: SelfCheck, layer: nn.Module, x: torch.Tensor, mask: torch.Tensor | None,
-             what: str) -> tuple[torch.Tensor, torch.Tensor]:
-    with torch.no_grad():
+def forward_pair(check: SelfCheck, layer: nn.Module, x: torch.Tensor, mask: torch.Tensor | None,
+                 what: str, *, grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """``layer(x, mask=mask)`` through the check (without gradients unless ``grad``): the
+    pair (out, weights)."""
+    with torch.set_grad_enabled(grad):
         result = check.call(layer, x) if mask is None else check.call(layer, x, mask=mask)
     check.expect(isinstance(result, tuple | list) and len(result) == 2,
                  f"forward({what}) returns a pair (out, weights)", expected="(out, weights)",
@@ -190,7 +278,7 @@ HEAD_DIMS = ("batch", "head", "query", "key")
 def _mask_mistakes(twin: nn.MultiheadAttention, x: torch.Tensor, mask: torch.Tensor,
                    weights: torch.Tensor, expected: torch.Tensor) -> tuple[dict, dict]:
     """(mistakes, diagnoses) for the weights of a masked forward."""
-    unmasked = _run_builtin(twin, x, None)[1]
+    unmasked = run_builtin(twin, x, None)[1]
     allowed = mask.expand_as(unmasked)
     mistakes = {
         "the mask was ignored: positions where it is False still get weight": unmasked,
@@ -207,26 +295,21 @@ def _mask_mistakes(twin: nn.MultiheadAttention, x: torch.Tensor, mask: torch.Ten
 
 
 def check_MultiHeadSelfAttention(attention_cls: type[nn.Module]) -> None:
-    """Members, shapes, distributions, masks, and agreement with ``nn.MultiheadAttention``."""
+    """Members, shapes, agreement with ``nn.MultiheadAttention`` (values, masks, one head and
+    many), gradients."""
     check = SelfCheck("MultiHeadSelfAttention")
-    B, T, d_model, H = 2, 6, 12, 3
+    B, T, d_model, H = 2, 6, 16, 2
     dh = d_model // H
-    with torch.random.fork_rng(devices=[]):  # building layers must not move the notebook's RNG
-        layer = check.call(attention_cls, d_model, H)
-    check.expect(isinstance(layer, nn.Module), "the class builds an nn.Module",
-                 expected="an nn.Module", got=describe(layer))
-    for name in ("to_queries", "to_keys", "to_values"):
-        _linear(check, layer, name, d_model, H, bias=False)
-    _linear(check, layer, "unify_heads", d_model, H, bias=True)
+
+    check.clause("members")
+    layer = check.call_seeded(3, attention_cls, d_model, H)
+    check_members(check, layer, d_model, H)
     generator = torch.Generator().manual_seed(3)
-    with torch.no_grad():  # larger weights than the default: softmax far from uniform
-        for name in ("to_queries", "to_keys", "to_values", "unify_heads"):
-            getattr(layer, name).weight.copy_(torch.randn(d_model, d_model, generator=generator)
-                                              / math.sqrt(d_model) * 1.5)
-        layer.unify_heads.bias.copy_(0.1 * torch.randn(d_model, generator=generator))
+    set_weights(layer, generator)
     x = torch.randn(B, T, d_model, generator=generator)
 
-    out, weights = _forward(check, layer, x, None, "x")
+    check.clause("shape")
+    out, weights = forward_pair(check, layer, x, None, "x")
     check.shape(out, (B, T, d_model), "out")
     check.expect(tuple(weights.shape) == (B, H, T, T), f"weights have shape {(B, H, T, T)}",
                  expected=f"shape {(B, H, T, T)}", got=f"shape {tuple(weights.shape)}",
@@ -234,8 +317,9 @@ def check_MultiHeadSelfAttention(attention_cls: type[nn.Module]) -> None:
                             "returned): return every head's weights, (B, H, T, T)":
                             tuple(weights.shape) == (B, T, T)})
 
+    check.clause("values")
     twin = builtin_twin(layer, d_model, H)
-    ref_out, ref_weights = _run_builtin(twin, x, None)
+    ref_out, ref_weights = run_builtin(twin, x, None)
     scale_mistakes = {}
     for factor, words in ((math.sqrt(dh / d_model), "the scores were divided by sqrt(d_model); "
                            "each head's dot products have length d_head: divide by "
@@ -244,7 +328,7 @@ def check_MultiHeadSelfAttention(attention_cls: type[nn.Module]) -> None:
         scaled = builtin_twin(layer, d_model, H)
         with torch.no_grad():
             scaled.in_proj_weight[:d_model] *= factor
-        scale_mistakes[words] = _run_builtin(scaled, x, None)[1]
+        scale_mistakes[words] = run_builtin(scaled, x, None)[1]
     check.close(weights, ref_weights, "each head's weights match nn.MultiheadAttention's",
                 mistakes=scale_mistakes, dims=HEAD_DIMS, diagnoses={
                     "the heads come out in a different order than their channel blocks":
@@ -266,34 +350,33 @@ def check_MultiHeadSelfAttention(attention_cls: type[nn.Module]) -> None:
     check.close(out, ref_out, "out matches nn.MultiheadAttention's output (the weights already "
                 "agree)", dims=("batch", "position", "channel"), mistakes={
                     "unify_heads was skipped: the merged heads must go through the output map":
-                        _run_builtin(skipped, x, None)[0]})
+                        run_builtin(skipped, x, None)[0]})
 
+    check.clause("mask")
     causal = torch.tril(torch.ones(T, T, dtype=torch.bool))
-    out_c, weights_c = _forward(check, layer, x, causal, "x, mask=causal (T, T)")
+    out_c, weights_c = forward_pair(check, layer, x, causal, "x, mask=causal (T, T)")
     check.shape(weights_c, (B, H, T, T), "weights with a (T, T) mask")
-    ref_out_c, ref_weights_c = _run_builtin(twin, x, causal)
+    ref_out_c, ref_weights_c = run_builtin(twin, x, causal)
     mistakes, diagnoses = _mask_mistakes(twin, x, causal, weights_c, ref_weights_c)
     check.close(weights_c, ref_weights_c, "masked weights match nn.MultiheadAttention's "
                 "(given ~mask, its True = NOT allowed)", mistakes=mistakes, diagnoses=diagnoses,
                 dims=HEAD_DIMS)
     check.close(out_c, ref_out_c, "masked output matches nn.MultiheadAttention's")
-
     keep = torch.ones(B, T, dtype=torch.bool)
     keep[0, -2:] = False  # the last two keys of sequence 0 are padding
     padding = keep.view(B, 1, 1, T)
-    out_p, weights_p = _forward(check, layer, x, padding, "x, mask of shape (B, 1, 1, T)")
-    ref_out_p, ref_weights_p = _run_builtin(twin, x, padding)
+    out_p, weights_p = forward_pair(check, layer, x, padding, "x, mask of shape (B, 1, 1, T)")
+    ref_out_p, ref_weights_p = run_builtin(twin, x, padding)
     mistakes, diagnoses = _mask_mistakes(twin, x, padding, weights_p, ref_weights_p)
     check.close(weights_p, ref_weights_p, "a (B, 1, 1, T) padding mask hides those keys",
                 mistakes=mistakes, diagnoses=diagnoses, dims=HEAD_DIMS)
     check.close(out_p, ref_out_p, "output with a padding mask matches nn.MultiheadAttention's")
-
     # A query that may attend to nothing: zero weights, zeros from the heads (tutorial 2's
     # convention), so its output is unify_heads' bias.
     nothing = causal.clone().expand(B, 1, T, T).clone()
     nothing[0, 0, 2] = False
-    out_n, weights_n = _forward(check, layer, x, nothing, "x, a mask whose row 2 is all False")
-    ref_out_n, ref_weights_n = _run_builtin(twin, x, nothing)
+    out_n, weights_n = forward_pair(check, layer, x, nothing, "x, a mask whose row 2 is all False")
+    ref_out_n, ref_weights_n = run_builtin(twin, x, nothing)
     nan_row, uniform_row = ref_weights_n.clone(), ref_weights_n.clone()
     nan_row[0, :, 2] = float("nan")
     uniform_row[0, :, 2] = 1.0 / T
@@ -302,4 +385,36 @@ def check_MultiHeadSelfAttention(attention_cls: type[nn.Module]) -> None:
                 dims=HEAD_DIMS)
     check.close(out_n, ref_out_n, "its output is the bias of unify_heads (the heads pass on "
                 "zeros), the other outputs are unaffected", dims=("batch", "position", "channel"))
+
+    check.clause("arguments")
+    for width, heads in ((12, 3), (8, 1), (6, 6)):
+        other = check.call_seeded(4, attention_cls, width, heads)
+        check_members(check, other, width, heads)
+        set_weights(other, generator)
+        x_other = torch.randn(B, T, width, generator=generator)
+        out_o, weights_o = forward_pair(check, other, x_other, causal,
+                                        f"x, mask=causal for d_model={width}, n_heads={heads}")
+        check.expect(tuple(weights_o.shape) == (B, heads, T, T), f"weights for d_model={width}, "
+                     f"n_heads={heads} have shape {(B, heads, T, T)}",
+                     expected=f"shape {(B, heads, T, T)}", got=f"shape {tuple(weights_o.shape)}",
+                     diagnoses={FIXED_HEADS: weights_o.dim() == 4
+                                and weights_o.shape[1] != heads})
+        ref_out_o, ref_weights_o = run_builtin(builtin_twin(other, width, heads), x_other, causal)
+        check.close(weights_o, ref_weights_o, f"weights for d_model={width}, n_heads={heads} "
+                    "match nn.MultiheadAttention's", dims=HEAD_DIMS)
+        check.close(out_o, ref_out_o, f"out for d_model={width}, n_heads={heads} matches "
+                    "nn.MultiheadAttention's", dims=("batch", "position", "channel"))
+
+    check.clause("gradients")
+    layer.train()
+    layer.zero_grad()
+    out_g, _ = forward_pair(check, layer, x, causal, "x, mask=causal, in training mode", grad=True)
+    if out_g.requires_grad:  # under torch.no_grad() nothing reaches the maps (told below)
+        out_g.sum().backward()
+    for name in ("to_queries", "to_keys", "to_values", "unify_heads"):
+        grad = getattr(layer, name).weight.grad
+        check.expect(grad is not None and bool(grad.abs().sum() > 0),
+                     f"the loss reaches {name}.weight (it gets a gradient)",
+                     expected="a non-zero gradient", got="None" if grad is None else "all zeros",
+                     likely=GRADIENT_CUT)
     check.passed()

@@ -9,14 +9,15 @@ only that mistake breaks); otherwise the message says what differs and where.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers.checks.framework import SelfCheck, describe
+from helpers.checks.framework import SelfCheck, describe, student_line
 
 QKV_DIMS = ("batch", "query", "key")
 BMM = ("torch.bmm accepts 3-D tensors only: use @ (torch.matmul), which treats every leading "
@@ -30,22 +31,33 @@ FULLY_MASKED_NAN = ("a fully masked row comes out of the softmax as nan (every s
 FULLY_MASKED_UNIFORM = ("a large finite fill value (like -1e9) spreads a fully masked row "
                         "uniformly over the forbidden keys: fill with -inf, then set the nan "
                         "rows to 0")
+OVERFLOW = ("exp of scores in the hundreds overflows to inf (inf / inf = nan): use torch.softmax, "
+            "which subtracts each row's maximum first, instead of exp / sum")
+SDPA_BUILTIN = "scaled_dot_product_attention"
 
 
-def call_or_explain(check: SelfCheck, fn: Callable[..., Any], *args: Any, what: str,
-                    crashes: dict[str, Callable[[str], bool]] | None = None, **kwargs: Any) -> Any:
-    """Call the student's code; on a crash, say so, naming the cause when the error message
-    shows it (torch.bmm on other than 3-D tensors; ``crashes``: more such causes)."""
-    try:
-        return fn(*args, **kwargs)
-    except NotImplementedError as error:
-        check.not_implemented(error)
-    except Exception as error:  # noqa: BLE001 - any crash is reported to the student
+@contextlib.contextmanager
+def crash_causes(check: SelfCheck, causes: Mapping[str, Callable[[str], bool]]
+                 ) -> Iterator[None]:
+    """While inside, a crash of the student's code whose message (``"Type: message"``)
+    matches one of ``causes``' signatures is reported with that cause as the likely mistake;
+    any other crash is reported as :meth:`SelfCheck.crashed` does."""
+    def crashed(fn: Callable[..., Any], error: BaseException, args: tuple,
+                kwargs: dict) -> None:
         text = f"{type(error).__name__}: {error}"
-        causes = {BMM: "3D" in text or "bmm" in text}
-        causes.update({cause: matches(text) for cause, matches in (crashes or {}).items()})
-        check.expect(False, f"{what} runs without an error", expected="a result", got=text,
-                     diagnoses=causes)
+        for cause, signature in causes.items():
+            if signature(text):
+                line = student_line(error)
+                check.fail(f"calling {getattr(fn, '__name__', check.name)} runs without an "
+                           "error", expected="a result", got=text, likely=cause,
+                           where=f"your line {line[0]}: `{line[1]}`" if line else None)
+        type(check).crashed(check, fn, error, args, kwargs)
+
+    check.crashed = crashed  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        del check.crashed
 
 
 def works_without_batch(attention: Callable[..., tuple], Q: torch.Tensor, K: torch.Tensor,
@@ -60,7 +72,20 @@ def works_without_batch(attention: Callable[..., tuple], Q: torch.Tensor, K: tor
         return False
 
 
-def _pair(check: SelfCheck, result: Any, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+def attention_crashes(attention: Callable[..., tuple], Q: torch.Tensor, K: torch.Tensor,
+                      V: torch.Tensor) -> dict[str, Callable[[str], bool]]:
+    """The causes a crash of ``attention`` on batched inputs can be recognised by."""
+    return {BMM: lambda text: "3D" in text or "bmm" in text,
+            ONLY_2D: lambda text: Q.dim() > 2 and works_without_batch(attention, Q, K, V)}
+
+
+def call_attention(check: SelfCheck, attention: Callable[..., tuple], Q: torch.Tensor,
+                   K: torch.Tensor, V: torch.Tensor, what: str, **kwargs: Any
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``attention(Q, K, V, **kwargs)`` through the check; the result must be a pair of
+    tensors (out, weights)."""
+    with crash_causes(check, attention_crashes(attention, Q, K, V)):
+        result = check.call(attention, Q, K, V, **kwargs)
     check.expect(isinstance(result, tuple | list) and len(result) == 2,
                  f"{what} returns a pair (out, weights)", expected="a tuple (out, weights)",
                  got=describe(result))
@@ -121,19 +146,29 @@ def _zero_filled(weights: torch.Tensor, correct: torch.Tensor, mask: torch.Tenso
     return rows_ok
 
 
+def overflowed(weights: torch.Tensor, expected: torch.Tensor) -> bool:
+    """The signature of exp / sum on large scores: some rows nan (or all zero), the rest right."""
+    weights = weights.double()
+    broken = ~torch.isfinite(weights).all(-1) | (weights.abs().sum(-1) == 0)
+    return bool(broken.any()) and bool(torch.allclose(weights[~broken], expected.double()[~broken],
+                                                      atol=1e-5))
+
+
 def check_scaled_dot_product_attention(attention: Callable[..., tuple]) -> None:
-    """Shapes, distributions over keys, agreement with F.scaled_dot_product_attention, masks."""
+    """Shapes, distributions over keys, agreement with F.scaled_dot_product_attention, masks,
+    large scores, dtype and device."""
     check = SelfCheck("scaled_dot_product_attention")
     generator = torch.Generator().manual_seed(21)
     B, Tq, Tk, dk, dv = 2, 3, 5, 8, 6
     Q = torch.randn(B, Tq, dk, generator=generator)
     K = torch.randn(B, Tk, dk, generator=generator)
     V = torch.randn(B, Tk, dv, generator=generator)
-    originals = [t.clone() for t in (Q, K, V)]
-    out, weights = _pair(check, call_or_explain(
-        check, attention, Q, K, V, what="attention(Q, K, V) for 3-D inputs",
-        crashes={ONLY_2D: lambda text: works_without_batch(attention, Q, K, V)}),
-        "attention(Q, K, V)")
+    Q4 = torch.randn(2, 3, Tq, dk, generator=generator)
+    K4 = torch.randn(2, 3, Tk, dk, generator=generator)
+    V4 = torch.randn(2, 3, Tk, dv, generator=generator)
+
+    check.clause("shape")
+    out, weights = call_attention(check, attention, Q, K, V, "attention(Q, K, V)")
     check.expect(tuple(weights.shape) == (B, Tq, Tk), f"weights for Q {(B, Tq, dk)} and K "
                  f"{(B, Tk, dk)} have shape {(B, Tq, Tk)}", expected=f"shape {(B, Tq, Tk)}",
                  got=f"shape {tuple(weights.shape)}", diagnoses={
@@ -141,10 +176,14 @@ def check_scaled_dot_product_attention(attention: Callable[..., tuple]) -> None:
                      "(weights, out)": tuple(out.shape) == (B, Tq, Tk)
                      and tuple(weights.shape) == (B, Tq, dv)})
     check.shape(out, (B, Tq, dv), f"out for V {(B, Tk, dv)}")
-    for name, tensor, original in zip("QKV", (Q, K, V), originals, strict=True):
-        check.close(tensor, original, f"{name} is left unchanged",
-                    likely="an input was changed in place (e.g. `Q /= ...`): compute new "
-                           "tensors instead")
+    out4, weights4 = call_attention(check, attention, Q4, K4, V4, "attention on 4-D inputs")
+    check.shape(out4, (2, 3, Tq, dv), "out for 4-D inputs (2, 3, T, d)")
+    check.shape(weights4, (2, 3, Tq, Tk), "weights for 4-D inputs (2, 3, T, d)")
+    out2, weights2 = call_attention(check, attention, Q[0], K[0], V[0], "attention on 2-D inputs")
+    check.shape(out2, (Tq, dv), "out for 2-D inputs (no batch dimension)")
+    check.shape(weights2, (Tq, Tk), "weights for 2-D inputs (no batch dimension)")
+
+    check.clause("values")
     expected_out, expected_w = _builtin(Q, K, V)
     check.close(weights, expected_w, "weights agree with PyTorch's (softmax of QKᵀ/√d_k over the "
                 "keys)", dims=QKV_DIMS, mistakes=_weight_mistakes(Q, K), diagnoses={
@@ -157,33 +196,16 @@ def check_scaled_dot_product_attention(attention: Callable[..., tuple]) -> None:
                 })
     check.close(out, expected_out, "out agrees with F.scaled_dot_product_attention",
                 dims=("batch", "query", "value channel"))
-
-    # Any number of leading dimensions, including none.
-    Q4 = torch.randn(2, 3, Tq, dk, generator=generator)
-    K4 = torch.randn(2, 3, Tk, dk, generator=generator)
-    V4 = torch.randn(2, 3, Tk, dv, generator=generator)
-    out4, _ = _pair(check, call_or_explain(check, attention, Q4, K4, V4,
-                                           what="attention on 4-D inputs (2, 3, T, d)",
-                                           crashes={ONLY_2D: lambda text: works_without_batch(
-                                               attention, Q4, K4, V4)}),
-                    "4-D attention")
-    check.shape(out4, (2, 3, Tq, dv), "out for 4-D inputs")
     check.close(out4, F.scaled_dot_product_attention(Q4, K4, V4), "4-D out agrees with PyTorch's")
-    out2, _ = _pair(check, call_or_explain(check, attention, Q[0], K[0], V[0],
-                                           what="attention on 2-D inputs (T, d)"), "2-D attention")
-    check.shape(out2, (Tq, dv), "out for 2-D inputs (no batch dimension)")
     check.close(out2, F.scaled_dot_product_attention(Q[0], K[0], V[0]),
                 "2-D out (no batch dimension) agrees with PyTorch's")
 
-    # A mask: True = may attend. Every row keeps at least one key.
+    check.clause("mask")
+    # True = may attend. Every row keeps at least one key and forbids at least one.
     mask = torch.tensor([[True, False, True, False, True],
                          [True, True, False, False, False],
                          [False, False, False, True, True]])
-    mask_copy = mask.clone()
-    out_m, weights_m = _pair(check, check.call(attention, Q, K, V, mask=mask), "masked attention")
-    check.expect(bool(torch.equal(mask, mask_copy)), "the mask is left unchanged",
-                 expected="mask unchanged", got="the mask was modified",
-                 likely="the mask was changed in place")
+    out_m, weights_m = call_attention(check, attention, Q, K, V, "masked attention", mask=mask)
     expected_out_m, expected_w_m = _builtin(Q, K, V, mask)
     check.close(weights_m, expected_w_m, "masked weights agree with PyTorch's (mask True = may "
                 "attend)", mistakes=_weight_mistakes(Q, K, mask), dims=QKV_DIMS, diagnoses={
@@ -191,21 +213,19 @@ def check_scaled_dot_product_attention(attention: Callable[..., tuple]) -> None:
     check.close(out_m, expected_out_m,
                 "masked out agrees with F.scaled_dot_product_attention(..., attn_mask=mask)")
     padding = torch.tensor([True, True, True, False, False]).reshape(1, 1, Tk)
-    out_p, weights_p = _pair(check, call_or_explain(check, attention, Q, K, V, mask=padding,
-                                                    what="attention with a (1, 1, Tk) mask"),
-                             "padding mask")
+    out_p, weights_p = call_attention(check, attention, Q, K, V, "attention with a (1, 1, Tk) "
+                                      "mask", mask=padding)
     expected_w_p = _builtin(Q, K, V, padding)[1]
     check.close(weights_p, expected_w_p,
                 "a (1, 1, Tk) padding mask broadcasts over batch and queries",
                 mistakes=_weight_mistakes(Q, K, padding), dims=QKV_DIMS, diagnoses={
                     ZERO_FILL: lambda: _zero_filled(weights_p, expected_w_p, padding)})
     check.close(out_p, _builtin(Q, K, V, padding)[0], "out with a (1, 1, Tk) padding mask")
-
     # A fully masked row: this course's convention is zero weights and a zero output.
     full = mask.clone()
     full[1] = False
-    out_f, weights_f = _pair(check, check.call(attention, Q, K, V, mask=full),
-                             "attention with a fully masked row")
+    out_f, weights_f = call_attention(check, attention, Q, K, V, "attention with a fully masked "
+                                      "row", mask=full)
     expected_out_f, expected_w_f = _builtin(Q, K, V, full)
     nan_row, uniform_row = expected_w_f.clone(), expected_w_f.clone()
     nan_row[:, 1] = float("nan")
@@ -215,109 +235,274 @@ def check_scaled_dot_product_attention(attention: Callable[..., tuple]) -> None:
                 dims=QKV_DIMS)
     check.close(out_f, expected_out_f, "a fully masked query row outputs zeros, the others are "
                 "unaffected", dims=("batch", "query", "value channel"))
+
+    check.clause("large")
+    big = 60 * Q  # scores of a few hundred: exp overflows float32 beyond 88
+    out_l, weights_l = call_attention(check, attention, big, K, V, "attention with large scores")
+    expected_out_l, expected_w_l = _builtin(big, K, V)
+    check.close(weights_l, expected_w_l, "weights for scores in the hundreds", dims=QKV_DIMS,
+                diagnoses={OVERFLOW: lambda: overflowed(weights_l, expected_w_l)})
+    check.close(out_l, expected_out_l, "out for scores in the hundreds")
+
+    check.clause("dtype")
+    check.dtype_follows(attention, Q, K, V, what="attention(Q, K, V, mask=mask)", mask=full)
+    check.clause("device")
+    check.device_follows(attention, Q, K, V, what="attention(Q, K, V, mask=mask)", mask=full)
+
+    check.rule("no_builtin")
+    _, seen = check.call_observed(attention, Q, K, V, mask=mask)
+    check.expect(SDPA_BUILTIN not in seen.calls, "computes the attention itself",
+                 expected="no call of F.scaled_dot_product_attention",
+                 got=f"F.scaled_dot_product_attention called {seen.calls.get(SDPA_BUILTIN)} "
+                     "time(s)",
+                 likely="PyTorch's own attention does the work this exercise asks for (and "
+                        "the self-check compares with it): compute the scores, mask, softmax "
+                        "and weighted sum yourself")
     check.passed()
 
 
 # ---------------------------------------------------------------------------------------------
 
-def _labels_by_counting(X: torch.Tensor, rule: str = ">") -> torch.Tensor:
+def labels_by_counting(X: torch.Tensor, rule: str = ">") -> torch.Tensor:
     """Labels computed row by row in plain Python (1.0 = more 2s than 4s, or another rule)."""
     compare = {">": lambda a, b: a > b, ">=": lambda a, b: a >= b, "<": lambda a, b: a < b,
                "!=": lambda a, b: a != b}[rule]
     return torch.tensor([[float(compare(row.count(2), row.count(4)))] for row in X.tolist()])
 
 
+def batch_pair(check: SelfCheck, result: Any, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (X, y) pair a make_batch call returned, as tensors."""
+    check.expect(isinstance(result, tuple | list) and len(result) == 2,
+                 f"{what} returns a pair (X, y)", expected="a tuple (X, y)", got=describe(result))
+    X, y = result
+    return check.tensor(X, f"X of {what}"), check.tensor(y, f"y of {what}")
+
+
+def y_dtype_diagnoses(y: torch.Tensor) -> dict[str, bool]:
+    """The usual wrong dtypes of the labels, each with its fix."""
+    return {
+        "y is float64: nn.BCELoss then fails with \"Found dtype Double but expected Float\"; "
+        "convert the labels with .float()": y.dtype == torch.float64,
+        "y holds booleans (the comparison itself): convert it with .float()":
+            y.dtype == torch.bool,
+        "y holds integers: BCELoss needs float labels, convert with .float()":
+            not y.dtype.is_floating_point and y.dtype != torch.bool,
+    }
+
+
+SAME_SEED = ("make_batch gives different batches for the same seed: it draws from a generator "
+             "PyTorch's seed does not reach (NumPy's or Python's random); use torch.randint")
+RESEEDS = ("make_batch gives the same batch whatever the global seed: it reseeds the generator "
+           "itself (torch.manual_seed or set_seed inside) or uses a fixed generator of its own; "
+           "draw from the global generator and seed once, outside")
+
+
+def check_randomness(check: SelfCheck, make_batch: Callable[..., tuple], seeds: tuple[int, int],
+                     N: int) -> None:
+    """Same global seed, same batch; two seeds, two batches (the "randomness" clause)."""
+    first = check.call_seeded(seeds[0], make_batch, N)[0]
+    again = check.call_seeded(seeds[0], make_batch, N)[0]
+    other = check.call_seeded(seeds[1], make_batch, N)[0]
+    check.expect(bool(torch.equal(torch.as_tensor(first), torch.as_tensor(again))),
+                 "the same global seed gives the same batch",
+                 expected=f"make_batch({N}) twice after torch.manual_seed({seeds[0]}): the same X",
+                 got="two different batches", likely=SAME_SEED)
+    check.expect(not torch.equal(torch.as_tensor(first), torch.as_tensor(other)),
+                 "two global seeds give two different batches",
+                 expected=f"make_batch({N}) after seeds {seeds[0]} and {seeds[1]}: different X",
+                 got="the same batch twice", likely=RESEEDS)
+
+
 def check_make_batch(make_batch: Callable[..., tuple]) -> None:
-    """Shapes, dtypes, digit range, labels that agree with the rows, randomness."""
+    """Shapes, dtypes, digit range, labels that agree with the rows, arguments, randomness."""
     check = SelfCheck("make_batch")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(22)
-        result = check.call(make_batch, 2000)
-        check.expect(isinstance(result, tuple | list) and len(result) == 2,
-                     "returns a pair (X, y)", expected="a tuple (X, y)", got=describe(result))
-        X, y = result
-        check.tensor(X, "X")
-        check.tensor(y, "y")
-        check.shape(X, (2000, 10), "X for make_batch(2000)")
-        check.expect(tuple(y.shape) == (2000, 1), "y for make_batch(2000) has shape (2000, 1)",
-                     expected="shape (2000, 1)", got=f"shape {tuple(y.shape)}", diagnoses={
-                         "y has no column axis: keep the summed axis (keepdim=True) or reshape "
-                         "y to (N, 1)": tuple(y.shape) == (2000,)})
-        check.expect(X.dtype == torch.int64, "X holds integers (int64)", expected="torch.int64",
-                     got=str(X.dtype))
-        check.expect(y.dtype.is_floating_point, "y is a float tensor", expected="a float dtype",
-                     got=str(y.dtype))
-        digits = set(X.unique().tolist())
-        check.expect(digits == set(range(10)), "the digits are exactly 0, 1, ..., 9",
-                     expected="all of 0..9 and nothing else", got=f"digits {sorted(digits)}",
-                     diagnoses={
-                         "there is no 9: torch.randint's upper bound is excluded, so draw "
-                         "with randint(0, 10, ...)": digits == set(range(9)),
-                         "there is no 0: the digits start at 0, randint(0, 10, ...)":
-                             digits == set(range(1, 10))})
-        counts = torch.bincount(X.flatten(), minlength=10).float() / X.numel()
-        check.expect(bool((counts > 0.07).all() and (counts < 0.13).all()),
-                     "all ten digits appear about equally often",
-                     expected="each digit in about 10% of places",
-                     got="shares " + ", ".join(f"{d}: {c:.2f}" for d, c in enumerate(counts)))
-        labels = _labels_by_counting(X)
-        wrong = (y.reshape(-1).float() != labels.reshape(-1)).nonzero()
-        i = int(wrong[0]) if len(wrong) else 0
-        row = X[i].tolist()
-        y_flat = y.reshape(-1, 1).float()
-        check.expect(len(wrong) == 0, "labels say whether a row has more 2s than 4s",
-                     expected=f"y = {float(labels[i]):.0f} for row {i}, {row} "
-                              f"({row.count(2)} twos, {row.count(4)} fours)",
-                     got=f"y = {float(y.reshape(-1)[i]):.0f} ({len(wrong)} wrong labels of 2000)",
-                     diagnoses={
-                         "ties (as many 2s as 4s) were labelled 1: only strictly more 2s "
-                         "than 4s is a yes": lambda: torch.equal(y_flat,
-                                                                 _labels_by_counting(X, ">=")),
-                         "the comparison is the wrong way round (more 4s than 2s)":
-                             lambda: torch.equal(y_flat, _labels_by_counting(X, "<")),
-                         "the label is 1 whenever the counts differ, not only when the 2s win":
-                             lambda: torch.equal(y_flat, _labels_by_counting(X, "!=")),
-                     })
-        X_short, y_short = check.call(make_batch, 7, T=4)
-        check.shape(torch.as_tensor(X_short), (7, 4), "X for make_batch(7, T=4)",
+    N = 2000
+
+    check.clause("shape")
+    X, y = batch_pair(check, check.call_seeded(22, make_batch, N), f"make_batch({N})")
+    check.shape(X, (N, 10), f"X of make_batch({N})")
+    check.expect(tuple(y.shape) == (N, 1), f"y of make_batch({N}) has shape ({N}, 1)",
+                 expected=f"shape ({N}, 1)", got=f"shape {tuple(y.shape)}", diagnoses={
+                     "y has no column axis: keep the summed axis (keepdim=True) or reshape "
+                     "y to (N, 1)": tuple(y.shape) == (N,)})
+
+    check.clause("dtype")
+    check.expect(X.dtype == torch.int64, "X holds integers (int64)", expected="torch.int64",
+                 got=str(X.dtype), diagnoses={
+                     "X holds floats: draw the digits with torch.randint, which gives int64, "
+                     "and keep them integers (nn.Embedding needs them)": X.is_floating_point()})
+    check.expect(y.dtype == torch.float32, "y is float32 (what nn.BCELoss expects)",
+                 expected="torch.float32", got=str(y.dtype), diagnoses=y_dtype_diagnoses(y))
+
+    check.clause("values")
+    digits = set(X.unique().tolist())
+    check.expect(digits == set(range(10)), "the digits are exactly 0, 1, ..., 9",
+                 expected="all of 0..9 and nothing else", got=f"digits {sorted(digits)}",
+                 diagnoses={
+                     "there is no 9: torch.randint's upper bound is excluded, so draw "
+                     "with randint(0, 10, ...)": digits == set(range(9)),
+                     "there is no 0: the digits start at 0, randint(0, 10, ...)":
+                         digits == set(range(1, 10))})
+    counts = torch.bincount(X.flatten(), minlength=10).double() / X.numel()
+    check.expect(bool((counts > 0.07).all() and (counts < 0.13).all()),
+                 "all ten digits appear about equally often",
+                 expected="each digit in about 10% of places",
+                 got="shares " + ", ".join(f"{d}: {c:.2f}" for d, c in enumerate(counts)))
+    labels = labels_by_counting(X)
+    y_flat = y.reshape(-1, 1).double()
+    wrong = (y_flat != labels).reshape(-1).nonzero()
+    i = int(wrong[0]) if len(wrong) else 0
+    row = X[i].tolist()
+    check.expect(len(wrong) == 0, "labels say whether a row has more 2s than 4s",
+                 expected=f"y = {float(labels[i]):.0f} for row {i}, {row} "
+                          f"({row.count(2)} twos, {row.count(4)} fours)",
+                 got=f"y = {float(y_flat[i]):.0f} ({len(wrong)} wrong labels of {N})",
+                 diagnoses={
+                     "ties (as many 2s as 4s) were labelled 1: only strictly more 2s "
+                     "than 4s is a yes": lambda: torch.equal(y_flat, labels_by_counting(X, ">=")),
+                     "the comparison is the wrong way round (more 4s than 2s)":
+                         lambda: torch.equal(y_flat, labels_by_counting(X, "<")),
+                     "the label is 1 whenever the counts differ, not only when the 2s win":
+                         lambda: torch.equal(y_flat, labels_by_counting(X, "!=")),
+                 })
+
+    check.clause("arguments")
+    for args, kwargs in (((7,), {"T": 4}), ((1, 3), {})):
+        n, t = args[0], kwargs.get("T", args[-1])
+        what = "make_batch(" + ", ".join([*map(str, args), *(f"{k}={v}" for k, v in
+                                                            kwargs.items())]) + ")"
+        X_a, y_a = batch_pair(check, check.call_seeded(23, make_batch, *args, **kwargs), what)
+        check.shape(X_a, (n, t), f"X of {what}",
                     likely="T is ignored: the sequences must have T digits, not always 10"
-                    if tuple(torch.as_tensor(X_short).shape) == (7, 10) else None)
-        check.shape(torch.as_tensor(y_short), (7, 1), "y for make_batch(7, T=4)")
-        X_again, _ = check.call(make_batch, 2000)
-        check.expect(not torch.equal(X, X_again), "two calls give different batches",
-                     expected="fresh random digits on every call", got="the same batch twice",
-                     likely="make_batch reseeds the generator: call set_seed outside, once")
+                    if tuple(X_a.shape) == (n, 10) else None)
+        check.shape(y_a, (n, 1), f"y of {what}")
+        check.expect(bool(torch.equal(y_a.reshape(-1, 1).double(), labels_by_counting(X_a))),
+                     f"the labels of {what} agree with its rows",
+                     expected="1.0 exactly where a row has more 2s than 4s",
+                     got=f"X = {X_a.tolist()}, y = {y_a.reshape(-1).tolist()}")
+
+    check.clause("randomness")
+    check_randomness(check, make_batch, (5, 6), 50)
     check.passed()
 
 
 # ---------------------------------------------------------------------------------------------
 
-def check_SingleQueryAttention(model_class: type[nn.Module]) -> None:
-    """Members, shapes, attention as a distribution over positions, agreement with PyTorch."""
-    check = SelfCheck("SingleQueryAttention")
-    with torch.random.fork_rng(devices=[]):
-        model = check.call(model_class)
-    check.expect(isinstance(model, nn.Module), "SingleQueryAttention() is an nn.Module",
-                 expected="an nn.Module", got=describe(model))
-    for name in ("embed", "query", "to_key", "to_value", "readout"):
-        check.expect(hasattr(model, name), f"the model has a member `{name}`",
-                     expected=f"self.{name}", got="no such attribute")
+GRADIENT_CUT = ("the result is right but the gradient is cut on its way: a .detach(), "
+                "torch.no_grad() or a NumPy round trip inside the model")
+EMBEDS_AGAIN = ("attention embeds its input again: it receives the embeddings e, not the "
+                "digits")
+SINGLE_QUERY_CRASHES = {EMBEDS_AGAIN: lambda text: "indices" in text,
+                        BMM: lambda text: "3D" in text or "bmm" in text}
+HARD_CODED_SCALE = ("the scores were divided by a fixed 4 (the square root of the default "
+                    "d_att = 16): divide by sqrt(d_att) of this model")
+
+
+def single_query_scores(model: nn.Module, e: torch.Tensor, scale: float | None = None
+                        ) -> torch.Tensor:
+    """query · key * scale for every position, (N, 1, T), in float64 (default scale
+    1/sqrt(d_att))."""
+    with torch.no_grad():
+        keys = model.to_key(e).double()  # (N, T, d_att)
+        query = model.query.double().reshape(-1)
+    scale = query.numel() ** -0.5 if scale is None else scale
+    return (keys @ query * scale).unsqueeze(1)
+
+
+def single_query_weights(model: nn.Module, e: torch.Tensor, scale: float | None = None
+                         ) -> torch.Tensor:
+    """softmax(query · key * scale) over the positions, (N, 1, T), in float64."""
+    return torch.softmax(single_query_scores(model, e, scale), dim=-1)
+
+
+def readout_layers(model: nn.Module) -> list[str]:
+    """The types of the readout's layers, in order."""
+    readout = getattr(model, "readout", None)
+    if not isinstance(readout, nn.Module):
+        return []
+    return [m._get_name() for m in readout.children()] or [readout._get_name()]
+
+
+def check_members(check: SelfCheck, model: Any, d_embed: int, d_att: int, d_hidden: int,
+                  what: str, diagnoses: Mapping[str, Any] | None = None) -> None:
+    """The members the table prescribes, with the sizes of this model."""
+    check.expect(isinstance(model, nn.Module), f"{what} is an nn.Module", expected="an nn.Module",
+                 got=describe(model))
+    missing = [name for name in ("embed", "query", "to_key", "to_value", "readout")
+               if not hasattr(model, name)]
+    check.expect(not missing, f"{what} has the members embed, query, to_key, to_value, readout",
+                 expected="all five", got=f"no {', '.join(missing)}")
     check.expect(any(p is model.query for p in model.parameters()),
                  "the query is a learnable parameter", expected="model.query in model.parameters()",
                  got=describe(model.query),
                  likely="the query is a plain tensor, so training never changes it: wrap it, "
                         "nn.Parameter(...)")
-    last = list(model.readout.modules())[-1] if isinstance(model.readout, nn.Module) else None
-    check.expect(isinstance(last, nn.Sigmoid), "the readout ends with nn.Sigmoid()",
+    layers = readout_layers(model)
+    check.expect(bool(layers) and layers[-1] == "Sigmoid", "the readout ends with nn.Sigmoid()",
                  expected="nn.Sequential(..., nn.Sigmoid())", got=describe(model.readout),
                  likely="the readout does not end with nn.Sigmoid(), so model(x) is not a "
                         "probability")
+    embed, to_key, to_value = model.embed, model.to_key, model.to_value
+    readout = list(model.readout.children())
+    sizes = {
+        "embed": (getattr(embed, "num_embeddings", None), getattr(embed, "embedding_dim", None)),
+        "query": tuple(model.query.shape),
+        "to_key": (getattr(to_key, "in_features", None), getattr(to_key, "out_features", None)),
+        "to_value": (getattr(to_value, "in_features", None),
+                     getattr(to_value, "out_features", None)),
+        "readout": tuple(layers),
+        "readout sizes": (getattr(readout[0], "in_features", None),
+                          getattr(readout[0], "out_features", None),
+                          getattr(readout[-2], "in_features", None),
+                          getattr(readout[-2], "out_features", None)) if len(readout) > 1 else (),
+    }
+    wanted = {"embed": (10, d_embed), "query": (1, d_att), "to_key": (d_embed, d_att),
+              "to_value": (d_embed, 1), "readout": ("Linear", "Tanh", "Linear", "Sigmoid"),
+              "readout sizes": (1, d_hidden, d_hidden, 1)}
+    wrong = [name for name in wanted if sizes[name] != wanted[name]]
+    check.expect(not wrong, f"the members of {what} are as the table says",
+                 expected=f"Embedding(10, {d_embed}), query (1, {d_att}), Linear({d_embed}, "
+                          f"{d_att}), Linear({d_embed}, 1), readout Linear(1, {d_hidden}), "
+                          f"Tanh, Linear({d_hidden}, 1), Sigmoid",
+                 got="; ".join(f"{name} {sizes[name]}" for name in wrong),
+                 where=f"{', '.join(wrong)} differ", diagnoses=diagnoses)
+
+
+def check_query_init(check: SelfCheck, wide: nn.Module) -> None:
+    """The query of a model with d_att = 4096 has standard normal entries (the "init" clause)."""
+    query = torch.as_tensor(wide.query).detach().double()
+    mean, std = float(query.mean()), float(query.std())
+    check.expect(abs(mean) < 0.1 and 0.9 < std < 1.1,
+                 "the query starts with standard normal entries (torch.randn)",
+                 expected=f"mean about 0, standard deviation about 1 (d_att = {query.numel()})",
+                 got=f"mean {mean:.3f}, standard deviation {std:.3f}", diagnoses={
+                     "the query starts at zero: every position then gets the same weight; "
+                     "draw it with torch.randn": std == 0,
+                     "the query is drawn uniformly from [0, 1) (torch.rand): use torch.randn, "
+                     "a standard normal": abs(mean - 0.5) < 0.05 and abs(std - 0.289) < 0.03,
+                     "the query's entries are scaled down: torch.randn(1, d_att) as it is":
+                         abs(mean) < 0.1 and 0 < std < 0.9})
+
+
+def check_SingleQueryAttention(model_class: type[nn.Module]) -> None:
+    """Members, initial query, shapes, attention as a distribution over positions, agreement
+    with PyTorch, non-default sizes, gradients."""
+    check = SelfCheck("SingleQueryAttention")
+
+    check.clause("members")
+    model = check.call_seeded(23, model_class)
+    check_members(check, model, 16, 16, 32, "SingleQueryAttention()", diagnoses={
+        "the default arguments were changed: d_embed=16, d_att=16, d_hidden=32":
+            lambda: tuple(model.query.shape) != (1, 16)
+            and tuple(model.query.shape) == (1, model.embed.embedding_dim)})
+
     generator = torch.Generator().manual_seed(23)
     N, T = 4, 7
     x = torch.randint(0, 10, (N, T), generator=generator)
-    e = model.embed(x)
-    a = check.tensor(call_or_explain(check, model.attention, e, what="model.attention(e)"),
-                     "attention(e)")
+    e = model.embed(x).detach()
+    check.clause("attention")
+    with crash_causes(check, SINGLE_QUERY_CRASHES):
+        a = check.tensor(check.call(model.attention, e), "attention(e)")
     check.expect(tuple(a.shape) == (N, 1, T), f"attention(e) for e of shape (4, 7, d_embed) has "
                  f"shape {(N, 1, T)}", expected=f"shape {(N, 1, T)}", got=f"shape {tuple(a.shape)}",
                  diagnoses={"the weights come out as (N, T, 1): move the positions to the last "
@@ -328,43 +513,78 @@ def check_SingleQueryAttention(model_class: type[nn.Module]) -> None:
                  expected="weights summing to 1 over the 7 positions", got=describe(sums),
                  diagnoses={"the softmax ran over the axis of size 1 (the query axis), which "
                             "makes every weight 1: take it over the T positions":
-                            lambda: bool(torch.allclose(a, torch.ones_like(a)))})
-    keys = model.to_key(e)
-    q = model.query.reshape(1, 1, -1).expand(N, 1, -1)
-    values = model.to_value(e)
-    check.close(a, _builtin(q, keys, values)[1],
-                "attention agrees with PyTorch's scaled dot product (softmax of q·k/√d_att)",
+                            lambda: bool(torch.allclose(a, torch.ones_like(a))),
+                            "the weights were returned before the softmax (the scores)":
+                            lambda: bool(torch.allclose(a.double(), single_query_scores(
+                                model, e), atol=1e-5))})
+    check.close(a, single_query_weights(model, e),
+                "attention agrees with softmax(query · key / √d_att) over the positions",
                 mistakes={"the scores were not divided by sqrt(d_att)":
-                          _builtin(q, keys, values, scale=1.0)[1],
+                          single_query_weights(model, e, scale=1.0),
                           "the scores were divided by d_att instead of sqrt(d_att)":
-                          _builtin(q, keys, values, scale=1.0 / q.shape[-1])[1]})
+                          single_query_weights(model, e, scale=1.0 / 16)})
+
+    check.clause("values")
+    values = model.to_value(e)
     v = check.tensor(check.call(model.values, e), "values(e)")
     check.expect(tuple(v.shape) == (N, T, 1), "values(e) has shape (N, T, 1)",
                  expected=f"shape {(N, T, 1)}", got=f"shape {tuple(v.shape)}",
                  diagnoses={"the values lost their last axis: keep it, (N, T, 1)":
                             tuple(v.shape) == (N, T)})
     check.close(v, values, "values(e) = to_value(e)")
+
+    check.clause("forward")
     p = check.tensor(check.call(model, x), "model(x)")
     check.shape(p, (N, 1), "model(x) for x of shape (4, 7)")
-    attended = _builtin(q, keys, values)[0].reshape(N, 1)
-    mistakes = {"forward skips the readout": attended,
-                "forward ignores the attention: a plain mean of the values":
-                    model.readout(values.mean(1)),
-                "forward sums the values instead of weighting them by the attention":
-                    model.readout(values.sum(1)),
-                "the sigmoid is applied twice (the readout already ends with one)":
-                    torch.sigmoid(model.readout(attended))}
-    check.close(p, model.readout(attended), "model(x) = readout(attention-weighted value)",
-                mistakes=mistakes)
+    with torch.no_grad():
+        weights = single_query_weights(model, e).float()
+        attended = (weights @ values).reshape(N, 1)
+        mistakes = {"forward skips the readout": attended,
+                    "forward ignores the attention: a plain mean of the values":
+                        model.readout(values.mean(1)),
+                    "forward sums the values instead of weighting them by the attention":
+                        model.readout(values.sum(1)),
+                    "the sigmoid is applied twice (the readout already ends with one)":
+                        torch.sigmoid(model.readout(attended))}
+        expected = model.readout(attended)
+    check.close(p, expected, "model(x) = readout(attention-weighted value)", mistakes=mistakes)
+
+    check.clause("arguments")
+    d_embed, d_att, d_hidden = 6, 4, 8
+    small = check.call_seeded(25, model_class, d_embed, d_att, d_hidden)
+    check_members(check, small, d_embed, d_att, d_hidden,
+                  f"SingleQueryAttention({d_embed}, {d_att}, {d_hidden})", diagnoses={
+                      "the constructor arguments were ignored (the sizes are the defaults)":
+                          lambda: tuple(small.query.shape) == (1, 16)})
+    x_small = torch.randint(0, 10, (N, T), generator=generator)
+    e_small = small.embed(x_small).detach()
+    a_small = check.call(small.attention, e_small)
+    check.close(a_small, single_query_weights(small, e_small),
+                f"attention of a model with d_embed={d_embed}, d_att={d_att} (scaled by "
+                f"1/√{d_att})", mistakes={
+                    "the scores were divided by sqrt(d_embed), the embedding width, instead of "
+                    "sqrt(d_att)": single_query_weights(small, e_small, scale=d_embed ** -0.5),
+                    HARD_CODED_SCALE: single_query_weights(small, e_small, scale=0.25)})
+    p_small = check.call(small, x_small)
+    with torch.no_grad():
+        expected_small = small.readout(
+            (single_query_weights(small, e_small).float() @ small.to_value(e_small)).reshape(N, 1))
+    check.close(p_small, expected_small, f"model(x) with d_hidden={d_hidden}")
+
+    check.clause("init")
+    check_query_init(check, check.call_seeded(24, model_class, 2, 4096, 2))
+
+    check.clause("gradients")
+    model.train()
     model.zero_grad()
-    model(x).sum().backward()
+    p = check.call(model, x)
+    if p.requires_grad:  # under torch.no_grad() nothing reaches the parameters (told below)
+        p.sum().backward()
     for name, parameter in (("query", model.query), ("to_key.weight", model.to_key.weight),
                             ("to_value.weight", model.to_value.weight),
                             ("embed.weight", model.embed.weight)):
         grad = parameter.grad
         check.expect(grad is not None and bool(grad.abs().sum() > 0),
                      f"the loss reaches {name} (it gets a gradient)", expected="a gradient",
-                     got="None" if grad is None else "all zeros",
-                     likely="the result is right but the gradient is cut on its way: a "
-                            ".detach(), torch.no_grad() or a NumPy round trip inside the model")
+                     got="None" if grad is None else "all zeros", likely=GRADIENT_CUT)
     check.passed()

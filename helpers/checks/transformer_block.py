@@ -1,4 +1,9 @@
-"""Self-checks for tutorial 04 (the transformer block)."""
+"""Self-checks for tutorial 04 (the transformer block).
+
+References come from PyTorch's own layers (``nn.TransformerEncoderLayer`` holding the
+block's weights), never from a copy of an answer. A likely mistake is named only when the
+result has its signature.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,10 @@ from helpers.checks.framework import SelfCheck, describe
 BATCH_AXIS = ("the table has shape (T, 1, d_model): added to a (B, T, d_model) batch it gives "
               "each *sentence* its own vector instead of each position; return one row per "
               "position, (T, d_model)")
+SQUEEZED = ("the table was squeezed: for T = 1 it lost its position axis; return "
+            "(T, d_model) for every T")
+INTEGERS = ("the table holds integers: make the positions floats before multiplying them by "
+            "the frequencies")
 FREQUENCY_MISTAKES = {
     "the frequency exponent is twice too large: the column index was used where the pair "
     "index i belongs (ω_i = 10000^(-2i/d) with i = column // 2)": lambda i, d: 4 * i / d,
@@ -26,18 +35,28 @@ def _pairs_at_zero(d: int, first: float, second: float) -> torch.Tensor:
     return torch.tensor([first, second] * (d // 2), dtype=torch.float64)
 
 
+def _table(check: SelfCheck, encoding: Callable[[int, int], torch.Tensor], T: int,
+           d: int) -> torch.Tensor:
+    """The student's table for (T, d), checked to be a (T, d) float tensor."""
+    what = f"sinusoidal_positional_encoding({T}, {d})"
+    pe = check.tensor(check.call(encoding, T, d), what)
+    shape = tuple(pe.shape)
+    check.expect(shape == (T, d), f"{what} has shape ({T}, {d})", expected=f"shape ({T}, {d})",
+                 got=f"shape {shape}", diagnoses={BATCH_AXIS: shape == (T, 1, d),
+                                                 SQUEEZED: T == 1 and shape == (d,)})
+    check.expect(pe.is_floating_point(), f"{what} is a float tensor", expected="a float dtype",
+                 got=str(pe.dtype), likely=INTEGERS)
+    return pe.detach().cpu().double()
+
+
 def check_sinusoidal_positional_encoding(encoding: Callable[[int, int], torch.Tensor]) -> None:
     """Shape, sin/cos layout and the frequencies, by properties."""
     check = SelfCheck("sinusoidal_positional_encoding")
     T, d = 10, 8
-    pe = check.tensor(check.call(encoding, T, d), f"sinusoidal_positional_encoding({T}, {d})")
-    check.shape(pe, (T, d), f"sinusoidal_positional_encoding({T}, {d})",
-                likely=BATCH_AXIS if tuple(pe.shape) == (T, 1, d) else None)
-    check.expect(pe.is_floating_point(), "the encoding is a float tensor",
-                 expected="a float dtype", got=str(pe.dtype),
-                 likely="the table holds integers: make the positions floats before "
-                        "multiplying them by the frequencies")
-    pe = pe.detach().cpu().double()
+    check.clause("shape")
+    pe = _table(check, encoding, T, d)
+
+    check.clause("values")
     half = torch.cat([torch.zeros(d // 2), torch.ones(d // 2)]).double()
     check.close(pe[0], _pairs_at_zero(d, 0.0, 1.0),
                 "row 0 (position t = 0) is [0, 1, 0, 1, ...]: sin 0 = 0 on even columns, "
@@ -70,21 +89,32 @@ def check_sinusoidal_positional_encoding(encoding: Callable[[int, int], torch.Te
                 "row 1 (t = 1) is [sin ω_0, cos ω_0, sin ω_1, ...] with ω_i = 10000^(-2i/d)",
                 dims=("column",), mistakes={words: row_one(exponent(i, d))
                                             for words, exponent in FREQUENCY_MISTAKES.items()})
-    wide = torch.as_tensor(check.call(encoding, 40, 32)).detach().cpu().double()
-    check.shape(wide, (40, 32), "sinusoidal_positional_encoding(40, 32)")
+
+    check.clause("arguments")
+    wide = _table(check, encoding, 40, 32)
     similarity = wide @ wide.T
     check.close(torch.diagonal(similarity, offset=3)[:-1], torch.diagonal(similarity, offset=3)[1:],
-                "PE_t · PE_(t+3) is the same for every t (similarity depends on the offset only)")
+                "for T = 40, d_model = 32, PE_t · PE_(t+3) is the same for every t (the "
+                "similarity depends on the offset only)")
+    check.close(wide[39, -2:], torch.tensor([math.sin(39 * 10000.0 ** (-30 / 32)),
+                                             math.cos(39 * 10000.0 ** (-30 / 32))],
+                                            dtype=torch.float64),
+                "for d_model = 32, the last pair turns at ω_15 = 10000^(-30/32)")
+    single = _table(check, encoding, 1, 6)
+    check.close(single[0], _pairs_at_zero(6, 0.0, 1.0), "a single position (T = 1) is row 0")
     check.passed()
 
+
+# ---- TransformerBlock -------------------------------------------------------------------------
 
 def _describe_block_members(block: nn.Module) -> str:
     names = ", ".join(name for name, _ in block.named_children())
     return f"members: {names or 'none'}"
 
 
-def _check_block_members(check: SelfCheck, block: nn.Module, d_model: int, n_heads: int,
-                         d_ff: int) -> None:
+def check_block_members(check: SelfCheck, block: nn.Module, d_model: int, n_heads: int,
+                        d_ff: int, dropout: float) -> None:
+    """The members the text prescribes, with the sizes and the dropout passed in."""
     check.expect(isinstance(block, nn.Module), "TransformerBlock(...) is an nn.Module",
                  expected="an nn.Module", got=describe(block))
     attention = getattr(block, "attention", None)
@@ -99,11 +129,16 @@ def _check_block_members(check: SelfCheck, block: nn.Module, d_model: int, n_hea
                  expected="batch_first=True", got="batch_first=False",
                  likely="without batch_first=True, PyTorch reads our (B, T, d) tensors as "
                         "(T, B, d) and attends across the sentences of the batch")
+    check.expect(math.isclose(attention.dropout, dropout),
+                 f"attention was built with dropout={dropout}",
+                 expected=f"nn.MultiheadAttention(..., dropout={dropout})",
+                 got=f"dropout={attention.dropout}",
+                 likely="the dropout argument was not passed on to nn.MultiheadAttention")
     for name in ("norm_1", "norm_2"):
         norm = getattr(block, name, None)
-        check.expect(isinstance(norm, nn.LayerNorm) and tuple(norm.normalized_shape) == (d_model,),
-                     f"block.{name} is nn.LayerNorm(d_model)", expected=f"nn.LayerNorm({d_model})",
-                     got=repr(norm))
+        check.expect(isinstance(norm, nn.LayerNorm) and tuple(norm.normalized_shape) == (d_model,)
+                     and norm.elementwise_affine, f"block.{name} is nn.LayerNorm(d_model)",
+                     expected=f"nn.LayerNorm({d_model})", got=repr(norm))
     mlp = getattr(block, "mlp", None)
     layout = (isinstance(mlp, nn.Sequential) and len(mlp) == 3
               and isinstance(mlp[0], nn.Linear) and isinstance(mlp[1], nn.ReLU)
@@ -116,13 +151,20 @@ def _check_block_members(check: SelfCheck, block: nn.Module, d_model: int, n_hea
                  f"the MLP maps {d_model} -> {d_ff} -> {d_model}",
                  expected=f"Linear({d_model}, {d_ff}) then Linear({d_ff}, {d_model})",
                  got=f"Linear({sizes[0]}, {sizes[1]}) then Linear({sizes[2]}, {sizes[3]})")
+    layer = getattr(block, "dropout", None)
+    check.expect(isinstance(layer, nn.Dropout) and math.isclose(layer.p, dropout),
+                 f"block.dropout is nn.Dropout({dropout})", expected=f"nn.Dropout({dropout})",
+                 got=repr(layer), diagnoses={
+                     "block.dropout ignores the dropout argument: nn.Dropout(dropout)":
+                         isinstance(layer, nn.Dropout)})
 
 
-def pytorch_twin(block: nn.Module, d_model: int, n_heads: int, d_ff: int
-                  ) -> nn.TransformerEncoderLayer:
-    """PyTorch's post-norm encoder layer holding a copy of the block's weights."""
-    twin = nn.TransformerEncoderLayer(d_model, n_heads, d_ff, dropout=0.0, activation="relu",
+def pytorch_twin(block: nn.Module, d_model: int, n_heads: int, d_ff: int,
+                 dropout: float = 0.0) -> nn.TransformerEncoderLayer:
+    """PyTorch's post-norm encoder layer holding a copy of the block's weights (in eval mode)."""
+    twin = nn.TransformerEncoderLayer(d_model, n_heads, d_ff, dropout=dropout, activation="relu",
                                       batch_first=True, norm_first=False)
+    twin = twin.to(next(block.parameters()).dtype)
     twin.self_attn.load_state_dict(block.attention.state_dict())
     twin.linear1.load_state_dict(block.mlp[0].state_dict())
     twin.linear2.load_state_dict(block.mlp[2].state_dict())
@@ -133,6 +175,17 @@ def pytorch_twin(block: nn.Module, d_model: int, n_heads: int, d_ff: int
 
 RETURNS_PAIR = ("the block returns nn.MultiheadAttention's pair (output, weights): unpack "
                 "that pair and carry on with the output only")
+DROPOUT_ON_THE_SUM = ("with dropout=1 every token came out the same: dropout acted on the "
+                      "residual sum or on the input, which drops the input too; apply it to "
+                      "each sub-layer's output, before the add")
+DROPOUT_UNUSED = ("self.dropout never acted, only nn.MultiheadAttention's own dropout (on its "
+                  "weights) did: apply self.dropout to the attention's output and to the "
+                  "MLP's output")
+DROPOUT_IN_EVAL = ("dropout also acts in eval mode: use the nn.Dropout layer (or "
+                   "F.dropout(..., training=self.training)), which does nothing in eval mode")
+DROPOUT_RESEEDED = ("the same dropout draws for every seed: the block reseeds the generator "
+                    "(torch.manual_seed in forward) or draws its mask once; nn.Dropout draws "
+                    "afresh on every call")
 
 
 def _twin_variants(block: nn.Module, d_model: int, n_heads: int, d_ff: int
@@ -155,17 +208,30 @@ def _twin_variants(block: nn.Module, d_model: int, n_heads: int, d_ff: int
                 swapped.train()}
 
 
+def _randomise(block: nn.Module, generator: torch.Generator) -> None:
+    """Random weights and biases everywhere, and two clearly different layer norms."""
+    with torch.no_grad():
+        for _, parameter in sorted(block.named_parameters()):
+            parameter.copy_(0.3 * torch.randn(parameter.shape, generator=generator))
+        for norm, scale in ((block.norm_1, 0.5), (block.norm_2, 1.5)):
+            norm.weight.copy_(scale + 0.3 * torch.randn(norm.weight.shape, generator=generator))
+
+
 def check_TransformerBlock(block_class: type[nn.Module]) -> None:
-    """Members as specified; agreement with nn.TransformerEncoderLayer, with and without padding."""
+    """Members as specified; agreement with nn.TransformerEncoderLayer, with and without
+    padding; dropout in training mode only; gradients everywhere."""
     check = SelfCheck("TransformerBlock")
-    d_model, n_heads, d_ff = 16, 4, 32
-    with torch.random.fork_rng(devices=[]):  # leave the notebook's random state alone
-        torch.manual_seed(0)
-        block = check.call(block_class, d_model, n_heads, d_ff)
-    _check_block_members(check, block, d_model, n_heads, d_ff)
-    block.eval()
+    d_model, n_heads, d_ff, p = 16, 4, 24, 0.25
+    check.clause("members")
+    block = check.call_seeded(0, block_class, d_model, n_heads, d_ff)
+    check_block_members(check, block, d_model, n_heads, d_ff, 0.0)
     generator = torch.Generator().manual_seed(4)
+    _randomise(block, generator)
+    block.eval()
     x = torch.randn(3, 7, d_model, generator=generator)
+    twin = pytorch_twin(block, d_model, n_heads, d_ff)
+
+    check.clause("values")
     with torch.no_grad():
         out = check.call(block, x)
         pair = isinstance(out, tuple | list)
@@ -176,32 +242,19 @@ def check_TransformerBlock(block_class: type[nn.Module]) -> None:
                                 and tuple(out[0].shape) == tuple(x.shape)})
         out = check.tensor(out, "block(x)")
         check.shape(out, tuple(x.shape), "block(x)")
-        mean, std = out.mean(dim=-1), out.std(dim=-1, unbiased=False)
-        fresh = {words: layer(x) for words, layer in
-                 _twin_variants(block, d_model, n_heads, d_ff).items()}
-        check.close(torch.stack([mean, std]), torch.stack([torch.zeros_like(mean),
-                                                           torch.ones_like(std)]),
-                    "with fresh LayerNorms, every output token has mean 0 and std 1 (the last "
-                    "step of a post-norm block is a norm)", atol=1e-3, rtol=1e-3,
-                    diagnoses={words: (lambda wrong=wrong: bool(torch.allclose(out, wrong,
-                                                                               atol=1e-4)))
-                               for words, wrong in fresh.items()})
-        # Make the two norms different, so that using one in place of the other shows.
-        for norm, scale in ((block.norm_1, 0.5), (block.norm_2, 1.5)):
-            norm.weight.copy_(scale + 0.3 * torch.randn(d_model, generator=generator))
-            norm.bias.copy_(0.3 * torch.randn(d_model, generator=generator))
-        twin = pytorch_twin(block, d_model, n_heads, d_ff)
         variants = _twin_variants(block, d_model, n_heads, d_ff)
-        check.close(check.call(block, x), twin(x),
-                    "agrees with nn.TransformerEncoderLayer(norm_first=False) holding the same "
-                    "weights", mistakes={words: layer(x) for words, layer in
-                                         variants.items()}, atol=1e-4,
+        check.close(out, twin(x),
+                    "in eval mode, agrees with nn.TransformerEncoderLayer(norm_first=False) "
+                    "holding the same weights", mistakes={words: layer(x) for words, layer in
+                                                          variants.items()}, atol=1e-4,
                     dims=("batch", "position", "channel"))
+
+        check.clause("padding")
         lengths = torch.tensor([7, 4, 2])
         padding_mask = torch.arange(7)[None, :] >= lengths[:, None]
         real = ~padding_mask
         out = check.call(block, x, padding_mask=padding_mask)
-        check.shape(out, tuple(x.shape), "block(x, padding_mask)")
+        check.shape(out, tuple(x.shape), "block(x, padding_mask=mask)")
         reference = twin(x, src_key_padding_mask=padding_mask)
         check.close(out[real], reference[real],
                     "with a padding mask, agrees with nn.TransformerEncoderLayer at the real tokens",
@@ -211,35 +264,91 @@ def check_TransformerBlock(block_class: type[nn.Module]) -> None:
                         "the padding mask is inverted: True already means padding in "
                         "key_padding_mask": twin(x, src_key_padding_mask=~padding_mask)[real],
                     }, atol=1e-4)
+        positional = check.call(block, x, padding_mask)
+        check.close(positional[real], reference[real],
+                    "the padding mask also works as the second positional argument", atol=1e-4)
         noisy = x.clone()
         noisy[padding_mask] = 100.0
         check.close(check.call(block, noisy, padding_mask=padding_mask)[real], out[real],
                     "changing the padded inputs does not change the real tokens' outputs",
                     atol=1e-4)
+
+        check.clause("members")
+        dropping = check.call_seeded(0, block_class, d_model, n_heads, d_ff, dropout=p)
+        check_block_members(check, dropping, d_model, n_heads, d_ff, p)
+        dropping.load_state_dict(block.state_dict())
+
+        check.clause("dropout")
+        dropping.eval()
+        eval_1, eval_2 = (check.call_seeded(seed, dropping, x) for seed in (1, 2))
+        check.close(eval_1, twin(x), f"with dropout={p}, in eval mode the block computes the "
+                    "same output as without dropout", atol=1e-4,
+                    diagnoses={DROPOUT_IN_EVAL: lambda: not torch.allclose(eval_1, eval_2)})
+        dropping.train()
+        train_1, again, train_2 = (check.call_seeded(seed, dropping, x) for seed in (1, 1, 2))
+        check.close(again, train_1, "in training mode, the same seed gives the same output")
+        check.expect(not torch.allclose(train_1, train_2, atol=1e-5),
+                     "in training mode, two seeds give different outputs (dropout draws afresh)",
+                     expected="different outputs for seeds 1 and 2", got="the same output",
+                     likely=DROPOUT_RESEEDED)
+        full = check.call_seeded(0, block_class, d_model, n_heads, d_ff, dropout=1.0)
+        full.load_state_dict(block.state_dict())
+        full.train()
+        dropped = check.call_seeded(3, full, x)
+        # what nn.MultiheadAttention's own dropout alone leaves: its weights all dropped
+        inside = twin.norm1(x + twin.self_attn.out_proj.bias)
+        inside = twin.norm2(inside + twin.linear2(twin.activation(twin.linear1(inside))))
+        check.close(dropped, twin.norm2(twin.norm1(x)),
+                    "with dropout=1 in training mode both sub-layer outputs are dropped: the "
+                    "block returns norm_2(norm_1(x))", atol=1e-4,
+                    mistakes={DROPOUT_UNUSED: inside}, diagnoses={
+                        DROPOUT_ON_THE_SUM: lambda: bool(
+                            (dropped - dropped[:1, :1]).abs().amax() < 1e-4)})
+
+    check.clause("gradients")
+    block.train()
+    weights = torch.randn(x.shape, generator=generator)
+    (check.call(block, x, padding_mask=padding_mask) * weights).sum().backward()
+    missing = [name for name, parameter in block.named_parameters()
+               if parameter.grad is None or not bool(parameter.grad.abs().sum() > 0)]
+    check.expect(not missing, "in training mode, every parameter gets a gradient",
+                 expected="a nonzero gradient for every parameter",
+                 got=f"none for {', '.join(missing[:4])}",
+                 likely="part of the block is cut off from the gradient (.detach(), "
+                        "torch.no_grad() or .data in forward): training would never change it")
     check.passed()
 
+
+# ---- mean_pool --------------------------------------------------------------------------------
 
 def check_mean_pool(mean_pool: Callable[..., torch.Tensor]) -> None:
     """Agreement with a plain mean without a mask; padding ignored and true lengths used."""
     check = SelfCheck("mean_pool")
     generator = torch.Generator().manual_seed(5)
     h = torch.randn(3, 6, 4, generator=generator) + 0.5
-    out = check.tensor(check.call(mean_pool, h.clone()), "mean_pool(h)")
+    lengths = torch.tensor([6, 3, 1])
+    padding_mask = torch.arange(6)[None, :] >= lengths[:, None]
+
+    check.clause("shape")
+    out = check.tensor(check.call(mean_pool, h), "mean_pool(h)")
     check.expect(tuple(out.shape) == (3, 4), "mean_pool(h) for h (3, 6, 4) has shape (3, 4)",
                  expected="shape (3, 4)", got=f"shape {tuple(out.shape)}", diagnoses={
                      "averaged over the features (the last axis) instead of time (dim=1)":
                          tuple(out.shape) == (3, 6),
                      "averaged over the batch (dim=0) instead of time (dim=1)":
                          tuple(out.shape) == (6, 4)})
+    one = check.tensor(check.call(mean_pool, h[1:2], padding_mask[1:2]),
+                       "mean_pool(h, padding_mask) for a batch of one")
+    check.shape(one, (1, 4), "mean_pool(h, padding_mask) for a batch of one, h (1, 6, 4)",
+                likely="the batch axis was squeezed away: keep (B, d) even for B = 1"
+                if tuple(one.shape) == (4,) else None)
+
+    check.clause("values")
     check.close(out, h.mean(dim=1), "without a mask, agrees with h.mean(dim=1)",
                 mistakes={"summed over time instead of averaging": h.sum(dim=1)})
-    lengths = torch.tensor([6, 3, 1])
-    padding_mask = torch.arange(6)[None, :] >= lengths[:, None]
-    original = h.clone()
+
+    check.clause("padding")
     out = check.tensor(check.call(mean_pool, h, padding_mask), "mean_pool(h, padding_mask)")
-    check.close(h, original, "mean_pool leaves h unchanged",
-                likely="h was changed in place (e.g. masked_fill_): work on a new tensor",
-                dims=("sequence", "position", "feature"))
     check.shape(out, (3, 4), "mean_pool(h, padding_mask)")
     check.close(out[2], h[2, 0], "a sequence of length 1 gets its only real vector",
                 dims=("feature",), mistakes={
@@ -251,10 +360,18 @@ def check_mean_pool(mean_pool: Callable[..., torch.Tensor]) -> None:
     check.close(out[1], h[1, :3].mean(dim=0), "a sequence of length 3 gets the mean of its "
                 "first three vectors")
     check.close(out[0], h[0].mean(dim=0), "a sequence without padding gets its plain mean")
+    left = padding_mask.flip(1)  # the same lengths, padded at the start
+    check.close(check.call(mean_pool, h, left)[1], h[1, 3:].mean(dim=0),
+                "padding at the start: a sequence of length 3 gets the mean of its last three",
+                mistakes={"the first L positions were taken as the real ones; use the mask "
+                          "itself, wherever the padding is": h[1, :3].mean(dim=0)})
     noisy = h.clone()
     noisy[padding_mask] = 1000.0
     check.close(check.call(mean_pool, noisy, padding_mask), out,
                 "changing the padded vectors does not change the result")
-    check.close(check.call(mean_pool, h.clone(), torch.zeros(3, 6, dtype=torch.bool)), h.mean(dim=1),
+    check.close(check.call(mean_pool, h, torch.zeros(3, 6, dtype=torch.bool)), h.mean(dim=1),
                 "a mask without any padding gives the plain mean")
+
+    check.clause("dtype")
+    check.dtype_follows(mean_pool, h, padding_mask, what="mean_pool(h, padding_mask)")
     check.passed()

@@ -284,6 +284,30 @@ def plot_position_similarity(model: VisionTransformer, patches: Sequence[int] = 
     plt.show()
 
 
+@torch.no_grad()
+def position_similarity_summary(model: VisionTransformer) -> dict[str, float]:
+    """Mean cosine similarity of the learned patch positions: between neighbouring patches
+    (one step along a row or a column of the grid), between all other pairs, and between
+    the four corners; printed rounded to one decimal, and returned."""
+    positions = model.embed.positions.detach().cpu().double()[0, 1:]
+    side = math.isqrt(len(positions))
+    unit = positions / positions.norm(dim=-1, keepdim=True)
+    similarity = unit @ unit.T
+    index = torch.arange(side * side)
+    rows, columns = index // side, index % side
+    steps = (rows[:, None] - rows[None]).abs() + (columns[:, None] - columns[None]).abs()
+    corners = torch.tensor([0, side - 1, side * (side - 1), side * side - 1])
+    corner_pairs = similarity[corners][:, corners][~torch.eye(4, dtype=torch.bool)]
+    summary = {"neighbours": float(similarity[steps == 1].mean()),
+               "further apart": float(similarity[steps > 1].mean()),
+               "corners": float(corner_pairs.mean())}
+    shown = {name: round(value, 1) + 0.0 for name, value in summary.items()}  # no "-0.0"
+    print(f"mean cosine similarity of the positions of neighbouring patches: "
+          f"{shown['neighbours']:+.1f}, of patches further apart: {shown['further apart']:+.1f}, "
+          f"of the four corner patches with each other: {shown['corners']:+.1f}")
+    return summary
+
+
 # ---- Section 3: where a preference comes from -------------------------------------------------
 
 # How much each occupation leans towards "she" (+1), towards "he" (-1) or neither (0) in the
@@ -475,6 +499,12 @@ def plot_pair(model: nn.Module, sequence_log_prob: Callable[..., torch.Tensor], 
     plt.show()
     preferred = first if float(running[0, -1]) > float(running[1, -1]) else second
     print(f"the model prefers: {preferred!r}")
+    gap = (running[0] - running[1]).double()
+    split = int((gap.abs() > 1e-6).int().argmax())  # the first word where the curves part
+    if gap.abs().max() > 1e-6:
+        drift = float((gap[split:] - gap[split]).abs().max())
+        print(f"the curves part at {words[split]!r}; the words after it change the gap between "
+              f"them by {'less' if drift < 0.3 else 'more'} than 0.3")
 
 
 @uses_student_code

@@ -6,6 +6,7 @@ import math
 import timeit
 from collections.abc import Callable, Sequence
 
+import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -17,6 +18,33 @@ from helpers.training import single_thread, train_next_token
 from helpers.widgets import progress_bar, slider_demo, widget_frontend_available
 
 TensorFn = Callable[[torch.Tensor], torch.Tensor]
+# 0 (not allowed) white, 1 (allowed) a mid grey: the tick labels stay readable on it.
+ALLOWED_COLOURS = mpl.colors.ListedColormap(["#ffffff", "#8c8c8c"])
+
+
+# Where the course style's tight layout puts the panels of each figure, measured once: a
+# figure of many small panels spends about half of its drawing time finding these numbers.
+LAYOUTS: dict[str, dict[str, float]] = {
+    "sequence_and_pattern": dict(left=0.074, right=0.975, bottom=0.167, top=0.900, wspace=0.14),
+    "matmul_sums": dict(left=0.060, right=0.961, bottom=0.225, top=0.894, wspace=0.34),
+    "masking_steps": dict(left=0.039, right=0.976, bottom=0.158, top=0.905, wspace=0.22),
+    "causal_weights": dict(left=0.050, right=0.977, bottom=0.150, top=0.910, wspace=0.16),
+    "scaling": dict(left=0.049, right=0.990, bottom=0.158, top=0.905, wspace=0.18),
+    "toy_model": dict(left=0.070, right=0.990, bottom=0.129, top=0.957, wspace=0.34,
+                      hspace=0.47),
+    "queries_and_keys": dict(left=0.066, right=0.978, bottom=0.354, top=0.905, wspace=0.68),
+    "positions": dict(left=0.064, right=0.981, bottom=0.167, top=0.900, wspace=0.13),
+    "head_size_sweep": dict(left=0.060, right=0.986, bottom=0.158, top=0.905, wspace=0.16),
+    "head_size_demo": dict(left=0.074, right=0.983, bottom=0.143, top=0.953, wspace=0.35,
+                           hspace=0.55),
+    "attention_kinds": dict(left=0.063, right=0.987, bottom=0.310, top=0.918, wspace=0.33),
+}
+
+
+def _place(fig: plt.Figure, layout: str) -> None:
+    """Put the panels where :data:`LAYOUTS` says, instead of laying the figure out anew."""
+    fig.set_layout_engine("none")
+    fig.subplots_adjust(**LAYOUTS[layout])
 
 
 # ---- Section 1-3: sequences of tokens and who may talk to whom -----------------------------
@@ -45,9 +73,11 @@ def plot_sequence_and_pattern(x: torch.Tensor, batch: int = 0) -> None:
     left.set(title=f"Sequence {batch}: one vector per token", xlabel="position $t$",
              ylabel="value $x_{t,c}$")
     left.legend()
-    heatmap(right, causal_pattern(T).float(), title="Who may read whom (1 = allowed)",
-             xlabel="key position $s$ (read from)", ylabel="query position $t$ (reads)",
-             cmap="Greys", vmin=0, vmax=1.4, colorbar_label="allowed")
+    allowed_ticks(heatmap(right, causal_pattern(T).float(), title="Who may read whom",
+                          xlabel="key position $s$ (read from)",
+                          ylabel="query position $t$ (reads)", cmap=ALLOWED_COLOURS, vmin=0,
+                          vmax=1, colorbar_label="allowed"))
+    _place(fig, "sequence_and_pattern")
     plt.show()
 
 
@@ -77,15 +107,17 @@ def plot_matmul_sums(T: int = 4, C: int = 2, seed: int = 42) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), gridspec_kw={"width_ratios": [T, C, C]})
     labels = [f"t={t}" for t in range(T)]
     channels = [f"c={c}" for c in range(C)]
-    heatmap(axes[0], lower, title="A = lower triangle of ones", xlabel="column $s$",
-             ylabel="row $t$", xticklabels=labels, yticklabels=labels, cmap="Greys",
-             vmin=0, vmax=2, annotate=True, fmt=".0f", colorbar_label="entry")
+    allowed_ticks(heatmap(axes[0], lower, title="A = lower triangle of ones",
+                          xlabel="column $s$", ylabel="row $t$", xticklabels=labels,
+                          yticklabels=labels, cmap=ALLOWED_COLOURS, vmin=0, vmax=1,
+                          annotate=True, fmt=".0f", colorbar_label="entry"), ("0", "1"))
     heatmap(axes[1], b, title="B (T×C)", xlabel="channel", ylabel="row $t$",
              xticklabels=channels, yticklabels=labels, cmap="Blues", annotate=True, fmt=".0f",
              colorbar_label="value")
     heatmap(axes[2], lower @ b, title="A @ B = running sums", xlabel="channel",
              ylabel="row $t$", xticklabels=channels, yticklabels=labels, cmap="Blues",
              annotate=True, fmt=".0f", colorbar_label="value")
+    _place(fig, "matmul_sums")
     plt.show()
 
 
@@ -157,10 +189,12 @@ def plot_masking_steps(scores: torch.Tensor) -> None:
     common = {"xlabel": "key position $s$", "ylabel": "query position $t$"}
     heatmap(axes[0], scores, title="1. raw scores", cmap="coolwarm", vmin=-2.5, vmax=2.5,
              annotate=True, colorbar_label="score", **common)
-    heatmap(axes[1], (~future).float(), title="2. allowed (s ≤ t)", cmap="Greys", vmin=0,
-             vmax=1.4, colorbar_label="allowed", **common)
+    allowed_ticks(heatmap(axes[1], (~future).float(), title="2. allowed (s ≤ t)",
+                          cmap=ALLOWED_COLOURS, vmin=0, vmax=1, colorbar_label="allowed",
+                          **common))
     heatmap(axes[2], shown, title="3. future set to −inf (blank)", cmap="coolwarm",
              vmin=-2.5, vmax=2.5, annotate=True, colorbar_label="score", **common)
+    _place(fig, "masking_steps")
     plt.show()
 
 
@@ -174,6 +208,7 @@ def plot_causal_weights(weights_fn: TensorFn, scores: torch.Tensor) -> None:
     heatmap(axes[0], weights_fn(scores), title="Weights from the example scores", **common)
     heatmap(axes[1], weights_fn(torch.zeros(T, T)), title="Weights from all-zero scores",
              **common)
+    _place(fig, "causal_weights")
     plt.show()
 
 
@@ -256,6 +291,7 @@ def plot_scaling(head_sizes: Sequence[int] = (1, 2, 4, 8, 16, 32, 64, 128, 256),
                 label="scaled")
     axes[2].set(title=f"One softmax row, d = {d}", xlabel="key position $s$", ylabel="weight")
     axes[2].legend()
+    _place(fig, "scaling")
     plt.show()
 
 
@@ -282,6 +318,7 @@ def plot_head_weights(head: nn.Module, x: torch.Tensor, weights_fn: TensorFn) ->
         heatmap(ax, weights[b], title=f"Head weights, sequence {b}", xlabel="key position $s$",
                  ylabel="query position $t$", cmap="Blues", vmin=0, vmax=1, annotate=True,
                  colorbar_label="weight")
+    _place(fig, "causal_weights")
     plt.show()
 
 
@@ -363,7 +400,8 @@ def train_next_token_model(head_class: type[nn.Module] | None, head_size: int = 
                            n_embd=n_embd, head_size=head_size, positions=positions).to(device)
     model.sentences, model.vocab = tuple(sentences), tuple(vocab)
     torch.random.set_rng_state(generator_state)  # the rest of the notebook is unaffected
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    # foreach: one call per step for all parameters (the same numbers, fewer small steps)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
     label = f"head size {head_size}" + (", learned positions" if positions else "")
     history = train_next_token(model, lambda: (inputs, targets), optimizer, steps,
                                description=label, progress=progress)
@@ -433,6 +471,7 @@ def plot_toy_model(model: NextTokenModel, weights_fn: TensorFn) -> None:
                  xlabel="next token", ylabel="current token", xticklabels=list(VOCAB),
                  yticklabels=labels, cmap="Greens", vmin=0, vmax=1, annotate=True,
                  colorbar_label="probability")
+    _place(fig, "toy_model")
     plt.show()
 
 
@@ -480,6 +519,7 @@ def head_size_sweep(head_class: type[nn.Module], head_sizes: Sequence[int] = (1,
               ylabel="P(right noun after 'the')", ylim=(0.4, 1.05))
     right.set_xticks(list(head_sizes), [str(d) for d in head_sizes])
     right.legend(loc="upper left")
+    _place(fig, "head_size_sweep")
     plt.show()
     for d in head_sizes:
         solved = sum(r[1] > 0.9 for r in results[d])
@@ -520,6 +560,7 @@ def head_size_demo(head_class: type[nn.Module], weights_fn: TensorFn, steps: int
         fig, axes = plt.subplots(2, 3, figsize=(16, 7.6))
         for row, log2_head_size in zip(axes, (0.0, 4.0), strict=True):
             draw_row(row, log2_head_size)
+        _place(fig, "head_size_demo")
         plt.show()
         return
     slider_demo(draw, sliders={"log2_head_size": (0.0, 4.0, 1.0, 2.0)},
@@ -558,6 +599,7 @@ def plot_queries_and_keys(model: NextTokenModel) -> None:
              xlabel="key token", ylabel="sentence", xticklabels=both,
              yticklabels=["1: man ...", "2: woman ..."], cmap="coolwarm", annotate=True,
              colorbar_label="q·k / √d")
+    _place(fig, "queries_and_keys")
     plt.show()
 
 
@@ -616,6 +658,7 @@ def plot_positions(runs: dict) -> None:
     heatmap(right, table, title="The learned position embeddings", xlabel="embedding dimension",
              ylabel="position", yticklabels=[str(t) for t in range(table.shape[0])],
              cmap="coolwarm", vmin=-limit, vmax=limit, colorbar_label="value")
+    _place(fig, "positions")
     plt.show()
 
 
@@ -623,18 +666,29 @@ def plot_positions(runs: dict) -> None:
 
 
 def plot_attention_kinds() -> None:
-    """Which connections exist in encoder self-, decoder self- and cross-attention."""
+    """Which connections exist in encoder self-, decoder self- and cross-attention: the
+    cross-attention matrix has one column per token of the other sequence (7 here, against
+    5 queries), so it is not square."""
     words = ["<s>", "man", "ordered", "the", "chicken"]
-    source = ["l'homme", "a", "commandé", "le", "poulet"]
+    source = ["l'", "homme", "a", "commandé", "le", "poulet", "."]
     T, S = len(words), len(source)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    common = {"cmap": "Greys", "vmin": 0, "vmax": 1.4, "colorbar_label": "allowed",
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.4), gridspec_kw={"width_ratios": [T, T, S]})
+    common = {"cmap": ALLOWED_COLOURS, "vmin": 0, "vmax": 1, "colorbar_label": "allowed",
               "yticklabels": words}
-    heatmap(axes[0], torch.ones(T, T), title="Encoder self-attention",
-             xlabel="key (same sequence)", ylabel="query", xticklabels=words, **common)
-    heatmap(axes[1], causal_pattern(T).float(), title="Decoder (causal) self-attention",
-             xlabel="key (same sequence)", ylabel="query", xticklabels=words, **common)
-    heatmap(axes[2], torch.ones(T, S), title="Cross-attention (e.g. translation)",
-             xlabel="key (another sequence: the encoder's input)", ylabel="query",
-             xticklabels=source, **common)
+    images = [
+        heatmap(axes[0], torch.ones(T, T), title=f"Encoder self-attention: {T} × {T}",
+                xlabel="key (same sequence)", ylabel="query", xticklabels=words, **common),
+        heatmap(axes[1], causal_pattern(T).float(), title=f"Decoder (causal): {T} × {T}",
+                xlabel="key (same sequence)", ylabel="query", xticklabels=words, **common),
+        heatmap(axes[2], torch.ones(T, S), title=f"Cross-attention: {T} × {S}",
+                xlabel="key (another sequence:\nthe encoder's output)", ylabel="query",
+                xticklabels=source, **common)]
+    for image in images:
+        allowed_ticks(image)
+    _place(fig, "attention_kinds")
     plt.show()
+
+
+def allowed_ticks(image: mpl.image.AxesImage, labels: Sequence[str] = ("no", "yes")) -> None:
+    """Label the two halves of the colour bar of a 0/1 map."""
+    image.colorbar.set_ticks([0.25, 0.75], labels=list(labels))

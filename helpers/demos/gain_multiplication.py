@@ -102,13 +102,19 @@ def weight_entropy(w: torch.Tensor) -> float:
     return float(-(w * torch.log(w.clamp_min(1e-300))).sum())
 
 
+TABLE_GAINS = (0, 1, 2, 4, 6, 10, 30)  # the gains whose entropy and output are printed
+
+
 @uses_student_code
 def plot_entropy_vs_gain(attention_fn: AttentionFn, T: int = 40) -> None:
-    """How concentrated the weights become as one gain grows, the other held at 0."""
+    """How concentrated the weights become as one gain grows, the other held at 0: the
+    entropy of the weights and the output, drawn for gains 0 to 30 and printed (rounded to
+    two decimals) for :data:`TABLE_GAINS`."""
     x, q_1, q_2 = spotlight_signal(T)
     gains = torch.linspace(0, 30, 31)
-    entropy = [weight_entropy(attention_fn(x, q_1, q_2, float(g), 0.0)[0]) for g in gains]
-    outputs = [float(attention_fn(x, q_1, q_2, float(g), 0.0)[1]) for g in gains]
+    results = [attention_fn(x, q_1, q_2, float(g), 0.0) for g in gains]
+    entropy = [weight_entropy(w) for w, _ in results]
+    outputs = [float(torch.as_tensor(y)) for _, y in results]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.2))
     left.plot(to_numpy(gains), entropy, label="entropy of $w$")
     left.axhline(math.log(T), ls=":", color="0.4", label=f"uniform: log {T}")
@@ -119,3 +125,13 @@ def plot_entropy_vs_gain(attention_fn: AttentionFn, T: int = 40) -> None:
     right.set(title="...and moves the output", xlabel="gain $z_1$", ylabel="output $y$")
     right.legend()
     plt.show()
+    table = {float(g): (e, y) for g, e, y in zip(gains.tolist(), entropy, outputs, strict=True)
+             if g in TABLE_GAINS}
+    print(f"{'gain z_1':15s}" + "".join(f"{g:>7g}" for g in table))
+    print(f"{'entropy (nats)':15s}" + "".join(f"{_two(e):>7.2f}" for e, _ in table.values()))
+    print(f"{'output y':15s}" + "".join(f"{_two(y):>7.2f}" for _, y in table.values()))
+
+
+def _two(value: float) -> float:
+    """Rounded to two decimals, without a "-0.00"."""
+    return round(value, 2) + 0.0

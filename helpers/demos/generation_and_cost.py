@@ -158,12 +158,33 @@ def generate(model: TinyLM, tokenizer: CharTokenizer, sample_fn: Callable[..., t
     return tokenizer.decode(idx[0])
 
 
-def print_samples(samples: dict[str, str]) -> None:
-    """Print labelled samples, each under a rule."""
+def print_samples(samples: dict[str, str], variety: bool = False) -> None:
+    """Print labelled samples, each under a rule; ``variety``: with the number of different
+    characters each one uses."""
     for label, text in samples.items():
         print(f"--- {label} " + "-" * max(0, 60 - len(label)))
         print(text.strip("\n"))
+        if variety:
+            print(f"    [{len(set(text.strip()))} different characters]")
     print("-" * 65)
+
+
+def _lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def line_summary(sample: str, corpus: str) -> None:
+    """How the lines of a sample compare with those of the corpus: how many, how long on
+    average, how many start with a capital letter (blank lines left out)."""
+    for label, text in (("sample", sample), ("sonnets", corpus)):
+        lines = _lines(text)
+        if not lines:
+            print(f"{label}: no lines")
+            continue
+        mean = sum(len(line) for line in lines) / len(lines)
+        capitals = sum(line.lstrip()[:1].isupper() for line in lines)
+        print(f"{label:>8}: {len(lines):5,} lines, {mean:4.0f} characters each on average, "
+              f"{capitals / len(lines):4.0%} starting with a capital letter")
 
 
 # ---- Section 2: temperature ----------------------------------------------------------------

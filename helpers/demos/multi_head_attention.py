@@ -157,7 +157,8 @@ def attention_cost(d_model: int, n_heads: int, T: int, *, wide: bool = False
                    ) -> tuple[int, int]:
     """Parameters and multiply-adds of one self-attention layer on T positions.
 
-    ``wide=False``: the modern convention, each head of width d_model // n_heads.
+    ``wide=False``: the transformer's own convention (Vaswani et al. 2017), each head of width
+    d_model // n_heads.
     ``wide=True``: the "wide heads" variant, each head of full width d_model, so the
     query/key/value maps go d_model -> n_heads * d_model and the output map back.
     """

@@ -162,8 +162,40 @@ def draw_word_demo(query: str, context: str) -> None:
     plt.show()
 
 
-def word_demo(static: Sequence[tuple[str, str]] = (
-        ("bank", "we sat on the bank of the river"), ("bank", "the bank gave me a loan"))) -> None:
+STATIC_SETTINGS: tuple[tuple[str, str], ...] = (
+    ("bank", "we sat on the bank of the river"), ("bank", "the bank gave me a loan"))
+
+
+def lookup_summary(query: str, context: str) -> dict[str, object]:
+    """The numbers the prose about a look-up relies on: the weight on the query word itself,
+    the other word with the most weight, and the mean cosine similarity of the output with
+    the probe words of each sense."""
+    result = word_lookup(query, context)
+    words, vectors = word_vectors()
+    weights = result["weights"]
+    context_words = result["context_words"]
+    own = sum(float(w) for w, word in zip(weights, context_words, strict=True) if word == query)
+    others = [(float(w), word) for w, word in zip(weights, context_words, strict=True)
+              if word != query]
+    top_weight, top_word = max(others)
+    senses = {name: float(torch.stack([_cosine(result["output"], vectors[words.index(p)])
+                                       for p in probes]).mean())
+              for name, probes in SENSES[query]}
+    return {"own": own, "top_word": top_word, "top_weight": top_weight, "senses": senses}
+
+
+def print_lookups(settings: Sequence[tuple[str, str]] = STATIC_SETTINGS) -> None:
+    """One line per setting: where the weight went and which sense the output is closer to."""
+    for query, context in settings:
+        summary = lookup_summary(query, context)
+        (sense_a, cos_a), (sense_b, cos_b) = summary["senses"].items()
+        closer = sense_a if cos_a > cos_b else sense_b
+        print(f'"{context}": weight on "{query}" {summary["own"]:.2f}, on '
+              f'"{summary["top_word"]}" {summary["top_weight"]:.2f}; the output is closer to '
+              f"the {closer} words (mean cosine {sense_a} {cos_a:.2f}, {sense_b} {cos_b:.2f})")
+
+
+def word_demo(static: Sequence[tuple[str, str]] = STATIC_SETTINGS) -> None:
     """Pick a query word and a context (or type one); headless runs draw ``static`` settings."""
     if not widget_frontend_available():
         for query, context in static:
@@ -229,6 +261,17 @@ def score_statistics(dims: Sequence[int] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 51
         stats["max_w_raw"].append(float(torch.softmax(raw, -1).amax(-1).mean()))
         stats["max_w_scaled"].append(float(torch.softmax(scaled, -1).amax(-1).mean()))
     return stats
+
+
+def print_score_statistics(stats: dict[str, list[float]], dims: Sequence[int] = (1, 16, 512)
+                           ) -> None:
+    """The numbers behind the two panels, for a few key widths."""
+    for d, raw, scaled, w_raw, w_scaled in zip(*(stats[k] for k in (
+            "d", "std_raw", "std_scaled", "max_w_raw", "max_w_scaled")), strict=True):
+        if d in dims:
+            print(f"d_k = {d:3d}: std of raw scores {raw:5.1f} (sqrt(d_k) = {math.sqrt(d):4.1f}), "
+                  f"of scaled scores {scaled:.1f}; largest of 16 weights: raw {w_raw:.2f}, "
+                  f"scaled {w_scaled:.2f}")
 
 
 def plot_score_statistics(stats: dict[str, list[float]] | None = None) -> None:

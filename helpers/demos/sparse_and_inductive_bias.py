@@ -172,6 +172,14 @@ def plot_selection_margin(T_values: Sequence[int] = (4, 8, 16, 32, 64, 128, 256,
     plt.show()
 
 
+def not_as_expected(what: str) -> str:
+    """The message of a notebook cell whose result is not what the text describes."""
+    return (f"{what}. The experiments run your SelfAttentionClassifier and sparse_and_dataset: "
+            "they must be exactly as Exercises 1 and 2 describe, the initialisation included "
+            "(nn.init.normal_ with std=0.1 for the first five members). Run both self-checks "
+            "again.")
+
+
 # ---------------------------------------------------------------------------------------------
 # Experiment 1: attention versus MLP on sparse and dense targets
 # ---------------------------------------------------------------------------------------------
@@ -269,19 +277,30 @@ def readout_attention(model: nn.Module, X: torch.Tensor) -> torch.Tensor:
     return weights[:, -1, :].cpu()
 
 
+SHARE_EDGES = (0.3, 0.5, 0.7, 0.85)  # far from the shares tutorial 05's model gets
+BIT_EDGES = (0.15, 0.5)
+
+
 @uses_student_code
 def plot_mean_attention(model: nn.Module, X: torch.Tensor, y: torch.Tensor,
-                        idx: Sequence[int]) -> None:
-    """Mean readout attention per position, split by label, relevant positions highlighted."""
+                        idx: Sequence[int]) -> dict[str, float]:
+    """Mean readout attention per position, split by label, relevant positions highlighted.
+
+    Prints (as bands: the digits of a trained model differ between CPUs) and returns what
+    the figure shows: the weight on the relevant positions for each label, the mean weight
+    of a relevant position whose bit is 0 or 1 in samples labelled 0, and the largest mean
+    weight of any other position, next to the uniform 1/T.
+    """
     weights = readout_attention(model, X)
     T = weights.shape[1]
+    labels, bits = y[:, 0].cpu(), X.cpu()
     positions = np.arange(T)
     fig, ax = plt.subplots(figsize=(9, 3.6))
     for i in idx:
         ax.axvspan(i - 0.5, i + 0.5, color="C2", alpha=0.18,
                    label="relevant position" if i == idx[0] else None)
     for offset, label, colour in ((-0.15, 0.0, "C1"), (0.15, 1.0, "C0")):
-        rows = weights[y[:, 0].cpu() == label]
+        rows = weights[labels == label]
         ax.errorbar(positions + offset, to_numpy(rows.mean(0)), yerr=to_numpy(rows.std(0)),
                     fmt="o", ms=4, color=colour, label=f"samples with y = {label:g}")
     ax.axhline(1 / T, ls=":", color="0.5", label=f"uniform, 1/T = {1 / T:.3f}")
@@ -289,6 +308,29 @@ def plot_mean_attention(model: nn.Module, X: torch.Tensor, y: torch.Tensor,
            xlabel="position t", ylabel="attention weight")
     ax.legend(loc="upper right", fontsize=8)
     plt.show()
+    relevant = list(idx)
+    others = [t for t in range(T) if t not in relevant]
+    negative = labels == 0
+    by_bit = {bit: torch.cat([weights[negative & (bits[:, i] == bit), i] for i in relevant])
+              for bit in (0, 1)}
+    stats = {
+        "share_y0": weights[negative][:, relevant].sum(1).mean().item(),
+        "share_y1": weights[labels == 1][:, relevant].sum(1).mean().item(),
+        "relevant_bit_0": by_bit[0].mean().item(),
+        "relevant_bit_1": by_bit[1].mean().item(),
+        "other_max": weights[:, others].mean(0).max().item(),
+        "uniform": 1 / T,
+    }
+    below = "below" if stats["other_max"] < stats["uniform"] else "not below"
+    print(f"weight on the {len(relevant)} relevant positions: y = 0 samples "
+          f"{band(stats['share_y0'], SHARE_EDGES)}, y = 1 samples "
+          f"{band(stats['share_y1'], SHARE_EDGES)}\n"
+          f"in y = 0 samples, a relevant position whose bit is 0 gets "
+          f"{band(stats['relevant_bit_0'], BIT_EDGES)}, one whose bit is 1 "
+          f"{band(stats['relevant_bit_1'], BIT_EDGES)}\n"
+          f"every other position, averaged over all samples: {below} the uniform 1/T = "
+          f"{1 / T:.3f}")
+    return stats
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,11 +431,26 @@ def read_csv(path: Path | str = SAMPLE_COMPLEXITY_CSV) -> list[dict]:
                  else None} for r in csv.DictReader(handle)]
 
 
+def spreads(rows: Sequence[dict]) -> dict[tuple[int, str], tuple[float, float]]:
+    """(T, model) -> the fewest and the most samples any seed needed (inf: never reached)."""
+    groups: dict[tuple[int, str], list[float]] = {}
+    for r in rows:
+        value = r["samples_to_target"]
+        groups.setdefault((int(r["T"]), r["model"]), []).append(
+            math.inf if value in (None, "", "None") else float(value))
+    return {key: (min(values), max(values)) for key, values in groups.items()}
+
+
 def print_medians(rows: Sequence[dict]) -> None:
-    print(f"{'T':>4} {'model':<10} {'median samples':>15} {'seeds':>6}")
+    """Median samples-to-target per (T, model), and the range over the seeds."""
+    ranges = spreads(rows)
+    print(f"{'T':>4} {'model':<10} {'median samples':>15} {'fewest-most over seeds':>24} "
+          f"{'seeds':>6}")
     for r in medians(rows):
         shown = "not reached" if math.isinf(r["median"]) else f"{r['median']:g}"
-        print(f"{r['T']:>4} {r['model']:<10} {shown:>15} {r['n_seeds']:>6}")
+        low, high = ranges[r["T"], r["model"]]
+        spread = f"{low:g}-{'never' if math.isinf(high) else f'{high:g}'}"
+        print(f"{r['T']:>4} {r['model']:<10} {shown:>15} {spread:>24} {r['n_seeds']:>6}")
 
 
 def plot_sample_complexity(rows: Sequence[dict], *, target: float = 0.95,

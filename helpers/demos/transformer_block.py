@@ -206,13 +206,18 @@ def plot_encoding_columns(positional_encoding: Callable[[int, int], torch.Tensor
 
 # ---- Section 3: why add & norm -------------------------------------------------------------
 
+WIRINGS = ("plain", "residual", "add & norm")
+
+
 @single_thread()
 def plot_residual_and_norm(depth: int = 24, d_model: int = 32, n_tokens: int = 64,
-                           seed: int = 0) -> None:
+                           seed: int = 0) -> dict[str, dict[str, list[float]]]:
     """A deep stack of random MLP layers wired three ways.
 
     plain: x <- f(x); residual: x <- x + f(x); add & norm: x <- LayerNorm(x + f(x)).
     Left: the size of each token's vector; right: how much of the input survives.
+    Prints the numbers the figure shows and returns them: wiring -> {"size", "kept"}, one
+    value per layer (the input's mean size under "input").
     """
     with torch.random.fork_rng(devices=[]):  # leave the notebook's random state alone
         torch.manual_seed(seed)
@@ -220,27 +225,38 @@ def plot_residual_and_norm(depth: int = 24, d_model: int = 32, n_tokens: int = 6
                                 nn.Linear(2 * d_model, d_model)) for _ in range(depth)]
     norm = nn.LayerNorm(d_model, elementwise_affine=False)
     x0 = torch.randn(n_tokens, d_model, generator=torch.Generator().manual_seed(seed))
-    wirings = {
-        "plain  $x \\leftarrow f(x)$": lambda x, f: f(x),
-        "residual  $x \\leftarrow x + f(x)$": lambda x, f: x + f(x),
-        "add & norm  $x \\leftarrow \\mathrm{LN}(x + f(x))$": lambda x, f: norm(x + f(x)),
-    }
+    steps = {"plain": lambda x, f: f(x), "residual": lambda x, f: x + f(x),
+             "add & norm": lambda x, f: norm(x + f(x))}
+    labels = {"plain": "plain  $x \\leftarrow f(x)$",
+              "residual": "residual  $x \\leftarrow x + f(x)$",
+              "add & norm": "add & norm  $x \\leftarrow \\mathrm{LN}(x + f(x))$"}
+    curves: dict[str, dict[str, list[float]]] = {}
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 3.8))
     with torch.no_grad():
-        for name, step in wirings.items():
+        for name in WIRINGS:
             x, sizes, kept = x0, [], []
             for f in layers:
-                x = step(x, f)
+                x = steps[name](x, f)
                 sizes.append(x.norm(dim=-1).mean().item())
                 kept.append(nn.functional.cosine_similarity(x, x0, dim=-1).mean().item())
-            left.plot(range(1, depth + 1), sizes, label=name)
-            right.plot(range(1, depth + 1), kept, label=name)
+            curves[name] = {"size": sizes, "kept": kept}
+            left.plot(range(1, depth + 1), sizes, label=labels[name])
+            right.plot(range(1, depth + 1), kept, label=labels[name])
+    curves["input"] = {"size": [x0.norm(dim=-1).mean().item()], "kept": [1.0]}
     left.set(title="Size of a token's vector", xlabel="layer", ylabel="mean norm", yscale="log")
     left.legend()
     right.set(title="How much of the input is left", xlabel="layer",
               ylabel="cosine(output, input)")
     right.legend()
     plt.show()
+    rows = [f"{'':<12}{'size after layer 1':>20}{f'after {depth}':>10}"
+            f"{'cosine after layer 1':>22}{f'after {depth}':>10}"]
+    for name in WIRINGS:
+        size, kept = curves[name]["size"], curves[name]["kept"]
+        rows.append(f"{name:<12}{size[0]:>20.1f}{size[-1]:>10.1f}{kept[0]:>22.2f}{kept[-1]:>10.2f}")
+    rows.append(f"(the input: size {curves['input']['size'][0]:.1f}, cosine 1)")
+    print("\n".join(rows))
+    return curves
 
 
 # ---- the classifier around the student's parts ---------------------------------------------
@@ -474,13 +490,18 @@ def print_accuracy_by_kind(models: dict[str, nn.Module], test_set: Reviews) -> N
              f"{'':<28}{counts}{f'({len(kinds)})':>11}"]
     rows = {name: ((predict(model, test_set.tokens) > 0.5).long() == test_set.labels).float()
             for name, model in models.items()}
-    rows["best order-blind model"] = order_blind_best(test_set.sentences)
+    best = order_blind_best(test_set.sentences)
+    rows["best order-blind model"] = best
     for name, correct in rows.items():
         cells = []
         for kind in names:
             chosen = torch.tensor([k == kind for k in kinds])
             cells.append(f"{band(correct[chosen].mean().item()):>18}")
         lines.append(f"{name:<28}" + "".join(cells) + f"{band(correct.mean().item()):>11}")
+    tied = (best == 0.5).double().mean().item()
+    lines.append(f"\nbest order-blind model, expected accuracy on these {len(kinds)} reviews: "
+                 f"{best.mean().item():.2f}\n(a coin flip on the {tied:.0%} of them whose words "
+                 "fit both labels equally well)")
     print("\n".join(lines))  # one write: the table never arrives in pieces
 
 
@@ -510,11 +531,13 @@ def plot_attention(model: TransformerClassifier, sentence: str) -> None:
 @single_thread()
 @torch.no_grad()
 @uses_student_code
-def plot_padding_effect(model: TransformerClassifier, sentence: str, max_extra: int = 40) -> None:
+def plot_padding_effect(model: TransformerClassifier, sentence: str, max_extra: int = 40
+                        ) -> dict[str, dict[str, list[float]]]:
     """One review with more and more padding appended, pooled with and without the mask.
 
     Left: how far the pooled sentence vector moves from its value without padding.
-    Right: the model's log-odds that the review is positive.
+    Right: the model's log-odds that the review is positive. Returns both curves:
+    "masked" / "unmasked" -> {"extra", "moved", "log_odds"}.
     """
     model.eval()
     device = next(model.parameters()).device
@@ -524,6 +547,7 @@ def plot_padding_effect(model: TransformerClassifier, sentence: str, max_extra: 
                          f"use max_extra <= {len(model.positions) - n_words}")
     extras = list(range(0, max_extra + 1, 4))
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 3.6))
+    curves: dict[str, dict[str, list[float]]] = {}
     for use_mask, name in ((True, "mean_pool with the padding mask"),
                            (False, "mean over every position (padding included)")):
         vectors, log_odds = [], []
@@ -535,6 +559,8 @@ def plot_padding_effect(model: TransformerClassifier, sentence: str, max_extra: 
             vectors.append(pooled[0].cpu())
             log_odds.append((logits[1] - logits[0]).item())
         moved = [((v - vectors[0]).norm() / vectors[0].norm()).item() for v in vectors]
+        curves["masked" if use_mask else "unmasked"] = {"extra": extras, "moved": moved,
+                                                        "log_odds": log_odds}
         left.plot(extras, moved, marker="o", ms=3, label=name)
         right.plot(extras, log_odds, marker="o", ms=3, label=name)
     left.set(title="How far the sentence vector moves", xlabel="padding tokens appended",
@@ -546,6 +572,7 @@ def plot_padding_effect(model: TransformerClassifier, sentence: str, max_extra: 
     right.legend()
     fig.suptitle(f"“{sentence}”")
     plt.show()
+    return curves
 
 
 def parameter_summary(model: nn.Module) -> str:

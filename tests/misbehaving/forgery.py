@@ -6,7 +6,7 @@ process and judge only the numbers the kernel returns, so none of them earns the
 ``stable_softmax`` (graded before the trick runs) keeps its 2 points.
 """
 
-from misbehaving import _WRONG_ATTENTION
+from misbehaving import _ATTENTION_ALONE, _WRONG_ATTENTION
 
 _EXPECTED = {"test_stable_softmax": 2, "test_gained_dot_product_attention": 0}
 
@@ -163,6 +163,29 @@ print("hidden modules:", sorted(k for k in sys.modules if "hidden" in k))
 print("cached hidden source:", sorted(k for k in linecache.cache if "hidden" in k))
 print("hidden objects:", sum(1 for o in gc.get_objects()
                              if "hidden_tests" in str(getattr(o, "__module__", ""))))
+""" + _WRONG_ATTENTION}, {}, _EXPECTED),
+    # changes the grader's inputs in place (zeroes the patterns) and returns uniform weights:
+    # the grader's inputs are its own, and a changed argument fails the "unchanged" clause
+    "zeroes_its_inputs": ({"gained_dot_product_attention": """\
+def gained_dot_product_attention(x, q_1, q_2, z_1, z_2):
+    q_1.zero_()
+    q_2.zero_()
+    w = torch.full_like(x, 1.0 / x.numel())
+    return w, torch.dot(w, x)
+"""}, {}, _EXPECTED),
+    # an overflowing softmax that clamps its input in place, so that its logits look tame
+    "clamps_its_input": ({"stable_softmax": """\
+def stable_softmax(x, dim=-1):
+    x.clamp_(-60, 60)
+    e = torch.exp(x)
+    return e / e.sum(dim=dim, keepdim=True)
+""", "gained_dot_product_attention": _ATTENTION_ALONE}, {},
+        {"test_stable_softmax": 0, "test_gained_dot_product_attention": 2}),
+    # answers the grader with 30 MB of text (base64 patched in its own process): refused by
+    # size before anything is decoded or parsed
+    "huge_reply": ({"gained_dot_product_attention": """\
+import base64
+base64.b64encode = lambda data: b"A" * (30 * 2**20)
 """ + _WRONG_ATTENTION}, {}, _EXPECTED),
 }
 

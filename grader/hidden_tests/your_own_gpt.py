@@ -1,0 +1,915 @@
+"""Hidden tests for tutorial 09 (your own GPT).
+
+The student's modules come back rebuilt with the layers the text prescribes (``nn.Linear``,
+``nn.LayerNorm``, ``nn.Embedding``, ``nn.Sequential`` of the MLP) as PyTorch's own, holding
+weights set here; the references are computed here with those layers. Where a module holds
+another of the student's modules (a Block's ``attn``, a GPT's ``blocks``), the reference calls
+that inner module as the student wrote it, so that each exercise is graded on its own wiring
+and not on the exercise before it.
+
+``train_gpt`` and ``generate`` are graded with the student's own ``GPT`` (the class their
+function sees: in their kernel while grading), built with weights set here: the reference run
+of ``train_gpt`` trains the same model with ``torch.optim.AdamW`` here (the model's forward and
+backward run where the student's code lives), and ``generate`` is compared with greedy
+decoding and with itself. When their GPT cannot serve (it fails, or disagrees with itself fed
+in pieces), the test says to pass Exercise 3 first.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from helpers import syllabus
+from helpers.checks.framework import CheckFailed, describe
+from helpers.checks.your_own_gpt import (
+    CACHE_IGNORED,
+    GENERATOR_IGNORED,
+    GRADIENT_CUT,
+    HEAD_BIAS,
+    KV_SWAPPED,
+    NEW_FIRST,
+    NO_MASK_WITH_CACHE,
+    OLD_CACHE,
+    ONLY_NEW,
+    POSITIONS_NOT_OFFSET,
+    RELU,
+    RESEEDS,
+    TOL,
+    TOP_LEFT,
+    Cache,
+    cache_pair,
+    expect_attention_members,
+    expect_cache_shape,
+    expect_linear,
+    frequency_slack,
+    pair,
+    set_attention,
+    set_block,
+    set_gpt,
+)
+from hidden_tests.common import HiddenCheck, fresh_generator, hidden_test
+from hidden_tests.student import (
+    Batches,
+    LocalChannel,
+    StudentError,
+    StudentFunction,
+    global_seed,
+)
+
+EXACT = {"atol": 1e-8, "rtol": 1e-8}  # float64 runs of the same code
+
+
+class _Lazy(Mapping):
+    """Mistake description -> wrong output, computed only when a comparison has failed."""
+
+    def __init__(self, variants: dict[str, Callable[[], torch.Tensor]]) -> None:
+        self._variants = variants
+
+    def __getitem__(self, words: str) -> torch.Tensor:
+        return self._variants[words]()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._variants)
+
+    def __len__(self) -> int:
+        return len(self._variants)
+
+
+def _randint(generator: torch.Generator, low: int, high: int) -> int:
+    return int(torch.randint(low, high, (1,), generator=generator))
+
+
+def _number(value: Any) -> torch.Tensor:
+    return torch.tensor(value, dtype=torch.float64)
+
+
+# ---- the attention ---------------------------------------------------------------------------
+
+def _heads(t: torch.Tensor, H: int, transpose: bool = True) -> torch.Tensor:
+    B, T, d = t.shape
+    if not transpose:  # a view straight to (B, H, T, dh): positions and heads mixed
+        return t.reshape(B, H, T, d // H)
+    return t.reshape(B, T, H, d // H).transpose(1, 2)
+
+
+def _attention(x: torch.Tensor, layer: nn.Module, H: int, cache: Cache | None = None, *,
+               mask: str = "offset", scale: str = "head", transpose: bool = True,
+               softmax_dim: int = -1, unify: bool = True, use_cache: bool = True
+               ) -> tuple[torch.Tensor, Cache]:
+    """Causal multi-head attention with the layer's maps, in float64; the flags make the
+    usual mistakes."""
+    x = x.double()
+    B, T, d = x.shape
+    q, k, v = (_heads(getattr(layer, name)(x.to(getattr(layer, name).weight.dtype)).double(),
+                      H, transpose) for name in ("to_queries", "to_keys", "to_values"))
+    keys, values = k, v
+    if cache is not None:
+        keys = torch.cat([cache[0].double(), k], dim=2)
+        values = torch.cat([cache[1].double(), v], dim=2)
+    attended_k, attended_v = (keys, values) if use_cache else (k, v)
+    t = attended_k.shape[2] - T
+    dh = d // H
+    divisor = {"head": math.sqrt(dh), "model": math.sqrt(d), "none": 1.0}[scale]
+    scores = q @ attended_k.transpose(-2, -1) / divisor
+    rows = torch.arange(T)[:, None]
+    columns = torch.arange(t + T)[None, :]
+    allowed = {"offset": columns <= rows + t, "top_left": columns <= rows,
+               "none": torch.ones(T, t + T, dtype=torch.bool),
+               "upper": columns >= rows + t}[mask]
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    weights = torch.softmax(scores, dim=softmax_dim).nan_to_num(0.0)
+    merged = (weights @ attended_v).transpose(1, 2).reshape(B, T, d)
+    out = layer.unify_heads(merged.to(layer.unify_heads.weight.dtype)).double() if unify \
+        else merged
+    return out, (keys, values)
+
+
+def _attention_mistakes(x: torch.Tensor, layer: nn.Module, H: int) -> _Lazy:
+    def wrong(**flags: Any) -> Callable[[], torch.Tensor]:
+        return lambda: _attention(x, layer, H, **flags)[0]
+
+    variants = {
+        "no causal mask: every position also read the positions after it": wrong(mask="none"),
+        "the mask is the wrong triangle: each position read the positions after it instead "
+        "of those before it": wrong(mask="upper"),
+        "the scores were not scaled: divide them by sqrt(d_model // n_heads)":
+            wrong(scale="none"),
+        "the scores were scaled by sqrt(d_model) instead of sqrt(d_model // n_heads), the "
+        "size of one head": wrong(scale="model"),
+        "the softmax ran over the queries (dim=-2): each query's weights must sum to 1 over "
+        "the keys (dim=-1)": wrong(softmax_dim=-2),
+        "unify_heads was skipped: the merged heads must go through it": wrong(unify=False),
+    }
+    if H > 1:
+        variants["the heads were split by a view straight to (B, n_heads, T, head size), "
+                 "without the transpose: positions and heads got mixed"] = wrong(transpose=False)
+    return _Lazy(variants)
+
+
+def _attention_call(check: HiddenCheck, layer: nn.Module, x: torch.Tensor,
+                    cache: Cache | None, what: str) -> tuple[torch.Tensor, Cache]:
+    result = check.call(layer, x) if cache is None else check.call(layer, x, cache=cache)
+    out, new_cache = pair(check, result, what, "(out, cache)")
+    check.tensor(out, f"out of {what}")
+    return out, cache_pair(check, new_cache, f"the cache of {what}")
+
+
+@hidden_test
+def grade_CausalSelfAttention(attention_cls: type[nn.Module]) -> None:
+    check = HiddenCheck("CausalSelfAttention")
+    generator = fresh_generator(901)
+    seeds = torch.randperm(2**20, generator=generator)[:3].tolist()
+    H = 2 * _randint(generator, 1, 3)
+    d = H * _randint(generator, 3, 6)
+
+    check.clause("members")
+    layer = check.call_seeded(seeds[0], attention_cls, d, H)
+    check.expect(isinstance(layer, nn.Module), "CausalSelfAttention builds an nn.Module",
+                 expected="an nn.Module", got=describe(layer))
+    expect_attention_members(check, layer, d)
+    set_attention(layer, generator)
+    layer.eval()
+    B, T = _randint(generator, 2, 4), _randint(generator, 6, 10)
+    x = torch.randn(B, T, d, generator=generator)
+
+    check.clause("shape")
+    others = []
+    with torch.no_grad():
+        out, cache = _attention_call(check, layer, x, None, f"forward(x of {(B, T, d)})")
+        check.shape(out, (B, T, d), f"out for x of {(B, T, d)}")
+        expect_cache_shape(check, cache, (B, H, T, d // H), f"forward(x of {(B, T, d)})")
+        for width, heads in ((_randint(generator, 5, 9), 1), (_randint(generator, 3, 6), 0)):
+            heads = heads or width  # 0: one channel per head
+            other = check.call_seeded(seeds[1], attention_cls, width, heads)
+            expect_attention_members(check, other, width)
+            set_attention(other, generator)
+            other.eval()
+            x_other = torch.randn(1, T, width, generator=generator)
+            what = f"forward(x of {(1, T, width)}) with n_heads={heads}"
+            out_o, cache_o = _attention_call(check, other, x_other, None, what)
+            check.shape(out_o, (1, T, width), f"out of {what}")
+            expect_cache_shape(check, cache_o, (1, heads, T, 1 if heads == width else
+                                                 width // heads), what)
+            others.append((other, x_other, heads, out_o))
+
+    check.clause("values")
+    reference, (K, V) = _attention(x, layer, H)
+    check.close(out, reference, f"out for x of {(B, T, d)}, {H} heads",
+                mistakes=_attention_mistakes(x, layer, H),
+                dims=("batch", "position", "channel"), **TOL)
+    for other, x_other, heads, out_o in others:
+        check.close(out_o, _attention(x_other, other, heads)[0],
+                    f"out with {heads} head{'s' if heads > 1 else ''} of size "
+                    f"{x_other.shape[-1] // heads}", mistakes=_attention_mistakes(
+                        x_other, other, heads), dims=("batch", "position", "channel"), **TOL)
+
+    check.clause("cache")
+    check.close(cache[0], K, "K: the keys of every position, split into heads",
+                mistakes={KV_SWAPPED: V}, dims=("batch", "head", "position", "channel"), **TOL)
+    check.close(cache[1], V, "V: the values of every position, split into heads",
+                mistakes={KV_SWAPPED: K}, dims=("batch", "head", "position", "channel"), **TOL)
+    t = _randint(generator, 2, T - 2)
+    with torch.no_grad():
+        _, first = _attention_call(check, layer, x[:, :t], None, f"forward(x[:, :{t}])")
+        piece, second = _attention_call(check, layer, x[:, t:], first,
+                                        f"forward(x[:, {t}:], cache=<the cache of x[:, :{t}]>)")
+    for name, got, full, given in (("K", second[0], K, first[0]), ("V", second[1], V, first[1])):
+        check.expect(tuple(got.shape) == tuple(full.shape), f"{name} after x[:, :{t}] and then "
+                     f"x[:, {t}:] covers all {T} positions", expected=f"shape {tuple(full.shape)}",
+                     got=f"shape {tuple(got.shape)}", diagnoses={
+                         OLD_CACHE: got.shape == given.shape and torch.equal(got, given),
+                         ONLY_NEW: got.dim() == 4 and got.shape[2] == T - t})
+        check.close(got, full, f"{name} after feeding x[:, :{t}] and then x[:, {t}:] holds all "
+                    f"{T} positions in order", mistakes={
+                        NEW_FIRST: torch.cat([full[:, :, t:], full[:, :, :t]], dim=2)},
+                    dims=("batch", "head", "position", "channel"), **TOL)
+
+    check.clause("pieces")
+    check.close(piece, reference[:, t:], f"out of x[:, {t}:] with the cache of the first {t} "
+                f"positions equals out of the whole x at those positions", mistakes=_Lazy({
+                    TOP_LEFT: lambda: _attention(x[:, t:], layer, H, first, mask="top_left")[0],
+                    NO_MASK_WITH_CACHE: lambda: _attention(x[:, t:], layer, H, first,
+                                                           mask="none")[0],
+                    CACHE_IGNORED: lambda: _attention(x[:, t:], layer, H, first,
+                                                      use_cache=False)[0]}),
+                dims=("batch", "position", "channel"), **TOL)
+    steps, running = [], None
+    with torch.no_grad():
+        for position in range(T):
+            step, running = _attention_call(check, layer, x[:, position:position + 1], running,
+                                            f"forward(x[:, {position}:{position + 1}], cache)")
+            steps.append(step)
+    check.close(torch.cat(steps, dim=1), reference, "feeding x one position at a time, with "
+                "the cache, gives out of the whole x", mistakes=_Lazy({
+                    TOP_LEFT: lambda: torch.cat([_attention(
+                        x[:, p:p + 1], layer, H, None if p == 0 else (K[:, :, :p], V[:, :, :p]),
+                        mask="top_left")[0] for p in range(T)], dim=1)}),
+                dims=("batch", "position", "channel"), **TOL)
+
+    check.clause("gradients")
+    layer.train()
+    layer.zero_grad()
+    out, _ = check.call(layer, x)
+    check.expect(out.requires_grad, "out carries a gradient back to the layer",
+                 expected="an output that depends on the parameters", got="a detached output",
+                 likely=GRADIENT_CUT)
+    out.sum().backward()
+    for name in ("to_queries", "to_keys", "to_values", "unify_heads"):
+        grad = getattr(layer, name).weight.grad
+        check.expect(grad is not None and bool(grad.abs().sum() > 0),
+                     f"the output's gradient reaches {name}.weight",
+                     expected="a non-zero gradient", got="None" if grad is None else "zeros",
+                     likely=GRADIENT_CUT)
+    check.passed()
+
+
+# ---- the block ------------------------------------------------------------------------------
+
+
+def _mlp(block: nn.Module, h: torch.Tensor, activation: str = "gelu") -> torch.Tensor:
+    """The MLP with the block's two linear maps and the stated non-linearity."""
+    hidden = block.mlp[0](h)
+    hidden = F.relu(hidden) if activation == "relu" else F.gelu(hidden)
+    return block.mlp[2](hidden)
+
+
+def _expect_block_members(check: HiddenCheck, block: nn.Module, d: int, path: str = "") -> None:
+    for name in ("ln_1", "ln_2"):
+        norm = getattr(block, name, None)
+        ok = isinstance(norm, nn.LayerNorm) and tuple(norm.normalized_shape) == (d,)
+        check.expect(ok, f"{path}{name} is nn.LayerNorm({d})", expected=f"nn.LayerNorm({d})",
+                     got=describe(norm) if not isinstance(norm, nn.LayerNorm)
+                     else f"nn.LayerNorm({tuple(norm.normalized_shape)})")
+    mlp = getattr(block, "mlp", None)
+    parts = list(mlp) if isinstance(mlp, nn.Sequential) else []
+    middle = parts[1] if len(parts) == 3 else None
+    check.expect(isinstance(mlp, nn.Sequential) and len(parts) == 3,
+                 f"{path}mlp is an nn.Sequential of three layers",
+                 expected="nn.Sequential(nn.Linear, nn.GELU, nn.Linear)", got=describe(mlp))
+    check.expect(isinstance(middle, nn.GELU), f"{path}mlp[1] is nn.GELU()",
+                 expected="nn.GELU()", got=type(middle)._get_name(middle), diagnoses=None
+                 if path else {RELU: "ReLU" in type(middle)._get_name(middle)})
+    check.expect(middle.approximate == "none", f"{path}mlp[1] is the exact GELU",
+                 expected="nn.GELU() (approximate='none')",
+                 got=f"nn.GELU(approximate={middle.approximate!r})")
+    expect_linear(check, mlp, "0", d, 4 * d, True, f"{path}mlp.")
+    expect_linear(check, mlp, "2", 4 * d, d, True, f"{path}mlp.")
+    attn = getattr(block, "attn", None)
+    check.expect(isinstance(attn, nn.Module), f"{path}attn is your CausalSelfAttention",
+                 expected="CausalSelfAttention(d_model, n_heads)", got=describe(attn))
+    expect_attention_members(check, attn, d, f"{path}attn.")
+
+
+def _block_reference(block: nn.Module, x: torch.Tensor, cache: Cache | None = None, *,
+                     order: str = "pre", activation: str = "gelu") -> tuple[torch.Tensor, Cache]:
+    """The block's output with its own attention (the student's) and the prescribed
+    layers; ``order`` makes the usual mistakes."""
+    with torch.no_grad():
+        if order == "post":
+            a, new = block.attn(x, cache)
+            h = block.ln_1(x + a)
+            return block.ln_2(h + _mlp(block, h, activation)), new
+        a, new = block.attn(block.ln_1(x), cache)
+        h = x + a
+        if order == "parallel":
+            return h + _mlp(block, block.ln_2(x), activation), new
+        if order == "no_attention_residual":
+            return a + _mlp(block, block.ln_2(a), activation), new
+        if order == "no_mlp_residual":
+            return _mlp(block, block.ln_2(h), activation), new
+        if order == "ln_1_twice":
+            return h + _mlp(block, block.ln_1(h), activation), new
+        return h + _mlp(block, block.ln_2(h), activation), new
+
+
+def _block_mistakes(block: nn.Module, x: torch.Tensor, cache: Cache | None = None) -> _Lazy:
+    def wrong(**flags: Any) -> Callable[[], torch.Tensor]:
+        return lambda: _block_reference(block, x, cache, **flags)[0]
+
+    return _Lazy({
+        "post-norm: the norms came after the residual additions; this block normalises "
+        "first: x + attn(ln_1(x)), then h + mlp(ln_2(h))": wrong(order="post"),
+        "the MLP read x instead of h = x + attn(ln_1(x)): apply it after the attention's "
+        "residual": wrong(order="parallel"),
+        "the attention's residual is missing: h = x + attn(ln_1(x)), not attn(ln_1(x))":
+            wrong(order="no_attention_residual"),
+        "the MLP's residual is missing: return h + mlp(ln_2(h)), not mlp(ln_2(h))":
+            wrong(order="no_mlp_residual"),
+        "ln_1 normalised the MLP's input too: the MLP reads ln_2(h)": wrong(order="ln_1_twice"),
+        RELU: wrong(activation="relu"),
+    })
+
+
+def _block_call(check: HiddenCheck, block: nn.Module, x: torch.Tensor, cache: Cache | None,
+                what: str) -> tuple[torch.Tensor, Cache]:
+    result = check.call(block, x) if cache is None else check.call(block, x, cache=cache)
+    out, new_cache = pair(check, result, what, "(x, cache)")
+    check.tensor(out, f"the x of {what}")
+    return out, cache_pair(check, new_cache, f"the cache of {what}")
+
+
+@hidden_test
+def grade_Block(block_cls: type[nn.Module]) -> None:
+    check = HiddenCheck("Block")
+    generator = fresh_generator(902)
+    seed = int(torch.randint(2**20, (1,), generator=generator))
+    H = 2
+    d = H * _randint(generator, 3, 6)
+
+    check.clause("members")
+    block = check.call_seeded(seed, block_cls, d, H)
+    check.expect(isinstance(block, nn.Module), "Block builds an nn.Module",
+                 expected="an nn.Module", got=describe(block))
+    _expect_block_members(check, block, d)
+    set_block(block, generator)
+    block.eval()
+    B, T = _randint(generator, 2, 4), _randint(generator, 5, 9)
+    x = torch.randn(B, T, d, generator=generator)
+
+    check.clause("returns")
+    with torch.no_grad():
+        out, cache = _block_call(check, block, x, None, f"forward(x of {(B, T, d)})")
+    check.shape(out, (B, T, d), f"x out of forward(x of {(B, T, d)})")
+
+    check.clause("values")
+    reference, attn_cache = _block_reference(block, x)
+    check.close(out, reference, f"forward(x of {(B, T, d)}): x + attn(ln_1(x)), then "
+                "h + mlp(ln_2(h))", mistakes=_block_mistakes(block, x),
+                dims=("batch", "position", "channel"), **TOL)
+
+    check.clause("cache")
+    for name, got, wanted in zip("KV", cache, attn_cache, strict=True):
+        check.close(got, wanted, f"{name} of the returned cache is attn's", **TOL)
+    t = _randint(generator, 2, T - 1)
+    with torch.no_grad():
+        _, first = _block_call(check, block, x[:, :t], None, f"forward(x[:, :{t}])")
+        piece, second = _block_call(check, block, x[:, t:], first,
+                                    f"forward(x[:, {t}:], cache=<the cache of x[:, :{t}]>)")
+    expected, attn_second = _block_reference(block, x[:, t:], first)
+    check.close(piece, expected, f"forward(x[:, {t}:], cache): attn got the cache",
+                mistakes=_Lazy({"the cache was not passed on to attn: call "
+                                "self.attn(self.ln_1(x), cache)":
+                                lambda: _block_reference(block, x[:, t:])[0]}),
+                dims=("batch", "position", "channel"), **TOL)
+    for name, got, wanted, given in zip("KV", second, attn_second, first, strict=True):
+        check.expect(tuple(got.shape) == tuple(wanted.shape),
+                     f"{name} of the returned cache covers all {T} positions",
+                     expected=f"shape {tuple(wanted.shape)}", got=f"shape {tuple(got.shape)}",
+                     diagnoses={"the cache it was given came back: return the one attn returns":
+                                tuple(got.shape) == tuple(given.shape)})
+        check.close(got, wanted, f"{name} of the returned cache is attn's new cache", **TOL)
+
+    check.clause("gradients")
+    block.train()
+    block.zero_grad()
+    out, _ = check.call(block, x)
+    check.expect(out.requires_grad, "x out carries a gradient back to the block",
+                 expected="an output that depends on the parameters", got="a detached output",
+                 likely=GRADIENT_CUT)
+    out.sum().backward()
+    for name, parameter in block.named_parameters():
+        grad = parameter.grad
+        check.expect(grad is not None and bool(grad.abs().sum() > 0),
+                     f"the output's gradient reaches {name}", expected="a non-zero gradient",
+                     got="None" if grad is None else "zeros", likely=GRADIENT_CUT)
+    check.passed()
+
+
+# ---- the model ------------------------------------------------------------------------------
+
+
+def _expect_gpt_members(check: HiddenCheck, model: nn.Module, V: int, block_size: int, d: int,
+                        n_layers: int) -> None:
+    check.expect(isinstance(model, nn.Module), "GPT builds an nn.Module",
+                 expected="an nn.Module", got=describe(model))
+    for name, rows in (("token_embedding", V), ("position_embedding", block_size)):
+        table = getattr(model, name, None)
+        ok = isinstance(table, nn.Embedding) and tuple(table.weight.shape) == (rows, d)
+        check.expect(ok, f"{name} is nn.Embedding({rows}, {d})",
+                     expected=f"nn.Embedding({rows}, {d})",
+                     got=describe(table) if not isinstance(table, nn.Embedding)
+                     else f"nn.Embedding{tuple(table.weight.shape)}")
+    blocks = getattr(model, "blocks", None)
+    check.expect(isinstance(blocks, nn.ModuleList) and len(blocks) == n_layers,
+                 f"blocks is an nn.ModuleList of {n_layers} Blocks",
+                 expected=f"nn.ModuleList of {n_layers} Blocks", got=describe(blocks)
+                 if not isinstance(blocks, nn.ModuleList) else f"{len(blocks)} modules")
+    for i, block in enumerate(blocks):
+        _expect_block_members(check, block, d, f"blocks[{i}].")
+    norm = getattr(model, "ln_f", None)
+    check.expect(isinstance(norm, nn.LayerNorm) and tuple(norm.normalized_shape) == (d,),
+                 f"ln_f is nn.LayerNorm({d})", expected=f"nn.LayerNorm({d})", got=describe(norm),
+                 diagnoses={"there is no final LayerNorm ln_f before the head": norm is None})
+    expect_linear(check, model, "head", d, V, True, wrong_bias=HEAD_BIAS)
+    check.expect(not torch.equal(model.head.weight, model.token_embedding.weight),
+                 "head has its own weights", expected="a head of its own",
+                 got="head.weight equal to token_embedding.weight",
+                 likely="the head is tied to the token embedding: this GPT keeps them apart")
+
+
+def _gpt_reference(model: nn.Module, tokens: torch.Tensor, caches: list | None = None, *,
+                   offset: bool = True, final_norm: bool = True, positions: bool = True,
+                   blocks: str = "own") -> tuple[torch.Tensor, list[Cache]]:
+    """Logits with the model's embeddings, norm and head and its own (the student's) blocks;
+    the flags make the usual mistakes."""
+    T = tokens.shape[1]
+    t = 0 if caches is None else caches[0][0].shape[2]
+    start = t if offset else 0
+    with torch.no_grad():
+        x = model.token_embedding(tokens)
+        if positions:
+            x = x + model.position_embedding(torch.arange(start, start + T))
+        new = []
+        for i, block in enumerate(model.blocks):
+            given = None if caches is None or blocks == "none" else (
+                caches[0] if blocks == "first" else caches[i])
+            x, cache = block(x, given)
+            new.append(cache)
+        return model.head(model.ln_f(x) if final_norm else x), new
+
+
+FIRST_CACHE_EVERYWHERE = "every block got caches[0]: block i continues from caches[i]"
+CACHES_IGNORED = "the caches were not passed on to the blocks"
+
+
+def _gpt_call(check: HiddenCheck, model: nn.Module, tokens: torch.Tensor, caches: list | None,
+              what: str, n_layers: int) -> tuple[torch.Tensor, list[Cache]]:
+    result = check.call(model, tokens) if caches is None else check.call(model, tokens,
+                                                                         caches=caches)
+    logits, new = pair(check, result, what, "(logits, caches)")
+    check.tensor(logits, f"the logits of {what}")
+    check.expect(isinstance(new, tuple | list) and len(new) == n_layers,
+                 f"{what} returns one cache per block", expected=f"a list of {n_layers} caches",
+                 got=describe(new))
+    return logits, [cache_pair(check, c, f"cache {i} of {what}") for i, c in enumerate(new)]
+
+
+@hidden_test
+def grade_GPT(gpt_cls: type[nn.Module]) -> None:
+    check = HiddenCheck("GPT")
+    generator = fresh_generator(903)
+    seed = int(torch.randint(2**20, (1,), generator=generator))
+    V, block_size = _randint(generator, 7, 12), _randint(generator, 12, 16)
+    H, n_layers = 2, 2
+    d = H * _randint(generator, 3, 5)
+
+    check.clause("members")
+    model = check.call_seeded(seed, gpt_cls, V, block_size, d, H, n_layers)
+    _expect_gpt_members(check, model, V, block_size, d, n_layers)
+    set_gpt(model, generator)
+    model.eval()
+    B, T = _randint(generator, 2, 4), block_size - _randint(generator, 1, 3)
+    tokens = torch.randint(V, (B, T), generator=generator)
+
+    check.clause("returns")
+    with torch.no_grad():
+        logits, caches = _gpt_call(check, model, tokens, None, f"forward(tokens of {(B, T)})",
+                                   n_layers)
+    check.shape(logits, (B, T, V), f"logits of forward(tokens of {(B, T)})")
+    for i, cache in enumerate(caches):
+        check.shape(cache[0], (B, H, T, d // H), f"K of caches[{i}]")
+    reference, reference_caches = _gpt_reference(model, tokens)
+
+    check.clause("values")
+    check.close(logits, reference, "logits = head(ln_f(x)), x = token_embedding(tokens) + "
+                "position_embedding(positions) through every block", mistakes=_Lazy({
+                    "there is no final LayerNorm: the logits are head(ln_f(x))":
+                        lambda: _gpt_reference(model, tokens, final_norm=False)[0],
+                    "the position embedding was not added to the token embedding":
+                        lambda: _gpt_reference(model, tokens, positions=False)[0]}),
+                dims=("batch", "position", "token"), **TOL)
+
+    check.clause("returns")  # now that the logits are right, the caches must be the blocks'
+    for i, (mine, wanted) in enumerate(zip(caches, reference_caches, strict=True)):
+        check.close(mine[0], wanted[0], f"caches[{i}] is block {i}'s cache (its K)",
+                    mistakes={"the caches came back in reverse order: block i's at index i":
+                              reference_caches[n_layers - 1 - i][0]}, **TOL)
+
+    check.clause("pieces")
+    t = _randint(generator, 2, T - 2)
+    with torch.no_grad():
+        _, first = _gpt_call(check, model, tokens[:, :t], None, f"forward(tokens[:, :{t}])",
+                             n_layers)
+        piece, second = _gpt_call(check, model, tokens[:, t:], first,
+                                  f"forward(tokens[:, {t}:], caches)", n_layers)
+    check.close(piece, reference[:, t:], f"the logits of tokens[:, {t}:] with the caches of the "
+                f"first {t} equal the logits of the whole text there", mistakes=_Lazy({
+                    POSITIONS_NOT_OFFSET: lambda: _gpt_reference(
+                        model, tokens[:, t:], first, offset=False)[0],
+                    FIRST_CACHE_EVERYWHERE: lambda: _gpt_reference(
+                        model, tokens[:, t:], first, blocks="first")[0],
+                    CACHES_IGNORED: lambda: _gpt_reference(
+                        model, tokens[:, t:], first, blocks="none")[0]}),
+                dims=("batch", "position", "token"), **TOL)
+    for i, (mine, wanted) in enumerate(zip(second, reference_caches, strict=True)):
+        check.close(mine[0], wanted[0], f"caches[{i}] after both pieces holds all {T} positions",
+                    **TOL)
+    steps, running = [], None
+    with torch.no_grad():
+        for p in range(T):
+            step, running = _gpt_call(check, model, tokens[:, p:p + 1], running,
+                                      f"forward(tokens[:, {p}:{p + 1}], caches)", n_layers)
+            steps.append(step)
+    check.close(torch.cat(steps, dim=1), reference, "feeding one token at a time with the "
+                "caches gives the logits of the whole text", dims=("batch", "position", "token"),
+                **TOL)
+
+    check.clause("gradients")
+    model.train()
+    model.zero_grad()
+    logits, _ = check.call(model, tokens)
+    check.expect(logits.requires_grad, "the logits carry a gradient back to the model",
+                 expected="logits that depend on the parameters", got="detached logits",
+                 likely=GRADIENT_CUT)
+    logits.sum().backward()
+    for name, parameter in model.named_parameters():
+        grad = parameter.grad
+        check.expect(grad is not None and bool(grad.abs().sum() > 0),
+                     f"the logits' gradient reaches {name}", expected="a non-zero gradient",
+                     got="None" if grad is None else "zeros", likely=GRADIENT_CUT)
+    check.passed()
+
+
+# ---- their GPT, for the loop and for generate ----------------------------------------------
+
+def _students_gpt(candidate: StudentFunction) -> StudentFunction:
+    """The GPT class the student's function sees: the name ``GPT`` where their code lives
+    (their kernel while grading; the function's own module when it runs in this process)."""
+    channel = candidate._channel
+    if isinstance(channel, LocalChannel) and "GPT" not in channel.namespace:
+        function = inspect.unwrap(channel.namespace.get(candidate._target))
+        found = getattr(function, "__globals__", {}).get("GPT")
+        if found is not None:
+            channel.namespace["GPT"] = found
+    return StudentFunction(channel, "GPT", layers=dict(syllabus.exercise("GPT").layers))
+
+
+def _needs_gpt(exercise: str, problem: str) -> CheckFailed:
+    return CheckFailed("\n".join([
+        f"{exercise} (hidden test): {exercise} is graded with your own GPT (Exercise 3), which "
+        "must work first",
+        "  expected: your GPT builds, runs, and gives the same logits fed in pieces with its "
+        "caches as fed at once",
+        f"  got:      {problem}",
+        "  likely mistake: your GPT does not pass its own test yet. Pass the test of "
+        "Exercise 3 first, then run this cell again."]))
+
+
+def _build_gpt(check: HiddenCheck, exercise: str, gpt: StudentFunction, seed: int,
+               sizes: tuple[int, ...], generator: torch.Generator) -> nn.Module:
+    """The student's GPT with weights drawn here, in float64, checked to run and to agree
+    with itself fed in pieces (else the exercise cannot be graded with it)."""
+    try:
+        with global_seed(seed):
+            model = gpt(*sizes)
+        model.double()
+        set_gpt(model, generator)
+        model.eval()
+        V, block_size = sizes[0], sizes[1]
+        T = min(block_size, 6)
+        tokens = torch.randint(V, (2, T), generator=generator)
+        with torch.no_grad():
+            whole, _ = model(tokens)
+            _, caches = model(tokens[:, :2])
+            piece, _ = model(tokens[:, 2:], caches)
+        agree = torch.allclose(whole[:, 2:], piece, atol=1e-6)
+    except (StudentError, NotImplementedError, AttributeError, TypeError, ValueError,
+            IndexError, RuntimeError) as error:
+        raise _needs_gpt(exercise, f"building or running it failed ({type(error).__name__}: "
+                                   f"{error})") from None
+    if not agree:
+        raise _needs_gpt(exercise, "fed in two pieces with its caches, it gives other logits "
+                                   "than fed at once")
+    return model
+
+
+# ---- the training loop -----------------------------------------------------------------------
+
+def _successor_batches(generator: torch.Generator, steps: int, B: int, T: int, V: int
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batches of a text in which each token follows from the one before it (a fixed random
+    successor, now and then another): something a model can learn in a few steps."""
+    successor = torch.randperm(V, generator=generator)
+    text = torch.empty(steps, B, T + 1, dtype=torch.long)
+    text[:, :, 0] = torch.randint(V, (steps, B), generator=generator)
+    for p in range(T):
+        jump = torch.rand(steps, B, generator=generator) < 0.1
+        text[:, :, p + 1] = torch.where(jump, torch.randint(V, (steps, B), generator=generator),
+                                        successor[text[:, :, p]])
+    return text[:, :, :-1], text[:, :, 1:]
+
+
+def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+
+def _run(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, steps: int, lr: float,
+         *, optimizer: str = "AdamW", clear: bool = True, once: bool = True) -> list[float]:
+    """The reference loop (and, with the flags, the usual mistakes), on the rebuilt model:
+    its forward and backward run where the student's code lives."""
+    start = {name: p.detach().clone() for name, p in model.named_parameters()}
+    make = {"AdamW": torch.optim.AdamW, "Adam": torch.optim.Adam, "SGD": torch.optim.SGD}
+    parameters = list(model.parameters())
+    opt = make[optimizer](parameters, lr=lr)
+    losses = []
+    model.train()
+    try:
+        for step in range(steps):
+            if not once:
+                opt = make[optimizer](parameters, lr=lr)
+            logits, _ = model(inputs[step])
+            loss = _cross_entropy(logits, targets[step])
+            if clear:
+                opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    finally:
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.copy_(start[name])
+                p.grad = None
+    return losses
+
+
+STEP_MISSING = ("the loss never moved, so the parameters never changed: call "
+                "optimizer.step() after loss.backward(), and optimizer.zero_grad() before "
+                "backward, not between backward and step")
+
+
+@hidden_test
+def grade_train_gpt(train_gpt: Callable[..., list[float]]) -> None:
+    check = HiddenCheck("train_gpt")
+    generator = fresh_generator(904)
+    seed = int(torch.randint(2**20, (1,), generator=generator))
+    V, T, B = _randint(generator, 5, 8), _randint(generator, 5, 8), _randint(generator, 3, 6)
+    steps = 12
+    lr = float(0.02 + 0.03 * torch.rand(1, generator=generator))
+    model = _build_gpt(check, "train_gpt", _students_gpt(train_gpt), seed, (V, T, 8, 2, 1),
+                       generator)
+    # One batch for every step: a loop that never updates the model returns one loss, over
+    # and over, and any loop that learns lowers it.
+    inputs, targets = (t.expand(steps, -1, -1) for t in _successor_batches(generator, 1, B, T, V))
+
+    check.clause("returns")
+    losses = check.call(train_gpt, model, Batches(inputs, targets), steps, lr=lr)
+    check.expect(isinstance(losses, list | tuple) and len(losses) == steps,
+                 f"train_gpt(model, get_batch, steps={steps}, lr={lr:.4f}) returns {steps} losses",
+                 expected=f"a list of {steps} numbers", got=describe(losses))
+    check.expect(all(isinstance(v, float) for v in losses), "each loss is a Python float",
+                 expected="floats (loss.item())", got=describe(losses), diagnoses={
+                     "the losses are tensors: append loss.item(), a plain number (a tensor "
+                     "would also keep the whole graph of its step alive)":
+                         any(isinstance(v, torch.Tensor) for v in losses)})
+    losses = [float(v) for v in losses]
+
+    check.clause("loss")
+    with torch.no_grad():
+        logits, _ = model(inputs[0])
+    first = _cross_entropy(logits, targets[0])
+    check.close(_number(losses[0]), first, "the first loss is the cross-entropy of the "
+                "untrained model over every position of the first batch", mistakes={
+                    "the loss covers only the last position of each sequence: score every "
+                    "position (flatten (B, T, V) to (B * T, V))":
+                        F.cross_entropy(logits[:, -1], targets[0][:, -1]),
+                    "the loss is summed over the positions instead of averaged":
+                        F.cross_entropy(logits.flatten(0, 1), targets[0].flatten(),
+                                        reduction="sum")}, **EXACT)
+
+    check.clause("learns")
+    check.expect(sum(losses[-3:]) / 3 < losses[0] - 1e-3,
+                 f"the loss falls over {steps} steps at lr={lr:.4f}",
+                 expected=f"the last losses below the first ({losses[0]:.3f})",
+                 got=f"losses {', '.join(f'{v:.3f}' for v in losses)}", diagnoses={
+                     STEP_MISSING: max(losses) - min(losses) < 1e-9})
+
+    check.clause("optimizer")
+    reference = _run(model, inputs, targets, 4, lr)
+    check.close(_number(losses[1]), _number(reference[1]),
+                "the loss after one step of AdamW at the given lr", mistakes=_Lazy({
+                    "the optimizer is SGD: use torch.optim.AdamW":
+                        lambda: _number(_run(model, inputs, targets, 2, lr,
+                                                  optimizer="SGD")[1]),
+                    "the optimizer is Adam: AdamW differs by its weight decay":
+                        lambda: _number(_run(model, inputs, targets, 2, lr,
+                                                  optimizer="Adam")[1]),
+                    "the learning rate lr was not used (the default 3e-3 came instead)":
+                        lambda: _number(_run(model, inputs, targets, 2, 3e-3)[1])}),
+                **EXACT)
+
+    check.clause("steps")
+    check.close(_number(losses[2:4]), _number(reference[2:4]),
+                "the losses of steps 3 and 4 continue the reference run", mistakes=_Lazy({
+                    "the gradients were never cleared, so they added up from step to step: "
+                    "call optimizer.zero_grad() every step":
+                        lambda: _number(_run(model, inputs, targets, 4, lr,
+                                                  clear=False)[2:4]),
+                    "a new AdamW was made at every step, which forgets its running averages: "
+                    "make it once, before the loop":
+                        lambda: _number(_run(model, inputs, targets, 4, lr,
+                                                  once=False)[2:4])}), **EXACT)
+    check.passed()
+
+
+# ---- generate -------------------------------------------------------------------------------
+
+def _greedy(model: nn.Module, prompt: torch.Tensor, n_tokens: int, mode: str = "right"
+            ) -> torch.Tensor:
+    """Greedy decoding with the model (the student's GPT, run where it lives); ``mode``
+    makes the usual mistakes with the position read or with the caches."""
+    tokens, caches = prompt, None
+    with torch.no_grad():
+        for step in range(n_tokens):
+            if mode in ("right", "first"):
+                logits, _ = model(tokens)
+            elif mode == "whole_with_caches":  # the whole text again, with the caches
+                logits, caches = model(tokens, caches)
+            elif mode == "stale_caches":  # the caches of the first call, every time
+                fed = tokens if step == 0 else tokens[:, -1:]
+                logits, new = model(fed, caches)
+                caches = new if caches is None else caches
+            else:  # "newest_alone": the newest token without any caches
+                logits, _ = model(tokens if step == 0 else tokens[:, -1:])
+            row = logits[:, 0] if mode == "first" else logits[:, -1]
+            tokens = torch.cat([tokens, row.argmax(dim=-1, keepdim=True)], dim=1)
+    return tokens
+
+
+def _tokens(check: HiddenCheck, out: Any, shape: tuple[int, int], prompt: torch.Tensor,
+            what: str) -> torch.Tensor:
+    check.tensor(out, what)
+    check.expect(out.dtype == torch.int64, f"{what} is int64 token ids",
+                 expected="dtype torch.int64", got=f"dtype {out.dtype}")
+    check.expect(tuple(out.shape) == shape, f"{what} has shape {shape}",
+                 expected=f"(B, T0 + n_tokens) = {shape}", got=f"shape {tuple(out.shape)}",
+                 diagnoses={"only the new tokens came back: return the prompt followed by them":
+                            tuple(out.shape) == (shape[0], shape[1] - prompt.shape[1])})
+    check.expect(torch.equal(out[:, :prompt.shape[1]], prompt),
+                 f"{what} starts with the prompt", expected=describe(prompt),
+                 got=describe(out[:, :prompt.shape[1]]))
+    return out
+
+
+def _expect_frequencies(check: HiddenCheck, draws: torch.Tensor, probabilities: torch.Tensor,
+                        what: str, mistakes: dict[str, torch.Tensor]) -> None:
+    n = draws.numel()
+    frequencies = torch.bincount(draws, minlength=probabilities.numel()).double() / n
+    slack = frequency_slack(probabilities, n)
+    ok = bool(((frequencies - probabilities).abs() <= slack).all())
+    check.expect(ok, what, expected=describe(probabilities.float()),
+                 got=describe(frequencies.float()), diagnoses={
+                     words: bool(((frequencies - wrong).abs() <= frequency_slack(wrong, n)).all())
+                     for words, wrong in mistakes.items()})
+
+
+@hidden_test
+def grade_generate(generate: Callable[..., torch.Tensor]) -> None:
+    check = HiddenCheck("generate")
+    generator = fresh_generator(905)
+    seeds = torch.randperm(2**20, generator=generator)[:4].tolist()
+    V, T0, n = _randint(generator, 6, 9), _randint(generator, 2, 4), _randint(generator, 6, 9)
+    model = _build_gpt(check, "generate", _students_gpt(generate), seeds[0], (V, 128, 8, 2, 1),
+                       generator)
+    B = _randint(generator, 2, 4)
+    prompt = torch.randint(V, (B, T0), generator=generator)
+
+    check.clause("returns")
+    shape = (B, T0 + n)
+    greedy = check.call(generate, model, prompt, n, top_k=1, use_cache=False)
+    greedy = _tokens(check, greedy, shape, prompt,
+                     f"generate(model, prompt of {(B, T0)}, {n}, top_k=1, use_cache=False)")
+
+    check.clause("next_token")
+    reference = _greedy(model, prompt, n)
+    check.close(greedy, reference, "greedy (top_k=1) without the cache: each new token is the "
+                "most likely one after the text so far", mistakes=_Lazy({
+                    "the logits of the first position were used: the next token follows the "
+                    "last position, logits[:, -1]": lambda: _greedy(model, prompt, n, "first")}),
+                dims=("sequence", "position"), atol=0, rtol=0)
+    single = prompt[:1]
+    one = check.call(generate, model, single, n, top_k=1, use_cache=False)
+    one = _tokens(check, one, (1, T0 + n), single, "generate(model, a prompt of one sequence, "
+                  f"{n}, top_k=1, use_cache=False)")
+    check.close(one, reference[:1], "the same for a batch of one sequence", atol=0, rtol=0)
+
+    check.clause("cache")
+    cached = check.call(generate, model, prompt, n, top_k=1)
+    cached = _tokens(check, cached, shape, prompt,
+                     f"generate(model, prompt of {(B, T0)}, {n}, top_k=1)")
+    check.close(cached, reference, "greedy with the cache: the same tokens as without it",
+                mistakes=_Lazy({
+                    "with the cache, the whole text was fed again at every step: after the "
+                    "first call, feed only the newest token with the caches":
+                        lambda: _greedy(model, prompt, n, "whole_with_caches"),
+                    "the caches of the first call were passed every time: pass the caches the "
+                    "model returned at the step before":
+                        lambda: _greedy(model, prompt, n, "stale_caches"),
+                    "the newest token was fed without the caches, so the model saw a text of "
+                    "one token: pass the caches it returned":
+                        lambda: _greedy(model, prompt, n, "newest_alone")}),
+                dims=("sequence", "position"), atol=0, rtol=0)
+    state = seeds[1]  # the same generator state and the same global seed for both
+    with_cache = check.call_seeded(seeds[2], generate, model, prompt, n,
+                                   generator=torch.Generator().manual_seed(state))
+    without = check.call_seeded(seeds[2], generate, model, prompt, n, use_cache=False,
+                                generator=torch.Generator().manual_seed(state))
+    check.close(_tokens(check, with_cache, shape, prompt, "sampled with the cache"),
+                _tokens(check, without, shape, prompt, "sampled without the cache"),
+                "sampled (temperature 1) with the same generator: the same tokens with and "
+                "without the cache", dims=("sequence", "position"), atol=0, rtol=0)
+
+    check.clause("sampling")
+    spread = torch.linspace(-2.0, 2.0, V, dtype=torch.float64)  # temperature and top-k matter
+    row = spread[torch.randperm(V, generator=generator)] + 0.2 * torch.randn(
+        V, generator=generator, dtype=torch.float64)
+    with torch.no_grad():
+        saved = model.head.weight.clone(), model.head.bias.clone()
+        model.head.weight.zero_()  # every position's logits are now `row`
+        model.head.bias.copy_(row)
+    many = torch.randint(V, (3000, 1), generator=generator)
+    temperature = float(0.4 + 0.2 * torch.rand(1, generator=generator))
+    k = _randint(generator, 2, V - 2)
+    try:
+        hot = check.call(generate, model, many, 1, temperature=temperature,
+                         generator=torch.Generator().manual_seed(seeds[2]))
+        hot = _tokens(check, hot, (3000, 2), many, f"generate(..., temperature={temperature:.2f})")
+        _expect_frequencies(check, hot[:, 1], torch.softmax(row / temperature, dim=-1),
+                            f"with temperature={temperature:.2f}, the tokens follow "
+                            "softmax(logits / temperature)", {
+                                "the temperature was not passed on to sample_next_token":
+                                    torch.softmax(row, dim=-1)})
+        kept = check.call(generate, model, many, 1, top_k=k,
+                          generator=torch.Generator().manual_seed(seeds[3]))
+        kept = _tokens(check, kept, (3000, 2), many, f"generate(..., top_k={k})")
+        allowed = row >= row.topk(k).values[-1]
+        _expect_frequencies(check, kept[:, 1], torch.softmax(
+            row.masked_fill(~allowed, float("-inf")), dim=-1),
+            f"with top_k={k}, only the {k} most likely tokens are drawn", {
+                "top_k was not passed on to sample_next_token": torch.softmax(row, dim=-1)})
+    finally:
+        with torch.no_grad():
+            model.head.weight.copy_(saved[0])
+            model.head.bias.copy_(saved[1])
+
+    check.clause("randomness")
+    state = seeds[2] + 1
+    a = check.call_seeded(seeds[0], generate, model, prompt, n,
+                          generator=torch.Generator().manual_seed(state))
+    b = check.call_seeded(seeds[1], generate, model, prompt, n,
+                          generator=torch.Generator().manual_seed(state))
+    check.expect(torch.equal(torch.as_tensor(a), torch.as_tensor(b)),
+                 "the same generator state gives the same tokens under any global seed",
+                 expected=describe(a), got=describe(b), likely=GENERATOR_IGNORED)
+    others = [check.call(generate, model, prompt, n,
+                         generator=torch.Generator().manual_seed(state + i)) for i in (1, 2)]
+    check.expect(not all(torch.equal(torch.as_tensor(o), torch.as_tensor(a)) for o in others),
+                 "other generator states give other tokens", expected="different tokens",
+                 got="the same tokens for three generator states", likely=RESEEDS)
+    check.passed()

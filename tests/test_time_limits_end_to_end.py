@@ -1,0 +1,110 @@
+"""A notebook's time is its own, graded as `make grade` does with small limits: a notebook
+of many cells that each stay under the cell limit, one that ignores the interrupt and a
+correct classmate, all in one batch; then a run that cannot grade the classmate, who keeps
+the result, graded notebook and page it had."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+
+import pytest
+from conftest import _misbehave
+from misbehaving import _ATTENTION_ALONE, NOTEBOOK
+from misbehaving.slow import IGNORES_INTERRUPT
+
+pytestmark = pytest.mark.slow
+
+CELL_TIMEOUT, NOTEBOOK_TIMEOUT = 5, 60
+# 30 cells of 3 s each: every one under the cell limit, 90 s together
+SLEEPS = "import time\ntime.sleep(3)\n"
+STUDENTS = {
+    "full_solution": {"test_stable_softmax": 2, "test_gained_dot_product_attention": 2},
+    "sleeps_past_its_limit": {"test_stable_softmax": 2, "test_gained_dot_product_attention": 0},
+    "ignores_interrupt": {"test_stable_softmax": 0, "test_gained_dot_product_attention": 2},
+}
+
+
+def _results(course) -> dict:
+    return {(r["student"], r["assignment"]): r for r in
+            (json.loads(p.read_text()) for p in (course / "grader" / "results").glob("*.json"))}
+
+
+def _scores(result: dict) -> dict:
+    return {c["grade_id"]: c["score"] for c in result["cells"] if c["kind"] == "auto"}
+
+
+@pytest.fixture(scope="module")
+def limited(course_copy, run_in_course, tmp_path_factory):
+    """The class graded with small limits in a copy of the course of its own.
+
+    Returns (course folder, class folder, the grading run, results).
+    """
+    course = tmp_path_factory.mktemp("limits") / "course"
+    shutil.copytree(course_copy, course, symlinks=True, ignore=shutil.ignore_patterns(
+        "sample_submissions", "autograded", "feedback", "results", ".scratch", "summary",
+        "grades.csv"))
+    klass = course / "class"
+    code = ("import sys; from pathlib import Path; from pipeline import sample_class; "
+            "sample_class.build(out=Path(sys.argv[1]), ids=[sys.argv[2]])")
+    run_in_course(["-c", code, str(course / "sample"), NOTEBOOK], course)
+    shutil.copytree(course / "sample" / "full_solution", klass / "full_solution")
+    _misbehave(klass, "sleeps_past_its_limit",
+               {"gained_dot_product_attention": [SLEEPS] * 30 + [_ATTENTION_ALONE]}, {})
+    _misbehave(klass, "ignores_interrupt", {"stable_softmax": IGNORES_INTERRUPT,
+                                            "gained_dot_product_attention": _ATTENTION_ALONE}, {})
+    run = run_in_course(["-m", "pipeline.grading", str(klass), "--jobs", "1",
+                         "--cell-timeout", str(CELL_TIMEOUT), "--timeout", str(NOTEBOOK_TIMEOUT),
+                         "--feedback-timeout", "60"], course)
+    return course, klass, run, _results(course)
+
+
+@pytest.mark.parametrize("student", sorted(STUDENTS))
+def test_each_notebook_is_graded_for_what_it_earned_with_its_page(limited, student):
+    course, _, _, results = limited
+    result = results[student, NOTEBOOK]
+    assert result["status"] == "graded", result
+    assert _scores(result) == STUDENTS[student]
+    page = course / "grader" / "feedback" / student / NOTEBOOK / f"{NOTEBOOK}.html"
+    assert "could not be made" not in page.read_text()  # its own, full page
+
+
+def test_the_notebook_past_its_limit_is_told_so_where_its_time_ran_out(limited):
+    course, _, _, results = limited
+    cells = {c["grade_id"]: c for c in results["sleeps_past_its_limit", NOTEBOOK]["cells"]}
+    message = cells["test_gained_dot_product_attention"]["message"]
+    assert message.startswith("NotebookTimeout: the notebook used up its time limit "
+                              f"({NOTEBOOK_TIMEOUT} s for all its cells)"), message
+    assert not any(c["needs_manual_grade"] for c in cells.values() if c["kind"] == "auto")
+    page = (course / "grader" / "feedback" / "sleeps_past_its_limit" / NOTEBOOK
+            / f"{NOTEBOOK}.html").read_text()
+    assert "used up its time limit" in page
+
+
+def test_nothing_of_the_batch_stays_behind(limited):
+    course = limited[0]
+    scratch = course / "grader" / ".scratch"
+    assert not scratch.exists() or not os.listdir(scratch)
+
+
+def test_a_run_that_cannot_grade_a_student_keeps_what_it_had(limited, run_in_course):
+    course, klass, _, before = limited
+    folders = {kind: course / "grader" / kind / "full_solution" / NOTEBOOK
+               for kind in ("autograded", "feedback")}
+    files = {path: path.read_bytes() for folder in folders.values()
+             for path in folder.iterdir()}
+    notebook = klass / "full_solution" / NOTEBOOK / f"{NOTEBOOK}.ipynb"
+    again = course / "again"
+    (again / "full_solution" / NOTEBOOK).mkdir(parents=True)
+    (again / "full_solution" / NOTEBOOK / f"{NOTEBOOK}.ipynb").symlink_to(notebook)
+    run_in_course(["-m", "pipeline.grading", str(again), "--jobs", "1"], course)
+    result = _results(course)["full_solution", NOTEBOOK]
+    assert result["status"].startswith("previous result kept (this run: not graded: ")
+    assert "symbolic link" in result["status"]
+    assert result["cells"] == before["full_solution", NOTEBOOK]["cells"]
+    assert {path: path.read_bytes() for path in files} == files  # notebook and page kept
+    assert all(stat.S_ISREG(os.lstat(path).st_mode) for path in files)
+    with (course / "grader" / "grades.csv").open() as handle:
+        assert "previous result kept" in handle.read()
