@@ -249,7 +249,6 @@ def test_the_exercise_register_matches_the_answer_cells_of_the_solutions():
 
     from helpers.exercises import EXERCISES
     from helpers.syllabus import ids as declared
-
     from helpers.syllabus import tutorial
 
     ids = declared()
