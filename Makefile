@@ -18,6 +18,11 @@ NOTEBOOK_TIMEOUT ?=  ## make grade: seconds all the cells of one notebook may ru
 FEEDBACK_TIMEOUT ?=  ## make grade: seconds one feedback page may take (unset: pipeline.grading's)
 MEMORY_GB ?=  ## make grade: address space of each grading process and kernel, GiB (0: none; unset: pipeline.grading's)
 CPU_CAPABILITY ?=  ## make validate: PyTorch's CPU kernels (ATEN_CPU_CAPABILITY: default, avx2...; unset: this machine's)
+FROM ?=  ## make collect: what the LMS gave (a download's zip or folder, a JupyterHub exchange's root)
+LMS ?=  ## make collect, return, export: canvas, moodle, exchange or plain (collect: recognised when unset)
+ASSIGNMENT ?=  ## make collect, release: one assignment id (unset: collect recognises each file's; release: all)
+WORKSHEET ?=  ## make collect LMS=moodle: the assignment's grading worksheet from Moodle (CSV)
+EXCHANGE ?=  ## make release: the root of a JupyterHub course's nbgrader exchange
 DEST ?=  ## make student-edition: where the student repository is written
 FORCE ?=  ## make student-edition: 1 to write into a non-empty DEST
 LAB_ARGS ?=  ## make lab, lab-solutions, formgrader: options for jupyter lab (e.g. --port=8890)
@@ -30,6 +35,7 @@ BENCH_ARGS ?=  ## make bench, bench-grading: options for the benchmark (see benc
 COURSE := PYTHONPATH=$(CURDIR)/grader$(if $(PYTHONPATH),:$(PYTHONPATH)) $(BIN)/python -m pipeline.environment
 
 .PHONY: help setup setup-browser setup-sandbox demo test test-fast assignments grade grade-merge lab lab-solutions formgrader \
+        release collect return export \
         execute validate validate-gpu lint bench bench-grading clean student-edition dist
 
 help:  ## list the targets and the variables they take
@@ -96,6 +102,27 @@ grade: setup  ## autograde SUBMISSIONS=dir [JOBS SHARD CELL_TIMEOUT NOTEBOOK_TIM
 grade-merge: setup  ## merge the results of sharded `make grade SHARD=i/N` runs
 	$(COURSE) python -m pipeline.grading --merge
 
+# The term: release to a JupyterHub, collect from an LMS, return feedback, export grades
+# (grader/roster.csv and grader/deadlines.csv: see pipeline/roster.py, pipeline/deadlines.py).
+COLLECT_FLAGS = $(strip $(if $(LMS),--lms $(LMS)) $(if $(ASSIGNMENT),--assignment $(ASSIGNMENT)) \
+                  $(if $(WORKSHEET),--worksheet "$(WORKSHEET)"))
+
+release: setup  ## nbgrader release_assignment into a JupyterHub's exchange EXCHANGE=dir [ASSIGNMENT=id]
+	@test -n "$(EXCHANGE)" || { echo "usage: make release EXCHANGE=dir [ASSIGNMENT=id]  (nbgrader's Exchange.root)"; exit 2; }
+	$(COURSE) python -m pipeline.collect "$(EXCHANGE)" --release $(if $(ASSIGNMENT),--assignment $(ASSIGNMENT))
+
+collect: setup  ## lay out FROM=download [LMS= ASSIGNMENT= WORKSHEET=] in grader/submitted for make grade
+	@test -n "$(FROM)" || { echo "usage: make collect FROM=<zip or folder> [LMS=canvas|moodle|exchange|plain] [ASSIGNMENT=id] [WORKSHEET=csv]"; exit 2; }
+	$(COURSE) python -m pipeline.collect "$(FROM)" $(COLLECT_FLAGS)
+
+return: setup  ## feedback pages zipped as LMS=canvas|moodle|plain takes them back, in grader/export/
+	@test -n "$(LMS)" || { echo "usage: make return LMS=canvas|moodle|plain"; exit 2; }
+	$(COURSE) python -m pipeline.export feedback --lms $(LMS)
+
+export: setup  ## the gradebook file LMS=canvas|moodle imports as it is, in grader/export/ (besides grades.csv)
+	@test -n "$(LMS)" || { echo "usage: make export LMS=canvas|moodle"; exit 2; }
+	$(COURSE) python -m pipeline.export grades --lms $(LMS)
+
 execute: setup  ## re-execute solutions/ in place (after editing a solution notebook)
 	$(COURSE) python -m pipeline.execute solutions/*.ipynb
 
@@ -128,7 +155,8 @@ formgrader: setup  ## nbgrader's formgrader on the course's gradebook, submissio
 # What generation, grading, the demo and `make dist` write; kept: .venv, solutions/, notebooks/.
 GENERATED := grader/source grader/release grader/submitted grader/gradebook.db \
              grader/sample_submissions grader/autograded grader/feedback grader/results \
-             grader/grades.csv grader/summary grader/.scratch build/dist-edition dist
+             grader/grades.csv grader/summary grader/.scratch grader/lms grader/export \
+             build/dist-edition dist
 
 clean:  ## remove what generation, grading, the demo and make dist write (keeps .venv, solutions/, notebooks/)
 	rm -rf $(GENERATED)

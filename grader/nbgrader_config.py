@@ -100,3 +100,19 @@ c.GenerateFeedback.exporter_class = SafeFeedbackExporter
 # every HTMLExporter gets this check, so that one refuses a submission instead of running its
 # scripts in the instructor's browser (the course's own exporters pass it).
 c.HTMLExporter.preprocessors = ["pipeline.safe_formgrader.RequireInertExporter"]
+
+# ---- Deadlines and late submissions --------------------------------------------------------
+# Each assignment's deadline is in grader/deadlines.csv (pipeline.deadlines), put into the
+# gradebook before every grading run; each submission's time is its timestamp.txt, written by
+# `make collect` from what the LMS says, or by nbgrader's exchange. nbgrader's
+# AssignLatePenalties (in the Autograde steps above) asks this plugin for the penalty of a
+# late notebook; nbgrader caps it at the notebook's score. A day begun counts as a day.
+from pipeline.deadlines import LateNote, PercentPerDay  # noqa: E402
+
+c.AssignLatePenalties.plugin_class = PercentPerDay
+c.PercentPerDay.percent_per_day = 10.0  # of the score, per day late
+c.PercentPerDay.grace_minutes = 0.0  # minutes after the deadline that do not count
+c.PercentPerDay.zero_after_days = 7.0  # later than this: the whole score
+# The feedback page says at the top when the notebook came in against its deadline, and why
+# it lost points for it (nbgrader's template lists the penalty with the scores).
+c.GenerateFeedback.preprocessors.append(LateNote)

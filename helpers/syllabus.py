@@ -237,8 +237,11 @@ TUTORIALS: tuple[Tutorial, ...] = (
             "values": "row t is the mean of rows 0..t (t + 1 of them), for every sequence, a "
                       "sequence of one token included",
             "dtype": DTYPE,
+            "device": DEVICE,
             "unchanged": UNCHANGED,
-        }),
+        }, rules={"loops": "the direct way, with a Python loop over the positions: the slow "
+                           "reference Exercise 2 is timed against (checked by the self-check; "
+                           "not graded)"}),
         Exercise("running_mean_matmul", "x", 2, contract={
             "shape": "(B, T, C) -> (B, T, C), a batch of one included",
             "values": "row t is the mean of rows 0..t (t + 1 of them), for every sequence, a "
@@ -253,7 +256,8 @@ TUTORIALS: tuple[Tutorial, ...] = (
             "shape": "(..., T, T) -> (..., T, T), any leading dimensions (none included)",
             "values": "row t is the softmax of scores[..., t, :t+1] over the keys; later "
                       "positions get weight exactly 0",
-            "large": "finite and exact for scores in the hundreds",
+            "large": "finite and exact for scores in the hundreds, also when every allowed "
+                     "score lies hundreds below the future ones",
             "dtype": DTYPE,
             "device": DEVICE,
             "unchanged": UNCHANGED,
@@ -261,12 +265,16 @@ TUTORIALS: tuple[Tutorial, ...] = (
         Exercise("CausalSelfAttentionHead", "n_embd, head_size", 3, methods={"forward": "x"},
                  contract={
             "members": "key, query, value: nn.Linear(n_embd, head_size, bias=False)",
+            "init": "key, query and value keep nn.Linear's own random start, drawn from "
+                    "PyTorch's global generator: never reseeded, never zeroed",
             "causal": "position t never reads a later position",
             "values": "causal softmax(q kᵀ / sqrt(head_size)) times v, shape "
                       "(B, T, head_size), a batch of one included",
             "length": "works for any sequence length T, 1 and longer ones included (nothing "
                       "fixed in __init__)",
             "arguments": "n_embd and head_size are honoured (head_size ≠ n_embd too)",
+            "device": "new tensors (a mask) are made on x's device (device=x.device, or "
+                      "torch.*_like)",
             "gradients": GRADIENTS,
             "unchanged": UNCHANGED,
         }, layers={"key": "Linear", "query": "Linear", "value": "Linear"}),

@@ -118,6 +118,7 @@ class Coverage:
 
     checks: dict[str | None, int] = field(default_factory=dict)  # clause -> checks run
     failing: dict[str | None, list[str]] = field(default_factory=dict)  # clause -> variants
+    arguments: set[str] = field(default_factory=set)  # parameters the checks pass
 
 
 def assert_bank(grade: Callable[[Any], None], solution: Any, bank: Bank) -> Coverage:
@@ -128,13 +129,13 @@ def assert_bank(grade: Callable[[Any], None], solution: Any, bank: Bank) -> Cove
     problems = []
     coverage = Coverage()
     with offered_diagnoses() as offered:
-        SelfCheck.record = []
+        SelfCheck.record, SelfCheck.arguments = [], coverage.arguments
         try:
             grade(solution)
             for _, clause, _ in SelfCheck.record:
                 coverage.checks[clause] = coverage.checks.get(clause, 0) + 1
         finally:
-            SelfCheck.record = None
+            SelfCheck.record = SelfCheck.arguments = None
         told = {}
         for candidate, key, *clause in bank:
             name = getattr(candidate, "__name__", repr(candidate))

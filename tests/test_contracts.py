@@ -18,11 +18,13 @@ from __future__ import annotations
 import importlib
 
 import pytest
+import torch
 from mutation import COVERAGE, ExerciseBanks, assert_bank
 
+from helpers.checks.framework import SelfCheck
 from helpers.syllabus import TUTORIALS
 
-EXERCISES = [pytest.param(t, e, id=e.name) for t in TUTORIALS for e in t.exercises]
+EXERCISES = [pytest.param(t, e, id=f"{t.id}-{e.name}") for t in TUTORIALS for e in t.exercises]
 
 
 def _banks(tutorial, exercise) -> ExerciseBanks:
@@ -87,3 +89,45 @@ def test_the_hidden_test_tests_every_clause(tutorial, exercise):
 def test_every_exercise_declares_a_contract():
     bare = [e.name for t in TUTORIALS for e in t.exercises if not e.contract]
     assert not bare, f"exercises without a contract in helpers/syllabus.py: {bare}"
+
+
+def _parameters(signature: str) -> list[str]:
+    return [p.split("=")[0].strip() for p in signature.split(",") if p.strip()]
+
+
+@pytest.mark.parametrize(("tutorial", "exercise"), EXERCISES)
+def test_every_declared_parameter_is_passed_by_the_checks(tutorial, exercise):
+    """A parameter (or a method's) that no self-check and no hidden test ever passes is
+    untested: adding an argument to the declaration needs checks that use it."""
+    banks = _banks(tutorial, exercise)
+    check, grade = _checks(tutorial, exercise)
+    passed = set()
+    for run in (check, grade):
+        SelfCheck.arguments = passed
+        try:
+            run(banks.solution)
+        finally:
+            SelfCheck.arguments = None
+    declared = {*_parameters(exercise.signature),
+                *(p for signature in exercise.methods.values() for p in _parameters(signature))}
+    missing = sorted(declared - passed)
+    assert not missing, (f"{exercise.name}: no self-check and no hidden test passes "
+                         f"{', '.join(missing)} (helpers/syllabus.py declares it)")
+
+
+def test_a_parameter_no_check_passes_is_seen():
+    """The recording behind the test above, on a made-up exercise: a check that never passes
+    `dim` leaves it out of what was passed."""
+    def softmax(x, dim=-1):
+        return x.softmax(dim)
+
+    passed: set[str] = set()
+    SelfCheck.arguments = passed
+    try:
+        check = SelfCheck("made_up_exercise")
+        check.call(softmax, torch.ones(3))
+        assert passed == {"x"}
+        check.call(softmax, torch.ones(2, 3), dim=0)
+        assert passed == {"x", "dim"}
+    finally:
+        SelfCheck.arguments = None

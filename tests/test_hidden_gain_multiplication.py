@@ -108,6 +108,34 @@ def softmax_cpu_max(x, dim=-1):
     return e / e.sum(dim=dim, keepdim=True)
 
 
+def softmax_first_shift(x, dim=-1):
+    """A reader's mistake: any constant can be subtracted, so subtract the first logit."""
+    e = torch.exp(x - x.narrow(dim, 0, 1))
+    return e / e.sum(dim=dim, keepdim=True)
+
+
+def softmax_special(x, dim=-1):
+    return torch.special.softmax(x, dim)
+
+
+def softmax_preallocated(x, dim=-1):
+    """Fills a tensor made on the CPU: on a GPU the result would stay on the CPU."""
+    out = torch.empty(x.shape, dtype=x.dtype)
+    e = torch.exp(x - x.amax(dim=dim, keepdim=True))
+    out[...] = e / e.sum(dim=dim, keepdim=True)
+    return out
+
+
+def softmax_denominator_unshifted(x, dim=-1):
+    return torch.exp(x - x.amax(dim=dim, keepdim=True)) / torch.exp(x).sum(dim=dim, keepdim=True)
+
+
+def softmax_in_float64(x, dim=-1):
+    x = x.double()
+    e = torch.exp(x - x.amax(dim=dim, keepdim=True))
+    return e / e.sum(dim=dim, keepdim=True)
+
+
 def softmax_other_axis_max(x, dim=-1):
     """A subtle bug no diagnosis describes: the maximum along another axis."""
     other = (dim + 1) % x.dim() if x.dim() > 1 else dim
@@ -129,8 +157,13 @@ SOFTMAX_BANKS = ExerciseBanks(
         (softmax_global_normalised, "every element", "values"),
         (softmax_default_dim_0, "default", "dim"),
         (softmax_float32, "dtype", "dtype"),
+        (softmax_in_float64, "dtype", "dtype"),
         (softmax_cpu_max, "device=", "device"),
+        (softmax_preallocated, "device=", "device"),
         (softmax_builtin, "PyTorch's softmax", "no_builtin"),
+        (softmax_special, "PyTorch's softmax", "no_builtin"),
+        (softmax_first_shift, "first logit", "large"),
+        (softmax_denominator_unshifted, "denominator", "values"),
         (softmax_other_axis_max, None),
     ],
     hidden=[
@@ -144,7 +177,11 @@ SOFTMAX_BANKS = ExerciseBanks(
         (softmax_in_place, "in place", "unchanged"),
         (softmax_global_normalised, "every element", "values"),
         (softmax_float32, "dtype", "dtype"),
+        (softmax_in_float64, "dtype", "dtype"),
         (softmax_cpu_max, "device=", "device"),
+        (softmax_preallocated, "device=", "device"),
+        (softmax_first_shift, "first logit", "large"),
+        (softmax_denominator_unshifted, None, "values"),
         (softmax_other_axis_max, None),
     ],
 )
@@ -278,6 +315,43 @@ def attention_wrong_shape(x, q_1, q_2, z_1, z_2):
     return w[None, :], torch.dot(w, x)
 
 
+def attention_y_item(x, q_1, q_2, z_1, z_2):
+    w = torch.softmax(z_1 * q_1 + z_2 * q_2, dim=0)
+    return w, (w * x).sum().item()
+
+
+def attention_y_keepdim(x, q_1, q_2, z_1, z_2):
+    w = torch.softmax(z_1 * q_1 + z_2 * q_2, dim=0)
+    return w, (w * x).sum(dim=0, keepdim=True)
+
+
+def attention_w_list(x, q_1, q_2, z_1, z_2):
+    w = torch.softmax(z_1 * q_1 + z_2 * q_2, dim=0)
+    return w.tolist(), torch.dot(w, x)
+
+
+def attention_abs_gains(x, q_1, q_2, z_1, z_2):
+    w = torch.softmax(abs(z_1) * q_1 + abs(z_2) * q_2, dim=0)
+    return w, torch.dot(w, x)
+
+
+def attention_clamped_gains(x, q_1, q_2, z_1, z_2):
+    """A gain is a volume: never below zero."""
+    w = torch.softmax(max(z_1, 0.0) * q_1 + max(z_2, 0.0) * q_2, dim=0)
+    return w, torch.dot(w, x)
+
+
+def attention_gains_after_softmax(x, q_1, q_2, z_1, z_2):
+    w = z_1 * torch.softmax(q_1, dim=0) + z_2 * torch.softmax(q_2, dim=0)
+    return w, torch.dot(w, x)
+
+
+def attention_no_exp(x, q_1, q_2, z_1, z_2):
+    s = z_1 * q_1 + z_2 * q_2
+    w = s / s.sum()
+    return w, torch.dot(w, x)
+
+
 def attention_patterns_swapped(x, q_1, q_2, z_1, z_2):
     """A bug no diagnosis describes: each gain scales the other pattern."""
     w = torch.softmax(z_1 * q_2 + z_2 * q_1, dim=0)
@@ -305,6 +379,13 @@ ATTENTION_BANKS = ExerciseBanks(
         (attention_weighted_mean_y, "mean of the weighted inputs", "values"),
         (attention_float32, "dtype", "dtype"),
         (attention_in_place, "in place", "unchanged"),
+        (attention_y_item, "Python number", "returns"),
+        (attention_y_keepdim, "kept an axis", "returns"),
+        (attention_w_list, None, "returns"),
+        (attention_abs_gains, "lost its sign", "gains"),
+        (attention_clamped_gains, "cut to zero", "gains"),
+        (attention_gains_after_softmax, "after the softmax", "values"),
+        (attention_no_exp, "without the exponential", "values"),
     ],
     hidden=[
         (attention_swapped, "swapped", "returns"),
@@ -324,6 +405,13 @@ ATTENTION_BANKS = ExerciseBanks(
         (attention_float32, "dtype", "dtype"),
         (attention_in_place, "in place", "unchanged"),
         (attention_patterns_swapped, "other pattern", "gains"),
+        (attention_y_item, "Python number", "returns"),
+        (attention_y_keepdim, "kept an axis", "returns"),
+        (attention_w_list, None, "returns"),
+        (attention_abs_gains, "lost its sign", "gains"),
+        (attention_clamped_gains, "cut to zero", "gains"),
+        (attention_gains_after_softmax, "after the softmax", "gains"),
+        (attention_no_exp, "without the exponential", "gains"),
     ],
 )
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 import dataclasses
 import importlib
 
+import nbformat
 import pytest
 from notebook_code import solution_namespace
 
 from helpers import syllabus
-from pipeline import consistency
+from pipeline import consistency, from_syllabus
 from sample_mistakes import sample_mistakes
 
 TUTORIALS = {t.id: t for t in syllabus.TUTORIALS}
@@ -105,3 +106,38 @@ def test_exercise_names_are_unique_across_the_course():
     # helpers.exercises numbers exercises by name: a name used twice would get one number
     names = [e.name for t in syllabus.TUTORIALS for e in t.exercises]
     assert len(names) == len(set(names))
+
+
+@pytest.mark.parametrize("notebook_id", TUTORIALS)
+def test_the_solutions_hold_what_the_declaration_generates(notebook_id):
+    """Exercise numbers, points and hidden blocks are as `make assignments` writes them."""
+    assert from_syllabus.sync(TUTORIALS[notebook_id], write=False) == []
+
+
+def test_generation_renumbers_headers_and_writes_points_and_hidden_blocks(tmp_path):
+    """On a made-up tutorial (not a live one): a header with the wrong number, a test cell
+    with the wrong points and no hidden block, a Think! cell with the wrong points."""
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+    def graded(cell, grade_id, **flags):
+        cell.metadata["nbgrader"] = {"grade_id": grade_id, "schema_version": 3, **flags}
+        return cell
+
+    tutorial = syllabus.Tutorial("99_made_up", (syllabus.Exercise("f", "x", 3),),
+                                 think={"think_a": 1})
+    notebook = new_notebook(cells=[
+        new_markdown_cell("### ✏️ Exercise 7: the function"),
+        graded(new_code_cell("def f(x):\n    return x"), "f", solution=True, grade=False),
+        graded(new_code_cell("check_f(f)"), "test_f", grade=True, points=1),
+        graded(new_markdown_cell("answer"), "think_a", grade=True, solution=True, points=2),
+    ])
+    nbformat.write(notebook, tmp_path / "99_made_up.ipynb")
+    changes = from_syllabus.sync(tutorial, folder=tmp_path)
+    assert len(changes) == 4, changes
+    cells = nbformat.read(tmp_path / "99_made_up.ipynb", as_version=4).cells
+    assert cells[0].source.startswith("### ✏️ Exercise 1:")
+    assert cells[2].metadata["nbgrader"]["points"] == 3
+    assert cells[2].source.startswith("check_f(f)\n\n### BEGIN HIDDEN TESTS\n"
+                                      "from hidden_tests.made_up import grade_f")
+    assert cells[3].metadata["nbgrader"]["points"] == 1
+    assert from_syllabus.sync(tutorial, folder=tmp_path) == []  # twice changes nothing

@@ -24,7 +24,8 @@ def _huge_logits(generator: torch.Generator) -> torch.Tensor:
     rising = base + steps.cumsum(0)
     falling = rising.flip(0)
     spread = torch.randn(4, generator=generator) * 400
-    return torch.stack([rising, falling, -falling, spread])
+    wide = (200 + 200 * torch.rand(4, generator=generator)).cumsum(0)  # rises by hundreds
+    return torch.stack([rising, falling, -falling, spread, wide])
 
 
 @hidden_test
@@ -83,10 +84,11 @@ def _reference_attention(x, q_1, q_2, z_1, z_2):
 def grade_gained_dot_product_attention(attention: Callable[..., tuple]) -> None:
     check = HiddenCheck("gained_dot_product_attention")
     generator = fresh_generator(102)
-    cases = [(int(T), float(z_1), float(z_2)) for T, z_1, z_2 in zip(
-        torch.randint(4, 20, (3,), generator=generator),
-        4 * torch.rand(3, generator=generator) - 2, 4 * torch.rand(3, generator=generator) + 0.5,
-        strict=True)]
+    signs = torch.tensor([1.0, 1.0, -1.0, -1.0])[torch.randperm(4, generator=generator)]
+    cases = [(int(T), float(z_1), float(sign * z_2)) for T, z_1, z_2, sign in zip(
+        torch.randint(4, 20, (4,), generator=generator),
+        4 * torch.rand(4, generator=generator) - 2, 4 * torch.rand(4, generator=generator) + 0.5,
+        signs, strict=True)]
     for T, z_1, z_2 in cases:
         x = torch.randn(T, generator=generator) + 1.0  # nonzero mean: y ≠ a sum by accident
         q_1, q_2 = torch.randn(T, generator=generator), torch.rand(T, generator=generator)
@@ -99,9 +101,17 @@ def grade_gained_dot_product_attention(attention: Callable[..., tuple]) -> None:
                      "returns w first, then y", expected=f"w with {T} entries, then y",
                      got=f"first value has {w.numel()} entries, second {y.numel()}",
                      likely="the two results are swapped: return (w, y), not (y, w)")
-        check.expect(tuple(w.shape) == (T,) and y.numel() == 1, f"w has shape ({T},), y one entry",
-                     expected=f"w of shape ({T},), y a 0-d tensor",
-                     got=f"{tuple(w.shape)} and {tuple(y.shape)}")
+        check.expect(all(isinstance(v, torch.Tensor) for v in result), "w and y are tensors",
+                     expected="two torch.Tensors",
+                     got=", ".join(type(v).__name__ for v in result),
+                     diagnoses={"y was turned into a Python number (.item() or float(...))":
+                                isinstance(result[1], int | float)})
+        check.expect(tuple(w.shape) == (T,) and tuple(y.shape) == (),
+                     f"w has shape ({T},), y is a 0-d tensor",
+                     expected=f"w of shape ({T},), y of shape ()",
+                     got=f"{tuple(w.shape)} and {tuple(y.shape)}",
+                     diagnoses={"y kept an axis of size 1: it is one number, a 0-d tensor":
+                                tuple(w.shape) == (T,) and y.numel() == 1})
         w_ref, y_ref = _reference_attention(x, q_1, q_2, z_1, z_2)
         scores = z_1 * q_1 + z_2 * q_2
         check.clause("gains")
@@ -115,6 +125,13 @@ def grade_gained_dot_product_attention(attention: Callable[..., tuple]) -> None:
             "the two gained patterns were multiplied: the scores are their sum":
                 torch.softmax(z_1 * q_1 * z_2 * q_2, dim=0),
             "each gain scaled the other pattern": torch.softmax(z_1 * q_2 + z_2 * q_1, dim=0),
+            "a negative gain lost its sign (abs)":
+                torch.softmax(abs(z_1) * q_1 + abs(z_2) * q_2, dim=0),
+            "gains below zero were cut to zero":
+                torch.softmax(max(z_1, 0.0) * q_1 + max(z_2, 0.0) * q_2, dim=0),
+            "the gains scale the weights after the softmax instead of the patterns before it":
+                z_1 * torch.softmax(q_1, dim=0) + z_2 * torch.softmax(q_2, dim=0),
+            "the scores were normalised without the exponential": scores / scores.sum(),
             "the weights were not normalised (softmax divides by the sum)": torch.exp(scores),
             "the scores were used as weights without softmax": scores,
         })

@@ -249,5 +249,9 @@ def serve(request: str, namespace: dict) -> str:
         request = json.loads(request)
         return json.dumps({"ok": _call(request, namespace)})
     except BaseException as error:  # noqa: BLE001 - every failure is the student's to read
-        return json.dumps({"error": {"type": type(error).__name__,
-                                     "message": str(error)[:2000] + _where(error)}})
+        described = {"type": type(error).__name__, "message": str(error)[:2000] + _where(error)}
+        seen = getattr(error, "observed", None)
+        if seen is not None:  # an observed call: what it did before it failed
+            described["observed"] = {"calls": seen.calls, "cpu_tensors": list(seen.cpu_tensors),
+                                     "largest": seen.largest}
+        return json.dumps({"error": described})

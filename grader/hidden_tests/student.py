@@ -238,7 +238,10 @@ def _raise(error: Any) -> None:
         raise NotImplementedError(message)  # a stub: not answered yet
     if not name.isidentifier() or keyword.iskeyword(name):
         name = "Error"
-    raise type(name, (StudentError,), {})(message)
+    raised = type(name, (StudentError,), {})(message)
+    if "observed" in error:  # an observed call: what it did before it failed
+        raised.observed = _observation(error["observed"])
+    raise raised
 
 
 def _answer(channel: Channel, request: dict) -> dict:
@@ -296,19 +299,22 @@ def _record(answer: dict) -> None:
     if (not isinstance(changed, list) or len(changed) > 20
             or not all(isinstance(c, str) and len(c) <= 100 for c in changed)):
         raise ProtocolError("an answer with a malformed list of changed arguments")
-    observation = None
-    if seen is not None:
-        calls, cpu, largest = (seen.get(k) if isinstance(seen, dict) else None
-                               for k in ("calls", "cpu_tensors", "largest"))
-        if (not isinstance(calls, dict) or len(calls) > 500 or not all(
-                isinstance(k, str) and isinstance(v, int) for k, v in calls.items())
-                or not isinstance(cpu, list) or len(cpu) > 50
-                or not all(isinstance(c, str) for c in cpu)
-                or not isinstance(largest, int) or isinstance(largest, bool)):
-            raise ProtocolError("an answer with a malformed report of the call")
-        observation = Observation({k[:80]: v for k, v in calls.items()},
-                                  tuple(c[:80] for c in cpu), largest)
+    observation = _observation(seen) if seen is not None else None
     _LAST.set(CallReport(tuple(changed), observation))
+
+
+def _observation(seen: Any) -> Observation:
+    """The kernel's report of the torch functions a call used (strictly checked)."""
+    calls, cpu, largest = (seen.get(k) if isinstance(seen, dict) else None
+                           for k in ("calls", "cpu_tensors", "largest"))
+    if (not isinstance(calls, dict) or len(calls) > 500 or not all(
+            isinstance(k, str) and isinstance(v, int) for k, v in calls.items())
+            or not isinstance(cpu, list) or len(cpu) > 50
+            or not all(isinstance(c, str) for c in cpu)
+            or not isinstance(largest, int) or isinstance(largest, bool)):
+        raise ProtocolError("an answer with a malformed report of the call")
+    return Observation({k[:80]: v for k, v in calls.items()}, tuple(c[:80] for c in cpu),
+                       largest)
 
 
 # ---- functions and classes ------------------------------------------------------------------

@@ -4,8 +4,10 @@
 ``nbgrader generate_assignment`` produces ``<course>/release/<id>/<id>.ipynb``
 (solutions and hidden tests removed, outputs cleared, Colab cells added, cells
 recorded in the gradebook), which is copied to ``notebooks/<id>.ipynb``.
-Running it twice changes nothing. Nothing is generated while a tutorial disagrees with
-its declaration in ``helpers/syllabus.py`` (``pipeline.consistency``).
+Running it twice changes nothing. First, what the declaration in ``helpers/syllabus.py``
+fixes is written into the solutions (``pipeline.from_syllabus``: exercise numbers, points,
+hidden blocks); then nothing is generated while a tutorial disagrees with its declaration
+in a way only a person can fix (``pipeline.consistency``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import argparse
 import shutil
 from pathlib import Path
 
+from helpers import syllabus
 from pipeline.consistency import require
+from pipeline.from_syllabus import sync
 from pipeline.nbgrader_cli import nbgrader
 from pipeline.paths import GRADER, NOTEBOOKS, SOLUTIONS, assignment_ids
 
@@ -24,6 +28,10 @@ def generate(course_root: Path = GRADER, notebooks_dir: Path | None = NOTEBOOKS,
     """Generate every assignment; return the student notebooks written."""
     everything = ids is None
     ids = ids or assignment_ids()
+    for notebook_id in ids:
+        if notebook_id in syllabus.ids():
+            for change in sync(syllabus.tutorial(notebook_id)):
+                print(f"from helpers/syllabus.py: {change}")
     require(ids)
     written = []
     for notebook_id in ids:

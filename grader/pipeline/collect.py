@@ -53,6 +53,7 @@ import stat
 import sys
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -75,8 +76,8 @@ from pipeline.submissions import (
 SUBMITTED = GRADER / "submitted"
 LMS_FOLDER = GRADER / "lms"
 MANIFEST = LMS_FOLDER / "collected.csv"
-MANIFEST_COLUMNS = ["student_id", "assignment", "lms", "source", "original", "lms_user",
-                    "lms_file", "lms_folder", "timestamp", "late", "order"]
+MANIFEST_COLUMNS = ["student_id", "assignment", "lms", "source", "original", "lms_name",
+                    "lms_user", "lms_file", "lms_folder", "timestamp", "late", "order"]
 MAX_ENTRIES = 100_000  # members of one archive, files of one folder tree
 COURSE_ID = "attention-course"  # grader/nbgrader_config.py's CourseDirectory.course_id
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -120,8 +121,12 @@ def _zip_entries(path: Path, max_bytes: int) -> Iterator[Entry]:
                 why = "is encrypted"
 
             def read(info: zipfile.ZipInfo = info, name: str = name) -> bytes:
-                with archive.open(info) as handle:  # the size the archive states is not trusted
-                    data = handle.read(max_bytes + 1)
+                try:  # the size the archive states is not trusted: read just past the limit
+                    with archive.open(info) as handle:
+                        data = handle.read(max_bytes + 1)
+                except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError,
+                        RuntimeError) as error:
+                    raise UntrustedFileError(f"{name} cannot be unpacked ({error})") from None
                 if len(data) > max_bytes:
                     raise UntrustedFileError(f"{name} is over the {max_bytes / 2**20:.1f} MiB "
                                              "limit")
@@ -315,6 +320,7 @@ def gather(source: Path, kind: str, *, roster: roster_module.Roster | None,
         if which is None:
             report.refuse(where, note)
             continue
+        info["lms_name"] = base  # the file's name in the download: Canvas takes it back
         candidate = Candidate(info["student_id"], which, data, where, kind,
                               info.get("timestamp"), info.get("order", 0),
                               lms.copy_number(info["original"]), info, note)
@@ -573,7 +579,8 @@ def place(candidates: list[Candidate], into: Path, report: Report) -> None:
         manifest[key] = {
             "student_id": candidate.student, "assignment": candidate.assignment,
             "lms": candidate.lms, "source": candidate.source,
-            "original": info.get("original", ""), "lms_user": info.get("lms_user", ""),
+            "original": info.get("original", ""), "lms_name": info.get("lms_name", ""),
+            "lms_user": info.get("lms_user", ""),
             "lms_file": info.get("lms_file", ""), "lms_folder": info.get("lms_folder", ""),
             "timestamp": candidate.timestamp.isoformat() if candidate.timestamp else "",
             "late": "yes" if info.get("late") else "", "order": str(candidate.order)}
@@ -687,7 +694,7 @@ def main(argv: list[str] | None = None) -> int:
         target = worksheet_path(next(iter(assignments)))
         target.parent.mkdir(parents=True, exist_ok=True)
         write_new_file(target, read_untrusted(args.worksheet, 64 * 2**20))
-        print(f"kept Moodle's grading worksheet as {target.relative_to(GRADER.parent)}")
+        print(f"kept Moodle's grading worksheet as {target}")
     print_report(report, roster, args.into, assignments)
     return 0
 

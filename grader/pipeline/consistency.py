@@ -172,6 +172,7 @@ def problems(tutorial: Tutorial) -> list[str]:
             found.append(f"{notebook}: {grade_id} is worth "
                          f"{cell.metadata['nbgrader'].get('points')} points, "
                          f"helpers/syllabus.py says {points}")
+    found += _readme_problems(tutorial)
     from sample_mistakes import sample_mistakes
 
     names = {e.name for e in tutorial.exercises}
@@ -179,6 +180,22 @@ def problems(tutorial: Tutorial) -> list[str]:
         found.append(f"grader/sample_mistakes/{tutorial.topic}.py: {name} is not an exercise "
                      f"of {tutorial.id}")
     return found
+
+
+def _readme_problems(tutorial: Tutorial) -> list[str]:
+    """The README's table of tutorials has the tutorial's row, with its number and link."""
+    readme = SOLUTIONS.parent / "README.md"
+    if not readme.exists():
+        return []
+    row = re.search(rf"^\| *(\d+) *\|[^\n]*\(notebooks/{re.escape(tutorial.id)}\.ipynb\)",
+                    readme.read_text(), re.MULTILINE)
+    if row is None:
+        return [f"README.md: the table of tutorials has no row linking "
+                f"notebooks/{tutorial.id}.ipynb"]
+    if int(row.group(1)) != tutorial.number:
+        return [f"README.md: the row of {tutorial.id} is numbered {row.group(1)}, not "
+                f"{tutorial.number}"]
+    return []
 
 
 def undeclared_files() -> list[str]:

@@ -201,7 +201,9 @@ class LateNote(NbGraderPreprocessor):
         from nbgrader.api import Gradebook, MissingEntry
         from nbgrader.preprocessors import AssignLatePenalties
 
-        info = resources["nbgrader"]
+        info = resources.get("nbgrader", {})
+        if not all(info.get(key) for key in ("db_url", "assignment", "student", "notebook")):
+            return nb, resources  # not a graded submission's page
         try:
             with Gradebook(info["db_url"]) as gb:
                 submission = gb.find_submission(info["assignment"], info["student"])
@@ -221,11 +223,15 @@ class LateNote(NbGraderPreprocessor):
         zone = deadline.due.tzinfo if deadline is not None else timezone.utc
         submitted = submitted.replace(tzinfo=timezone.utc)
         due = due.replace(tzinfo=timezone.utc)
-        text = f"**Handed in** {_shown(submitted, zone)}"
         if seconds <= 0:
-            text += f", before the deadline ({_shown(due, zone)})."
+            text = (f"**Handed in** {_shown(submitted, zone)}, before the deadline "
+                    f"({_shown(due, zone)}).")
         else:
-            text += (f", {duration(seconds)} after the deadline ({_shown(due, zone)}).")
+            if seconds <= 1:  # only known to be late (Canvas's mark): collect's stand-in time
+                text = f"**Handed in** after the deadline ({_shown(due, zone)})."
+            else:
+                text = (f"**Handed in** {_shown(submitted, zone)}, {duration(seconds)} after "
+                        f"the deadline ({_shown(due, zone)}).")
             plugin = AssignLatePenalties(config=self.config).plugin_class(config=self.config)
             policy = plugin.describe() if hasattr(plugin, "describe") else ""
             text += (f" **Late penalty: {penalty:g} points**" if penalty

@@ -45,7 +45,7 @@ from nbgrader.api import Gradebook, MissingEntry
 from sqlalchemy.exc import SAWarning
 from tqdm.auto import tqdm
 
-from pipeline import sandbox
+from pipeline import sandbox, term
 from pipeline.assignments import generate
 from pipeline.kernel_forkserver import KERNELS_BASE, new_kernels_base
 from pipeline.nbgrader_batch import done_marker
@@ -151,6 +151,7 @@ def _collect(scratch: Path, sub: Submission, max_bytes: int = MAX_NOTEBOOK_BYTES
                 "needs_manual_grade": grade.needs_manual_grade,
                 "message": messages.get(grade.name, ""),
             })
+        result.update(term.late_info(gb, sub.student, sub.assignment))
     try:
         done = json.loads(read_untrusted(done_marker(scratch, sub.student, sub.assignment),
                                          2**16, base=scratch))
@@ -255,7 +256,7 @@ def _grade_together(subs: list[Submission], *, timeout: float, memory_limit: int
         shutil.copy2(GRADER / "gradebook.db", scratch / "gradebook.db")
         for assignment in {s.assignment for s in subs}:
             shutil.copytree(GRADER / "source" / assignment, scratch / "source" / assignment)
-        copied = []
+        copied, stamps = [], [0] * len(subs)
         for i, sub in enumerate(subs):  # the notebook alone, never what lies next to it
             target = scratch / "submitted" / sub.student / sub.assignment
             target.mkdir(parents=True)  # (a student has one submission per assignment)
@@ -266,6 +267,7 @@ def _grade_together(subs: list[Submission], *, timeout: float, memory_limit: int
                     raise UntrustedFileError(f"the notebook {sub.refused}")
                 copy_untrusted(sub.notebook, target / f"{sub.assignment}.ipynb", max_bytes,
                                base=sub.notebook.parents[2] if laid_out else None)
+                stamps[i] = term.copy_timestamp(sub, target)  # for the late policy
             except OSError as error:
                 shutil.rmtree(target)  # nothing of it goes to nbgrader
                 if not os.listdir(target.parent):
@@ -300,8 +302,9 @@ def _grade_together(subs: list[Submission], *, timeout: float, memory_limit: int
             sub = subs[i]
             try:
                 results[i] = _collect(scratch, sub, max_bytes)
-                lines = [line for line in refusals
-                         if line.startswith(f"REFUSED {sub.student}/{sub.assignment}:")]
+                lines = term.without_own_timestamp(
+                    [line for line in refusals
+                     if line.startswith(f"REFUSED {sub.student}/{sub.assignment}:")], stamps[i])
                 if results[i]["status"] == "graded":
                     lines += copy_out(scratch, sub, outputs, max_bytes)
                     _stand_in_page(results[i], outputs)
@@ -502,6 +505,7 @@ def merge_into_gradebook(results: list[dict]) -> None:
                                           result["assignment"], result["student"])
                     grade.auto_score = cell["auto_score"]
                     grade.needs_manual_grade = cell["needs_manual_grade"]
+                term.record_late(gb, result)
                 gb.db.commit()
             except (MissingEntry, KeyError, TypeError) as error:  # one bad result file
                 gb.db.rollback()
@@ -514,21 +518,25 @@ def exercise_name(grade_id: str) -> str:
 
 
 def write_grades_csv(results: list[dict], path: Path = GRADES_CSV) -> None:
-    """One row per student and assignment: nbgrader's columns, status, one column per exercise."""
+    """One row per student and assignment: nbgrader's columns (``score`` after the late
+    penalty, as nbgrader's export has it), status, the late penalty and times, one column
+    per exercise."""
     exercises = sorted({exercise_name(c["grade_id"]) for r in results for c in r["cells"]})
+    maxima = term.max_scores(results)
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(NBGRADER_COLUMNS + ["auto_score", "auto_max_score",
-                                            "needs_manual_grade", "status"] + exercises)
+                                            "needs_manual_grade", "status"]
+                        + term.LATE_COLUMNS + exercises)
         for r in results:
             cells = {exercise_name(c["grade_id"]): c for c in r["cells"]}
             auto = [c for c in r["cells"] if c["kind"] == "auto"]
             writer.writerow([
-                r["assignment"], r["student"],
-                sum(c["score"] or 0 for c in r["cells"]), sum(c["max_score"] for c in r["cells"]),
+                r["assignment"], r["student"], term.score(r),
+                sum(c["max_score"] for c in r["cells"]) or maxima.get(r["assignment"], 0),
                 sum(c["score"] or 0 for c in auto), sum(c["max_score"] for c in auto),
                 sum(c["needs_manual_grade"] for c in r["cells"]), r["status"],
-            ] + [_cell_text(cells.get(e)) for e in exercises])
+            ] + term.late_columns(r) + [_cell_text(cells.get(e)) for e in exercises])
 
 
 def _cell_text(cell: dict | None) -> str:
@@ -552,7 +560,9 @@ def grade_table(results: list[dict]) -> str:
         auto = [c for c in r["cells"] if c["kind"] == "auto"]
         if not r["cells"]:
             return r["status"][:max(len(assignment), 14)]  # the column stays narrow
-        return f"{sum(c['score'] or 0 for c in auto):g}/{sum(c['max_score'] for c in auto):g}"
+        earned = sum(c["score"] or 0 for c in auto) - term.penalty(r)
+        late = " late" if term.penalty(r) else ""
+        return f"{max(0, earned):g}/{sum(c['max_score'] for c in auto):g}{late}"
 
     rows = [["student", *ids]] + [[s, *(text(s, i) for i in ids)] for s in students]
     return format_columns(rows, align="<" + ">" * len(ids))
@@ -561,11 +571,15 @@ def grade_table(results: list[dict]) -> str:
 
 def finish(results: list[dict]) -> None:
     merge_into_gradebook(results)
+    results = term.with_roster(results)  # every roster student, "missing" where nothing came
     write_grades_csv(results)
     print("\nAuto-graded points (Think! answers are graded by hand in formgrader):")
     print(grade_table(results))
     manual = sum(c["needs_manual_grade"] for r in results for c in r["cells"])
-    print(f"\n{len(results)} notebooks graded; {manual} Think! answers wait for manual grading.")
+    handed_in = sum(r["status"] != term.MISSING for r in results)
+    print(f"\n{handed_in} notebooks graded; {manual} Think! answers wait for manual grading.")
+    if term.summary_line(results):
+        print(term.summary_line(results))
     print(f"Grades:   {GRADES_CSV.relative_to(GRADER.parent)}")
     print(f"Feedback: {(GRADER / 'feedback').relative_to(GRADER.parent)}/<student>/<id>/<id>.html")
     table = write_summary(results)
@@ -607,6 +621,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     print(sandbox.report(), file=sys.stderr)  # which kernel protections are on, which are off
     ensure_release()
+    term.prepare_gradebook(DB_URL)  # the roster's students, the deadlines
     if args.merge:
         finish(read_results())
         return 0

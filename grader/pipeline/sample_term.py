@@ -19,7 +19,8 @@ who handed in twice, one whose notebook was saved under a copy's name, one whose
 has another name altogether, one who handed in nothing, and files that cannot be placed (a
 PDF, an online-text entry, someone not on the roster, a link posing as a notebook). Answers
 are the solution's, the sample mistakes' (``grader/sample_mistakes``) or left blank, mixed
-per exercise. Everything is drawn from ``--seed``: the same seed writes the same files.
+per exercise (all the solution's for the late and for those who handed in twice, so that
+their grades show the penalty and which notebook was graded). Everything is drawn from ``--seed``: the same seed writes the same files.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import re
 import shutil
 import stat
 import sys
+import unicodedata
 import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -122,7 +124,8 @@ def _students(rng: random.Random, count: int) -> tuple[list[Student], dict[str, 
     channels = ("canvas", "moodle", "exchange")
     for i in range(count):
         first, last = firsts[i % len(firsts)], lasts[(i * 7) % len(lasts)]
-        base = re.sub(r"[^a-z]", "", f"{first[0]}{last}".lower().encode("ascii", "ignore").decode())
+        plain = unicodedata.normalize("NFKD", f"{first[0]}{last}".lower())
+        base = re.sub(r"[^a-z]", "", plain.encode("ascii", "ignore").decode())
         student_id = base
         n = 1
         while student_id in used:
@@ -187,7 +190,9 @@ def build(folder: Path, *, students: int = 36, assignment: str = "01_gain_multip
         term.answers[s.student_id] = {
             e: rng.choice([o for o in options if o != "mistake" or e in has_mistake])
             for e in exercises}
-    term.answers[klass[len(ROLES) * 3].student_id] = dict.fromkeys(exercises, "solution")
+    for s in klass:  # whose grade shows what happened to them: they answered everything
+        if term.role[s.student_id] in ("late", "twice") or s is klass[len(ROLES) * 3]:
+            term.answers[s.student_id] = dict.fromkeys(exercises, "solution")
 
     def submitted_at(student_id: str) -> datetime:
         if term.role[student_id] == "late":

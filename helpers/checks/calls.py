@@ -114,7 +114,11 @@ def call_and_report(fn: Any, args: tuple | list, kwargs: dict, *, seed: int | No
         if observer is None:
             value = fn(*args, **kwargs)
         else:
-            with observer:
-                value = fn(*args, **kwargs)
+            try:
+                with observer:
+                    value = fn(*args, **kwargs)
+            except Exception as error:
+                error.observed = observer.observation()  # what it did before it failed
+                raise
     observation = observer.observation() if observer is not None else None
     return value, CallReport(changed(copies), observation)

@@ -58,6 +58,12 @@ ERROR_CAUSES: list[tuple[str, str | None, str]] = [
     (r"same device|expected device|on the expected device", None,
      "a tensor made inside your function lives on the CPU while the input is elsewhere: "
      "make it with device=x.device, or with torch.*_like"),
+    (r"modified by an inplace operation", None,
+     "a tensor autograd still needs was changed in place (`w[...] = 0`, `masked_fill_`, "
+     "`+=` on a result): compute a new tensor instead, e.g. torch.where or masked_fill"),
+    (r"return_types\.(max|min)", None,
+     "x.max(dim=...) and x.min(dim=...) return a pair (values, indices): take .values, or "
+     "use x.amax(dim=...)"),
     (r"Dimension out of range", None,
      "a `dim` the tensor does not have: count dimensions from the end (dim=-1, -2) so that "
      "any number of leading dimensions works"),
@@ -196,6 +202,8 @@ class SelfCheck:
 
     # Tests set this to a list to see every check run: (exercise, clause, passed).
     record: ClassVar[list[tuple[str, str | None, bool]] | None] = None
+    # ... and this to a set to see the names of the parameters the checks pass.
+    arguments: ClassVar[set[str] | None] = None
 
     def __init__(self, exercise: str) -> None:
         self.exercise = exercise
@@ -302,6 +310,8 @@ class SelfCheck:
         if not callable(fn):
             self.fail(f"{self.name} is callable", expected="a function or class",
                       got=describe(fn))
+        if SelfCheck.arguments is not None:
+            SelfCheck.arguments.update(_parameter_names(fn, self.name)[:len(args)], kwargs)
         try:
             value, report = self._run(fn, args, kwargs, seed=seed, observe=observe)
         except Exception as error:  # noqa: BLE001 - any crash is reported to the student
@@ -326,7 +336,7 @@ class SelfCheck:
         message = _STUDENT_LINE.sub("", str(error)).strip()
         where = f"called with ({shown})"
         if line is not None:
-            where += f"; the error came from your line {line[0]}: `{line[1]}`"
+            where += f"; the error came from your code, line {line[0]} of its cell: `{line[1]}`"
         self.fail(f"calling {getattr(fn, '__name__', self.name)} runs without an error",
                   expected="a result", got=f"{type(error).__name__}: {message}",
                   where=where, likely=likely_cause(error, line[1] if line else None))
@@ -340,6 +350,17 @@ class SelfCheck:
                   got=f"changed in place: {names}",
                   likely="an argument was changed in place (`x -= ...`, `x[...] = ...`, "
                          "`masked_fill_`, `.div_(...)`): compute into a new tensor instead")
+
+    def backward(self, output: torch.Tensor, what: str) -> None:
+        """``output.sum().backward()``, with a failure (an in-place change autograd needed, a
+        result cut off from the graph) reported like any crash of the student's code."""
+        try:
+            output.sum().backward()
+        except Exception as error:  # noqa: BLE001 - reported to the student
+            line = student_line(error)
+            self.fail(f"gradients flow back through {what}", expected="a backward pass",
+                      got=f"{type(error).__name__}: {_STUDENT_LINE.sub('', str(error)).strip()}",
+                      likely=likely_cause(error, line[1] if line else None))
 
     def not_implemented(self, error: NotImplementedError) -> NoReturn:
         """Re-raise a stub's ``NotImplementedError`` saying which exercise to write first."""
@@ -355,16 +376,18 @@ class SelfCheck:
                       **kwargs: Any) -> Any:
         """Call ``fn`` with every floating-point tensor argument in float64: each
         floating-point tensor it returns must be float64 too. Returns the result."""
-        convert = lambda t: t.double() if t.is_floating_point() else t  # noqa: E731
-        args, kwargs = _mapped(args, convert), _mapped(kwargs, convert)
-        out = self.call(fn, *args, **kwargs)
-        wrong = [(path, t.dtype) for path, t in tensors_in(out, "result")
-                 if t.is_floating_point() and t.dtype != torch.float64]
-        self.expect(not wrong, f"{what} with float64 inputs returns float64",
-                    expected="float64 results", got=", ".join(
-                        f"{path} is {dtype}" for path, dtype in wrong) or "float64",
-                    likely="the result was converted to another dtype (`.float()`, or a "
-                           "tensor made with a fixed dtype): keep the input's dtype")
+        for dtype in (torch.float64, torch.float32):
+            convert = lambda t: t.to(dtype) if t.is_floating_point() else t  # noqa: E731
+            out = self.call(fn, *_mapped(args, convert), **_mapped(kwargs, convert))
+            name = str(dtype).removeprefix("torch.")
+            wrong = [(path, t.dtype) for path, t in tensors_in(out, "result")
+                     if t.is_floating_point() and t.dtype != dtype]
+            self.expect(not wrong, f"{what} with {name} inputs returns {name}",
+                        expected=f"{name} results", got=", ".join(
+                            f"{path} is {kind}" for path, kind in wrong) or name,
+                        likely="the result was converted to another dtype (`.float()`, "
+                               "`.double()`, or a tensor made with a fixed dtype): keep the "
+                               "input's dtype")
         return out
 
     def device_follows(self, fn: Callable[..., Any], *args: Any, what: str,
@@ -381,21 +404,24 @@ class SelfCheck:
         except Exception as error:  # noqa: BLE001 - only a device mismatch is a failure
             if is_stub(error):
                 self.not_implemented(error)
-            if not re.search(r"device", str(error)) or re.search(r"meta tensors?|no data",
-                                                                  str(error)):
+            seen = getattr(error, "observed", None)
+            made_on_cpu = bool(seen is not None and seen.cpu_tensors)
+            if not made_on_cpu and (not re.search(r"device", str(error))
+                                    or re.search(r"meta tensors?|no data", str(error))):
                 self._passed_one()  # needs the values: cannot be run without them
                 return
             line = student_line(error)
             got = f"{type(error).__name__}: {_STUDENT_LINE.sub('', str(error)).strip()}"
             if line is not None:
-                got += f" (your line {line[0]}: `{line[1]}`)"
+                got += f" (from your code, line {line[0]} of its cell: `{line[1]}`)"
             crash, made, off = error, [], []
         else:
             made = sorted(set(report.observed.cpu_tensors if report.observed else ()))
             off = [path for path, t in tensors_in(out, "result") if not t.is_meta]
             got = f"CPU tensors made by {', '.join(made[:5]) or 'the result'}"
         self.expect(crash is None and not made and not off, f"{what} makes no CPU tensor when "
-                    "its input is on another device (tested on the meta device)",
+                    "its input is on another device (tested on PyTorch's meta device, a stand-in for a GPU "
+                    "that holds no numbers)",
                     expected="every new tensor on the input's device", got=got,
                     likely="a tensor was created without device=...: on a GPU it would sit "
                            "on the CPU; pass device=x.device, or use torch.*_like / x.new_*")
