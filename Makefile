@@ -27,6 +27,7 @@ DEST ?=  ## make student-edition: where the student repository is written
 FORCE ?=  ## make student-edition: 1 to write into a non-empty DEST
 LAB_ARGS ?=  ## make lab, lab-solutions, formgrader: options for jupyter lab (e.g. --port=8890)
 BENCH_ARGS ?=  ## make bench, bench-grading: options for the benchmark (see bench/*.py)
+NB ?=  ## make check, execute, assignments, validate: one tutorial id, e.g. 03_multi_head_attention (unset: all)
 
 # Every command that runs course code runs in the course's environment, defined once in
 # grader/pipeline/environment.py: the venv first on PATH, grader/ importable, one thread, a
@@ -34,7 +35,7 @@ BENCH_ARGS ?=  ## make bench, bench-grading: options for the benchmark (see benc
 # variable a target sets itself is validate's ATEN_CPU_CAPABILITY.
 COURSE := PYTHONPATH=$(CURDIR)/grader$(if $(PYTHONPATH),:$(PYTHONPATH)) $(BIN)/python -m pipeline.environment
 
-.PHONY: help setup setup-browser setup-sandbox demo test test-fast assignments grade grade-merge lab lab-solutions formgrader \
+.PHONY: help setup setup-browser setup-sandbox demo test test-fast check assignments grade grade-merge lab lab-solutions formgrader \
         release collect return export \
         execute validate validate-gpu lint bench bench-grading clean student-edition dist
 
@@ -75,8 +76,21 @@ test: setup lint  ## every test: lint, unit, hidden tests vs mutants, pipeline, 
 test-fast: setup  ## unit tests only (no kernels)
 	$(COURSE) python -m pytest tests -m "not slow"
 
-assignments: setup  ## regenerate nbgrader source/release and notebooks/ from solutions/
-	$(COURSE) python -m pipeline.assignments
+# NB=<id> narrows a target to one tutorial; the topic names its checks, hidden tests and banks.
+NB_TOPIC = $(shell echo "$(NB)" | sed -E 's/^[0-9]+_//')
+NB_OTHERS = $(shell ls solutions | sed -E 's/\.ipynb$$//' | grep -vx "$(NB)" | paste -sd' ' | sed 's/ / or /g')
+SOLUTIONS = $(if $(NB),solutions/$(NB).ipynb,solutions)
+
+check: setup  ## one tutorial in under a minute, NB=id: its declaration, banks, hints and nbval
+	@test -n "$(NB)" || { echo "usage: make check NB=<id>  (e.g. NB=03_multi_head_attention)"; exit 2; }
+	@test -f "solutions/$(NB).ipynb" || { echo "no solutions/$(NB).ipynb: NB is a tutorial id, e.g. 03_multi_head_attention"; exit 2; }
+	$(COURSE) python -m pytest -p no:cacheprovider -q -m "not slow" tests/test_syllabus.py \
+	  tests/test_contracts.py tests/test_hints.py tests/test_notebook_files.py \
+	  tests/test_hidden_$(NB_TOPIC).py tests/test_demos_$(NB_TOPIC).py -k "not ($(NB_OTHERS))"
+	$(MAKE) --no-print-directory validate NB=$(NB)
+
+assignments: setup  ## regenerate nbgrader source/release and notebooks/ from solutions/ [NB=id]
+	$(COURSE) python -m pipeline.assignments $(NB)
 
 student-edition: setup  ## the public student repository in DEST=dir: notebooks, helpers, licences, README
 	@test -n "$(DEST)" || { echo "usage: make student-edition DEST=dir [FORCE=1]  (e.g. a clone of the public student repository)"; exit 2; }
@@ -123,13 +137,13 @@ export: setup  ## the gradebook file LMS=canvas|moodle imports as it is, in grad
 	@test -n "$(LMS)" || { echo "usage: make export LMS=canvas|moodle"; exit 2; }
 	$(COURSE) python -m pipeline.export grades --lms $(LMS)
 
-execute: setup  ## re-execute solutions/ in place (after editing a solution notebook)
-	$(COURSE) python -m pipeline.execute solutions/*.ipynb
+execute: setup  ## re-execute solutions/ in place (after editing a solution notebook) [NB=id]
+	$(COURSE) python -m pipeline.execute $(if $(NB),solutions/$(NB).ipynb,solutions/*.ipynb)
 
-validate: setup  ## nbval on solutions/, comparing outputs (the CPU CI job) [CPU_CAPABILITY=default...]
-	@echo "nbval on solutions/, PyTorch CPU capability: $(or $(CPU_CAPABILITY),this machine's)"
+validate: setup  ## nbval on solutions/, comparing outputs (the CPU CI job) [CPU_CAPABILITY=default... NB=id]
+	@echo "nbval on $(SOLUTIONS), PyTorch CPU capability: $(or $(CPU_CAPABILITY),this machine's)"
 	$(if $(CPU_CAPABILITY),ATEN_CPU_CAPABILITY=$(CPU_CAPABILITY)) $(COURSE) python -m pytest -p no:cacheprovider \
-	  --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-current-env solutions
+	  --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-current-env $(SOLUTIONS)
 
 validate-gpu: setup  ## nbval on solutions/ on a CUDA machine: every cell runs, outputs compared loosely
 	$(COURSE) python -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env solutions

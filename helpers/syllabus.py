@@ -106,17 +106,23 @@ TUTORIALS: tuple[Tutorial, ...] = (
     Tutorial("02_qkv_attention", (
         Exercise("scaled_dot_product_attention", "Q, K, V, mask=None", 2, contract={
             "shape": "out (..., Tq, dv) and weights (..., Tq, Tk), for any leading "
-                     "dimensions and Tq ≠ Tk",
+                     "dimensions and Tq ≠ Tk; axes of size 1 (a batch of one, a single "
+                     "query) are kept",
             "values": "weights = softmax(Q Kᵀ / sqrt(d_k)) over the keys, out = weights V",
             "mask": "mask True = may attend: forbidden pairs get weight exactly 0, the mask "
                     "broadcasts over the leading dimensions, a fully masked query gets zero "
                     "weights and a zero output",
-            "large": "exact and finite for scores in the hundreds",
-            "dtype": DTYPE,
+            "large": "exact and finite for scores in the hundreds, in rows far above and "
+                     "far below the others",
+            "dtype": "the result has the input's dtype and precision (float64 in: computed "
+                     "in float64, float64 out)",
             "device": DEVICE,
             "unchanged": UNCHANGED,
         }, rules={"no_builtin": "F.scaled_dot_product_attention (PyTorch's own attention) is "
-                                "off limits"}),
+                                "off limits",
+                  "gradients": "nothing detached: gradients flow from out back to Q, K and V "
+                               "(checked by the self-check; a model trained through it "
+                               "needs them)"}),
         Exercise("make_batch", "N, T=10", 2, contract={
             "shape": "X of shape (N, T), y of shape (N, 1)",
             "dtype": "X is int64, y is float32",
@@ -124,7 +130,7 @@ TUTORIALS: tuple[Tutorial, ...] = (
                       "strictly more 2s than 4s",
             "arguments": "N and T are both honoured (T other than 10 too, a batch of one)",
             "randomness": "draws from PyTorch's global generator (the same seed gives the same "
-                          "batch) and never reseeds it",
+                          "batch, from the first call on) and never reseeds it",
         }),
         Exercise("SingleQueryAttention", "d_embed=16, d_att=16, d_hidden=32", 3,
                  methods={"attention": "e", "values": "e", "forward": "x"}, contract={
@@ -132,13 +138,18 @@ TUTORIALS: tuple[Tutorial, ...] = (
             "init": "the query starts as torch.randn(1, d_att): standard normal entries",
             "arguments": "d_embed, d_att and d_hidden are each honoured; scores are scaled "
                          "by 1/sqrt(d_att)",
-            "attention": "attention(e) is (N, 1, T): the softmax over the T positions of "
-                         "query · key / sqrt(d_att)",
-            "values": "values(e) is (N, T, 1), one value per position",
-            "forward": "forward(x) is (N, 1): readout of the attended value Σ w_t v_t",
+            "attention": "attention(e) is (N, 1, T) for any N, a batch of one included: the "
+                         "softmax over the T positions of query · key / sqrt(d_att)",
+            "values": "values(e) is (N, T, 1), one value per position (N = 1 too)",
+            "forward": "forward(x) is (N, 1), a batch of one included: readout of the "
+                       "attended value Σ w_t v_t",
+            "randomness": "the parameters are drawn from PyTorch's global generator, never "
+                          "reseeded: the same seed gives the same model, two seeds two models",
             "gradients": GRADIENTS,
             "unchanged": UNCHANGED,
-        }, layers={"embed": "Embedding", "to_key": "Linear", "to_value": "Linear",
+        }, rules={"device": "a tensor you create inside is made on the input's device "
+                            "(device=x.device, or torch.*_like; checked by the self-check)"},
+            layers={"embed": "Embedding", "to_key": "Linear", "to_value": "Linear",
                    "readout": "Sequential", "readout.*": "Linear|Tanh|ReLU|Sigmoid"}),
     ), think={"think_single_query": 1, "think_ties": 1}),
     Tutorial("03_multi_head_attention", (
@@ -147,25 +158,38 @@ TUTORIALS: tuple[Tutorial, ...] = (
             "values": "head h holds columns h*dh to (h+1)*dh - 1 of every position",
             "arguments": "any n_heads that divides the width, 1 and the full width included, "
                          "and a batch of one",
+            "dtype": DTYPE,
             "unchanged": UNCHANGED,
-        }, rules={"no_loop": "no Python loop over heads or positions"}),
+        }, rules={"no_loop": "no Python loop over heads or positions",
+                  "differentiable": "the result stays connected to x for autograd (no "
+                                    ".detach(), no round trip through NumPy)"}),
         Exercise("merge_heads", "x", 2, contract={
-            "shape": "(B, H, T, dh) -> (B, T, H*dh)",
+            "shape": "(B, H, T, dh) -> (B, T, H*dh), one head and a batch of one included",
             "values": "the inverse of split_heads: head h goes back to columns h*dh onwards, "
                       "also for a non-contiguous (transposed) input",
+            "dtype": DTYPE,
             "unchanged": UNCHANGED,
-        }, rules={"no_loop": "no Python loop over heads or positions"}),
+        }, rules={"no_loop": "no Python loop over heads or positions",
+                  "differentiable": "the result stays connected to x for autograd (no "
+                                    ".detach(), no round trip through NumPy)"}),
         Exercise("MultiHeadSelfAttention", "d_model, n_heads", 3,
                  methods={"forward": "x, mask=None"}, contract={
             "members": "to_queries, to_keys, to_values (d_model -> d_model, bias=False) and "
                        "unify_heads (d_model -> d_model)",
-            "shape": "forward returns out (B, T, d_model) and weights (B, H, T, T)",
+            "init": "the four maps keep nn.Linear's default initialisation, drawn from "
+                    "PyTorch's global generator, which the class never reseeds",
+            "shape": "forward returns out (B, T, d_model) and weights (B, H, T, T), a batch "
+                     "of one included",
             "values": "each head attends with scores scaled by 1/sqrt(d_model // n_heads); "
                       "unify_heads maps the merged heads",
             "mask": "mask True = may attend, broadcast over heads; a fully masked query gets "
                     "zero weights",
+            "large": "exact and finite for inputs whose scores reach the hundreds, with and "
+                     "without a mask",
             "arguments": "d_model and n_heads are honoured (one head, one channel per head, "
                          "many heads)",
+            "dtype": "a float64 layer given float64 x returns float64 out and weights",
+            "device": DEVICE,
             "gradients": GRADIENTS,
             "unchanged": UNCHANGED,
         }, layers={"to_queries": "Linear", "to_keys": "Linear", "to_values": "Linear",
@@ -173,18 +197,20 @@ TUTORIALS: tuple[Tutorial, ...] = (
     ), think={"think_one_head": 1, "think_head_symmetry": 1}),
     Tutorial("04_transformer_block", (
         Exercise("sinusoidal_positional_encoding", "T, d_model", 2, contract={
-            "shape": "a (T, d_model) float tensor: one row per position, not (T, 1, d_model)",
+            "shape": "a (T, d_model) float32 tensor (float64 works too, half precision does "
+                     "not): one row per position, not (T, 1, d_model)",
             "values": "sin on even columns, cos on odd columns, pair i at frequency "
                       "10000^(-2i/d_model), positions from 0",
             "arguments": "any T (1 included) and any even d_model",
         }),
         Exercise("TransformerBlock", "d_model, n_heads, d_ff, dropout=0.0", 3,
                  methods={"forward": "x, padding_mask=None"}, contract={
-            "members": "attention (nn.MultiheadAttention, batch_first=True), norm_1, norm_2, "
-                       "mlp and dropout as the text says, with the sizes and the dropout "
-                       "probability passed in",
+            "members": "attention (nn.MultiheadAttention, batch_first=True), norm_1 and "
+                       "norm_2 (two separate nn.LayerNorm, each with its own weights), mlp and "
+                       "dropout as the text says, with the sizes and the dropout probability "
+                       "passed in",
             "values": "post-norm: h = norm_1(x + attention(x)), out = norm_2(h + mlp(h)), "
-                      "one (B, T, d_model) tensor",
+                      "one (B, T, d_model) tensor, for a batch of one too",
             "padding": "padding_mask (B, T), True = padding, reaches the attention as "
                        "key_padding_mask, passed by keyword or by position",
             "dropout": "in training mode, dropout acts on each sub-layer's output before its "
@@ -201,25 +227,35 @@ TUTORIALS: tuple[Tutorial, ...] = (
             "padding": "with a mask (True = padding), the mean over the real positions only, "
                        "wherever the padding lies",
             "dtype": DTYPE,
+            "device": DEVICE,
             "unchanged": UNCHANGED,
-        }),
+        }, rules={"gradients": "nothing detached: gradients flow from the result back to h "
+                               "(no torch.no_grad(), .detach() or NumPy inside; checked by the "
+                               "self-check, not graded)"}),
     ), think={"think_pooling_padding": 1, "think_decoding_complexity": 1}),
     Tutorial("05_sparse_and_inductive_bias", (
         Exercise("sparse_and_dataset", "m, T, idx, p=None", 2, contract={
             "shape": "X of shape (m, T), y of shape (m, 1)",
             "dtype": "X is int64 bits, y is float32",
             "values": "y is 1.0 exactly when every bit at the positions in idx is 1",
-            "arguments": "each bit is 1 with probability p, an explicit p included; p=None "
-                         "means 0.5 ** (1 / len(idx))",
+            "arguments": "each bit is 1 with probability p, an explicit p used as given "
+                         "(p=0 included); p=None means 0.5 ** (1 / len(idx))",
             "randomness": "draws from PyTorch's global generator and never reseeds it: the "
-                          "same seed gives the same data, another seed other data",
+                          "same seed gives the same data, another seed other data, and two "
+                          "calls in a row two different data sets",
+            "unchanged": "leaves idx as it was given: a list keeps its order (no idx.sort()), "
+                         "and a tuple works as well as a list",
         }),
         Exercise("SelfAttentionClassifier", "T, d=8", 3, methods={"forward": "x"}, contract={
             "members": "token_embedding (2, d), position_embedding (T, d) an nn.Parameter, "
                        "query, key, value (bias=False) and readout (with bias) as the table "
                        "says",
-            "init": "the first five members drawn from a normal with std 0.1; readout keeps "
-                    "PyTorch's default",
+            "randomness": "draws its initial weights from PyTorch's global generator and "
+                          "never reseeds it: the same seed builds the same model, another seed "
+                          "another one, two builds in a row two different models, and the "
+                          "draws after a build still follow the seed",
+            "init": "token_embedding, position_embedding, query, key and value drawn from a "
+                    "normal with mean 0 and std 0.1; readout keeps PyTorch's default",
             "embed": "embed(x) is token_embedding(x) + position_embedding, shape (B, T, d)",
             "attention": "attention_weights(x) is (B, T, T): row i is the softmax over the "
                          "keys of Q_i Kᵀ / sqrt(d)",
@@ -287,8 +323,9 @@ TUTORIALS: tuple[Tutorial, ...] = (
             "temperature": "any temperature > 0 divides the logits; temperature <= 0 raises a "
                            "ValueError whose message names the temperature",
             "top_k": "with top_k (any k), only the k largest logits of each row can be drawn",
-            "randomness": "with a generator, draws from it alone (the same state gives the "
-                          "same tokens, whatever the global seed); without one, from the "
+            "randomness": "with a generator, draws from its current state alone (the same "
+                          "state gives the same tokens, whatever the global seed; seeds and "
+                          "states that differ give other tokens); without one, from the "
                           "global generator (the same seed gives the same tokens, two seeds "
                           "different ones); never reseeds",
             "unchanged": UNCHANGED,
@@ -305,7 +342,8 @@ TUTORIALS: tuple[Tutorial, ...] = (
         }),
         Exercise("online_softmax", "x, block_size", 2, contract={
             "values": "equals torch.softmax(x, dim=-1) for x of any shape",
-            "blocks": "any block_size, also one that does not divide the row, or exceeds it",
+            "blocks": "any block_size, also one that does not divide the row, or exceeds it, "
+                      "on rows of any length",
             "falling": "exact and finite when a row's maximum comes first and the values then "
                        "fall by hundreds (a running maximum that never decreases, the sum "
                        "rescaled by exp(m - m'))",
@@ -313,17 +351,20 @@ TUTORIALS: tuple[Tutorial, ...] = (
             "dtype": DTYPE,
             "device": DEVICE,
             "unchanged": UNCHANGED,
-        }),
+        }, rules={"one_pass": "goes over the row in blocks of block_size: its work grows with "
+                              "the number of blocks (checked by the self-check; not graded)"}),
         Exercise("blockwise_attention", "Q, K, V, block_size, causal=False", 3, contract={
-            "values": "equals F.scaled_dot_product_attention(Q, K, V) (scaled by 1/sqrt(d))",
+            "values": "equals F.scaled_dot_product_attention(Q, K, V) (scaled by 1/sqrt(d)), "
+                      "also for scores in the hundreds",
             "causal": "causal=True: query i reads keys 0..i, also when Tq ≠ Tk",
-            "blocks": "any Tk and block_size, not only multiples",
+            "blocks": "any Tk (in the hundreds too) and block_size, not only multiples",
             "shape": "out (..., Tq, dv), any leading dimensions, dv ≠ d",
             "dtype": DTYPE,
             "device": DEVICE,
             "unchanged": UNCHANGED,
-        }, rules={"memory": "never a tensor with Tq x Tk entries (checked by the self-check; "
-                            "not graded)"}),
+        }, rules={"memory": "never a tensor with Tq x Tk entries: the largest it makes is a "
+                            "block of scores, Tq x block_size (checked by the self-check; not "
+                            "graded)"}),
     ), think={"think_online_softmax_exact": 1, "think_cache_memory": 1}),
     Tutorial("08_beyond_words", (
         Exercise("patchify", "images, patch_size", 2, contract={
@@ -354,6 +395,8 @@ TUTORIALS: tuple[Tutorial, ...] = (
                          "(several channels, d_model ≠ C·p·p, images that are not square)",
             "gradients": "in training mode, gradients reach proj, cls_token and positions "
                          "(nothing detached)",
+            "device": "runs wherever the module and the images are (a GPU included): forward "
+                      "makes no tensor on the CPU",
             "unchanged": UNCHANGED,
         }, layers={"proj": "Linear"}),
         Exercise("sequence_log_prob", "logits, tokens", 2, contract={
@@ -377,7 +420,8 @@ TUTORIALS: tuple[Tutorial, ...] = (
                      "of (B, n_heads, t + T, d_model // n_heads), for any n_heads that divides "
                      "d_model",
             "values": "without a cache: causal multi-head attention, scores scaled by "
-                      "1/sqrt(d_model // n_heads), the heads merged and mapped by unify_heads",
+                      "1/sqrt(d_model // n_heads), the heads merged and mapped by unify_heads; "
+                      "the same in training mode (no dropout)",
             "cache": "the returned cache holds the keys and values of every position so far, "
                      "the new ones last (with cache=None, those of the T new positions)",
             "pieces": "with a cache of t positions, query i of the T new positions sees every "
@@ -391,7 +435,8 @@ TUTORIALS: tuple[Tutorial, ...] = (
                        "mlp (nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(), "
                        "nn.Linear(4 * d_model, d_model)))",
             "returns": "forward returns the pair (x, cache), x of shape (B, T, d_model)",
-            "values": "pre-norm: h = x + attn(ln_1(x)), then h + mlp(ln_2(h))",
+            "values": "pre-norm: h = x + attn(ln_1(x)), then h + mlp(ln_2(h)); the same in "
+                      "training mode (no dropout)",
             "cache": "the cache goes to attn, and attn's new cache comes back",
             "gradients": GRADIENTS,
             "unchanged": UNCHANGED,
@@ -408,7 +453,8 @@ TUTORIALS: tuple[Tutorial, ...] = (
             "returns": "forward returns (logits, caches): logits (B, T, vocab_size) and a list "
                        "of one cache per block, block i's at index i",
             "values": "logits = head(ln_f(x)) where x = token_embedding(tokens) + "
-                      "position_embedding(positions) went through every block in order",
+                      "position_embedding(positions) went through every block in order; the "
+                      "same in training mode (no dropout)",
             "pieces": "with the caches of t positions, the new tokens sit at positions t..t+T-1 "
                       "and block i continues from caches[i]: a text fed in pieces gives the same "
                       "logits as fed at once",
@@ -436,12 +482,14 @@ TUTORIALS: tuple[Tutorial, ...] = (
                              "generator=None, use_cache=True", 3, contract={
             "returns": "a (B, T0 + n_tokens) int64 tensor: the prompt, then the new tokens",
             "next_token": "each new token is drawn by your sample_next_token from the model's "
-                          "logits at the last position (greedy with top_k=1)",
+                          "logits at the last position (greedy with top_k=1); without the "
+                          "cache the model reads the whole text so far, never a window of it",
             "sampling": "temperature and top_k are passed on to sample_next_token",
             "cache": "the same tokens with use_cache=True and use_cache=False for the same "
                      "generator state",
-            "randomness": "draws with the given generator (the same state, the same tokens) "
-                          "and never reseeds",
+            "randomness": "draws with the given generator (the same state, the same tokens), "
+                          "with generator=None from PyTorch's global one (two seeds, two "
+                          "texts); never reseeds or makes a generator of its own",
             "unchanged": UNCHANGED,
         }, rules={"one_position": "with use_cache=True, every call after the first gives the "
                                   "model only the newest token and the caches it returned "

@@ -20,6 +20,13 @@ def running_mean(x):
     return x.cumsum(dim=1) / counts
 
 
+def running_mean_looped(x):
+    out = torch.empty_like(x)
+    for t in range(x.shape[1]):
+        out[:, t] = x[:, : t + 1].mean(dim=1)
+    return out
+
+
 def running_mean_product(x):
     T = x.shape[1]
     weights = torch.ones(T, T, dtype=x.dtype, device=x.device).tril()
@@ -156,7 +163,7 @@ def test_self_checks_pass_reference_answers():
         check_running_mean_matmul,
     )
 
-    check_running_mean_loop(running_mean)
+    check_running_mean_loop(running_mean_looped)
     check_running_mean_matmul(running_mean_product)
     check_causal_attention_weights(causal_weights)
     check_CausalSelfAttentionHead(Head)

@@ -188,6 +188,37 @@ def patches_float32(images, patch_size):
     return patches_reshape_permute(images, patch_size).float()
 
 
+def patches_always_double(images, patch_size):
+    """`.double()` "for precision": float64 whatever the images are."""
+    return patches_reshape_permute(images.double(), patch_size)
+
+
+def patches_unfold_no_permute(images, patch_size):
+    """Tensor.unfold twice, reshaped without moving the channel axis behind the grid."""
+    B, C, H, W = images.shape
+    p = patch_size
+    return images.unfold(2, p, p).unfold(3, p, p).reshape(B, -1, C * p * p)
+
+
+def patches_stacked_last(images, patch_size):
+    """A list of patches stacked along the last dimension: (B, C·p·p, N)."""
+    B, C, H, W = images.shape
+    p = patch_size
+    patches = [images[:, :, i:i + p, j:j + p].reshape(B, -1)
+               for i in range(0, H, p) for j in range(0, W, p)]
+    return torch.stack(patches, dim=2)
+
+
+def patches_via_cpu(images, patch_size):
+    """Through the CPU: `.cpu()` first, so on a GPU the patches come back on the CPU."""
+    return patches_reshape_permute(images.cpu(), patch_size)
+
+
+def patches_renamed(x, p):
+    """The right patches, with the parameters renamed."""
+    return patches_reshape_permute(x, p)
+
+
 def patches_scaled(images, patch_size):
     """A bug no diagnosis describes."""
     return patches_reshape_permute(images, patch_size) * 1.5
@@ -198,8 +229,11 @@ PATCHIFY_BANKS = ExerciseBanks(
     correct=[patches_reshape_permute, patches_tensor_unfold, patches_f_unfold, patches_loops,
              patches_two_transposes, patches_into_own_tensor],
     check=[
-        (patches_unfold_untransposed, "F.unfold puts the patches last", "shape"),
+        (patches_unfold_untransposed, "the patch axis and the pixel axis are swapped", "shape"),
+        (patches_stacked_last, "the patch axis and the pixel axis are swapped", "shape"),
         (patches_squeezed, "squeezed away", "shape"),
+        (patches_renamed, "the parameters were renamed", "shape"),
+        (patches_unfold_no_permute, "the channel axis is still in front", "values"),
         (patches_column_order, "column order", "values"),
         (patches_plain_reshape, "without moving the axes", "values"),
         (patches_channels_last, "(row, column, channel) order", "values"),
@@ -210,14 +244,19 @@ PATCHIFY_BANKS = ExerciseBanks(
         (patches_square_loops, "assumes square images", "arguments"),
         (patches_into_zeros, "dtype", "dtype"),
         (patches_float32, "dtype", "dtype"),
+        (patches_always_double, "dtype", "dtype"),
         (patches_into_cpu_zeros, "device=images.device", "device"),
+        (patches_via_cpu, "copied off their device", "device"),
         (patches_cpu_index, "device=x.device", "device"),
         (patches_in_place, "in place", "unchanged"),
         (patches_resized_in_place, "in place", "unchanged"),
     ],
     hidden=[
-        (patches_unfold_untransposed, "F.unfold puts the patches last", "shape"),
+        (patches_unfold_untransposed, "the patch axis and the pixel axis are swapped", "shape"),
+        (patches_stacked_last, "the patch axis and the pixel axis are swapped", "shape"),
         (patches_squeezed, "squeezed away", "shape"),
+        (patches_renamed, "the parameters were renamed", "shape"),
+        (patches_unfold_no_permute, "the channel axis is still in front", "values"),
         (patches_column_order, "column order", "values"),
         (patches_plain_reshape, "without moving the axes", "values"),
         (patches_channels_last, "(row, column, channel) order", "values"),
@@ -228,7 +267,9 @@ PATCHIFY_BANKS = ExerciseBanks(
         (patches_square_loops, "assumes square images", "arguments"),
         (patches_into_zeros, "dtype", "dtype"),
         (patches_float32, "dtype", "dtype"),
+        (patches_always_double, "dtype", "dtype"),
         (patches_into_cpu_zeros, "device=images.device", "device"),
+        (patches_via_cpu, "copied off their device", "device"),
         (patches_cpu_index, "device=x.device", "device"),
         (patches_in_place, "in place", "unchanged"),
         (patches_resized_in_place, "in place", "unchanged"),
@@ -474,6 +515,43 @@ class EmbeddingPatchSizeTwo(EmbeddingBase):
         return self.proj(patchify(images, 2))
 
 
+class EmbeddingEmptyInit(EmbeddingBase):
+    """torch.empty(...): the memory is left as it was. Here it holds what an integer tensor
+    left there (the bits of small integers read as float32: denormal numbers), so the test
+    is repeatable."""
+
+    def __init__(self, patch_size, in_channels, d_model, n_patches):
+        super().__init__(patch_size, in_channels, d_model, n_patches)
+        left = lambda n: torch.arange(1, n + 1, dtype=torch.int32).view(torch.float32)  # noqa: E731
+        self.cls_token = nn.Parameter(left(d_model).reshape(1, 1, d_model))
+        self.positions = nn.Parameter(left((n_patches + 1) * d_model).reshape(
+            1, n_patches + 1, d_model))
+
+
+class EmbeddingDropout(EmbeddingBase):
+    """Dropout after the embedding, as a full ViT has: active in training mode."""
+
+    def forward(self, images):
+        return F.dropout(super().forward(images), p=0.1, training=self.training)
+
+
+class EmbeddingDoublePatches(EmbeddingBase):
+    """The patches converted to float64 "for precision" before proj."""
+
+    def tokens(self, images):
+        return self.proj(patchify(images, self.patch_size).double())
+
+
+class EmbeddingCpuClassTokens(EmbeddingBase):
+    """The class-token copies made from torch.zeros(B, 1, d) on the CPU."""
+
+    def forward(self, images):
+        tokens = self.tokens(images)
+        B, _, d = tokens.shape
+        cls = torch.zeros(B, 1, d) + self.cls_token
+        return torch.cat([cls, tokens], dim=1) + self.positions
+
+
 class EmbeddingDetachedPositions(EmbeddingBase):
     """The right values, but no gradient reaches the positions: they are never learned."""
 
@@ -544,6 +622,7 @@ EMBEDDING_BANKS = ExerciseBanks(
         (EmbeddingUnitInit, "spread of about 1", "init"),
         (EmbeddingReseeds, "whatever the global seed", "init"),
         (EmbeddingNumpyInit, "another random source", "init"),
+        (EmbeddingEmptyInit, "whatever was in memory", "init"),
         (EmbeddingPositionsBefore, "added before the class token was prepended: the class",
          "values"),
         (EmbeddingFirstPositionsBefore, "added before the class token was prepended: the class "
@@ -557,15 +636,18 @@ EMBEDDING_BANKS = ExerciseBanks(
         (EmbeddingProjLast, "proj was applied after", "values"),
         (EmbeddingPlainReshape, "not those of patchify", "values"),
         (EmbeddingFirstOutputKept, "output of an earlier call came back", "values"),
+        (EmbeddingDropout, "that is dropout", "values"),
+        (EmbeddingDoublePatches, "proj received patches of another dtype", "values"),
         (EmbeddingShifted, None, "values"),
         (EmbeddingNoClassToken, "class token is missing", "shape"),
         (EmbeddingSqueezed, "squeezed away", "shape"),
         (EmbeddingOneChannel, "one channel", "arguments"),
-        (EmbeddingPatchSizeTwo, None, "arguments"),
+        (EmbeddingPatchSizeTwo, "fixed size 2", "arguments"),
         (EmbeddingDetachedPositions, "cut this parameter off", "gradients"),
         (EmbeddingClassTokenData, "cut this parameter off", "gradients"),
         (EmbeddingProjDetached, "cut this parameter off", "gradients"),
         (EmbeddingWithoutGradients, "cut this parameter off", "gradients"),
+        (EmbeddingCpuClassTokens, "device=", "device"),
         (EmbeddingZeroesImages, "in place", "unchanged"),
         (EmbeddingCentresInPlace, "in place", "unchanged"),
     ],
@@ -577,6 +659,7 @@ EMBEDDING_BANKS = ExerciseBanks(
         (EmbeddingUnitInit, "spread of about 1", "init"),
         (EmbeddingReseeds, "whatever the global seed", "init"),
         (EmbeddingNumpyInit, "another random source", "init"),
+        (EmbeddingEmptyInit, "whatever was in memory", "init"),
         (EmbeddingPositionsBefore, "added before the class token was prepended: the class",
          "values"),
         (EmbeddingFirstPositionsBefore, "added before the class token was prepended: the class "
@@ -590,15 +673,18 @@ EMBEDDING_BANKS = ExerciseBanks(
         (EmbeddingProjLast, "proj was applied after", "values"),
         (EmbeddingPlainReshape, "not those of patchify", "values"),
         (EmbeddingFirstOutputKept, "output of an earlier call came back", "values"),
+        (EmbeddingDropout, "that is dropout", "values"),
+        (EmbeddingDoublePatches, "proj received patches of another dtype", "values"),
         (EmbeddingShifted, None, "values"),
         (EmbeddingNoClassToken, "class token is missing", "shape"),
         (EmbeddingSqueezed, "squeezed away", "shape"),
         (EmbeddingOneChannel, "one channel", "arguments"),
-        (EmbeddingPatchSizeTwo, None, "arguments"),
+        (EmbeddingPatchSizeTwo, "fixed size 2", "arguments"),
         (EmbeddingDetachedPositions, "cut this parameter off", "gradients"),
         (EmbeddingClassTokenData, "cut this parameter off", "gradients"),
         (EmbeddingProjDetached, "cut this parameter off", "gradients"),
         (EmbeddingWithoutGradients, "cut this parameter off", "gradients"),
+        (EmbeddingCpuClassTokens, "device=", "device"),
         (EmbeddingZeroesImages, "in place", "unchanged"),
         (EmbeddingCentresInPlace, "in place", "unchanged"),
     ],
@@ -756,6 +842,32 @@ def log_prob_underflow(logits, tokens):
     return torch.log(probs.gather(-1, tokens[:, 1:].unsqueeze(-1)).squeeze(-1)).sum(1)
 
 
+def log_prob_float64_softmax(logits, tokens):
+    """softmax in float64 "to avoid underflow", then log, cast back: exp(-2000) is 0 even
+    in float64."""
+    probs = torch.softmax(logits[:, :-1].double(), -1)
+    picked = probs.gather(-1, tokens[:, 1:].unsqueeze(-1)).squeeze(-1)
+    return picked.log().sum(1).to(logits.dtype)
+
+
+def log_prob_clamped(logits, tokens):
+    """The probabilities clamped before the log, so log(0) never happens."""
+    probs = torch.softmax(logits[:, :-1], -1).clamp(min=1e-12)
+    return probs.gather(-1, tokens[:, 1:].unsqueeze(-1)).squeeze(-1).log().sum(1)
+
+
+def log_prob_float_one_hot(logits, tokens):
+    """A float32 one-hot: bfloat16 logits give a float32 result."""
+    one_hot = F.one_hot(tokens[:, 1:], logits.shape[-1]).float()
+    return (F.log_softmax(logits[:, :-1], dim=-1) * one_hot).sum(dim=(1, 2))
+
+
+def log_prob_skips_first(logits, tokens):
+    """"Nothing predicts the first word", so the first term is dropped as well."""
+    logp = torch.log_softmax(logits[:, 1:-1], dim=-1)
+    return logp.gather(-1, tokens[:, 2:].unsqueeze(-1)).squeeze(-1).sum(1)
+
+
 def log_prob_unshifted_logsumexp(logits, tokens):
     """log Σ exp written out, without subtracting the maximum."""
     log_norm = torch.log(torch.exp(logits[:, :-1]).sum(-1, keepdim=True))
@@ -813,13 +925,17 @@ LOG_PROB_BANKS = ExerciseBanks(
         (log_prob_dim_1_kept, "wrong dimension", "values"),
         (log_prob_dim_0, "wrong dimension", "values"),
         (log_prob_mean, "mean over the positions", "values"),
+        (log_prob_skips_first, "one too few", "values"),
         (log_prob_raw_logits, "without a log-softmax", "values"),
         (log_prob_cross_entropy_sign, "sign is flipped", "values"),
         (log_prob_product, None, "values"),
         (log_prob_off, None, "values"),
         (log_prob_underflow, "underflows", "large"),
         (log_prob_unshifted_logsumexp, "without subtracting the maximum", "large"),
+        (log_prob_float64_softmax, "underflows", "large"),
+        (log_prob_clamped, "clamped", "large"),
         (log_prob_items, "dtype", "dtype"),
+        (log_prob_float_one_hot, "fixed dtype and promoted", "dtype"),
         (log_prob_cpu_total, "device=", "device"),
         (log_prob_in_place, "in place", "unchanged"),
         (log_prob_tokens_in_place, "in place", "unchanged"),
@@ -843,11 +959,14 @@ LOG_PROB_BANKS = ExerciseBanks(
                               "(dim=-1) (here over the T - 1 positions kept)", "values"),
         (log_prob_dim_0, "over the batch (dim=0)", "values"),
         (log_prob_mean, "mean over positions", "values"),
+        (log_prob_skips_first, "one too few", "values"),
         (log_prob_raw_logits, "raw logits", "values"),
         (log_prob_cross_entropy_sign, "sign is flipped", "values"),
         (log_prob_off, None, "values"),
         (log_prob_underflow, "underflows", "large"),
         (log_prob_unshifted_logsumexp, "without subtracting the maximum", "large"),
+        (log_prob_float64_softmax, "underflows", "large"),
+        (log_prob_clamped, "clamped", "large"),
         (log_prob_items, "dtype", "dtype"),
         (log_prob_cpu_total, "device=", "device"),
         (log_prob_in_place, "in place", "unchanged"),

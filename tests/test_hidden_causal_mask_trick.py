@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -63,6 +64,20 @@ def mean_loop_over_time_only(x):
         total = total + x[:, t]
         rows.append(total / (t + 1))
     return torch.stack(rows, dim=1)
+
+
+def mean_loop_stacked(x):
+    """A loop over the positions, all sequences at once, stacked along the time axis."""
+    return torch.stack([x[:, : t + 1].mean(dim=1) for t in range(x.shape[1])], dim=1)
+
+
+def mean_divided_by_t_plus_1(x):
+    """Loops over sequences and positions, summing and dividing by the count."""
+    out = torch.empty_like(x)
+    for b in range(x.shape[0]):
+        for t in range(x.shape[1]):
+            out[b, t] = x[b, : t + 1].sum(dim=0) / (t + 1)
+    return out
 
 
 def mean_bmm(x):
@@ -204,6 +219,33 @@ def mean_x_to_float32(x):
     return w / w.sum(dim=1, keepdim=True) @ x.float()
 
 
+def mean_loop_cpu_output(x):
+    """A reader's mistake: the output made with torch.zeros(B, T, C, dtype=x.dtype), on the
+    CPU whatever x's device."""
+    B, T, C = x.shape
+    out = torch.zeros(B, T, C, dtype=x.dtype)
+    for b in range(B):
+        for t in range(T):
+            out[b, t] = x[b, : t + 1].mean(dim=0)
+    return out
+
+
+def mean_no_keepdim(x):
+    """A reader's mistake: the row sums without keepdim=True divide the columns."""
+    T = x.shape[1]
+    w = torch.tril(torch.ones(T, T, dtype=x.dtype, device=x.device))
+    return (w / w.sum(1)) @ x
+
+
+def mean_all_channels(x):
+    """A reader's mistake: .mean() without dim averages the channels too."""
+    out = torch.zeros_like(x)
+    for b in range(x.shape[0]):
+        for t in range(x.shape[1]):
+            out[b, t] = x[b, : t + 1].mean()
+    return out
+
+
 def mean_off_by_a_little(x):
     """A bug no diagnosis describes."""
     return mean_cumsum(x) * 1.01
@@ -221,6 +263,8 @@ VALUE_MISTAKES = [
     (mean_one_per_sequence, "averaged away", "shape"),
     (mean_stacked_first, "stacked along the first axis", "shape"),
     (mean_squeezed, "squeeze", "shape"),
+    (mean_no_keepdim, "without keepdim=True", "values"),
+    (mean_all_channels, ".mean() without dim averaged the channels", "values"),
     (mean_off_by_a_little, None, "values"),
 ]
 CHECK_ONLY = [
@@ -238,6 +282,18 @@ HIDDEN_ONLY = [
 LOOP_ONLY = [
     (mean_divided_by_t, "one less than the number of rows", "values"),
     (mean_loop_float32, "fixed dtype", "dtype"),
+    (mean_loop_cpu_output, "device=", "device"),
+]
+def mean_loop_over_sequences_only(x):
+    """A loop over the sequences, each a cumulative sum: no loop over the positions."""
+    counts = torch.arange(1, x.shape[1] + 1, dtype=x.dtype, device=x.device).view(-1, 1)
+    return torch.stack([row.cumsum(dim=0) / counts for row in x])
+
+
+LOOP_RULES = [  # right numbers, but not the slow reference the exercise asks for
+    (mean_cumsum, "no loop over the positions", "loops"),
+    (mean_einsum, "no loop over the positions", "loops"),
+    (mean_loop_over_sequences_only, "no loop over the positions", "loops"),
 ]
 MATMUL_ONLY = [
     (mean_divided_by_t_matmul, "one less than the number of rows", "values"),
@@ -252,8 +308,8 @@ MATMUL_RULES = [
 
 LOOP_BANKS = ExerciseBanks(
     solution=SOLUTION["running_mean_loop"],
-    correct=[mean_cumsum, mean_loop_over_time_only, mean_sdpa, mean_einsum],
-    check=[*VALUE_MISTAKES, *CHECK_ONLY, *LOOP_ONLY],
+    correct=[mean_loop_over_time_only, mean_loop_stacked, mean_divided_by_t_plus_1],
+    check=[*VALUE_MISTAKES, *CHECK_ONLY, *LOOP_ONLY, *LOOP_RULES],
     hidden=[*VALUE_MISTAKES, *HIDDEN_ONLY, *LOOP_ONLY],
 )
 MATMUL_BANKS = ExerciseBanks(
@@ -334,6 +390,15 @@ def weights_zero_fill(scores):
     return torch.softmax(scores.masked_fill(_future(scores), 0.0), dim=-1)
 
 
+def weights_minus_100(scores):
+    """A reader's mistake: a large negative number instead of -inf."""
+    return torch.softmax(scores.masked_fill(_future(scores), -100.0), dim=-1)
+
+
+def weights_dim_minus_2(scores):
+    return torch.softmax(scores.masked_fill(_future(scores), INF), dim=-2)
+
+
 def weights_dim_1(scores):
     return F.softmax(scores.masked_fill(_future(scores), INF), dim=1)
 
@@ -409,6 +474,8 @@ WEIGHTS_BANKS = ExerciseBanks(
         (weights_wrong_triangle, "wrong triangle", "values"),
         (weights_zero_fill, "set to 0 instead of -inf", "values"),
         (weights_dim_1, "over the queries", "values"),
+        (weights_dim_minus_2, "over the queries", "values"),
+        (weights_minus_100, "finite number (like -100)", "values"),
         (weights_no_mask, "no mask at all", "values"),
         (weights_mask_after_softmax, "softmax came first", "values"),
         (weights_diagonal_masked_inf, "diagonal was masked too", "values"),
@@ -428,6 +495,8 @@ WEIGHTS_BANKS = ExerciseBanks(
         (weights_wrong_triangle, "wrong triangle", "values"),
         (weights_zero_fill, "with 0 instead of -inf", "values"),
         (weights_dim_1, "over the queries", "values"),
+        (weights_dim_minus_2, "over the queries", "values"),
+        (weights_minus_100, "finite number (like -100)", "values"),
         (weights_no_mask, "without any mask", "values"),
         (weights_mask_after_softmax, "after the softmax", "values"),
         (weights_diagonal_masked, "diagonal was masked too: a token must", "values"),
@@ -474,7 +543,7 @@ class HeadBase(nn.Module):
 
     def causal(self, scores, dim=-1, fill=INF, lower=True):
         T = scores.shape[-1]
-        allowed = torch.ones(T, T, dtype=torch.bool).tril()
+        allowed = torch.ones(T, T, dtype=torch.bool, device=scores.device).tril()
         if not lower:
             allowed = allowed.T
         return torch.softmax(scores.masked_fill(~allowed, fill), dim=dim)
@@ -587,6 +656,65 @@ class HeadSwapped(HeadBase):
         return self.causal(k @ q.transpose(-2, -1) / math.sqrt(self.head_size)) @ v
 
 
+class HeadTransposedT(HeadBase):
+    """A reader's mistake: k.T on a (B, T, head_size) tensor reverses all three axes."""
+
+    def forward(self, x):
+        q, k, v = self.qkv(x)
+        with warnings.catch_warnings():  # PyTorch warns that .T of 3 dimensions is deprecated
+            warnings.simplefilter("ignore", UserWarning)
+            k_t = k.T
+        return self.causal(q @ k_t / math.sqrt(self.head_size)) @ v
+
+
+class HeadTransposed01(HeadBase):
+    """A reader's mistake: transpose(0, 1) swaps the batch and time axes."""
+
+    def forward(self, x):
+        q, k, v = self.qkv(x)
+        return self.causal(q @ k.transpose(0, 1) / math.sqrt(self.head_size)) @ v
+
+
+class HeadDropout(HeadBase):
+    """Karpathy's head: dropout on the attention weights, which the formula here has not."""
+
+    def __init__(self, n_embd, head_size):
+        super().__init__(n_embd, head_size)
+        self.dropout = nn.Dropout(0.2)
+
+    def forward(self, x):
+        q, k, v = self.qkv(x)
+        return self.dropout(self.causal(q @ k.transpose(-2, -1) / math.sqrt(self.head_size))) @ v
+
+
+class HeadZeroInit(HeadBase):
+    """A reader's mistake: queries and keys start at zero."""
+
+    def __init__(self, n_embd, head_size):
+        super().__init__(n_embd, head_size)
+        nn.init.zeros_(self.query.weight)
+        nn.init.zeros_(self.key.weight)
+
+
+class HeadReseeds(HeadBase):
+    """A reader's mistake: torch.manual_seed(0) in __init__, so every head starts alike."""
+
+    def __init__(self, n_embd, head_size):
+        torch.manual_seed(0)
+        super().__init__(n_embd, head_size)
+
+
+class HeadCpuMask(HeadBase):
+    """A reader's mistake: its own mask, made on the CPU whatever x's device."""
+
+    def forward(self, x):
+        T = x.shape[1]
+        q, k, v = self.qkv(x)
+        wei = q @ k.transpose(-2, -1) / math.sqrt(self.head_size)
+        wei = wei.masked_fill(torch.tril(torch.ones(T, T)) == 0, INF)
+        return torch.softmax(wei, dim=-1) @ v
+
+
 class HeadFixedLength(HeadBase):
     """The mask made once in __init__ for T = 6."""
 
@@ -669,8 +797,14 @@ HEAD_MISTAKES = [
     (HeadWithBias, None, "members"),
     (HeadNoMask, "no causal mask", "causal"),
     (HeadWrongTriangle, "wrong triangle", "causal"),
-    (HeadZeroFill, None, "causal"),
-    (HeadDim1, None, "causal"),
+    (HeadZeroFill, "future scores were set to 0", "causal"),
+    (HeadDim1, "over the queries", "causal"),
+    (HeadTransposedT, "moves the batch axis", "causal"),
+    (HeadTransposed01, "moves the batch axis", "causal"),
+    (HeadDropout, "changes from one call to the next", "values"),
+    (HeadZeroInit, "set to zeros", "init"),
+    (HeadReseeds, "do not depend on the global seed", "init"),
+    (HeadCpuMask, "device=", "device"),
     (HeadSwapped, "swapped (scores", "values"),
     (HeadSwappedSizes, "sizes of nn.Linear are swapped", "members"),
     (HeadBlockSize10, "fixed size", "length"),

@@ -299,6 +299,13 @@ def sample_fixed_generator(logits, temperature=1.0, top_k=None, generator=None):
     return SOLUTION["sample_next_token"](logits, temperature, top_k, generator)
 
 
+def sample_reseeds_generator(logits, temperature=1.0, top_k=None, generator=None):
+    """A reader's mistake: reseeds the generator passed in "for reproducibility"."""
+    if generator is not None:
+        generator.manual_seed(0)
+    return SOLUTION["sample_next_token"](logits, temperature, top_k, generator)
+
+
 def sample_int32(logits, temperature=1.0, top_k=None, generator=None):
     return SOLUTION["sample_next_token"](logits, temperature, top_k, generator).int()
 
@@ -327,6 +334,9 @@ SAMPLE_MISTAKES = [
     (sample_reseeds, "two global seeds gave the same samples", "randomness"),
     (sample_own_seed, "two global seeds gave the same samples", "randomness"),
     (sample_torch_seed, "the same global seed gave different samples", "randomness"),
+    (sample_fixed_generator, "seeded differently gave the same samples", "randomness"),
+    (sample_reseeds_generator, "seeded differently gave the same samples", "randomness"),
+    (sample_initial_seed, "initial_seed", "randomness"),
     (sample_keeps_axis, "remove that last axis", "shape"),
     (sample_squeezed, ".squeeze() removed the batch axis", "shape"),
     (sample_int32, "not int64", "shape"),
@@ -340,8 +350,6 @@ SAMPLE_BANKS = ExerciseBanks(
         *SAMPLE_MISTAKES,
         (sample_golden_ratio, "not independent", "distribution"),
         (sample_shuffled_quota, "more evenly than random draws", "distribution"),
-        (sample_fixed_generator, "seeded differently gave the same samples", "randomness"),
-        (sample_initial_seed, "initial_seed", "randomness"),
         (sample_only_fixed_knobs, None, "temperature"),
         (sample_rejects_fixed_temperatures, "no ValueError", "temperature"),
     ],
@@ -362,7 +370,7 @@ def test_right_samplers_pass_the_hidden_test_under_other_salts(candidate, salt):
 
 @pytest.mark.parametrize("candidate", [sample_golden_ratio, sample_shuffled_quota,
                                        sample_own_seed, sample_initial_seed,
-                                       sample_fixed_generator,
+                                       sample_fixed_generator, sample_reseeds_generator,
                                        sample_only_fixed_knobs, sample_small_leak])
 def test_samplers_that_only_look_right_fail_under_other_salts(candidate):
     set_salt(2**40 + 17)
@@ -566,6 +574,7 @@ def online_logsumexp(x, block_size):
 
 
 def online_loop(x, block_size):
+    """One element at a time, whatever block_size says: right values, but not in blocks."""
     m = torch.full(x.shape[:-1], INF, dtype=x.dtype, device=x.device)
     s = torch.zeros_like(m)
     for start in range(0, x.shape[-1], block_size):
@@ -620,6 +629,21 @@ def online_rows_only(x, block_size):
     return SOLUTION["online_softmax"](x.flatten(0, -2), block_size).view(x.shape)
 
 
+def online_own_block_size(x, block_size):
+    """A reader's answer: right, in blocks of 16 whatever block_size says."""
+    return SOLUTION["online_softmax"](x, 16)
+
+
+def online_own_block_size_not_rescaled(x, block_size):
+    """A reader's answer: blocks of 16 whatever block_size says, the sum not rescaled; right
+    for every row of at most 16."""
+    return _online(rescale=False)(x, 16)
+
+
+def online_builtin(x, block_size):
+    return torch.softmax(x, dim=-1)
+
+
 ONLINE_MISTAKES = [
     (_online(rescale=False), "not rescaled", "values"),
     (_online(overlap=1), "counted again", "values"),
@@ -631,6 +655,7 @@ ONLINE_MISTAKES = [
     (online_rows_only, "a `dim` the tensor does not have", "values"),
     (online_off_a_little, None, "values"),
     (_online(stop="whole blocks"), "shorter block was left out", "blocks"),
+    (online_own_block_size_not_rescaled, None, "blocks"),
     (_online(block_max_only=True), "each block's own maximum instead of the running",
      "falling"),
     (_online(subtract=False), "not subtracted", "large"),
@@ -642,8 +667,10 @@ ONLINE_MISTAKES = [
 ]
 ONLINE_BANKS = ExerciseBanks(
     solution=SOLUTION["online_softmax"],
-    correct=[online_two_pass, online_logsumexp, online_loop],
-    check=ONLINE_MISTAKES,
+    correct=[online_two_pass, online_logsumexp],
+    check=[*ONLINE_MISTAKES, (online_own_block_size, "made no difference", "one_pass"),
+           (online_loop, "made no difference", "one_pass"),
+           (online_builtin, "made no difference", "one_pass")],
     hidden=ONLINE_MISTAKES,
 )
 
@@ -782,6 +809,42 @@ def blocks_fixed_scale(Q, K, V, block_size, causal=False):
                                            causal)
 
 
+def blocks_own_block_size(Q, K, V, block_size, causal=False):
+    """A reader's answer: right, in blocks of 64 whatever block_size says."""
+    return SOLUTION["blockwise_attention"](Q, K, V, 64, causal)
+
+
+def blocks_own_block_size_not_rescaled(Q, K, V, block_size, causal=False):
+    """A reader's answer: blocks of 64, the sum and output not rescaled; right whenever
+    Tk <= 64."""
+    return _blocks(rescale_sum=False, rescale_output=False, on_device=True)(Q, K, V, 64, causal)
+
+
+def blocks_over_queries(Q, K, V, block_size, causal=False):
+    """A reader's answer: blocks of queries, each against every key."""
+    return torch.cat([F.scaled_dot_product_attention(
+        Q[..., i:i + block_size, :], K, V,
+        attn_mask=(torch.arange(K.shape[-2], device=Q.device)
+                   <= torch.arange(i, min(i + block_size, Q.shape[-2]),
+                                   device=Q.device)[:, None]) if causal else None)
+        for i in range(0, Q.shape[-2], block_size)], dim=-2)
+
+
+def blocks_max_not_subtracted(Q, K, V, block_size, causal=False):
+    """A reader's answer: e^score with no running maximum; right for small scores."""
+    s = Q.new_zeros(Q.shape[:-1] + (1,))
+    o = Q.new_zeros(Q.shape[:-1] + (V.shape[-1],))
+    rows = torch.arange(Q.shape[-2], device=Q.device)[:, None]
+    for i in range(0, K.shape[-2], block_size):
+        x = Q @ K[..., i:i + block_size, :].transpose(-2, -1) / math.sqrt(Q.shape[-1])
+        if causal:
+            x = x.masked_fill(torch.arange(i, i + x.shape[-1], device=Q.device) > rows, INF)
+        p = torch.exp(x)
+        s = s + p.sum(-1, keepdim=True)
+        o = o + p @ V[..., i:i + block_size, :]
+    return o / s
+
+
 BLOCK_MISTAKES = [
     (_blocks(ignore_causal=True), "ignored", "causal"),
     (_blocks(diagonal=True), "diagonal was masked", "causal"),
@@ -799,6 +862,8 @@ BLOCK_MISTAKES = [
     (_blocks(divide_each_step=True), "divided by the running sum at that step", "values"),
     (blocks_off_a_little, None, "values"),
     (_blocks(stop="whole blocks"), "shorter block of keys", "blocks"),
+    (blocks_own_block_size_not_rescaled, None, "blocks"),
+    (blocks_max_not_subtracted, "scores in the hundreds", "values"),
     (blocks_output_like_q, None, "shape"),
     (blocks_four_axes, "a `dim` the tensor does not have", "shape"),
     (blocks_float32, "converted to another dtype", "dtype"),
@@ -808,7 +873,9 @@ BLOCK_MISTAKES = [
 BLOCK_BANKS = ExerciseBanks(
     solution=SOLUTION["blockwise_attention"],
     correct=[blocks_rescaled_each_step, blocks_logsumexp],
-    check=[*BLOCK_MISTAKES, (_blocks(full=True, on_device=True), "full score matrix", "memory")],
+    check=[*BLOCK_MISTAKES, (_blocks(full=True, on_device=True), "full score matrix", "memory"),
+           (blocks_own_block_size, "larger than a block of scores", "memory"),
+           (blocks_over_queries, "larger than a block of scores", "memory")],
     hidden=[*BLOCK_MISTAKES, (blocks_fixed_scale, None, "values")],
 )
 

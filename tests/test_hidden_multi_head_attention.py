@@ -91,6 +91,24 @@ def split_squeezed(x, n_heads):
     return x.view(B, T, n_heads, D // n_heads).transpose(1, 2).squeeze()
 
 
+def split_float(x, n_heads):
+    """`.float()` "to be safe": a float64 input comes back as float32."""
+    B, T, D = x.shape
+    return x.float().view(B, T, n_heads, D // n_heads).transpose(1, 2)
+
+
+def split_detached(x, n_heads):
+    B, T, D = x.shape
+    return x.detach().view(B, T, n_heads, D // n_heads).transpose(1, 2)
+
+
+def split_through_numpy(x, n_heads):
+    """A round trip through NumPy: the numbers are right, the link to x is gone."""
+    B, T, D = x.shape
+    moved = x.detach().cpu().numpy().reshape(B, T, n_heads, D // n_heads).swapaxes(1, 2)
+    return torch.from_numpy(moved.copy())
+
+
 SPLIT_BANKS = ExerciseBanks(
     solution=split_heads,
     correct=[split_permute, split_unflatten, split_chunks, split_einsum],
@@ -101,7 +119,10 @@ SPLIT_BANKS = ExerciseBanks(
         (split_off_by_one, None, "values"),
         (split_squeezed, "axis of size 1 was dropped", "arguments"),
         (split_resize_in_place, "in place", "unchanged"),
+        (split_float, "converted to another dtype", "dtype"),
         (split_loop, "Python loop", "no_loop"),
+        (split_detached, "cut off from x", "differentiable"),
+        (split_through_numpy, "cut off from x", "differentiable"),
     ],
     hidden=[
         (split_forgot_transpose, "were not swapped", "shape"),
@@ -110,6 +131,7 @@ SPLIT_BANKS = ExerciseBanks(
         (split_off_by_one, None, "values"),
         (split_squeezed, "axis of size 1 was dropped", "arguments"),
         (split_resize_in_place, "in place", "unchanged"),
+        (split_float, "converted to another dtype", "dtype"),
     ],
 )
 
@@ -174,23 +196,50 @@ def merge_rolled(x):
     return merge_heads(x).roll(1, dims=1)
 
 
+def merge_squeezed(x):
+    """A .squeeze() "to tidy up": a batch of one with one head loses its batch axis."""
+    B, H, T, dh = x.shape
+    return x.transpose(1, 2).reshape(B, T, H * dh).squeeze()
+
+
+def merge_float(x):
+    B, H, T, dh = x.shape
+    return x.transpose(1, 2).float().reshape(B, T, H * dh)
+
+
+def merge_detached(x):
+    B, H, T, dh = x.shape
+    return x.detach().transpose(1, 2).reshape(B, T, H * dh)
+
+
+def merge_through_numpy(x):
+    B, H, T, dh = x.shape
+    return torch.from_numpy(x.detach().numpy().swapaxes(1, 2).reshape(B, T, H * dh))
+
+
 MERGE_BANKS = ExerciseBanks(
     solution=merge_heads,
     correct=[merge_contiguous_view, merge_cat, merge_flatten],
     check=[
         (merge_not_joined, "not joined", "shape"),
+        (merge_squeezed, "axis of size 1 was dropped", "shape"),
         (merge_no_transpose, "without moving the time axis back", "values"),
         (merge_interleaved, "interleaved", "values"),
         (merge_rolled, None, "values"),
         (merge_transpose_in_place, "in place", "unchanged"),
+        (merge_float, "converted to another dtype", "dtype"),
         (merge_loop, "Python loop", "no_loop"),
+        (merge_detached, "cut off from x", "differentiable"),
+        (merge_through_numpy, "cut off from x", "differentiable"),
     ],
     hidden=[
         (merge_not_joined, "not joined", "shape"),
+        (merge_squeezed, "axis of size 1 was dropped", "shape"),
         (merge_no_transpose, "without transposing back", "values"),
         (merge_interleaved, "wrong order", "values"),
         (merge_rolled, None, "values"),
         (merge_transpose_in_place, "in place", "unchanged"),
+        (merge_float, "converted to another dtype", "dtype"),
     ],
 )
 
@@ -262,7 +311,7 @@ class FoldedBmmAttention(_Layers):
 
 
 class BuiltinSdpaAttention(_Layers):
-    """F.scaled_dot_product_attention for the output; weights by masking after exp."""
+    """F.scaled_dot_product_attention for the output; weights by a hand-made softmax."""
 
     def forward(self, x, mask=None):
         q = split_heads(self.to_queries(x), self.n_heads)
@@ -270,9 +319,10 @@ class BuiltinSdpaAttention(_Layers):
         v = split_heads(self.to_values(x), self.n_heads)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_head)
-        e = torch.exp(scores - scores.amax(dim=-1, keepdim=True))
         if mask is not None:
-            e = e * mask
+            scores = scores.masked_fill(~mask, float("-inf"))
+        # The row max of the allowed keys; -1e30 for a row with none, so exp gives zeros.
+        e = torch.exp(scores - scores.amax(dim=-1, keepdim=True).clamp_min(-1e30))
         total = e.sum(dim=-1, keepdim=True)
         weights = torch.where(total > 0, e / total.clamp_min(1e-30), 0.0)
         return self.unify_heads(merge_heads(out.nan_to_num(0.0))), weights
@@ -383,6 +433,27 @@ class FixedHeads(Solution):
         super().__init__(d_model, 2)
 
 
+class FourHeads(Solution):
+    """Four heads, whatever n_heads says."""
+
+    def __init__(self, d_model, n_heads):
+        super().__init__(d_model, 4)
+
+
+class MaskFlippedAndRestored(Solution):
+    """Flips the caller's mask in place and back: the mask is as it was afterwards, but
+    autograd saved it for the backward pass in between."""
+
+    def forward(self, x, mask=None):
+        q, k, v = _heads(self, x)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_head)
+        if mask is not None:
+            scores = scores.masked_fill(mask.logical_not_(), float("-inf"))
+            mask.logical_not_()
+        weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)
+        return self.unify_heads(merge_heads(weights @ v)), weights
+
+
 class DetachedWeights(Solution):
     """The weights detached 'because they are only for the plots': no gradient reaches the
     queries and keys."""
@@ -406,6 +477,116 @@ class MaskUnsqueezedInPlace(Solution):
             while mask.dim() < 4:
                 mask.unsqueeze_(0)
         return super().forward(x, mask)
+
+
+class ReseededInit(Solution):
+    """torch.manual_seed in __init__ "for reproducibility": every layer starts the same."""
+
+    def __init__(self, d_model, n_heads):
+        torch.manual_seed(0)
+        super().__init__(d_model, n_heads)
+
+
+class ZeroInit(Solution):
+    def __init__(self, d_model, n_heads):
+        super().__init__(d_model, n_heads)
+        for layer in (self.to_queries, self.to_keys, self.to_values, self.unify_heads):
+            nn.init.zeros_(layer.weight)
+
+
+class NormalInit(Solution):
+    """Every parameter drawn from N(0, 1): far larger than nn.Linear's start."""
+
+    def __init__(self, d_model, n_heads):
+        super().__init__(d_model, n_heads)
+        for p in self.parameters():
+            nn.init.normal_(p)
+
+
+def _heads(layer, x):
+    return (split_heads(layer.to_queries(x), layer.n_heads),
+            split_heads(layer.to_keys(x), layer.n_heads),
+            split_heads(layer.to_values(x), layer.n_heads))
+
+
+class ExpWithoutMax(Solution):
+    """A hand-made softmax without subtracting the row max: exp overflows for large scores."""
+
+    def forward(self, x, mask=None):
+        q, k, v = _heads(self, x)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_head)
+        e = torch.exp(scores)
+        if mask is not None:
+            e = e * mask
+        total = e.sum(dim=-1, keepdim=True)
+        weights = torch.where(total > 0, e / total, 0.0)
+        return self.unify_heads(merge_heads(weights @ v)), weights
+
+
+class MaxOverMaskedKeys(Solution):
+    """Subtracts the max over all keys, forbidden ones included, then masks the exponentials:
+    exact for small scores, zero weights when a forbidden score is far above the allowed."""
+
+    def forward(self, x, mask=None):
+        q, k, v = _heads(self, x)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_head)
+        e = torch.exp(scores - scores.amax(dim=-1, keepdim=True))
+        if mask is not None:
+            e = e * mask
+        total = e.sum(dim=-1, keepdim=True)
+        weights = torch.where(total > 0, e / total.clamp_min(1e-30), 0.0)
+        return self.unify_heads(merge_heads(weights @ v)), weights
+
+
+class FloatInput(Solution):
+    """x.float() "to be safe": a float64 layer crashes on it."""
+
+    def forward(self, x, mask=None):
+        return super().forward(x.float(), mask)
+
+
+class Float32Weights(Solution):
+    """Weights made in float32 for the plots."""
+
+    def forward(self, x, mask=None):
+        out, weights = super().forward(x, mask)
+        return out, torch.where(torch.isnan(weights), torch.zeros(weights.shape),
+                                weights).float()
+
+
+class Float32Softmax(Solution):
+    """The softmax in float32, cast back: float64 in name only."""
+
+    def forward(self, x, mask=None):
+        q, k, v = _heads(self, x)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_head)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        weights = torch.softmax(scores.float(), dim=-1).nan_to_num(0.0).to(x.dtype)
+        return self.unify_heads(merge_heads(weights @ v)), weights
+
+
+class CpuDefaultMask(Solution):
+    """Without a mask, an all-True one made with torch.ones: on the CPU, whatever x is on."""
+
+    def forward(self, x, mask=None):
+        if mask is None:
+            mask = torch.ones(x.shape[1], x.shape[1], dtype=torch.bool)
+        return super().forward(x, mask)
+
+
+class CpuZeros(Solution):
+    """nan rows replaced by torch.zeros(shape): made on the CPU."""
+
+    def forward(self, x, mask=None):
+        q, k, v = _heads(self, x)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_head)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        weights = torch.softmax(scores, dim=-1)
+        weights = torch.where(torch.isnan(weights), torch.zeros(weights.shape,
+                                                                dtype=weights.dtype), weights)
+        return self.unify_heads(merge_heads(weights @ v)), weights
 
 
 class ShiftedOutput(Solution):
@@ -474,8 +655,20 @@ ATTENTION_BANKS = ExerciseBanks(
         (M["nan_rows"], "comes out of the softmax as nan", "mask"),
         (HardCodedWidth, "sizes are fixed", "arguments"),
         (FixedHeads, "does not follow n_heads", "arguments"),
+        (FourHeads, "does not follow n_heads", "shape"),
+        (ReseededInit, "reseeds", "init"),
+        (ZeroInit, "set to zeros", "init"),
+        (NormalInit, None, "init"),
+        (ExpWithoutMax, "overflows", "large"),
+        (MaxOverMaskedKeys, "forbidden keys too", "large"),
+        (FloatInput, "different dtypes met", "dtype"),
+        (Float32Weights, "ran in float32", "dtype"),
+        (Float32Softmax, "ran in float32", "dtype"),
+        (CpuDefaultMask, "device", "device"),
+        (CpuZeros, "device", "device"),
         (DetachedWeights, "gradient is cut", "gradients"),
-        (MaskUnsqueezedInPlace, "in place", "unchanged"),
+        (MaskFlippedAndRestored, "autograd still needs", "gradients"),
+        (MaskUnsqueezedInPlace, "argument was changed in place", "unchanged"),
     ],
     hidden=[
         (WideHeadsAttention, "wide heads", "members"),
@@ -502,8 +695,20 @@ ATTENTION_BANKS = ExerciseBanks(
         (M["nan_rows"], "comes out of the softmax as nan", "mask"),
         (HardCodedWidth, "sizes are fixed", "arguments"),
         (FixedHeads, "does not follow n_heads", "arguments"),
+        (FourHeads, "does not follow n_heads", "shape"),
+        (ReseededInit, "reseeds", "init"),
+        (ZeroInit, "set to zeros", "init"),
+        (NormalInit, None, "init"),
+        (ExpWithoutMax, "overflows", "large"),
+        (MaxOverMaskedKeys, "forbidden keys too", "large"),
+        (FloatInput, "different dtypes met", "dtype"),
+        (Float32Weights, "ran in float32", "dtype"),
+        (Float32Softmax, "ran in float32", "dtype"),
+        (CpuDefaultMask, "device", "device"),
+        (CpuZeros, "device", "device"),
         (DetachedWeights, "gradient is cut", "gradients"),
-        (MaskUnsqueezedInPlace, "in place", "unchanged"),
+        (MaskFlippedAndRestored, "autograd still needs", "gradients"),
+        (MaskUnsqueezedInPlace, "argument was changed in place", "unchanged"),
     ],
 )
 

@@ -232,13 +232,86 @@ def sdpa_cpu_fill(Q, K, V, mask=None):
     return weights @ V, weights
 
 
+def sdpa_squeezed(Q, K, V, mask=None):
+    """A reader's 'tidy up the shapes': .squeeze() drops a batch of one and a single query."""
+    out, weights = SOLUTION["scaled_dot_product_attention"](Q, K, V, mask)
+    return out.squeeze(), weights.squeeze()
+
+
+def sdpa_batch_squeezed(Q, K, V, mask=None):
+    """Adds a batch axis to 2-D inputs and drops axis 0 at the end: a 3-D batch of one
+    comes back 2-D."""
+    if Q.dim() == 2:
+        Q, K, V = Q.unsqueeze(0), K.unsqueeze(0), V.unsqueeze(0)
+    out, weights = SOLUTION["scaled_dot_product_attention"](Q, K, V, mask)
+    return out.squeeze(0), weights.squeeze(0)
+
+
+def sdpa_scale_shape_1(Q, K, V, mask=None):
+    """'d_k is the second dimension of Q': true for 2-D inputs only."""
+    scores = Q @ K.transpose(-2, -1) / math.sqrt(Q.shape[1])
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)
+    return weights @ V, weights
+
+
+def sdpa_boolean_index(Q, K, V, mask=None):
+    scores = Q @ K.transpose(-2, -1) / math.sqrt(Q.shape[-1])
+    if mask is not None:
+        scores[~mask] = float("-inf")
+    weights = torch.nan_to_num(torch.softmax(scores, dim=-1))
+    return weights @ V, weights
+
+
+def sdpa_additive_mask(Q, K, V, mask=None):
+    """The mask as an additive penalty: fine while a row keeps one key."""
+    scores = Q @ K.transpose(-2, -1) / math.sqrt(Q.shape[-1])
+    if mask is not None:
+        scores = scores + (1 - mask.to(scores.dtype)) * -1e4
+    weights = torch.softmax(scores, dim=-1)
+    return weights @ V, weights
+
+
+def sdpa_global_max(Q, K, V, mask=None):
+    """Tutorial 1's stable softmax, but shifted by the maximum of the whole tensor."""
+    scores = Q @ K.transpose(-2, -1) / math.sqrt(Q.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    e = torch.exp(scores - scores.max())
+    weights = torch.nan_to_num(e / e.sum(-1, keepdim=True))
+    return weights @ V, weights
+
+
+def sdpa_float32_softmax(Q, K, V, mask=None):
+    """The softmax in float32, cast back: float64 in letter, float32 in precision."""
+    scores = Q @ K.transpose(-2, -1) / math.sqrt(Q.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.nan_to_num(torch.softmax(scores.float(), dim=-1)).to(Q.dtype)
+    return weights @ V, weights
+
+
+def sdpa_weights_detached(Q, K, V, mask=None):
+    """'I only return the weights for plotting'."""
+    out, weights = SOLUTION["scaled_dot_product_attention"](Q, K, V, mask)
+    weights = weights.detach()
+    return weights @ V, weights
+
+
+@torch.no_grad()
+def sdpa_no_grad(Q, K, V, mask=None):
+    return SOLUTION["scaled_dot_product_attention"](Q, K, V, mask)
+
+
 SDPA_BANKS = ExerciseBanks(
     solution=SOLUTION["scaled_dot_product_attention"],
     correct=[sdpa_einsum, sdpa_matmul_renormalised, sdpa_loop, sdpa_bmm_flattened],
     check=[
         (MUTANTS["no_scale"], "not divided by sqrt(d_k)", "values"),
         (MUTANTS["divided_by_d_k"], "divided by d_k instead", "values"),
-        (MUTANTS["divided_by_sqrt_d_v"], None, "values"),
+        (MUTANTS["divided_by_sqrt_d_v"], "sqrt(d_v)", "values"),
+        (sdpa_scale_shape_1, "Q.shape[1]", "values"),
         (MUTANTS["softmax_over_queries"], "over the queries", "values"),
         (MUTANTS["returns_scores"], "returned before the softmax", "values"),
         (sdpa_value_bug, None, "values"),
@@ -248,22 +321,31 @@ SDPA_BANKS = ExerciseBanks(
         (MUTANTS["mask_after_softmax"], "after the softmax", "mask"),
         (MUTANTS["nan_rows"], "comes out of the softmax as nan", "mask"),
         (MUTANTS["finite_fill"], "uniform", "mask"),
+        (sdpa_additive_mask, "penalty added", "mask"),
+        (sdpa_boolean_index, "boolean indexing", "mask"),
         (sdpa_bmm_3d, "torch.bmm", "shape"),
-        (sdpa_transpose_1_2, None, "shape"),
+        (sdpa_transpose_1_2, "counted from the front", "shape"),
         (sdpa_swapped, "wrong way round", "shape"),
         (sdpa_batch_dims_merged, None, "shape"),
         (sdpa_dot_T, "works for 2-D inputs", "shape"),
+        (sdpa_squeezed, "size 1 was dropped", "shape"),
+        (sdpa_batch_squeezed, "size 1 was dropped", "shape"),
         (sdpa_manual_exp, "overflows", "large"),
+        (sdpa_global_max, "whole tensor", "large"),
         (sdpa_in_place, "in place", "unchanged"),
         (sdpa_mask_in_place, "in place", "unchanged"),
         (sdpa_float32_weights, "another dtype", "dtype"),
+        (sdpa_float32_softmax, "float32 precision", "dtype"),
         (sdpa_cpu_fill, "device=", "device"),
+        (sdpa_no_grad, "carries no gradient", "gradients"),
+        (sdpa_weights_detached, "V gets a gradient", "gradients"),
         (sdpa_builtin, "PyTorch's own attention", "no_builtin"),
     ],
     hidden=[
         (MUTANTS["no_scale"], "not divided by sqrt(d_k)", "values"),
         (MUTANTS["divided_by_d_k"], "divided by d_k instead", "values"),
         (MUTANTS["divided_by_sqrt_d_v"], "sqrt(d_v)", "values"),
+        (sdpa_scale_shape_1, "Q.shape[1]", "values"),
         (MUTANTS["multiplied_by_sqrt_d_k"], "multiplied by sqrt(d_k)", "values"),
         (MUTANTS["softmax_over_queries"], "query axis", "values"),
         (MUTANTS["returns_scores"], "(scaled scores)", "values"),
@@ -275,15 +357,21 @@ SDPA_BANKS = ExerciseBanks(
         (MUTANTS["mask_after_softmax"], "after the softmax", "mask"),
         (MUTANTS["nan_rows"], "comes out of the softmax as nan", "mask"),
         (MUTANTS["finite_fill"], "uniform", "mask"),
+        (sdpa_additive_mask, "penalty added", "mask"),
+        (sdpa_boolean_index, "boolean indexing", "mask"),
         (sdpa_bmm_3d, "torch.bmm", "shape"),
-        (sdpa_transpose_1_2, None, "shape"),
+        (sdpa_transpose_1_2, "counted from the front", "shape"),
         (sdpa_batch_dims_merged, "merged into one", "shape"),
         (sdpa_swapped, "swapped", "shape"),
         (sdpa_dot_T, "works for 2-D inputs", "shape"),
+        (sdpa_squeezed, "size 1 was dropped", "shape"),
+        (sdpa_batch_squeezed, "size 1 was dropped", "shape"),
         (sdpa_manual_exp, "overflows", "large"),
+        (sdpa_global_max, "whole tensor", "large"),
         (sdpa_in_place, "in place", "unchanged"),
         (sdpa_mask_in_place, "in place", "unchanged"),
         (sdpa_float32_weights, "another dtype", "dtype"),
+        (sdpa_float32_softmax, "float32 precision", "dtype"),
         (sdpa_cpu_fill, "device=", "device"),
     ],
 )
@@ -363,6 +451,53 @@ def batch_few_fours(N, T=10):
     return X, (twos > fours).float()
 
 
+def batch_summed_down(N, T=10):
+    X = torch.randint(0, 10, (N, T))
+    return X, ((X == 2).sum(0, keepdim=True) > (X == 4).sum(0, keepdim=True)).float()
+
+
+def batch_row_labels(N, T=10):
+    X = torch.randint(0, 10, (N, T))
+    return X, ((X == 2).sum(1) > (X == 4).sum(1)).float().unsqueeze(0)
+
+
+def batch_swapped(N, T=10):
+    X = torch.randint(0, 10, (N, T))
+    return ((X == 2).sum(1, keepdim=True) > (X == 4).sum(1, keepdim=True)).float(), X
+
+
+def batch_whole(N, T=10):
+    """Counts the 2s and 4s of the whole batch: one label for every row."""
+    X = torch.randint(0, 10, (N, T))
+    return X, torch.full((N, 1), float((X == 2).sum() > (X == 4).sum()))
+
+
+def batch_clock_seed(N, T=10):
+    """'torch.seed() to use the seed': reseeds from the system's entropy."""
+    torch.seed()
+    X = torch.randint(0, 10, (N, T))
+    return X, ((X == 2).sum(1, keepdim=True) > (X == 4).sum(1, keepdim=True)).float()
+
+
+def batch_own_generator(N, T=10):
+    X = torch.randint(0, 10, (N, T), generator=torch.Generator())
+    return X, ((X == 2).sum(1, keepdim=True) > (X == 4).sum(1, keepdim=True)).float()
+
+
+def batch_first_call_seed():
+    """A make_batch that seeds the global generator on its first call only (a fresh one for
+    each bank: the flag is the state of a kernel)."""
+    seeded = []
+
+    def make_batch(N, T=10):
+        if not seeded:
+            torch.manual_seed(0)
+            seeded.append(True)
+        X = torch.randint(0, 10, (N, T))
+        return X, ((X == 2).sum(1, keepdim=True) > (X == 4).sum(1, keepdim=True)).float()
+    return _named(make_batch, "first_call_seed")
+
+
 BATCH_BANK = [
     (_named(_batch(rule=">="), "ties_yes"), "ties", "values"),
     (_named(_batch(rule="<"), "reversed"), "wrong way round", "values"),
@@ -371,18 +506,25 @@ BATCH_BANK = [
     (_named(_batch(low=1), "no_zeros"), "no 0", "values"),
     (batch_few_fours, None, "values"),
     (_named(_batch(y_shape="vector"), "flat_y"), "no column axis", "shape"),
+    (batch_summed_down, "down the batch", "shape"),
+    (batch_row_labels, "is a row", "shape"),
+    (batch_swapped, "pair is returned the wrong way round", "shape"),
+    (batch_whole, "over the whole batch", "values"),
     (_named(_batch(y_dtype=torch.bool), "bool_y"), "booleans", "dtype"),
     (_named(_batch(y_dtype=torch.float64), "float64_y"), "BCELoss then fails", "dtype"),
     (_named(_batch(y_dtype=torch.int64), "int_y"), "holds integers", "dtype"),
     (_named(_batch(x_float=True), "float_X"), "X holds floats", "dtype"),
     (_named(_batch(fixed_T=True), "fixed_T"), "T is ignored", "arguments"),
-    (_named(_batch(reseed=True), "reseeds"), "reseeds", "randomness"),
+    (_named(_batch(reseed=True), "reseeds"), "whatever the global seed", "randomness"),
     (batch_numpy, "NumPy's", "randomness"),
     (batch_python_random, "NumPy's", "randomness"),
+    (batch_clock_seed, "from the clock", "randomness"),
+    (batch_own_generator, "whatever the global seed", "randomness"),
 ]
-BATCH_BANKS = ExerciseBanks(solution=SOLUTION["make_batch"],
-                            correct=[batch_loop, batch_one_hot, batch_where],
-                            check=BATCH_BANK, hidden=BATCH_BANK)
+BATCH_BANKS = ExerciseBanks(
+    solution=SOLUTION["make_batch"], correct=[batch_loop, batch_one_hot, batch_where],
+    check=[*BATCH_BANK, (batch_first_call_seed(), "on its first call", "randomness")],
+    hidden=[*BATCH_BANK, (batch_first_call_seed(), "on its first call", "randomness")])
 
 
 def test_make_batch_checks_leave_the_global_generator_alone():
@@ -609,6 +751,62 @@ class ShiftedValues(Solution):
         return self.readout(attended.reshape(-1, 1))
 
 
+class SqueezedScores(Solution):
+    """.squeeze() on the scores: a batch of one loses its batch axis."""
+
+    def attention(self, e):
+        scores = self.to_key(e) @ self.query.T / math.sqrt(self.query.shape[-1])
+        return torch.softmax(scores.squeeze(), dim=-1).unsqueeze(1)
+
+
+class SqueezedAttended(Solution):
+    def forward(self, x):
+        e = self.embed(x)
+        return self.readout((self.attention(e) @ self.values(e)).squeeze().unsqueeze(-1))
+
+
+class DigitsIntoAttention(Solution):
+    def forward(self, x):
+        e = self.embed(x)
+        return self.readout((self.attention(x) @ self.values(e)).reshape(-1, 1))
+
+
+class ReseedsInInit(Solution):
+    def __init__(self, d_embed=16, d_att=16, d_hidden=32):
+        torch.manual_seed(0)
+        super().__init__(d_embed, d_att, d_hidden)
+
+
+class NumpyQuery(Solution):
+    def __init__(self, d_embed=16, d_att=16, d_hidden=32):
+        super().__init__(d_embed, d_att, d_hidden)
+        self.query = nn.Parameter(torch.from_numpy(np.random.randn(1, d_att)).float())
+
+
+class CpuAccumulator(Solution):
+    """Accumulates the attended value in a tensor made on the CPU."""
+
+    def forward(self, x):
+        e = self.embed(x)
+        w, v = self.attention(e), self.values(e)
+        z = torch.zeros(x.shape[0], 1)
+        for t in range(x.shape[1]):
+            z = z + w[:, :, t] * v[:, t, :]
+        return self.readout(z)
+
+
+class FrozenQuery(Solution):
+    def __init__(self, d_embed=16, d_att=16, d_hidden=32):
+        super().__init__(d_embed, d_att, d_hidden)
+        self.query = nn.Parameter(torch.randn(1, d_att), requires_grad=False)
+
+
+class QueryData(Solution):
+    def attention(self, e):
+        scores = self.to_key(e) @ self.query.data.T / math.sqrt(self.query.shape[-1])
+        return torch.softmax(scores, dim=1).transpose(1, 2)
+
+
 MODEL_BANK = [
     (PlainTensorQuery, "plain tensor", "members"),
     (ChangedDefaults, "default arguments", "members"),
@@ -624,6 +822,13 @@ MODEL_BANK = [
     (WeightsAsColumn, "come out as (N, T, 1)", "attention"),
     (EmbedsInsideAttention, "embeds its input again", "attention"),
     (BmmWith2DQuery, "torch.bmm", "attention"),
+    (SqueezedScores, "batch of one", "attention"),
+    (SqueezedAttended, "batch of one", "forward"),
+    (DigitsIntoAttention, "where the embeddings belong", "forward"),
+    (ReseedsInInit, "different global seeds are the same", "randomness"),
+    (NumpyQuery, "same global seed differ", "randomness"),
+    (FrozenQuery, "requires_grad=False", "gradients"),
+    (QueryData, "requires_grad=False", "gradients"),
     (FlatValues, "lost their last axis", "values"),
     (IgnoresAttention, "ignores the attention", "forward"),
     (SkipsReadout, "skips the readout", "forward"),
@@ -638,7 +843,8 @@ MODEL_BANK = [
     (NormalisesInPlace, "in place", "unchanged"),
 ]
 MODEL_BANKS = ExerciseBanks(solution=Solution, correct=[ReusesExercise1, EinsumModel],
-                            check=MODEL_BANK, hidden=MODEL_BANK)
+                            check=[*MODEL_BANK, (CpuAccumulator, "without device=", "device")],
+                            hidden=MODEL_BANK)
 
 BANKS = {"scaled_dot_product_attention": SDPA_BANKS, "make_batch": BATCH_BANKS,
          "SingleQueryAttention": MODEL_BANKS}

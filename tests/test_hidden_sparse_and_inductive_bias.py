@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import warnings
 
 import numpy as np
 import pytest
@@ -158,6 +159,54 @@ def dataset_python_random(m, T, idx, p=None):
     return X, _and(X, idx)
 
 
+def dataset_reseeds_current(m, T, idx, p=None):
+    """The reader's answer: reseeds with the seed already set, "to stay reproducible"."""
+    torch.manual_seed(torch.initial_seed())
+    X = _bits(m, T, _default(p, idx))
+    return X, _and(X, idx)
+
+
+def dataset_generator_from_initial_seed(m, T, idx, p=None):
+    generator = torch.Generator().manual_seed(torch.initial_seed())
+    X = (torch.rand(m, T, generator=generator) < _default(p, idx)).long()
+    return X, _and(X, idx)
+
+
+def dataset_p_or_default(m, T, idx, p=None):
+    """`p or ...`: an explicit p=0 becomes the balanced default."""
+    p = p or 0.5 ** (1 / len(idx))
+    X = _bits(m, T, p)
+    return X, _and(X, idx)
+
+
+def dataset_randint(m, T, idx, p=None):
+    """The default is written correctly, but the bits are fair coins: p is never used."""
+    if p is None:
+        p = 0.5 ** (1 / len(idx))
+    X = torch.randint(0, 2, (m, T))
+    return X, _and(X, idx)
+
+
+def dataset_flipped_comparison(m, T, idx, p=None):
+    """`>` instead of `<`: each bit is 1 with probability 1 - p."""
+    if p is None:
+        p = 0.5 ** (1 / len(idx))
+    X = (torch.rand(m, T) > p).long()
+    return X, _and(X, idx)
+
+
+def dataset_sorts_idx(m, T, idx, p=None):
+    idx.sort()
+    X = _bits(m, T, _default(p, idx))
+    return X, _and(X, idx)
+
+
+def dataset_min_pair(m, T, idx, p=None):
+    """.min(dim=...) returns (values, indices), not a tensor."""
+    X = _bits(m, T, _default(p, idx))
+    return X, X[:, list(idx)].float().min(dim=1, keepdim=True)
+
+
 def dataset_forced_bits(m, T, idx, p=None):
     """A bug no diagnosis describes: the relevant bits are drawn with another probability."""
     X = _bits(m, T, _default(p, idx))
@@ -176,18 +225,28 @@ DATASET_BANKS = ExerciseBanks(
         (dataset_sum_labels, "the sum", "values"),
         (dataset_mean_labels, "the mean", "values"),
         (dataset_flat_labels, "no column axis", "shape"),
+        (dataset_min_pair, "(values, indices)", "shape"),
         (dataset_float_bits, ".long()", "dtype"),
         (dataset_double_labels, "BCELoss", "dtype"),
+        (dataset_sorts_idx, "idx.sort()", "unchanged"),
         (dataset_fair_coins, "p = 0.5 was used", "arguments"),
         (dataset_fixed_sparsity, "ignores len(idx)", "arguments"),
         (dataset_root_missing, None, "arguments"),
-        (dataset_ignores_p, "explicit p", "arguments"),
+        (dataset_ignores_p, "explicit p is ignored", "arguments"),
+        (dataset_p_or_default, "p=0 was replaced", "arguments"),
+        (dataset_randint, "p is never used", "arguments"),
+        (dataset_flipped_comparison, "probability 1 - p", "arguments"),
         (dataset_forced_bits, None, "arguments"),
-        (dataset_reseeded, "reseeds", "randomness"),
-        (dataset_own_generator, "reseeds", "randomness"),
+        (dataset_reseeded, "two different seeds", "randomness"),
+        (dataset_own_generator, "two different seeds", "randomness"),
         (dataset_numpy, "numpy", "randomness"),
         (dataset_python_random, "numpy", "randomness"),
+        (dataset_reseeds_current, "in a row", "randomness"),
+        (dataset_generator_from_initial_seed, "in a row", "randomness"),
     ],
+    # Not here: reseeding with torch.initial_seed() (every call of the grader is seeded
+    # afresh, so it cannot be told from a right answer there) and .min's (values, indices)
+    # pair (it does not travel to the grader as such); the self-check names both.
     hidden=[
         (dataset_any, "`any` instead of `all`", "values"),
         (dataset_first_bits, "idx ignored", "values"),
@@ -198,13 +257,17 @@ DATASET_BANKS = ExerciseBanks(
         (dataset_flat_labels, "no column axis", "shape"),
         (dataset_float_bits, ".long()", "dtype"),
         (dataset_double_labels, "BCELoss", "dtype"),
+        (dataset_sorts_idx, None, "unchanged"),
         (dataset_fair_coins, "p = 0.5 was used", "arguments"),
         (dataset_fixed_sparsity, "ignores len(idx)", "arguments"),
         (dataset_root_missing, "the root is needed", "arguments"),
-        (dataset_ignores_p, "explicit p", "arguments"),
+        (dataset_ignores_p, "explicit p is ignored", "arguments"),
+        (dataset_p_or_default, "p=0 was replaced", "arguments"),
+        (dataset_randint, "p is never used", "arguments"),
+        (dataset_flipped_comparison, "probability 1 - p", "arguments"),
         (dataset_forced_bits, None, "arguments"),
-        (dataset_reseeded, "reseeds", "randomness"),
-        (dataset_own_generator, "reseeds", "randomness"),
+        (dataset_reseeded, "two different seeds", "randomness"),
+        (dataset_own_generator, "two different seeds", "randomness"),
         (dataset_numpy, "numpy", "randomness"),
         (dataset_python_random, "numpy", "randomness"),
     ],
@@ -220,6 +283,18 @@ def test_reseeding_inside_fails_the_self_check_in_plain_words():
     """The reader's mistake: torch.manual_seed(0) inside the function passed every check."""
     message = failure(check_sparse_and_dataset, dataset_reseeded)
     assert "two seeds give different data" in message and "reseeds" in diagnosis(message)
+
+
+def test_reseeding_with_the_current_seed_fails_the_self_check():
+    """torch.manual_seed(torch.initial_seed()) gives the right data for any one seed: only
+    two calls in a row show it."""
+    message = failure(check_sparse_and_dataset, dataset_reseeds_current)
+    assert "two calls in a row" in message and "initial_seed" in diagnosis(message)
+
+
+def test_the_self_check_leaves_a_sorted_list_alone_and_names_a_sort_in_place():
+    message = failure(check_sparse_and_dataset, dataset_sorts_idx)
+    assert "idx = [2, 5, 9]" in message and "sorted(idx)" in diagnosis(message)
 
 
 # ---- SelfAttentionClassifier: correct alternatives -----------------------------------------
@@ -336,6 +411,63 @@ class SwappedQK(Solution):
         return torch.softmax(self.key(e) @ self.query(e).transpose(-2, -1) / math.sqrt(self.d), -1)
 
 
+class ScaleMultiplied(Solution):
+    def attention_weights(self, x):
+        e = self.embed(x)
+        return torch.softmax(self.query(e) @ self.key(e).transpose(-2, -1) * math.sqrt(self.d),
+                             dim=-1)
+
+
+class ScaledAfterSoftmax(Solution):
+    def attention_weights(self, x):
+        e = self.embed(x)
+        return torch.softmax(self.query(e) @ self.key(e).transpose(-2, -1), dim=-1) / math.sqrt(
+            self.d)
+
+
+class SoftmaxWithoutDim(Solution):
+    """F.softmax without dim: PyTorch picks dim 0 (the batch) for a 3-D tensor."""
+
+    def attention_weights(self, x):
+        e = self.embed(x)
+        scores = self.query(e) @ self.key(e).transpose(-2, -1) / math.sqrt(self.d)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return F.softmax(scores)
+
+
+class ColumnReadout(Solution):
+    """A[..., -1]: the last column (who attends to the last position), not the last row."""
+
+    def forward(self, x):
+        h = (self.attention_weights(x)[..., -1].unsqueeze(1) @ self.value(self.embed(x)))
+        return torch.sigmoid(self.readout(h.squeeze(1)))
+
+
+class ValuesWithoutPositions(Solution):
+    def forward(self, x):
+        h = (self.attention_weights(x)[:, -1:] @ self.value(self.token_embedding(x))).squeeze(1)
+        return torch.sigmoid(self.readout(h))
+
+
+class BroadcastReadout(Solution):
+    """(B, T) @ (B, T, d) broadcasts to (B, B, d)."""
+
+    def forward(self, x):
+        h = self.attention_weights(x)[:, -1, :] @ self.value(self.embed(x))
+        return torch.sigmoid(self.readout(h))
+
+
+class InPlaceOnInput(Solution):
+    """The reader's answer: `x.clamp_` and an assignment into x leave its values alone but
+    bump its version, which autograd notices at backward."""
+
+    def embed(self, x):
+        x.clamp_(max=1)
+        x[:, -1] = x[:, -1]
+        return self.token_embedding(x) + self.position_embedding
+
+
 class FirstReadout(Solution):
     def forward(self, x):
         h = (self.attention_weights(x)[:, :1] @ self.value(self.embed(x))).squeeze(1)
@@ -450,6 +582,100 @@ class InitUniform(_Members):
             nn.init.uniform_(weight, -0.1, 0.1)
 
 
+class InitZeroPositions(_Members):
+    """The positions start at zero, the rest as the text says."""
+
+    def __init__(self, T, d=8):
+        super().__init__(T, d)
+        for weight in self.first_five():
+            nn.init.normal_(weight, std=0.1)
+        nn.init.zeros_(self.position_embedding)
+
+
+class InitLinearDefault(_Members):
+    """Only the embeddings initialised: query, key and value keep nn.Linear's own start."""
+
+    def __init__(self, T, d=8):
+        super().__init__(T, d)
+        for weight in self.first_five()[:2]:
+            nn.init.normal_(weight, std=0.1)
+
+
+class InitXavier(_Members):
+    """std 0.1, then a "better" start for the query."""
+
+    def __init__(self, T, d=8):
+        super().__init__(T, d)
+        for weight in self.first_five():
+            nn.init.normal_(weight, std=0.1)
+        nn.init.xavier_normal_(self.query.weight)
+
+
+class InitNumpy(_Members):
+    """The positions drawn by numpy: torch.manual_seed does not reach them."""
+
+    def __init__(self, T, d=8):
+        super().__init__(T, d)
+        for weight in self.first_five():
+            nn.init.normal_(weight, std=0.1)
+        with torch.no_grad():
+            self.position_embedding.copy_(torch.from_numpy(np.random.normal(0, 0.1, (T, d))))
+
+
+class ReseedBeforeBuild(Solution):
+    """The reader's answer: torch.manual_seed(0) first, "so every run starts the same"."""
+
+    def __init__(self, T, d=8):
+        torch.manual_seed(0)
+        super().__init__(T, d)
+
+
+class ReseedAfterBuild(Solution):
+    def __init__(self, T, d=8):
+        super().__init__(T, d)
+        torch.manual_seed(0)
+
+
+class ReseedCurrentBuild(Solution):
+    """torch.manual_seed(torch.initial_seed()) first: right for any one seed, the same model
+    for every build after it."""
+
+    def __init__(self, T, d=8):
+        torch.manual_seed(torch.initial_seed())
+        super().__init__(T, d)
+
+
+class InitTokenDefault(_Members):
+    """std 0.1 for four members; the token embedding keeps nn.Embedding's N(0, 1)."""
+
+    def __init__(self, T, d=8):
+        super().__init__(T, d)
+        for weight in self.first_five()[1:]:
+            nn.init.normal_(weight, std=0.1)
+
+
+class PositionsAsEmbedding(Solution):
+    """An nn.Embedding(T, d) for the positions instead of the (T, d) parameter."""
+
+    def __init__(self, T, d=8):
+        super().__init__(T, d)
+        del self.position_embedding
+        self.position_embedding = nn.Embedding(T, d)
+        nn.init.normal_(self.position_embedding.weight, std=0.1)
+
+    def embed(self, x):
+        return self.token_embedding(x) + self.position_embedding.weight
+
+
+class ScaledBySqrtT(Solution):
+    """1/sqrt(T), the context length, instead of 1/sqrt(d)."""
+
+    def attention_weights(self, x):
+        e = self.embed(x)
+        scores = self.query(e) @ self.key(e).transpose(-2, -1)
+        return torch.softmax(scores / math.sqrt(x.shape[1]), dim=-1)
+
+
 class InitReadoutToo(_Members):
     def __init__(self, T, d=8):
         super().__init__(T, d)
@@ -462,21 +688,37 @@ CLASSIFIER_BANKS = ExerciseBanks(
     correct=[ClassifierEinsum, ClassifierBuiltin, ClassifierLoops],
     check=[
         (PositionsNotParameter, "plain tensor", "members"),
-        (InitDefault, "nn.init.normal_", "init"),
-        (InitStdOne, "nn.init.normal_", "init"),
-        (InitMeanNotStd, "nn.init.normal_", "init"),
-        (InitUniform, "nn.init.normal_", "init"),
+        (PositionsAsEmbedding, "is an nn.Embedding", "members"),
+        (InitTokenDefault, "std about 1", "init"),
+        (ScaledBySqrtT, "sqrt(T), the context length", "attention"),
+        (ReseedBeforeBuild, "two seeds built the same model", "randomness"),
+        (ReseedAfterBuild, "drawn after it", "randomness"),
+        (ReseedCurrentBuild, "two builds in a row", "randomness"),
+        (InitNumpy, "torch.manual_seed does not reach", "randomness"),
+        (InitDefault, "std about 1", "init"),
+        (InitStdOne, "std about 1", "init"),
+        (InitMeanNotStd, "passed as the mean", "init"),
+        (InitUniform, "drawn uniformly", "init"),
+        (InitZeroPositions, "every value is the same", "init"),
+        (InitLinearDefault, "nn.Linear's own", "init"),
+        (InitXavier, "scheme of its own", "init"),
         (InitReadoutToo, "readout was initialised too", "init"),
         (EmbedWithoutPositions, "embed leaves out", "embed"),
         (AttentionWithoutPositions, "not used in the attention", "attention"),
         (NoScale, "not divided by sqrt(d)", "attention"),
-        (ScaledByD, None, "attention"),
+        (ScaledByD, "divided by d instead", "attention"),
+        (ScaleMultiplied, "multiplied by sqrt(d)", "attention"),
+        (ScaledAfterSoftmax, "after the softmax", "attention"),
         (SoftmaxOverQueries, "over the queries", "attention"),
+        (SoftmaxWithoutDim, "over the batch", "attention"),
         (Unnormalised, None, "attention"),
         (SwappedQK, "swapped", "attention"),
         (FirstReadout, "first position", "forward"),
         (MeanReadout, "averages the outputs", "forward"),
         (NoSigmoid, "no sigmoid", "forward"),
+        (ColumnReadout, "last column", "forward"),
+        (ValuesWithoutPositions, "token embeddings alone", "forward"),
+        (BroadcastReadout, "broadcasts", "forward"),
         (UnweightedValues, None, "forward"),
         (ForwardSoftmaxOverQueries, None, "forward"),
         (FlatOutput, None, "forward"),
@@ -484,31 +726,47 @@ CLASSIFIER_BANKS = ExerciseBanks(
         (ShiftedReadout, None, "forward"),
         (FixedScale, "fixed at 1/sqrt(8)", "arguments"),
         (DetachedPositions, "cut off from the gradient", "gradients"),
+        (InPlaceOnInput, "changed in place", "gradients"),
     ],
+    # Not here: a build that reseeds after drawing its weights, or with torch.initial_seed()
+    # (every call of the grader is seeded afresh, so both look right there); the self-check
+    # names them.
     hidden=[
         (PositionsNotParameter, "plain tensor", "members"),
-        (InitDefault, "nn.init.normal_", "init"),
-        (InitStdOne, "nn.init.normal_", "init"),
-        (InitMeanNotStd, "nn.init.normal_", "init"),
-        (InitUniform, "nn.init.normal_", "init"),
+        (ReseedBeforeBuild, "two seeds built the same model", "randomness"),
+        (InitNumpy, "torch.manual_seed does not reach", "randomness"),
+        (InitDefault, "std about 1", "init"),
+        (InitStdOne, "std about 1", "init"),
+        (InitMeanNotStd, "passed as the mean", "init"),
+        (InitUniform, "drawn uniformly", "init"),
+        (InitZeroPositions, "every value is the same", "init"),
+        (InitLinearDefault, "nn.Linear's own", "init"),
+        (InitXavier, "scheme of its own", "init"),
         (InitReadoutToo, "readout was initialised too", "init"),
         (EmbedWithoutPositions, "embed leaves out", "embed"),
         (AttentionWithoutPositions, "never used in the attention", "attention"),
         (NoScale, "not scaled", "attention"),
         (ScaledByD, "1/d instead", "attention"),
+        (ScaleMultiplied, "multiplied by sqrt(d)", "attention"),
+        (ScaledAfterSoftmax, "after the softmax", "attention"),
         (SoftmaxOverQueries, "softmax over the query axis (dim=-2)", "attention"),
+        (SoftmaxWithoutDim, "over the batch", "attention"),
         (Unnormalised, None, "attention"),
         (SwappedQK, "swapped", "attention"),
         (FirstReadout, "first position", "forward"),
         (MeanReadout, "outputs of all positions were averaged", "forward"),
         (NoSigmoid, "no sigmoid", "forward"),
         (UnweightedValues, "without the attention weights", "forward"),
+        (ColumnReadout, "last column", "forward"),
+        (ValuesWithoutPositions, "token embeddings alone", "forward"),
+        (BroadcastReadout, "broadcasts", "forward"),
         (ForwardSoftmaxOverQueries, "softmax over the query axis in forward", "forward"),
         (FlatOutput, None, "forward"),
         (SqueezedOutput, "squeezed", "forward"),
         (ShiftedReadout, None, "forward"),
         (FixedScale, "fixed at 1/sqrt(8)", "arguments"),
         (DetachedPositions, "cut off from the gradient", "gradients"),
+        (InPlaceOnInput, "changed in place", "gradients"),
     ],
 )
 
@@ -529,4 +787,24 @@ def test_blank_classifier_propagates_not_implemented():
 def test_std_one_fails_the_self_check_at_the_initialisation():
     """The reader's mistake: with std 1 every check passed and later cells died."""
     message = failure(check_SelfAttentionClassifier, InitStdOne)
-    assert "std 0.1" in message and "nn.init.normal_" in diagnosis(message)
+    assert "std 0.1" in message and "std about 1" in diagnosis(message)
+
+
+def test_mean_not_std_is_named_as_such_not_as_the_default():
+    """nn.init.normal_(w, 0.1) sets the mean: the reader was told PyTorch's default."""
+    message = failure(check_SelfAttentionClassifier, InitMeanNotStd)
+    assert "passed as the mean" in diagnosis(message) and "default" not in diagnosis(message)
+
+
+def test_reseeding_in_init_fails_at_the_seeds_not_at_the_readout():
+    message = failure(check_SelfAttentionClassifier, ReseedBeforeBuild)
+    assert "two seeds build two different models" in message
+    assert "readout" not in diagnosis(message)
+    message = failure(check_SelfAttentionClassifier, ReseedAfterBuild)
+    assert "after a build" in message
+
+
+def test_an_in_place_change_autograd_needs_fails_as_a_check():
+    """Not a raw autograd RuntimeError from the self-check's own backward pass."""
+    message = failure(check_SelfAttentionClassifier, InPlaceOnInput)
+    assert "gradients flow back" in message

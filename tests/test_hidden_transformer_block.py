@@ -113,6 +113,38 @@ def encoding_integers(T, d_model):
     return torch.round(_encoding(T, d_model)).long()
 
 
+def encoding_integer_division(T, d_model):
+    """`2 * i // d_model` is 0 for every pair: all pairs turn at ω = 1."""
+    t = torch.arange(T)[:, None]
+    i = torch.arange(d_model // 2)
+    omega = 1.0 / (10000 ** (2 * i // d_model))
+    pe = torch.zeros(T, d_model)
+    pe[:, 0::2] = torch.sin(t * omega)
+    pe[:, 1::2] = torch.cos(t * omega)
+    return pe
+
+
+def encoding_linspace(T, d_model):
+    """Exponents spread evenly from 0 to 1 instead of 0, 2/d, ..., (d-2)/d."""
+    t = torch.arange(T, dtype=torch.float32)[:, None]
+    omega = 10000 ** (-torch.linspace(0, 1, d_model // 2))
+    pe = torch.zeros(T, d_model)
+    pe[:, 0::2] = torch.sin(t * omega)
+    pe[:, 1::2] = torch.cos(t * omega)
+    return pe
+
+
+def encoding_half(T, d_model):
+    """Computed and returned in float16."""
+    t = torch.arange(T, dtype=torch.float16)[:, None]
+    i = torch.arange(d_model // 2, dtype=torch.float32)
+    omega = (1.0 / (10000 ** (2 * i / d_model))).half()
+    pe = torch.zeros(T, d_model, dtype=torch.float16)
+    pe[:, 0::2] = torch.sin(t * omega)
+    pe[:, 1::2] = torch.cos(t * omega)
+    return pe
+
+
 def encoding_scaled(T, d_model):
     """A bug no diagnosis describes: every value halved."""
     return 0.5 * _encoding(T, d_model)
@@ -134,9 +166,12 @@ ENCODING_BANKS = ExerciseBanks(
         (encoding_sign_flipped, "wrong sign", "values"),
         (encoding_odd_own_index, "share", "values"),
         (encoding_from_one, "start at 1", "values"),
+        (encoding_integer_division, "integer division", "values"),
+        (encoding_linspace, "linspace", "values"),
         (encoding_batch_axis, "(T, 1, d_model)", "shape"),
-        (encoding_transposed, None, "shape"),
+        (encoding_transposed, "transposed", "shape"),
         (encoding_integers, "holds integers", "shape"),
+        (encoding_half, "half precision", "shape"),
         (encoding_squeezed, "squeezed", "arguments"),
         (encoding_scaled, None, "values"),
     ],
@@ -149,9 +184,12 @@ ENCODING_BANKS = ExerciseBanks(
         (encoding_sign_flipped, "wrong sign", "values"),
         (encoding_odd_own_index, "share", "values"),
         (encoding_from_one, "start at 1", "values"),
+        (encoding_integer_division, "integer division", "values"),
+        (encoding_linspace, "linspace", "values"),
         (encoding_batch_axis, "(T, 1, d_model)", "shape"),
         (encoding_transposed, "transposed", "shape"),
         (encoding_integers, "holds integers", "shape"),
+        (encoding_half, "half precision", "shape"),
         (encoding_squeezed, "squeezed", "arguments"),
         (encoding_scaled, None, "values"),
     ],
@@ -346,6 +384,80 @@ class BlockOnlyAttention(BlockBase):
         return self.norm_1(x + self.attend(x, padding_mask))
 
 
+class BlockSharedNorm(BlockBase):
+    """One LayerNorm under both names: the two add & norm steps share their weights."""
+
+    def __init__(self, d_model, n_heads, d_ff, dropout=0.0):
+        super().__init__(d_model, n_heads, d_ff, dropout)
+        self.norm_1 = self.norm_2 = nn.LayerNorm(d_model)
+
+
+class BlockNorm1Twice(BlockBase):
+    def forward(self, x, padding_mask=None):
+        h = self.norm_1(x + self.dropout(self.attend(x, padding_mask)))
+        return self.norm_1(h + self.dropout(self.mlp(h)))
+
+
+class BlockNorm2Twice(BlockBase):
+    def forward(self, x, padding_mask=None):
+        h = self.norm_2(x + self.dropout(self.attend(x, padding_mask)))
+        return self.norm_2(h + self.dropout(self.mlp(h)))
+
+
+class BlockMlpOnX(BlockBase):
+    def forward(self, x, padding_mask=None):
+        h = self.norm_1(x + self.dropout(self.attend(x, padding_mask)))
+        return self.norm_2(h + self.dropout(self.mlp(x)))
+
+
+class BlockResidualFromX(BlockBase):
+    def forward(self, x, padding_mask=None):
+        h = self.norm_1(x + self.dropout(self.attend(x, padding_mask)))
+        return self.norm_2(x + self.dropout(self.mlp(h)))
+
+
+class BlockGeluInForward(BlockBase):
+    """The members are right, but forward applies GELU between the MLP's linear maps."""
+
+    def forward(self, x, padding_mask=None):
+        h = self.norm_1(x + self.dropout(self.attend(x, padding_mask)))
+        return self.norm_2(h + self.dropout(self.mlp[2](F.gelu(self.mlp[0](h)))))
+
+
+class BlockSqueezed(BlockBase):
+    """Squeezes the output: a batch of one loses its batch axis."""
+
+    def forward(self, x, padding_mask=None):
+        return super().forward(x, padding_mask).squeeze()
+
+
+class BlockMaskAsNumbers(BlockBase):
+    """Turns the boolean mask into 0/1 floats, which the attention adds to its scores."""
+
+    def forward(self, x, padding_mask=None):
+        mask = None if padding_mask is None else padding_mask.float()
+        return super().forward(x, mask)
+
+
+class BlockDropoutDrawnOnce(BlockBase):
+    """Draws its dropout mask on the first call and keeps it."""
+
+    def __init__(self, d_model, n_heads, d_ff, dropout=0.0):
+        super().__init__(d_model, n_heads, d_ff, dropout)
+        self.kept = None
+
+    def forward(self, x, padding_mask=None):
+        attended = self.attend(x, padding_mask)
+        if not self.training or self.dropout.p == 0:
+            return super().forward(x, padding_mask)
+        if self.kept is None or self.kept.shape != attended.shape:
+            p = self.dropout.p
+            keep = torch.rand_like(attended) > p
+            self.kept = keep.to(attended.dtype) / (1 - p) if p < 1 else torch.zeros_like(attended)
+        h = self.norm_1(x + attended * self.kept)
+        return self.norm_2(h + self.mlp(h) * self.kept)
+
+
 class BlockScaledResidual(BlockBase):
     """A bug no diagnosis describes: the residual counted twice."""
 
@@ -418,7 +530,17 @@ BLOCK_BANKS = ExerciseBanks(
     solution=SOLUTION["TransformerBlock"],
     correct=[BlockBase, BlockFunctional, BlockFloatMask, BlockPerSequence],
     check=[
-        (BlockResidualAfterNorm, None, "values"),
+        (BlockResidualAfterNorm, "normalised before the add", "values"),
+        (BlockNoMlpResidual, "MLP sub-layer has no residual", "values"),
+        (BlockNorm1Twice, "norm_1 normalises both", "values"),
+        (BlockNorm2Twice, "norm_2 normalises both", "values"),
+        (BlockMlpOnX, "reads the block's input x", "values"),
+        (BlockResidualFromX, "second residual adds", "values"),
+        (BlockGeluInForward, "GELU", "values"),
+        (BlockSqueezed, "squeezed", "values"),
+        (BlockSharedNorm, "one and the same layer", "members"),
+        (BlockMaskAsNumbers, "turned into numbers", "padding"),
+        (BlockDropoutDrawnOnce, "drawn once", "dropout"),
         (BlockNormsSwapped, "swapped", "values"),
         (BlockPreNorm, "pre-norm", "values"),
         (BlockNoFinalNorm, "final norm_2 is missing", "values"),
@@ -445,6 +567,15 @@ BLOCK_BANKS = ExerciseBanks(
         (BlockNoAttentionResidual, "missing around the attention", "values"),
         (BlockNoMlpResidual, "missing around the MLP", "values"),
         (BlockNormsSwapped, "norm_1 and norm_2 swapped", "values"),
+        (BlockNorm1Twice, "norm_1 normalises both", "values"),
+        (BlockNorm2Twice, "norm_2 normalises both", "values"),
+        (BlockSharedNorm, "norm_2 normalises both", "values"),
+        (BlockMlpOnX, "reads the block's input x", "values"),
+        (BlockResidualFromX, "second residual adds", "values"),
+        (BlockGeluInForward, "GELU", "values"),
+        (BlockSqueezed, "squeezed", "values"),
+        (BlockMaskAsNumbers, "turned into numbers", "padding"),
+        (BlockDropoutDrawnOnce, "drawn once", "dropout"),
         (BlockMlpFirst, "MLP applied before attention:", "values"),
         (BlockMlpFirstNormsSwapped, "MLP applied before attention (attention", "values"),
         (BlockPreNorm, "pre-norm", "values"),
@@ -590,6 +721,46 @@ def pool_float32_buffer(h, padding_mask=None):
     return out
 
 
+def pool_no_grad(h, padding_mask=None):
+    """Pooling has no weights, so the student switched gradients off."""
+    with torch.no_grad():
+        return SOLUTION["mean_pool"](h, padding_mask)
+
+
+def pool_numpy(h, padding_mask=None):
+    """A NumPy round trip: cut off from the graph, and float32 in gives float64 out."""
+    values = h.detach().cpu().numpy()
+    if padding_mask is None:
+        return torch.from_numpy(values.mean(axis=1))
+    keep = (~padding_mask).cpu().numpy()[..., None]
+    return torch.from_numpy((values * keep).sum(1) / keep.sum(1))
+
+
+def pool_double_mask(h, padding_mask=None):
+    """The mask made float64: float32 in, float64 out."""
+    if padding_mask is None:
+        return h.mean(dim=1)
+    keep = (~padding_mask).unsqueeze(-1).double()
+    return (h * keep).sum(dim=1) / keep.sum(dim=1)
+
+
+def pool_float64_lengths(h, padding_mask=None):
+    """Lengths rebuilt as a float64 tensor: float32 in, float64 out."""
+    if padding_mask is None:
+        return h.mean(dim=1)
+    keep = ~padding_mask
+    lengths = torch.tensor(keep.sum(dim=1).tolist(), dtype=torch.float64)
+    return (h * keep.unsqueeze(-1)).sum(dim=1) / lengths[:, None]
+
+
+def pool_cpu_mask(h, padding_mask=None):
+    """Builds the all-False mask on the CPU when none is given."""
+    if padding_mask is None:
+        padding_mask = torch.zeros(h.shape[0], h.shape[1], dtype=torch.bool)
+    keep = (~padding_mask).unsqueeze(-1).to(h.dtype)
+    return (h * keep).sum(dim=1) / keep.sum(dim=1)
+
+
 def pool_shifted(h, padding_mask=None):
     """A bug no diagnosis describes."""
     return SOLUTION["mean_pool"](h, padding_mask) + 0.1
@@ -611,6 +782,11 @@ POOL_BANKS = ExerciseBanks(
         (pool_sum_no_mask, "summed over time", "values"),
         (pool_shifted, None, "values"),
         (pool_float32_buffer, "dtype", "dtype"),
+        (pool_double_mask, "dtype", "dtype"),
+        (pool_float64_lengths, "dtype", "dtype"),
+        (pool_cpu_mask, "device=", "device"),
+        (pool_no_grad, "cut off from h", "gradients"),
+        (pool_numpy, "cut off from h", "gradients"),
     ],
     hidden=[
         (pool_ignores_mask, "averages the padding", "padding"),
@@ -625,6 +801,10 @@ POOL_BANKS = ExerciseBanks(
         (pool_sum_no_mask, "summed over time", "values"),
         (pool_shifted, None, "values"),
         (pool_float32_buffer, "dtype", "dtype"),
+        (pool_double_mask, "dtype", "dtype"),
+        (pool_float64_lengths, "dtype", "dtype"),
+        (pool_numpy, "dtype", "dtype"),
+        (pool_cpu_mask, "device=", "device"),
     ],
 )
 

@@ -255,6 +255,21 @@ class BiasedMaps(Attention):
     bias = True
 
 
+class KeysTwice(Attention):
+    def forward(self, x, cache=None):
+        out, (k, _) = super().forward(x, cache)
+        return out, (k, k)
+
+
+class AttentionDropout(Attention):
+    """Dropout on the attention weights in training mode, as nanoGPT has."""
+
+    def attend(self, q, k, v, allowed, d_head):
+        scores = (q @ k.transpose(-2, -1)) * self.scale(d_head)
+        weights = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
+        return F.dropout(weights, 0.1, self.training) @ v
+
+
 class DetachedKeys(Attention):
     """Detaches the keys and values "so that the cache holds no graph" (and uses them)."""
 
@@ -275,12 +290,14 @@ ATTENTION_BANKS = ExerciseBanks(
         (NoUnify, "unify_heads was skipped", "values"),
         (NoTranspose, None, "values"),
         (SwappedCache, "swapped", "cache"),
+        (KeysTwice, "keys twice", "cache"),
         (NewFirst, "before the cached ones", "cache"),
         (OnlyNewCached, "holds only the new positions", "cache"),
         (OldCacheBack, "came back unchanged", "cache"),
         (IsCausal, "ignores the cache", "pieces"),
         (MaskOnlyWithoutCache, "no mask once a cache", "pieces"),
         (CacheIgnored, "were not attended to", "pieces"),
+        (AttentionDropout, "dropout", "values"),
         (DetachedKeys, "detach", "gradients"),
     ],
     hidden=[
@@ -294,12 +311,14 @@ ATTENTION_BANKS = ExerciseBanks(
         (NoUnify, "unify_heads was skipped", "values"),
         (NoTranspose, "without the transpose", "values"),
         (SwappedCache, "swapped", "cache"),
+        (KeysTwice, "keys twice", "cache"),
         (NewFirst, "before the cached ones", "cache"),
         (OnlyNewCached, "holds only the new positions", "cache"),
         (OldCacheBack, "came back unchanged", "cache"),
         (IsCausal, "ignores the cache", "pieces"),
         (MaskOnlyWithoutCache, "no mask once a cache", "pieces"),
         (CacheIgnored, "were not attended to", "pieces"),
+        (AttentionDropout, "dropout", "values"),
         (DetachedKeys, "detach", "gradients"),
     ],
 )
@@ -403,6 +422,15 @@ class DetachedAttention(BlockBase):
         return h + self.mlp(self.ln_2(h)), cache
 
 
+class ResidualDropout(BlockBase):
+    """Dropout on the attention's branch in training mode, as nanoGPT has."""
+
+    def forward(self, x, cache=None):
+        a, cache = self.attn(self.ln_1(x), cache)
+        h = x + F.dropout(a, 0.1, self.training)
+        return h + self.mlp(self.ln_2(h)), cache
+
+
 class InPlaceResidual(BlockBase):
     def forward(self, x, cache=None):
         a, cache = self.attn(self.ln_1(x), cache)
@@ -421,6 +449,7 @@ BLOCK_BANKS = ExerciseBanks(
         (Parallel, "the MLP read x", "values"),
         (NoAttentionResidual, None, "values"),
         (NoMLPResidual, None, "values"),
+        (ResidualDropout, "dropout", "values"),
         (CacheNotPassed, "not passed on to attn", "cache"),
         (GivenCacheBack, "it was given came back", "cache"),
         (DetachedAttention, "detach", "gradients"),
@@ -435,6 +464,7 @@ BLOCK_BANKS = ExerciseBanks(
         (NoAttentionResidual, "attention's residual is missing", "values"),
         (NoMLPResidual, "MLP's residual is missing", "values"),
         (LnOneTwice, "ln_1 normalised the MLP's input", "values"),
+        (ResidualDropout, "dropout", "values"),
         (CacheNotPassed, "not passed on to attn", "cache"),
         (GivenCacheBack, "it was given came back", "cache"),
         (DetachedAttention, "detach", "gradients"),
@@ -559,6 +589,13 @@ class DetachedPositions(GPTBase):
         return self.token_embedding(tokens) + self.position_embedding(positions).detach()
 
 
+class EmbeddingDropout(GPTBase):
+    """Dropout on the embeddings in training mode, as nanoGPT has."""
+
+    def embed(self, tokens, t):
+        return F.dropout(super().embed(tokens, t), 0.1, self.training)
+
+
 class LogitsOnly(GPTBase):
     def forward(self, tokens, caches=None):
         return super().forward(tokens, caches)[0]
@@ -575,6 +612,7 @@ GPT_BANKS = ExerciseBanks(
         (ReversedCaches, "reverse order", "returns"),
         (NoFinalNorm, "the logits are head(ln_f(x))", "values"),
         (NoPositions, "position embedding was not added", "values"),
+        (EmbeddingDropout, "dropout", "values"),
         (PositionsFromZero, "not offset by the cache", "pieces"),
         (FirstCacheEverywhere, None, "pieces"),
         (CachesNotPassed, None, "pieces"),
@@ -588,6 +626,7 @@ GPT_BANKS = ExerciseBanks(
         (ReversedCaches, "reverse order", "returns"),
         (NoFinalNorm, "the logits are head(ln_f(x))", "values"),
         (NoPositions, "position embedding was not added", "values"),
+        (EmbeddingDropout, "dropout", "values"),
         (PositionsFromZero, "not offset by the cache", "pieces"),
         (FirstCacheEverywhere, "every block got caches[0]", "pieces"),
         (CachesNotPassed, "caches were not passed on", "pieces"),
@@ -867,6 +906,34 @@ def generate_reseeding(model, prompt, n_tokens, temperature=1.0, top_k=None, gen
                                       use_cache)
 
 
+def generate_reseeding_globally(model, prompt, n_tokens, temperature=1.0, top_k=None,
+                                generator=None, use_cache=True):
+    torch.manual_seed(0)  # "so that the text is reproducible"; the generator is passed on
+    return SOLUTION["generate"](model, prompt, n_tokens, temperature, top_k, generator, use_cache)
+
+
+def generate_own_generator(model, prompt, n_tokens, temperature=1.0, top_k=None, generator=None,
+                           use_cache=True):
+    generator = generator or torch.Generator().manual_seed(0)
+    return SOLUTION["generate"](model, prompt, n_tokens, temperature, top_k, generator, use_cache)
+
+
+WINDOW = 64  # the notebook's block_size, read as a global, as nanoGPT's generate crops
+
+
+def generate_windowed(model, prompt, n_tokens, temperature=1.0, top_k=None, generator=None,
+                      use_cache=True):
+    tokens, caches = prompt, None
+    for _ in range(n_tokens):
+        if not use_cache:
+            logits, _ = model(tokens[:, -WINDOW:])
+        else:
+            logits, caches = model(tokens if caches is None else tokens[:, -1:], caches)
+        new = sample_next_token(logits[:, -1], temperature, top_k, generator)
+        tokens = torch.cat([tokens, new[:, None]], dim=1)
+    return tokens
+
+
 def generate_sliding_in_place(model, prompt, n_tokens, temperature=1.0, top_k=None,
                               generator=None, use_cache=True):
     """Writes each new token into the prompt's last column as it goes (a "window")."""
@@ -895,6 +962,9 @@ GENERATE_BANKS = ExerciseBanks(
         (generate_top_k_dropped, "top_k was not passed", "sampling"),
         (generate_generator_dropped, "pass generator=generator", "randomness"),
         (generate_reseeding, "reseeds", "randomness"),
+        (generate_reseeding_globally, "two different global seeds", "randomness"),
+        (generate_own_generator, "two different global seeds", "randomness"),
+        (generate_windowed, "cut to its last tokens", "next_token"),
         (generate_sliding_in_place, "in place", "unchanged"),
         (generate_cache_never_used, "once per new token", "one_position"),
     ],
@@ -908,6 +978,9 @@ GENERATE_BANKS = ExerciseBanks(
         (generate_top_k_dropped, "top_k was not passed", "sampling"),
         (generate_generator_dropped, "pass generator=generator", "randomness"),
         (generate_reseeding, "reseeds", "randomness"),
+        (generate_reseeding_globally, "two different global seeds", "randomness"),
+        (generate_own_generator, "two different global seeds", "randomness"),
+        (generate_windowed, None, "next_token"),
         (generate_sliding_in_place, "in place", "unchanged"),
     ],
 )

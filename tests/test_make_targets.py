@@ -97,3 +97,25 @@ def test_lint_covers_every_python_file(name):
     left_out = [f for f in tracked if str(ROOT / f) not in files.split()
                 and not f.startswith("notebooks/")]  # generated, and nbgrader's stubs
     assert left_out == []
+
+
+def test_nb_narrows_the_targets_to_one_tutorial():
+    one = "03_multi_head_attention"
+    check = " ".join(make_n("check", f"NB={one}"))
+    assert "tests/test_hidden_multi_head_attention.py" in check
+    assert "tests/test_demos_multi_head_attention.py" in check
+    assert f"validate NB={one}" in check
+    selection = re.search(r'-k "not \(([^)]*)\)"', check).group(1).split(" or ")
+    assert one not in selection and "01_gain_multiplication" in selection
+    assert len(selection) == len(list((ROOT / "solutions").glob("*.ipynb"))) - 1
+    assert f"pipeline.execute solutions/{one}.ipynb" in " ".join(make_n("execute", f"NB={one}"))
+    assert re.search(rf"pipeline.assignments {one}\b", " ".join(make_n("assignments",
+                                                                        f"NB={one}")))
+    validate = " ".join(make_n("validate", f"NB={one}"))
+    assert validate.rstrip().endswith(f"solutions/{one}.ipynb")
+    assert " ".join(make_n("validate")).rstrip().endswith("solutions")
+
+
+def test_check_without_a_tutorial_says_how_to_call_it():
+    run = subprocess.run(["make", "-s", "check"], cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 2 and "usage: make check NB=<id>" in run.stdout

@@ -224,3 +224,20 @@ def test_feedback_zips_are_named_as_each_lms_takes_them_back(course, capsys):
         assert sorted(archive.namelist()) == [f"ada/{NOTEBOOK}.html", f"alan/{NOTEBOOK}.html"]
     out = capsys.readouterr().out
     assert "1 pages of students who handed in elsewhere (1 moodle)" in out
+
+
+def test_the_readme_walks_one_term_in_order():
+    """Release, collect, grade, feedback and return, export, look: each step's command, in
+    that order, in the instructors' section, and each names a target that exists."""
+    readme = (GRADER.parent / "README.md").read_text()
+    section = readme[readme.index("## For instructors"):readme.index("**How a verdict")]
+    steps = ["make release EXCHANGE=", "make collect FROM=", "make grade SUBMISSIONS=grader/submitted",
+             "make return LMS=", "make export LMS=", "grader/summary/index.html"]
+    where = [section.index(step) for step in steps]
+    assert where == sorted(where)
+    makefile = (GRADER.parent / "Makefile").read_text()
+    for target in ("release", "collect", "grade", "return", "export"):
+        assert re.search(rf"^{target}: ", makefile, re.M), target
+    for printed in ("NOT PLACED", "placed      ", "Missing (", "Late (", "feedback pages",
+                    "canvas-grades.csv"):
+        assert printed in section, printed

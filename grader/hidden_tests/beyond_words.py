@@ -23,8 +23,7 @@ from helpers.checks.beyond_words import (
     expect_members,
     expect_on_meta,
     expect_patch_shape,
-    extreme_logits,
-    large_diagnoses,
+    large_cases,
     patchify_mistakes,
     set_parameters,
     unfolded,
@@ -162,6 +161,10 @@ def grade_PatchEmbedding(embedding_class: type[nn.Module]) -> None:  # noqa: N80
     check.clause("gradients")
     values = set_parameters(module, generator, p, C, d, N)
     expect_gradients(check, module, images, p, values, generator)
+
+    check.clause("device")
+    on_meta = check.call_seeded(seeds[1], embedding_class, p, C, d, N).to("meta")
+    check.device_follows(on_meta, images, what="module(images)")
     check.passed()
 
 
@@ -207,6 +210,9 @@ def _log_prob_mistakes(logits: torch.Tensor, tokens: torch.Tensor) -> dict[str, 
         WRONG_DIM_1: picked(torch.log_softmax(x, dim=1)).sum(1),
         WRONG_DIM_1 + " (here over the T - 1 positions kept)":
             picked(torch.log_softmax(x[:, :-1], dim=1)).sum(1),
+        "the first term was dropped, one too few: token 1 must be scored too (logits[:, 0] "
+        "predicts it); score tokens 1..T-1 with logits 0..T-2":
+            logp[:, 1:-1].gather(-1, tokens[:, 2:].unsqueeze(-1)).squeeze(-1).sum(1),
         "the mean over positions was returned; the log-probability of a sentence is the sum":
             right.mean(1),
         "the raw logits were summed: apply log_softmax over the vocabulary first":
@@ -258,14 +264,14 @@ def grade_sequence_log_prob(sequence_log_prob: Callable[[torch.Tensor, torch.Ten
 
     check.clause("large")
     tokens = torch.randint(draw(3, 8), (4 * draw(1, 2), draw(3, 7)), generator=generator)
-    gap = float(200 + 100 * torch.rand(1, generator=generator))  # exp(gap / 2) overflows
+    # exp(gap / 2) overflows float32; exp(-huge) underflows even float64
+    gap = float(200 + 100 * torch.rand(1, generator=generator))
+    huge = float(1600 + 800 * torch.rand(1, generator=generator))
     offset = float(500 + 1000 * torch.rand(1, generator=generator))
-    extreme = extreme_logits(tokens, gap=gap, offset=offset)
-    out = torch.as_tensor(check.call(sequence_log_prob, extreme, tokens)).detach()
-    check.close(out, _reference(extreme, tokens), f"logits of ±{gap / 2:.0f} (a model very "
-                f"sure of the right tokens, or of wrong ones) and ordinary logits shifted by "
-                f"±{offset:.0f} give exact, finite scores", atol=1e-2, dims=("sentence",),
-                diagnoses=large_diagnoses(out))
+    large_cases(tokens, (gap, huge), offset, check, sequence_log_prob,
+                "logits of ±{half:.0f} (a model very sure of the right tokens, or of wrong "
+                "ones) and ordinary logits shifted by ±{offset:.0f} give exact, finite scores",
+                _reference)
 
     B, T, V = draw(1, 4), draw(2, 6), draw(2, 9)
     logits = 3.0 * torch.randn(B, T, V, generator=generator)

@@ -12,15 +12,24 @@ import torch
 from torch import nn
 
 from helpers.checks.causal_mask_trick import (
-    DETACHED,
+    ALL_CHANNELS,
     DIVIDED_BY_SMALL_T,
     FIXED_LENGTH,
     MASK_ADDS_AXIS,
+    NO_KEEPDIM,
+    RANDOM_OUTPUT,
+    check_batch_axis,
     check_causality,
+    check_gradients,
+    check_init,
     check_members,
+    close_head,
+    falling_scores,
+    future_leak,
     head_reference,
     large_mistakes,
     large_scores,
+    random_output,
     shape_diagnoses,
     value_mistakes,
 )
@@ -79,6 +88,8 @@ def _running_mean_mistakes(x: torch.Tensor) -> dict[str, torch.Tensor]:
         "token 0 is left out of every average (a slice that starts at 1)":
             torch.cat([torch.full_like(x[:, :1], float("nan")),
                        x[:, 1:].cumsum(dim=1) / counts[:, :-1]], dim=1),
+        NO_KEEPDIM: (lower / lower.sum(dim=1)) @ x,
+        ALL_CHANNELS: (x.cumsum(dim=1) / counts).mean(dim=-1, keepdim=True).expand(B, T, C),
     }
 
 
@@ -123,9 +134,8 @@ def _grade_running_mean(name: str, running_mean: TensorFn, *, matmul: bool) -> N
     x = torch.randn(2, 5, 3, generator=generator)
     check.clause("dtype")
     check.dtype_follows(running_mean, x, what=f"{name}(x)")
-    if matmul:
-        check.clause("device")
-        check.device_follows(running_mean, x, what=f"{name}(x)")
+    check.clause("device")
+    check.device_follows(running_mean, x, what=f"{name}(x)")
     check.passed()
 
 
@@ -163,10 +173,8 @@ def _weight_mistakes(scores: torch.Tensor) -> dict[str, torch.Tensor]:
         "the exponentials were not normalised (divide by their sum over the keys)":
             torch.exp(s).masked_fill(~causal, 0.0),
     }
-    if scores.dim() > 2:
-        mistakes["the softmax was taken over the queries (dim=-2, which is dim=1 of a "
-                 "(B, T, T) tensor) instead of the keys (dim=-1)"] = \
-            _masked_softmax(s, causal, dim=-2)
+    mistakes["the softmax was taken over the queries (dim=-2, which is dim=1 of a (B, T, T) "
+             "tensor) instead of the keys (dim=-1)"] = _masked_softmax(s, causal, dim=-2)
     return mistakes
 
 
@@ -203,13 +211,16 @@ def grade_causal_attention_weights(causal_attention_weights: TensorFn) -> None:
                     mistakes=_weight_mistakes(scores),
                     dims=("batch",) * (len(shape) - 2) + ("query", "key"))
 
+    future_leak(check, causal_attention_weights, 1.5 * torch.randn(3, T, T, generator=generator))
+
     check.clause("large")
-    big = large_scores(generator, B=3, T=int(torch.randint(4, 7, (), generator=generator)))
-    w = check.tensor(check.call(causal_attention_weights, big),
-                     "causal_attention_weights(scores in the hundreds)")
-    check.close(w, _masked_softmax(big, _causal(big.shape[-1])),
-                "weights for scores in the hundreds", mistakes=large_mistakes(big),
-                dims=("batch", "query", "key"))
+    for make, what in ((large_scores, "scores in the hundreds"),
+                       (falling_scores, "allowed scores far below the future ones")):
+        big = make(generator, B=3, T=int(torch.randint(4, 7, (), generator=generator)))
+        w = check.tensor(check.call(causal_attention_weights, big),
+                         f"causal_attention_weights({what})")
+        check.close(w, _masked_softmax(big, _causal(big.shape[-1])), f"weights for {what}",
+                    mistakes=large_mistakes(big), dims=("batch", "query", "key"))
 
     scores = torch.randn(2, 5, 5, generator=generator)
     check.clause("dtype")
@@ -223,7 +234,7 @@ def grade_causal_attention_weights(causal_attention_weights: TensorFn) -> None:
 
 def _build_head(check: HiddenCheck, head_class: type[nn.Module], n_embd: int, head_size: int,
                 generator: torch.Generator) -> nn.Module:
-    """The student's head with weights drawn here (its own initialisation is not graded)."""
+    """The student's head with weights drawn here (its own initialisation is graded apart)."""
     head = check.call(head_class, n_embd, head_size)
     check.expect(isinstance(head, nn.Module), "the class builds an nn.Module",
                  expected="an nn.Module", got=type(head).__name__)
@@ -248,20 +259,26 @@ def grade_CausalSelfAttentionHead(head_class: type[nn.Module]) -> None:  # noqa:
     square = _build_head(check, head_class, n, n, generator)
     wide = _build_head(check, head_class, 12, 3, generator)
 
+    check.clause("init")
+    first = size(0, 2**30)
+    check_init(check, head_class, seeds=(first, first + size(1, 1000)),
+               n_embd=size(40, 60), head_size=size(12, 20))
+
     check.clause("causal")
-    T = size(6, 9)
-    check_causality(check, square, torch.randn(2, T, n, generator=generator),
-                    split=size(2, T - 2))
+    check_batch_axis(check, square, torch.randn(n, n, n, generator=generator))
+    check_causality(check, square, torch.randn(2, n, n, generator=generator),
+                    split=size(2, n - 2))
 
     check.clause("values")
-    for B in (size(2, 4), 1):
-        x = torch.randn(B, size(4, 8), n, generator=generator)
+    for shape in ((size(2, 4), size(4, 8), n), (1, size(4, 8), n)):
+        x = torch.randn(*shape, generator=generator)
         with torch.no_grad():
             out = check.tensor(check.call(square, x), f"head(x) for x of shape {tuple(x.shape)}")
         check.shape(out, (*x.shape[:2], n), f"head(x) for x of shape {tuple(x.shape)}")
-        check.close(out, head_reference(square, x), f"head output for n_embd = head_size = {n}",
-                    mistakes=value_mistakes(square, x, n, n), atol=1e-4,
-                    dims=("batch", "position", "channel"))
+        close_head(check, out, head_reference(square, x),
+                   f"head output for n_embd = head_size = {n}",
+                   mistakes=value_mistakes(square, x, n, n), atol=1e-4,
+                   diagnoses={RANDOM_OUTPUT: random_output(check, square, x)})
 
     check.clause("length")
     for T in (1, size(17, 24)):
@@ -278,8 +295,8 @@ def grade_CausalSelfAttentionHead(head_class: type[nn.Module]) -> None:  # noqa:
         got = check.tensor(got, f"head(x) for a sequence of length {T}")
         check.shape(got, (2, T, n), f"head(x) for a sequence of length {T}",
                     likely=FIXED_LENGTH if tuple(got.shape)[:2] != (2, T) else None)
-        check.close(got, head_reference(square, x), f"head(x) for a sequence of length {T}",
-                    likely=FIXED_LENGTH, atol=1e-4)
+        close_head(check, got, head_reference(square, x),
+                   f"head(x) for a sequence of length {T}", likely=FIXED_LENGTH, atol=1e-4)
 
     check.clause("arguments")
     tall = _build_head(check, head_class, size(4, 7), size(9, 16), generator)
@@ -291,19 +308,15 @@ def grade_CausalSelfAttentionHead(head_class: type[nn.Module]) -> None:  # noqa:
                                f"head_size={head_size}")
         check.shape(out, (*x.shape[:2], head_size), f"head(x) with n_embd={n_embd}, "
                     f"head_size={head_size}")
-        check.close(out, head_reference(head, x), f"head output for n_embd={n_embd}, "
-                    f"head_size={head_size}", mistakes=value_mistakes(head, x, n_embd, head_size),
-                    atol=1e-4, dims=("batch", "position", "channel"))
+        close_head(check, out, head_reference(head, x), f"head output for n_embd={n_embd}, "
+                   f"head_size={head_size}", mistakes=value_mistakes(head, x, n_embd, head_size),
+                   atol=1e-4)
+
+    check.clause("device")
+    on_meta = _build_head(check, head_class, n, n, generator).to("meta")
+    check.device_follows(on_meta, torch.randn(2, size(3, 7), n, generator=generator),
+                         what="head(x)")
 
     check.clause("gradients")
-    wide.train()
-    wide.zero_grad()
-    out = check.call(wide, torch.randn(2, size(4, 7), 12, generator=generator))
-    out.pow(2).sum().backward()
-    for name in ("key", "query", "value"):
-        grad = getattr(wide, name).weight.grad
-        check.expect(grad is not None and bool(grad.abs().sum() > 0),
-                     f"the gradient reaches {name}.weight", expected="a nonzero gradient",
-                     got="no gradient" if grad is None else "a zero gradient",
-                     likely=DETACHED)
+    check_gradients(check, wide, torch.randn(2, size(4, 7), 12, generator=generator))
     check.passed()

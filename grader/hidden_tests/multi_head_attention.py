@@ -16,9 +16,14 @@ from torch import nn
 from helpers.checks.multi_head_attention import (
     FIXED_HEADS,
     GRADIENT_CUT,
+    MERGE_SQUEEZED,
     SQUEEZED,
+    check_dtype,
+    check_init,
+    check_large,
     check_members,
     forward_pair,
+    set_large_weights,
     set_weights,
 )
 from helpers.checks.qkv_attention import FULLY_MASKED_NAN, FULLY_MASKED_UNIFORM
@@ -144,6 +149,8 @@ def grade_split_heads(split_heads: Callable[..., torch.Tensor]) -> None:
                      got=f"shape {tuple(out.shape)}", diagnoses={SQUEEZED: out.dim() == 3})
         check.close(out, _split(x, heads), f"split_heads(x of {tuple(x.shape)}, {heads})",
                     dims=("batch", "head", "position", "channel"))
+    check.clause("dtype")
+    check.dtype_follows(split_heads, many, H, what=f"split_heads(x, {H})")
     check.passed()
 
 
@@ -167,7 +174,8 @@ def grade_merge_heads(merge_heads: Callable[..., torch.Tensor]) -> None:
                      f"shape {(b, t, h * d)}", expected=f"shape {(b, t, h * d)}",
                      got=f"shape {tuple(out.shape)}", diagnoses={
                          "the time axis was moved back but the last two axes were not joined "
-                         "into one": tuple(out.shape) == (b, t, h, d)})
+                         "into one": tuple(out.shape) == (b, t, h, d),
+                         MERGE_SQUEEZED: out.dim() < 3})
         outs.append(out)
     check.clause("values")
     for x, out in zip(inputs, outs, strict=True):
@@ -184,6 +192,8 @@ def grade_merge_heads(merge_heads: Callable[..., torch.Tensor]) -> None:
         layout = "" if x.is_contiguous() else ", a non-contiguous (transposed) input"
         check.close(out, _merge(x), f"merge_heads for B={b}, H={h}, T={t}, d_head={d}{layout}",
                     mistakes=mistakes, dims=("batch", "position", "channel"))
+    check.clause("dtype")
+    check.dtype_follows(merge_heads, inputs[0], what="merge_heads(x)")
     check.passed()
 
 
@@ -301,7 +311,7 @@ def _compare(check: HiddenCheck, layer: nn.Module, x: torch.Tensor, mask: torch.
 def grade_MultiHeadSelfAttention(attention_cls: type[nn.Module]) -> None:
     check = HiddenCheck("MultiHeadSelfAttention")
     generator = fresh_generator(303)
-    seeds = torch.randperm(2**20, generator=generator)[:2].tolist()
+    seeds = torch.randperm(2**20, generator=generator)[:4].tolist()
 
     def randint(low: int, high: int) -> int:
         return int(torch.randint(low, high, (1,), generator=generator))
@@ -320,7 +330,8 @@ def grade_MultiHeadSelfAttention(attention_cls: type[nn.Module]) -> None:
                  f"shape {(B, H, T, T)}", expected=f"shape {(B, H, T, T)}",
                  got=f"shape {tuple(attn.shape)}", diagnoses={
                      "the weights were averaged over the heads: return every head's weights":
-                         tuple(attn.shape) == (B, T, T)})
+                         tuple(attn.shape) == (B, T, T),
+                     FIXED_HEADS: attn.dim() == 4 and attn.shape[1] != H})
     check.shape(out, (B, T, d_model), f"out for B={B}, T={T}, d_model={d_model}")
 
     check.clause("values")
@@ -338,6 +349,16 @@ def grade_MultiHeadSelfAttention(attention_cls: type[nn.Module]) -> None:
     nothing[randint(0, B), 0, randint(1, T)] = False  # a query that may attend to nothing
     _compare(check, layer, x, nothing, H, "a mask with a query that may attend to nothing")
 
+    check.clause("large")
+    large = check.call_seeded(seeds[2], attention_cls, d_model, H)
+    set_large_weights(large, generator)
+    x_large = 10 * torch.randn(B, T, d_model, generator=generator)
+    for mask, words in ((None, "no mask"), (causal, "a causal mask"),
+                        (_padding_mask(generator, B, T), "a (B, 1, 1, T) padding mask")):
+        check_large(check, large, x_large, mask,
+                    _reference_attention(x_large, _weights_of(large), H, mask),
+                    f"x of size about 10, scores in the hundreds, {words}")
+
     check.clause("arguments")
     for width, heads in ((6 * randint(1, 3), 3), (randint(5, 13), 1), (randint(3, 7), 0)):
         heads = heads or width  # 0: as many heads as channels, one channel each
@@ -348,12 +369,32 @@ def grade_MultiHeadSelfAttention(attention_cls: type[nn.Module]) -> None:
         _compare(check, other, x_other, causal, heads,
                  f"a causal mask, {heads} head{'s' if heads > 1 else ''}")
 
+    check.clause("init")
+    heads = randint(2, 5)
+    first = randint(0, 2**30)
+    check_init(check, attention_cls, (first, first + randint(1, 1000)),
+               heads * randint(12, 20), heads)
+
+    check.clause("dtype")
+    wide = check.call_seeded(seeds[3], attention_cls, d_model, H)
+    set_weights(wide, generator)
+    wide.double()
+    padding = _padding_mask(generator, B, T)
+    check_dtype(check, wide, x, padding,
+                _reference_attention(x, _weights_of(wide), H, padding))
+
+    check.clause("device")
+    on_meta = check.call_seeded(seeds[0], attention_cls, d_model, H).to("meta")
+    check.device_follows(on_meta, x, what="layer(x)")
+    check.device_follows(on_meta, x, mask=causal, what="layer(x, mask=causal)")
+
     check.clause("gradients")
     layer.train()
     layer.zero_grad()
-    out, _ = forward_pair(check, layer, x, None, "x, in training mode", grad=True)
+    out, _ = forward_pair(check, layer, x, causal, "x, mask=causal, in training mode",
+                          grad=True)
     if out.requires_grad:  # gradients come back through the first of forward's pair
-        out.sum().backward()
+        check.backward(out, "layer(x, mask=causal)")
     for name in ("to_queries", "to_keys", "to_values", "unify_heads"):
         grad = getattr(layer, name).weight.grad
         check.expect(grad is not None and bool(grad.abs().sum() > 0),

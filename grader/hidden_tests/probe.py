@@ -176,11 +176,20 @@ def _load(module: torch.nn.Module, state: dict) -> None:
     whose dtype the trusted side changed (``module.double()``) takes the new dtype."""
     with torch.no_grad():
         for name, value in state.items():
-            owner, _, leaf = name.rpartition(".")
-            target = getattr(module.get_submodule(owner) if owner else module, leaf)
+            owner_name, _, leaf = name.rpartition(".")
+            owner = module.get_submodule(owner_name) if owner_name else module
+            target = getattr(owner, leaf)
             value = decode(value)
-            if target.dtype != value.dtype or target.is_meta != value.is_meta:
-                target.data = value.to(device=target.device) if not value.is_meta else value
+            if target.is_meta != value.is_meta:
+                # moved to or from the meta device (``module.to("meta")``): a tensor cannot
+                # change that in place, so the module gets a new one, as ``.to`` does
+                if leaf in owner._parameters:
+                    owner._parameters[leaf] = torch.nn.Parameter(
+                        value, requires_grad=target.requires_grad)
+                else:
+                    owner._buffers[leaf] = value
+            elif target.dtype != value.dtype:
+                target.data = value.to(device=target.device)
             else:
                 target.copy_(value)
 

@@ -16,19 +16,30 @@ import torch
 from torch import nn
 
 from helpers.checks.qkv_attention import (
-    FULLY_MASKED_NAN,
-    FULLY_MASKED_UNIFORM,
-    GRADIENT_CUT,
+    FLOAT32_INSIDE,
+    FORWARD_CRASHES,
     HARD_CODED_SCALE,
-    OVERFLOW,
+    SCALE_BY_DV,
+    SCALE_BY_SHAPE_1,
     SINGLE_QUERY_CRASHES,
+    SQUEEZED,
+    WHOLE_BATCH,
+    batch_of_one,
     batch_pair,
+    batch_shapes,
     call_attention,
+    check_gradients,
     check_members,
+    check_model_randomness,
     check_query_init,
     check_randomness,
     crash_causes,
-    overflowed,
+    dropped_size_one,
+    fully_masked_diagnoses,
+    fully_masked_mistakes,
+    large_scores,
+    overflow_diagnoses,
+    whole_batch_labels,
     y_dtype_diagnoses,
 )
 from hidden_tests.common import HiddenCheck, fresh_generator, hidden_test
@@ -60,13 +71,15 @@ def _attention_mistakes(Q, K, V, mask=None) -> tuple[dict, dict]:
         "the scores were not divided by sqrt(d_k)": reference_attention(Q, K, V, mask, scale=1.0),
         "the scores were divided by d_k instead of sqrt(d_k)":
             reference_attention(Q, K, V, mask, scale=1.0 / dk),
-        "the scores were divided by sqrt(d_v) (V's width) instead of sqrt(d_k)":
-            reference_attention(Q, K, V, mask, scale=1.0 / math.sqrt(dv)),
+        SCALE_BY_DV: reference_attention(Q, K, V, mask, scale=1.0 / math.sqrt(dv)),
         "the scores were multiplied by sqrt(d_k) instead of divided":
             reference_attention(Q, K, V, mask, scale=math.sqrt(dk)),
         "softmax over the query axis (dim=-2) instead of the keys (dim=-1)":
             reference_attention(Q, K, V, mask, dim=-2),
     }
+    if Q.dim() > 2:  # for 2-D inputs Q.shape[1] is d_k
+        cases[SCALE_BY_SHAPE_1] = reference_attention(Q, K, V, mask,
+                                                      scale=1.0 / math.sqrt(Q.shape[1]))
     weights_only = {
         "the weights were returned before the softmax (scaled scores)": scores,
         "the weights were returned before the softmax (raw scores)": raw,
@@ -102,7 +115,8 @@ def _compare(check: HiddenCheck, result: tuple, Q, K, V, mask, label: str, *,
                      expected=f"shape {wanted}", got=f"shape {got}", diagnoses={
                          "the two results are swapped: return (out, weights)": swapped,
                          MERGED: len(wanted) > 3 and got == (math.prod(wanted[:-2]),
-                                                             *wanted[-2:])})
+                                                             *wanted[-2:]),
+                         SQUEEZED: dropped_size_one(got, wanted)})
     if shapes_only:
         return
     cases, weights_only = _attention_mistakes(Q, K, V, mask)
@@ -135,23 +149,31 @@ def _padding_mask(generator: torch.Generator, batch: int, Tk: int) -> torch.Tens
     return mask
 
 
-@hidden_test
-def grade_scaled_dot_product_attention(attention: Callable[..., tuple]) -> None:
-    check = HiddenCheck("scaled_dot_product_attention")
-    generator = fresh_generator(202)
-
-    def randn(*shape: int) -> torch.Tensor:
-        return torch.randn(*shape, generator=generator)
-
-    def randint(low: int, high: int) -> int:
-        return int(torch.randint(low, high, (1,), generator=generator))
-
+def _distinct_sizes(randint: Callable[[int, int], int]) -> tuple[int, ...]:
+    """b1, b2, Tq, Tk, d_k, d_v for the 4-D case: Tq < Tk, and d_v unlike d_k, b2 and the
+    other sizes a mistaken scale could be read from (so each wrong scale is told apart)."""
     b1, b2 = randint(2, 4), randint(2, 4)
     Tq = randint(3, 6)
     Tk = Tq + randint(1, 4)
     dk = randint(4, 10)
     dv = randint(2, 8)
-    dv += dv == dk
+    while dv in (dk, b2):
+        dv += 1
+    return b1, b2, Tq, Tk, dk, dv
+
+
+@hidden_test
+def grade_scaled_dot_product_attention(attention: Callable[..., tuple]) -> None:
+    check = HiddenCheck("scaled_dot_product_attention")
+    generator = fresh_generator(202)
+
+    def randn(*shape: int, **kwargs) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator, **kwargs)
+
+    def randint(low: int, high: int) -> int:
+        return int(torch.randint(low, high, (1,), generator=generator))
+
+    b1, b2, Tq, Tk, dk, dv = _distinct_sizes(randint)
     Q, K, V = randn(b1, b2, Tq, dk), randn(b1, b2, Tk, dk), randn(b1, b2, Tk, dv)
     n3 = randint(2, 6)
     Q3, K3, V3 = randn(n3, Tk, dk), randn(n3, Tq, dk), randn(n3, Tq, dv)  # Tq > Tk here
@@ -165,11 +187,19 @@ def grade_scaled_dot_product_attention(attention: Callable[..., tuple]) -> None:
     _compare(check, result3, Q3, K3, V3, None, f"batch of {n3}", shapes_only=True)
     result2 = call_attention(check, attention, Q2, K2, V2, "attention on 2-D inputs")
     _compare(check, result2, Q2, K2, V2, None, "no batch dimension", shapes_only=True)
+    # Sizes of 1: a batch of one (3-D) and a single query (4-D), both kept.
+    one = (Q3[:1], K3[:1], V3[:1])
+    result_one = call_attention(check, attention, *one, "attention on a batch of one")
+    _compare(check, result_one, *one, None, "a batch of one", shapes_only=True)
+    single = (Q[..., :1, :], K, V)
+    result_single = call_attention(check, attention, *single, "attention for a single query")
+    _compare(check, result_single, *single, None, "a single query (Tq = 1)", shapes_only=True)
 
     check.clause("values")
     _compare(check, result, Q, K, V, None, leading)
     _compare(check, result3, Q3, K3, V3, None, f"batch of {n3}, Tq={Tk}, Tk={Tq}")
     _compare(check, result2, Q2, K2, V2, None, f"no batch dimension, d_k={dv}, d_v={dk}")
+    _compare(check, result_single, *single, None, "a single query (Tq = 1)")
 
     check.clause("mask")
     mask = _two_sided_mask(generator, Tq, Tk)
@@ -186,26 +216,34 @@ def grade_scaled_dot_product_attention(attention: Callable[..., tuple]) -> None:
     out, weights = call_attention(check, attention, Q, K, V, "attention with fully masked rows",
                                   mask=full)
     expected_out, expected_w = reference_attention(Q, K, V, full)
-    nan_rows, uniform = expected_w.clone(), expected_w.clone()
-    nan_rows[..., empty, :] = float("nan")
-    uniform[..., empty, :] = 1.0 / Tk
     check.close(weights, expected_w, f"fully masked rows ({empty}) get all-zero weights",
-                mistakes={FULLY_MASKED_NAN: nan_rows, FULLY_MASKED_UNIFORM: uniform},
+                mistakes=fully_masked_mistakes(K, expected_w, empty),
+                diagnoses=fully_masked_diagnoses(weights, Q, K, V, expected_w, empty),
                 dims=("batch", "batch", "query", "key"))
     check.close(out, expected_out, "fully masked rows output zeros, the others are unaffected",
                 dims=("batch", "batch", "query", "value channel"))
 
     check.clause("large")
-    big = (50 + 100 * torch.rand(1, generator=generator)) * randn(n3, Tk, dk)
-    out, weights = call_attention(check, attention, big, K3, V3, "attention with large scores")
-    _, expected_w = reference_attention(big, K3, V3)
-    check.close(weights, expected_w, "weights for scores in the hundreds",
-                diagnoses={OVERFLOW: lambda: overflowed(weights, expected_w)},
+    big, K_big = large_scores(generator, (n3,), Tk, Tq, dk,
+                              spread=float(20 + 20 * torch.rand(1, generator=generator)))
+    out, weights = call_attention(check, attention, big, K_big, V3, "attention with large scores")
+    _, expected_w = reference_attention(big, K_big, V3)
+    check.close(weights, expected_w, "weights for scores in the hundreds, rows far above and far "
+                "below the others", diagnoses=overflow_diagnoses(weights, expected_w, big, K_big),
                 dims=("batch", "query", "key"))
-    _compare(check, (out, weights), big, K3, V3, None, "large scores")
+    _compare(check, (out, weights), big, K_big, V3, None, "large scores")
 
     check.clause("dtype")
     check.dtype_follows(attention, Q, K, V, mask=full, what="attention on float64 inputs")
+    n64, Tq64, Tk64 = randint(4, 8), randint(6, 10), randint(10, 16)
+    Q64, K64, V64 = (randn(n64, T, d, dtype=torch.float64)
+                     for T, d in ((Tq64, dk), (Tk64, dk), (Tk64, dv)))
+    _, weights64 = call_attention(check, attention, Q64, K64, V64, "attention on float64 inputs")
+    _, expected64 = reference_attention(Q64, K64, V64)
+    check.close(weights64, expected64, "float64 weights carry float64 precision (to 1e-8)",
+                atol=1e-12, rtol=1e-8, diagnoses={FLOAT32_INSIDE: lambda: bool(torch.allclose(
+                    torch.as_tensor(weights64).double(), expected64, atol=1e-5))})
+
     check.clause("device")
     check.device_follows(attention, Q, K, V, mask=full, what="attention")
     check.passed()
@@ -226,6 +264,7 @@ def _check_labels(check: HiddenCheck, X: torch.Tensor, y: torch.Tensor, what: st
         "the label counts 4s against 2s the wrong way round (more 4s than 2s)": _labels(X, "<"),
         "the label is 1 whenever the counts differ, not only when there are more 2s":
             _labels(X, "!="),
+        WHOLE_BATCH: whole_batch_labels(X),
     }
     check.close(y.double().reshape(-1, 1), _labels(X), f"labels of {what} (1 = more 2s than 4s)",
                 mistakes=mistakes, atol=1e-6, rtol=0)
@@ -244,10 +283,7 @@ def grade_make_batch(make_batch: Callable[..., tuple]) -> None:
     what = f"make_batch({N})"
     check.clause("shape")
     X, y = batch_pair(check, check.call_seeded(seeds[0], make_batch, N), what)
-    check.shape(X, (N, 10), f"X of {what}")
-    check.expect(tuple(y.shape) == (N, 1), f"y of {what} has shape ({N}, 1)",
-                 expected=f"shape ({N}, 1)", got=f"shape {tuple(y.shape)}", diagnoses={
-                     "y has no column axis: shape (N, 1), not (N,)": tuple(y.shape) == (N,)})
+    batch_shapes(check, X, y, N, 10, what)
 
     check.clause("dtype")
     check.expect(X.dtype == torch.int64, f"X of {what} is int64", expected="torch.int64",
@@ -281,14 +317,11 @@ def grade_make_batch(make_batch: Callable[..., tuple]) -> None:
                                                             kwargs.items())]) + ")"
         X_a, y_a = batch_pair(check, check.call_seeded(seeds[1], make_batch, *args, **kwargs),
                               what)
-        check.shape(X_a, (n, T), f"X of {what}",
-                    likely="T is ignored: the sequences must have T digits, not always 10"
-                    if tuple(X_a.shape) == (n, 10) else None)
-        check.shape(y_a, (n, 1), f"y of {what}")
+        batch_shapes(check, X_a, y_a, n, T, what)
         _check_labels(check, X_a, y_a, what)
 
     check.clause("randomness")
-    check_randomness(check, make_batch, (seeds[2], seeds[3]), randint(40, 120))
+    check_randomness(check, make_batch, (seeds[0], seeds[2]), N, X)
     check.passed()
 
 
@@ -336,7 +369,7 @@ def _expected_forward(model: nn.Module, e: torch.Tensor, weights: torch.Tensor
 def grade_SingleQueryAttention(model_class: type[nn.Module]) -> None:
     check = HiddenCheck("SingleQueryAttention")
     generator = fresh_generator(2002)
-    seeds = torch.randperm(2**20, generator=generator)[:4].tolist()
+    seeds = torch.randperm(2**20, generator=generator)[:6].tolist()
 
     def randint(low: int, high: int) -> int:
         return int(torch.randint(low, high, (1,), generator=generator))
@@ -377,6 +410,9 @@ def grade_SingleQueryAttention(model_class: type[nn.Module]) -> None:
                     "the scores were divided by d_att instead of sqrt(d_att)":
                         _reference_weights(model, e, scale=1.0 / 16),
                 })
+    a1 = batch_of_one(check, lambda: check.call(model.attention, e[:1]), (1, 1, T),
+                      f"attention(e) for a batch of one, e {(1, T, 16)}", SINGLE_QUERY_CRASHES)
+    check.close(a1, _reference_weights(model, e[:1]), "attention for a batch of one")
 
     check.clause("values")
     v = check.tensor(check.call(model.values, e), "values(e)")
@@ -386,12 +422,18 @@ def grade_SingleQueryAttention(model_class: type[nn.Module]) -> None:
                             tuple(v.shape) == (N, T)})
     with torch.no_grad():
         check.close(v, model.to_value(e), "values(e) = to_value(e)")
+    batch_of_one(check, lambda: check.call(model.values, e[:1]), (1, T, 1),
+                 f"values(e) for a batch of one, e {(1, T, 16)}", {})
 
     check.clause("forward")
-    p = check.tensor(check.call(model, x), "model(x)")
+    with crash_causes(check, FORWARD_CRASHES):
+        p = check.tensor(check.call(model, x), "model(x)")
     check.shape(p, (N, 1), f"model(x) for x {(N, T)}")
     expected, mistakes = _expected_forward(model, e, _reference_weights(model, e))
     check.close(p, expected, "model(x) = readout(attention @ values)", mistakes=mistakes)
+    p1 = batch_of_one(check, lambda: check.call(model, x[:1]), (1, 1),
+                      f"model(x) for a batch of one, x {(1, T)}", FORWARD_CRASHES)
+    check.close(p1, expected[:1], "model(x) for a batch of one")
 
     check.clause("arguments")
     d_embed, d_att, d_hidden = randint(5, 12), randint(2, 9), randint(3, 12)
@@ -419,19 +461,13 @@ def grade_SingleQueryAttention(model_class: type[nn.Module]) -> None:
     check_query_init(check, check.call_seeded(seeds[1], model_class, d_embed=2, d_att=4096,
                                               d_hidden=2))
 
+    check.clause("randomness")
+    check_model_randomness(check, model_class, (seeds[4], seeds[5]))
+
     check.clause("gradients")
     model.train()
     model.zero_grad()
-    p = check.call_seeded(seeds[3], model, x)
-    if p.requires_grad:  # without, nothing reaches the parameters (told below)
-        p.sum().backward()
-    for name, parameter in (("query", model.query), ("to_key.weight", model.to_key.weight),
-                            ("to_value.weight", model.to_value.weight),
-                            ("embed.weight", model.embed.weight)):
-        grad = parameter.grad
-        check.expect(grad is not None and bool(grad.abs().sum() > 0),
-                     f"the loss reaches {name}", expected="a non-zero gradient",
-                     got="None" if grad is None else "zeros", likely=GRADIENT_CUT)
+    check_gradients(check, model, check.call_seeded(seeds[3], model, x))
     check.passed()
 
 

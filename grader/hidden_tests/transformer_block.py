@@ -9,13 +9,22 @@ from torch import nn
 
 from helpers.checks.transformer_block import (
     BATCH_AXIS,
+    DROPOUT_DRAWN_ONCE,
     DROPOUT_IN_EVAL,
     DROPOUT_ON_THE_SUM,
     DROPOUT_RESEEDED,
     DROPOUT_UNUSED,
+    FLOAT_MASK,
+    GELU,
+    HALF,
+    INTEGER_DIVISION,
     INTEGERS,
+    MLP_ON_X,
+    RESIDUAL_FROM_X,
     RETURNS_PAIR,
     SQUEEZED,
+    SQUEEZED_OUT,
+    TRANSPOSED,
     check_block_members,
     pytorch_twin,
 )
@@ -53,7 +62,7 @@ def _reference_encoding(T: int, d: int) -> torch.Tensor:
 def _encoding_mistakes(T: int, d: int) -> dict[str, torch.Tensor]:
     angles = _angles(T, d)
     odd_own_index = _angles(T, d, exponent=lambda i: (2 * i + 1) / d)
-    return {
+    mistakes = {
         "sin and cos are swapped: sine goes in the even columns, cosine in the odd ones":
             _interleave(torch.cos(angles), torch.sin(angles)),
         "sines fill the first half of the columns and cosines the second half; they must "
@@ -73,12 +82,21 @@ def _encoding_mistakes(T: int, d: int) -> dict[str, torch.Tensor]:
         "each odd column used its own index in the exponent; both columns of a pair "
         "(2i, 2i+1) share the frequency ω_i":
             _interleave(torch.sin(angles), torch.cos(odd_own_index)),
-        "the exponent has the wrong sign: ω_i = 1 / 10000^(2i/d) gets slower, not faster":
+        "the exponent has the wrong sign: your ω_i = 10000^(+2i/d) grows with i; "
+        "ω_i = 1 / 10000^(2i/d) falls from 1 for i = 0 to about 1/10000":
             _interleave(*(f(_angles(T, d, exponent=lambda i: -2 * i / d))
                           for f in (torch.sin, torch.cos))),
         "positions start at 1 instead of 0":
             _interleave(*(f(_angles(T, d, start=1)) for f in (torch.sin, torch.cos))),
     }
+    if d > 2:  # with one pair, these give the right table
+        mistakes[INTEGER_DIVISION] = _interleave(*(f(_angles(T, d, exponent=lambda i: 0 * i))
+                                                   for f in (torch.sin, torch.cos)))
+        mistakes["the exponents run from 0 to exactly 1 (as torch.linspace(0, 1, d_model // 2) "
+                 "spaces them): they are 2i/d for i = 0, 1, …, d/2 - 1, the last one short "
+                 "of 1"] = _interleave(*(f(_angles(T, d, exponent=lambda i: 2 * i / (d - 2)))
+                                         for f in (torch.sin, torch.cos)))
+    return mistakes
 
 
 def _encoding_table(check: HiddenCheck, encoding: Callable[[int, int], torch.Tensor], T: int,
@@ -90,11 +108,15 @@ def _encoding_table(check: HiddenCheck, encoding: Callable[[int, int], torch.Ten
                  got=f"shape {shape}", diagnoses={
                      BATCH_AXIS: shape == (T, 1, d),
                      SQUEEZED: T == 1 and shape == (d,),
-                     "the table is transposed: rows are positions, columns features":
-                         shape == (d, T) and T != d})
+                     TRANSPOSED: shape == (d, T) and T != d})
     check.expect(pe.is_floating_point(), f"{what} is a float tensor", expected="float dtype",
                  got=str(pe.dtype), likely=INTEGERS)
     check.finite(pe, what)
+    # A half-precision table reaches the grader as float32, but every value it holds is a
+    # float16 number, which no float32 computation of sines gives on a table this size.
+    check.expect(T * d < 20 or not torch.equal(pe, pe.half().to(pe.dtype)),
+                 f"{what} has float32 precision", expected="float32 (or float64) values",
+                 got="values that are all float16 numbers", likely=HALF)
     return pe
 
 
@@ -157,12 +179,20 @@ def _block_variants(block: nn.Module, x: torch.Tensor, padding_mask: torch.Tenso
     h_swap = n2(x + attend(x))
     mistakes["norm_1 and norm_2 swapped: norm_1 follows the attention, norm_2 the MLP"] = \
         n1(h_swap + mlp(h_swap))
+    mistakes["norm_1 normalises both sums (used twice, or norm_2 is the same layer as "
+             "norm_1): the MLP's add & norm has its own norm_2"] = n1(h + mlp(h))
+    mistakes["norm_2 normalises both sums (used twice, or norm_1 is the same layer as "
+             "norm_2): the attention's add & norm has its own norm_1"] = \
+        n2(h_swap + mlp(h_swap))
     h_first = n1(x + mlp(x))
     mistakes["MLP applied before attention: attention comes first, then the MLP"] = \
         n2(h_first + attend(h_first))
     h_first2 = n2(x + mlp(x))
     mistakes["MLP applied before attention (attention comes first, then the MLP)"] = \
         n1(h_first2 + attend(h_first2))
+    mistakes[MLP_ON_X] = n2(h + mlp(x))
+    mistakes[RESIDUAL_FROM_X] = n2(x + mlp(h))
+    mistakes[GELU] = n2(h + mlp[2](nn.functional.gelu(mlp[0](h))))
     h_pre = x + attend(n1(x))
     mistakes["pre-norm instead of post-norm: normalise after the residual sum, "
              "norm_1(x + attention(x))"] = h_pre + mlp(n2(h_pre))
@@ -175,6 +205,8 @@ def _block_variants(block: nn.Module, x: torch.Tensor, padding_mask: torch.Tenso
         h_inv = n1(x + attend(x, ~padding_mask))
         mistakes["padding mask inverted: True already means padding in key_padding_mask"] = \
             n2(h_inv + mlp(h_inv))
+        h_float = n1(x + attend(x, padding_mask.to(x.dtype)))
+        mistakes[FLOAT_MASK] = n2(h_float + mlp(h_float))
     return correct, mistakes
 
 
@@ -220,24 +252,35 @@ def grade_TransformerBlock(block_class: type[nn.Module]) -> None:
         check.shape(out, (B, T, d_model), "block(x)")
         correct, mistakes = _block_variants(block, x, None)
         check.close(out, correct, f"block(x) in eval mode for d_model={d_model}, "
-                    f"n_heads={n_heads}, d_ff={d_ff}", mistakes=mistakes, atol=1e-4)
+                    f"n_heads={n_heads}, d_ff={d_ff}", mistakes=mistakes, atol=1e-4,
+                    dims=("sentence", "position", "channel"))
         twin = pytorch_twin(block, d_model, n_heads, d_ff)
         check.close(out, twin(x), "block(x) agrees with nn.TransformerEncoderLayer "
                     "(norm_first=False) holding the same weights", atol=1e-4)
         one = check.tensor(check.call(block, x[:1]), "block(x) for a batch of one")
+        check.shape(one, (1, T, d_model), f"block(x) for a batch of one, x of shape (1, {T}, "
+                    f"{d_model})", likely=SQUEEZED_OUT if one.shape == (T, d_model) else None)
         check.close(one, correct[:1], "block(x) for a batch of one", atol=1e-4)
 
         check.clause("padding")
+
+        def real(t: torch.Tensor) -> torch.Tensor:
+            """The outputs at the real tokens; those at padded positions set to 0 (not compared)."""
+            return t.masked_fill(padding_mask[..., None], 0.0)
+
+        dims = ("sentence", "position", "channel")
         out = check.tensor(check.call(block, x, padding_mask=padding_mask),
                            "block(x, padding_mask=mask)")
         check.shape(out, (B, T, d_model), "block(x, padding_mask=mask)")
         correct, mistakes = _block_variants(block, x, padding_mask)
-        check.close(out[real], correct[real],
-                    "block(x, padding_mask=mask) at the real (non-padded) tokens",
-                    mistakes={k: v[real] for k, v in mistakes.items()}, atol=1e-4)
+        check.close(real(out), real(correct),
+                    "block(x, padding_mask=mask) at the real tokens (the outputs at padded "
+                    "positions are not compared)",
+                    mistakes={k: real(v) for k, v in mistakes.items()}, atol=1e-4, dims=dims)
         positional = check.tensor(check.call(block, x, padding_mask), "block(x, mask)")
-        check.close(positional[real], correct[real],
-                    "the padding mask also works as the second positional argument", atol=1e-4)
+        check.close(real(positional), real(correct),
+                    "the padding mask also works as the second positional argument", atol=1e-4,
+                    dims=dims)
 
         check.clause("members")
         dropping = check.call(block_class, d_model, n_heads, d_ff, dropout=p)
@@ -270,14 +313,27 @@ def grade_TransformerBlock(block_class: type[nn.Module]) -> None:
         full.train()
         dropped = torch.as_tensor(check.call_seeded(_integer(generator, 0, 2**30), full, x))
         check.close(dropped, expected, "with dropout=1 in training mode both sub-layer outputs "
-                    "are dropped: the block returns norm_2(norm_1(x))", atol=1e-4, mistakes={DROPOUT_UNUSED: only_attention},
+                    "are dropped: the block returns norm_2(norm_1(x))", atol=1e-4,
+                    mistakes={DROPOUT_UNUSED: only_attention},
                     diagnoses={DROPOUT_ON_THE_SUM: lambda: bool(
                         (dropped - dropped[:1, :1]).abs().amax() < 1e-4)})
+        # The attention's own dropout (on its weights) makes two seeds differ by itself; with
+        # its output projection set to zero only the block's dropout can.
+        dropping.attention.out_proj.weight.zero_()
+        silent = [torch.as_tensor(check.call_seeded(_integer(generator, 0, 2**30), dropping, x))
+                  for _ in range(2)]
+        check.expect(not torch.allclose(silent[0], silent[1], atol=1e-5),
+                     "in training mode, the block's dropout draws a fresh mask on every call "
+                     "(two seeds give different outputs with the attention's output projection "
+                     "set to zero)", expected="different outputs", got="the same output",
+                     likely=DROPOUT_DRAWN_ONCE)
 
     check.clause("gradients")
     block.train()
     weights = torch.randn(B, T, d_model, generator=generator)
-    (torch.as_tensor(check.call(block, x, padding_mask=padding_mask)) * weights).sum().backward()
+    output = torch.as_tensor(check.call(block, x, padding_mask=padding_mask))
+    if output.requires_grad:
+        check.backward(output * weights, "the block")
     missing = [name for name, parameter in block.named_parameters()
                if parameter.grad is None or not bool(parameter.grad.abs().sum() > 0)]
     check.expect(not missing, "in training mode, every parameter gets a gradient",
@@ -379,4 +435,8 @@ def grade_mean_pool(mean_pool: Callable[..., torch.Tensor]) -> None:
     check.clause("dtype")
     check.dtype_follows(mean_pool, h, masks["padding scattered in the sequence"],
                         what="mean_pool(h, padding_mask)")
+    check.clause("device")
+    check.device_follows(mean_pool, h, what="mean_pool(h) (padding_mask=None)")
+    check.device_follows(mean_pool, h, masks["padding at the start (left padding)"],
+                         what="mean_pool(h, padding_mask)")
     check.passed()

@@ -31,8 +31,10 @@ from helpers.checks.framework import CheckFailed, describe
 from helpers.checks.your_own_gpt import (
     CACHE_IGNORED,
     GENERATOR_IGNORED,
+    GLOBAL_RESEEDED,
     GRADIENT_CUT,
     HEAD_BIAS,
+    KEYS_TWICE,
     KV_SWAPPED,
     NEW_FIRST,
     NO_MASK_WITH_CACHE,
@@ -48,6 +50,7 @@ from helpers.checks.your_own_gpt import (
     expect_attention_members,
     expect_cache_shape,
     expect_linear,
+    expect_same_in_training,
     frequency_slack,
     pair,
     set_attention,
@@ -209,12 +212,16 @@ def grade_CausalSelfAttention(attention_cls: type[nn.Module]) -> None:
                     f"out with {heads} head{'s' if heads > 1 else ''} of size "
                     f"{x_other.shape[-1] // heads}", mistakes=_attention_mistakes(
                         x_other, other, heads), dims=("batch", "position", "channel"), **TOL)
+    expect_same_in_training(check, layer, (x,), reference, "out",
+                            ("batch", "position", "channel"))
 
     check.clause("cache")
+    swapped = cache[1].shape == K.shape and torch.allclose(cache[1].to(K.dtype), K, **TOL)
     check.close(cache[0], K, "K: the keys of every position, split into heads",
-                mistakes={KV_SWAPPED: V}, dims=("batch", "head", "position", "channel"), **TOL)
+                mistakes={KV_SWAPPED: V} if swapped else None,
+                dims=("batch", "head", "position", "channel"), **TOL)
     check.close(cache[1], V, "V: the values of every position, split into heads",
-                mistakes={KV_SWAPPED: K}, dims=("batch", "head", "position", "channel"), **TOL)
+                mistakes={KEYS_TWICE: K}, dims=("batch", "head", "position", "channel"), **TOL)
     t = _randint(generator, 2, T - 2)
     with torch.no_grad():
         _, first = _attention_call(check, layer, x[:, :t], None, f"forward(x[:, :{t}])")
@@ -260,7 +267,7 @@ def grade_CausalSelfAttention(attention_cls: type[nn.Module]) -> None:
     check.expect(out.requires_grad, "out carries a gradient back to the layer",
                  expected="an output that depends on the parameters", got="a detached output",
                  likely=GRADIENT_CUT)
-    out.sum().backward()
+    check.backward(out, "forward(x) in training mode")
     for name in ("to_queries", "to_keys", "to_values", "unify_heads"):
         grad = getattr(layer, name).weight.grad
         check.expect(grad is not None and bool(grad.abs().sum() > 0),
@@ -383,6 +390,8 @@ def grade_Block(block_cls: type[nn.Module]) -> None:
     check.close(out, reference, f"forward(x of {(B, T, d)}): x + attn(ln_1(x)), then "
                 "h + mlp(ln_2(h))", mistakes=_block_mistakes(block, x),
                 dims=("batch", "position", "channel"), **TOL)
+    expect_same_in_training(check, block, (x,), reference, "x out",
+                            ("batch", "position", "channel"))
 
     check.clause("cache")
     for name, got, wanted in zip("KV", cache, attn_cache, strict=True):
@@ -413,7 +422,7 @@ def grade_Block(block_cls: type[nn.Module]) -> None:
     check.expect(out.requires_grad, "x out carries a gradient back to the block",
                  expected="an output that depends on the parameters", got="a detached output",
                  likely=GRADIENT_CUT)
-    out.sum().backward()
+    check.backward(out, "forward(x) in training mode")
     for name, parameter in block.named_parameters():
         grad = parameter.grad
         check.expect(grad is not None and bool(grad.abs().sum() > 0),
@@ -525,6 +534,8 @@ def grade_GPT(gpt_cls: type[nn.Module]) -> None:
                     "the position embedding was not added to the token embedding":
                         lambda: _gpt_reference(model, tokens, positions=False)[0]}),
                 dims=("batch", "position", "token"), **TOL)
+    expect_same_in_training(check, model, (tokens,), reference, "the logits",
+                            ("batch", "position", "token"))
 
     check.clause("returns")  # now that the logits are right, the caches must be the blocks'
     for i, (mine, wanted) in enumerate(zip(caches, reference_caches, strict=True)):
@@ -568,7 +579,7 @@ def grade_GPT(gpt_cls: type[nn.Module]) -> None:
     check.expect(logits.requires_grad, "the logits carry a gradient back to the model",
                  expected="logits that depend on the parameters", got="detached logits",
                  likely=GRADIENT_CUT)
-    logits.sum().backward()
+    check.backward(logits, "forward(tokens) in training mode")
     for name, parameter in model.named_parameters():
         grad = parameter.grad
         check.expect(grad is not None and bool(grad.abs().sum() > 0),
@@ -814,7 +825,7 @@ def grade_generate(generate: Callable[..., torch.Tensor]) -> None:
     check = HiddenCheck("generate")
     generator = fresh_generator(905)
     seeds = torch.randperm(2**20, generator=generator)[:4].tolist()
-    V, T0, n = _randint(generator, 6, 9), _randint(generator, 2, 4), _randint(generator, 6, 9)
+    V, T0, n = _randint(generator, 6, 9), _randint(generator, 2, 4), _randint(generator, 8, 11)
     model = _build_gpt(check, "generate", _students_gpt(generate), seeds[0], (V, 128, 8, 2, 1),
                        generator)
     B = _randint(generator, 2, 4)
@@ -838,6 +849,13 @@ def grade_generate(generate: Callable[..., torch.Tensor]) -> None:
     one = _tokens(check, one, (1, T0 + n), single, "generate(model, a prompt of one sequence, "
                   f"{n}, top_k=1, use_cache=False)")
     check.close(one, reference[:1], "the same for a batch of one sequence", atol=0, rtol=0)
+    long = _randint(generator, 66, 80)  # past any window of 64 tokens
+    whole = check.call(generate, model, single, long, top_k=1, use_cache=False)
+    whole = _tokens(check, whole, (1, T0 + long), single, "generate(model, a prompt of one "
+                    f"sequence, {long}, top_k=1, use_cache=False)")
+    check.close(whole, _greedy(model, single, long), f"{long} tokens greedy without the cache: "
+                "each one follows the whole text so far", dims=("sequence", "position"),
+                atol=0, rtol=0)
 
     check.clause("cache")
     cached = check.call(generate, model, prompt, n, top_k=1)
@@ -912,4 +930,13 @@ def grade_generate(generate: Callable[..., torch.Tensor]) -> None:
     check.expect(not all(torch.equal(torch.as_tensor(o), torch.as_tensor(a)) for o in others),
                  "other generator states give other tokens", expected="different tokens",
                  got="the same tokens for three generator states", likely=RESEEDS)
+    free = [check.call_seeded(seed, generate, model, prompt, n, temperature=2.0)
+            for seed in (seeds[3], seeds[3], seeds[3] + 1)]
+    check.expect(torch.equal(torch.as_tensor(free[0]), torch.as_tensor(free[1])),
+                 "with generator=None, the same global seed gives the same tokens",
+                 expected=describe(free[0]), got=describe(free[1]), likely=GLOBAL_RESEEDED)
+    check.expect(not torch.equal(torch.as_tensor(free[0]), torch.as_tensor(free[2])),
+                 "with generator=None, another global seed gives other tokens",
+                 expected="different tokens", got="the same tokens under two global seeds",
+                 likely=GLOBAL_RESEEDED)
     check.passed()

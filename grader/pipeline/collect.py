@@ -402,6 +402,7 @@ def release_to_exchange(root: Path, ids: list[str]) -> list[str]:
     from pipeline.nbgrader_cli import nbgrader
 
     ensure_release()
+    root.mkdir(parents=True, exist_ok=True)
     done = []
     for assignment in ids:
         nbgrader("release_assignment", assignment, f"--Exchange.root={root}", "--force")
@@ -523,8 +524,9 @@ def _write_manifest(rows: dict[tuple[str, str], dict[str, str]]) -> None:
 
 
 def _real_folder(path: Path) -> None:
-    """Make ``path`` a real folder, replacing a link or file in its place (never following)."""
-    for parent in [*reversed(path.parents[:2]), path]:
+    """Make ``path`` (``<into>/<student>/<id>``) a real folder, replacing a link or file in
+    the place of it or of its student's folder (never following one); ``<into>`` is yours."""
+    for parent in (path.parent, path):
         if os.path.lexists(parent) and not stat.S_ISDIR(os.lstat(parent).st_mode):
             os.unlink(parent)
         parent.mkdir(exist_ok=True)

@@ -190,7 +190,8 @@ class PercentPerDay(LateSubmissionPlugin):
 
 def _shown(when: datetime, zone: timezone | None) -> str:
     local = when.astimezone(zone) if zone is not None else when
-    return local.strftime("%d %B %Y, %H:%M %Z").lstrip("0")
+    return local.strftime("%d %B %Y, %H:%M ").lstrip("0") + (local.tzname()
+                                                              or local.strftime("UTC%z"))
 
 
 class LateNote(NbGraderPreprocessor):

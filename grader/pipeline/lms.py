@@ -28,9 +28,11 @@ Moodle imports it (it needs the columns Identifier, Grade and Last modified (gra
 "Upload multiple feedback files in a zip" takes folders named as in the download.
 
 The file-name parsers are nbgrader collector plugins (:class:`CanvasCollector`,
-:class:`MoodleCollector`, subclasses of nbgrader's ``FileNameCollectorPlugin``): ``make
-collect`` uses them, and so can ``nbgrader zip_collect --collector=pipeline.lms.CanvasCollector``
-on a download that is trusted.
+:class:`MoodleCollector`, subclasses of nbgrader's ``FileNameCollectorPlugin``, whose
+``collect`` gives nbgrader's ``student_id``, ``file_id`` and ``timestamp``); ``make collect``
+(``pipeline.collect``) uses them in place of ``nbgrader zip_collect``, whose extractor
+copies files through links and unpacks archive members whole, whatever their size, and which
+stops at two files of one student that carry no times.
 """
 
 from __future__ import annotations

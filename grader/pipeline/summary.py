@@ -121,20 +121,22 @@ def histogram_svg(percents: list[float], title: str) -> str:
     for p in percents:
         counts[min(9, int(p // 10))] += 1
     top = max(counts) or 1
-    width, height, bar = 420, 190, 36
-    parts = [f'<svg role="img" aria-label="{_e(title)}" width="{width}" height="{height + 40}" '
-             f'viewBox="0 0 {width} {height + 40}">', f"<title>{_e(title)}</title>"]
+    width, height, bar, pad = 430, 170, 36, 20
+    parts = [f'<svg role="img" aria-label="{_e(title)}" width="{width}" height="{height + 64}" '
+             f'viewBox="0 0 {width} {height + 64}">', f"<title>{_e(title)}</title>"]
     for i, count in enumerate(counts):
         h = round(height * count / top)
         x = 10 + i * (bar + 4)
-        parts.append(f'<rect class="bar" x="{x}" y="{height - h + 10}" width="{bar}" '
+        parts.append(f'<rect class="bar" x="{x}" y="{pad + height - h}" width="{bar}" '
                      f'height="{h}"><title>{i * 10}-{i * 10 + 10}%: {count}</title></rect>')
         if count:
-            parts.append(f'<text x="{x + bar / 2}" y="{height - h + 6}" '
+            parts.append(f'<text x="{x + bar / 2}" y="{pad + height - h - 4}" '
                          f'text-anchor="middle">{count}</text>')
-        parts.append(f'<text x="{x + bar / 2}" y="{height + 26}" text-anchor="middle">'
+        parts.append(f'<text x="{x - 2}" y="{pad + height + 16}" text-anchor="middle">'
                      f"{i * 10}</text>")
-    parts.append(f'<text x="{width / 2}" y="{height + 40}" text-anchor="middle">'
+    parts.append(f'<text x="{10 + 10 * (bar + 4) - 6}" y="{pad + height + 16}" '
+                 'text-anchor="middle">100</text>')
+    parts.append(f'<text x="{width / 2}" y="{pad + height + 38}" text-anchor="middle">'
                  "auto-graded score, % (after late penalties)</text></svg>")
     return "".join(parts)
 

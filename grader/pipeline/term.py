@@ -21,11 +21,15 @@ LATE_COLUMNS = ["raw_score", "late_penalty", "submitted", "due", "seconds_late"]
 
 
 def prepare_gradebook(db_url: str) -> None:
-    """Put the roster's students and the deadlines into the gradebook at ``db_url``."""
-    roster = roster_module.load()
+    """Put the roster's students and the deadlines into the gradebook at ``db_url``; a
+    roster or deadlines file that cannot be used stops the run before anything is graded."""
+    try:
+        roster = roster_module.load()
+        dues = deadlines_module.load()
+    except (roster_module.RosterError, deadlines_module.DeadlineError) as error:
+        raise SystemExit(f"fix this first: {error}") from None
     if roster is not None:
         roster_module.load_into_gradebook(roster, db_url)
-    dues = deadlines_module.load()
     if dues:
         deadlines_module.load_into_gradebook(dues, db_url)
 

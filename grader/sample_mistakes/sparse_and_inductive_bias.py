@@ -23,7 +23,7 @@ def sparse_and_dataset(m: int, T: int, idx, p: float | None = None
 
 
 # nn.init.normal_ without std=0.1: the weights start with std 1, attention far from uniform.
-@mistake("initialise it with nn.init.normal_(..., std=0.1)")
+@mistake("std about 1 instead of 0.1")
 class SelfAttentionClassifier(nn.Module):
     """One self-attention layer on binary tokens with learned positions; reads out at the end."""
 

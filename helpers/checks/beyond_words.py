@@ -70,14 +70,26 @@ TRANSPOSED = ("each patch is transposed: its pixels go down a column first; flat
 PLAIN_RESHAPE = ("the image was reshaped straight into (B, N, C·p·p) without moving the axes: a "
                  "'patch' is then a run of consecutive pixels of a row, not a p×p square; split "
                  "H and W into (H/p, p) and (W/p, p) and bring the patch-grid axes forward first")
-UNFOLD_ORDER = ("the result has shape (B, C·p·p, N): F.unfold puts the patches last; transpose "
-                "the last two dimensions")
+UNFOLD_ORDER = ("the result has shape (B, C·p·p, N): the patch axis and the pixel axis are "
+                "swapped (F.unfold returns them so, and so does stacking or concatenating the "
+                "patches along the last dimension); the patches go on dimension 1: transpose the "
+                "last two dimensions, or stack along dim=1")
+UNFOLD_NO_PERMUTE = ("Tensor.unfold gives (B, C, H/p, W/p, p, p): the channel axis is still in "
+                     "front of the patch grid, so reshaping mixes the patches; permute to "
+                     "(B, H/p, W/p, C, p, p) first")
 SQUEEZED = ("a dimension of size 1 was squeezed away (`.squeeze()` without a dimension): for a "
             "batch of one it removes the batch dimension too; name the dimension, or use reshape")
 CPU_RESULT = ("the result was collected in a tensor made on the CPU (torch.zeros(...) or "
               "torch.empty(...) without device=images.device), so on a GPU the patches would be "
               "copied to the CPU; make it with device=images.device, or collect the patches "
               "with torch.stack")
+CPU_COPY = ("the images were copied off their device (`.cpu()`, `.numpy()` or `.tolist()`): on "
+            "a GPU the patches would come back on the CPU; work on `images` with torch "
+            "operations only")
+
+
+RENAMED = ("the parameters were renamed: keep the signature patchify(images, patch_size), "
+           "since the checks and the grader pass the arguments by name")
 
 
 def hard_coded(size: int) -> str:
@@ -125,7 +137,10 @@ def call_patchify(check: SelfCheck, patchify: PatchifyFn, images: torch.Tensor, 
         except Exception:  # noqa: BLE001 - any crash means "not only a square problem"
             return False
 
-    explanations = {square_only(H, W): works_on_square}
+    explanations = {
+        RENAMED: lambda m: "unexpected keyword argument" in m,
+        square_only(H, W): works_on_square,
+    }
     if by_keyword:
         out = explained_call(check, patchify, images=images, patch_size=p,
                              explanations=explanations)
@@ -165,6 +180,7 @@ def patchify_mistakes(images: torch.Tensor, p: int) -> dict[str, torch.Tensor]:
         CHANNELS_LAST: grid.permute(0, 1, 2, 4, 5, 3).reshape(B, N, D),
         TRANSPOSED: grid.transpose(-1, -2).reshape(B, N, D),
         PLAIN_RESHAPE: x.reshape(B, N, D),
+        UNFOLD_NO_PERMUTE: x.unfold(2, p, p).unfold(3, p, p).reshape(B, N, D),
     }
 
 
@@ -172,13 +188,16 @@ def expect_on_meta(check: SelfCheck, patchify: PatchifyFn, images: torch.Tensor,
     """patchify needs no values: on the data-less meta device, which stands in for a GPU, it
     must run and return its result there."""
     try:
-        out, _ = check._run(patchify, (images.to("meta"), p), {}, seed=None, observe=False)
+        out, _ = check._run(patchify, (images.to("meta"), p), {}, seed=None, observe=True)
     except Exception as error:  # noqa: BLE001 - any crash on the meta device is a failure
         message = str(error).strip()
+        seen = getattr(error, "observed", None)
+        made_on_cpu = bool(seen is not None and seen.cpu_tensors)
         check.expect(False, "patchify runs on images on another device (the meta device)",
                      expected="a result on the images' device",
-                     got=f"{type(error).__name__}: {message}",
-                     likely=CPU_RESULT if "no data" in message else None)
+                     got=f"{type(error).__name__}: {message}", diagnoses={
+                         CPU_RESULT: made_on_cpu,
+                         CPU_COPY: "no data" in message and not made_on_cpu})
         return
     check.expect(isinstance(out, torch.Tensor) and out.is_meta,
                  "patchify of images on another device (the meta device) returns a tensor there",
@@ -193,7 +212,8 @@ def check_patchify(patchify: PatchifyFn) -> None:
     images = _coded_images(B, C, H, W)
 
     check.clause("shape")
-    out = call_patchify(check, patchify, images, p)
+    # by keyword, as the grader calls it: the signature is patchify(images, patch_size)
+    out = call_patchify(check, patchify, images, p, by_keyword=True)
     expect_patch_shape(check, out, images, p)
     one = call_patchify(check, patchify, images[:1], p)
     expect_patch_shape(check, one, images[:1], p)
@@ -213,7 +233,9 @@ def check_patchify(patchify: PatchifyFn) -> None:
                  })
     check.expect(abs(first[p * p] - 100) < 0.5, "after its p·p pixels of channel 0, patch 0 "
                  f"continues with channel 1 ({CODE})", expected=f"entry {p * p} = {_where(100)}",
-                 got=f"entry {p * p} = {_where(first[p * p])}")
+                 got=f"entry {p * p} = {_where(first[p * p])}", diagnoses={
+                     UNFOLD_NO_PERMUTE: lambda: _same(out, patchify_mistakes(images, p)[
+                         UNFOLD_NO_PERMUTE])})
     corners = out[0, :, 0]
     rows, columns = H // p, W // p
     check.close(corners, torch.tensor([10.0 * p * i + p * j for i in range(rows)
@@ -282,15 +304,31 @@ UNIT_INIT = ("this parameter starts with a spread of about 1 (torch.randn(...) a
 RESEEDED = ("every model starts the same whatever the global seed: the class seeds a "
             "generator itself (torch.manual_seed inside __init__, or a torch.Generator of its "
             "own); draw from the global generator without seeding it")
-OWN_GENERATOR = ("the values come from another random source (numpy, Python's random), not "
-                 "PyTorch's global generator: draw them with torch.randn")
+OWN_GENERATOR = ("the values do not come from PyTorch's global generator: either from another "
+                 "random source (numpy, Python's random) or from none at all (torch.empty "
+                 "does not fill the tensor); draw them with torch.randn")
+UNINITIALISED = ("these are not random numbers but whatever was in memory (torch.empty(...) "
+                 "leaves it there); draw the values with 0.02 * torch.randn(...)")
+FIXED_PATCH_SIZE = ("forward cuts the images into patches of a fixed size 2: use the module's "
+                    "own patch size (self.patch_size, stored in __init__)")
+PATCHES_DTYPE = ("proj received patches of another dtype than its weights: patchify(images, "
+                 "patch_size) must return the images' dtype (see Exercise 1's dtype check), "
+                 "and forward must not convert the patches")
+DROPOUT = ("some outputs are exactly 0 and the others are the expected ones scaled up by the "
+           "same factor: that is dropout, active in training mode; this PatchEmbedding has no "
+           "dropout, remove it")
 ONE_CHANNEL = ("proj expects patches of one channel (p·p numbers): it must take "
                "in_channels·p·p numbers, so use the in_channels argument")
 
 
-def crash_explanations(B: int, N: int, d: int, patch_numbers: int) -> Explanations:
+def crash_explanations(images: torch.Tensor, p: int, N: int, d: int) -> Explanations:
     """Mistakes of PatchEmbedding that crash, told apart by the sizes in PyTorch's message."""
+    B, C, H, W = images.shape
+    patch_numbers = C * p * p
+    fixed = f"[{B}, {C}, {H // 2}, 2, {W // 2}, 2]"
     return {
+        PATCHES_DTYPE: lambda m: "mat1 and mat2 must have the same dtype" in m,
+        FIXED_PATCH_SIZE: lambda m: p != 2 and (f"'{fixed}'" in m or f"({fixed[1:-1]})" in m),
         POSITIONS_BEFORE_CLS: lambda m: f"({N})" in m and f"({N + 1})" in m,
         NOT_EXPANDED: lambda m: "Expected size 1 but got size" in m and B > 1,
         PROJ_AFTER: lambda m: d != patch_numbers and (
@@ -350,12 +388,17 @@ def expect_init(check: SelfCheck, embedding_class: type[nn.Module], p: int, C: i
         value, same, different = (getattr(m, name).detach().double()
                                   for m in (first, again, other))
         rms = float(value.pow(2).mean().sqrt())
+        tiny = value[value != 0].abs()
+        # memory never written: huge, not finite, or denormal numbers no randn would give
+        garbage = not math.isfinite(rms) or rms > 1e3 or bool((tiny < 1e-30).any())
         check.expect(float(value.std()) > 0, f"`{name}` starts as random numbers",
                      expected="values that differ from each other",
                      got=describe(getattr(first, name)), diagnoses={ZERO_INIT: rms == 0})
-        check.expect(rms <= 0.1, f"`{name}` starts small (root mean square at most 0.1)",
+        check.expect(rms <= 0.1 and not garbage,
+                     f"`{name}` starts small (root mean square at most 0.1)",
                      expected="root mean square ≤ 0.1, e.g. 0.02 * torch.randn(...)",
-                     got=f"root mean square {rms:.3g}", diagnoses={UNIT_INIT: 0.3 < rms < 3})
+                     got=f"root mean square {rms:.3g}", diagnoses={
+                         UNIT_INIT: 0.3 < rms < 3, UNINITIALISED: garbage})
         check.expect(not torch.equal(value, different),
                      f"`{name}` differs between models built after different seeds",
                      expected="other values after another torch.manual_seed",
@@ -423,7 +466,7 @@ def expect_embedding(check: SelfCheck, module: nn.Module, images: torch.Tensor, 
     B, C, H, W = images.shape
     d, N = values[0].shape[0], values[3].shape[1] - 1
     out = check.tensor(explained_call(check, module, images, explanations=crash_explanations(
-        B, N, d, C * p * p)), f"module(images of shape {(B, C, H, W)})")
+        images, p, N, d)), f"module(images of shape {(B, C, H, W)})")
     if clause == "values":
         check.clause("shape")
     got = tuple(out.shape)
@@ -437,9 +480,23 @@ def expect_embedding(check: SelfCheck, module: nn.Module, images: torch.Tensor, 
     weight, bias, cls, pos = (v.double() for v in values)
     wrong_patches = [_assemble(cls, w @ weight.T + bias, pos)
                      for w in patchify_mistakes(images, p).values()]
-    check.close(out, reference_embedding(images, p, values), what,
+    reference = reference_embedding(images, p, values)
+
+    def dropped() -> bool:
+        """Zeros where the reference has none, the rest the reference times one factor."""
+        got = out.detach().double()
+        if got.shape != reference.shape:
+            return False
+        zero, kept = got == 0, (got != 0) & (reference.abs() > 1e-3)
+        if not zero.any() or not kept.any():
+            return False
+        ratio = got[kept] / reference[kept]
+        return bool(ratio.min() > 1.01 and (ratio.max() - ratio.min()) < 1e-3 * ratio.max())
+
+    check.close(out, reference, what,
                 mistakes=embedding_mistakes(images, p, values), atol=1e-4,
                 dims=("image", "token", "channel"), diagnoses={
+                    DROPOUT: dropped,
                     STALE_OUTPUT: lambda: earlier is not None and earlier.shape == out.shape
                     and torch.equal(out.detach(), earlier),
                     WRONG_PATCHES: lambda: any(_same(out, w) for w in wrong_patches)})
@@ -490,7 +547,7 @@ def check_PatchEmbedding(embedding_class: type[nn.Module]) -> None:  # noqa: N80
 
     check.clause("values")
     values = set_parameters(module, generator, p, C, d, N)
-    images = torch.rand(B, C, H, W, generator=generator)
+    images = torch.randn(B, C, H, W, generator=generator)  # negative and above 1 too
     earlier = expect_embedding(check, module, images, p, values,
                                "the class token plus position 0, then proj(patch k) plus "
                                "position k + 1")
@@ -517,6 +574,10 @@ def check_PatchEmbedding(embedding_class: type[nn.Module]) -> None:  # noqa: N80
     check.clause("gradients")
     expect_gradients(check, module, images, p, set_parameters(module, generator, p, C, d, N),
                      generator)
+
+    check.clause("device")
+    on_meta = check.call_seeded(4, embedding_class, p, C, d, N).to("meta")
+    check.device_follows(on_meta, images, what="module(images)")
     check.passed()
 
 
@@ -525,7 +586,8 @@ def check_PatchEmbedding(embedding_class: type[nn.Module]) -> None:  # noqa: N80
 WRONG_AXIS = ("the log-softmax ran over the wrong dimension: it must normalise over the "
               "vocabulary, the last dimension of the logits")
 UNDERFLOW = ("softmax followed by log underflows: a probability below about 1e-45 becomes 0 in "
-             "float32, and log(0) = -inf; use log_softmax, which never forms the tiny "
+             "float32 (below about 1e-308 in float64, so converting first only moves the "
+             "limit), and log(0) = -inf; use log_softmax, which never forms the tiny "
              "probability")
 OVERFLOW = ("the log of a sum of exponentials was computed without subtracting the maximum: "
             "exp of a logit in the hundreds overflows to inf; use log_softmax (or "
@@ -534,6 +596,9 @@ PER_POSITION = ("per-position log-probabilities were returned: sum them over the
                 "(dim=1)")
 ONE_NUMBER = ("everything was summed to one number: keep one per sentence (sum over dim=1 "
               "only)")
+CLAMPED = ("the probabilities were clamped (or an epsilon added) before the log: a probability "
+           "below the clamp is scored as the clamp, so a model sure of a wrong token scores far "
+           "too high; use log_softmax, which needs no clamp")
 
 
 def reference_log_prob(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -580,6 +645,45 @@ def large_diagnoses(out: torch.Tensor) -> dict[str, Callable[[], bool]]:
     }
 
 
+def clamp_diagnosis(out: torch.Tensor, wanted: torch.Tensor) -> dict[str, Callable[[], bool]]:
+    """A clamped log(softmax): sentences sure of a wrong token (kind 1) score finite but far
+    too high; the others are right."""
+    def clamped() -> bool:
+        got = out.detach().double().reshape(-1)
+        if got.shape != wanted.shape or not torch.isfinite(got).all():
+            return False
+        kind = torch.arange(len(got)) % 4
+        off = (got - wanted).abs() > 1e-2
+        return bool(off.any() and (off == (kind == 1)).all()
+                    and (got[off] > wanted[off]).all())
+    return {CLAMPED: clamped}
+
+
+def large_cases(tokens: torch.Tensor, gaps: tuple[float, float], offset: float,
+                check: SelfCheck, sequence_log_prob: Callable, what: str,
+                reference: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
+    """Logits with a gap of gaps[0] (exp(gap/2) overflows float32) and of gaps[1] (the wrong
+    token's probability underflows even float64), each checked against ``reference``."""
+    for gap in gaps:
+        extreme = extreme_logits(tokens, gap=gap, offset=offset)
+        got = torch.as_tensor(check.call(sequence_log_prob, extreme, tokens)).detach()
+        wanted = reference(extreme, tokens)
+        check.close(got, wanted, what.format(half=gap / 2, offset=offset), atol=1e-2,
+                    rtol=1e-5, dims=("sentence",),
+                    diagnoses={**large_diagnoses(got), **clamp_diagnosis(got, wanted)})
+
+
+def expect_bfloat16(check: SelfCheck, sequence_log_prob: Callable, logits: torch.Tensor,
+                    tokens: torch.Tensor) -> None:
+    """bfloat16 logits give a bfloat16 result (a float32 one-hot or table would promote it)."""
+    out = check.call(sequence_log_prob, logits.bfloat16(), tokens)
+    got = getattr(out, "dtype", None)
+    check.expect(got == torch.bfloat16, "sequence_log_prob with bfloat16 logits returns "
+                 "bfloat16", expected="a bfloat16 result", got=str(got).removeprefix("torch."),
+                 likely="a tensor made inside (a float one-hot, a table of zeros) has a fixed "
+                        "dtype and promoted the result: make it with dtype=logits.dtype")
+
+
 def check_sequence_log_prob(sequence_log_prob: Callable[[torch.Tensor, torch.Tensor],
                                                         torch.Tensor]) -> None:
     """One number per sentence; uniform logits, a confident model, agreement with
@@ -612,6 +716,9 @@ def check_sequence_log_prob(sequence_log_prob: Callable[[torch.Tensor, torch.Ten
                     "predicts it) or logits[:, t] were paired with tokens[:, t]; logits[:, t] "
                     "predicts tokens[:, t + 1], so score tokens 1..T−1 with logits 0..T−2":
                         abs(value - T * per_token) < 1e-4,
+                    f"that is T − 2 = {T - 2} terms, one too few: token 1 must be scored too "
+                    "(logits[:, 0] predicts it); score tokens 1..T−1 with logits 0..T−2":
+                        abs(value - (T - 2) * per_token) < 1e-4,
                     "that is the mean over the positions; the log-probability of a sentence is "
                     "the sum": abs(value - per_token) < 1e-4,
                     "probabilities were summed, not log-probabilities":
@@ -644,16 +751,15 @@ def check_sequence_log_prob(sequence_log_prob: Callable[[torch.Tensor, torch.Ten
 
     check.clause("large")
     many = torch.randint(V, (4, T), generator=generator)
-    extreme = extreme_logits(many, gap=200.0, offset=1000.0)
-    wrong = torch.as_tensor(check.call(sequence_log_prob, extreme, many)).detach()
-    check.close(wrong, reference_log_prob(extreme, many), "logits of ±100 and around ±1000 "
-                "(sentence 0: a model sure of every right token, sentence 1: sure of wrong "
-                "ones, sentences 2 and 3: ordinary logits shifted by ±1000) give exact, "
-                "finite scores", atol=1e-2, dims=("sentence",),
-                diagnoses=large_diagnoses(wrong))
+    large_cases(many, (200.0, 2000.0), 1000.0, check, sequence_log_prob,
+                "logits of ±{half:.0f} and around ±{offset:.0f} (sentence 0: a model sure of "
+                "every right token, sentence 1: sure of wrong ones, sentences 2 and 3: ordinary "
+                "logits shifted by ±{offset:.0f}) give exact, finite scores",
+                reference_log_prob)
 
     check.clause("dtype")
     check.dtype_follows(sequence_log_prob, logits, tokens, what="sequence_log_prob")
+    expect_bfloat16(check, sequence_log_prob, logits, tokens)
     check.clause("device")
     check.device_follows(sequence_log_prob, logits, tokens, what="sequence_log_prob")
     check.passed()

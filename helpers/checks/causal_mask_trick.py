@@ -29,6 +29,12 @@ DIVIDED_BY_T = "the running sum was divided by T instead of by t + 1 (the number
 DIVIDED_BY_SMALL_T = ("row t was divided by t, one less than the number of rows it adds up: "
                       "rows 0..t are t + 1 rows (positions count from 0)")
 RUNNING_SUMS = "running sums, not means: divide row t by t + 1"
+NO_KEEPDIM = ("W.sum(1) without keepdim=True: the (T,) vector of row sums divides the columns "
+              "of W, not its rows; keep it a (T, 1) column")
+ALL_CHANNELS = (".mean() without dim averaged the channels too: every channel of a row holds "
+                "the same number; average over the positions only")
+NOT_A_LOOP = ("no loop over the positions: this exercise asks for the slow, direct version "
+              "(Exercise 2 is the fast one)")
 MATRIX_PRODUCTS = ("matmul", "__matmul__", "__rmatmul__", "bmm", "mm", "einsum", "tensordot")
 
 
@@ -45,6 +51,7 @@ def running_mean_signatures(x: torch.Tensor, out: torch.Tensor
     mean = x.mean(dim=1)
     total = [x[:, : t + 1].sum(dim=1) for t in range(T)]
     nan = torch.full_like(x[:, 0], float("nan"))
+    by_position = sum(x[:, s] / (s + 1) for s in range(T))
 
     def rows(*pairs: tuple[int, torch.Tensor]) -> Callable[[], bool]:
         return lambda: out.shape == x.shape and all(_same(out[:, t], want) for t, want in pairs)
@@ -69,8 +76,10 @@ def running_mean_signatures(x: torch.Tensor, out: torch.Tensor
         "the triangle is the wrong way round: row t averages the future rows t..T-1":
             rows((0, mean), (T - 1, x[:, -1])),
         "the weight matrix was transposed (W.T @ x instead of W @ x)":
-            rows((T - 1, x[:, -1] / T),
-                 (0, sum(x[:, s] / (s + 1) for s in range(T)))),
+            rows((T - 1, x[:, -1] / T), (0, by_position)),
+        NO_KEEPDIM: rows((0, x[:, 0]), (T - 1, by_position)),
+        ALL_CHANNELS: rows((0, x[:, 0].mean(dim=-1, keepdim=True).expand_as(x[:, 0])),
+                           (T - 1, x.mean(dim=(1, 2)).unsqueeze(-1).expand_as(x[:, 0]))),
     }
 
 
@@ -127,13 +136,19 @@ def _check_running_mean(name: str, running_mean: TensorFn, *, matmul: bool) -> N
 
     check.clause("dtype")
     check.dtype_follows(running_mean, x, what=f"{name}(x)")
-    if matmul:
-        check.clause("device")
-        check.device_follows(running_mean, x, what=f"{name}(x)")
-        check.rule("one_product")
-        seen = [check.call_observed(running_mean, torch.randn(*shape, generator=generator))[1]
-                for shape in ((2, 3, 4), (3, 9, 4))]
-        counts = [sum(s.calls.values()) for s in seen]
+    check.clause("device")
+    check.device_follows(running_mean, x, what=f"{name}(x)")
+    check.rule("one_product" if matmul else "loops")
+    # the loop's long input differs in T alone: a loop over the sequences does not pass
+    seen = [check.call_observed(running_mean, torch.randn(*shape, generator=generator))[1]
+            for shape in ((2, 3, 4), (3, 9, 4) if matmul else (2, 9, 4))]
+    counts = [sum(s.calls.values()) for s in seen]
+    if not matmul:
+        check.expect(counts[1] > counts[0], "the number of PyTorch operations grows with T "
+                     "(a Python loop over the positions)", expected="more operations for x "
+                     "of shape (2, 9, 4) than for (2, 3, 4)",
+                     got=f"{counts[1]} operations against {counts[0]}", likely=NOT_A_LOOP)
+    else:
         check.expect(counts[0] == counts[1], "the number of PyTorch operations does not grow "
                      "with B and T (no Python loop)", expected="as many operations for x of "
                      "shape (3, 9, 4) as for (2, 3, 4)",
@@ -166,6 +181,9 @@ MASK_ADDS_AXIS = ("the mask has an extra leading axis, (1, T, T), which broadcas
                   "scores without a batch axis: build it as (T, T)")
 OVERFLOW = ("exp of scores in the hundreds overflows to inf (inf/inf = nan): subtract each "
             "row's maximum first, as torch.softmax does")
+FINITE_FILL = ("the future was filled with a finite number (like -100) instead of -inf: its "
+               "weight e^-100 is tiny but not 0, and where the allowed scores lie below that "
+               "number the future takes all the weight")
 MAX_WITH_FUTURE = ("the maximum was taken over every key, the future included: when a future "
                    "score is far above the allowed ones, their exponentials underflow to 0 "
                    "(0/0 = nan); mask the future first, then take the softmax")
@@ -226,7 +244,7 @@ def _causal_signatures(scores: torch.Tensor, w: torch.Tensor) -> dict[str, Calla
         "becomes nan": lambda: rows_nan is not None and bool(rows_nan[0])
         and not bool(rows_nan[1:].any()),
         "the softmax runs over the queries (dim=-2; dim=1 of a (B, T, T) tensor), not over the "
-        "keys (dim=-1)": lambda: w.shape == scores.shape and scores.dim() > 2 and bool(
+        "keys (dim=-1)": lambda: w.shape == scores.shape and bool(
             torch.allclose(w.sum(-2), torch.ones(w.shape[:-2] + (T,)), atol=1e-5)),
         "the exponentials were not normalised: divide them by their sum over the keys":
             lambda: _same(w, torch.exp(scores) * lower),
@@ -239,6 +257,29 @@ def large_scores(generator: torch.Generator, B: int = 2, T: int = 5) -> torch.Te
     """Scores in the hundreds, far apart: exp of them overflows in float32, and a future
     score often lies hundreds above the allowed ones."""
     return 150 + 150 * torch.randn(B, T, T, generator=generator)
+
+
+def falling_scores(generator: torch.Generator, B: int = 2, T: int = 5) -> torch.Tensor:
+    """Scores in the hundreds where every allowed score lies about 300 below the future ones:
+    a future filled with a finite number like -100 would take all the weight."""
+    allowed = torch.ones(T, T, dtype=torch.bool).tril()
+    return 50 * torch.randn(B, T, T, generator=generator) - 300 * allowed
+
+
+def future_leak(check: SelfCheck, weights_fn: TensorFn, scores: torch.Tensor) -> None:
+    """The future's weights are exactly 0, not merely small (computed in float64, where
+    e^-100 is far from the smallest number there is)."""
+    T = scores.shape[-1]
+    w = check.tensor(check.call(weights_fn, scores.double()),
+                     f"causal_attention_weights(float64 scores of shape {tuple(scores.shape)})")
+    future = torch.ones(T, T, dtype=torch.bool).triu(1).expand(scores.shape)
+    if w.shape != scores.shape:
+        check.shape(w, tuple(scores.shape), "the weights for float64 scores")
+    leaked = w.detach().double().masked_select(future).abs().max().item()
+    check.expect(leaked == 0.0, "the future gets weight exactly 0, not merely a small one",
+                 expected="0.0 wherever the key comes after the query",
+                 got=f"weights up to {leaked:.3g} on future keys",
+                 diagnoses={FINITE_FILL: 0.0 < leaked < 1e-3})
 
 
 def check_causal_attention_weights(causal_attention_weights: TensorFn) -> None:
@@ -281,13 +322,15 @@ def check_causal_attention_weights(causal_attention_weights: TensorFn) -> None:
                             [1 / 4, 1 / 4, 1 / 4, 1 / 4]])
     check.close(zeros, uniform, "all-zero scores give the running-mean weights 1/(t+1)",
                 dims=("query", "key"))
+    future_leak(check, causal_attention_weights, cases[1][0])
 
     check.clause("large")
-    big = large_scores(generator)
-    w = check.tensor(check.call(causal_attention_weights, big),
-                     "causal_attention_weights(scores in the hundreds)")
-    check.close(w, row_softmaxes(big, big.shape[-1]), "weights for scores in the hundreds",
-                mistakes=large_mistakes(big), dims=("batch", "query", "key"))
+    for big, what in ((large_scores(generator), "scores in the hundreds"),
+                      (falling_scores(generator), "allowed scores far below the future ones")):
+        w = check.tensor(check.call(causal_attention_weights, big),
+                         f"causal_attention_weights({what})")
+        check.close(w, row_softmaxes(big, big.shape[-1]), f"weights for {what}",
+                    mistakes=large_mistakes(big), dims=("batch", "query", "key"))
 
     check.clause("dtype")
     check.dtype_follows(causal_attention_weights, cases[1][0], what="causal_attention_weights")
@@ -304,9 +347,24 @@ FIXED_LENGTH = ("the head works for T = 6 but not for this T: the mask has a fix
                 "it for the T of the input")
 NO_MASK = "no causal mask: every token reads the future too"
 WRONG_TRIANGLE = "the mask is on the wrong triangle: tokens read the future, not the past"
+ZERO_FILL = ("the future scores were set to 0 instead of -inf: e^0 = 1 still gives the future "
+             "weight (your causal_attention_weights gets this right)")
+QUERY_AXIS = ("the softmax runs over the queries (dim=-2, which is dim=1 of (B, T, T) scores), "
+              "not over the keys (dim=-1)")
+BATCH_TRANSPOSED = ("k.T of a (B, T, head_size) tensor reverses all three axes, so it moves the "
+                    "batch axis too: transpose only the last two axes, k.transpose(-2, -1)")
+BATCH_SWAPPED = ("k.transpose(0, 1) of a (B, T, head_size) tensor swaps the batch and time axes, "
+                 "so it moves the batch axis: transpose the last two, k.transpose(-2, -1)")
 WEIGHTS_ON_X = "the weights were applied to x instead of the values v = value(x)"
+RANDOM_OUTPUT = ("the output changes from one call to the next: dropout (or another random "
+                 "step) in forward; the head's formula has none")
+RESEEDED = ("the starting weights do not depend on the global seed: torch.manual_seed (or a "
+            "generator of its own) inside __init__ gives every head the same start")
+ZEROED = ("the weights were set to zeros (nn.init.zeros_): with zero queries and keys every "
+          "score is 0, every row of weights a plain running mean, and no gradient reaches them")
 DETACHED = ("a projection was cut off from the gradient (.detach(), torch.no_grad() or "
             ".data): training could never change its weights")
+NAMES = ("key", "query", "value")
 
 
 def _make_head(check: SelfCheck, head_class: type[nn.Module], n_embd: int,
@@ -319,7 +377,7 @@ def _make_head(check: SelfCheck, head_class: type[nn.Module], n_embd: int,
 
 def check_members(check: SelfCheck, head: nn.Module, n_embd: int, head_size: int) -> None:
     """key, query and value: nn.Linear(n_embd, head_size, bias=False)."""
-    for name in ("key", "query", "value"):
+    for name in NAMES:
         layer = getattr(head, name, None)
         check.expect(isinstance(layer, nn.Linear), f"member `{name}` is an nn.Linear",
                      expected=f"self.{name} = nn.Linear(n_embd, head_size, bias=False)",
@@ -337,10 +395,44 @@ def check_members(check: SelfCheck, head: nn.Module, n_embd: int, head_size: int
                  expected=f"{3 * n_embd * head_size} parameters", got=f"{n_params} parameters")
 
 
+def check_init(check: SelfCheck, head_class: type[nn.Module], seeds: tuple[int, int],
+               n_embd: int = 48, head_size: int = 16) -> None:
+    """nn.Linear's own start (uniform in ±1/sqrt(n_embd)), drawn from the global generator:
+    the same seed gives the same head, two seeds two different heads."""
+    first, again, other = (check.call_seeded(seed, head_class, n_embd, head_size)
+                           for seed in (seeds[0], seeds[0], seeds[1]))
+
+    def weights(head: nn.Module) -> torch.Tensor:
+        return torch.cat([getattr(head, name).weight.detach().double().flatten()
+                          for name in NAMES])
+
+    check.expect(torch.equal(weights(first), weights(again)), "the same seed gives the same "
+                 "starting weights (they are drawn from PyTorch's global generator)",
+                 expected="equal weights for torch.manual_seed(s) before each",
+                 got="different weights")
+    check.expect(not torch.equal(weights(first), weights(other)), "two seeds give two "
+                 "different heads", expected="different weights for two seeds",
+                 got="the same weights", likely=RESEEDED)
+    bound = 1 / math.sqrt(n_embd)
+    for name in NAMES:
+        w = getattr(other, name).weight.detach().double()
+        largest, std = w.abs().max().item(), w.std().item()
+        check.expect(largest <= bound + 1e-6 and std > 0.75 * bound / math.sqrt(3),
+                     f"`{name}` starts as nn.Linear makes it (uniform in ±1/sqrt(n_embd))",
+                     expected=f"weights spread evenly over ±{bound:.3f} (std about "
+                              f"{bound / math.sqrt(3):.3f})",
+                     got=f"largest |weight| {largest:.3g}, std {std:.3g}",
+                     diagnoses={ZEROED: largest == 0.0})
+
+
 def head_reference(head: nn.Module, x: torch.Tensor, scale: float | None = None,
                    causal: bool = True, swap: bool = False, upper: bool = False,
-                   values_from_x: bool = False) -> torch.Tensor:
-    """The head's output computed from its own projections (float64), right or wrong."""
+                   values_from_x: bool = False, fill: float = float("-inf"), dim: int = -1,
+                   keys: str = "right") -> torch.Tensor:
+    """The head's output computed from its own projections (float64), right or wrong.
+
+    ``keys``: "right" transposes the last two axes of k; "T" reverses all of them (k.T),
+    "01" swaps the first two (k.transpose(0, 1)); both only run for x of shape (n, n, n)."""
     with torch.no_grad():
         q, k, v = (getattr(head, n)(x).double() for n in ("query", "key", "value"))
     if values_from_x:
@@ -349,27 +441,49 @@ def head_reference(head: nn.Module, x: torch.Tensor, scale: float | None = None,
         q, k = k, q
     T = x.shape[1]
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    scores = q @ k.transpose(-2, -1) * scale
+    k_t = {"right": k.transpose(-2, -1), "T": k.permute(2, 1, 0),
+           "01": k.transpose(0, 1)}[keys]
+    scores = q @ k_t * scale
     if causal:
         allowed = torch.ones(T, T, dtype=torch.bool).tril()
-        scores = scores.masked_fill(~(allowed.T if upper else allowed), float("-inf"))
-    return torch.softmax(scores, dim=-1) @ v
+        scores = scores.masked_fill(~(allowed.T if upper else allowed), fill)
+    return torch.softmax(scores, dim=dim) @ v
+
+
+def check_batch_axis(check: SelfCheck, head: nn.Module, x: torch.Tensor) -> None:
+    """For a square ``x`` (n, n, n) and a head from n to n features, an answer that transposes
+    the wrong axes of k still runs: its output then names the mistake."""
+    with torch.no_grad():
+        out = check.tensor(check.call(head, x), f"head(x) for x of shape {tuple(x.shape)}")
+    for keys, message in (("T", BATCH_TRANSPOSED), ("01", BATCH_SWAPPED)):
+        wrong = out.shape == x.shape and _same(out, head_reference(head, x, keys=keys))
+        check.expect(not wrong, "k is transposed over its last two axes only (position and "
+                     "channel), never over the batch axis", expected="k.transpose(-2, -1)",
+                     got=f"{'k.T' if keys == 'T' else 'k.transpose(0, 1)'} (the output matches "
+                     "it exactly)", likely=message)
 
 
 def check_causality(check: SelfCheck, head: nn.Module, x: torch.Tensor, split: int) -> None:
     """Changing the tokens from ``split`` on leaves the outputs before it as they were."""
+    # both calls under one seed: a head that draws random numbers (dropout) is then told
+    # so by the values check, not blamed for reading the future
     with torch.no_grad():
-        out = check.tensor(check.call(head, x), f"head(x) for x of shape {tuple(x.shape)}")
+        out = check.tensor(check.call_seeded(17, head, x),
+                           f"head(x) for x of shape {tuple(x.shape)}")
         changed = x.clone()
         changed[:, split:] += 3.0
-        out_changed = check.tensor(check.call(head, changed), "head(x) with later tokens changed")
+        out_changed = check.tensor(check.call_seeded(17, head, changed),
+                                   "head(x) with later tokens changed")
     if out.shape != out_changed.shape or out.shape[:2] != x.shape[:2]:
         check.shape(out, tuple(x.shape[:2]) + (out.shape[-1],), "head(x)")
     check.close(out_changed[:, :split], out[:, :split],
                 f"changing the tokens from position {split} on does not change the outputs "
                 "before it", dims=("batch", "position", "channel"), diagnoses={
                     NO_MASK: lambda: _same(out, head_reference(head, x, causal=False)),
-                    WRONG_TRIANGLE: lambda: _same(out, head_reference(head, x, upper=True))})
+                    WRONG_TRIANGLE: lambda: _same(out, head_reference(head, x, upper=True)),
+                    ZERO_FILL: lambda: _same(out, head_reference(head, x, fill=0.0)),
+                    QUERY_AXIS: lambda: _same(out, head_reference(head, x, dim=-2)),
+                })
 
 
 def value_mistakes(head: nn.Module, x: torch.Tensor, n_embd: int,
@@ -392,8 +506,50 @@ def value_mistakes(head: nn.Module, x: torch.Tensor, n_embd: int,
     return mistakes
 
 
+def close_head(check: SelfCheck, out: torch.Tensor, expected: torch.Tensor, what: str, *,
+               mistakes: dict[str, torch.Tensor] | None = None, likely: str | None = None,
+               diagnoses: dict[str, Callable[[], bool]] | None = None,
+               atol: float = 1e-5) -> None:
+    """Compare two (B, T, head_size) outputs channel by channel: the numbers shown run along
+    the positions (position 0 reads only itself, so it is the same in most wrong answers)."""
+    def along(t: torch.Tensor) -> torch.Tensor:
+        return t.transpose(-2, -1)
+
+    check.close(along(out), along(expected), f"{what} (shown channel by channel, along the "
+                "positions)", mistakes={k: along(v) for k, v in (mistakes or {}).items()},
+                likely=likely, diagnoses=diagnoses, atol=atol,
+                dims=("batch", "channel", "position"))
+
+
+def random_output(check: SelfCheck, head: nn.Module, x: torch.Tensor) -> Callable[[], bool]:
+    """A diagnosis: two calls under two seeds give two different outputs."""
+    def differs() -> bool:
+        with torch.no_grad():
+            first, second = (check.call_seeded(seed, head, x) for seed in (1, 2))
+        return isinstance(first, torch.Tensor) and not _same(first, second)
+    return differs
+
+
+def check_gradients(check: SelfCheck, head: nn.Module, x: torch.Tensor) -> None:
+    """In training mode, a loss of the output sends a gradient to all three projections."""
+    head.train()
+    head.zero_grad()
+    out = check.tensor(check.call(head, x), "head(x) in training mode")
+    check.expect(out.requires_grad, "in training mode the output carries a gradient",
+                 expected="an output with requires_grad=True", got="an output without one",
+                 likely=DETACHED)
+    check.backward(out.pow(2), "head(x)")
+    for name in NAMES:
+        grad = getattr(head, name).weight.grad
+        check.expect(grad is not None and bool(grad.abs().sum() > 0),
+                     f"the gradient reaches {name}.weight", expected="a nonzero gradient",
+                     got="no gradient" if grad is None else "a zero gradient",
+                     likely=DETACHED if grad is None else None)
+
+
 def check_CausalSelfAttentionHead(head_class: type[nn.Module]) -> None:  # noqa: N802
-    """Members, causality, values for several sizes and lengths, and gradients."""
+    """Members, initialisation, causality, values for several sizes and lengths, device and
+    gradients."""
     check = SelfCheck("CausalSelfAttentionHead")
     generator = torch.Generator().manual_seed(61)
 
@@ -401,23 +557,29 @@ def check_CausalSelfAttentionHead(head_class: type[nn.Module]) -> None:  # noqa:
     head = _make_head(check, head_class, 12, 4, seed=0)
     check_members(check, head, 12, 4)
 
+    check.clause("init")
+    check_init(check, head_class, seeds=(5, 6))
+
     check.clause("causal")
-    square = _make_head(check, head_class, 8, 8, seed=1)
-    check_causality(check, square, torch.randn(2, 6, 8, generator=generator), split=3)
+    square = _make_head(check, head_class, 6, 6, seed=1)
+    check_batch_axis(check, square, torch.randn(6, 6, 6, generator=generator))
+    check_causality(check, square, torch.randn(2, 6, 6, generator=generator), split=3)
 
     check.clause("values")
-    for B in (3, 1):
-        x = torch.randn(B, 6, 8, generator=generator)
+    for shape in ((3, 6, 6), (1, 6, 6)):
+        x = torch.randn(*shape, generator=generator)
+        B = shape[0]
         with torch.no_grad():
             out = check.tensor(check.call(square, x), f"head(x) for x of shape {tuple(x.shape)}")
-        check.shape(out, (B, 6, 8), f"head(x) for x of shape {tuple(x.shape)}")
-        check.close(out, head_reference(square, x), "matches causal softmax(q k^T / "
-                    "sqrt(head_size)) v with your own projections",
-                    mistakes=value_mistakes(square, x, 8, 8), dims=("batch", "position", "channel"))
+        check.shape(out, (B, 6, 6), f"head(x) for x of shape {tuple(x.shape)}")
+        close_head(check, out, head_reference(square, x), "head(x) matches causal "
+                   "softmax(q k^T / sqrt(head_size)) v with your own projections",
+                   mistakes=value_mistakes(square, x, 6, 6),
+                   diagnoses={RANDOM_OUTPUT: random_output(check, square, x)})
 
     check.clause("length")
     for T in (1, 20):
-        longer = torch.randn(2, T, 8, generator=generator)
+        longer = torch.randn(2, T, 6, generator=generator)
         try:
             with torch.no_grad():
                 got = square(longer)
@@ -428,10 +590,10 @@ def check_CausalSelfAttentionHead(head_class: type[nn.Module]) -> None:  # noqa:
                          expected="a result", got=f"{type(error).__name__}: {error}"[:300],
                          likely=FIXED_LENGTH)
         got = check.tensor(got, f"head(x) for a sequence of length {T}")
-        check.shape(got, (2, T, 8), f"head(x) for a sequence of length {T}",
+        check.shape(got, (2, T, 6), f"head(x) for a sequence of length {T}",
                     likely=FIXED_LENGTH if tuple(got.shape)[:2] != (2, T) else None)
-        check.close(got, head_reference(square, longer),
-                    f"head(x) for a sequence of length {T}", likely=FIXED_LENGTH)
+        close_head(check, got, head_reference(square, longer),
+                   f"head(x) for a sequence of length {T}", likely=FIXED_LENGTH)
 
     check.clause("arguments")
     for n_embd, head_size in ((12, 4), (6, 10)):
@@ -443,23 +605,14 @@ def check_CausalSelfAttentionHead(head_class: type[nn.Module]) -> None:  # noqa:
                                f"head_size={head_size}")
         check.shape(out, (2, 5, head_size), f"head(x) with n_embd={n_embd}, "
                     f"head_size={head_size}")
-        check.close(out, head_reference(other, x), f"head(x) with n_embd={n_embd}, "
-                    f"head_size={head_size}", mistakes=value_mistakes(other, x, n_embd,
-                                                                      head_size),
-                    dims=("batch", "position", "channel"))
+        close_head(check, out, head_reference(other, x), f"head(x) with n_embd={n_embd}, "
+                   f"head_size={head_size}",
+                   mistakes=value_mistakes(other, x, n_embd, head_size))
+
+    check.clause("device")
+    on_meta = _make_head(check, head_class, 8, 8, seed=3).to("meta")
+    check.device_follows(on_meta, torch.randn(2, 5, 8, generator=generator), what="head(x)")
 
     check.clause("gradients")
-    head.train()
-    head.zero_grad()
-    out = check.call(head, torch.randn(2, 5, 12, generator=generator))
-    check.expect(isinstance(out, torch.Tensor) and out.requires_grad,
-                 "in training mode the output carries a gradient",
-                 expected="an output with requires_grad=True", got="an output without one",
-                 likely=DETACHED)
-    out.pow(2).sum().backward()
-    for name in ("key", "query", "value"):
-        grad = getattr(head, name).weight.grad
-        check.expect(grad is not None and bool(grad.abs().sum() > 0),
-                     f"the gradient reaches {name}.weight", expected="a nonzero gradient",
-                     got="no gradient" if grad is None else "a zero gradient", likely=DETACHED)
+    check_gradients(check, head, torch.randn(2, 5, 12, generator=generator))
     check.passed()

@@ -377,7 +377,8 @@ class SelfCheck:
         """Call ``fn`` with every floating-point tensor argument in float64: each
         floating-point tensor it returns must be float64 too. Returns the result."""
         for dtype in (torch.float64, torch.float32):
-            convert = lambda t: t.to(dtype) if t.is_floating_point() else t  # noqa: E731
+            def convert(t: torch.Tensor, dtype: torch.dtype = dtype) -> torch.Tensor:
+                return t.to(dtype) if t.is_floating_point() else t
             out = self.call(fn, *_mapped(args, convert), **_mapped(kwargs, convert))
             name = str(dtype).removeprefix("torch.")
             wrong = [(path, t.dtype) for path, t in tensors_in(out, "result")

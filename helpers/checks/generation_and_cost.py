@@ -57,6 +57,13 @@ GENERATOR_IGNORED = ("two generators in the same state gave different samples un
 RESEEDS = ("without a generator, two global seeds gave the same samples: the function "
            "reseeds (torch.manual_seed inside) or draws from a generator of its own; with "
            "generator=None, torch.multinomial draws from the global generator: leave it be")
+SAME_FOR_ALL_SEEDS = ("generators seeded differently gave the same samples: the function "
+                      "reseeds the generator passed in (generator.manual_seed(...) inside) or "
+                      "draws from one of its own; draw from the generator as it is passed in")
+SEED_NOT_STATE = ("a generator that had already drawn numbers gave the samples of a fresh one "
+                  "with the same seed: every step of a generation loop would draw the same "
+                  "numbers; draw from the generator's current state "
+                  "(torch.multinomial(..., generator=generator)), not from its initial_seed()")
 NOT_GLOBAL = ("without a generator, the same global seed gave different samples: the "
               "function draws from somewhere else than PyTorch's global generator (a "
               "torch.seed() inside reseeds it from the clock)")
@@ -267,8 +274,8 @@ def check_bad_temperatures(check: SelfCheck, sample: Callable[..., torch.Tensor]
 
 def check_randomness(check: SelfCheck, sample: Callable[..., torch.Tensor],
                      logits: torch.Tensor, seeds: Sequence[int]) -> None:
-    """A generator alone decides the draws; without one, the global generator does, and it
-    is never reseeded. ``seeds``: four different seeds."""
+    """A generator alone decides the draws, from its current state; without one, the global
+    generator does; neither is ever reseeded. ``seeds``: four different seeds."""
     same, global_a, global_b, state = seeds
     what = f"sample_next_token(logits of shape {tuple(logits.shape)}"
     first = check.call_seeded(global_a, sample, logits, generator=_generator(state))
@@ -286,6 +293,21 @@ def check_randomness(check: SelfCheck, sample: Callable[..., torch.Tensor],
     check.expect(not torch.equal(torch.as_tensor(one), torch.as_tensor(other)),
                  f"{what}) without a generator: two global seeds give different tokens",
                  expected="different tokens", got="identical tokens", likely=RESEEDS)
+
+    def draw(seed: int, advanced: bool = False) -> torch.Tensor:
+        generator = _generator(seed)
+        if advanced:  # the state after some draws: the same seed, other numbers to come
+            torch.rand(17, generator=generator)
+        return torch.as_tensor(check.call(sample, logits, generator=generator))
+
+    fresh = draw(state)
+    check.expect(not torch.equal(fresh, draw(global_b)), f"{what}, generator=...): "
+                 "generators seeded differently give different tokens",
+                 expected="different tokens", got="identical tokens", likely=SAME_FOR_ALL_SEEDS)
+    check.expect(not torch.equal(fresh, draw(state, advanced=True)), f"{what}, generator=...): "
+                 "a generator that has already drawn numbers (as in a generation loop) gives "
+                 "other tokens than a fresh one with the same seed",
+                 expected="different tokens", got="identical tokens", likely=SEED_NOT_STATE)
 
 
 def check_sample_next_token(sample_next_token: Callable[..., torch.Tensor]) -> None:
@@ -497,6 +519,9 @@ MAX_STARTS_AT_ZERO = ("the running maximum started at 0 instead of -inf: for a r
 ONE_MAX_FOR_ALL = ("one maximum was taken over the whole tensor instead of one per row: rows "
                    "far below it underflow to 0 (0/0 = nan); keep the row's maximum with "
                    "amax(dim=-1, keepdim=True)")
+BLOCK_SIZE_UNUSED = ("block_size made no difference to the work done: go over the row in "
+                     "blocks of block_size (torch.softmax, or a loop with a block size of its "
+                     "own, does the same work whatever block_size is)")
 BLOCK_MAX_NOT_RUNNING = ("m was set to each block's own maximum instead of the running "
                          "maximum: when a block's values fall far below the earlier ones, "
                          "e^(m_old - m) overflows to inf (nan after the division); keep "
@@ -645,13 +670,31 @@ def check_online(check: SelfCheck, online: Callable[..., torch.Tensor],
     check.device_follows(online, x, 4, what="online_softmax(x, 4)")
 
 
+def check_blocks_used(check: SelfCheck, online: Callable[..., torch.Tensor],
+                      generator: torch.Generator, T: int = 24) -> None:
+    """The rule: the work done grows with the number of blocks (a function that ignores
+    block_size, or calls torch.softmax, does the same work for blocks of 1 and of T)."""
+    x = rising((3, T), generator)
+    _, whole = check.call_observed(online, x, T)
+    _, single = check.call_observed(online, x, 1)
+    work = (sum(whole.calls.values()), sum(single.calls.values()))
+    check.expect(work[1] > work[0], f"online_softmax(x of shape (3, {T}), block_size=1) does "
+                 f"more operations than with block_size={T} (one block): it goes over the row "
+                 "in blocks of block_size", expected="more operations for more blocks",
+                 got=f"{work[1]} operations for {T} blocks, {work[0]} for one block",
+                 likely=BLOCK_SIZE_UNUSED)
+
+
 def check_online_softmax(online_softmax: Callable[..., torch.Tensor]) -> None:
     """Equality with torch.softmax for many block sizes, partial blocks, falling and huge
     logits."""
     check = SelfCheck("online_softmax")
     check_online(check, online_softmax, torch.Generator().manual_seed(72),
                  values=(((2, 3, 12), 3), ((4, 10), 5), ((2, 8), 1), ((12,), 4)),
-                 blocks=(((2, 3, 10), 4), ((3, 10), 10), ((3, 7), 16), ((5, 9), 2)))
+                 blocks=(((2, 3, 10), 4), ((3, 10), 10), ((3, 7), 16), ((5, 9), 2),
+                         ((2, 150), 3)))
+    check.rule("one_pass")
+    check_blocks_used(check, online_softmax, torch.Generator().manual_seed(74))
     check.passed()
 
 
@@ -669,6 +712,11 @@ BLOCK_ZERO_FILL = "the future was masked with 0 instead of -inf"
 BLOCK_DROPPED = "the last, shorter block of keys was left out"
 DIVIDED_EACH_STEP = ("each block's contribution was divided by the running sum at that step; "
                      "later blocks change the sum, so divide once, at the end")
+SCORES_OVERFLOW = ("with scores in the hundreds the result is not finite: e^score overflows "
+                   "unless the running maximum is subtracted first, exp(scores - m')")
+BLOCK_TOO_BIG = ("a tensor larger than a block of scores was made: block_size was not used "
+                 "(a block size of your own), or the queries were cut into blocks instead of "
+                 "the keys; cut K and V into blocks of block_size along the Tk axis")
 FULL_MATRIX = ("a tensor with Tq × Tk entries was created: the full score matrix (or a full "
                "mask), which the blocks are meant to avoid")
 
@@ -760,12 +808,14 @@ Case = tuple[int, int, int, int, bool]  # (Tq, Tk, dv, block_size, causal)
 SHAPE_CASE: Case = (5, 8, 3, 4, False)
 VALUE_CASES: tuple[Case, ...] = ((10, 9, 5, 3, False), (6, 12, 4, 4, False),
                                  (4, 8, 6, 8, False))
+LARGE_CASES: tuple[Case, ...] = ((6, 12, 3, 4, False),)
 CAUSAL_CASES: tuple[Case, ...] = ((10, 10, 5, 5, True), (12, 12, 4, 4, True),
                                   (6, 8, 5, 4, True), (9, 6, 5, 3, True))
 BLOCK_CASES: tuple[Case, ...] = ((10, 7, 5, 3, False), (6, 13, 4, 4, False),
                                  (5, 5, 3, 1, False), (4, 9, 6, 16, False),
                                  (10, 10, 5, 3, True), (11, 11, 4, 4, True),
-                                 (9, 6, 5, 4, True))
+                                 (9, 6, 5, 4, True), (6, 150, 4, 8, False),
+                                 (20, 100, 3, 7, True))
 
 
 def _draw_qkv(generator: torch.Generator, batch: Sequence[int], Tq: int, Tk: int, d: int,
@@ -794,18 +844,22 @@ def check_block_shapes(check: SelfCheck, blockwise: Callable[..., torch.Tensor],
 
 def check_block_values(check: SelfCheck, blockwise: Callable[..., torch.Tensor],
                        generator: torch.Generator, cases: Sequence[Case],
-                       batch: Sequence[int] = (2, 3), d: int = 8) -> None:
+                       batch: Sequence[int] = (2, 3), d: int = 8, gain: float = 1.0) -> None:
     """out equals F.scaled_dot_product_attention(Q, K, V, is_causal=causal), or the message
-    names the mistake."""
+    names the mistake. ``gain`` multiplies Q and K: 10 makes scores in the hundreds."""
     for Tq, Tk, dv, block_size, causal in cases:
         Q, K, V = _draw_qkv(generator, batch, Tq, Tk, d, dv)
-        what = _what(Tq, Tk, block_size, causal)
+        Q, K = Q * gain, K * gain
+        what = _what(Tq, Tk, block_size, causal) + (" and scores in the hundreds"
+                                                     if gain > 1 else "")
         out = check.tensor(check.call(blockwise, Q, K, V, block_size, causal=causal), what)
         expected = F.scaled_dot_product_attention(Q.double(), K.double(), V.double(),
                                                   is_causal=causal)
         check.close(out, expected, f"{what} equals F.scaled_dot_product_attention(Q, K, V, "
                     f"is_causal={causal})", mistakes=_blockwise_mistakes(Q, K, V, block_size,
                                                                         causal),
+                    diagnoses={SCORES_OVERFLOW: lambda o=out: bool(gain > 1 and not
+                                                                    o.isfinite().all())},
                     dims=("batch",) * len(batch) + ("query", "channel"))
 
 
@@ -820,6 +874,8 @@ def check_blockwise_attention(blockwise_attention: Callable[..., torch.Tensor]) 
                           ("blocks", BLOCK_CASES)):
         check.clause(clause)
         check_block_values(check, blockwise_attention, generator, cases)
+        if clause == "values":
+            check_block_values(check, blockwise_attention, generator, LARGE_CASES, gain=10.0)
     Q, K, V = _draw_qkv(generator, (2,), 6, 9, 5, 3)
     check.clause("dtype")
     check.dtype_follows(blockwise_attention, Q, K, V, 4, causal=True,
@@ -828,12 +884,25 @@ def check_blockwise_attention(blockwise_attention: Callable[..., torch.Tensor]) 
     check.device_follows(blockwise_attention, Q, K, V, 4, causal=True,
                          what="blockwise_attention(Q, K, V, 4, causal=True)")
     check.rule("memory")
-    T, block_size = 256, 16
-    Q, K, V = _draw_qkv(generator, (1, 1), T, T, 8, 8)
-    for causal in (False, True):
-        _, seen = check.call_observed(blockwise_attention, Q, K, V, block_size, causal=causal)
-        check.expect(seen.largest < T * T, f"with T = {T} and block_size = {block_size} "
-                     f"(causal={causal}), no tensor of T × T = {T * T} entries is created",
-                     expected=f"every tensor smaller than {T * T} entries",
-                     got=f"a tensor of {seen.largest} entries", likely=FULL_MATRIX)
+    check_block_memory(check, blockwise_attention, generator)
     check.passed()
+
+
+def check_block_memory(check: SelfCheck, blockwise: Callable[..., torch.Tensor],
+                       generator: torch.Generator, Tq: int = 64, Tk: int = 256,
+                       block_size: int = 16, d: int = 8) -> None:
+    """No tensor of Tq × Tk entries; none larger than a block of scores (Tq × block_size)
+    or the inputs."""
+    Q, K, V = _draw_qkv(generator, (1, 1), Tq, Tk, d, d)
+    bound = max(Tq * block_size, Tk * d)
+    for causal in (False, True):
+        _, seen = check.call_observed(blockwise, Q, K, V, block_size, causal=causal)
+        where = f"with Tq = {Tq}, Tk = {Tk} and block_size = {block_size} (causal={causal})"
+        check.expect(seen.largest < Tq * Tk, f"{where}, no tensor of Tq × Tk = {Tq * Tk} "
+                     "entries is created", expected=f"every tensor smaller than {Tq * Tk} "
+                     "entries", got=f"a tensor of {seen.largest} entries", likely=FULL_MATRIX)
+        check.expect(seen.largest <= bound, f"{where}, no tensor is larger than a block of "
+                     f"scores (Tq × block_size = {Tq * block_size} entries) or K and V "
+                     f"({Tk * d} entries each)", expected=f"every tensor of at most {bound} "
+                     "entries", got=f"a tensor of {seen.largest} entries", likely=BLOCK_TOO_BIG)
+

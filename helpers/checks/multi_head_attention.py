@@ -54,6 +54,10 @@ SQUEEZED = ("an axis of size 1 was dropped (a .squeeze()?): with one head, heads
             "wide or a batch of one, the result still has four axes (B, H, T, d_head)")
 
 
+MERGE_SQUEEZED = ("an axis of size 1 was dropped (a .squeeze()?): a batch of one still comes "
+                  "back as (1, T, H * d_head)")
+
+
 def count_calls(check: SelfCheck, fn: Callable[..., torch.Tensor], *args: object) -> int:
     """How many torch functions one call of ``fn`` used."""
     _, seen = check.call_observed(fn, *args)
@@ -71,6 +75,28 @@ def check_no_loop(check: SelfCheck, fn: Callable[..., torch.Tensor], small: tupl
                  got=f"{few} and {many} operations",
                  likely="a Python loop (or comprehension) over heads or positions: one view "
                         "or reshape and one transpose do it for all of them at once")
+
+
+CUT_OFF = ("the result was cut off from x: a .detach(), torch.no_grad() or a round trip "
+           "through NumPy; view, reshape and transpose keep the link to x")
+
+
+def check_differentiable(check: SelfCheck, fn: Callable[..., torch.Tensor], x: torch.Tensor,
+                         *args: object, what: str) -> None:
+    """The rule "differentiable": the result is connected to x, and each number's gradient
+    goes back to the entry of x it came from."""
+    check.rule("differentiable")
+    leaf = x.detach().clone().requires_grad_()
+    out = check.tensor(check.call(fn, leaf, *args), what)
+    check.expect(out.requires_grad, f"{what} stays connected to x (a gradient can flow back "
+                 "through it)", expected="a result with requires_grad=True for an x that "
+                 "requires a gradient", got="a result cut off from x", likely=CUT_OFF)
+    check.backward(out, what)
+    check.expect(leaf.grad is not None and bool((leaf.grad == 1).all()), "the gradient of "
+                 "out.sum() is 1 for every entry of x (every number only moved)",
+                 expected="a gradient of ones", got="no gradient" if leaf.grad is None
+                 else f"{int((leaf.grad != 1).sum())} entries other than 1",
+                 diagnoses={CUT_OFF: leaf.grad is None or bool((leaf.grad == 0).all())})
 
 
 def check_split_heads(split_heads: Callable[..., torch.Tensor]) -> None:
@@ -125,8 +151,12 @@ def check_split_heads(split_heads: Callable[..., torch.Tensor]) -> None:
                     f"batch of {batch}: every number at its own head, position and channel",
                     dims=("batch", "head", "position", "channel"))
 
+    check.clause("dtype")
+    check.dtype_follows(split_heads, x, H, what=f"split_heads(x, {H})")
+
     check_no_loop(check, split_heads, (torch.zeros(2, 3, 12), 2), (torch.zeros(2, 7, 12), 6),
                   "2 heads and 3 positions as for 6 heads and 7 positions")
+    check_differentiable(check, split_heads, x, H, what=f"split_heads(x, {H})")
     check.passed()
 
 
@@ -144,8 +174,12 @@ def check_merge_heads(merge_heads: Callable[..., torch.Tensor]) -> None:
                  expected=f"shape {(B, T, H * dh)}", got=f"shape {tuple(out.shape)}",
                  diagnoses={"the time axis was moved back but the last two axes were not joined "
                             "into one": tuple(out.shape) == (B, T, H, dh)})
-    single = check.call(merge_heads, heads[:, :1])
-    check.shape(single, (B, T, dh), "merge_heads of a tensor with one head")
+    for batch in (B, 1):
+        single = check.tensor(check.call(merge_heads, heads[:batch, :1]), "merge_heads(x)")
+        check.expect(tuple(single.shape) == (batch, T, dh), f"merge_heads of one head, a batch "
+                     f"of {batch}, has shape {(batch, T, dh)}", expected=f"shape {(batch, T, dh)}",
+                     got=f"shape {tuple(single.shape)}",
+                     diagnoses={MERGE_SQUEEZED: single.dim() < 3})
 
     check.clause("values")
     wanted = _coded(B, T, H * dh)
@@ -164,8 +198,12 @@ def check_merge_heads(merge_heads: Callable[..., torch.Tensor]) -> None:
                 "merge_heads of a non-contiguous tensor (a transposed view)",
                 dims=("batch", "position", "channel"))
 
+    check.clause("dtype")
+    check.dtype_follows(merge_heads, heads, what="merge_heads(x)")
+
     check_no_loop(check, merge_heads, (torch.zeros(2, 2, 3, 6),), (torch.zeros(2, 6, 7, 2),),
                   "2 heads and 3 positions as for 6 heads and 7 positions")
+    check_differentiable(check, merge_heads, heads, what="merge_heads(x)")
     check.passed()
 
 
@@ -227,7 +265,8 @@ def builtin_twin(layer: nn.Module, d_model: int, n_heads: int) -> nn.MultiheadAt
     ``in_proj_weight`` packs W_Q, W_K, W_V on top of each other: shape (3 d_model, d_model).
     """
     with torch.random.fork_rng(devices=[]):  # its initial weights are overwritten anyway
-        twin = nn.MultiheadAttention(d_model, n_heads, bias=True, batch_first=True)
+        twin = nn.MultiheadAttention(d_model, n_heads, bias=True, batch_first=True,
+                                     dtype=layer.to_queries.weight.dtype)
     with torch.no_grad():
         twin.in_proj_weight.copy_(torch.cat([layer.to_queries.weight, layer.to_keys.weight,
                                              layer.to_values.weight], dim=0))
@@ -294,6 +333,98 @@ def _mask_mistakes(twin: nn.MultiheadAttention, x: torch.Tensor, mask: torch.Ten
     return mistakes, diagnoses
 
 
+RESEEDED = ("the class reseeds PyTorch's generator (a torch.manual_seed inside __init__?): "
+            "every layer would start the same; leave seeding to the caller")
+ZEROED = ("the maps were set to zeros (or one constant): keep nn.Linear's own random start, "
+          "or every head computes the same thing")
+OVERFLOW = ("exp of scores in the hundreds overflows to inf (inf / inf = nan): subtract each "
+            "row's largest score before exp, or use torch.softmax")
+MAX_OVER_MASKED = ("the row's largest score was taken over the forbidden keys too: when a "
+                   "forbidden score is hundreds above the allowed ones, exp underflows to 0 for "
+                   "every allowed key; fill the forbidden scores with -inf first, then take "
+                   "the softmax")
+FLOAT32_INSIDE = ("part of the computation ran in float32 (a `.float()`, or a tensor made "
+                  "with the default dtype): make new tensors with dtype=x.dtype, or torch.*_like")
+
+
+def check_init(check: SelfCheck, attention_cls: type[nn.Module], seeds: tuple[int, int],
+               d_model: int, n_heads: int) -> None:
+    """nn.Linear's own start (uniform in ±1/sqrt(d_model)), drawn from the global generator:
+    the same seed gives the same layer, two seeds two different layers."""
+    first, again, other = (check.call_seeded(seed, attention_cls, d_model, n_heads)
+                           for seed in (seeds[0], seeds[0], seeds[1]))
+    check_members(check, other, d_model, n_heads)
+
+    def flat(layer: nn.Module) -> torch.Tensor:
+        return torch.cat([p.detach().double().flatten() for p in layer.parameters()])
+
+    check.expect(flat(first).shape == flat(again).shape
+                 and torch.equal(flat(first), flat(again)), "the same seed gives the same "
+                 "starting weights (drawn from PyTorch's global generator)",
+                 expected="equal weights for torch.manual_seed(s) before each",
+                 got="different weights")
+    check.expect(not torch.equal(flat(first), flat(other)), "two seeds give two different "
+                 "layers", expected="different weights for two seeds", got="the same weights",
+                 likely=RESEEDED)
+    bound = 1 / math.sqrt(d_model)
+    for name, tensor in (("to_queries.weight", other.to_queries.weight),
+                         ("to_keys.weight", other.to_keys.weight),
+                         ("to_values.weight", other.to_values.weight),
+                         ("unify_heads.weight", other.unify_heads.weight),
+                         ("unify_heads.bias", other.unify_heads.bias)):
+        w = tensor.detach().double()
+        largest, std = w.abs().max().item(), w.std().item()
+        check.expect(largest <= bound + 1e-6 and std > 0.75 * bound / math.sqrt(3),
+                     f"`{name}` starts as nn.Linear makes it (uniform in ±1/sqrt(d_model))",
+                     expected=f"numbers spread evenly over ±{bound:.3f} (std about "
+                              f"{bound / math.sqrt(3):.3f})",
+                     got=f"largest |entry| {largest:.3g}, std {std:.3g}",
+                     diagnoses={ZEROED: std == 0.0})
+
+
+def set_large_weights(layer: nn.Module, generator: torch.Generator) -> None:
+    """Random weights, with to_keys = -to_queries: a query's score for its own position is
+    far below the others (for x of size about 10, the scores reach the hundreds)."""
+    set_weights(layer, generator)
+    with torch.no_grad():
+        layer.to_keys.weight.copy_(-layer.to_queries.weight)
+
+
+def check_large(check: SelfCheck, layer: nn.Module, x: torch.Tensor, mask: torch.Tensor | None,
+                reference: tuple[torch.Tensor, torch.Tensor], what: str) -> None:
+    """Finite, and equal to ``reference`` (out, weights), for scores in the hundreds."""
+    out, weights = forward_pair(check, layer, x, mask, what)
+    ref_out, ref_weights = reference
+    allowed = torch.ones_like(ref_weights, dtype=torch.bool) if mask is None else \
+        mask.expand_as(ref_weights)
+    diagnoses = {
+        OVERFLOW: lambda: not bool(torch.isfinite(weights).all()),
+        MAX_OVER_MASKED: lambda: mask is not None and bool(
+            (weights.nan_to_num(0.0).sum(-1) < 0.5).logical_and(allowed.any(-1)).any()),
+    }
+    check.finite(weights, f"weights ({what})", diagnoses=diagnoses)
+    check.close(weights, ref_weights, f"weights ({what}) match the exact ones",
+                diagnoses=diagnoses, dims=HEAD_DIMS, atol=1e-3, rtol=1e-3)
+    check.finite(out, f"out ({what})")
+    check.close(out, ref_out, f"out ({what}) matches the exact one", atol=1e-3, rtol=1e-3,
+                dims=("batch", "position", "channel"))
+
+
+def check_dtype(check: SelfCheck, layer: nn.Module, x: torch.Tensor, mask: torch.Tensor,
+                reference: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """A float64 layer (``layer`` already .double()) given float64 x: float64 out and
+    weights, as exact as float64 allows."""
+    out, weights = forward_pair(check, layer, x.double(), mask, "x in float64, mask, for a "
+                                "layer turned float64 with .double()")
+    for name, value in (("out", out), ("weights", weights)):
+        check.expect(value.dtype == torch.float64, f"{name} of a float64 layer given float64 "
+                     "x is float64", expected="torch.float64", got=str(value.dtype),
+                     likely=FLOAT32_INSIDE)
+    for name, value, wanted in (("weights", weights, reference[1]), ("out", out, reference[0])):
+        check.close(value, wanted, f"{name} in float64 agree with the exact ones to float64 "
+                    "precision", atol=1e-9, rtol=1e-9, likely=FLOAT32_INSIDE)
+
+
 def check_MultiHeadSelfAttention(attention_cls: type[nn.Module]) -> None:
     """Members, shapes, agreement with ``nn.MultiheadAttention`` (values, masks, one head and
     many), gradients."""
@@ -315,7 +446,8 @@ def check_MultiHeadSelfAttention(attention_cls: type[nn.Module]) -> None:
                  expected=f"shape {(B, H, T, T)}", got=f"shape {tuple(weights.shape)}",
                  diagnoses={"the weights were averaged over the heads (or only one head was "
                             "returned): return every head's weights, (B, H, T, T)":
-                            tuple(weights.shape) == (B, T, T)})
+                            tuple(weights.shape) == (B, T, T),
+                            FIXED_HEADS: weights.dim() == 4 and weights.shape[1] != H})
 
     check.clause("values")
     twin = builtin_twin(layer, d_model, H)
@@ -386,6 +518,16 @@ def check_MultiHeadSelfAttention(attention_cls: type[nn.Module]) -> None:
     check.close(out_n, ref_out_n, "its output is the bias of unify_heads (the heads pass on "
                 "zeros), the other outputs are unaffected", dims=("batch", "position", "channel"))
 
+    check.clause("large")
+    large = check.call_seeded(7, attention_cls, d_model, H)
+    set_large_weights(large, generator)
+    twin_large = builtin_twin(large, d_model, H).double()
+    x_large = 10 * torch.randn(B, T, d_model, generator=generator)
+    for mask, words in ((None, "no mask"), (causal, "a causal mask")):
+        exact = run_builtin(twin_large, x_large.double(), mask)
+        check_large(check, large, x_large, mask, exact,
+                    f"x of size about 10, scores in the hundreds, {words}")
+
     check.clause("arguments")
     for width, heads in ((12, 3), (8, 1), (6, 6)):
         other = check.call_seeded(4, attention_cls, width, heads)
@@ -405,12 +547,27 @@ def check_MultiHeadSelfAttention(attention_cls: type[nn.Module]) -> None:
         check.close(out_o, ref_out_o, f"out for d_model={width}, n_heads={heads} matches "
                     "nn.MultiheadAttention's", dims=("batch", "position", "channel"))
 
+    check.clause("init")
+    check_init(check, attention_cls, (5, 6), 64, 4)
+
+    check.clause("dtype")
+    wide = check.call_seeded(8, attention_cls, d_model, H)
+    set_weights(wide, generator)
+    wide.double()
+    check_dtype(check, wide, x, causal,
+                run_builtin(builtin_twin(wide, d_model, H).double(), x.double(), causal))
+
+    check.clause("device")
+    on_meta = check.call_seeded(9, attention_cls, d_model, H).to("meta")
+    check.device_follows(on_meta, x, what="layer(x)")
+    check.device_follows(on_meta, x, mask=causal, what="layer(x, mask=causal)")
+
     check.clause("gradients")
     layer.train()
     layer.zero_grad()
     out_g, _ = forward_pair(check, layer, x, causal, "x, mask=causal, in training mode", grad=True)
     if out_g.requires_grad:  # under torch.no_grad() nothing reaches the maps (told below)
-        out_g.sum().backward()
+        check.backward(out_g, "layer(x, mask=causal)")
     for name in ("to_queries", "to_keys", "to_values", "unify_heads"):
         grad = getattr(layer, name).weight.grad
         check.expect(grad is not None and bool(grad.abs().sum() > 0),

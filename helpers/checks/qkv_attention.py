@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers.checks.framework import SelfCheck, describe, student_line
+from helpers.checks.framework import SelfCheck, describe, shape_difference, student_line
 
 QKV_DIMS = ("batch", "query", "key")
 BMM = ("torch.bmm accepts 3-D tensors only: use @ (torch.matmul), which treats every leading "
@@ -25,14 +25,40 @@ BMM = ("torch.bmm accepts 3-D tensors only: use @ (torch.matmul), which treats e
 ONLY_2D = ("the function works for 2-D inputs (no batch dimension) but fails with one: something "
            "there handles exactly two axes, like `.T`, which reverses every axis, or torch.mm; "
            "transpose only the last two axes and multiply with @")
+ONLY_3D = ("the function works for 3-D inputs but fails with two leading dimensions: an axis "
+           "was counted from the front (`.transpose(1, 2)`, `shape[1]`); count from the end, "
+           "`.transpose(-2, -1)`, so that any number of leading dimensions works")
+BOOLEAN_INDEX = ("boolean indexing (`scores[~mask] = ...`) needs a mask of exactly the scores' "
+                 "shape: it does not broadcast a (Tq, Tk) mask over the batch; use "
+                 "scores.masked_fill(~mask, ...) or torch.where(mask, scores, ...)")
+SQUEEZED = ("an axis of size 1 was dropped (`.squeeze()` removes every axis of size 1, "
+            "`.squeeze(0)` a batch of one): return every axis the inputs have")
 ZERO_FILL = "forbidden scores were set to 0 instead of -inf: e^0 = 1 still gives them weight"
 FULLY_MASKED_NAN = ("a fully masked row comes out of the softmax as nan (every score is -inf, "
                     "0/0): set the weights of such rows to 0")
 FULLY_MASKED_UNIFORM = ("a large finite fill value (like -1e9) spreads a fully masked row "
                         "uniformly over the forbidden keys: fill with -inf, then set the nan "
                         "rows to 0")
-OVERFLOW = ("exp of scores in the hundreds overflows to inf (inf / inf = nan): use torch.softmax, "
-            "which subtracts each row's maximum first, instead of exp / sum")
+FULLY_MASKED_ADDITIVE = ("a penalty added to the forbidden scores (like (1 - mask) * -1e4) "
+                         "shifts a fully masked row as a whole, and a softmax ignores a shift: "
+                         "that row gets the unmasked weights; fill with -inf, then set the nan "
+                         "rows to 0")
+SCALE_BY_DV = "the scores were divided by sqrt(d_v), V's width, instead of sqrt(d_k)"
+SCALE_BY_SHAPE_1 = ("the scale was read from Q.shape[1], which is d_k only for 2-D inputs: "
+                    "take the last axis, Q.shape[-1]")
+OVERFLOW = ("exp / sum of scores in the hundreds overflows to inf (inf / inf = nan), and rows "
+            "of very negative scores underflow to 0 / 0: use torch.softmax, which subtracts "
+            "each row's maximum first")
+UNDERFLOW = ("the maximum subtracted was the largest score of the whole tensor, not of each "
+             "row: in rows far below it every exp(...) underflows to 0 and 0 / 0 = nan; "
+             "subtract each row's own maximum (amax(dim=-1, keepdim=True))")
+FLOAT32_INSIDE = ("float64 inputs give a float64 result, but with float32 precision: something "
+                  "on the way was computed in float32 (`.float()`, dtype=torch.float32, a "
+                  "float32 tensor you made); keep the input's dtype throughout")
+NO_GRAPH = ("the result carries no gradient: the function ran under torch.no_grad(), or the "
+            "result was detached (.detach(), a NumPy round trip)")
+WEIGHTS_DETACHED = ("V gets a gradient but Q and K do not: the weights were detached on their "
+                    "way (.detach(), .data, a NumPy round trip); keep them in the graph")
 SDPA_BUILTIN = "scaled_dot_product_attention"
 
 
@@ -60,10 +86,11 @@ def crash_causes(check: SelfCheck, causes: Mapping[str, Callable[[str], bool]]
         del check.crashed
 
 
-def works_without_batch(attention: Callable[..., tuple], Q: torch.Tensor, K: torch.Tensor,
-                        V: torch.Tensor) -> bool:
-    """Whether ``attention`` gives PyTorch's result on the first 2-D slice of the inputs."""
-    first = (0,) * (Q.dim() - 2)
+def works_on_slice(attention: Callable[..., tuple], Q: torch.Tensor, K: torch.Tensor,
+                   V: torch.Tensor, dims: int) -> bool:
+    """Whether ``attention`` gives PyTorch's result on the first ``dims``-D slice of the
+    inputs (2: no batch dimension, 3: one)."""
+    first = (0,) * (Q.dim() - dims)
     try:
         out, _ = attention(Q[first], K[first], V[first])
         return bool(torch.allclose(torch.as_tensor(out).double(), F.scaled_dot_product_attention(
@@ -76,7 +103,9 @@ def attention_crashes(attention: Callable[..., tuple], Q: torch.Tensor, K: torch
                       V: torch.Tensor) -> dict[str, Callable[[str], bool]]:
     """The causes a crash of ``attention`` on batched inputs can be recognised by."""
     return {BMM: lambda text: "3D" in text or "bmm" in text,
-            ONLY_2D: lambda text: Q.dim() > 2 and works_without_batch(attention, Q, K, V)}
+            BOOLEAN_INDEX: lambda text: "shape of the mask" in text,
+            ONLY_2D: lambda text: Q.dim() > 2 and works_on_slice(attention, Q, K, V, 2),
+            ONLY_3D: lambda text: Q.dim() > 3 and works_on_slice(attention, Q, K, V, 3)}
 
 
 def call_attention(check: SelfCheck, attention: Callable[..., tuple], Q: torch.Tensor,
@@ -95,6 +124,27 @@ def call_attention(check: SelfCheck, attention: Callable[..., tuple], Q: torch.T
     return out, weights
 
 
+def dropped_size_one(got: tuple[int, ...], wanted: tuple[int, ...]) -> bool:
+    """Is ``got`` the shape ``wanted`` with some of its axes of size 1 left out?"""
+    if len(got) >= len(wanted):
+        return False
+    kept = 0
+    for size in wanted:
+        if kept < len(got) and got[kept] == size:
+            kept += 1
+        elif size != 1:
+            return False
+    return kept == len(got)
+
+
+def shape_kept(check: SelfCheck, value: torch.Tensor, wanted: tuple[int, ...], what: str
+               ) -> None:
+    """``value`` has shape ``wanted``; a shape with its axes of size 1 dropped is named."""
+    got = tuple(value.shape)
+    check.expect(got == wanted, f"{what} has shape {wanted}", expected=f"shape {wanted}",
+                 got=f"shape {got}", diagnoses={SQUEEZED: dropped_size_one(got, wanted)})
+
+
 def _builtin(Q: torch.Tensor, K: torch.Tensor, V: torch.Tensor, mask: torch.Tensor | None = None,
              scale: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Output and weights from PyTorch's own function (weights: attend to one-hot values).
@@ -106,15 +156,18 @@ def _builtin(Q: torch.Tensor, K: torch.Tensor, V: torch.Tensor, mask: torch.Tens
     return out.nan_to_num(0.0), weights.nan_to_num(0.0)
 
 
-def _weight_mistakes(Q: torch.Tensor, K: torch.Tensor, mask: torch.Tensor | None = None
-                     ) -> dict[str, torch.Tensor]:
+def _weight_mistakes(Q: torch.Tensor, K: torch.Tensor, V: torch.Tensor,
+                     mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """What the usual mistakes give as weights, from PyTorch's function with the mistake built in."""
     dk = Q.shape[-1]
     mistakes = {
         "the scores were not divided by sqrt(d_k)": _builtin(Q, K, K, mask, scale=1.0)[1],
         "the scores were divided by d_k instead of sqrt(d_k)":
             _builtin(Q, K, K, mask, scale=1.0 / dk)[1],
+        SCALE_BY_DV: _builtin(Q, K, K, mask, scale=V.shape[-1] ** -0.5)[1],
     }
+    if Q.dim() > 2:
+        mistakes[SCALE_BY_SHAPE_1] = _builtin(Q, K, K, mask, scale=Q.shape[1] ** -0.5)[1]
     if mask is not None:
         unmasked = _builtin(Q, K, K)[1]
         mistakes.update({
@@ -146,17 +199,76 @@ def _zero_filled(weights: torch.Tensor, correct: torch.Tensor, mask: torch.Tenso
     return rows_ok
 
 
-def overflowed(weights: torch.Tensor, expected: torch.Tensor) -> bool:
-    """The signature of exp / sum on large scores: some rows nan (or all zero), the rest right."""
+def fully_masked_mistakes(K: torch.Tensor, expected_w: torch.Tensor, rows: list[int]
+                          ) -> dict[str, torch.Tensor]:
+    """What the usual ways of handling fully masked query ``rows`` give as weights."""
+    nan_rows, uniform = expected_w.clone(), expected_w.clone()
+    nan_rows[..., rows, :] = float("nan")
+    uniform[..., rows, :] = 1.0 / K.shape[-2]
+    return {FULLY_MASKED_NAN: nan_rows, FULLY_MASKED_UNIFORM: uniform}
+
+
+def fully_masked_diagnoses(weights: torch.Tensor, Q: torch.Tensor, K: torch.Tensor,
+                           V: torch.Tensor, expected_w: torch.Tensor, rows: list[int]
+                           ) -> dict[str, Callable[[], bool]]:
+    """A penalty added to the forbidden scores: the fully masked ``rows`` get the unmasked
+    weights (up to the rounding of adding a large number), the other rows are right."""
+    def additive() -> bool:
+        unmasked = _builtin(Q.double(), K.double(), V.double())[1]
+        got, wanted = torch.as_tensor(weights).double(), expected_w.double().clone()
+        wanted[..., rows, :] = unmasked[..., rows, :]
+        return got.shape == wanted.shape and bool(torch.allclose(got, wanted, atol=5e-3))
+    return {FULLY_MASKED_ADDITIVE: additive}
+
+
+def large_scores(generator: torch.Generator, leading: tuple[int, ...], Tq: int, Tk: int,
+                 dk: int, spread: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Queries and keys whose scores are in the hundreds: every query row is shifted as a
+    whole far up, not at all or far down (a constant key feature times the query's first
+    entry), each kind at least once, and spread by about ``spread`` within the row."""
+    Q = spread * torch.randn(*leading, Tq, dk, generator=generator)
+    K = torch.randn(*leading, Tk, dk, generator=generator)
+    K[..., 0] = 1.0
+    kinds = torch.cat([torch.arange(3), torch.randint(0, 3, (max(Tq - 3, 0),),
+                                                      generator=generator)])
+    kinds = kinds[torch.randperm(len(kinds), generator=generator)][:Tq]
+    size = 250 + 100 * torch.rand(Tq, generator=generator)
+    shift = torch.where(kinds == 0, size, torch.where(kinds == 1, 0.0, -size))
+    Q[..., 0] = shift * dk ** 0.5
+    return Q, K
+
+
+def _broken_rows(weights: torch.Tensor) -> torch.Tensor:
     weights = weights.double()
-    broken = ~torch.isfinite(weights).all(-1) | (weights.abs().sum(-1) == 0)
-    return bool(broken.any()) and bool(torch.allclose(weights[~broken], expected.double()[~broken],
-                                                      atol=1e-5))
+    return ~torch.isfinite(weights).all(-1) | (weights.abs().sum(-1) == 0)
+
+
+def exp_breaks(Q: torch.Tensor, K: torch.Tensor, whole_max: bool) -> torch.Tensor:
+    """The query rows that exp / sum breaks (nan or all zero), in the inputs' dtype: without
+    any shift, or with the maximum of the whole tensor subtracted (``whole_max``)."""
+    scores = Q @ K.transpose(-2, -1) / Q.shape[-1] ** 0.5
+    if whole_max:
+        scores = scores - scores.max()
+    e = torch.exp(scores)
+    return ~torch.isfinite(e).all(-1) | (e.sum(-1) == 0) | ~torch.isfinite(e.sum(-1))
+
+
+def overflow_diagnoses(weights: torch.Tensor, expected: torch.Tensor, Q: torch.Tensor,
+                       K: torch.Tensor) -> dict[str, Callable[[], bool]]:
+    """Exp / sum without a shift, or shifted by the maximum of the whole tensor: recognised
+    by which rows come out nan (or all zero) while the others are right."""
+    def breaks_like(whole_max: bool) -> bool:
+        broken = _broken_rows(weights)
+        return (bool(broken.any()) and torch.equal(broken, exp_breaks(Q, K, whole_max))
+                and bool(torch.allclose(weights.double()[~broken], expected.double()[~broken],
+                                        atol=1e-5, rtol=1e-4)))
+    return {OVERFLOW: lambda: breaks_like(False), UNDERFLOW: lambda: breaks_like(True)}
 
 
 def check_scaled_dot_product_attention(attention: Callable[..., tuple]) -> None:
-    """Shapes, distributions over keys, agreement with F.scaled_dot_product_attention, masks,
-    large scores, dtype and device."""
+    """Shapes (sizes of 1 too), distributions over keys, agreement with
+    F.scaled_dot_product_attention, masks, large scores, dtype and precision, device,
+    gradients."""
     check = SelfCheck("scaled_dot_product_attention")
     generator = torch.Generator().manual_seed(21)
     B, Tq, Tk, dk, dv = 2, 3, 5, 8, 6
@@ -182,11 +294,16 @@ def check_scaled_dot_product_attention(attention: Callable[..., tuple]) -> None:
     out2, weights2 = call_attention(check, attention, Q[0], K[0], V[0], "attention on 2-D inputs")
     check.shape(out2, (Tq, dv), "out for 2-D inputs (no batch dimension)")
     check.shape(weights2, (Tq, Tk), "weights for 2-D inputs (no batch dimension)")
+    for label, (q, k, v) in (("a batch of one", (Q[:1], K[:1], V[:1])),
+                             ("a single query (Tq = 1)", (Q[:, :1], K, V))):
+        out1, weights1 = call_attention(check, attention, q, k, v, f"attention on {label}")
+        shape_kept(check, weights1, (*q.shape[:-1], Tk), f"weights for {label}")
+        shape_kept(check, out1, (*q.shape[:-1], dv), f"out for {label}")
 
     check.clause("values")
     expected_out, expected_w = _builtin(Q, K, V)
     check.close(weights, expected_w, "weights agree with PyTorch's (softmax of QKᵀ/√d_k over the "
-                "keys)", dims=QKV_DIMS, mistakes=_weight_mistakes(Q, K), diagnoses={
+                "keys)", dims=QKV_DIMS, mistakes=_weight_mistakes(Q, K, V), diagnoses={
                     "the softmax runs over the queries (dim=-2), not over the keys (dim=-1)":
                         lambda: bool(torch.allclose(weights.sum(-2), torch.ones(B, Tk),
                                                     atol=1e-5)),
@@ -208,7 +325,7 @@ def check_scaled_dot_product_attention(attention: Callable[..., tuple]) -> None:
     out_m, weights_m = call_attention(check, attention, Q, K, V, "masked attention", mask=mask)
     expected_out_m, expected_w_m = _builtin(Q, K, V, mask)
     check.close(weights_m, expected_w_m, "masked weights agree with PyTorch's (mask True = may "
-                "attend)", mistakes=_weight_mistakes(Q, K, mask), dims=QKV_DIMS, diagnoses={
+                "attend)", mistakes=_weight_mistakes(Q, K, V, mask), dims=QKV_DIMS, diagnoses={
                     ZERO_FILL: lambda: _zero_filled(weights_m, expected_w_m, mask)})
     check.close(out_m, expected_out_m,
                 "masked out agrees with F.scaled_dot_product_attention(..., attn_mask=mask)")
@@ -218,7 +335,7 @@ def check_scaled_dot_product_attention(attention: Callable[..., tuple]) -> None:
     expected_w_p = _builtin(Q, K, V, padding)[1]
     check.close(weights_p, expected_w_p,
                 "a (1, 1, Tk) padding mask broadcasts over batch and queries",
-                mistakes=_weight_mistakes(Q, K, padding), dims=QKV_DIMS, diagnoses={
+                mistakes=_weight_mistakes(Q, K, V, padding), dims=QKV_DIMS, diagnoses={
                     ZERO_FILL: lambda: _zero_filled(weights_p, expected_w_p, padding)})
     check.close(out_p, _builtin(Q, K, V, padding)[0], "out with a (1, 1, Tk) padding mask")
     # A fully masked row: this course's convention is zero weights and a zero output.
@@ -227,27 +344,49 @@ def check_scaled_dot_product_attention(attention: Callable[..., tuple]) -> None:
     out_f, weights_f = call_attention(check, attention, Q, K, V, "attention with a fully masked "
                                       "row", mask=full)
     expected_out_f, expected_w_f = _builtin(Q, K, V, full)
-    nan_row, uniform_row = expected_w_f.clone(), expected_w_f.clone()
-    nan_row[:, 1] = float("nan")
-    uniform_row[:, 1] = 1.0 / Tk
     check.close(weights_f, expected_w_f, "a fully masked query row (row 1) gets all-zero weights",
-                mistakes={FULLY_MASKED_NAN: nan_row, FULLY_MASKED_UNIFORM: uniform_row},
-                dims=QKV_DIMS)
+                mistakes=fully_masked_mistakes(K, expected_w_f, [1]), dims=QKV_DIMS,
+                diagnoses=fully_masked_diagnoses(weights_f, Q, K, V, expected_w_f, [1]))
     check.close(out_f, expected_out_f, "a fully masked query row outputs zeros, the others are "
                 "unaffected", dims=("batch", "query", "value channel"))
 
     check.clause("large")
-    big = 60 * Q  # scores of a few hundred: exp overflows float32 beyond 88
-    out_l, weights_l = call_attention(check, attention, big, K, V, "attention with large scores")
-    expected_out_l, expected_w_l = _builtin(big, K, V)
-    check.close(weights_l, expected_w_l, "weights for scores in the hundreds", dims=QKV_DIMS,
-                diagnoses={OVERFLOW: lambda: overflowed(weights_l, expected_w_l)})
+    # Rows shifted far up (exp overflows float32 beyond 88), not at all, and far down.
+    big, K_big = large_scores(generator, (B,), Tq, Tk, dk, spread=30.0)
+    out_l, weights_l = call_attention(check, attention, big, K_big, V, "attention with large "
+                                      "scores")
+    expected_out_l, expected_w_l = _builtin(big.double(), K_big.double(), V.double())
+    check.close(weights_l, expected_w_l, "weights for scores in the hundreds, rows far above "
+                "and far below the others", dims=QKV_DIMS,
+                diagnoses=overflow_diagnoses(weights_l, expected_w_l, big, K_big))
     check.close(out_l, expected_out_l, "out for scores in the hundreds")
 
     check.clause("dtype")
     check.dtype_follows(attention, Q, K, V, what="attention(Q, K, V, mask=mask)", mask=full)
+    Q64 = torch.randn(4, 8, dk, generator=generator, dtype=torch.float64)
+    K64 = torch.randn(4, 16, dk, generator=generator, dtype=torch.float64)
+    V64 = torch.randn(4, 16, dv, generator=generator, dtype=torch.float64)
+    _, weights64 = call_attention(check, attention, Q64, K64, V64, "attention on float64 inputs")
+    expected64 = _builtin(Q64, K64, V64)[1]
+    check.close(weights64, expected64, "float64 weights carry float64 precision (to 1e-8)",
+                atol=1e-12, rtol=1e-8, diagnoses={FLOAT32_INSIDE: lambda: bool(torch.allclose(
+                    weights64.double(), expected64, atol=1e-5))})
     check.clause("device")
     check.device_follows(attention, Q, K, V, what="attention(Q, K, V, mask=mask)", mask=full)
+
+    check.rule("gradients")
+    Qg, Kg, Vg = (t.clone().requires_grad_() for t in (Q, K, V))
+    out_g, _ = call_attention(check, attention, Qg, Kg, Vg, "attention on inputs that need "
+                              "gradients", mask=mask)
+    check.expect(out_g.requires_grad, "out is connected to Q, K and V",
+                 expected="out.requires_grad is True", got="a result cut off from its inputs",
+                 likely=NO_GRAPH)
+    check.backward(out_g, "out")
+    missing = [name for name, t in (("Q", Qg), ("K", Kg), ("V", Vg))
+               if t.grad is None or not bool(t.grad.abs().sum() > 0)]
+    check.expect(not missing, "gradients reach Q, K and V", expected="a gradient for each",
+                 got=f"none for {', '.join(missing)}",
+                 diagnoses={WEIGHTS_DETACHED: missing == ["Q", "K"]})
 
     check.rule("no_builtin")
     _, seen = check.call_observed(attention, Q, K, V, mask=mask)
@@ -290,25 +429,72 @@ def y_dtype_diagnoses(y: torch.Tensor) -> dict[str, bool]:
     }
 
 
-SAME_SEED = ("make_batch gives different batches for the same seed: it draws from a generator "
-             "PyTorch's seed does not reach (NumPy's or Python's random); use torch.randint")
+SAME_SEED = ("make_batch gives different batches for the same seed, and it draws nothing from "
+             "torch: its digits come from a generator PyTorch's seed does not reach (NumPy's "
+             "or Python's random); use torch.randint")
+CLOCK_SEED = ("make_batch draws with torch but gives different batches after the same seed: it "
+              "reseeds the generator from the clock or the system (torch.seed(), a seed taken "
+              "from the time) inside; draw from the global generator as it is")
+FIRST_CALL_SEED = ("the first call after a seed gives another batch than the calls after it: "
+                   "make_batch reseeds the generator on its first call (set_seed or "
+                   "torch.manual_seed behind a flag); never reseed inside")
 RESEEDS = ("make_batch gives the same batch whatever the global seed: it reseeds the generator "
            "itself (torch.manual_seed or set_seed inside) or uses a fixed generator of its own; "
            "draw from the global generator and seed once, outside")
+TORCH_RANDOM = {"randint", "rand", "randn", "randperm", "multinomial", "bernoulli", "normal",
+                "randint_like", "rand_like", "randn_like", "random_", "uniform_", "normal_"}
+NO_COLUMN = "y has no column axis: keep the summed axis (keepdim=True) or reshape y to (N, 1)"
+ROW_LABELS = "y is a row (1, N): the labels go down a column, (N, 1)"
+SUMMED_OVER_BATCH = ("the 2s and 4s were counted down the batch (dim=0), one count per "
+                     "position: count along each row (the axis of the T positions)")
+SWAPPED_BATCH = "the pair is returned the wrong way round: (X, y), not (y, X)"
+WHOLE_BATCH = ("every row got the same label: the 2s and 4s were counted over the whole batch, "
+               "not row by row")
+
+
+def batch_shapes(check: SelfCheck, X: torch.Tensor, y: torch.Tensor, N: int, T: int,
+                 what: str) -> None:
+    """X is (N, T) and y (N, 1); the usual wrong shapes are named."""
+    check.expect(tuple(X.shape) == (N, T), f"X of {what} has shape {(N, T)}",
+                 expected=f"shape {(N, T)}", got=f"shape {tuple(X.shape)}",
+                 where=shape_difference(tuple(X.shape), (N, T)), diagnoses={
+                     SWAPPED_BATCH: tuple(X.shape) == (N, 1) and tuple(y.shape) == (N, T),
+                     "T is ignored: the sequences must have T digits, not always 10":
+                         T != 10 and tuple(X.shape) == (N, 10)})
+    check.expect(tuple(y.shape) == (N, 1), f"y of {what} has shape {(N, 1)}",
+                 expected=f"shape {(N, 1)}", got=f"shape {tuple(y.shape)}", diagnoses={
+                     NO_COLUMN: tuple(y.shape) == (N,),
+                     ROW_LABELS: tuple(y.shape) == (1, N),
+                     SUMMED_OVER_BATCH: tuple(y.shape) in ((1, T), (T,))})
+
+
+def whole_batch_labels(X: torch.Tensor) -> torch.Tensor:
+    """The labels of counting the 2s and 4s of the whole batch: one value for every row."""
+    return torch.full((X.shape[0], 1), float(int((X == 2).sum()) > int((X == 4).sum())),
+                      dtype=torch.float64)
 
 
 def check_randomness(check: SelfCheck, make_batch: Callable[..., tuple], seeds: tuple[int, int],
-                     N: int) -> None:
-    """Same global seed, same batch; two seeds, two batches (the "randomness" clause)."""
-    first = check.call_seeded(seeds[0], make_batch, N)[0]
-    again = check.call_seeded(seeds[0], make_batch, N)[0]
-    other = check.call_seeded(seeds[1], make_batch, N)[0]
-    check.expect(bool(torch.equal(torch.as_tensor(first), torch.as_tensor(again))),
-                 "the same global seed gives the same batch",
-                 expected=f"make_batch({N}) twice after torch.manual_seed({seeds[0]}): the same X",
-                 got="two different batches", likely=SAME_SEED)
-    check.expect(not torch.equal(torch.as_tensor(first), torch.as_tensor(other)),
-                 "two global seeds give two different batches",
+                     N: int, first: torch.Tensor) -> None:
+    """Same global seed, same batch, from the first call on; two seeds, two batches (the
+    "randomness" clause). ``first``: the X of the check's first call, ``make_batch(N)``
+    after the seed ``seeds[0]``."""
+    again = torch.as_tensor(check.call_seeded(seeds[0], make_batch, N)[0])
+    third = torch.as_tensor(check.call_seeded(seeds[0], make_batch, N)[0])
+    other = torch.as_tensor(check.call_seeded(seeds[1], make_batch, N)[0])
+    _, seen = check.call_observed(make_batch, N)
+    draws_with_torch = bool(TORCH_RANDOM & set(seen.calls))
+    first = torch.as_tensor(first)
+    same = [torch.equal(first, again), torch.equal(again, third)]
+    check.expect(all(same), "the same global seed gives the same batch, from the first call on",
+                 expected=f"make_batch({N}) after torch.manual_seed({seeds[0]}), three times: "
+                          "the same X",
+                 got="the first call differs from the others" if same == [False, True]
+                 else "different batches", diagnoses={
+                     FIRST_CALL_SEED: same == [False, True],
+                     CLOCK_SEED: draws_with_torch,
+                     SAME_SEED: not draws_with_torch})
+    check.expect(not torch.equal(again, other), "two global seeds give two different batches",
                  expected=f"make_batch({N}) after seeds {seeds[0]} and {seeds[1]}: different X",
                  got="the same batch twice", likely=RESEEDS)
 
@@ -316,15 +502,11 @@ def check_randomness(check: SelfCheck, make_batch: Callable[..., tuple], seeds: 
 def check_make_batch(make_batch: Callable[..., tuple]) -> None:
     """Shapes, dtypes, digit range, labels that agree with the rows, arguments, randomness."""
     check = SelfCheck("make_batch")
-    N = 2000
+    N, seed = 2000, 22
 
     check.clause("shape")
-    X, y = batch_pair(check, check.call_seeded(22, make_batch, N), f"make_batch({N})")
-    check.shape(X, (N, 10), f"X of make_batch({N})")
-    check.expect(tuple(y.shape) == (N, 1), f"y of make_batch({N}) has shape ({N}, 1)",
-                 expected=f"shape ({N}, 1)", got=f"shape {tuple(y.shape)}", diagnoses={
-                     "y has no column axis: keep the summed axis (keepdim=True) or reshape "
-                     "y to (N, 1)": tuple(y.shape) == (N,)})
+    X, y = batch_pair(check, check.call_seeded(seed, make_batch, N), f"make_batch({N})")
+    batch_shapes(check, X, y, N, 10, f"make_batch({N})")
 
     check.clause("dtype")
     check.expect(X.dtype == torch.int64, "X holds integers (int64)", expected="torch.int64",
@@ -364,6 +546,7 @@ def check_make_batch(make_batch: Callable[..., tuple]) -> None:
                          lambda: torch.equal(y_flat, labels_by_counting(X, "<")),
                      "the label is 1 whenever the counts differ, not only when the 2s win":
                          lambda: torch.equal(y_flat, labels_by_counting(X, "!=")),
+                     WHOLE_BATCH: lambda: torch.equal(y_flat, whole_batch_labels(X)),
                  })
 
     check.clause("arguments")
@@ -372,17 +555,14 @@ def check_make_batch(make_batch: Callable[..., tuple]) -> None:
         what = "make_batch(" + ", ".join([*map(str, args), *(f"{k}={v}" for k, v in
                                                             kwargs.items())]) + ")"
         X_a, y_a = batch_pair(check, check.call_seeded(23, make_batch, *args, **kwargs), what)
-        check.shape(X_a, (n, t), f"X of {what}",
-                    likely="T is ignored: the sequences must have T digits, not always 10"
-                    if tuple(X_a.shape) == (n, 10) else None)
-        check.shape(y_a, (n, 1), f"y of {what}")
+        batch_shapes(check, X_a, y_a, n, t, what)
         check.expect(bool(torch.equal(y_a.reshape(-1, 1).double(), labels_by_counting(X_a))),
                      f"the labels of {what} agree with its rows",
                      expected="1.0 exactly where a row has more 2s than 4s",
                      got=f"X = {X_a.tolist()}, y = {y_a.reshape(-1).tolist()}")
 
     check.clause("randomness")
-    check_randomness(check, make_batch, (5, 6), 50)
+    check_randomness(check, make_batch, (seed, 6), N, X)
     check.passed()
 
 
@@ -390,10 +570,25 @@ def check_make_batch(make_batch: Callable[..., tuple]) -> None:
 
 GRADIENT_CUT = ("the result is right but the gradient is cut on its way: a .detach(), "
                 "torch.no_grad() or a NumPy round trip inside the model")
+QUERY_ALONE = ("the keys get a gradient but the query does not: it was made with "
+               "requires_grad=False, or read through .data or .detach(); use self.query as it is")
 EMBEDS_AGAIN = ("attention embeds its input again: it receives the embeddings e, not the "
                 "digits")
+DIGITS_AS_EMBEDDINGS = ("the digits x (int64, 'Long') went where the embeddings belong: "
+                        "attention and values take e = embed(x), not x")
+BATCH_OF_ONE = ("it works for a batch of several sequences but not for a batch of one: "
+                "`.squeeze()` without a dim drops every size-1 axis, the batch axis too; "
+                "name the axis (`.squeeze(-1)`) or reshape to the sizes you want")
+RESEEDS_INIT = ("two models built after different global seeds are the same: the constructor "
+                "reseeds the generator (torch.manual_seed or set_seed inside) or draws from a "
+                "fixed generator of its own; seed once, outside")
+OTHER_GENERATOR = ("two models built after the same global seed differ: a parameter is drawn "
+                   "from a generator PyTorch's seed does not reach (NumPy's or Python's "
+                   "random); draw with torch.randn")
 SINGLE_QUERY_CRASHES = {EMBEDS_AGAIN: lambda text: "indices" in text,
                         BMM: lambda text: "3D" in text or "bmm" in text}
+FORWARD_CRASHES = {**SINGLE_QUERY_CRASHES,
+                   DIGITS_AS_EMBEDDINGS: lambda text: "Long" in text and "indices" not in text}
 HARD_CODED_SCALE = ("the scores were divided by a fixed 4 (the square root of the default "
                     "d_att = 16): divide by sqrt(d_att) of this model")
 
@@ -484,9 +679,61 @@ def check_query_init(check: SelfCheck, wide: nn.Module) -> None:
                          abs(mean) < 0.1 and 0 < std < 0.9})
 
 
+def batch_of_one(check: SelfCheck, call: Callable[[], Any], wanted: tuple[int, ...],
+                 what: str, crashes: Mapping[str, Callable[[str], bool]]) -> torch.Tensor:
+    """``call()`` on a batch of one (the same method already worked on a larger batch): a
+    crash or a wrong shape there is told as a size-1 axis dropped."""
+    with crash_causes(check, {**crashes, BATCH_OF_ONE: lambda text: True}):
+        value = check.tensor(call(), what)
+    check.expect(tuple(value.shape) == wanted, f"{what} has shape {wanted}",
+                 expected=f"shape {wanted}", got=f"shape {tuple(value.shape)}", likely=BATCH_OF_ONE)
+    return value
+
+
+def check_model_randomness(check: SelfCheck, model_class: type[nn.Module],
+                           seeds: tuple[int, int]) -> None:
+    """The parameters follow the global seed: the same seed, the same query; two seeds, two
+    queries (the "randomness" clause)."""
+    def query(seed: int) -> torch.Tensor:
+        return torch.as_tensor(check.call_seeded(seed, model_class).query).detach().clone()
+
+    first, again, other = query(seeds[0]), query(seeds[0]), query(seeds[1])
+    check.expect(torch.equal(first, again), "two models built after the same global seed are "
+                 "the same", expected=f"the same query after torch.manual_seed({seeds[0]})",
+                 got="two different queries", likely=OTHER_GENERATOR)
+    check.expect(not torch.equal(first, other), "two models built after different global seeds "
+                 "differ", expected=f"different queries after seeds {seeds[0]} and {seeds[1]}",
+                 got="the same query twice", likely=RESEEDS_INIT)
+
+
+def check_model_device(check: SelfCheck, model: nn.Module, x: torch.Tensor, e: torch.Tensor,
+                       name: str) -> None:
+    """attention, values and forward of ``model`` moved to the data-less meta device make no
+    CPU tensor (the "device" rule: the grader's rebuilt modules cannot be moved there)."""
+    model = model.to("meta")
+    with torch.no_grad():
+        check.device_follows(model.attention, e, what=f"{name}.attention(e)")
+        check.device_follows(model.values, e, what=f"{name}.values(e)")
+        check.device_follows(model, x, what=f"{name}(x)")
+
+
+def check_gradients(check: SelfCheck, model: nn.Module, p: torch.Tensor) -> None:
+    """The loss reaches every parameter of ``model`` through ``p`` (the "gradients" clause)."""
+    if p.requires_grad:  # under torch.no_grad() nothing reaches the parameters (told below)
+        check.backward(p, "model(x)")
+    named = (("query", model.query), ("to_key.weight", model.to_key.weight),
+             ("to_value.weight", model.to_value.weight), ("embed.weight", model.embed.weight))
+    missing = [name for name, parameter in named
+               if parameter.grad is None or not bool(parameter.grad.abs().sum() > 0)]
+    check.expect(not missing, "the loss reaches the query, to_key, to_value and embed (each gets "
+                 "a gradient)", expected="a non-zero gradient for each",
+                 got=f"none for {', '.join(missing)}",
+                 diagnoses={QUERY_ALONE: missing == ["query"], GRADIENT_CUT: True})
+
+
 def check_SingleQueryAttention(model_class: type[nn.Module]) -> None:
-    """Members, initial query, shapes, attention as a distribution over positions, agreement
-    with PyTorch, non-default sizes, gradients."""
+    """Members, initial query, shapes (a batch of one too), attention as a distribution over
+    positions, agreement with PyTorch, non-default sizes, randomness, device, gradients."""
     check = SelfCheck("SingleQueryAttention")
 
     check.clause("members")
@@ -523,6 +770,10 @@ def check_SingleQueryAttention(model_class: type[nn.Module]) -> None:
                           single_query_weights(model, e, scale=1.0),
                           "the scores were divided by d_att instead of sqrt(d_att)":
                           single_query_weights(model, e, scale=1.0 / 16)})
+    a1 = batch_of_one(check, lambda: check.call(model.attention, e[:1]), (1, 1, T),
+                      "attention(e) for a batch of one, e of shape (1, 7, d_embed)",
+                      SINGLE_QUERY_CRASHES)
+    check.close(a1, single_query_weights(model, e[:1]), "attention for a batch of one")
 
     check.clause("values")
     values = model.to_value(e)
@@ -532,9 +783,12 @@ def check_SingleQueryAttention(model_class: type[nn.Module]) -> None:
                  diagnoses={"the values lost their last axis: keep it, (N, T, 1)":
                             tuple(v.shape) == (N, T)})
     check.close(v, values, "values(e) = to_value(e)")
+    batch_of_one(check, lambda: check.call(model.values, e[:1]), (1, T, 1),
+                 "values(e) for a batch of one", {})
 
     check.clause("forward")
-    p = check.tensor(check.call(model, x), "model(x)")
+    with crash_causes(check, FORWARD_CRASHES):
+        p = check.tensor(check.call(model, x), "model(x)")
     check.shape(p, (N, 1), "model(x) for x of shape (4, 7)")
     with torch.no_grad():
         weights = single_query_weights(model, e).float()
@@ -548,6 +802,9 @@ def check_SingleQueryAttention(model_class: type[nn.Module]) -> None:
                         torch.sigmoid(model.readout(attended))}
         expected = model.readout(attended)
     check.close(p, expected, "model(x) = readout(attention-weighted value)", mistakes=mistakes)
+    p1 = batch_of_one(check, lambda: check.call(model, x[:1]), (1, 1),
+                      "model(x) for a batch of one, x of shape (1, 7)", FORWARD_CRASHES)
+    check.close(p1, expected[:1], "model(x) for a batch of one")
 
     check.clause("arguments")
     d_embed, d_att, d_hidden = 6, 4, 8
@@ -574,17 +831,14 @@ def check_SingleQueryAttention(model_class: type[nn.Module]) -> None:
     check.clause("init")
     check_query_init(check, check.call_seeded(24, model_class, 2, 4096, 2))
 
+    check.clause("randomness")
+    check_model_randomness(check, model_class, (26, 27))
+
+    check.rule("device")
+    check_model_device(check, check.call_seeded(28, model_class), x, e, "model")
+
     check.clause("gradients")
     model.train()
     model.zero_grad()
-    p = check.call(model, x)
-    if p.requires_grad:  # under torch.no_grad() nothing reaches the parameters (told below)
-        p.sum().backward()
-    for name, parameter in (("query", model.query), ("to_key.weight", model.to_key.weight),
-                            ("to_value.weight", model.to_value.weight),
-                            ("embed.weight", model.embed.weight)):
-        grad = parameter.grad
-        check.expect(grad is not None and bool(grad.abs().sum() > 0),
-                     f"the loss reaches {name} (it gets a gradient)", expected="a gradient",
-                     got="None" if grad is None else "all zeros", likely=GRADIENT_CUT)
+    check_gradients(check, model, check.call(model, x))
     check.passed()

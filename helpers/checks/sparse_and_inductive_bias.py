@@ -49,14 +49,36 @@ OTHER_GENERATOR = ("different data for the same seed: the bits come from a gener
                    "torch.Generator of its own); draw them with torch.rand")
 NO_COLUMN_AXIS = ("the labels have no column axis: keep it (keepdim=True) or reshape to "
                   "(m, 1)")
+NEVER_USES_P = ("p is never used: the bits are fair coins whatever p is (torch.randint(0, 2, "
+                "...) draws each bit with probability 1/2); compare torch.rand(m, T) with p")
+FLIPPED_COMPARISON = ("the bits are 1 with probability 1 - p: torch.rand(...) > p is true "
+                      "when the number lies above p; compare torch.rand(m, T) < p")
+ZERO_IS_NONE = ("p=0 was replaced by the default: `p or ...` (or `if not p`) treats 0 like "
+                "None; test `if p is None`")
+SAME_IN_A_ROW = ("two calls in a row returned the same data: the function reseeds PyTorch's "
+                 "generator (torch.manual_seed inside it, even with torch.initial_seed()) or "
+                 "draws from a torch.Generator it seeds itself; draw from the global generator "
+                 "and leave the seeding to the caller")
+SORTED_IN_PLACE = ("idx was changed in place (idx.sort() sorts the caller's list, and a tuple "
+                   "has no .sort()): use sorted(idx), a new list, or no sorting at all")
+VALUES_AND_INDICES = ("x.min(dim=...) and x.max(dim=...) return a pair (values, indices): take "
+                      ".values, or use .amin(dim=...) / .all(dim=...)")
 
 
-def dataset_pair(check: SelfCheck, result: object, m: int, T: int
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(X, y) from a result, checked to be a pair of tensors of shapes (m, T) and (m, 1)."""
+def dataset_pair(check: SelfCheck, result: object, m: int, T: int, *,
+                 name_pairs: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(X, y) from a result, checked to be a pair of tensors of shapes (m, T) and (m, 1).
+
+    ``name_pairs``: say so when y is the (values, indices) pair of ``.min(dim=...)`` (only
+    in the student's own process: that pair does not travel to the grader as such)."""
     check.expect(isinstance(result, tuple | list) and len(result) == 2, "returns a pair (X, y)",
                  expected="a tuple (X, y)", got=describe(result))
-    X, y = (check.tensor(v, name) for v, name in zip(result, ("X", "y"), strict=True))
+    for value, name in zip(result, ("X", "y"), strict=True):
+        check.expect(isinstance(value, torch.Tensor), f"{name} is a torch.Tensor",
+                     expected="a torch.Tensor", got=describe(value), diagnoses={
+                         VALUES_AND_INDICES: type(value).__module__ == "torch.return_types"}
+                     if name_pairs else None)
+    X, y = result
     check.shape(X, (m, T), f"X for m={m}, T={T}")
     check.expect(tuple(y.shape) == (m, 1), f"y has shape ({m}, 1)", expected=f"shape ({m}, 1)",
                  got=f"shape {tuple(y.shape)}", diagnoses={NO_COLUMN_AXIS: tuple(y.shape) == (m,)})
@@ -80,13 +102,32 @@ def suits_other_length(rate: float, s: int) -> bool:
     return any(abs(rate - 0.5 ** (1 / k)) < 0.01 for k in range(2, 9) if k != s)
 
 
+def explicit_p_rate(check: SelfCheck, sparse_and_dataset: Callable[..., tuple], p: float,
+                    m: int, T: int, idx: list[int], seed: int) -> None:
+    """The bits of one call with an explicit ``p`` are 1 with frequency ``p`` (p=0: never)."""
+    check.clause("shape")
+    X, _ = dataset_pair(check, check.call_seeded(seed, sparse_and_dataset, m, T, idx, p=p), m, T)
+    check.clause("arguments")
+    rate = X.double().mean().item()
+    default = 0.5 ** (1 / len(idx))
+    check.expect(abs(rate - p) < 0.02 if p > 0 else rate == 0, f"an explicit p={p} is used",
+                 expected=f"bits 1 with frequency {p}" if p > 0 else "no bit 1 at all",
+                 got=f"bit frequency {rate:.3f}", diagnoses={
+                     ZERO_IS_NONE: p == 0 and abs(rate - default) < 0.02,
+                     NEVER_USES_P: abs(p - 0.5) > 0.1 and abs(rate - 0.5) < 0.02,
+                     FLIPPED_COMPARISON: abs(rate - (1 - p)) < 0.02,
+                     EXPLICIT_P_IGNORED: p > 0 and abs(rate - default) < 0.02
+                     and abs(rate - (1 - p)) >= 0.02})
+
+
 def check_sparse_and_dataset(sparse_and_dataset: Callable[..., tuple]) -> None:
-    """Shapes, dtypes, labels consistent with the AND at ``idx``, the bit probability (default
-    and explicit) and where the randomness comes from."""
+    """Shapes, dtypes, labels consistent with the AND at ``idx``, idx left alone, the bit
+    probability (explicit and default) and where the randomness comes from."""
     check = SelfCheck("sparse_and_dataset")
     m, T, idx = 4000, 12, [2, 9]
     check.clause("shape")
-    X, y = dataset_pair(check, check.call_seeded(5, sparse_and_dataset, m, T, idx), m, T)
+    X, y = dataset_pair(check, check.call_seeded(5, sparse_and_dataset, m, T, idx), m, T,
+                        name_pairs=True)
     check.clause("dtype")
     dataset_dtypes(check, X, y)
 
@@ -95,7 +136,20 @@ def check_sparse_and_dataset(sparse_and_dataset: Callable[..., tuple]) -> None:
     check.close(y.double(), wanted, "y is 1 exactly when every bit at idx = [2, 9] is 1",
                 mistakes=label_mistakes(X, idx), atol=1e-6, rtol=0, dims=("sample", "label"))
 
-    check.clause("arguments")
+    check.clause("unchanged")
+    given = [9, 2, 5]
+    check.call_seeded(8, sparse_and_dataset, 50, T, given)
+    check.expect(given == [9, 2, 5], "idx is left as it was given",
+                 expected="idx = [9, 2, 5] after the call", got=f"idx = {given}",
+                 diagnoses={SORTED_IN_PLACE: sorted(given) == given})
+    X3, y3 = dataset_pair(check, check.call_seeded(6, sparse_and_dataset, m, T, (1, 4, 7)),
+                          m, T)
+    check.close(y3.double(), X3[:, [1, 4, 7]].double().amin(dim=1, keepdim=True),
+                "with idx = (1, 4, 7), a tuple, y is the AND of those bits", atol=1e-6, rtol=0,
+                dims=("sample", "label"))
+
+    for p, seed in ((0.2, 7), (0.9, 8), (0.0, 9)):
+        explicit_p_rate(check, sparse_and_dataset, p, m, T, idx, seed)
     balance = (y > 0.5).double().mean().item()
     bit_rate = X.double().mean().item()
     check.expect(abs(bit_rate - 0.5 ** 0.5) < 0.02 and abs(balance - 0.5) < 0.05,
@@ -104,19 +158,11 @@ def check_sparse_and_dataset(sparse_and_dataset: Callable[..., tuple]) -> None:
                  got=f"bit frequency {bit_rate:.3f}, fraction of positive labels {balance:.3f}",
                  diagnoses={UNBALANCED_HALF: abs(bit_rate - 0.5) < 0.02,
                             IGNORES_LEN: suits_other_length(bit_rate, 2)})
-    X3, _ = dataset_pair(check, check.call_seeded(6, sparse_and_dataset, m, T, (1, 4, 7)), m, T)
     rate = X3.double().mean().item()
     check.expect(abs(rate - 0.5 ** (1 / 3)) < 0.02, "for idx = (1, 4, 7) (a tuple of three), "
                  "the default p is 0.5 ** (1/3)", expected=f"bit frequency {0.5 ** (1 / 3):.3f}",
                  got=f"bit frequency {rate:.3f}",
                  diagnoses={IGNORES_LEN: suits_other_length(rate, 3)})
-    for p in (0.3, 0.9):
-        Xp, yp = dataset_pair(check, check.call_seeded(7, sparse_and_dataset, m, T, idx, p=p),
-                              m, T)
-        rate = Xp.double().mean().item()
-        check.expect(abs(rate - p) < 0.02, f"an explicit p={p} is used",
-                     expected=f"bits 1 with frequency {p}", got=f"bit frequency {rate:.3f}",
-                     likely=EXPLICIT_P_IGNORED if abs(rate - 0.5 ** 0.5) < 0.02 else None)
 
     check.clause("randomness")
     first = check.call_seeded(11, sparse_and_dataset, 50, T, idx)
@@ -129,6 +175,14 @@ def check_sparse_and_dataset(sparse_and_dataset: Callable[..., tuple]) -> None:
     check.expect(not same(first, other), "two seeds give different data",
                  expected="torch.manual_seed(11) and (12): different X", got="the same X",
                  likely=RESEEDED)
+
+    def sparse_and_dataset_twice() -> tuple[tuple, tuple]:
+        return sparse_and_dataset(50, T, idx), sparse_and_dataset(50, T, idx)
+
+    one, two = check.call_seeded(13, sparse_and_dataset_twice)
+    check.expect(not same(one, two), "two calls in a row give different data",
+                 expected="after torch.manual_seed(13), two calls: two different X",
+                 got="the same X twice", likely=SAME_IN_A_ROW)
     check.passed()
     print(f"   label balance with the default p: {balance:.2f} positive "
           f"(bit probability {bit_rate:.3f}; 0.5 ** (1/2) = {0.5 ** 0.5:.3f})")
@@ -157,6 +211,9 @@ def _reference_via_builtin(model: nn.Module, x: torch.Tensor, *, positions: bool
 
 MEMBERS = (("token_embedding", nn.Embedding), ("query", nn.Linear), ("key", nn.Linear),
            ("value", nn.Linear), ("readout", nn.Linear))
+POSITIONS_EMBEDDING = ("position_embedding is an nn.Embedding: the table asks for the (T, d) "
+                       "tensor itself, nn.Parameter(torch.empty(T, d)), added to every "
+                       "sample's token embeddings")
 POSITIONS_NOT_PARAMETER = ("position_embedding is a plain tensor, so training never changes "
                            "it: wrap it, nn.Parameter(...)")
 
@@ -171,7 +228,8 @@ def classifier_members(check: SelfCheck, model: nn.Module, T: int, d: int) -> No
     position = getattr(model, "position_embedding", None)
     check.expect(isinstance(position, nn.Parameter), "`position_embedding` is an nn.Parameter",
                  expected="nn.Parameter of shape (T, d)", got=describe(position),
-                 likely=POSITIONS_NOT_PARAMETER if isinstance(position, torch.Tensor) else None)
+                 likely=POSITIONS_NOT_PARAMETER if isinstance(position, torch.Tensor)
+                 else POSITIONS_EMBEDDING if isinstance(position, nn.Embedding) else None)
     check.shape(position, (T, d), "position_embedding")
     for name, shape in (("query", (d, d)), ("key", (d, d)), ("value", (d, d)),
                         ("readout", (1, d))):
@@ -183,33 +241,108 @@ def classifier_members(check: SelfCheck, model: nn.Module, T: int, d: int) -> No
                  got="none")
 
 
+MODEL_OTHER_GENERATOR = ("the same seed built two different models: the initial weights come "
+                         "from a generator torch.manual_seed does not reach (numpy, a "
+                         "torch.Generator of its own); draw them with nn.init.normal_")
+MODEL_RESEEDED = ("two seeds built the same model: __init__ reseeds PyTorch's generator "
+                  "(torch.manual_seed inside it) or draws from a torch.Generator it seeds "
+                  "itself; leave the seeding to the caller (set_seed)")
+RESEEDS_AFTER = ("building a model reseeds PyTorch's generator: whatever is drawn after it "
+                 "(data, the next model) repeats whatever the seed; remove torch.manual_seed "
+                 "from __init__")
+BUILDS_IN_A_ROW = ("two builds in a row built the same model: __init__ reseeds PyTorch's "
+                   "generator (torch.manual_seed inside it, even with torch.initial_seed()) or "
+                   "draws from a torch.Generator it seeds itself; leave the seeding to the "
+                   "caller (set_seed)")
+
+
+def same_parameters(a: nn.Module, b: nn.Module) -> bool:
+    """Do two models hold the same parameters, name by name?"""
+    first, second = dict(a.named_parameters()), dict(b.named_parameters())
+    return first.keys() == second.keys() and all(
+        first[k].shape == second[k].shape and torch.equal(first[k].detach(), second[k].detach())
+        for k in first)
+
+
+def classifier_seeds(check: SelfCheck, model_class: Callable[..., nn.Module], T: int,
+                     seeds: tuple[int, int]) -> None:
+    """The same seed builds the same model, two seeds two models (the "randomness" clause)."""
+    first = check.call_seeded(seeds[0], model_class, T)
+    again = check.call_seeded(seeds[0], model_class, T)
+    other = check.call_seeded(seeds[1], model_class, T)
+    check.expect(same_parameters(first, again), "the same seed builds the same model",
+                 expected=f"two builds after torch.manual_seed({seeds[0]}): equal parameters",
+                 got="different parameters", likely=MODEL_OTHER_GENERATOR)
+    check.expect(not same_parameters(first, other), "two seeds build two different models",
+                 expected="builds after two different seeds: different parameters",
+                 got="the same parameters", likely=MODEL_RESEEDED)
+
+
+INITIALISED = ("token_embedding", "position_embedding", "query", "key", "value")
 INIT_BAND = (0.07, 0.14)  # a std of 0.1, measured on a few hundred draws
-NORMAL_01 = ("initialise it with nn.init.normal_(..., std=0.1): PyTorch's default (std 1 for an "
-             "embedding, uniform for a linear map) starts attention far from uniform")
+MEAN_NOT_STD = ("0.1 was passed as the mean: the second positional argument of "
+                "nn.init.normal_ is the mean, so nn.init.normal_(w, 0.1) keeps std 1; write "
+                "nn.init.normal_(w, std=0.1)")
+STD_ONE = ("std about 1 instead of 0.1: nn.init.normal_(w) without std=, torch.randn and "
+           "nn.Embedding's own initialisation all draw with std 1; pass std=0.1")
+ALL_EQUAL = ("every value is the same (torch.zeros, torch.ones, torch.empty filled with a "
+             "constant?): draw them with nn.init.normal_(..., std=0.1)")
+LINEAR_DEFAULT = ("nn.Linear's own initialisation was kept (uniform in ±1/sqrt(d)): draw "
+                  "these weights with nn.init.normal_(..., std=0.1)")
+UNIFORM_SMALL = ("drawn uniformly (every value within ±0.1): draw from a normal, "
+                 "nn.init.normal_(..., std=0.1)")
+OTHER_SCHEME = ("drawn with a scheme of its own (Xavier/Glorot: std sqrt(1/d), 0.35 for d = 8; "
+                "Kaiming: std sqrt(2/d), 0.5 for d = 8): the text asks for "
+                "nn.init.normal_(..., std=0.1)")
+READOUT_TOO = ("the readout was initialised too: it looks drawn with std 0.1; only "
+               "token_embedding, position_embedding, query, key and value get std 0.1, leave "
+               "nn.Linear(d, 1) as PyTorch builds it")
+POOLED_FOR_MEAN = 2000  # values of std-1 members needed to tell a mean of 0.1 from 0
 
 
 def classifier_init(check: SelfCheck, models: list[nn.Module], d: int) -> None:
-    """Each of the first five members drawn with std 0.1 (pooled over ``models``), the readout
-    left as PyTorch made it (uniform in ±1/sqrt(d))."""
-    for name in ("token_embedding", "position_embedding", "query", "key", "value"):
-        values = torch.cat([_weight(model, name).detach().double().flatten()
-                            for model in models])
-        std, mean = values.std().item(), values.mean().item()
-        low, high = INIT_BAND
+    """token_embedding, position_embedding, query, key and value drawn with mean 0 and std
+    0.1 (pooled over ``models``), the readout left as PyTorch made it (uniform in
+    ±1/sqrt(d)). A wrong start is named by its signature, measured on all members drawn with
+    std about 1 together (their mean tells normal_(w, 0.1) from normal_(w))."""
+    values = {name: torch.cat([_weight(model, name).detach().double().flatten()
+                               for model in models]) for name in INITIALISED}
+    wide = [v for v in values.values() if 0.8 < v.std().item() < 1.25]
+    pooled = torch.cat(wide) if wide else torch.zeros(1)
+    pooled_mean = pooled.mean().item()
+    bound = 1 / math.sqrt(d)
+    low, high = INIT_BAND
+    for name, these in values.items():
+        std, mean = these.std().item(), these.mean().item()
+        largest = these.abs().max().item()
+        one = 0.8 < std < 1.25
         check.expect(low <= std <= high and abs(mean) < 0.05,
                      f"{name} starts with mean 0 and std 0.1",
                      expected=f"mean about 0, std between {low} and {high}",
-                     got=f"mean {mean:.3f}, std {std:.3f}", likely=NORMAL_01)
+                     got=f"mean {mean:.3f}, std {std:.3f}" + (
+                         f" (every member drawn with std about 1, together: mean "
+                         f"{pooled_mean:.3f} over {pooled.numel()} values)" if one else ""),
+                     diagnoses={
+                         ALL_EQUAL: std < 1e-6,
+                         MEAN_NOT_STD: one and pooled.numel() >= POOLED_FOR_MEAN
+                         and 0.05 <= pooled_mean <= 0.15,
+                         STD_ONE: one and (abs(pooled_mean) < 0.05
+                                           or pooled.numel() < POOLED_FOR_MEAN),
+                         LINEAR_DEFAULT: name in ("query", "key", "value")
+                         and largest <= bound + 1e-6 and 0.8 < std * math.sqrt(3) / bound < 1.2,
+                         UNIFORM_SMALL: largest <= 0.1 + 1e-6 and 0.045 < std < 0.07,
+                         OTHER_SCHEME: name in ("query", "key", "value") and any(
+                             abs(std / math.sqrt(gain / d) - 1) < 0.15 for gain in (1, 2)),
+                     })
     weights = torch.cat([model.readout.weight.detach().double().flatten() for model in models])
-    bound = 1 / math.sqrt(d)
     std = weights.std().item()
     check.expect(bool(weights.abs().max() <= bound + 1e-6) and std > 0.75 * bound / math.sqrt(3),
                  "readout keeps PyTorch's default initialisation (uniform in ±1/sqrt(d))",
                  expected=f"weights spread evenly over ±{bound:.3f} (std about "
                           f"{bound / math.sqrt(3):.3f})",
                  got=f"largest |weight| {weights.abs().max().item():.3f}, std {std:.3f}",
-                 likely="the readout was initialised too: only the first five members get "
-                        "std 0.1; leave nn.Linear(d, 1) as PyTorch builds it")
+                 diagnoses={READOUT_TOO: low <= std <= high
+                            and abs(weights.mean().item()) < 0.05})
 
 
 def _weight(model: nn.Module, name: str) -> torch.Tensor:
@@ -228,17 +361,51 @@ def _bits(generator: torch.Generator, B: int, T: int) -> torch.Tensor:
     return torch.randint(0, 2, (B, T), generator=generator)
 
 
+SOFTMAX_OVER_QUERIES = "the softmax runs over the queries (dim=-2), not over the keys (dim=-1)"
+SOFTMAX_OVER_BATCH = ("the softmax runs over the batch (dim=0): F.softmax(scores) without dim= "
+                      "picks dim 0 for a 3-D tensor; pass dim=-1")
+SCALED_AFTER = ("the weights were divided by sqrt(d) after the softmax: divide the scores "
+                "before it, so that each row still sums to 1")
+BROADCAST = ("a (B, T) @ (B, T, d) product broadcasts to (B, B, d): every sample's weights "
+             "met every sample's values; keep the query axis (A[:, -1:, :] is (B, 1, T)) or "
+             "multiply and sum over the positions")
+COLUMN = ("the last column of A was used (how much every position attends to the last one), "
+          "not the last row: h = Σ_t A[T-1, t] V_t, A[:, -1, :]")
+VALUES_WITHOUT_POSITIONS = ("the values were computed from the token embeddings alone: V = "
+                            "value(e), with e = embed(x) including the positions")
+
+
 def check_SelfAttentionClassifier(model_class: Callable[..., nn.Module]) -> None:  # noqa: N802
-    """Members, initialisation, shapes, attention rows that are distributions, agreement with
-    PyTorch's nn.MultiheadAttention, other sizes, and gradients."""
+    """Members, seeding, initialisation, shapes, attention rows that are distributions,
+    agreement with PyTorch's nn.MultiheadAttention, other sizes, and gradients."""
     check = SelfCheck("SelfAttentionClassifier")
     T, d, B = 6, 8, 5
     check.clause("members")
     model = check.call_seeded(3, model_class, T, d)
     classifier_members(check, model, T, d)
 
+    check.clause("randomness")
+    classifier_seeds(check, model_class, T, (21, 22))
+
+    def build_then_draw() -> torch.Tensor:
+        model_class(T, d)
+        return torch.rand(8)
+
+    after = [check.call_seeded(seed, build_then_draw) for seed in (21, 22)]
+    check.expect(not torch.equal(*after), "what is drawn after a build still follows the seed",
+                 expected="torch.rand(8) after a build: different numbers for seeds 21 and 22",
+                 got="the same numbers", likely=RESEEDS_AFTER)
+
+    def build_twice() -> tuple[nn.Module, nn.Module]:
+        return model_class(T, d), model_class(T, d)
+
+    one, two = check.call_seeded(23, build_twice)
+    check.expect(not same_parameters(one, two), "two builds in a row build two different models",
+                 expected="after torch.manual_seed(23), two builds: different parameters",
+                 got="the same parameters twice", likely=BUILDS_IN_A_ROW)
+
     check.clause("init")
-    classifier_init(check, [check.call_seeded(seed, model_class, 64) for seed in range(4)], 8)
+    classifier_init(check, [check.call_seeded(seed, model_class, 64) for seed in range(8)], 8)
 
     generator = torch.Generator().manual_seed(4)
     _randomise(model, generator)
@@ -261,29 +428,44 @@ def check_SelfAttentionClassifier(model_class: Callable[..., nn.Module]) -> None
                             _reference_via_builtin(model, x, positions=False)[0],
                         "the scores were not divided by sqrt(d)":
                             _reference_via_builtin(model, x, scale=1.0)[0],
+                        "the scores were divided by sqrt(T), the context length, instead of "
+                        "sqrt(d)": _reference_via_builtin(model, x, scale=1 / math.sqrt(T))[0],
+                        "the scores were divided by d instead of sqrt(d)":
+                            _reference_via_builtin(model, x, scale=1 / d)[0],
+                        "the scores were multiplied by sqrt(d) instead of divided":
+                            _reference_via_builtin(model, x, scale=math.sqrt(d))[0],
                         "queries and keys are swapped (softmax of K Qᵀ instead of Q Kᵀ)":
                             _reference_via_builtin(model, x, swap=True)[0],
+                        SCALED_AFTER:
+                            _reference_via_builtin(model, x, scale=1.0)[0] / math.sqrt(d),
                     }, diagnoses={
-                        "the softmax runs over the queries (dim=-2), not over the keys (dim=-1)":
-                            lambda: bool(torch.allclose(weights.sum(-2), torch.ones(B, T),
-                                                        atol=1e-5))},
+                        SOFTMAX_OVER_QUERIES: lambda: bool(torch.allclose(
+                            weights.sum(-2), torch.ones(B, T), atol=1e-5)),
+                        SOFTMAX_OVER_BATCH: lambda: bool(torch.allclose(
+                            weights.sum(0), torch.ones(T, T), atol=1e-5))},
                     atol=1e-4, dims=("sample", "query", "key"))
 
         check.clause("forward")
         probability = check.tensor(check.call(model, x), "model(x)")
-        check.shape(probability, (B, 1), "model(x)")
-        values = model.value(model.token_embedding(x) + model.position_embedding)
-        first = torch.sigmoid(model.readout(reference_weights[:, 0].unsqueeze(1) @ values))
-        mean = torch.sigmoid(model.readout((reference_weights @ values).mean(1)))
+        check.shape(probability, (B, 1), "model(x)",
+                    likely=BROADCAST if tuple(probability.shape) == (B, B, 1) else None)
+        e = model.token_embedding(x) + model.position_embedding
+        values = model.value(e)
+        readout = lambda h: torch.sigmoid(model.readout(h))  # noqa: E731
         logit = torch.logit(reference_probability.double().clamp(1e-12, 1 - 1e-12)).float()
         check.close(probability, reference_probability,
                     "output agrees with nn.MultiheadAttention read out at the last position",
                     atol=1e-4, mistakes={
                         "forward reads out at the first position instead of the last":
-                            first.reshape(B, 1),
+                            readout(reference_weights[:, 0].unsqueeze(1) @ values).reshape(B, 1),
                         "forward averages the outputs of all positions instead of reading the "
-                        "last one": mean,
+                        "last one": readout((reference_weights @ values).mean(1)),
                         "no sigmoid at the end: forward must return a probability": logit,
+                        COLUMN: readout(reference_weights[:, :, -1].unsqueeze(1)
+                                        @ values).reshape(B, 1),
+                        VALUES_WITHOUT_POSITIONS: readout(
+                            reference_weights[:, -1].unsqueeze(1)
+                            @ model.value(model.token_embedding(x))).reshape(B, 1),
                     })
         one = check.tensor(check.call(model, x[:1]), "model(x) for a batch of one")
         check.shape(one, (1, 1), "model(x) for a batch of one",
@@ -307,7 +489,7 @@ def check_SelfAttentionClassifier(model_class: Callable[..., nn.Module]) -> None
     check.clause("gradients")
     model.train()
     model.zero_grad()
-    (check.call(model, x) * torch.randn(B, 1, generator=generator)).sum().backward()
+    check.backward(check.call(model, x) * torch.randn(B, 1, generator=generator), "model(x)")
     missing = [name for name, parameter in model.named_parameters()
                if parameter.grad is None or not bool(parameter.grad.abs().sum() > 0)]
     check.expect(not missing, "in training mode, every parameter gets a gradient",

@@ -18,17 +18,29 @@ from helpers.checks.framework import SelfCheck, describe
 BATCH_AXIS = ("the table has shape (T, 1, d_model): added to a (B, T, d_model) batch it gives "
               "each *sentence* its own vector instead of each position; return one row per "
               "position, (T, d_model)")
+TRANSPOSED = "the table is transposed: one row per position, one column per feature, (T, d_model)"
 SQUEEZED = ("the table was squeezed: for T = 1 it lost its position axis; return "
             "(T, d_model) for every T")
 INTEGERS = ("the table holds integers: make the positions floats before multiplying them by "
             "the frequencies")
+HALF = ("the table was computed in half precision (float16 or bfloat16), which keeps only "
+        "about three significant digits: sin² + cos² misses 1 and nearby positions blur; "
+        "compute it in float32 (PyTorch's default)")
+INTEGER_DIVISION = ("every pair turns at ω = 1 (row 1 repeats sin 1, cos 1): the exponent 2i/d "
+                    "came out 0, as integer division (`2 * i // d_model`) makes it; divide with /")
 FREQUENCY_MISTAKES = {
     "the frequency exponent is twice too large: the column index was used where the pair "
     "index i belongs (ω_i = 10000^(-2i/d) with i = column // 2)": lambda i, d: 4 * i / d,
     "the frequency exponent lacks the factor 2: ω_i = 10000^(-2i/d)": lambda i, d: i / d,
-    "the frequency exponent has the wrong sign: ω_i = 1 / 10000^(2i/d) gets slower, not "
-    "faster": lambda i, d: -2 * i / d,
+    "the frequency exponent has the wrong sign: your ω_i = 10000^(+2i/d) grows with i, so the "
+    "later pairs turn ever faster; ω_i = 1 / 10000^(2i/d) falls from 1 for i = 0 to about "
+    "1/10000": lambda i, d: -2 * i / d,
+    INTEGER_DIVISION: lambda i, d: 0 * i,
+    "the exponents run from 0 to exactly 1 (as torch.linspace(0, 1, d_model // 2) spaces "
+    "them): they are 2i/d for i = 0, 1, …, d/2 - 1, so the last one is (d - 2)/d, short of 1":
+        lambda i, d: 2 * i / (d - 2),
 }
+HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
 def _pairs_at_zero(d: int, first: float, second: float) -> torch.Tensor:
@@ -37,15 +49,18 @@ def _pairs_at_zero(d: int, first: float, second: float) -> torch.Tensor:
 
 def _table(check: SelfCheck, encoding: Callable[[int, int], torch.Tensor], T: int,
            d: int) -> torch.Tensor:
-    """The student's table for (T, d), checked to be a (T, d) float tensor."""
+    """The student's table for (T, d), checked to be a (T, d) float32 (or float64) tensor."""
     what = f"sinusoidal_positional_encoding({T}, {d})"
     pe = check.tensor(check.call(encoding, T, d), what)
     shape = tuple(pe.shape)
     check.expect(shape == (T, d), f"{what} has shape ({T}, {d})", expected=f"shape ({T}, {d})",
                  got=f"shape {shape}", diagnoses={BATCH_AXIS: shape == (T, 1, d),
-                                                 SQUEEZED: T == 1 and shape == (d,)})
+                                                 SQUEEZED: T == 1 and shape == (d,),
+                                                 TRANSPOSED: shape == (d, T) and T != d})
     check.expect(pe.is_floating_point(), f"{what} is a float tensor", expected="a float dtype",
                  got=str(pe.dtype), likely=INTEGERS)
+    check.expect(pe.dtype not in HALF_DTYPES, f"{what} is float32 (or float64)",
+                 expected="torch.float32", got=str(pe.dtype), likely=HALF)
     return pe.detach().cpu().double()
 
 
@@ -175,6 +190,14 @@ def pytorch_twin(block: nn.Module, d_model: int, n_heads: int, d_ff: int,
 
 RETURNS_PAIR = ("the block returns nn.MultiheadAttention's pair (output, weights): unpack "
                 "that pair and carry on with the output only")
+SHARED_NORM = ("norm_1 and norm_2 are one and the same layer (`self.norm_1 = self.norm_2 = "
+               "nn.LayerNorm(d_model)`, or `self.norm_2 = self.norm_1`), so both add & norm "
+               "steps share one set of weights: create two nn.LayerNorm(d_model)")
+SQUEEZED_OUT = ("the output was squeezed (`.squeeze()`): for a batch of one it lost its batch "
+                "axis; return (B, T, d_model) for every B")
+FLOAT_MASK = ("the padding mask was turned into numbers (`.float()`): nn.MultiheadAttention "
+              "*adds* a float key_padding_mask to the scores (True becomes +1), so the padding "
+              "is not left out; pass the boolean mask itself")
 DROPOUT_ON_THE_SUM = ("with dropout=1 every token came out the same: dropout acted on the "
                       "residual sum or on the input, which drops the input too; apply it to "
                       "each sub-layer's output, before the add")
@@ -184,28 +207,60 @@ DROPOUT_UNUSED = ("self.dropout never acted, only nn.MultiheadAttention's own dr
 DROPOUT_IN_EVAL = ("dropout also acts in eval mode: use the nn.Dropout layer (or "
                    "F.dropout(..., training=self.training)), which does nothing in eval mode")
 DROPOUT_RESEEDED = ("the same dropout draws for every seed: the block reseeds the generator "
-                    "(torch.manual_seed in forward) or draws its mask once; nn.Dropout draws "
-                    "afresh on every call")
+                    "(torch.manual_seed in forward); nn.Dropout draws afresh on every call")
+DROPOUT_DRAWN_ONCE = ("self.dropout's mask is the same on every call: it was drawn once and "
+                      "kept; apply nn.Dropout inside forward, which draws a fresh mask each call")
+# What typical mistakes in forward compute, in words and as changes to PyTorch's own layer.
+NORM_BEFORE_ADD = ("each sub-layer's output was normalised before the add, x + norm_1(attention"
+                   "(x)): add first, then normalise the sum, norm_1(x + attention(x))")
+NORM_1_TWICE = "norm_1 normalises both sums: the MLP's add & norm uses norm_2"
+NORM_2_TWICE = "norm_2 normalises both sums: the attention's add & norm uses norm_1"
+NO_MLP_RESIDUAL = ("the MLP sub-layer has no residual connection: add its input h back before "
+                   "norm_2, norm_2(h + mlp(h))")
+MLP_ON_X = ("the MLP reads the block's input x instead of h, the output of the first add & "
+            "norm: mlp(h)")
+RESIDUAL_FROM_X = ("the second residual adds the block's input x instead of h, the MLP's own "
+                   "input: norm_2(h + mlp(h))")
+GELU = "the MLP's activation is GELU; the text's MLP uses ReLU (block.mlp[1])"
 
 
-def _twin_variants(block: nn.Module, d_model: int, n_heads: int, d_ff: int
-                   ) -> dict[str, nn.TransformerEncoderLayer]:
-    """PyTorch's layer with a typical mistake built in, holding the block's weights.
+def _twin_variants(block: nn.Module, d_model: int, n_heads: int, d_ff: int,
+                   x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What typical mistakes give for ``x``: PyTorch's layer holding the block's weights,
+    with the mistake built in.
 
-    They are left in training mode (dropout is 0, so nothing changes but the code path):
-    PyTorch's fused inference path would refuse a layer with a norm removed."""
-    pre_norm = pytorch_twin(block, d_model, n_heads, d_ff)
-    pre_norm.norm_first = True
-    no_final_norm = pytorch_twin(block, d_model, n_heads, d_ff)
-    no_final_norm.norm2 = nn.Identity()
-    swapped = pytorch_twin(block, d_model, n_heads, d_ff)
-    swapped.norm1.load_state_dict(block.norm_2.state_dict())
-    swapped.norm2.load_state_dict(block.norm_1.state_dict())
-    return {"pre-norm instead of post-norm: add first, then normalise, "
-            "norm_1(x + attention(x))": pre_norm.train(),
-            "the final norm_2 is missing: out = norm_2(h + mlp(h))": no_final_norm.train(),
-            "norm_1 and norm_2 are swapped: norm_1 follows the attention, norm_2 the MLP":
-                swapped.train()}
+    The layers run in training mode (dropout is 0, so nothing changes but the code path):
+    PyTorch's fused inference path would skip the parts a mistake changes."""
+    base = pytorch_twin(block, d_model, n_heads, d_ff).train()
+    other = pytorch_twin(block, d_model, n_heads, d_ff).train()
+
+    def variant(**changes: object) -> torch.Tensor:
+        layer = pytorch_twin(block, d_model, n_heads, d_ff).train()
+        for name, value in changes.items():
+            setattr(layer, name, value)
+        return layer(x)
+
+    def normalised_attention(z: torch.Tensor, attn_mask: torch.Tensor | None,
+                             key_padding_mask: torch.Tensor | None,
+                             is_causal: bool = False) -> torch.Tensor:
+        return base.norm1(base._sa_block(z, attn_mask, key_padding_mask))
+
+    return {
+        "pre-norm instead of post-norm: add first, then normalise, "
+        "norm_1(x + attention(x))": variant(norm_first=True),
+        "the final norm_2 is missing: out = norm_2(h + mlp(h))": variant(norm2=nn.Identity()),
+        "norm_1 and norm_2 are swapped: norm_1 follows the attention, norm_2 the MLP":
+            variant(norm1=other.norm2, norm2=other.norm1),
+        NORM_BEFORE_ADD: variant(norm1=nn.Identity(), norm2=nn.Identity(),
+                                 _sa_block=normalised_attention,
+                                 _ff_block=lambda h: base.norm2(base._ff_block(h))),
+        NORM_1_TWICE: variant(norm2=base.norm1),
+        NORM_2_TWICE: variant(norm1=base.norm2),
+        NO_MLP_RESIDUAL: variant(_ff_block=lambda h: base._ff_block(h) - h),
+        MLP_ON_X: variant(_ff_block=lambda h: base._ff_block(x)),
+        RESIDUAL_FROM_X: variant(_ff_block=lambda h: base._ff_block(h) - h + x),
+        GELU: variant(activation=nn.functional.gelu),
+    }
 
 
 def _randomise(block: nn.Module, generator: torch.Generator) -> None:
@@ -215,6 +270,16 @@ def _randomise(block: nn.Module, generator: torch.Generator) -> None:
             parameter.copy_(0.3 * torch.randn(parameter.shape, generator=generator))
         for norm, scale in ((block.norm_1, 0.5), (block.norm_2, 1.5)):
             norm.weight.copy_(scale + 0.3 * torch.randn(norm.weight.shape, generator=generator))
+
+
+def check_separate_norms(check: SelfCheck, block: nn.Module) -> None:
+    """After :func:`_randomise` gave them different weights, norm_1 and norm_2 still differ."""
+    same_layer = block.norm_1 is block.norm_2
+    check.expect(not same_layer and not torch.equal(block.norm_1.weight, block.norm_2.weight),
+                 "norm_1 and norm_2 are two separate layers (given different weights, each "
+                 "keeps its own)", expected="two nn.LayerNorm(d_model), each with its own weights",
+                 got="norm_1 is norm_2: one layer under two names" if same_layer
+                 else "norm_1 and norm_2 share their weight tensor", likely=SHARED_NORM)
 
 
 def check_TransformerBlock(block_class: type[nn.Module]) -> None:
@@ -227,6 +292,7 @@ def check_TransformerBlock(block_class: type[nn.Module]) -> None:
     check_block_members(check, block, d_model, n_heads, d_ff, 0.0)
     generator = torch.Generator().manual_seed(4)
     _randomise(block, generator)
+    check_separate_norms(check, block)
     block.eval()
     x = torch.randn(3, 7, d_model, generator=generator)
     twin = pytorch_twin(block, d_model, n_heads, d_ff)
@@ -242,36 +308,50 @@ def check_TransformerBlock(block_class: type[nn.Module]) -> None:
                                 and tuple(out[0].shape) == tuple(x.shape)})
         out = check.tensor(out, "block(x)")
         check.shape(out, tuple(x.shape), "block(x)")
-        variants = _twin_variants(block, d_model, n_heads, d_ff)
         check.close(out, twin(x),
                     "in eval mode, agrees with nn.TransformerEncoderLayer(norm_first=False) "
-                    "holding the same weights", mistakes={words: layer(x) for words, layer in
-                                                          variants.items()}, atol=1e-4,
-                    dims=("batch", "position", "channel"))
+                    "holding the same weights",
+                    mistakes=_twin_variants(block, d_model, n_heads, d_ff, x), atol=1e-4,
+                    dims=("sentence", "position", "channel"))
+        one = check.tensor(check.call(block, x[:1]), "block(x) for a batch of one")
+        check.shape(one, (1, 7, d_model), f"block(x) for a batch of one, x of shape (1, 7, "
+                    f"{d_model})", likely=SQUEEZED_OUT if one.shape == (7, d_model) else None)
+        check.close(one, twin(x[:1]), "for a batch of one, agrees with "
+                    "nn.TransformerEncoderLayer", atol=1e-4)
 
         check.clause("padding")
         lengths = torch.tensor([7, 4, 2])
         padding_mask = torch.arange(7)[None, :] >= lengths[:, None]
-        real = ~padding_mask
+
+        def real(t: torch.Tensor) -> torch.Tensor:
+            """The outputs at the real tokens; those at padded positions set to 0 (not compared)."""
+            return t.masked_fill(padding_mask[..., None], 0.0)
+
+        dims = ("sentence", "position", "channel")
         out = check.call(block, x, padding_mask=padding_mask)
         check.shape(out, tuple(x.shape), "block(x, padding_mask=mask)")
         reference = twin(x, src_key_padding_mask=padding_mask)
-        check.close(out[real], reference[real],
-                    "with a padding mask, agrees with nn.TransformerEncoderLayer at the real tokens",
+        check.close(real(out), real(reference),
+                    "with a padding mask, agrees with nn.TransformerEncoderLayer at the real "
+                    "tokens (the outputs at padded positions are not compared)",
                     mistakes={
                         "the padding mask does not reach the attention: pass it as "
-                        "key_padding_mask": twin(x)[real],
+                        "key_padding_mask": real(twin(x)),
                         "the padding mask is inverted: True already means padding in "
-                        "key_padding_mask": twin(x, src_key_padding_mask=~padding_mask)[real],
-                    }, atol=1e-4)
+                        "key_padding_mask": real(twin(x, src_key_padding_mask=~padding_mask)),
+                        FLOAT_MASK: real(twin.train()(
+                            x, src_key_padding_mask=padding_mask.to(x.dtype))),
+                    }, atol=1e-4, dims=dims)
+        twin.eval()
         positional = check.call(block, x, padding_mask)
-        check.close(positional[real], reference[real],
-                    "the padding mask also works as the second positional argument", atol=1e-4)
+        check.close(real(positional), real(reference),
+                    "the padding mask also works as the second positional argument", atol=1e-4,
+                    dims=dims)
         noisy = x.clone()
         noisy[padding_mask] = 100.0
-        check.close(check.call(block, noisy, padding_mask=padding_mask)[real], out[real],
+        check.close(real(check.call(block, noisy, padding_mask=padding_mask)), real(out),
                     "changing the padded inputs does not change the real tokens' outputs",
-                    atol=1e-4)
+                    atol=1e-4, dims=dims)
 
         check.clause("members")
         dropping = check.call_seeded(0, block_class, d_model, n_heads, d_ff, dropout=p)
@@ -304,11 +384,23 @@ def check_TransformerBlock(block_class: type[nn.Module]) -> None:
                     mistakes={DROPOUT_UNUSED: inside}, diagnoses={
                         DROPOUT_ON_THE_SUM: lambda: bool(
                             (dropped - dropped[:1, :1]).abs().amax() < 1e-4)})
+        # The attention's own dropout (on its weights) makes two seeds differ by itself; with
+        # its output projection set to zero only self.dropout can.
+        dropping.attention.out_proj.weight.zero_()
+        silent_1, silent_2 = (check.call_seeded(seed, dropping, x) for seed in (4, 5))
+        check.expect(not torch.allclose(silent_1, silent_2, atol=1e-5),
+                     "in training mode, self.dropout draws a fresh mask on every call (two "
+                     "seeds give different outputs even with the attention's output "
+                     "projection set to zero, so that only self.dropout acts)",
+                     expected="different outputs for seeds 4 and 5", got="the same output",
+                     likely=DROPOUT_DRAWN_ONCE)
 
     check.clause("gradients")
     block.train()
     weights = torch.randn(x.shape, generator=generator)
-    (check.call(block, x, padding_mask=padding_mask) * weights).sum().backward()
+    output = check.tensor(check.call(block, x, padding_mask=padding_mask), "block(x)")
+    if output.requires_grad:  # under torch.no_grad() nothing reaches the weights (told below)
+        check.backward(output * weights, "the block")
     missing = [name for name, parameter in block.named_parameters()
                if parameter.grad is None or not bool(parameter.grad.abs().sum() > 0)]
     check.expect(not missing, "in training mode, every parameter gets a gradient",
@@ -320,6 +412,11 @@ def check_TransformerBlock(block_class: type[nn.Module]) -> None:
 
 
 # ---- mean_pool --------------------------------------------------------------------------------
+
+CUT_OFF = ("the result was cut off from h (torch.no_grad(), .detach(), .numpy() or .item() "
+           "inside mean_pool): in the classifier no gradient would reach the blocks and the "
+           "embedding below the pooling, so they would never learn")
+
 
 def check_mean_pool(mean_pool: Callable[..., torch.Tensor]) -> None:
     """Agreement with a plain mean without a mask; padding ignored and true lengths used."""
@@ -372,6 +469,23 @@ def check_mean_pool(mean_pool: Callable[..., torch.Tensor]) -> None:
     check.close(check.call(mean_pool, h, torch.zeros(3, 6, dtype=torch.bool)), h.mean(dim=1),
                 "a mask without any padding gives the plain mean")
 
+    check.rule("gradients")
+    leaf = h.clone().requires_grad_()
+    out = check.tensor(check.call(mean_pool, leaf, padding_mask), "mean_pool(h, padding_mask)")
+    check.expect(out.requires_grad, "mean_pool(h, padding_mask) is connected to h (a gradient "
+                 "can flow back through it)", expected="a result with requires_grad=True for "
+                 "an h that requires a gradient", got="a result cut off from h",
+                 likely=CUT_OFF)
+    check.backward(out, "mean_pool")
+    grad = leaf.grad
+    reached = grad is not None and bool((grad[~padding_mask] != 0).all())
+    check.expect(reached, "the gradient reaches every real position of h",
+                 expected="a nonzero gradient at every real position",
+                 got="None" if grad is None else "zeros at some real positions", likely=CUT_OFF)
+
     check.clause("dtype")
     check.dtype_follows(mean_pool, h, padding_mask, what="mean_pool(h, padding_mask)")
+    check.clause("device")
+    check.device_follows(mean_pool, h, what="mean_pool(h) (padding_mask=None)")
+    check.device_follows(mean_pool, h, padding_mask, what="mean_pool(h, padding_mask)")
     check.passed()

@@ -51,6 +51,25 @@ def cache_pair(check: SelfCheck, cache: Any, what: str) -> Cache:
     return cache[0], cache[1]
 
 
+TRAIN_ONLY = ("in training mode the output changed, in evaluation mode it is right: dropout "
+              "(or another layer that acts only in training) was added; this model has none")
+
+
+def expect_same_in_training(check: SelfCheck, module: nn.Module, args: tuple,
+                            reference: torch.Tensor, what: str, dims: tuple[str, ...]) -> None:
+    """The module computes the same in training mode as in evaluation mode (no dropout)."""
+    module.train()
+    try:
+        with torch.no_grad():
+            result = check.call_seeded(17, module, *args)
+    finally:
+        module.eval()
+    out = result[0] if isinstance(result, tuple | list) and len(result) == 2 else result
+    check.tensor(out, f"{what} in training mode")
+    check.close(out, reference, f"{what} in training mode is the same: no dropout",
+                likely=TRAIN_ONLY, dims=dims, **TOL)
+
+
 def _expect_grads(check: SelfCheck, module: nn.Module) -> None:
     for name, parameter in module.named_parameters():
         grad = parameter.grad
@@ -66,6 +85,7 @@ NEW_FIRST = ("the new keys and values were put before the cached ones: append th
 ONLY_NEW = "the returned cache holds only the new positions: it must hold every position so far"
 OLD_CACHE = "the cache it was given came back unchanged: the new keys and values must be added"
 KV_SWAPPED = "keys and values were swapped in the cache: return (K, V), keys first"
+KEYS_TWICE = "the cache holds the keys twice: its second tensor must be the values, V"
 TOP_LEFT = ("the mask ignores the cache: query i of the new positions read keys 0..i of the "
             "whole text (as is_causal=True does), not every cached key and the new keys 0..i "
             "(a mask of T rows and t + T columns, shifted right by t)")
@@ -234,13 +254,17 @@ def check_CausalSelfAttention(attention_cls: type[nn.Module]) -> None:
     check.close(out_one, _twin_out(_attention_twin(one_head, 8, 1), x_one, x_one, _blocked(5)),
                 "with one head, out matches nn.MultiheadAttention too",
                 dims=("batch", "position", "channel"), **TOL)
+    expect_same_in_training(check, layer, (x,), reference, "out",
+                            ("batch", "position", "channel"))
 
     check.clause("cache")
     K, V = (_heads_of(x, getattr(layer, name).weight, H) for name in ("to_keys", "to_values"))
+    swapped = cache[1].shape == K.shape and torch.allclose(cache[1].to(K.dtype), K, **TOL)
     check.close(cache[0], K, "K holds every position's keys, split into heads",
-                mistakes={KV_SWAPPED: V}, dims=("batch", "head", "position", "channel"), **TOL)
+                mistakes={KV_SWAPPED: V} if swapped else None,
+                dims=("batch", "head", "position", "channel"), **TOL)
     check.close(cache[1], V, "V holds every position's values, split into heads",
-                mistakes={KV_SWAPPED: K}, dims=("batch", "head", "position", "channel"), **TOL)
+                mistakes={KEYS_TWICE: K}, dims=("batch", "head", "position", "channel"), **TOL)
     _, first = _attention_call(check, layer, x[:, :t], None, f"forward(x[:, :{t}])")
     piece, second = _attention_call(check, layer, x[:, t:], first,
                                     f"forward(x[:, {t}:], cache=<the cache of x[:, :{t}]>)")
@@ -275,7 +299,7 @@ def check_CausalSelfAttention(attention_cls: type[nn.Module]) -> None:
     check.expect(out.requires_grad, "out carries a gradient back to the layer",
                  expected="an output that depends on the parameters", got="a detached output",
                  likely=GRADIENT_CUT)
-    out.sum().backward()
+    check.backward(out, "forward(x) in training mode")
     _expect_grads(check, layer)
     check.passed()
 
@@ -391,6 +415,8 @@ def check_Block(block_cls: type[nn.Module]) -> None:
                     "attention's residual": _parallel(twin, x),
                     RELU: _run_layer(_block_twin(block, d, H, activation="relu"), x),
                 }, dims=("batch", "position", "channel"), **TOL)
+    expect_same_in_training(check, block, (x,), _run_layer(twin, x), "x out",
+                            ("batch", "position", "channel"))
 
     check.clause("cache")
     with torch.no_grad():
@@ -421,7 +447,7 @@ def check_Block(block_cls: type[nn.Module]) -> None:
     check.expect(out.requires_grad, "x out carries a gradient back to the block",
                  expected="an output that depends on the parameters", got="a detached output",
                  likely=GRADIENT_CUT)
-    out.sum().backward()
+    check.backward(out, "forward(x) in training mode")
     _expect_grads(check, block)
     check.passed()
 
@@ -555,6 +581,8 @@ def check_GPT(gpt_cls: type[nn.Module]) -> None:
     check.close(logits, reference, "the logits match TinyLM (PyTorch's pre-norm layers) "
                 "holding your weights", mistakes=mistakes, dims=("batch", "position", "token"),
                 **TOL)
+    expect_same_in_training(check, model, (tokens,), reference, "the logits",
+                            ("batch", "position", "token"))
 
     check.clause("pieces")
     _, first = _gpt_call(check, model, tokens[:, :t], None, f"forward(tokens[:, :{t}])",
@@ -587,7 +615,7 @@ def check_GPT(gpt_cls: type[nn.Module]) -> None:
     check.expect(logits.requires_grad, "the logits carry a gradient back to the model",
                  expected="logits that depend on the parameters", got="detached logits",
                  likely=GRADIENT_CUT)
-    logits.sum().backward()
+    check.backward(logits, "forward(tokens) in training mode")
     _expect_grads(check, model)
     check.passed()
 
@@ -836,6 +864,21 @@ def _expect_frequencies(check: SelfCheck, draws: torch.Tensor, probabilities: to
                             for words, wrong in mistakes.items()})
 
 
+def _cropped(model: _ScriptedLM, tokens: torch.Tensor, T0: int) -> bool:
+    """Whether the greedy tokens are those of a model that read only the last w tokens."""
+    for w in range(1, tokens.shape[1] - 1):
+        right = True
+        for end in range(T0, tokens.shape[1]):
+            start = max(0, end - w)
+            row = model.logits_at(tokens[:, start:end], 0)[:, -1]
+            if not torch.equal(row.argmax(dim=-1), tokens[:, end]):
+                right = False
+                break
+        if right:
+            return True
+    return False
+
+
 def _describe_calls(calls: list[tuple[int, int | None]]) -> str:
     shown = ", ".join(f"{T} new" + ("" if t is None else f" + {t} cached") for T, t in calls[:6])
     return f"{len(calls)} calls: {shown}" + (", ..." if len(calls) > 6 else "")
@@ -845,6 +888,12 @@ GENERATOR_IGNORED = ("the same generator state gave different tokens under two g
                      "pass generator=generator on to sample_next_token")
 RESEEDS = ("two different generators gave the same tokens: generate (or the sampler) reseeds "
            "the random generator itself; draw only with the generator passed in")
+GLOBAL_RESEEDED = ("with generator=None, two different global seeds gave the same tokens: "
+                   "generate calls torch.manual_seed itself or draws from a generator of its "
+                   "own; pass generator=None on to sample_next_token as it is")
+CROPPED = ("the text was cut to its last tokens before the model read it (a window such as "
+           "tokens[:, -block_size:]): without the cache, give the model the whole text so far; "
+           "the caller keeps it within the model's block_size")
 
 
 @single_thread()
@@ -852,7 +901,7 @@ def check_generate(generate: Callable[..., torch.Tensor]) -> None:
     """Greedy continuation, the cache, temperature and top-k, the generator, and (a rule)
     one new token per call with the cache; with stand-in models, so your GPT is not needed."""
     check = SelfCheck("generate")
-    V, B, T0, n = 9, 3, 2, 6
+    V, B, T0, n = 9, 3, 3, 10
     model = _ScriptedLM(V, seed=11)
     prompt = torch.randint(V, (B, T0), generator=_generator(12))
 
@@ -871,12 +920,23 @@ def check_generate(generate: Callable[..., torch.Tensor]) -> None:
                  expected=describe(best[:, T0 - 1:-1]), got=describe(greedy[:, T0:]), diagnoses={
                      "the logits of the first position were used: the next token follows the "
                      "last position, logits[:, -1]":
-                         bool((greedy[:, T0:] == first_row).all())})
+                         bool((greedy[:, T0:] == first_row).all()),
+                     CROPPED: lambda: _cropped(model, greedy, T0)})
     one = _expect_tokens(check, check.call(generate, model, prompt[:1], n, top_k=1,
                                            use_cache=False), (1, T0 + n), prompt[:1],
                          "generate with a prompt of one sequence")
     check.expect(torch.equal(one, greedy[:1]), "the same for a batch of one sequence",
                  expected=describe(greedy[:1]), got=describe(one))
+    long = 70  # past any window of 64 tokens: the model reads the whole text
+    whole = _expect_tokens(check, check.call(generate, model, prompt[:1], long, top_k=1,
+                                             use_cache=False), (1, T0 + long), prompt[:1],
+                           f"generate(model, a prompt of one sequence, {long}, top_k=1, "
+                           "use_cache=False)")
+    best = model.logits_at(whole, 0).argmax(dim=-1)
+    check.expect(torch.equal(whole[:, T0:], best[:, T0 - 1:-1]), f"{long} tokens greedy "
+                 "without the cache: each one follows the whole text so far",
+                 expected=describe(best[:, T0 - 1:-1]), got=describe(whole[:, T0:]),
+                 diagnoses={CROPPED: lambda: _cropped(model, whole, T0)})
 
     check.clause("cache")
     model.calls.clear()
@@ -932,6 +992,15 @@ def check_generate(generate: Callable[..., torch.Tensor]) -> None:
     check.expect(not all(torch.equal(o, a) for o in others), "other generator states give "
                  "other tokens", expected="different tokens", got="the same tokens for three "
                  "generator states", likely=RESEEDS)
+    free = [check.call_seeded(seed, generate, model, prompt, n, temperature=2.0)
+            for seed in (3, 3, 4)]
+    check.expect(torch.equal(free[0], free[1]), "with generator=None, the same global seed "
+                 "gives the same tokens", expected=describe(free[0]), got=describe(free[1]),
+                 likely=GLOBAL_RESEEDED)
+    check.expect(not torch.equal(free[0], free[2]), "with generator=None, another global seed "
+                 "gives other tokens", expected="different tokens",
+                 got="the same tokens under torch.manual_seed(3) and torch.manual_seed(4)",
+                 likely=GLOBAL_RESEEDED)
 
     check.rule("one_position")
     wanted = [(T0, None)] + [(1, T0 + i) for i in range(n - 1)]

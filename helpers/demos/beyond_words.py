@@ -547,7 +547,7 @@ def plot_skew_experiment(results: Sequence[dict]) -> None:
     limit = max(abs(v) for v in everything) * 1.1
     left.plot([-limit, limit], [-limit, limit], ls=":", color="0.4", label="learned = data")
     left.set(title="The model's preference follows its data",
-             xlabel="data: log(#she / #he) for the occupation",
+             xlabel="data: log((#she + ½) / (#he + ½)) for the occupation",
              ylabel="model: mean log P(she-sentence)\n− log P(he-sentence)",
              xlim=(-limit, limit), ylim=(-limit, limit))
     left.legend(fontsize=8)

@@ -282,9 +282,11 @@ class DecodingTimes:
 @torch.no_grad()
 @uses_student_code
 def time_decoding(step_fn: StepFn, n_tokens: int = 128, d_model: int = 64, n_heads: int = 4,
-                  n_layers: int = 2, repeats: int = 3, seed: int = 0) -> DecodingTimes:
+                  n_layers: int = 2, repeats: int = 3, seed: int = 0,
+                  warm_up: int = 8) -> DecodingTimes:
     """Time each generated position with and without a KV cache (same random inputs), the
-    median of ``repeats`` runs of each step, so that one hiccup of the machine does not show.
+    median of ``repeats`` runs of each step, so that one hiccup of the machine does not show,
+    after ``warm_up`` untimed steps (the first calls of PyTorch's kernels are slower).
 
     Without a cache, position t runs the whole prefix 0..t through the model again; with a
     cache it runs position t only. The last outputs of both must agree.
@@ -296,6 +298,10 @@ def time_decoding(step_fn: StepFn, n_tokens: int = 128, d_model: int = 64, n_hea
     caches: list[Cache | None] = [None] * n_layers
     slow, fast, agree = [], [], True
     with single_thread():
+        warm_caches: list[Cache | None] = [None] * n_layers
+        for t in range(min(warm_up, n_tokens)):
+            model(x[:, : t + 1])
+            model.step(x[:, t: t + 1], warm_caches, step_fn)
         for t in range(n_tokens):
             slow_runs, fast_runs = [], []
             for _ in range(repeats):
@@ -312,6 +318,26 @@ def time_decoding(step_fn: StepFn, n_tokens: int = 128, d_model: int = 64, n_hea
             fast.append(float(np.median(fast_runs)))
             agree = agree and bool(torch.allclose(full, cached, atol=1e-4, rtol=1e-4))
     return DecodingTimes(np.arange(1, n_tokens + 1), np.array(slow), np.array(fast), agree)
+
+
+def decoding_trend(times: DecodingTimes, span: int = 16, factor: float = 1.3) -> None:
+    """Check the trends the figure shows, on the medians of the first and last ``span``
+    positions (after the first 8), and say them in a sentence: the times themselves depend
+    on the machine."""
+    def median(values: np.ndarray, part: slice) -> float:
+        return float(np.median(values[part]))
+
+    early, late = slice(8, 8 + span), slice(-span, None)
+    slow = median(times.without_cache, early), median(times.without_cache, late)
+    fast = median(times.with_cache, early), median(times.with_cache, late)
+    if not (slow[1] > factor * slow[0] and slow[1] > factor * fast[1]):
+        raise AssertionError(
+            f"The timings do not show the trend this cell is about: without a cache the late "
+            f"steps took {slow[1] * 1e3:.2f} ms against {slow[0] * 1e3:.2f} ms early on, and "
+            f"{fast[1] * 1e3:.2f} ms with it. The machine was probably busy with something "
+            "else while it timed: run the cell again.")
+    print(f"Without a cache, the last {span} steps took over {factor} times as long as steps "
+          f"8 to {8 + span} and over {factor} times as long as with the cache.")
 
 
 def plot_decoding_times(times: DecodingTimes, bin_size: int = 8) -> None:

@@ -163,6 +163,18 @@ def draw_gpt(n_layers: int = 2) -> None:
     plt.show()
 
 
+def reset_weights(model: nn.Module, seed: int = 0) -> None:
+    """Give every layer PyTorch's default initial weights, drawn from ``seed`` layer by layer
+    in the order of their names: the same start for every model with the course's member
+    names, whatever order its ``__init__`` built them in or however it set them."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for _, module in sorted(model.named_modules(), key=lambda item: item[0]):
+            reset = getattr(module, "reset_parameters", None)
+            if callable(reset):
+                reset()
+
+
 def parameter_counts(model: nn.Module) -> dict[str, int]:
     """Parameters per part of a GPT built with the member names of this tutorial."""
     parts: dict[str, int] = {}
