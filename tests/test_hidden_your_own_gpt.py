@@ -601,6 +601,48 @@ class LogitsOnly(GPTBase):
         return super().forward(tokens, caches)[0]
 
 
+
+class FlaggedBlock(Block):
+    """Right on its own; does next to nothing once a GPT has flagged it: written to pass a
+    GPT test that calls the model's own blocks to compute its reference."""
+
+    inside_gpt = False
+
+    def forward(self, x, cache=None):
+        out, cache = super().forward(x, cache)
+        return (x + 1e-9 * out if self.inside_gpt else out), cache
+
+
+class InertBlocks(GPTBase):
+    def __init__(self, vocab_size, block_size, d_model, n_heads, n_layers):
+        super().__init__(vocab_size, block_size, d_model, n_heads, n_layers)
+        self.blocks = nn.ModuleList(FlaggedBlock(d_model, n_heads) for _ in range(n_layers))
+        for block in self.blocks:
+            block.inside_gpt = True
+
+
+class OneLayerLies(GPTBase):
+    """Right with two blocks; with one (the sizes the loop and generate are graded at) the
+    newest token alone decides, and in training the logits carry no gradient."""
+
+    def forward(self, tokens, caches=None):
+        logits, new = super().forward(tokens, caches)
+        if len(self.blocks) == 1:
+            logits = self.head(self.ln_f(self.token_embedding(tokens)))
+            if self.training:
+                logits = logits.detach()
+        return logits, new
+
+
+class OneLayerFrozenBlocks(GPTBase):
+    """Right in evaluation mode; with one block, in training, the blocks get no gradient
+    (so a loop graded with it cannot tell a step from none in them)."""
+
+    def finish(self, x):
+        if len(self.blocks) == 1 and self.training:
+            x = x.detach()
+        return super().finish(x)
+
 GPT_BANKS = ExerciseBanks(
     solution=SOLUTION["GPT"],
     correct=[GPTBase, GPTZipped],
@@ -631,6 +673,7 @@ GPT_BANKS = ExerciseBanks(
         (FirstCacheEverywhere, "every block got caches[0]", "pieces"),
         (CachesNotPassed, "caches were not passed on", "pieces"),
         (DetachedPositions, "detach", "gradients"),
+        (InertBlocks, "inside your GPT the blocks compute something else", "values"),
     ],
 )
 
@@ -1044,3 +1087,27 @@ def test_the_pasted_sampler_is_checked_and_a_missing_one_is_named():
     check_pasted_sampler(sample_next_token)
     with pytest.raises(NotImplementedError, match="tutorial 7"):
         check_pasted_sampler(not_implemented)
+
+
+
+@pytest.mark.parametrize("gpt", [OneLayerLies, OneLayerFrozenBlocks])
+@pytest.mark.parametrize(("grade", "name"), [(grade_train_gpt, "train_gpt"),
+                                             (grade_generate, "generate")])
+def test_a_gpt_that_is_another_model_at_the_graded_sizes_cannot_serve(grade, name, gpt):
+    """A GPT right at the sizes of its own test but another model at the sizes the loop and
+    generate are graded with is compared with the GPT computed from its weights, and
+    refused, even for a right loop or generate."""
+    message = assert_fails_naming(grade, _with_gpt(SOLUTION[name], gpt), "Exercise 3")
+    assert "prescribed GPT" in message or "no gradient" in message
+
+
+def train_fabricated(model, get_batch, steps, lr=3e-3):
+    """Never trains: the first loss, then a made-up fall."""
+    inputs, targets = get_batch()
+    with torch.no_grad():
+        first = _cross_entropy(model(inputs)[0], targets).item()
+    return [first] * 4 + [first - 1.0] * (steps - 4)
+
+
+def test_a_made_up_loss_curve_fails_with_a_right_gpt():
+    assert_fails_naming(grade_train_gpt, _with_gpt(train_fabricated, GPT), "AdamW")

@@ -5,14 +5,19 @@ The student's modules come back rebuilt with the layers the text prescribes (``n
 weights set here; the references are computed here with those layers. Where a module holds
 another of the student's modules (a Block's ``attn``, a GPT's ``blocks``), the reference calls
 that inner module as the student wrote it, so that each exercise is graded on its own wiring
-and not on the exercise before it.
+and not on the exercise before it. A GPT's blocks must still compute what the student's Block
+computes on its own (fresh Blocks of their class, given the same weights): a GPT cannot pass
+by changing what its blocks do.
 
 ``train_gpt`` and ``generate`` are graded with the student's own ``GPT`` (the class their
 function sees: in their kernel while grading), built with weights set here: the reference run
 of ``train_gpt`` trains the same model with ``torch.optim.AdamW`` here (the model's forward and
 backward run where the student's code lives), and ``generate`` is compared with greedy
-decoding and with itself. When their GPT cannot serve (it fails, or disagrees with itself fed
-in pieces), the test says to pass Exercise 3 first.
+decoding and with itself. Before it serves, their GPT is compared at exactly those sizes, in
+both modes and by its gradients, with the prescribed GPT computed here from its weights
+(blocks included), so that it cannot be another model where the loop and generate are graded.
+When their GPT cannot serve (it fails, disagrees with itself fed in pieces, or is not the
+prescribed GPT), the test says to pass Exercise 3 first.
 """
 
 from __future__ import annotations
@@ -336,6 +341,29 @@ def _block_reference(block: nn.Module, x: torch.Tensor, cache: Cache | None = No
         return h + _mlp(block, block.ln_2(h), activation), new
 
 
+def _prescribed_block(block: nn.Module, x: torch.Tensor, H: int, cache: Cache | None = None
+                      ) -> tuple[torch.Tensor, Cache]:
+    """The pre-norm block computed here from the block's parameters alone (attention, norms
+    and MLP as prescribed), never calling the student's forward: what a GPT's blocks must
+    compute whatever their code does, so a block that behaves otherwise inside a GPT shows."""
+    dtype = block.ln_1.weight.dtype
+    a, new = _attention(block.ln_1(x.to(dtype)), block.attn, H, cache)
+    h = x.double() + a
+    return h + _mlp(block, block.ln_2(h.to(dtype))).double(), new
+
+
+def _prescribed_gpt(model: nn.Module, tokens: torch.Tensor, H: int) -> torch.Tensor:
+    """The logits of the whole text computed here, blocks included (``_prescribed_block``);
+    with gradients, so that the student's backward pass can be compared with this one."""
+    T = tokens.shape[1]
+    x = model.token_embedding(tokens) + model.position_embedding(torch.arange(T))
+    x = x.double()
+    for block in model.blocks:
+        x, _ = _prescribed_block(block, x, H)
+    dtype = model.ln_f.weight.dtype
+    return model.head(model.ln_f(x.to(dtype))).double()
+
+
 def _block_mistakes(block: nn.Module, x: torch.Tensor, cache: Cache | None = None) -> _Lazy:
     def wrong(**flags: Any) -> Callable[[], torch.Tensor]:
         return lambda: _block_reference(block, x, cache, **flags)[0]
@@ -500,6 +528,51 @@ def _gpt_call(check: HiddenCheck, model: nn.Module, tokens: torch.Tensor, caches
     return logits, [cache_pair(check, c, f"cache {i} of {what}") for i, c in enumerate(new)]
 
 
+BLOCKS_CHANGED = ("inside your GPT the blocks compute something else than your Block does on "
+                  "its own: the GPT only chains them, x, cache = block(x, cache), and never "
+                  "changes what a block does")
+
+
+def _standalone_blocks(check: HiddenCheck, gpt_cls: StudentFunction, model: nn.Module,
+                       tokens: torch.Tensor, H: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The logits with fresh Blocks of the student's class, built alone and given the GPT's
+    block weights, and with the prescribed blocks computed here; None when the student's
+    Block cannot be built or run alone (its own exercise says why)."""
+    d = model.token_embedding.weight.shape[1]
+    T = tokens.shape[1]
+    x = model.token_embedding(tokens) + model.position_embedding(torch.arange(T))
+    try:
+        block_cls = _students_class(gpt_cls, "Block")
+        h = x
+        for block in model.blocks:
+            fresh = check.call_seeded(0, block_cls, d, H)
+            with torch.no_grad():
+                for (_, mine), (_, theirs) in zip(fresh.named_parameters(),
+                                                  block.named_parameters(), strict=True):
+                    mine.copy_(theirs)
+            fresh.eval()
+            with torch.no_grad():
+                h, _ = check.call(fresh, h)
+    except (CheckFailed, StudentError, AttributeError, TypeError, ValueError, RuntimeError):
+        return None
+    with torch.no_grad():
+        alone = model.head(model.ln_f(h))
+        return alone.double(), _prescribed_gpt(model, tokens, H)
+
+
+def _expect_blocks_as_built(check: HiddenCheck, gpt_cls: StudentFunction, model: nn.Module,
+                            tokens: torch.Tensor, logits: torch.Tensor, H: int) -> None:
+    """Where the student's Block on its own computes the prescribed block, the GPT's logits
+    must be the prescribed GPT's: a GPT cannot make its blocks do something else (a Block
+    graded wrong on its own is left to its own exercise)."""
+    both = _standalone_blocks(check, gpt_cls, model, tokens, H)
+    if both is None or not torch.allclose(*both, **TOL):
+        return
+    check.close(logits.double(), both[1], "the logits are those of the GPT's blocks as your "
+                "Block computes them on its own", likely=BLOCKS_CHANGED,
+                dims=("batch", "position", "token"), **TOL)
+
+
 @hidden_test
 def grade_GPT(gpt_cls: type[nn.Module]) -> None:
     check = HiddenCheck("GPT")
@@ -536,6 +609,7 @@ def grade_GPT(gpt_cls: type[nn.Module]) -> None:
                 dims=("batch", "position", "token"), **TOL)
     expect_same_in_training(check, model, (tokens,), reference, "the logits",
                             ("batch", "position", "token"))
+    _expect_blocks_as_built(check, gpt_cls, model, tokens, logits, H)
 
     check.clause("returns")  # now that the logits are right, the caches must be the blocks'
     for i, (mine, wanted) in enumerate(zip(caches, reference_caches, strict=True)):
@@ -590,24 +664,32 @@ def grade_GPT(gpt_cls: type[nn.Module]) -> None:
 
 # ---- their GPT, for the loop and for generate ----------------------------------------------
 
-def _students_gpt(candidate: StudentFunction) -> StudentFunction:
-    """The GPT class the student's function sees: the name ``GPT`` where their code lives
-    (their kernel while grading; the function's own module when it runs in this process)."""
+def _students_class(candidate: StudentFunction, name: str) -> StudentFunction:
+    """The class ``name`` as the student's code sees it: the name where their code lives
+    (their kernel while grading; the candidate's own module when it runs in this process)."""
     channel = candidate._channel
-    if isinstance(channel, LocalChannel) and "GPT" not in channel.namespace:
-        function = inspect.unwrap(channel.namespace.get(candidate._target))
-        found = getattr(function, "__globals__", {}).get("GPT")
-        if found is not None:
-            channel.namespace["GPT"] = found
-    return StudentFunction(channel, "GPT", layers=dict(syllabus.exercise("GPT").layers))
+    if isinstance(channel, LocalChannel) and name not in channel.namespace:
+        found = inspect.unwrap(channel.namespace.get(candidate._target))
+        scope = getattr(found, "__globals__", None)
+        if scope is None:  # a class: the module its methods were written in
+            scope = getattr(getattr(found, "__init__", None), "__globals__", {})
+        if scope.get(name) is not None:
+            channel.namespace[name] = scope[name]
+    return StudentFunction(channel, name, layers=dict(syllabus.exercise(name).layers))
+
+
+def _students_gpt(candidate: StudentFunction) -> StudentFunction:
+    """The GPT class the student's function sees."""
+    return _students_class(candidate, "GPT")
 
 
 def _needs_gpt(exercise: str, problem: str) -> CheckFailed:
     return CheckFailed("\n".join([
         f"{exercise} (hidden test): {exercise} is graded with your own GPT (Exercise 3), which "
         "must work first",
-        "  expected: your GPT builds, runs, and gives the same logits fed in pieces with its "
-        "caches as fed at once",
+        "  expected: your GPT builds, runs, gives the same logits fed in pieces with its "
+        "caches as fed at once, and the logits and gradients of the GPT the text prescribes "
+        "(computed here from its weights)",
         f"  got:      {problem}",
         "  likely mistake: your GPT does not pass its own test yet. Pass the test of "
         "Exercise 3 first, then run this cell again."]))
@@ -638,7 +720,47 @@ def _build_gpt(check: HiddenCheck, exercise: str, gpt: StudentFunction, seed: in
     if not agree:
         raise _needs_gpt(exercise, "fed in two pieces with its caches, it gives other logits "
                                    "than fed at once")
+    problem = _differs_from_prescribed(model, tokens, sizes[3], generator)
+    if problem:
+        raise _needs_gpt(exercise, problem)
     return model
+
+
+def _differs_from_prescribed(model: nn.Module, tokens: torch.Tensor, H: int,
+                             generator: torch.Generator) -> str:
+    """Why the model is not the prescribed GPT at these sizes ("" when it is): its logits in
+    both modes and its gradients are compared with the ones computed here from its weights,
+    so a model cannot serve the loop and ``generate`` differently from what it is."""
+    with torch.no_grad():
+        prescribed = _prescribed_gpt(model, tokens, H)
+        eval_logits, _ = model(tokens)
+    if not torch.allclose(eval_logits.double(), prescribed, **TOL):
+        return ("its logits differ from those of the prescribed GPT computed from its weights "
+                "(at these sizes: one block)")
+    weights = torch.randn(prescribed.shape, generator=generator, dtype=torch.float64)
+    model.train()
+    try:
+        model.zero_grad()
+        logits, _ = model(tokens)
+        if not logits.requires_grad:
+            return "in training mode its logits carry no gradient back to the model"
+        (logits.double() * weights).sum().backward()
+        got = {n: p.grad for n, p in model.named_parameters()}
+        model.zero_grad()
+        (_prescribed_gpt(model, tokens, H) * weights).sum().backward()
+        for name, parameter in model.named_parameters():
+            mine = got[name]
+            if mine is None or not torch.allclose(mine.double(), parameter.grad.double(),
+                                                  **TOL):
+                return (f"in training mode the gradient reaching {name} differs from the "
+                        "prescribed GPT's")
+        with torch.no_grad():
+            if not torch.allclose(logits.double(), prescribed, **TOL):
+                return "in training mode its logits differ from those in evaluation mode"
+    finally:
+        model.zero_grad()
+        model.eval()
+    return ""
 
 
 # ---- the training loop -----------------------------------------------------------------------
