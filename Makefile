@@ -119,14 +119,14 @@ grade-merge: setup  ## merge the results of sharded `make grade SHARD=i/N` runs
 # The term: release to a JupyterHub, collect from an LMS, return feedback, export grades
 # (grader/roster.csv and grader/deadlines.csv: see pipeline/roster.py, pipeline/deadlines.py).
 COLLECT_FLAGS = $(strip $(if $(LMS),--lms $(LMS)) $(if $(ASSIGNMENT),--assignment $(ASSIGNMENT)) \
-                  $(if $(WORKSHEET),--worksheet "$(WORKSHEET)"))
+                  $(if $(WORKSHEET),--worksheet "$(WORKSHEET)") $(if $(TRUST_TIMESTAMPS),--trust-timestamps))
 
 release: setup  ## nbgrader release_assignment into a JupyterHub's exchange EXCHANGE=dir [ASSIGNMENT=id]
 	@test -n "$(EXCHANGE)" || { echo "usage: make release EXCHANGE=dir [ASSIGNMENT=id]  (nbgrader's Exchange.root)"; exit 2; }
 	$(COURSE) python -m pipeline.collect "$(EXCHANGE)" --release $(if $(ASSIGNMENT),--assignment $(ASSIGNMENT))
 
-collect: setup  ## lay out FROM=download [LMS= ASSIGNMENT= WORKSHEET=] in grader/submitted for make grade
-	@test -n "$(FROM)" || { echo "usage: make collect FROM=<zip or folder> [LMS=canvas|moodle|exchange|plain] [ASSIGNMENT=id] [WORKSHEET=csv]"; exit 2; }
+collect: setup  ## lay out FROM=download [LMS= ASSIGNMENT= WORKSHEET= TRUST_TIMESTAMPS=1] in grader/submitted for make grade
+	@test -n "$(FROM)" || { echo "usage: make collect FROM=<zip or folder> [LMS=canvas|moodle|exchange|plain] [ASSIGNMENT=id] [WORKSHEET=csv] [TRUST_TIMESTAMPS=1]"; exit 2; }
 	$(COURSE) python -m pipeline.collect "$(FROM)" $(COLLECT_FLAGS)
 
 return: setup  ## feedback pages zipped as LMS=canvas|moodle|plain takes them back, in grader/export/

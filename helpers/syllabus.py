@@ -328,6 +328,7 @@ TUTORIALS: tuple[Tutorial, ...] = (
                           "states that differ give other tokens); without one, from the "
                           "global generator (the same seed gives the same tokens, two seeds "
                           "different ones); never reseeds",
+            "device": DEVICE,
             "unchanged": UNCHANGED,
         }),
         Exercise("cached_attention_step", "q, k_new, v_new, cache=None", 3, contract={
@@ -336,12 +337,13 @@ TUTORIALS: tuple[Tutorial, ...] = (
             "values": "out is the attention of q over all t + 1 keys, scaled by 1/sqrt(d_h)",
             "shape": "out (B, H, 1, d_h), cache tensors (B, H, t + 1, d_h), B = H = 1 "
                      "included",
-            "dtype": DTYPE,
+            "dtype": DTYPE + ", with cache=None too",
+            "device": DEVICE + ", with cache=None too",
             "unchanged": "leaves its arguments unchanged, the old cache included (the new "
                          "cache is a new tensor: torch.cat, never a write into K or V)",
         }),
         Exercise("online_softmax", "x, block_size", 2, contract={
-            "values": "equals torch.softmax(x, dim=-1) for x of any shape",
+            "values": "equals torch.softmax(x, dim=-1) for finite x of any shape",
             "blocks": "any block_size, also one that does not divide the row, or exceeds it, "
                       "on rows of any length",
             "falling": "exact and finite when a row's maximum comes first and the values then "
@@ -406,7 +408,9 @@ TUTORIALS: tuple[Tutorial, ...] = (
             "large": "finite and exact for logits in the hundreds and thousands: a model very "
                      "sure of the right token, or of a wrong one",
             "dtype": DTYPE,
-            "device": DEVICE,
+            "device": "the result is on the logits' device and the code runs there (a GPU "
+                      "included): tensors it makes need device=logits.device (a CPU index "
+                      "tensor is fine: PyTorch moves it)",
             "unchanged": UNCHANGED,
         }),
     ), think={"think_positions_vs_convolution": 1, "think_whose_language": 1,
@@ -492,8 +496,10 @@ TUTORIALS: tuple[Tutorial, ...] = (
                           "texts); never reseeds or makes a generator of its own",
             "unchanged": UNCHANGED,
         }, rules={"one_position": "with use_cache=True, every call after the first gives the "
-                                  "model only the newest token and the caches it returned "
-                                  "(checked by the self-check; not graded)"}),
+                                  "model only the newest token and the caches it returned, "
+                                  "and with use_cache=False every call gets the whole text "
+                                  "so far and no caches (checked by the self-check; not "
+                                  "graded)"}),
     ), think={"think_untied_head": 1, "think_beyond_bigram": 1, "think_cache_or_not": 1},
         pasted=("sample_next_token",)),
 )

@@ -250,7 +250,7 @@ def test_an_older_download_never_replaces_a_newer_notebook(term, course, tmp_pat
     stamp = read_timestamp((into / student / NOTEBOOK / "timestamp.txt").read_text())
     (plain / "timestamp.txt").write_text(deadlines_module.timestamp_text(stamp - timedelta(hours=1)))
     out, _ = _collect(capsys, tmp_path / "plain", "--lms", "plain", "--assignment", NOTEBOOK,
-                      "--into", into)
+                      "--trust-timestamps", "--into", into)
     assert f"kept        {student}/{NOTEBOOK}: an earlier collect placed a newer notebook" in out
     assert notebook.read_bytes() == before
 
@@ -270,13 +270,31 @@ def test_a_plain_folder_per_student_is_laid_out_with_its_timestamps(term, course
     (source / "stranger" / f"{NOTEBOOK}.ipynb").write_bytes(data)
     (source / "loose.ipynb").write_bytes(data)
     into = tmp_path / "submitted"
-    out, _ = _collect(capsys, source, "--into", into)
+    out, _ = _collect(capsys, source, "--trust-timestamps", "--into", into)
     assert (into / first.student_id / NOTEBOOK / "timestamp.txt").read_text().startswith(
         "2025-03-07 10:00:00")
     assert (into / second.student_id / NOTEBOOK / f"{NOTEBOOK}.ipynb").read_bytes() == data
     assert "NOT PLACED  plain:stranger/01_gain_multiplication.ipynb: 'stranger' is not on the " \
            "roster" in out
     assert "NOT PLACED  plain:loose.ipynb: not in a folder named after a student" in out
+
+
+def test_a_plain_folders_timestamp_is_ignored_unless_trusted(term, course, tmp_path, capsys):
+    """Whoever handed the notebook in may have written the timestamp.txt beside it (any
+    time, to dodge the late penalty): believed only with --trust-timestamps."""
+    student = roster_module.load().students[0].student_id
+    source = tmp_path / "plain"
+    (source / student).mkdir(parents=True)
+    (source / student / f"{NOTEBOOK}.ipynb").write_bytes(
+        sample_term.notebook_bytes(NOTEBOOK, {}, think=False))
+    (source / student / "timestamp.txt").write_text("2020-01-01 00:00:00.000000 UTC")
+    into = tmp_path / "submitted"
+    out, manifest = _collect(capsys, source, "--into", into)
+    assert not (into / student / NOTEBOOK / "timestamp.txt").exists()
+    assert manifest[student, NOTEBOOK]["timestamp"] == "" and "handed in 2020" not in out
+    assert (f"note        plain:{student}/{NOTEBOOK}.ipynb: the timestamp.txt next to it was "
+            "ignored: whoever handed the notebook in may have written it; collect with "
+            "--trust-timestamps") in out
 
 
 # ---- nothing in a download is trusted -------------------------------------------------------

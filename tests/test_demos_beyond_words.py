@@ -56,6 +56,37 @@ def test_vit_shapes_and_class_token_attention():
         demo.VisionTransformer(Embedding, patch_size=3)
 
 
+class EmbeddingOtherOrder(nn.Module):
+    """A correct embedding that creates its members in another order, at another small
+    scale, with a truncated normal: it draws other numbers from the global generator."""
+
+    def __init__(self, patch_size, in_channels, d_model, n_patches):
+        super().__init__()
+        self.patch_size = patch_size
+        self.positions = nn.Parameter(torch.empty(1, n_patches + 1, d_model))
+        nn.init.trunc_normal_(self.positions, std=0.05)
+        self.cls_token = nn.Parameter(0.05 * torch.randn(1, 1, d_model))
+        self.proj = nn.Linear(in_channels * patch_size**2, d_model)
+
+    forward = Embedding.forward
+
+
+def test_every_correct_embedding_gives_the_same_vit():
+    """The ViT does not depend on how a correct embedding draws its start: same parameters,
+    the encoder layers after it included; the notebook's random stream is left alone."""
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    reference = demo.build_vit(Embedding, seed=0)
+    other = demo.build_vit(EmbeddingOtherOrder, seed=0)
+    assert torch.equal(torch.get_rng_state(), before)
+    parameters = dict(other.named_parameters())
+    for name, value in reference.named_parameters():
+        assert torch.equal(value, parameters[name]), name
+    assert float(reference.embed.positions.detach().pow(2).mean().sqrt()) < 0.1
+    assert not torch.equal(demo.build_vit(Embedding, seed=1).embed.positions,
+                           reference.embed.positions)
+
+
 def test_vit_and_mlp_have_about_the_same_size():
     vit = demo.build_vit(Embedding, seed=0)
     sizes = [sum(p.numel() for p in m.parameters()) for m in (vit, demo.mlp_baseline())]

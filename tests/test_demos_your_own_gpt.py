@@ -171,3 +171,21 @@ def test_samples_print_under_their_titles(capsys):
     assert printed[0].startswith("--- greedy ") and printed[1] == "the the"
     assert printed[2].startswith("--- sampled ") and printed[-1] == "-" * 20
     assert np.all([len(line) == 20 for line in (printed[0], printed[2])])
+
+
+def test_the_trained_weights_fit_the_solutions_gpt_and_beat_the_bigram():
+    """The shipped weights (bench/gpt_long_run.py) give the solution's GPT the held-out loss
+    the notebook states, and a model of other sizes or names gets a plain error."""
+    from notebook_code import solution_namespace
+
+    gpt = solution_namespace("09_your_own_gpt")["GPT"]
+    text, tokenizer = demo.load_sonnets()
+    _, held_out = demo.split_text(tokenizer.encode(text), held_out=0.1)
+    model = demo.load_trained(gpt(tokenizer.vocab_size, 64, 32, 4, 2))
+    assert not model.training
+    assert abs(demo.mean_loss(model, demo.windows(held_out, 64)) - 1.78) < 0.01
+    with pytest.raises(ValueError, match="notebook's sizes"):
+        demo.load_trained(gpt(tokenizer.vocab_size, 64, 48, 4, 2))
+    with pytest.raises(ValueError, match="member names"):
+        demo.load_trained(TableLM())
+    assert demo.TRAINED_WEIGHTS.stat().st_size < 200 * 1024  # small enough to ship

@@ -55,8 +55,9 @@ class FakeBatch:
     before the batch ends or, ``killed``, is killed."""
 
     def __init__(self, finishes=lambda students: students, killed=lambda students: False,
-                 page=True) -> None:
+                 page=True, score: float = 2, printed: int = 0) -> None:
         self.finishes, self.killed, self.page = finishes, killed, page
+        self.score, self.printed = score, printed  # points; bytes of output in the notebook
         self.runs: list[list[str]] = []
         self.kernel_bases: list[Path] = []  # the batch's COURSE_KERNELS_BASE
         self.label = "run 1"
@@ -77,7 +78,7 @@ class FakeBatch:
                 if student not in finished:
                     continue
                 grade = gradebook.find_grade("test_x", "01_a", "01_a", student)
-                grade.auto_score, grade.needs_manual_grade = 2, False
+                grade.auto_score, grade.needs_manual_grade = self.score, False
                 gradebook.db.commit()
                 for kind, name in (("autograded", "01_a.ipynb"), ("feedback", "01_a.html")):
                     if kind == "feedback" and not self.page:
@@ -85,8 +86,8 @@ class FakeBatch:
                     folder = scratch / kind / student / "01_a"
                     folder.mkdir(parents=True)
                     if kind == "autograded":
-                        nbformat.write(new_notebook(metadata={"run": self.label}),
-                                       folder / name)
+                        nbformat.write(new_notebook(metadata={
+                            "run": self.label, "printed": "x" * self.printed}), folder / name)
                     else:
                         (folder / name).write_text(f"page of {student}, {self.label}")
                 marker = done_marker(scratch, student, "01_a")
@@ -188,6 +189,44 @@ def test_a_student_this_run_cannot_grade_keeps_the_previous_result(course, monke
     monkeypatch.setattr(grading, "run_limited", FakeBatch())  # graded again: replaced
     assert grading.main([str(klass), "--jobs", "1"]) == 0
     assert json.loads((grader / "results" / "s1__01_a.json").read_text())["status"] == "graded"
+
+
+def test_a_graded_notebook_over_the_limit_is_graded_from_the_gradebook(course, monkeypatch):
+    """A notebook that turns wrong after its first grading and prints enough to make its
+    graded copy too large to read back is graded all the same (the points are nbgrader's,
+    in the gradebook), never "not graded" with its earlier full marks kept."""
+    grader, klass = course
+    monkeypatch.setattr(grading, "run_limited", FakeBatch())
+    assert grading.main([str(klass), "--jobs", "1"]) == 0
+    bloated = FakeBatch(score=0, printed=2**20)
+    bloated.label = "run 2"
+    monkeypatch.setattr(grading, "run_limited", bloated)
+    assert grading.main([str(klass), "--jobs", "1", "--max-notebook-mb", "0.5"]) == 0
+    result = json.loads((grader / "results" / "s1__01_a.json").read_text())
+    assert result["status"] == "graded" and _scores(result) == [("test_x", 0, False)]
+    assert "the graded notebook was refused (it is 1.0 MiB, over the " in result["log"]
+    assert "graded from the gradebook; its messages and feedback page are not shown" in \
+        result["log"]
+    page = (grader / "feedback" / "s1" / "01_a" / "01_a.html").read_text()
+    assert "run 2" not in page and CONTENT_SECURITY_POLICY in page and "0 / 2" in page
+
+
+def test_a_refused_submission_does_not_keep_an_earlier_result(course, monkeypatch):
+    """Only a failure of the grading keeps what was published; a submission that cannot be
+    graded through its own doing (here: a link in place of the notebook) does not."""
+    grader, klass = course
+    monkeypatch.setattr(grading, "run_limited", FakeBatch())
+    assert grading.main([str(klass), "--jobs", "1"]) == 0
+    notebook = klass / "s1" / "01_a" / "01_a.ipynb"
+    notebook.rename(klass / "elsewhere.ipynb")
+    notebook.symlink_to(klass / "elsewhere.ipynb")
+    assert grading.main([str(klass), "--jobs", "1"]) == 0
+    result = json.loads((grader / "results" / "s1__01_a.json").read_text())
+    assert result["status"].startswith("not graded: the notebook is a symbolic link")
+    assert result["cells"] == [] and not grading.is_graded(result)
+    assert "the earlier result is not kept: this submission itself could not be graded" in \
+        result["log"]
+    assert not (grader / "feedback" / "s1" / "01_a").exists()  # nor its earlier page
 
 
 def test_a_feedback_page_that_could_not_be_made_is_said_in_the_log(course, monkeypatch):

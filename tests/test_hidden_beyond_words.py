@@ -224,6 +224,14 @@ def patches_scaled(images, patch_size):
     return patches_reshape_permute(images, patch_size) * 1.5
 
 
+def patches_n_from_height(images, patch_size):
+    """The number of patches from the height alone, as if every image were square."""
+    B, C, H, W = images.shape
+    p = patch_size
+    x = images.reshape(B, C, H // p, p, W // p, p).permute(0, 2, 4, 1, 3, 5)
+    return x.reshape(B, (H // p) ** 2, -1)
+
+
 PATCHIFY_BANKS = ExerciseBanks(
     solution=SOLUTION["patchify"],
     correct=[patches_reshape_permute, patches_tensor_unfold, patches_f_unfold, patches_loops,
@@ -242,6 +250,7 @@ PATCHIFY_BANKS = ExerciseBanks(
         (patches_size_two, "patch size is fixed in the code", "arguments"),
         (patches_square_reshape, "assumes square images", "arguments"),
         (patches_square_loops, "assumes square images", "arguments"),
+        (patches_n_from_height, "computed from one side only", "arguments"),
         (patches_into_zeros, "dtype", "dtype"),
         (patches_float32, "dtype", "dtype"),
         (patches_always_double, "dtype", "dtype"),
@@ -265,6 +274,7 @@ PATCHIFY_BANKS = ExerciseBanks(
         (patches_size_two, "patch size is fixed in the code", "arguments"),
         (patches_square_reshape, "assumes square images", "arguments"),
         (patches_square_loops, "assumes square images", "arguments"),
+        (patches_n_from_height, "computed from one side only", "arguments"),
         (patches_into_zeros, "dtype", "dtype"),
         (patches_float32, "dtype", "dtype"),
         (patches_always_double, "dtype", "dtype"),
@@ -610,6 +620,51 @@ class EmbeddingShifted(EmbeddingBase):
         return super().forward(images) + 0.1
 
 
+class EmbeddingRandInit(EmbeddingBase):
+    """torch.rand: uniform in [0, 1), never negative."""
+
+    def __init__(self, patch_size, in_channels, d_model, n_patches):
+        super().__init__(patch_size, in_channels, d_model, n_patches)
+        self.positions = nn.Parameter(torch.rand(1, n_patches + 1, d_model))
+
+
+class EmbeddingTenthInit(EmbeddingBase):
+    """0.15 * torch.randn: a little above the limit (0.1 * torch.randn is above it after
+    about half of all seeds, and gets the same diagnosis then)."""
+
+    def __init__(self, patch_size, in_channels, d_model, n_patches):
+        super().__init__(patch_size, in_channels, d_model, n_patches)
+        self.cls_token = nn.Parameter(0.15 * torch.randn(1, 1, d_model))
+        self.positions = nn.Parameter(0.15 * torch.randn(1, n_patches + 1, d_model))
+
+
+class EmbeddingFrozenPositions(EmbeddingBase):
+    """Fixed positions: requires_grad switched off in __init__."""
+
+    def __init__(self, patch_size, in_channels, d_model, n_patches):
+        super().__init__(patch_size, in_channels, d_model, n_patches)
+        self.positions.requires_grad_(False)
+
+
+class EmbeddingPatchKPositionK(EmbeddingBase):
+    """Patch k gets e_k, the class token e_0: the mistake the text warns about."""
+
+    def forward(self, images):
+        tokens = self.tokens(images)
+        cls = self.cls_token.expand(tokens.shape[0], -1, -1) + self.positions[:, :1]
+        return torch.cat([cls, tokens + self.positions[:, :tokens.shape[1]]], dim=1)
+
+
+class EmbeddingClsLastPosition(EmbeddingBase):
+    """The patches get the first N positions, the class token the last one."""
+
+    def forward(self, images):
+        tokens = self.tokens(images)
+        N = tokens.shape[1]
+        cls = self.cls_token.expand(tokens.shape[0], -1, -1) + self.positions[:, N:]
+        return torch.cat([cls, tokens + self.positions[:, :N]], dim=1)
+
+
 EMBEDDING_BANKS = ExerciseBanks(
     solution=SOLUTION["PatchEmbedding"],
     correct=[EmbeddingBase, EmbeddingNewTensor, EmbeddingRepeat, EmbeddingSplitPositions,
@@ -620,6 +675,8 @@ EMBEDDING_BANKS = ExerciseBanks(
         (EmbeddingPlainTensorCls, None, "members"),
         (EmbeddingZerosInit, "starts as zeros", "init"),
         (EmbeddingUnitInit, "spread of about 1", "init"),
+        (EmbeddingRandInit, "between 0 and 1", "init"),
+        (EmbeddingTenthInit, "a scale of 0.1", "init"),
         (EmbeddingReseeds, "whatever the global seed", "init"),
         (EmbeddingNumpyInit, "another random source", "init"),
         (EmbeddingEmptyInit, "whatever was in memory", "init"),
@@ -632,6 +689,8 @@ EMBEDDING_BANKS = ExerciseBanks(
          "values"),
         (EmbeddingNoPositions, "never added", "values"),
         (EmbeddingClsLast, "appended last", "values"),
+        (EmbeddingPatchKPositionK, "patch k got position e_k", "values"),
+        (EmbeddingClsLastPosition, "the class token got the last position", "values"),
         (EmbeddingNotExpanded, "not expanded", "values"),
         (EmbeddingProjLast, "proj was applied after", "values"),
         (EmbeddingPlainReshape, "not those of patchify", "values"),
@@ -647,6 +706,7 @@ EMBEDDING_BANKS = ExerciseBanks(
         (EmbeddingClassTokenData, "cut this parameter off", "gradients"),
         (EmbeddingProjDetached, "cut this parameter off", "gradients"),
         (EmbeddingWithoutGradients, "cut this parameter off", "gradients"),
+        (EmbeddingFrozenPositions, "this parameter has requires_grad=False", "gradients"),
         (EmbeddingCpuClassTokens, "device=", "device"),
         (EmbeddingZeroesImages, "in place", "unchanged"),
         (EmbeddingCentresInPlace, "in place", "unchanged"),
@@ -657,6 +717,8 @@ EMBEDDING_BANKS = ExerciseBanks(
         (EmbeddingPlainTensorCls, None, "members"),
         (EmbeddingZerosInit, "starts as zeros", "init"),
         (EmbeddingUnitInit, "spread of about 1", "init"),
+        (EmbeddingRandInit, "between 0 and 1", "init"),
+        (EmbeddingTenthInit, "a scale of 0.1", "init"),
         (EmbeddingReseeds, "whatever the global seed", "init"),
         (EmbeddingNumpyInit, "another random source", "init"),
         (EmbeddingEmptyInit, "whatever was in memory", "init"),
@@ -669,6 +731,8 @@ EMBEDDING_BANKS = ExerciseBanks(
          "values"),
         (EmbeddingNoPositions, "never added", "values"),
         (EmbeddingClsLast, "appended last", "values"),
+        (EmbeddingPatchKPositionK, "patch k got position e_k", "values"),
+        (EmbeddingClsLastPosition, "the class token got the last position", "values"),
         (EmbeddingNotExpanded, "not expanded", "values"),
         (EmbeddingProjLast, "proj was applied after", "values"),
         (EmbeddingPlainReshape, "not those of patchify", "values"),
@@ -684,6 +748,7 @@ EMBEDDING_BANKS = ExerciseBanks(
         (EmbeddingClassTokenData, "cut this parameter off", "gradients"),
         (EmbeddingProjDetached, "cut this parameter off", "gradients"),
         (EmbeddingWithoutGradients, "cut this parameter off", "gradients"),
+        (EmbeddingFrozenPositions, "cut this parameter off", "gradients"),
         (EmbeddingCpuClassTokens, "device=", "device"),
         (EmbeddingZeroesImages, "in place", "unchanged"),
         (EmbeddingCentresInPlace, "in place", "unchanged"),
@@ -908,14 +973,66 @@ def log_prob_off(logits, tokens):
     return log_prob_gather(logits, tokens) - 0.3
 
 
+def log_prob_skips_last(logits, tokens):
+    """One position too few at the end: the last token is never scored."""
+    logp = torch.log_softmax(logits[:, :-2], dim=-1)
+    return logp.gather(-1, tokens[:, 1:-1].unsqueeze(-1)).squeeze(-1).sum(1)
+
+
+def log_prob_short_and_unshifted(logits, tokens):
+    """Skips position 0 ("nothing predicts token 0") and pairs logits[:, t] with
+    tokens[:, t]: one term too few, and every term wrong."""
+    logp = torch.log_softmax(logits[:, 1:-1], dim=-1)
+    return logp.gather(-1, tokens[:, 1:-1].unsqueeze(-1)).squeeze(-1).sum(1)
+
+
+def log_prob_sum_over_batch(logits, tokens):
+    logp = torch.log_softmax(logits[:, :-1], dim=-1)
+    return logp.gather(-1, tokens[:, 1:].unsqueeze(-1)).squeeze(-1).sum(0)
+
+
+def log_prob_cpu_arange_index(logits, tokens):
+    """Advanced indexing with index tensors made on the CPU: PyTorch moves them to the
+    logits' device, so this works on a GPU too."""
+    B, T, _ = logits.shape
+    logp = torch.log_softmax(logits[:, :-1], dim=-1)
+    return logp[torch.arange(B)[:, None], torch.arange(T - 1)[None, :], tokens[:, 1:]].sum(1)
+
+
+def log_prob_rows_stacked(logits, tokens):
+    """One sentence at a time, positions picked with a CPU arange, stacked."""
+    rows = []
+    for b in range(logits.shape[0]):
+        logp = torch.log_softmax(logits[b, :-1], dim=-1)
+        rows.append(logp[torch.arange(logp.shape[0]), tokens[b, 1:]].sum())
+    return torch.stack(rows)
+
+
+def log_prob_eye_one_hot(logits, tokens):
+    """A one-hot table from torch.eye made on the CPU: on a GPU, indexing it with the tokens
+    and multiplying it with the logits both fail."""
+    one_hot = torch.eye(logits.shape[-1], dtype=logits.dtype)[tokens[:, 1:]]
+    return (torch.log_softmax(logits[:, :-1], dim=-1) * one_hot).sum(dim=(1, 2))
+
+
+def log_prob_cpu_total_in_place(logits, tokens):
+    """A running total made on the CPU and added to in place: the result stays there."""
+    total = torch.zeros(logits.shape[0], dtype=logits.dtype)
+    logp = torch.log_softmax(logits[:, :-1], dim=-1)
+    total += logp.gather(-1, tokens[:, 1:].unsqueeze(-1)).squeeze(-1).sum(1)
+    return total
+
+
 LOG_PROB_BANKS = ExerciseBanks(
     solution=SOLUTION["sequence_log_prob"],
     correct=[log_prob_gather, log_prob_one_hot, log_prob_cross_entropy, log_prob_loop,
-             log_prob_logsumexp, log_prob_distributions],
+             log_prob_logsumexp, log_prob_distributions, log_prob_cpu_arange_index,
+             log_prob_rows_stacked],
     check=[
         (log_prob_per_position, "per-position", "shape"),
         (log_prob_total, "summed to one number", "shape"),
         (log_prob_squeezed, "squeezed away", "shape"),
+        (log_prob_sum_over_batch, "over the batch (dim 0)", "shape"),
         (log_prob_off_by_one, "one too many: either token 0 was scored", "values"),
         (log_prob_scores_token_0, "one too many: either token 0 was scored", "values"),
         (log_prob_off_by_one_late, "matched with the wrong tokens", "values"),
@@ -925,7 +1042,9 @@ LOG_PROB_BANKS = ExerciseBanks(
         (log_prob_dim_1_kept, "wrong dimension", "values"),
         (log_prob_dim_0, "wrong dimension", "values"),
         (log_prob_mean, "mean over the positions", "values"),
-        (log_prob_skips_first, "one too few", "values"),
+        (log_prob_skips_first, "the first term is missing", "values"),
+        (log_prob_skips_last, "the last term is missing", "values"),
+        (log_prob_short_and_unshifted, "terms, one too few", "values"),
         (log_prob_raw_logits, "without a log-softmax", "values"),
         (log_prob_cross_entropy_sign, "sign is flipped", "values"),
         (log_prob_product, None, "values"),
@@ -936,7 +1055,9 @@ LOG_PROB_BANKS = ExerciseBanks(
         (log_prob_clamped, "clamped", "large"),
         (log_prob_items, "dtype", "dtype"),
         (log_prob_float_one_hot, "fixed dtype and promoted", "dtype"),
-        (log_prob_cpu_total, "device=", "device"),
+        (log_prob_cpu_total, "created on the CPU", "device"),
+        (log_prob_eye_one_hot, "created on the CPU", "device"),
+        (log_prob_cpu_total_in_place, "made or collected on the CPU", "device"),
         (log_prob_in_place, "in place", "unchanged"),
         (log_prob_tokens_in_place, "in place", "unchanged"),
     ],
@@ -944,6 +1065,7 @@ LOG_PROB_BANKS = ExerciseBanks(
         (log_prob_per_position, "per-position", "shape"),
         (log_prob_total, "summed to one number", "shape"),
         (log_prob_squeezed, "squeezed away", "shape"),
+        (log_prob_sum_over_batch, "over the batch (dim 0)", "shape"),
         (log_prob_off_by_one, "off by one position: logits[:, t] was scored against "
                               "tokens[:, t], but it predicts the next token, tokens[:, t + 1]",
          "values"),
@@ -959,7 +1081,9 @@ LOG_PROB_BANKS = ExerciseBanks(
                               "(dim=-1) (here over the T - 1 positions kept)", "values"),
         (log_prob_dim_0, "over the batch (dim=0)", "values"),
         (log_prob_mean, "mean over positions", "values"),
-        (log_prob_skips_first, "one too few", "values"),
+        (log_prob_skips_first, "the first term is missing", "values"),
+        (log_prob_skips_last, "the last term is missing", "values"),
+        (log_prob_short_and_unshifted, None, "values"),
         (log_prob_raw_logits, "raw logits", "values"),
         (log_prob_cross_entropy_sign, "sign is flipped", "values"),
         (log_prob_off, None, "values"),
@@ -968,7 +1092,9 @@ LOG_PROB_BANKS = ExerciseBanks(
         (log_prob_float64_softmax, "underflows", "large"),
         (log_prob_clamped, "clamped", "large"),
         (log_prob_items, "dtype", "dtype"),
-        (log_prob_cpu_total, "device=", "device"),
+        (log_prob_cpu_total, "created on the CPU", "device"),
+        (log_prob_eye_one_hot, "created on the CPU", "device"),
+        (log_prob_cpu_total_in_place, "made or collected on the CPU", "device"),
         (log_prob_in_place, "in place", "unchanged"),
         (log_prob_tokens_in_place, "in place", "unchanged"),
     ],

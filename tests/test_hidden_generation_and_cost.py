@@ -3,6 +3,7 @@ other correct answers."""
 
 from __future__ import annotations
 
+import linecache
 import math
 
 import pytest
@@ -32,6 +33,16 @@ INF = float("-inf")
 
 def not_implemented(*args, **kwargs):
     raise NotImplementedError
+
+
+def as_cell(source: str, name: str):
+    """Define ``name`` from ``source`` as a notebook cell would (a cell's file name), so that
+    the checks can show and read the student's line, as they do in a notebook."""
+    filename = f"<ipython-input-7-{name}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    namespace = {"torch": torch, "math": math, "INF": INF}
+    exec(compile(source, filename, "exec"), namespace)  # noqa: S102 - the test's own code
+    return namespace[name]
 
 
 # ---- sampling -------------------------------------------------------------------------------
@@ -184,7 +195,8 @@ def sample_gumbel_max(logits, temperature=1.0, top_k=None, generator=None):
     z = logits.double() / temperature
     if top_k is not None:
         z = z.masked_fill(z < z.topk(top_k, -1).values[:, -1:], INF)
-    u = torch.rand(z.shape, generator=generator, dtype=torch.float64).clamp_min(1e-300)
+    u = torch.rand(z.shape, generator=generator, dtype=torch.float64,
+                   device=z.device).clamp_min(1e-300)
     return (z - torch.log(-torch.log(u))).argmax(-1)
 
 
@@ -196,7 +208,8 @@ def sample_inverse_cdf(logits, temperature=1.0, top_k=None, generator=None):
     if top_k is not None:
         z = z.masked_fill(z < z.topk(top_k, -1).values[:, -1:], INF)
     cdf = torch.softmax(z, -1).cumsum(-1)
-    u = torch.rand(len(z), 1, generator=generator, dtype=torch.float64) * cdf[:, -1:]
+    u = torch.rand(len(z), 1, generator=generator, dtype=torch.float64,
+                   device=z.device) * cdf[:, -1:]
     return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp(max=z.shape[-1] - 1)
 
 
@@ -310,6 +323,35 @@ def sample_int32(logits, temperature=1.0, top_k=None, generator=None):
     return SOLUTION["sample_next_token"](logits, temperature, top_k, generator).int()
 
 
+def sample_cpu_mask(logits, temperature=1.0, top_k=None, generator=None):
+    """A reader's answer: the -inf filler made with torch.full, on the CPU."""
+    _validated(temperature)
+    z = logits / temperature
+    if top_k is not None:
+        kth = torch.topk(z, top_k, dim=-1).values[:, -1:]
+        z = torch.where(z < kth, torch.full(z.shape, INF), z)
+    return torch.multinomial(torch.softmax(z, -1), 1, generator=generator).squeeze(-1)
+
+
+def sample_kth_axis_dropped(logits, temperature=1.0, top_k=None, generator=None):
+    """A reader's answer: values[:, -1] drops the axis the comparison needs."""
+    _validated(temperature)
+    z = logits / temperature
+    if top_k is not None:
+        z = z.masked_fill(z < torch.topk(z, top_k, dim=-1).values[:, -1], INF)
+    return torch.multinomial(torch.softmax(z, -1), 1, generator=generator).squeeze(-1)
+
+
+def sample_own_k(logits, temperature=1.0, top_k=None, generator=None):
+    """A reader's answer: with top_k given, keeps the 5 largest whatever top_k says."""
+    return SOLUTION["sample_next_token"](logits, temperature, None if top_k is None else 5,
+                                         generator)
+
+
+def sample_temperature_twice(logits, temperature=1.0, top_k=None, generator=None):
+    return SOLUTION["sample_next_token"](logits / temperature, temperature, top_k, generator)
+
+
 SAMPLE_CORRECT = [sample_with_replacement, sample_unnormalised, sample_power,
                   sample_top_k_gather, sample_gumbel_max, sample_inverse_cdf]
 SAMPLE_MISTAKES = [
@@ -341,6 +383,10 @@ SAMPLE_MISTAKES = [
     (sample_squeezed, ".squeeze() removed the batch axis", "shape"),
     (sample_int32, "not int64", "shape"),
     (sample_in_place, "in place", "unchanged"),
+    (sample_cpu_mask, "device=", "device"),
+    (sample_kth_axis_dropped, "lost its axis", "top_k"),
+    (sample_own_k, "other than top_k", "top_k"),
+    (sample_temperature_twice, "divided by the temperature twice", "temperature"),
 ]
 SAMPLE_BANKS = ExerciseBanks(
     solution=SOLUTION["sample_next_token"],
@@ -476,6 +522,23 @@ def step_grows_cache_in_place(q, k_new, v_new, cache=None):
     return weights @ V, (K, V)
 
 
+def step_empty_cache_on_cpu(q, k_new, v_new, cache=None):
+    """A reader's answer: an empty cache of zeros for the first step, made on the CPU."""
+    B, H, _, d = q.shape
+    K, V = cache if cache is not None else (torch.zeros(B, H, 0, d), torch.zeros(B, H, 0, d))
+    return SOLUTION["cached_attention_step"](q, k_new, v_new, (K, V))
+
+
+# A reader's answer: K.T on a tensor of four axes.
+step_all_axes_reversed = as_cell("""
+def step_all_axes_reversed(q, k_new, v_new, cache=None):
+    K = k_new if cache is None else torch.cat([cache[0], k_new], dim=-2)
+    V = v_new if cache is None else torch.cat([cache[1], v_new], dim=-2)
+    scores = q @ K.T / math.sqrt(q.shape[-1])
+    return torch.softmax(scores, dim=-1) @ V, (K, V)
+""", "step_all_axes_reversed")
+
+
 STEP_MISTAKES = [
     (_step(order="first"), "new entry was put first", "cache"),
     (_step(dim=-1), "wrong axis", "cache"),
@@ -496,6 +559,8 @@ STEP_MISTAKES = [
     (step_float32, "converted to another dtype", "dtype"),
     (step_in_place, "changed in place", "unchanged"),
     (step_grows_cache_in_place, "changed in place", "unchanged"),
+    (step_empty_cache_on_cpu, "device=", "device"),
+    (step_all_axes_reversed, "reverses all four axes", "values"),
 ]
 STEP_BANKS = ExerciseBanks(
     solution=SOLUTION["cached_attention_step"],
@@ -597,6 +662,42 @@ def online_inverse_factor(x, block_size):
     return torch.exp(x - m) / s
 
 
+def online_inverse_factor_guarded(x, block_size):
+    """A reader's answer: the inverse factor, with the first block special-cased."""
+    m = torch.full(x.shape[:-1] + (1,), INF, dtype=x.dtype, device=x.device)
+    s = torch.zeros_like(m)
+    for start in range(0, x.shape[-1], block_size):
+        block = x[..., start:start + block_size]
+        new = torch.maximum(m, block.amax(dim=-1, keepdim=True))
+        factor = torch.exp(new - m) if start else 0.0
+        s = s * factor + torch.exp(block - new).sum(dim=-1, keepdim=True)
+        m = new
+    return torch.exp(x - m) / s
+
+
+def online_one_number(x, block_size):
+    """A reader's answer: m and s as Python numbers, one for the whole tensor."""
+    m, s = float("-inf"), 0.0
+    for start in range(0, x.shape[-1], block_size):
+        block = x[..., start:start + block_size]
+        new = max(m, block.max().item())
+        s = s * math.exp(m - new) + torch.exp(block - new).sum().item()
+        m = new
+    return torch.exp(x - m) / s
+
+
+def online_blocks_of_rows(x, block_size):
+    """A reader's answer: blocks cut along the first axis, over the length of the rows."""
+    m = torch.full(x.shape[:-1] + (1,), INF, dtype=x.dtype, device=x.device)
+    s = torch.zeros_like(m)
+    for start in range(0, x.shape[-1], block_size):
+        block = x[start:start + block_size]
+        new = torch.maximum(m, block.amax(dim=-1, keepdim=True))
+        s = s * torch.exp(m - new) + torch.exp(block - new).sum(dim=-1, keepdim=True)
+        m = new
+    return torch.exp(x - m) / s
+
+
 def online_float32(x, block_size):
     """Computes in float32 "to save memory", whatever the input."""
     return SOLUTION["online_softmax"](x.float(), block_size)
@@ -648,8 +749,11 @@ ONLINE_MISTAKES = [
     (_online(rescale=False), "not rescaled", "values"),
     (_online(overlap=1), "counted again", "values"),
     (_online(each_block=True), "normalised on its own", "values"),
-    (_online(inverted=True), "inverse of the right factor", "values"),
-    (online_inverse_factor, "inverse of the right factor", "values"),
+    (_online(inverted=True), "the sum comes out too large", "values"),
+    (online_inverse_factor, "every entry is nan", "values"),
+    (online_inverse_factor_guarded, "the sum comes out too large", "values"),
+    (online_one_number, "a single maximum and a single sum", "values"),
+    (online_blocks_of_rows, "came out empty", "values"),
     (_online(last_block_max=True), "maximum of the last block", "values"),
     (online_first_axis, "along the first axis", "values"),
     (online_rows_only, "a `dim` the tensor does not have", "values"),
@@ -688,7 +792,8 @@ def test_each_blocks_own_maximum_fails_on_a_falling_row():
 
 def _blocks(scale="sqrt d", rescale_sum=True, rescale_output=True, fill=INF, shifted=True,
             diagonal=False, bottom_right=False, stop="all", divide_each_step=False,
-            full=False, ignore_causal=False, on_device=False):
+            full=False, ignore_causal=False, on_device=False, inverted=False,
+            divide_running=False):
     """Attention in blocks, right or with one mistake; its running statistics are made on
     the CPU in float32 unless ``on_device`` (then on Q's device, in Q's dtype)."""
     def blockwise_attention(Q, K, V, block_size, causal=False):
@@ -710,18 +815,42 @@ def _blocks(scale="sqrt d", rescale_sum=True, rescale_output=True, fill=INF, shi
             x = Q @ k.transpose(-2, -1) * factor
             if causal:
                 cols = torch.arange(k.shape[-2], **at) + (i if shifted else 0)
-                x = x.masked_fill(cols >= rows if diagonal else cols > rows, fill)
+                x = x.masked_fill(cols < rows if inverted else cols >= rows if diagonal
+                                  else cols > rows, fill)
             new = torch.maximum(m, x.amax(-1, keepdim=True))
             c = torch.exp(m - new)
             p = torch.exp(x - new)
             s = (s * c if rescale_sum else s) + p.sum(-1, keepdim=True)
             o = (o * c if rescale_output else o) + (p @ v / s if divide_each_step else p @ v)
+            if divide_running:
+                o = o / s
             m = new
-        return o if divide_each_step else o / s
+        return o if divide_each_step or divide_running else o / s
     blockwise_attention.__name__ = (
         f"blocks_{scale}_{rescale_sum}_{rescale_output}_{fill}_{shifted}_{diagonal}_"
-        f"{bottom_right}_{stop}_{divide_each_step}_{full}_{ignore_causal}_{on_device}")
+        f"{bottom_right}_{stop}_{divide_each_step}_{full}_{ignore_causal}_{on_device}_"
+        f"{inverted}_{divide_running}")
     return blockwise_attention
+
+
+# A reader's answer: K.T, right for K of two axes only.
+blocks_all_axes_reversed = as_cell("""
+def blocks_all_axes_reversed(Q, K, V, block_size, causal=False):
+    m = torch.full(Q.shape[:-1] + (1,), INF, dtype=Q.dtype, device=Q.device)
+    s = torch.zeros_like(m)
+    o = torch.zeros(Q.shape[:-1] + (V.shape[-1],), dtype=Q.dtype, device=Q.device)
+    rows = torch.arange(Q.shape[-2], device=Q.device)[:, None]
+    for i in range(0, K.shape[-2], block_size):
+        k, v = K[..., i:i + block_size, :], V[..., i:i + block_size, :]
+        x = Q @ k.T / math.sqrt(Q.shape[-1])
+        if causal:
+            x = x.masked_fill(torch.arange(i, i + k.shape[-2], device=Q.device) > rows, INF)
+        new = torch.maximum(m, x.amax(-1, keepdim=True))
+        s = s * torch.exp(m - new) + torch.exp(x - new).sum(-1, keepdim=True)
+        o = o * torch.exp(m - new) + torch.exp(x - new) @ v
+        m = new
+    return o / s
+""", "blocks_all_axes_reversed")
 
 
 def blocks_averaged(Q, K, V, block_size, causal=False):
@@ -869,6 +998,9 @@ BLOCK_MISTAKES = [
     (blocks_float32, "converted to another dtype", "dtype"),
     (_blocks(), "device=", "device"),
     (blocks_in_place, "in place", "unchanged"),
+    (_blocks(inverted=True), "mask was inverted", "causal"),
+    (_blocks(divide_running=True), "divided by the running sum at every block", "values"),
+    (blocks_all_axes_reversed, "reverses all the axes", "values"),
 ]
 BLOCK_BANKS = ExerciseBanks(
     solution=SOLUTION["blockwise_attention"],

@@ -909,6 +909,12 @@ def generate_cache_never_used(model, prompt, n_tokens, temperature=1.0, top_k=No
                      feed="never")
 
 
+def generate_always_cached(model, prompt, n_tokens, temperature=1.0, top_k=None,
+                           generator=None, use_cache=True):
+    """use_cache ignored: the cache every time (the tokens are the same)."""
+    return SOLUTION["generate"](model, prompt, n_tokens, temperature, top_k, generator, True)
+
+
 def generate_temperature_dropped(model, prompt, n_tokens, temperature=1.0, top_k=None,
                                  generator=None, use_cache=True):
     tokens, caches = prompt, None
@@ -1010,6 +1016,7 @@ GENERATE_BANKS = ExerciseBanks(
         (generate_windowed, "cut to its last tokens", "next_token"),
         (generate_sliding_in_place, "in place", "unchanged"),
         (generate_cache_never_used, "once per new token", "one_position"),
+        (generate_always_cached, "use_cache=False was ignored", "one_position"),
     ],
     hidden=[
         (generate_only_new, "only the new tokens", "returns"),

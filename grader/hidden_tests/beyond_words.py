@@ -16,16 +16,19 @@ from helpers.checks.beyond_words import (
     ONE_NUMBER,
     PER_POSITION,
     SQUEEZED,
+    SUMMED_OVER_BATCH,
     call_patchify,
     expect_embedding,
     expect_gradients,
     expect_init,
     expect_members,
+    expect_on_logits_device,
     expect_on_meta,
     expect_patch_shape,
     large_cases,
     patchify_mistakes,
     set_parameters,
+    term_mistakes,
     unfolded,
 )
 from hidden_tests.common import HiddenCheck, fresh_generator, hidden_test
@@ -160,7 +163,8 @@ def grade_PatchEmbedding(embedding_class: type[nn.Module]) -> None:  # noqa: N80
 
     check.clause("gradients")
     values = set_parameters(module, generator, p, C, d, N)
-    expect_gradients(check, module, images, p, values, generator)
+    # the rebuilt module's parameters do not show the student's requires_grad
+    expect_gradients(check, module, images, p, values, generator, sees_requires_grad=False)
 
     check.clause("device")
     on_meta = check.call_seeded(seeds[1], embedding_class, p, C, d, N).to("meta")
@@ -210,9 +214,7 @@ def _log_prob_mistakes(logits: torch.Tensor, tokens: torch.Tensor) -> dict[str, 
         WRONG_DIM_1: picked(torch.log_softmax(x, dim=1)).sum(1),
         WRONG_DIM_1 + " (here over the T - 1 positions kept)":
             picked(torch.log_softmax(x[:, :-1], dim=1)).sum(1),
-        "the first term was dropped, one too few: token 1 must be scored too (logits[:, 0] "
-        "predicts it); score tokens 1..T-1 with logits 0..T-2":
-            logp[:, 1:-1].gather(-1, tokens[:, 2:].unsqueeze(-1)).squeeze(-1).sum(1),
+        **(term_mistakes(logits, tokens) if T > 2 else {}),  # for T = 2: both give 0
         "the mean over positions was returned; the log-probability of a sentence is the sum":
             right.mean(1),
         "the raw logits were summed: apply log_softmax over the vocabulary first":
@@ -242,6 +244,7 @@ def grade_sequence_log_prob(sequence_log_prob: Callable[[torch.Tensor, torch.Ten
     check.expect(got == (B,), f"the result for {B} sentences has shape {(B,)}",
                  expected=f"shape {(B,)}: one log-probability per sentence", got=f"shape {got}",
                  diagnoses={PER_POSITION: got == (B, T - 1),
+                            SUMMED_OVER_BATCH: got == (T - 1,),
                             ONE_NUMBER: out.numel() == 1})
     one = check.tensor(check.call(sequence_log_prob, logits[:1], tokens[:1]),
                        "sequence_log_prob for a batch of one sentence")
@@ -279,5 +282,5 @@ def grade_sequence_log_prob(sequence_log_prob: Callable[[torch.Tensor, torch.Ten
     check.clause("dtype")
     check.dtype_follows(sequence_log_prob, logits, tokens, what="sequence_log_prob")
     check.clause("device")
-    check.device_follows(sequence_log_prob, logits, tokens, what="sequence_log_prob")
+    expect_on_logits_device(check, sequence_log_prob, logits, tokens)
     check.passed()

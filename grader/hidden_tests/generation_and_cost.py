@@ -26,6 +26,7 @@ from helpers.checks.generation_and_cost import (
     check_cache,
     check_online,
     check_randomness,
+    check_sample_device,
     check_shapes,
     expect_frequencies,
     expect_token_ids,
@@ -162,6 +163,9 @@ def grade_sample_next_token(sample_next_token: Callable[..., torch.Tensor]) -> N
     check.clause("randomness")
     logits = 0.8 * torch.randn(2, 7, generator=generator).repeat(50, 1)
     check_randomness(check, sample_next_token, logits, [next(seeds) for _ in range(4)])
+    check.clause("device")
+    check_sample_device(check, sample_next_token, torch.randn(
+        int(torch.randint(2, 6, (), generator=generator)), 7, generator=generator))
     check.passed()
 
 

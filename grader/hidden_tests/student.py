@@ -48,6 +48,10 @@ from hidden_tests import probe
 MAX_REPLY_BYTES = 16 * 2**20  # one answer, before it is parsed
 MAX_VALUES = 200_000  # JSON values (numbers, strings, lists, dicts) in one answer
 MAX_NESTING = 40  # brackets in brackets in one answer
+# Numbers in one rebuilt module, data-less (meta) tensors included: the hidden tests may fill
+# or randomise every one of them here, so a description must not ask for more than the
+# course's models need (tens of thousands) by a wide margin.
+MAX_MODULE_ELEMENTS = 2**24
 DTYPES = {name: getattr(torch, name) for name in (
     "float32", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")}
 
@@ -570,7 +574,21 @@ def build_module(tree: Any, remote: _Remote, depth: int = 0, path: str = "",
         if missing:
             raise ProtocolError(f"the description of {kind} `{path}` lacks {missing[0]}")
     module.train(bool(tree.get("training", True)))
+    if depth == 0:
+        _within_budget(module)
     return module
+
+
+def _within_budget(module: nn.Module) -> None:
+    """Refuse a module whose tensors, data-less ones included, hold more numbers than any
+    answer of the course needs: filling them here would cost the grader time and memory."""
+    tensors = [*module.parameters(), *module.buffers()]
+    tensors += [getattr(m, key) for m in module.modules() if isinstance(m, StudentModule)
+                for key in m._plain_tensors]
+    total = sum(t.numel() for t in tensors)
+    if total > MAX_MODULE_ELEMENTS:
+        raise ProtocolError(f"the module holds {total:,} numbers, more than the "
+                            f"{MAX_MODULE_ELEMENTS:,} any answer of this course needs")
 
 
 def _fill_layer(layer: nn.Module, tree: Any) -> None:

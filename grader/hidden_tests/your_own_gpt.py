@@ -785,8 +785,9 @@ def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 def _run(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, steps: int, lr: float,
          *, optimizer: str = "AdamW", clear: bool = True, once: bool = True) -> list[float]:
-    """The reference loop (and, with the flags, the usual mistakes), on the rebuilt model:
-    its forward and backward run where the student's code lives."""
+    """The reference loop (and, with the flags, the usual mistakes), computed here: the
+    prescribed GPT with the rebuilt model's weights, never the student's forward, so that
+    no model can make the reference agree with a loop that does not train."""
     start = {name: p.detach().clone() for name, p in model.named_parameters()}
     make = {"AdamW": torch.optim.AdamW, "Adam": torch.optim.Adam, "SGD": torch.optim.SGD}
     parameters = list(model.parameters())
@@ -797,7 +798,7 @@ def _run(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, steps: i
         for step in range(steps):
             if not once:
                 opt = make[optimizer](parameters, lr=lr)
-            logits, _ = model(inputs[step])
+            logits = _prescribed_gpt(model, inputs[step], GRADED_HEADS)
             loss = _cross_entropy(logits, targets[step])
             if clear:
                 opt.zero_grad()
@@ -810,6 +811,9 @@ def _run(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, steps: i
                 p.copy_(start[name])
                 p.grad = None
     return losses
+
+
+GRADED_HEADS = 2  # the heads of the GPTs the loop and generate are graded with
 
 
 STEP_MISSING = ("the loss never moved, so the parameters never changed: call "
@@ -825,8 +829,8 @@ def grade_train_gpt(train_gpt: Callable[..., list[float]]) -> None:
     V, T, B = _randint(generator, 5, 8), _randint(generator, 5, 8), _randint(generator, 3, 6)
     steps = 12
     lr = float(0.02 + 0.03 * torch.rand(1, generator=generator))
-    model = _build_gpt(check, "train_gpt", _students_gpt(train_gpt), seed, (V, T, 8, 2, 1),
-                       generator)
+    model = _build_gpt(check, "train_gpt", _students_gpt(train_gpt), seed,
+                       (V, T, 8, GRADED_HEADS, 1), generator)
     # One batch for every step: a loop that never updates the model returns one loss, over
     # and over, and any loop that learns lowers it.
     inputs, targets = (t.expand(steps, -1, -1) for t in _successor_batches(generator, 1, B, T, V))
@@ -845,7 +849,7 @@ def grade_train_gpt(train_gpt: Callable[..., list[float]]) -> None:
 
     check.clause("loss")
     with torch.no_grad():
-        logits, _ = model(inputs[0])
+        logits = _prescribed_gpt(model, inputs[0], GRADED_HEADS)
     first = _cross_entropy(logits, targets[0])
     check.close(_number(losses[0]), first, "the first loss is the cross-entropy of the "
                 "untrained model over every position of the first batch", mistakes={
@@ -895,13 +899,14 @@ def grade_train_gpt(train_gpt: Callable[..., list[float]]) -> None:
 
 def _greedy(model: nn.Module, prompt: torch.Tensor, n_tokens: int, mode: str = "right"
             ) -> torch.Tensor:
-    """Greedy decoding with the model (the student's GPT, run where it lives); ``mode``
-    makes the usual mistakes with the position read or with the caches."""
+    """Greedy decoding: right (and with the first position read) with the prescribed GPT
+    computed here from the model's weights; ``mode`` makes the usual mistakes with the
+    caches, which only name a likely mistake, with the student's GPT where it lives."""
     tokens, caches = prompt, None
     with torch.no_grad():
         for step in range(n_tokens):
             if mode in ("right", "first"):
-                logits, _ = model(tokens)
+                logits = _prescribed_gpt(model, tokens, GRADED_HEADS)
             elif mode == "whole_with_caches":  # the whole text again, with the caches
                 logits, caches = model(tokens, caches)
             elif mode == "stale_caches":  # the caches of the first call, every time
@@ -948,8 +953,8 @@ def grade_generate(generate: Callable[..., torch.Tensor]) -> None:
     generator = fresh_generator(905)
     seeds = torch.randperm(2**20, generator=generator)[:4].tolist()
     V, T0, n = _randint(generator, 6, 9), _randint(generator, 2, 4), _randint(generator, 8, 11)
-    model = _build_gpt(check, "generate", _students_gpt(generate), seeds[0], (V, 128, 8, 2, 1),
-                       generator)
+    model = _build_gpt(check, "generate", _students_gpt(generate), seeds[0],
+                       (V, 128, 8, GRADED_HEADS, 1), generator)
     B = _randint(generator, 2, 4)
     prompt = torch.randint(V, (B, T0), generator=generator)
 

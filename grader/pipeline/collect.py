@@ -1,7 +1,7 @@
 """`make collect FROM=... [LMS=canvas|moodle|exchange|plain]`: lay out a class for grading.
 
     python -m pipeline.collect FROM [--lms KIND] [--assignment ID] [--worksheet CSV]
-                                    [--timezone ZONE] [--into DIR]
+                                    [--timezone ZONE] [--into DIR] [--trust-timestamps]
 
 ``FROM`` is what the LMS gave: Canvas's or Moodle's "download all submissions" zip (or the
 folder it was unpacked into), a JupyterHub's nbgrader exchange (``Exchange.root``), or a
@@ -21,7 +21,17 @@ records where each came from, for returning feedback and exporting grades
   release it was made from.
 - **When**: Canvas says only *that* a file came in late (``LATE``); it then counts as
   handed in just after the deadline (``grader/deadlines.csv``). Moodle's worksheet has each
-  submission's time; the exchange has nbgrader's ``timestamp.txt``.
+  submission's time; the exchange has nbgrader's ``timestamp.txt``, written by the student's
+  own ``nbgrader submit``: a submission the student's account made counts as handed in when
+  its files were last written (their newest ctime, which no student can set back)
+  whenever its ``timestamp.txt`` says earlier, with a note if by more than a few minutes. A
+  plain folder's ``timestamp.txt`` was written by whoever handed the notebook in: it is
+  ignored (with a note) unless ``--trust-timestamps`` says the times are the instructor's.
+- **Whose, in an exchange**: the folder name ``<student>+<assignment>+<time>`` is written by
+  whoever submitted. On a shared JupyterHub each student submits as their own Unix account,
+  so a folder owned by an account other than the student it names, or than the one running
+  collect (a single-user or test exchange, which only the instructor writes), is refused:
+  another student submitted in that name (nbgrader's own ``check_owner`` only warns).
 - **Several of one student**: the latest is kept (by time, then the LMS's own order: Canvas's
   file ids grow with every upload, then the copy marks); an earlier collect's newer notebook
   is never replaced by an older one.
@@ -47,6 +57,7 @@ import io
 import itertools
 import json
 import os
+import pwd
 import re
 import shutil
 import stat
@@ -281,8 +292,9 @@ def _canvas_late_time(candidate: Candidate, dues: dict, report: Report) -> None:
 
 def gather(source: Path, kind: str, *, roster: roster_module.Roster | None,
            assignment: str | None, worksheet: lms.Worksheet | None, zone: str | None,
-           max_bytes: int, report: Report) -> list[Candidate]:
-    """The notebooks in a Canvas or Moodle download or a plain folder, as candidates."""
+           max_bytes: int, report: Report, trust_timestamps: bool = False) -> list[Candidate]:
+    """The notebooks in a Canvas or Moodle download or a plain folder, as candidates; a
+    plain folder's ``timestamp.txt`` only with ``trust_timestamps``."""
     releases = release_grade_ids()
     dues = deadlines_module.load()
     zones = {a: d.due.tzinfo for a, d in dues.items()}
@@ -325,7 +337,8 @@ def gather(source: Path, kind: str, *, roster: roster_module.Roster | None,
                               info.get("timestamp"), info.get("order", 0),
                               lms.copy_number(info["original"]), info, note)
         if kind == "plain":
-            candidate.timestamp = _plain_timestamp(source, entry.name, max_bytes, report, where)
+            candidate.timestamp = _plain_timestamp(source, entry.name, max_bytes, report, where,
+                                                   trust_timestamps)
         elif candidate.timestamp is not None and candidate.timestamp.tzinfo is None:
             # a worksheet's time, shown in the course's zone: the deadline's, unless given
             candidate.timestamp = candidate.timestamp.replace(
@@ -358,10 +371,17 @@ def _plain(name: str, roster: roster_module.Roster | None) -> dict | str:
 
 
 def _plain_timestamp(source: Path, name: str, max_bytes: int, report: Report,
-                     where: str) -> datetime | None:
-    """nbgrader's ``timestamp.txt`` next to a notebook of a plain folder, if there is one."""
+                     where: str, trust: bool) -> datetime | None:
+    """nbgrader's ``timestamp.txt`` next to a notebook of a plain folder, if there is one and
+    the instructor said its times are to be believed (``trust``)."""
     stamp = PurePosixPath(name).parent / "timestamp.txt"
     if not source.is_dir() or not os.path.lexists(source / stamp):
+        return None
+    if not trust:  # whoever handed the notebook in could write it, with any time in it
+        report.notes.append(f"{where}: the timestamp.txt next to it was ignored: whoever "
+                            "handed the notebook in may have written it; collect with "
+                            "--trust-timestamps when the folder's times are yours (e.g. a "
+                            "copy of nbgrader's own submitted/ folder)")
         return None
     try:
         return deadlines_module.read_timestamp(
@@ -374,6 +394,71 @@ def _plain_timestamp(source: Path, name: str, max_bytes: int, report: Report,
 # ---- a JupyterHub's nbgrader exchange -------------------------------------------------------
 
 INBOUND_NAME = re.compile(r"^(?P<user>[^+]+)\+(?P<assignment>[^+]+)\+(?P<stamp>[^+]+)(\+.*)?$")
+CLOCK_SLACK = timedelta(minutes=5)  # timestamp.txt and the files' ctimes may differ this much
+
+
+def _account(uid: int) -> str:
+    """The user name of ``uid`` (``uid N`` where it has none)."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _collector() -> int:
+    """The user id running collect."""
+    return os.geteuid()
+
+
+def _submitter(folder: Path, user: str) -> str:
+    """Who made the inbound folder ``folder`` that names ``user``: "student" (``user``'s own
+    account, as on a JupyterHub where each student submits as themselves), "collector"
+    (the account running collect: a single-user or test exchange that only it writes to),
+    else why it is refused: on a shared hub anyone can write a folder under any name."""
+    uid = os.lstat(folder).st_uid
+    owner = _account(uid)
+    if owner == user:
+        return "student"
+    if uid == _collector():
+        return "collector"
+    return (f"made by {owner!r}, not by {user!r} whose name it bears (nor by "
+            f"{_account(_collector())!r}, who runs collect): a submission in another "
+            "student's name")
+
+
+def _newest_change(folder: Path, depth: int = 0) -> datetime | None:
+    """The latest ctime of the regular files under ``folder`` (never following a link): when
+    they were last written, which no student can set back."""
+    newest = None
+    for name in os.listdir(folder):
+        info = os.lstat(folder / name)
+        if stat.S_ISDIR(info.st_mode) and depth < 4:
+            found = _newest_change(folder / name, depth + 1)
+        elif stat.S_ISREG(info.st_mode):
+            found = datetime.fromtimestamp(info.st_ctime, timezone.utc)
+        else:
+            continue
+        if found is not None and (newest is None or found > newest):
+            newest = found
+    return newest
+
+
+def _submission_time(stamp: datetime | None, changed: datetime | None, where: str,
+                     report: Report) -> datetime | None:
+    """When a student's own submission came in: its ``timestamp.txt`` (``stamp``, which the
+    student wrote), but never before its files were last written (``changed``)."""
+    if changed is None:
+        return stamp
+    if stamp is None or changed - stamp > CLOCK_SLACK:
+        said = _utc_words(stamp) if stamp else "no time"
+        report.notes.append(f"{where}: its timestamp.txt says {said}, but its files were "
+                            f"written at {_utc_words(changed)}: counted as handed in then")
+    return changed if stamp is None or changed > stamp else stamp
+
+
+def _utc_words(when: datetime) -> str:
+    """``when`` as the report shows times."""
+    return f"{when.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
 
 
 def _copy_tree(source: Path, target: Path, max_bytes: int, report: Report, where: str,
@@ -427,6 +512,7 @@ def gather_exchange(root: Path, *, roster: roster_module.Roster | None, assignme
         copy = scratch / "exchange" / COURSE_ID / "inbound"
         copy.mkdir(parents=True)
         submissions: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        changed: dict[str, datetime | None] = {}  # inbound folder -> its files' newest ctime
         for name in sorted(os.listdir(inbound)):
             where = f"inbound/{name}"
             match = INBOUND_NAME.match(name)
@@ -442,7 +528,18 @@ def gather_exchange(root: Path, *, roster: roster_module.Roster | None, assignme
             if match["assignment"] not in assignment_ids():
                 report.refuse(where, f"unknown assignment {match['assignment']!r}")
                 continue
-            _copy_tree(inbound / name, copy / name, max_bytes, report, where)
+            try:  # (a student can make their own folder unreadable: that costs only them)
+                submitter = _submitter(inbound / name, match["user"])
+                if submitter not in ("student", "collector"):
+                    report.refuse(where, submitter)
+                    continue
+                if submitter == "student":  # its timestamp.txt is the student's word:
+                    changed[name] = _newest_change(inbound / name)  # the originals' ctimes
+                _copy_tree(inbound / name, copy / name, max_bytes, report, where)
+            except OSError as error:
+                report.refuse(where, f"cannot be read ({error.strerror or error})")
+                shutil.rmtree(copy / name, ignore_errors=True)
+                continue
             submissions.setdefault((match["user"], match["assignment"]), []).append(
                 (match["stamp"], name))
         course = scratch / "course"
@@ -476,6 +573,8 @@ def gather_exchange(root: Path, *, roster: roster_module.Roster | None, assignme
                     read_untrusted(folder / "timestamp.txt", 4096, base=course).decode())
             except (OSError, ValueError, OverflowError):
                 stamp = None
+            if latest[1] in changed:
+                stamp = _submission_time(stamp, changed[latest[1]], where, report)
             notebooks = sorted(n for n in os.listdir(folder) if n.endswith(".ipynb")) \
                 if folder.is_dir() else []
             if not notebooks:
@@ -654,6 +753,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--into", type=Path, default=SUBMITTED,
                         help="where the class is laid out (default: %(default)s)")
     parser.add_argument("--max-notebook-mb", type=float, default=MAX_NOTEBOOK_BYTES / 2**20)
+    parser.add_argument("--trust-timestamps", action="store_true",
+                        help="plain: believe the timestamp.txt next to each notebook (only when "
+                             "you wrote them, e.g. a copy of nbgrader's own submitted/ folder; "
+                             "by default they are ignored, since whoever handed a notebook in "
+                             "could write one)")
     parser.add_argument("--release", action="store_true", help="release the assignments "
                         "(all, or --assignment) into the exchange SOURCE instead, with "
                         "nbgrader release_assignment")
@@ -686,7 +790,8 @@ def main(argv: list[str] | None = None) -> int:
                                      max_bytes=max_bytes, report=report)
     else:
         candidates = gather(args.source, kind, roster=roster, assignment=args.assignment,
-                            worksheet=worksheet, zone=zone, max_bytes=max_bytes, report=report)
+                            worksheet=worksheet, zone=zone, max_bytes=max_bytes, report=report,
+                            trust_timestamps=args.trust_timestamps)
     args.into.mkdir(parents=True, exist_ok=True)
     place(candidates, args.into, report)
     assignments = {c.assignment for c in candidates}

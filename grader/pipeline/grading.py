@@ -17,10 +17,13 @@ JSON results, so shards can run on separate machines; ``--merge`` combines them.
 Nothing a submission or a kernel made is trusted (``pipeline.submissions``): links are
 never followed, special files never opened, sizes capped. Only the submitted notebook
 goes into the scratch course, and only the graded notebook and its feedback page come
-out of it. A run writes into a fresh folder and replaces the earlier results, graded
-notebooks and feedback only at the end, so a crashed or interrupted run leaves them as
-they were; and a student this run could not grade keeps the earlier result, graded notebook
-and page (its status says so), never less than it had.
+out of it. The scores come from the scratch gradebook (nbgrader's); the graded notebook,
+which holds what the submission printed, is read only for messages, so one over the size
+limit or unreadable is still graded (without its messages and page). A run writes into a
+fresh folder and replaces the earlier results, graded notebooks and feedback only at the
+end, so a crashed or interrupted run leaves them as they were; and a student this run could
+not grade because the grading failed keeps the earlier result, graded notebook and page (its
+status says so), never less than it had. A submission that was itself refused keeps nothing.
 """
 
 from __future__ import annotations
@@ -70,6 +73,9 @@ SCRATCH = GRADER / ".scratch"
 RESULTS = GRADER / "results"
 NBGRADER_COLUMNS = ["assignment", "student_id", "score", "max_score"]
 KEPT = "previous result kept"  # the status of a student this run could not grade
+# A result's flag: the submission itself could not be graded (it was refused), so it never
+# keeps an earlier result; only failures of the grading itself do.
+OWN_FAULT = "caused_by_submission"
 # What a batch may take per notebook besides the notebook's own limits (a kernel's start
 # and restarts, nbgrader's steps), and once (nbgrader's start, the fork server's warm-up).
 NOTEBOOK_SLACK, BATCH_SLACK = 120.0, 120.0
@@ -120,23 +126,39 @@ def _messages(notebook: nbformat.NotebookNode) -> dict[str, str]:
     return messages
 
 
+def _graded_messages(scratch: Path, sub: Submission, max_bytes: int) -> tuple[dict, str]:
+    """The messages of ``sub``'s graded notebook in ``scratch``, or none and why not.
+
+    The graded notebook holds what the submission printed, so it may be anything: over the
+    size limit, not readable. Its messages are then left out, and so is its feedback page
+    (made from it), which a short page with the points replaces; the grades do not depend on
+    it (they are in the gradebook, where nbgrader put them)."""
+    notebook = scratch / "autograded" / sub.student / sub.assignment / f"{sub.assignment}.ipynb"
+    try:
+        data = read_untrusted(notebook, max_bytes, base=scratch)
+        return _messages(nbformat.reads(data.decode("utf-8", errors="replace"),
+                                        as_version=4)), ""
+    except FileNotFoundError:
+        why = "no graded notebook came out of the grading"
+    except UntrustedFileError as error:  # (its scratch path says nothing to the instructor)
+        why = f"the graded notebook was refused ({str(error).replace(str(notebook), 'it')})"
+    except Exception as error:  # noqa: BLE001 - whatever the submission printed into it
+        why = f"the graded notebook could not be read ({type(error).__name__})"
+    _remove(scratch / "feedback" / sub.student / sub.assignment)
+    return {}, (f"{why}: graded from the gradebook; its messages and feedback page are not "
+                "shown")
+
+
 def _collect(scratch: Path, sub: Submission, max_bytes: int = MAX_NOTEBOOK_BYTES) -> dict:
-    """The result of one submission graded in ``scratch``: scores and messages per cell.
+    """The result of one submission graded in ``scratch``: scores (from the scratch
+    gradebook) and messages (from the graded notebook, when it can be read) per cell.
 
     Only a notebook the batch graded to the end and made a page for (its ``done`` marker,
     ``pipeline.nbgrader_batch``) counts: what a batch killed halfway left in the gradebook
     is not a grade.
     """
     result = _result(sub)
-    notebook = scratch / "autograded" / sub.student / sub.assignment / f"{sub.assignment}.ipynb"
-    try:
-        data = read_untrusted(notebook, max_bytes, base=scratch)
-    except FileNotFoundError:
-        return result
-    except UntrustedFileError as error:
-        result["log"] = f"the graded notebook was refused: {error}"
-        return result
-    messages = _messages(nbformat.reads(data.decode("utf-8", errors="replace"), as_version=4))
+    messages, problem = _graded_messages(scratch, sub, max_bytes)
     with Gradebook(f"sqlite:///{scratch / 'gradebook.db'}") as gb:
         try:
             submitted = gb.find_submission_notebook(sub.assignment, sub.assignment, sub.student)
@@ -158,7 +180,9 @@ def _collect(scratch: Path, sub: Submission, max_bytes: int = MAX_NOTEBOOK_BYTES
     except (OSError, ValueError):
         return _result(sub)
     result["status"] = "graded"
-    if isinstance(done, dict) and done.get("feedback"):
+    if problem:
+        result["log"] = problem
+    elif isinstance(done, dict) and done.get("feedback"):
         result["log"] = (f"the feedback page could not be made ({str(done['feedback'])[:200]}); "
                          "a short page with the points stands in")
     return result
@@ -272,7 +296,7 @@ def _grade_together(subs: list[Submission], *, timeout: float, memory_limit: int
                 shutil.rmtree(target)  # nothing of it goes to nbgrader
                 if not os.listdir(target.parent):
                     target.parent.rmdir()
-                results[i] = _result(sub, f"not graded: {error}")
+                results[i] = {**_result(sub, f"not graded: {error}"), OWN_FAULT: True}
                 final[i] = True
                 continue
             copied.append(i)
@@ -427,7 +451,10 @@ def publish(run: Path, results: list[dict], *, replace_all: bool) -> list[dict]:
     Each student and assignment of ``results`` gets exactly what the run made for it,
     except that a published result is never replaced by less: one this run could not
     grade keeps its earlier result, graded notebook and feedback page, with the status
-    ``previous result kept (this run: ...)``. A folder is swapped by renaming, so it is
+    ``previous result kept (this run: ...)``. That is for failures of the grading (a
+    killed batch, a broken scratch course); a submission that was itself refused
+    (:data:`OWN_FAULT`) keeps nothing, or handing in something ungradable after a good
+    grade would keep the good grade. A folder is swapped by renaming, so it is
     never half-written. A full run (``replace_all``) replaces ``results/`` as a whole; a
     shard replaces only the result files of its own students, so shards can share one
     ``grader/``.
@@ -436,6 +463,12 @@ def publish(run: Path, results: list[dict], *, replace_all: bool) -> list[dict]:
     for result in results:
         previous = None if result["status"] == "graded" else _previous(result["student"],
                                                                       result["assignment"])
+        if previous is not None and result.get(OWN_FAULT):
+            result = {**result, "log": "\n".join([result.get("log", ""), (
+                "the earlier result is not kept: this submission itself could not be graded")
+            ]).strip()}
+            _write_result(run / "results", result)
+            previous = None
         if previous is not None:
             result = {**previous, "status": f"{KEPT} (this run: {result['status']})",
                       "log": result.get("log", "")}

@@ -90,6 +90,10 @@ class MoodleName:
 
 def parse_canvas(name: str) -> CanvasName | str:
     """The parts of a Canvas download's file name, or why it is not one."""
+    if len(PurePosixPath(name).parts) > 1:  # the name is Canvas's only where Canvas made it
+        return ("in a folder: Canvas's downloads are flat (each file named by Canvas), so a "
+                "folder's name or a file in it says nothing of who handed it in; give the "
+                "folder that holds the downloaded files themselves")
     base = PurePosixPath(name).name
     entry = CANVAS_ENTRY.match(base)
     if entry:
@@ -108,23 +112,43 @@ def parse_canvas(name: str) -> CanvasName | str:
 
 
 def parse_moodle(path: str) -> MoodleName | str:
-    """The parts of a Moodle download's path, or why it is not one."""
+    """The parts of a Moodle download's path, or why it is not one.
+
+    The participant is the one the download's own folder names: the *outermost* part that
+    looks like Moodle's. What lies inside it was named by the student who uploaded it, so a
+    file there named like another participant's (``Victim_1234_assignsubmission_file_x``)
+    is refused rather than taken as theirs."""
     parts = PurePosixPath(path).parts
-    for i in range(len(parts) - 1, -1, -1):
-        match = MOODLE_PART.match(parts[i])
+    for i, part in enumerate(parts):
+        match = MOODLE_PART.match(part)
         if not match:
             continue
         rest = match["rest"] or ""
         inside = "/".join(parts[i + 1:])
         if inside:  # 3.1 and later: a folder per participant and plugin
-            original, folder = inside, parts[i]
+            original, folder = inside, part
         elif rest:  # before 3.1: the prefix is part of the file name
-            original, folder = rest, parts[i][:len(parts[i]) - len(rest)]
+            original, folder = rest, part[:len(part) - len(rest)]
         else:
             return "an empty Moodle submission folder"
+        forged = _other_participant((rest, *parts[i + 1:]), match["participant"])
+        if forged:
+            return (f"named like the Moodle files of participant {forged} but uploaded into "
+                    f"the folder of {match['name']} (participant {match['participant']}): "
+                    "Moodle never makes that (look at it by hand)")
         return MoodleName(match["name"], match["participant"], match["kind"], original, folder)
     return ("not in a folder named as Moodle names them "
             "(<Full Name>_<participant id>_assignsubmission_file)")
+
+
+def _other_participant(inside: tuple[str, ...], participant: str) -> str:
+    """A participant other than ``participant`` that a name inside its folder claims to be
+    (``<Full Name>_<id>``), or ""."""
+    for part in inside:
+        match = MOODLE_PART.match(part)
+        if match and match["participant"] != participant:
+            return f"{match['participant']} ({match['name']})"
+    return ""
 
 
 def copy_number(name: str) -> int:

@@ -164,12 +164,19 @@ def verdict(calls: list[HiddenCall], channel) -> tuple[str, str] | None:
 
 
 def record(cell: NotebookNode, outcome: tuple[str, str] | None) -> None:
-    """Make the verdict the cell's only error: the student's own errors become text."""
+    """Make the verdict the only output nbgrader scores: the student's own errors and
+    stderr become text, and a value the cell displayed (nbgrader would read a number as
+    partial credit, anything else as full marks) becomes a plain display."""
     outputs = []
     for output in cell.outputs:
         if output.output_type == "error":
             output = new_output("stream", name="stdout",
                                 text=f"[your code raised] {output.ename}: {output.evalue}\n")
+        elif output.output_type == "stream" and output.get("name") != "stdout":
+            output = new_output("stream", name="stdout", text=output.get("text", ""))
+        elif output.output_type == "execute_result":
+            output = new_output("display_data", data=output.get("data", {}),
+                                metadata=output.get("metadata", {}))
         outputs.append(output)
     if outcome is None:
         outputs.append(new_output("stream", name="stdout", text="Hidden tests: passed.\n"))

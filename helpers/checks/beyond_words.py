@@ -88,6 +88,12 @@ CPU_COPY = ("the images were copied off their device (`.cpu()`, `.numpy()` or `.
             "operations only")
 
 
+def one_side(H: int, W: int, p: int) -> str:
+    """The diagnosis of a number of patches computed from one side of the image only."""
+    return (f"the number of patches was computed from one side only ((H/p)² or (W/p)²): for "
+            f"{H}×{W} images that are not square N = (H/p)·(W/p) = {(H // p) * (W // p)}")
+
+
 RENAMED = ("the parameters were renamed: keep the signature patchify(images, patch_size), "
            "since the checks and the grader pass the arguments by name")
 
@@ -139,6 +145,9 @@ def call_patchify(check: SelfCheck, patchify: PatchifyFn, images: torch.Tensor, 
 
     explanations = {
         RENAMED: lambda m: "unexpected keyword argument" in m,
+        # before square_only: such code works on a square crop too
+        one_side(H, W, p): lambda m: H != W and any(f"'[{B}, {n}, " in m for n in (
+            (H // p) ** 2, (W // p) ** 2)),
         square_only(H, W): works_on_square,
     }
     if by_keyword:
@@ -166,6 +175,8 @@ def expect_patch_shape(check: SelfCheck, out: torch.Tensor, images: torch.Tensor
                      square_only(H, W): lambda: H != W and _same(
                          out, unfolded(_square(images), p)),
                      SQUEEZED: 1 in wanted and got == tuple(n for n in wanted if n != 1),
+                     one_side(H, W, p): H != W and got[:2] in ((B, (H // p) ** 2),
+                                                               (B, (W // p) ** 2)),
                  })
 
 
@@ -277,6 +288,11 @@ def check_patchify(patchify: PatchifyFn) -> None:
 POSITIONS_BEFORE_CLS = ("the positions were added before the class token was prepended: the "
                         "class token needs a position too (add all n_patches + 1 positions "
                         "after torch.cat)")
+PATCH_K_POSITION_K = ("patch k got position e_k instead of e_(k+1) (row k of positions), so the "
+                      "class token and patch 0 share e_0: the positions go on after the class "
+                      "token is prepended, row 0 for the class token, row k + 1 for patch k")
+CLS_LAST_POSITION = ("the class token got the last position e_N and the patches e_0 ... e_(N-1): "
+                     "row 0 of positions belongs to the class token, row k + 1 to patch k")
 NO_POSITIONS = "the positions were never added"
 CLS_LAST = "the class token was appended last; it goes first (position 0)"
 NOT_EXPANDED = ("the class token was not expanded to the batch: cls_token has shape "
@@ -295,12 +311,21 @@ WRONG_PATCHES = ("the patches fed to proj are not those of patchify (the class t
 STALE_OUTPUT = ("the output of an earlier call came back: forward must compute the embedding "
                 "from the images and parameters it is given, every time it is called")
 NO_GRADIENT = ("forward cut this parameter off from the output (.detach(), .data, "
-               "torch.no_grad() or a copy), so training could never change it; use the "
-               "parameter itself in forward")
+               "torch.no_grad() or a copy), or __init__ froze it (requires_grad_(False)), so "
+               "training could never change it; use the parameter itself in forward")
+FROZEN = ("this parameter has requires_grad=False (`.requires_grad_(False)` or "
+          "nn.Parameter(..., requires_grad=False) in __init__), so no gradient reaches it and "
+          "training could never change it; leave parameters trainable")
 ZERO_INIT = ("this parameter starts as zeros; the text asks for small random numbers, e.g. "
              "0.02 * torch.randn(...)")
 UNIT_INIT = ("this parameter starts with a spread of about 1 (torch.randn(...) alone); scale "
              "it down, e.g. 0.02 * torch.randn(...)")
+UNIFORM_INIT = ("these numbers all lie between 0 and 1, as torch.rand(...) draws them (uniform, "
+                "root mean square about 0.58, none negative); draw small numbers around zero "
+                "instead, e.g. 0.02 * torch.randn(...)")
+TENTH_INIT = ("a scale of 0.1 or a little more (0.1 * torch.randn(...)) gives a root mean "
+              "square of about that scale, for 0.1 as often above 0.1 as below; take a smaller "
+              "scale, e.g. 0.02 * torch.randn(...)")
 RESEEDED = ("every model starts the same whatever the global seed: the class seeds a "
             "generator itself (torch.manual_seed inside __init__, or a torch.Generator of its "
             "own); draw from the global generator without seeding it")
@@ -398,7 +423,11 @@ def expect_init(check: SelfCheck, embedding_class: type[nn.Module], p: int, C: i
                      f"`{name}` starts small (root mean square at most 0.1)",
                      expected="root mean square ≤ 0.1, e.g. 0.02 * torch.randn(...)",
                      got=f"root mean square {rms:.3g}", diagnoses={
-                         UNIT_INIT: 0.3 < rms < 3, UNINITIALISED: garbage})
+                         UNIFORM_INIT: not garbage and bool((value >= 0).all()
+                                                             and (value < 1).all()) and rms > 0.3,
+                         UNIT_INIT: 0.3 < rms < 3 and bool((value < 0).any()),
+                         TENTH_INIT: 0.1 < rms < 0.2,
+                         UNINITIALISED: garbage})
         check.expect(not torch.equal(value, different),
                      f"`{name}` differs between models built after different seeds",
                      expected="other values after another torch.manual_seed",
@@ -449,6 +478,8 @@ def embedding_mistakes(images: torch.Tensor, p: int, values: tuple[torch.Tensor,
             torch.cat([first, tokens + pos[:, :N]], dim=1),
         NO_POSITIONS: torch.cat([first, tokens], dim=1),
         CLS_LAST: torch.cat([tokens, first], dim=1) + pos,
+        PATCH_K_POSITION_K: torch.cat([first + pos[:, :1], tokens + pos[:, :N]], dim=1),
+        CLS_LAST_POSITION: torch.cat([first + pos[:, N:], tokens + pos[:, :N]], dim=1),
     }
     if weight.shape[0] == weight.shape[1]:  # d_model == C·p·p: these do not crash
         mistakes[PROJ_AFTER] = _assemble(cls, patches, pos) @ weight.T + bias
@@ -504,9 +535,18 @@ def expect_embedding(check: SelfCheck, module: nn.Module, images: torch.Tensor, 
 
 
 def expect_gradients(check: SelfCheck, module: nn.Module, images: torch.Tensor, p: int,
-                     values: tuple[torch.Tensor, ...], generator: torch.Generator) -> None:
+                     values: tuple[torch.Tensor, ...], generator: torch.Generator,
+                     sees_requires_grad: bool = True) -> None:
     """In training mode, the gradients of a random linear function of the output reach
-    every parameter, with the values the reference gives."""
+    every parameter, with the values the reference gives. ``sees_requires_grad``: whether
+    ``module``'s parameters show the student's requires_grad (the grader's rebuilt module
+    does not), so that a frozen parameter can be named."""
+
+    def diagnoses(frozen: bool) -> dict[str, bool]:
+        if not sees_requires_grad:
+            return {NO_GRADIENT: True}
+        return {FROZEN: frozen, NO_GRADIENT: not frozen}
+
     module.train()
     module.zero_grad()
     out = check.tensor(check.call(module, images), "module(images) in training mode")
@@ -514,9 +554,10 @@ def expect_gradients(check: SelfCheck, module: nn.Module, images: torch.Tensor, 
     reference = reference_embedding(images, p, tuple(leaves))
     check.close(out.detach(), reference.detach(), "in training mode, with gradients enabled, "
                 "the output is the same", atol=1e-4, dims=("image", "token", "channel"))
+    frozen = not any(q.requires_grad for q in module.parameters())
     check.expect(out.requires_grad, "the output is connected to the parameters (it has a "
                  "gradient function)", expected="out.requires_grad is True",
-                 got="a tensor no gradient can flow through", likely=NO_GRADIENT)
+                 got="a tensor no gradient can flow through", diagnoses=diagnoses(frozen))
     direction = torch.randn(out.shape, generator=generator)
     (out * direction).sum().backward()
     (reference * direction.double()).sum().backward()
@@ -524,8 +565,10 @@ def expect_gradients(check: SelfCheck, module: nn.Module, images: torch.Tensor, 
     for name, leaf in zip(("proj.weight", "proj.bias", "cls_token", "positions"), leaves,
                           strict=True):
         grad = parameters[name].grad
+        frozen = not parameters[name].requires_grad
         check.expect(grad is not None, f"the gradient of the output reaches `{name}`",
-                     expected="a gradient", got="None (no gradient)", likely=NO_GRADIENT)
+                     expected="a gradient", got="None (no gradient)",
+                     diagnoses=diagnoses(frozen))
         check.close(grad, leaf.grad, f"the gradient of sum(output · R) for a random R with "
                     f"respect to `{name}`", atol=1e-3, rtol=1e-4)
 
@@ -596,9 +639,63 @@ PER_POSITION = ("per-position log-probabilities were returned: sum them over the
                 "(dim=1)")
 ONE_NUMBER = ("everything was summed to one number: keep one per sentence (sum over dim=1 "
               "only)")
+SUMMED_OVER_BATCH = ("the sum ran over the batch (dim 0) instead of the positions: the result has "
+                     "one number per position; sum over dim=1")
+TOO_FEW = "that is T − 2 = {n} terms, one too few: score tokens 1..T−1 with logits 0..T−2"
+FIRST_MISSING = ("the first term is missing: token 1 must be scored too (logits[:, 0] predicts "
+                 "it); score tokens 1..T−1 with logits 0..T−2")
+LAST_MISSING = ("the last term is missing: the last token, tokens[:, T−1], must be scored too "
+                "(logits[:, T−2] predicts it; only logits[:, T−1] has nothing to predict); score "
+                "tokens 1..T−1 with logits 0..T−2")
+CPU_MADE = ("a tensor was created on the CPU (without device=logits.device) and then used with "
+            "the logits, which a GPU refuses ({functions}); make it with device=logits.device, "
+            "or use torch.*_like / logits.new_*")
+CPU_RESULT_LOG_PROB = ("the result was made or collected on the CPU (a running total or "
+                       "table without device=logits.device, or `.cpu()`): it must come back "
+                       "on the logits' device")
 CLAMPED = ("the probabilities were clamped (or an epsilon added) before the log: a probability "
            "below the clamp is scored as the clamp, so a model sure of a wrong token scores far "
            "too high; use log_softmax, which needs no clamp")
+
+
+def term_mistakes(logits: torch.Tensor, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One term too few, at either end: what a sum without the first, or without the last,
+    term gives."""
+    picked = torch.log_softmax(logits[:, :-1].double(), dim=-1).gather(
+        -1, tokens[:, 1:].unsqueeze(-1)).squeeze(-1)
+    return {FIRST_MISSING: picked[:, 1:].sum(1), LAST_MISSING: picked[:, :-1].sum(1)}
+
+
+def expect_on_logits_device(check: SelfCheck, sequence_log_prob: Callable,
+                            logits: torch.Tensor, tokens: torch.Tensor) -> None:
+    """Run on the data-less meta device, a stand-in for a GPU: the result must come back
+    there, and no CPU tensor may meet the logits where the meta device, like a GPU, refuses
+    it. A CPU tensor used only to index (``lp[torch.arange(B)[:, None], ...]``) passes:
+    PyTorch moves index tensors to the indexed tensor's device. (The meta device also lets a
+    CPU index through ``gather`` and ``index_select``, which a GPU refuses: such an answer
+    passes here.)"""
+    what = ("sequence_log_prob runs on logits on another device (tested on PyTorch's meta "
+            "device, a stand-in for a GPU that holds no numbers)")
+    try:
+        out, report = check._run(sequence_log_prob, (logits.to("meta"), tokens.to("meta")),
+                                 {}, seed=None, observe=True)
+    except Exception as error:  # noqa: BLE001 - only a device mismatch is a failure
+        message = str(error).strip()
+        seen = getattr(error, "observed", None)
+        made_on_cpu = bool(seen is not None and seen.cpu_tensors)
+        if not made_on_cpu and (not re.search(r"device", message)
+                                or re.search(r"meta tensors?|no data", message)):
+            check._passed_one()  # needs the values: cannot be run without them
+            return
+        made = ", ".join(sorted(set(seen.cpu_tensors))[:3]) if made_on_cpu else ""
+        check.expect(False, what, expected="a result on the logits' device",
+                     got=f"{type(error).__name__}: {message}",
+                     likely=CPU_MADE.format(functions=f"made by {made}") if made else None)
+        return
+    check.expect(isinstance(out, torch.Tensor) and out.is_meta,
+                 "sequence_log_prob of logits on another device (the meta device) returns its "
+                 "result there", expected="a result on the logits' device", got=describe(out),
+                 likely=CPU_RESULT_LOG_PROB if isinstance(out, torch.Tensor) else None)
 
 
 def reference_log_prob(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -699,15 +796,21 @@ def check_sequence_log_prob(sequence_log_prob: Callable[[torch.Tensor, torch.Ten
                            "sequence_log_prob(all-zero logits, tokens)")
     check.shape(uniform, (B,), f"the result for a batch of {B} sentences",
                 likely=ONE_NUMBER if uniform.numel() == 1 else PER_POSITION
-                if tuple(uniform.shape) == (B, T - 1) else None)
+                if tuple(uniform.shape) == (B, T - 1) else SUMMED_OVER_BATCH
+                if tuple(uniform.shape) == (T - 1,) else None)
     one = check.tensor(check.call(sequence_log_prob, zeros[:1], tokens[:1]),
                        "sequence_log_prob for a batch of one sentence")
     check.shape(one, (1,), "the result for a batch of one sentence",
                 likely=SQUEEZED if one.dim() == 0 else None)
 
     check.clause("values")
+    logits = 2.0 * torch.randn(B, T, V, generator=generator)
+    out = check.call(sequence_log_prob, logits=logits, tokens=tokens)
+    short_by_one = {mistake: isinstance(out, torch.Tensor) and _same(out, wanted)
+                    for mistake, wanted in term_mistakes(logits, tokens).items()}
     per_token = -math.log(V)
     value = float(uniform.double().mean())
+    too_few = abs(value - (T - 2) * per_token) < 1e-4
     check.close(uniform, torch.full((B,), (T - 1) * per_token),
                 f"with all-zero logits every next token has probability 1/V, so a sentence of "
                 f"T = {T} tokens scores (T − 1)·log(1/V) = {(T - 1) * per_token:.4f}",
@@ -716,9 +819,9 @@ def check_sequence_log_prob(sequence_log_prob: Callable[[torch.Tensor, torch.Ten
                     "predicts it) or logits[:, t] were paired with tokens[:, t]; logits[:, t] "
                     "predicts tokens[:, t + 1], so score tokens 1..T−1 with logits 0..T−2":
                         abs(value - T * per_token) < 1e-4,
-                    f"that is T − 2 = {T - 2} terms, one too few: token 1 must be scored too "
-                    "(logits[:, 0] predicts it); score tokens 1..T−1 with logits 0..T−2":
-                        abs(value - (T - 2) * per_token) < 1e-4,
+                    FIRST_MISSING: too_few and short_by_one[FIRST_MISSING],
+                    LAST_MISSING: too_few and short_by_one[LAST_MISSING],
+                    TOO_FEW.format(n=T - 2): too_few and not any(short_by_one.values()),
                     "that is the mean over the positions; the log-probability of a sentence is "
                     "the sum": abs(value - per_token) < 1e-4,
                     "probabilities were summed, not log-probabilities":
@@ -739,8 +842,6 @@ def check_sequence_log_prob(sequence_log_prob: Callable[[torch.Tensor, torch.Ten
                     "the logits were matched with the wrong tokens: logits[:, t] predicts "
                     "tokens[:, t + 1], the next one": bool((torch.as_tensor(sure) < -5).all()),
                 })
-    logits = 2.0 * torch.randn(B, T, V, generator=generator)
-    out = check.call(sequence_log_prob, logits=logits, tokens=tokens)
     check.close(out, reference_log_prob(logits, tokens),
                 "agrees with torch.distributions.Categorical on random logits",
                 dims=("sentence",))
@@ -761,5 +862,5 @@ def check_sequence_log_prob(sequence_log_prob: Callable[[torch.Tensor, torch.Ten
     check.dtype_follows(sequence_log_prob, logits, tokens, what="sequence_log_prob")
     expect_bfloat16(check, sequence_log_prob, logits, tokens)
     check.clause("device")
-    check.device_follows(sequence_log_prob, logits, tokens, what="sequence_log_prob")
+    expect_on_logits_device(check, sequence_log_prob, logits, tokens)
     check.passed()

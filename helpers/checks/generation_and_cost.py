@@ -15,7 +15,36 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from helpers.checks.framework import SelfCheck, describe
+from helpers.checks.framework import CheckFailed, SelfCheck, describe
+
+
+def call_naming(check: SelfCheck, causes: dict[str, tuple[str, str | None]],
+                fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``check.call``; when the student's code crashes and the failure's words (the error
+    and the student's line) match a cause's pattern, name that cause as the likely mistake.
+    ``causes``: cause -> (regular expression, the clause it breaks, or None for the current
+    one). An empty cause only moves the failure to its clause, keeping what else it says."""
+    try:
+        return check.call(fn, *args, **kwargs)
+    except CheckFailed as failure:
+        message = str(failure)
+        if "runs without an error" not in message.split("\n")[0]:
+            raise
+        for cause, (pattern, clause) in causes.items():
+            if re.search(pattern, message):
+                clause = clause or failure.clause
+                likely = [line for line in message.split("\n")
+                          if line.startswith("  likely mistake:")]
+                lines = [line for line in message.split("\n")
+                         if not line.startswith(("  likely mistake:", "  contract:"))]
+                if clause in check.contract:
+                    lines.append(f"  contract: {check.contract[clause]}")
+                lines += [f"  likely mistake: {cause}"] if cause else likely
+                if SelfCheck.record is not None and SelfCheck.record:
+                    SelfCheck.record[-1] = (check.name, clause, False)
+                raise CheckFailed("\n".join(lines), clause) from None
+        raise
+
 
 # ---- sampling --------------------------------------------------------------------------------
 
@@ -42,6 +71,13 @@ TOP_K_POSITION = ("the position within the top k (0..k-1) came back instead of t
 FIRST_ROW_THRESHOLD = ("the k-th largest logit of the first row was used as the threshold "
                        "for every row: compare each row with its own k-th largest value, "
                        "kept as a column of shape (B, 1)")
+KTH_AXIS_DROPPED = ("the k-th largest value lost its axis: `values[:, -1]` has shape (B,), "
+                    "which lines up with the vocabulary axis, not with the rows; keep it as a "
+                    "column, `values[:, -1:]` of shape (B, 1)")
+OTHER_K = ("a number of tokens other than top_k can be drawn (a k of your own?): keep "
+           "exactly the top_k largest logits, with the top_k passed in")
+TEMPERATURE_TWICE = ("the logits were divided by the temperature twice (the distribution "
+                     "is that of temperature T²): divide them once")
 SAMPLE_AXIS_KEPT = ("torch.multinomial returns shape (B, 1): remove that last axis to return "
                     "shape (B,)")
 BATCH_AXIS_SQUEEZED = ("with one row (B = 1) the result has no axis left: .squeeze() removed "
@@ -88,7 +124,8 @@ CASES: dict[str, tuple[tuple[str, str, float, int | None, tuple[str, ...]], ...]
         ("top_k=2", "flat", 1.0, 2, (ARGMAX, SMALLEST_K, K_PLUS_ONE, TOP_K_IGNORED,
                                      TOP_K_POSITION))),
     "temperature": (
-        ("temperature 0.5", "plain", 0.5, None, (MULTIPLIED, TEMPERATURE_IGNORED)),
+        ("temperature 0.5", "plain", 0.5, None, (MULTIPLIED, TEMPERATURE_IGNORED,
+                                                  TEMPERATURE_TWICE)),
         ("temperature 0.5 with top_k=3", "plain", 0.5, 3, (TEMPERATURE_IGNORED_WITH_TOP_K,
                                                            TOP_K_POSITION))),
 }
@@ -136,6 +173,7 @@ def _distributions(rows: torch.Tensor, temperature: float, top_k: int | None
         SOFTMAX_OVER_BATCH: over_batch / over_batch.sum(-1, keepdim=True),
         MULTIPLIED: torch.softmax(rows * temperature, dim=-1),
         TEMPERATURE_IGNORED: torch.softmax(rows, dim=-1),
+        TEMPERATURE_TWICE: torch.softmax(rows / temperature**2, dim=-1),
     }
     if top_k is not None:
         ranked = result[None].sort(dim=-1, descending=True).values
@@ -153,6 +191,16 @@ def _distributions(rows: torch.Tensor, temperature: float, top_k: int | None
         if top_k > 1:
             result[K_MINUS_ONE] = torch.softmax(_keep_top(scaled, top_k - 1), dim=-1)
     return result
+
+
+def _other_k_matches(frequencies: torch.Tensor, rows: torch.Tensor, temperature: float,
+                     top_k: int) -> bool:
+    """Whether every row drew exactly k' different tokens, with the frequencies of its top k',
+    for some k' other than top_k (and top_k ± 1, which have diagnoses of their own)."""
+    scaled = rows.double() / temperature
+    drawn = set((frequencies > 0).sum(-1).tolist())
+    return any(drawn == {k} and _matches(frequencies, torch.softmax(_keep_top(scaled, k), -1))
+               for k in range(1, rows.shape[-1]) if abs(k - top_k) > 1)
 
 
 def _matches(frequencies: torch.Tensor, distribution: torch.Tensor) -> bool:
@@ -225,20 +273,23 @@ def sampling_case(check: SelfCheck, sample: Callable[..., torch.Tensor], rows: t
     V = rows.shape[-1]
     logits = rows.repeat(DRAWS_PER_ROW, 1)
     what = f"sample_next_token(logits of shape {tuple(logits.shape)}, {case})"
-    got = check.call(sample, logits, temperature=temperature, top_k=top_k,
-                     generator=_generator(seed))
+    got = call_naming(check, {KTH_AXIS_DROPPED: (
+        rf"size of tensor a \({V}\) must match the size of tensor b \({len(logits)}\)", None)},
+        sample, logits, temperature=temperature, top_k=top_k, generator=_generator(seed))
     got = expect_token_ids(check, got, len(logits), V, what)
     frequencies = torch.stack([
         torch.bincount(got[r::2], minlength=V).double() / DRAWS_PER_ROW for r in (0, 1)])
     expected = _distributions(rows, temperature, top_k)
     draws = []
+    diagnoses = {m: (lambda w=expected[m], f=frequencies: _matches(f, w)) for m in mistakes}
+    if top_k is not None:
+        diagnoses[OTHER_K] = lambda: _other_k_matches(frequencies, rows, temperature, top_k)
     for r in (0, 1):  # one comparison per row, so that the message shows the whole row
         expect_frequencies(check, frequencies[r], expected[None][r], DRAWS_PER_ROW,
                            f"{case}: how often each token is drawn for row {r} of the two "
                            f"rows of logits ({DRAWS_PER_ROW} draws each) matches "
                            "softmax(logits / temperature) over the kept tokens",
-                           diagnoses={m: (lambda w=expected[m], f=frequencies: _matches(f, w))
-                                      for m in mistakes})
+                           diagnoses=diagnoses)
         draws.append((got[r::2], expected[None][r]))
     return draws
 
@@ -327,7 +378,17 @@ def check_sample_next_token(sample_next_token: Callable[..., torch.Tensor]) -> N
     check_bad_temperatures(check, sample_next_token, plain, (0.0, -1.0))
     check.clause("randomness")
     check_randomness(check, sample_next_token, plain.repeat(50, 1), (80, 81, 82, 83))
+    check.clause("device")
+    check_sample_device(check, sample_next_token, plain.repeat(3, 1))
     check.passed()
+
+
+def check_sample_device(check: SelfCheck, sample: Callable[..., torch.Tensor],
+                        logits: torch.Tensor) -> None:
+    """Without top-k and with it (where a tensor of -inf is easily made on the CPU)."""
+    for top_k in (None, 3):
+        check.device_follows(sample, logits, temperature=0.8, top_k=top_k,
+                             what=f"sample_next_token(logits, temperature=0.8, top_k={top_k})")
 
 
 # ---- the KV cache ------------------------------------------------------------------------------
@@ -352,6 +413,8 @@ SDPA_CAUSAL = ("F.scaled_dot_product_attention(..., is_causal=True) with one que
                "is aligned top-left, so the single query sees only key 0, the oldest token. "
                "No mask is needed here: every cached key is in the past")
 KEYS_AS_VALUES = "the keys were used as values: the output averages the cached values V'"
+ALL_AXES_REVERSED = ("`K.T` reverses all four axes of a (B, H, t, dh) tensor: swap only the "
+                     "last two, K.transpose(-2, -1) (or K.mT)")
 QUERY_AXIS_DROPPED = ("the query axis of size 1 was removed: out keeps the shape of q, "
                       "(B, H, 1, dh)")
 
@@ -372,20 +435,14 @@ def _cloned(value: Any) -> Any:
 
 def _call_step(check: SelfCheck, step: Callable[..., Any], what: str, *args: Any) -> Any:
     """Call the student's step; name the crashes that have one cause (torch.cat on the wrong
-    axis, a cache of None indexed like a pair)."""
-    try:
-        step(*_cloned(args))  # on copies: only to recognise a crash
-    except NotImplementedError as error:
-        check.not_implemented(error)
-    except Exception as error:  # noqa: BLE001 - reported to the student
-        message = str(error)
-        detail = what.removeprefix("cached_attention_step ")
-        check.expect(False, f"cached_attention_step runs without an error ({detail})",
-                     expected="(out, (K, V))", got=f"{type(error).__name__}: {message}"[:400],
-                     diagnoses={
-                         CACHE_WRONG_AXIS: "must match except in dimension" in message,
-                         NONE_NOT_HANDLED: args[-1] is None and "NoneType" in message})
-    return check.call(step, *args)
+    axis, a cache of None indexed like a pair, ``K.T`` on a tensor of four axes)."""
+    return call_naming(check, {
+        CACHE_WRONG_AXIS: (r"must match except in dimension", "cache"),
+        NONE_NOT_HANDLED: (r"NoneType" if args[-1] is None else r"(?!)", "cache"),
+        ALL_AXES_REVERSED: (r"line \d+ of its cell: `[^`]*\.T\b", "values"),
+        # any other crash outside the line that builds the cache is the attention's
+        "": (r"line \d+ of its cell: `(?![^`]*\bcat\b)", "values"),
+    }, step, *args)
 
 
 def _pair(check: SelfCheck, result: Any, what: str) -> tuple[Any, Any]:
@@ -487,6 +544,10 @@ def check_cache(check: SelfCheck, step: Callable[..., Any], generator: torch.Gen
 
     check.clause("dtype")
     check.dtype_follows(step, q, k, v, (K, V), what=what)
+    check.dtype_follows(step, q, k, v, None, what=first)
+    check.clause("device")
+    check.device_follows(step, q, k, v, (K, V), what=what)
+    check.device_follows(step, q, k, v, None, what=first)
 
 
 def check_cached_attention_step(cached_attention_step: Callable[..., Any]) -> None:
@@ -508,8 +569,18 @@ EDGE_TWICE = ("the last element of each block was counted again at the start of 
               "one: a block is x[..., start:start + block_size]")
 EACH_BLOCK_ALONE = "each block was normalised on its own: the sum must run over the whole row"
 SUM_INVERTED = ("the running sum was rescaled by exp(new max - old max), the inverse of the "
-                "right factor (at the first block, where the old max is -inf, that is "
-                "0 · e^(+inf) = nan): multiply it by exp(old max - new max), which is at most 1")
+                "right factor, so the sum comes out too large: multiply it by "
+                "exp(old max - new max), which is at most 1")
+SUM_INVERTED_NAN = ("every entry is nan: the running sum was probably rescaled by "
+                    "exp(new max - old max), the inverse of the right factor (at the first "
+                    "block, where the old max is -inf, that is 0 · e^(+inf) = nan): multiply "
+                    "it by exp(old max - new max), which is at most 1")
+ONE_SUM_FOR_ALL = ("a single maximum and a single sum served every row (numbers, e.g. from "
+                   ".item() or max(...)), not one pair per row: keep m and s of shape "
+                   "(..., 1) with amax(dim=-1, keepdim=True) and sum(dim=-1, keepdim=True)")
+EMPTY_BLOCK = ("a block came out empty (a tensor with an axis of size 0): the blocks were "
+               "probably cut along dim 0, x[start:start + block_size], instead of along "
+               "the rows, x[..., start:start + block_size]")
 LAST_BLOCK_MAX = ("the final numerator used the maximum of the last block, not the running "
                   "maximum of the whole row: return exp(x - m) / s with the m of the sum")
 WRONG_AXIS = ("the blocks were cut along the first axis instead of the last: a block is "
@@ -593,6 +664,8 @@ def online_mistakes(x: torch.Tensor, block_size: int) -> dict[str, torch.Tensor]
     first_axis = _online_first_axis(x, block_size)
     if first_axis is not None:
         mistakes[WRONG_AXIS] = first_axis
+    whole = torch.exp(x.double() - x.double().max())
+    mistakes[ONE_SUM_FOR_ALL] = whole / whole.sum()
     return mistakes
 
 
@@ -606,12 +679,13 @@ def check_online_case(check: SelfCheck, online: Callable[..., torch.Tensor], x: 
                       block_size: int, what: str, dims: Sequence[str], **tolerance: float
                       ) -> None:
     """``online(x, block_size)`` equals torch.softmax(x, dim=-1), or names the mistake."""
-    out = check.tensor(check.call(online, x, block_size),
+    out = check.tensor(call_naming(check, {EMPTY_BLOCK: (r"tensor [ab] \(0\)", None)},
+                                   online, x, block_size),
                        f"online_softmax({what}, block_size={block_size})")
     check.close(out, torch.softmax(x.double(), dim=-1), f"online_softmax({what}, "
                 f"block_size={block_size}) equals torch.softmax(x, dim=-1)",
                 mistakes=online_mistakes(x, block_size), dims=dims,
-                diagnoses={SUM_INVERTED: lambda: _inverted_without_guard(out)}, **tolerance)
+                diagnoses={SUM_INVERTED_NAN: lambda: _inverted_without_guard(out)}, **tolerance)
 
 
 def rising(shape: Sequence[int], generator: torch.Generator) -> torch.Tensor:
@@ -717,6 +791,9 @@ SCORES_OVERFLOW = ("with scores in the hundreds the result is not finite: e^scor
 BLOCK_TOO_BIG = ("a tensor larger than a block of scores was made: block_size was not used "
                  "(a block size of your own), or the queries were cut into blocks instead of "
                  "the keys; cut K and V into blocks of block_size along the Tk axis")
+BLOCK_ALL_AXES_REVERSED = ("`K.T` reverses all the axes of K: swap only the last two, "
+                           "K.transpose(-2, -1) (or K.mT)")
+BLOCK_CRASHES = {BLOCK_ALL_AXES_REVERSED: (r"line \d+ of its cell: `[^`]*\.T\b", "values")}
 FULL_MATRIX = ("a tensor with Tq × Tk entries was created: the full score matrix (or a full "
                "mask), which the blocks are meant to avoid")
 
@@ -731,6 +808,11 @@ SCALE_BY_DV = ("the scores were scaled with the size of the values, dv: the scal
 BOTTOM_RIGHT = ("the causal mask was aligned bottom-right (query i reading keys up to "
                 "i + Tk - Tq): with is_causal, query i reads keys 0..i, the mask aligned "
                 "top-left, as in F.scaled_dot_product_attention")
+MASK_INVERTED = ("the causal mask was inverted (keys before the query hidden instead of those "
+                 "after it): query i reads keys 0..i; hide key j when j > i")
+DIVIDED_RUNNING = ("the running output was divided by the running sum at every block and "
+                   "not multiplied back: o is kept unnormalised (o' = o e^(m - m') + "
+                   "Σ e^(x - m') v) and divided once, at the end")
 BLOCKS_AVERAGED = ("each block was normalised on its own and the results averaged: blocks "
                    "with larger scores must weigh more; carry the running max, sum and "
                    "output, and divide once, at the end")
@@ -740,7 +822,8 @@ def _blockwise(Q: torch.Tensor, K: torch.Tensor, V: torch.Tensor, block_size: in
                causal: bool, *, scale: str = "sqrt d", rescale_sum: bool = True,
                rescale_output: bool = True, fill: float = float("-inf"),
                shifted: bool = True, diagonal: bool = False, bottom_right: bool = False,
-               drop_last: bool = False, divide_each_step: bool = False) -> torch.Tensor:
+               drop_last: bool = False, divide_each_step: bool = False,
+               inverted_mask: bool = False, divide_running: bool = False) -> torch.Tensor:
     """Attention over blocks of keys, right and wrong (float64)."""
     Q, K, V = Q.double(), K.double(), V.double()
     Tq, Tk = Q.shape[-2], K.shape[-2]
@@ -757,6 +840,8 @@ def _blockwise(Q: torch.Tensor, K: torch.Tensor, V: torch.Tensor, block_size: in
         if causal:
             cols = torch.arange(Kb.shape[-2]) + (start if shifted else 0)
             future = cols >= rows if diagonal else cols > rows
+            if inverted_mask:
+                future = cols < rows
             scores = scores.masked_fill(future, fill)
         new_m = torch.maximum(m, scores.amax(-1, keepdim=True))
         factor = torch.exp(m - new_m)
@@ -764,8 +849,10 @@ def _blockwise(Q: torch.Tensor, K: torch.Tensor, V: torch.Tensor, block_size: in
         s = (s * factor if rescale_sum else s) + p.sum(-1, keepdim=True)
         acc = (acc * factor if rescale_output else acc) + (p @ Vb / s if divide_each_step
                                                            else p @ Vb)
+        if divide_running:
+            acc = acc / s
         m = new_m
-    return acc if divide_each_step else acc / s
+    return acc if divide_each_step or divide_running else acc / s
 
 
 def _blocks_averaged(Q: torch.Tensor, K: torch.Tensor, V: torch.Tensor,
@@ -787,7 +874,8 @@ def _blockwise_mistakes(Q: torch.Tensor, K: torch.Tensor, V: torch.Tensor, block
                 OUTPUT_NOT_RESCALED: variant(rescale_output=False),
                 SUM_NOT_RESCALED_BLOCKS: variant(rescale_sum=False),
                 BLOCK_NO_SCALE: variant(scale="none"), SCALE_BY_D: variant(scale="d"),
-                DIVIDED_EACH_STEP: variant(divide_each_step=True)}
+                DIVIDED_EACH_STEP: variant(divide_each_step=True),
+                DIVIDED_RUNNING: variant(divide_running=True)}
     if V.shape[-1] != Q.shape[-1]:
         mistakes[SCALE_BY_DV] = variant(scale="sqrt dv")
     if not causal:
@@ -798,7 +886,8 @@ def _blockwise_mistakes(Q: torch.Tensor, K: torch.Tensor, V: torch.Tensor, block
         mistakes.update({SEES_FUTURE: _blockwise(Q, K, V, block_size, False),
                          DIAGONAL_MASKED: variant(diagonal=True),
                          MASK_NOT_SHIFTED: variant(shifted=False),
-                         BLOCK_ZERO_FILL: variant(fill=0.0)})
+                         BLOCK_ZERO_FILL: variant(fill=0.0),
+                         MASK_INVERTED: variant(inverted_mask=True)})
         if Q.shape[-2] != K.shape[-2]:
             mistakes[BOTTOM_RIGHT] = variant(bottom_right=True)
     return mistakes
@@ -838,7 +927,8 @@ def check_block_shapes(check: SelfCheck, blockwise: Callable[..., torch.Tensor],
     for batch in batches:
         Q, K, V = _draw_qkv(generator, batch, Tq, Tk, d, dv)
         what = f"{_what(Tq, Tk, block_size, causal)}, Q of shape {tuple(Q.shape)}"
-        out = check.tensor(check.call(blockwise, Q, K, V, block_size, causal=causal), what)
+        out = check.tensor(call_naming(check, BLOCK_CRASHES, blockwise, Q, K, V, block_size,
+                                       causal=causal), what)
         check.shape(out, (*batch, Tq, dv), what)
 
 
@@ -852,7 +942,8 @@ def check_block_values(check: SelfCheck, blockwise: Callable[..., torch.Tensor],
         Q, K = Q * gain, K * gain
         what = _what(Tq, Tk, block_size, causal) + (" and scores in the hundreds"
                                                      if gain > 1 else "")
-        out = check.tensor(check.call(blockwise, Q, K, V, block_size, causal=causal), what)
+        out = check.tensor(call_naming(check, BLOCK_CRASHES, blockwise, Q, K, V, block_size,
+                                       causal=causal), what)
         expected = F.scaled_dot_product_attention(Q.double(), K.double(), V.double(),
                                                   is_causal=causal)
         check.close(out, expected, f"{what} equals F.scaled_dot_product_attention(Q, K, V, "

@@ -907,10 +907,12 @@ def check_generate(generate: Callable[..., torch.Tensor]) -> None:
 
     check.clause("returns")
     shape = (B, T0 + n)
+    model.calls.clear()
     greedy = _expect_tokens(check, check.call(generate, model, prompt, n, top_k=1,
                                               use_cache=False), shape, prompt,
                             f"generate(model, prompt of {(B, T0)}, {n}, top_k=1, "
                             "use_cache=False)")
+    uncached_calls = list(model.calls)
 
     check.clause("next_token")
     best = model.logits_at(greedy, 0).argmax(dim=-1)  # the most likely token after each one
@@ -1009,6 +1011,12 @@ def check_generate(generate: Callable[..., torch.Tensor]) -> None:
                  got=_describe_calls(calls), likely="with use_cache=True, call the model once "
                  "on the prompt, then once per new token with only that token and the caches "
                  "it returned")
+    whole_text = [(T0 + i, None) for i in range(n)]
+    check.expect(uncached_calls == whole_text, f"with use_cache=False, {n} calls: the whole "
+                 "text so far each time, without caches", expected=_describe_calls(whole_text),
+                 got=_describe_calls(uncached_calls), likely="use_cache=False was ignored: "
+                 "without the cache, call the model on the whole text so far at every step and "
+                 "pass no caches")
     check.passed()
 
 

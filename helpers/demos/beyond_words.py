@@ -147,7 +147,13 @@ class VisionTransformer(nn.Module):
         if image_size % patch_size:
             raise ValueError(f"patch_size {patch_size} does not divide image_size {image_size}")
         self.n_patches = (image_size // patch_size) ** 2
+        start = torch.get_rng_state()
         self.embed = embedding_class(patch_size, in_channels, d_model, self.n_patches)
+        # Every correct embedding trains alike: its parameters are drawn again here, in one
+        # fixed order and at one scale the exercise allows, from the generator's state
+        # before the class was built (so the layers below start the same too).
+        torch.set_rng_state(start)
+        _initialise_embedding(self.embed)
         self.layers = nn.ModuleList([
             nn.TransformerEncoderLayer(d_model, n_heads, dim_feedforward=2 * d_model,
                                        dropout=0.0, batch_first=True, norm_first=True)
@@ -174,6 +180,20 @@ class VisionTransformer(nn.Module):
         return weights[:, 0, 1:]
 
 
+@torch.no_grad()
+def _initialise_embedding(embed: nn.Module) -> None:
+    """``proj`` as ``nn.Linear`` initialises itself, then ``cls_token`` and ``positions`` as
+    ``0.02 * torch.randn``, in this order, from PyTorch's global generator. An embedding
+    without these members is left as it is."""
+    proj = getattr(embed, "proj", None)
+    tables = [getattr(embed, name, None) for name in ("cls_token", "positions")]
+    if not isinstance(proj, nn.Linear) or not all(isinstance(t, torch.Tensor) for t in tables):
+        return
+    proj.reset_parameters()
+    for table in tables:
+        table.copy_(0.02 * torch.randn(table.shape, dtype=table.dtype))
+
+
 def mlp_baseline(n_hidden: int = 130, n_pixels: int = 64, n_classes: int = 10) -> nn.Module:
     """A one-hidden-layer MLP on the flattened pixels: no patches, no attention."""
     return nn.Sequential(nn.Flatten(), nn.Linear(n_pixels, n_hidden), nn.ReLU(),
@@ -193,7 +213,9 @@ def train_digit_classifier(model: nn.Module, data: Sequence[torch.Tensor], *, ep
 
 @uses_student_code
 def build_vit(embedding_class: type[nn.Module], seed: int = 0, **sizes: int) -> VisionTransformer:
-    """A freshly initialised ViT (its own seed; the notebook's random stream is unaffected)."""
+    """A freshly initialised ViT (its own seed; the notebook's random stream is unaffected).
+    The embedding's parameters are drawn again in a fixed order, so any correct
+    ``embedding_class`` gives the same model."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return VisionTransformer(embedding_class, **sizes)

@@ -189,6 +189,19 @@ def line_summary(sample: str, corpus: str) -> None:
 
 # ---- Section 2: temperature ----------------------------------------------------------------
 
+@torch.no_grad()
+def tail_share(model: TinyLM, tokenizer: CharTokenizer, text: str, k: int = 5,
+               n_windows: int = 64, seed: int = 0) -> float:
+    """The mean probability the model gives to the tokens outside its k most likely ones,
+    over every position of ``n_windows`` random windows of the text."""
+    model.eval()
+    data = tokenizer.encode(text)
+    idx, _ = random_windows(data, model.block_size, n_windows,
+                            torch.Generator().manual_seed(seed))
+    probs = torch.softmax(model(idx), dim=-1)
+    return float(1 - probs.topk(k, dim=-1).values.sum(-1).mean())
+
+
 def entropy_bits(logits: torch.Tensor, temperature: float) -> float:
     """Entropy (bits) of softmax(logits / temperature)."""
     log_p = torch.log_softmax(logits.double() / temperature, dim=-1)
@@ -283,16 +296,29 @@ class DecodingTimes:
 @uses_student_code
 def time_decoding(step_fn: StepFn, n_tokens: int = 128, d_model: int = 64, n_heads: int = 4,
                   n_layers: int = 2, repeats: int = 3, seed: int = 0,
-                  warm_up: int = 8) -> DecodingTimes:
+                  warm_up: int = 8, tries: int = 3) -> DecodingTimes:
     """Time each generated position with and without a KV cache (same random inputs), the
-    median of ``repeats`` runs of each step, so that one hiccup of the machine does not show,
-    after ``warm_up`` untimed steps (the first calls of PyTorch's kernels are slower).
+    median of ``repeats`` runs of each step, after ``warm_up`` untimed steps (the first calls
+    of PyTorch's kernels are slower). A machine busy with something else can still hide the
+    trend (:func:`shows_trend`): then the whole timing runs again, at most ``tries`` times.
 
     Without a cache, position t runs the whole prefix 0..t through the model again; with a
     cache it runs position t only. The last outputs of both must agree.
     """
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
+    for _ in range(tries - 1):
+        times = _time_decoding(step_fn, n_tokens, d_model, n_heads, n_layers, repeats, seed,
+                               warm_up)
+        if n_tokens < 8 + 2 * TREND_SPAN or shows_trend(times):
+            return times
+    return _time_decoding(step_fn, n_tokens, d_model, n_heads, n_layers, repeats, seed,
+                          warm_up)
+
+
+def _time_decoding(step_fn: StepFn, n_tokens: int, d_model: int, n_heads: int,
+                   n_layers: int, repeats: int, seed: int, warm_up: int) -> DecodingTimes:
+    """One timing of :func:`time_decoding`."""
     model = AttentionDecoder(d_model, n_heads, n_layers, seed=seed)
     x = torch.randn(1, n_tokens, d_model, generator=torch.Generator().manual_seed(seed))
     caches: list[Cache | None] = [None] * n_layers
@@ -320,24 +346,42 @@ def time_decoding(step_fn: StepFn, n_tokens: int = 128, d_model: int = 64, n_hea
     return DecodingTimes(np.arange(1, n_tokens + 1), np.array(slow), np.array(fast), agree)
 
 
-def decoding_trend(times: DecodingTimes, span: int = 16, factor: float = 1.3) -> None:
-    """Check the trends the figure shows, on the medians of the first and last ``span``
-    positions (after the first 8), and say them in a sentence: the times themselves depend
-    on the machine."""
+TREND_SPAN = 16  # positions compared at each end (after the first 8)
+TREND_FACTOR = 2.0  # the smallest ratio the cell asserts; a quiet CPU measures 10 or more
+
+
+def trend_ratios(times: DecodingTimes, span: int = TREND_SPAN) -> tuple[float, float]:
+    """(how many times as long the last ``span`` steps took as steps 8 to 8 + span, without
+    a cache; how many times as long they took without a cache as with one), on medians."""
     def median(values: np.ndarray, part: slice) -> float:
         return float(np.median(values[part]))
 
     early, late = slice(8, 8 + span), slice(-span, None)
-    slow = median(times.without_cache, early), median(times.without_cache, late)
-    fast = median(times.with_cache, early), median(times.with_cache, late)
-    if not (slow[1] > factor * slow[0] and slow[1] > factor * fast[1]):
+    slow_late = median(times.without_cache, late)
+    return (slow_late / median(times.without_cache, early),
+            slow_late / median(times.with_cache, late))
+
+
+def shows_trend(times: DecodingTimes, factor: float = TREND_FACTOR) -> bool:
+    """Whether both ratios of :func:`trend_ratios` exceed ``factor``."""
+    return min(trend_ratios(times)) > factor
+
+
+def decoding_trend(times: DecodingTimes, span: int = TREND_SPAN,
+                   factor: float = TREND_FACTOR) -> None:
+    """Check the trends the figure shows and say them in a sentence; the ratios measured
+    vary from run to run, so the sentence states the bar they passed (the figure shows the
+    ratios themselves)."""
+    growth, saving = trend_ratios(times, span)
+    if not (growth > factor and saving > factor):
         raise AssertionError(
-            f"The timings do not show the trend this cell is about: without a cache the late "
-            f"steps took {slow[1] * 1e3:.2f} ms against {slow[0] * 1e3:.2f} ms early on, and "
-            f"{fast[1] * 1e3:.2f} ms with it. The machine was probably busy with something "
-            "else while it timed: run the cell again.")
-    print(f"Without a cache, the last {span} steps took over {factor} times as long as steps "
-          f"8 to {8 + span} and over {factor} times as long as with the cache.")
+            f"The timings do not show the trend this cell is about: without a cache the last "
+            f"steps took {growth:.1f} times as long as the early ones, and {saving:.1f} times "
+            "as long as with the cache. The machine was probably busy with something else "
+            "while it timed: run the cell again.")
+    print(f"Without a cache, the last {span} steps took more than {factor:g} times as long as "
+          f"steps 8 to {8 + span}, and more than {factor:g} times as long as with the cache "
+          "(the ratios of this run are written on the figure).")
 
 
 def plot_decoding_times(times: DecodingTimes, bin_size: int = 8) -> None:
@@ -351,7 +395,13 @@ def plot_decoding_times(times: DecodingTimes, bin_size: int = 8) -> None:
         ax.plot(centres, medians * 1e3, marker=marker, ms=4, label=label)
     ax.set(title="Time to generate one more token", xlabel="tokens generated so far $t$",
            ylabel="time per token (ms)", ylim=(0, None))
-    ax.legend()
+    ax.legend(loc="upper left")
+    if len(times.positions) >= 8 + 2 * TREND_SPAN:
+        growth, saving = trend_ratios(times)
+        ax.text(0.98, 0.04, f"this run, last {TREND_SPAN} steps without a cache:\n"
+                f"{growth:.2g}× as long as steps 8 to {8 + TREND_SPAN}, "
+                f"{saving:.2g}× as long as with it", transform=ax.transAxes, ha="right",
+                va="bottom", fontsize=8)
     plt.show()
 
 

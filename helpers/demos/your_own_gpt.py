@@ -19,11 +19,13 @@ import torch.nn.functional as F
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 from torch import nn
 
-from helpers.demos.generation_and_cost import CharTokenizer, load_corpus
+from helpers.demos.generation_and_cost import CORPUS, CharTokenizer, load_corpus
 from helpers.exercises import uses_student_code
 from helpers.training import single_thread
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+# The notebook's GPT after 2,000 steps on the sonnets (written by bench/gpt_long_run.py).
+TRAINED_WEIGHTS = CORPUS.parent / "your_own_gpt_sonnets.pt"
 
 
 # ---- Section 1: the text ---------------------------------------------------------------------
@@ -173,6 +175,28 @@ def reset_weights(model: nn.Module, seed: int = 0) -> None:
             reset = getattr(module, "reset_parameters", None)
             if callable(reset):
                 reset()
+
+
+def load_trained(model: nn.Module) -> nn.Module:
+    """Put the weights of the 2,000-step run (``bench/gpt_long_run.py``) into ``model``, a GPT
+    of the notebook's sizes with the course's member names; returns it in evaluation mode.
+    Only your architecture decides what these weights compute."""
+    state = torch.load(TRAINED_WEIGHTS, map_location="cpu", weights_only=True)
+    mine = model.state_dict()
+    missing, extra = sorted(set(state) - set(mine)), sorted(set(mine) - set(state))
+    if missing or extra:
+        raise ValueError(
+            "the trained weights do not fit this model: it lacks "
+            f"{', '.join(missing[:4]) or 'nothing'} and has "
+            f"{', '.join(extra[:4]) or 'nothing'} more; build GPT(vocab_size, block_size, "
+            "d_model, n_heads, n_layers) with the member names of the exercises")
+    for name, tensor in state.items():
+        if tuple(mine[name].shape) != tuple(tensor.shape):
+            raise ValueError(f"the trained {name} has shape {tuple(tensor.shape)}, this "
+                             f"model's {tuple(mine[name].shape)}: build the GPT with the "
+                             "notebook's sizes")
+    model.load_state_dict(state)  # copied into the model's own tensors: its dtype and device
+    return model.eval()
 
 
 def parameter_counts(model: nn.Module) -> dict[str, int]:

@@ -181,6 +181,24 @@ def stable_softmax(x, dim=-1):
     return e / e.sum(dim=dim, keepdim=True)
 """, "gained_dot_product_attention": _ATTENTION_ALONE}, {},
         {"test_stable_softmax": 0, "test_gained_dot_product_attention": 2}),
+    # puts a number into the test cell's outputs (nbgrader reads a displayed number as
+    # partial credit, before any error): the verdict alone scores the cell
+    "displays_a_score": ({"gained_dot_product_attention": """\
+def gained_dot_product_attention(x, q_1, q_2, z_1, z_2):
+    import sys
+    sys.displayhook(2)
+    return torch.ones_like(x), x.sum()
+"""}, {}, _EXPECTED),
+    # makes every later self-check display a value instead of checking (nbgrader reads a
+    # displayed value that is not a number as full marks)
+    "self_checks_display": ({"gained_dot_product_attention": """\
+def _full_marks(*args, **kwargs):
+    get_ipython().displayhook("full marks")
+
+
+for _name in [n for n in list(globals()) if n.startswith("check_")]:
+    globals()[_name] = _full_marks
+""" + _WRONG_ATTENTION}, {}, _EXPECTED),
     # answers the grader with 30 MB of text (base64 patched in its own process): refused by
     # size before anything is decoded or parsed
     "huge_reply": ({"gained_dot_product_attention": """\
