@@ -13,6 +13,7 @@ from mutation import ExerciseBanks, assert_fails_naming
 from notebook_code import solution_namespace
 from torch import nn
 
+from helpers.checks.framework import CheckFailed
 from helpers.checks.your_own_gpt import check_pasted_sampler
 from hidden_tests.student import LocalChannel, StudentFunction
 from hidden_tests.your_own_gpt import (
@@ -1118,3 +1119,26 @@ def train_fabricated(model, get_batch, steps, lr=3e-3):
 
 def test_a_made_up_loss_curve_fails_with_a_right_gpt():
     assert_fails_naming(grade_train_gpt, _with_gpt(train_fabricated, GPT), "AdamW")
+
+
+class HonestAtFirst(GPTBase):
+    """The prescribed GPT for its first forward passes (those that check it), then a model
+    in which the newest token alone decides and training moves nothing."""
+
+    def forward(self, tokens, caches=None):
+        self.passes = getattr(self, "passes", 0) + 1
+        if self.passes <= 6:
+            return super().forward(tokens, caches)
+        logits, new = super().forward(tokens, caches)
+        return self.head(self.ln_f(self.token_embedding(tokens))).detach(), new
+
+
+@pytest.mark.parametrize(("grade", "function"), [(grade_train_gpt, train_fabricated),
+                                                 (grade_generate, "generate_newest_alone")])
+def test_a_gpt_that_changes_after_its_check_cannot_make_a_wrong_answer_pass(grade, function):
+    """The references of the loop and of greedy decoding are computed here from the
+    model's weights, so a model that lies after being checked only fails the answer."""
+    function = globals()[function] if isinstance(function, str) else function
+    with pytest.raises(CheckFailed):
+        grade(_with_gpt(function, HonestAtFirst))
+    grade(_with_gpt(SOLUTION["train_gpt" if grade is grade_train_gpt else "generate"], GPT))
