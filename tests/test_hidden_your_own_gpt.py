@@ -386,6 +386,13 @@ class LnOneTwice(BlockBase):
         return h + self.mlp(self.ln_1(h)), cache
 
 
+class NormsWithoutAffine(BlockBase):
+    def __init__(self, d_model, n_heads):
+        super().__init__(d_model, n_heads)
+        self.ln_1 = nn.LayerNorm(d_model, elementwise_affine=False)
+        self.ln_2 = nn.LayerNorm(d_model, elementwise_affine=False)
+
+
 class ReluBlock(BlockBase):
     def __init__(self, d_model, n_heads):
         super().__init__(d_model, n_heads, activation=nn.ReLU)
@@ -444,6 +451,7 @@ BLOCK_BANKS = ExerciseBanks(
     correct=[BlockBase, BlockExplicitMLP],
     check=[
         (ReluBlock, "ReLU instead of GELU", "members"),
+        (NormsWithoutAffine, "elementwise_affine=False", "members"),
         (TanhGelu, None, "members"),
         (OnlyX, None, "returns"),
         (PostNorm, "post-norm", "values"),
@@ -458,6 +466,7 @@ BLOCK_BANKS = ExerciseBanks(
     ],
     hidden=[
         (ReluBlock, "ReLU instead of GELU", "members"),
+        (NormsWithoutAffine, "elementwise_affine=False", "members"),
         (TanhGelu, None, "members"),
         (OnlyX, None, "returns"),
         (PostNorm, "post-norm", "values"),
@@ -532,6 +541,12 @@ class GPTZipped(nn.Module):
             x, cache = block(x, cache)
             out.append(cache)
         return self.head(self.ln_f(x)), tuple(out)
+
+
+class SharedBlock(GPTBase):
+    def __init__(self, vocab_size, block_size, d_model, n_heads, n_layers):
+        super().__init__(vocab_size, block_size, d_model, n_heads, n_layers)
+        self.blocks = nn.ModuleList([Block(d_model, n_heads)] * n_layers)
 
 
 class PositionsFromZero(GPTBase):
@@ -650,6 +665,7 @@ GPT_BANKS = ExerciseBanks(
     check=[
         (NoLnF, "no final LayerNorm ln_f", "members"),
         (TiedHead, "tied", "members"),
+        (SharedBlock, "repeats one Block", "members"),
         (HeadWithoutBias, "head has no bias", "members"),
         (LogitsOnly, None, "returns"),
         (ReversedCaches, "reverse order", "returns"),
@@ -776,6 +792,12 @@ def train_no_zero_grad(model, get_batch, steps, lr=3e-3):
     return _loop(model, get_batch, steps, lr, clear="never")
 
 
+def train_one_batch(model, get_batch, steps, lr=3e-3):
+    """get_batch() called once, before the loop."""
+    batch = get_batch()
+    return _loop(model, lambda: batch, steps, lr)
+
+
 def train_optimizer_every_step(model, get_batch, steps, lr=3e-3):
     return _loop(model, get_batch, steps, lr, once=False)
 
@@ -794,6 +816,7 @@ TRAIN_BANKS = ExerciseBanks(
         (train_lr_ignored, "lr was not used", "optimizer"),
         (train_no_zero_grad, "never cleared", "steps"),
         (train_optimizer_every_step, "made at every step", "steps"),
+        (train_one_batch, "called once, before the loop", "steps"),
     ],
     hidden=[
         (train_tensors, "tensors", "returns"),

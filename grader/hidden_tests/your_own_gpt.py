@@ -299,6 +299,11 @@ def _expect_block_members(check: HiddenCheck, block: nn.Module, d: int, path: st
         check.expect(ok, f"{path}{name} is nn.LayerNorm({d})", expected=f"nn.LayerNorm({d})",
                      got=describe(norm) if not isinstance(norm, nn.LayerNorm)
                      else f"nn.LayerNorm({tuple(norm.normalized_shape)})")
+        check.expect(norm.weight is not None and norm.bias is not None,
+                     f"{path}{name} has its own weight and bias", expected=f"nn.LayerNorm({d})",
+                     got="a LayerNorm without weight or bias",
+                     likely=None if path else "elementwise_affine=False (or bias=False) "
+                     "left out the norm's learned scale and shift: keep nn.LayerNorm's defaults")
     mlp = getattr(block, "mlp", None)
     parts = list(mlp) if isinstance(mlp, nn.Sequential) else []
     middle = parts[1] if len(parts) == 3 else None
@@ -874,7 +879,8 @@ def grade_train_gpt(train_gpt: Callable[..., list[float]]) -> None:
                     "the optimizer is SGD: use torch.optim.AdamW":
                         lambda: _number(_run(model, inputs, targets, 2, lr,
                                                   optimizer="SGD")[1]),
-                    "the optimizer is Adam: AdamW differs by its weight decay":
+                    "the optimizer is Adam, or AdamW with weight_decay=0 (the same thing): "
+                    "keep AdamW's own weight decay (0.01)":
                         lambda: _number(_run(model, inputs, targets, 2, lr,
                                                   optimizer="Adam")[1]),
                     "the learning rate lr was not used (the default 3e-3 came instead)":

@@ -329,6 +329,11 @@ def _expect_block_members(check: SelfCheck, block: nn.Module, d: int, path: str 
         check.expect(isinstance(norm, nn.LayerNorm) and tuple(norm.normalized_shape) == (d,),
                      f"{path}{name} is nn.LayerNorm({d})", expected=f"nn.LayerNorm({d})",
                      got=describe(norm))
+        check.expect(norm.weight is not None and norm.bias is not None,
+                     f"{path}{name} has its own weight and bias", expected=f"nn.LayerNorm({d})",
+                     got="a LayerNorm without weight or bias",
+                     likely=None if path else "elementwise_affine=False (or bias=False) "
+                     "left out the norm's learned scale and shift: keep nn.LayerNorm's defaults")
     mlp = getattr(block, "mlp", None)
     parts = list(mlp) if isinstance(mlp, nn.Sequential) else []
     check.expect(len(parts) == 3, f"{path}mlp is an nn.Sequential of three layers",
@@ -503,6 +508,12 @@ def _expect_gpt_members(check: SelfCheck, model: nn.Module, V: int, block_size: 
     check.expect(isinstance(blocks, nn.ModuleList) and len(blocks) == n_layers,
                  f"blocks is an nn.ModuleList of {n_layers} Blocks",
                  expected=f"nn.ModuleList of {n_layers} Blocks", got=describe(blocks))
+    check.expect(len({id(block) for block in blocks}) == len(blocks),
+                 f"blocks holds {n_layers} different Blocks", expected=f"{n_layers} Blocks, "
+                 "each with weights of its own", got="the same Block more than once",
+                 likely="[Block(...)] * n_layers repeats one Block (one set of weights, used "
+                        "n_layers times): build a new Block for every layer, e.g. "
+                        "[Block(d_model, n_heads) for _ in range(n_layers)]")
     for i, block in enumerate(blocks):
         _expect_block_members(check, block, d, f"blocks[{i}].")
     norm = getattr(model, "ln_f", None)
@@ -762,7 +773,8 @@ def check_train_gpt(train_gpt: Callable[..., list[float]]) -> None:
     wrong = {
         "the optimizer is SGD: use torch.optim.AdamW":
             [_after_one_step(p, g, lr, "SGD") for p, g in zip(p0, g1, strict=True)],
-        "the optimizer is Adam: AdamW differs by its weight decay":
+        "the optimizer is Adam, or AdamW with weight_decay=0 (the same thing): keep AdamW's "
+        "own weight decay (0.01)":
             [_after_one_step(p, g, lr, "Adam") for p, g in zip(p0, g1, strict=True)],
         "the learning rate lr was not used (the default 3e-3 came instead)":
             [_after_one_step(p, g, 3e-3, "AdamW") for p, g in zip(p0, g1, strict=True)],
@@ -797,7 +809,12 @@ def check_train_gpt(train_gpt: Callable[..., list[float]]) -> None:
                      "a new AdamW was made at every step, which forgets its running averages: "
                      "make it once, before the loop": _close_all(_parameters(two), [
                          _after_one_step(p, g, lr, "AdamW")
-                         for p, g in zip(after, g2, strict=True)])})
+                         for p, g in zip(after, g2, strict=True)]),
+                     "get_batch() was called once, before the loop, so every step saw the "
+                     "first batch: draw a new batch at every step":
+                         lambda: _close_all(_parameters(two), [
+                             _adamw_step(p, m, v, g, 2, lr)[0] for (p, m, v), g in zip(
+                                 state, _gradients(one, batches[0]), strict=True)])})
     check.passed()
 
 
