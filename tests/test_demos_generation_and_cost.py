@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import matplotlib
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -80,6 +81,43 @@ def test_decoding_times_agree_and_plot():
     demo.plot_decoding_times(times, bin_size=8)
     with pytest.raises(ValueError, match="repeats"):
         demo.time_decoding(step, n_tokens=4, repeats=0)
+
+
+def _times(slow, fast):
+    n = len(slow)
+    return demo.DecodingTimes(np.arange(1, n + 1), np.array(slow, dtype=float),
+                              np.array(fast, dtype=float), True)
+
+
+def test_the_trend_is_measured_and_a_hidden_trend_fails_in_plain_words(capsys):
+    rising = _times([1.0] * 24 + [3.0] * 16, [1.0] * 40)
+    assert demo.trend_ratios(rising) == (3.0, 3.0) and demo.shows_trend(rising)
+    demo.decoding_trend(rising)
+    assert "more than 1.5 times as long" in capsys.readouterr().out
+    flat = _times([1.0] * 40, [1.0] * 40)
+    assert not demo.shows_trend(flat)
+    with pytest.raises(AssertionError, match="busy with something else"):
+        demo.decoding_trend(flat)
+
+
+def test_a_timing_that_hides_the_trend_is_timed_again(monkeypatch):
+    hidden, shown = _times([1.0] * 40, [1.0] * 40), _times([1.0] * 24 + [3.0] * 16, [1.0] * 40)
+    runs = iter([hidden, shown, hidden])
+    monkeypatch.setattr(demo, "_time_decoding", lambda *args: next(runs))
+    assert demo.time_decoding(step, n_tokens=40) is shown
+    runs = iter([hidden] * 3)
+    monkeypatch.setattr(demo, "_time_decoding", lambda *args: next(runs))
+    assert demo.time_decoding(step, n_tokens=40, tries=3) is hidden  # the last try, shown
+    assert next(runs, None) is None
+
+
+def test_the_tail_share_is_what_the_top_k_leaves_out():
+    text, tokenizer = demo.load_corpus()
+    model = demo.untrained_model(tokenizer)
+    everything = demo.tail_share(model, tokenizer, text, k=tokenizer.vocab_size)
+    assert abs(everything) < 1e-6
+    shares = [demo.tail_share(model, tokenizer, text, k=k) for k in (1, 5, 20)]
+    assert shares == sorted(shares, reverse=True) and 0 < shares[-1] < shares[0] < 1
 
 
 def test_a_cache_in_the_wrong_order_still_agrees_without_a_mask():

@@ -46,6 +46,16 @@ def call_naming(check: SelfCheck, causes: dict[str, tuple[str, str | None]],
         raise
 
 
+def _close(check: SelfCheck, actual: Any, expected: Any, what: str, **kwargs: Any) -> None:
+    """``check.close`` with the expected values shown in the answer's floating dtype: they
+    are computed in float64, and "expected ... float64" next to "got ... float32" would read
+    like a dtype error (the dtype clause is where dtypes are tested)."""
+    if (isinstance(actual, torch.Tensor) and actual.dtype in (torch.float32, torch.float64)
+            and isinstance(expected, torch.Tensor) and expected.is_floating_point()):
+        expected = expected.to(actual.dtype)
+    check.close(actual, expected, what, **kwargs)
+
+
 # ---- sampling --------------------------------------------------------------------------------
 
 ARGMAX = ("the most likely token came back every time: draw from the probabilities with "
@@ -487,14 +497,14 @@ def check_cache(check: SelfCheck, step: Callable[..., Any], generator: torch.Gen
                          CACHE_UNCHANGED: shape == tuple(old.shape) and torch.equal(got, old),
                          ONLY_NEW: shape == tuple(new.shape) and torch.equal(got, new),
                          CACHE_WRONG_AXIS: got.numel() == full.numel()})
-        check.close(got, full, f"the new cache {name} is the old one with the new entry "
+        _close(check, got, full, f"the new cache {name} is the old one with the new entry "
                     "appended at the end", mistakes={
                         NEW_FIRST: torch.cat([new, old], dim=-2), KEYS_VALUES_SWAPPED: other},
                     dims=("batch", "head", "time", "channel"))
     K1, V1 = _unpack_cache(check, cache_first, first)
-    check.close(K1, k, f"{first}: the new cache of keys is k_new", mistakes={
+    _close(check, K1, k, f"{first}: the new cache of keys is k_new", mistakes={
         KEYS_VALUES_SWAPPED: v}, dims=("batch", "head", "time", "channel"))
-    check.close(V1, v, f"{first}: the new cache of values is v_new", mistakes={
+    _close(check, V1, v, f"{first}: the new cache of values is v_new", mistakes={
         KEYS_VALUES_SWAPPED: k}, dims=("batch", "head", "time", "channel"))
 
     check.clause("shape")
@@ -511,9 +521,9 @@ def check_cache(check: SelfCheck, step: Callable[..., Any], generator: torch.Gen
 
     check.clause("values")
     scale = 1 / math.sqrt(dh)
-    check.close(out_first, v, f"{first}: out equals v_new (the only key gets all the weight)",
+    _close(check, out_first, v, f"{first}: out equals v_new (the only key gets all the weight)",
                 mistakes={KEYS_AS_VALUES: k}, dims=("batch", "head", "query", "channel"))
-    check.close(out, _attend(q, full_K, full_V, scale),
+    _close(check, out, _attend(q, full_K, full_V, scale),
                 "out is the attention of q over all t + 1 keys, scaled by 1/sqrt(dh)",
                 mistakes={NO_SCALE: _attend(q, full_K, full_V, 1.0),
                           SCALE_BY_DH: _attend(q, full_K, full_V, 1 / dh),
@@ -523,7 +533,7 @@ def check_cache(check: SelfCheck, step: Callable[..., Any], generator: torch.Gen
                           SDPA_CAUSAL: full_V[..., :1, :].double(),
                           KEYS_AS_VALUES: _attend(q, full_K, full_K, scale)},
                 dims=("batch", "head", "query", "channel"))
-    check.close(one_out, _attend(*single[:1], torch.cat([single[3], single[1]], dim=-2),
+    _close(check, one_out, _attend(*single[:1], torch.cat([single[3], single[1]], dim=-2),
                                  torch.cat([single[4], single[2]], dim=-2), scale),
                 "out of a step with B = H = 1", dims=("batch", "head", "query", "channel"))
     # A loop of steps from an empty cache reproduces causal attention over the sequence.
@@ -536,11 +546,11 @@ def check_cache(check: SelfCheck, step: Callable[..., Any], generator: torch.Gen
         step_out, loop_cache = _pair(check, _call_step(
             check, step, step_what, qs[:, :, i:i + 1], ks[:, :, i:i + 1], vs[:, :, i:i + 1],
             loop_cache), step_what)
-        check.close(step_out, expected[:, :, i:i + 1], f"{step_what}: out equals row {i} of "
+        _close(check, step_out, expected[:, :, i:i + 1], f"{step_what}: out equals row {i} of "
                     "F.scaled_dot_product_attention(q, k, v, is_causal=True)",
                     dims=("batch", "head", "query", "channel"))
-    check.close(loop_cache[0], ks, "after the loop the cache holds every key, in order")
-    check.close(loop_cache[1], vs, "after the loop the cache holds every value, in order")
+    _close(check, loop_cache[0], ks, "after the loop the cache holds every key, in order")
+    _close(check, loop_cache[1], vs, "after the loop the cache holds every value, in order")
 
     check.clause("dtype")
     check.dtype_follows(step, q, k, v, (K, V), what=what)
@@ -682,7 +692,7 @@ def check_online_case(check: SelfCheck, online: Callable[..., torch.Tensor], x: 
     out = check.tensor(call_naming(check, {EMPTY_BLOCK: (r"tensor [ab] \(0\)", None)},
                                    online, x, block_size),
                        f"online_softmax({what}, block_size={block_size})")
-    check.close(out, torch.softmax(x.double(), dim=-1), f"online_softmax({what}, "
+    _close(check, out, torch.softmax(x.double(), dim=-1), f"online_softmax({what}, "
                 f"block_size={block_size}) equals torch.softmax(x, dim=-1)",
                 mistakes=online_mistakes(x, block_size), dims=dims,
                 diagnoses={SUM_INVERTED_NAN: lambda: _inverted_without_guard(out)}, **tolerance)
@@ -946,7 +956,7 @@ def check_block_values(check: SelfCheck, blockwise: Callable[..., torch.Tensor],
                                        causal=causal), what)
         expected = F.scaled_dot_product_attention(Q.double(), K.double(), V.double(),
                                                   is_causal=causal)
-        check.close(out, expected, f"{what} equals F.scaled_dot_product_attention(Q, K, V, "
+        _close(check, out, expected, f"{what} equals F.scaled_dot_product_attention(Q, K, V, "
                     f"is_causal={causal})", mistakes=_blockwise_mistakes(Q, K, V, block_size,
                                                                         causal),
                     diagnoses={SCORES_OVERFLOW: lambda o=out: bool(gain > 1 and not
