@@ -99,6 +99,10 @@ def _think_answer(beacon: Beacon) -> str:
         f'<iframe src="javascript:{js("think-js-iframe")}"></iframe>',
         f'<form action="{beacon.url}/think-form"><button>send</button></form>',
         f'<details open ontoggle="{js("think-toggle")}"><summary>more</summary></details>',
+        f"![a remote image]({beacon.url}/think-md-image)",
+        f'<img src="{beacon.url}/think-img-src">',
+        f'<video src="{beacon.url}/think-video"></video>',
+        f'<p style="background-image: url({beacon.url}/think-css)">styled</p>',
     ])
 
 
@@ -377,8 +381,8 @@ def test_the_live_notebook_opens_inert_in_jupyterlab(chromium, formgrader, cours
     page.set_default_timeout(90_000)
     _offline(page)
     seen = len(beacon.hits)
-    requests = []
-    page.on("request", lambda request: requests.append(request.url))
+    requests = []  # answered ones: the server's policy blocks remote images before they leave
+    page.on("response", lambda response: requests.append(response.url))
     path = _graded_notebook(course).relative_to(course / "grader")
     try:
         page.goto(f"{formgrader}/lab/tree/{path}?token={TOKEN}")

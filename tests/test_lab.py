@@ -90,6 +90,11 @@ def test_make_formgrader_serves_the_courses_formgrader():
         assert status == 200 and "attention-course" in page
         # (formgrader shows the configuration it loaded)
         assert f"'db_url': {'sqlite:///' + str(GRADER / 'gradebook.db')!r}" in page
+        # JupyterLab's pages too ("open live notebook") load images and media from here only
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/lab?token={TOKEN}",
+                                    timeout=10) as response:
+            policy = response.headers["Content-Security-Policy"]
+        assert "img-src 'self' data: blob:" in policy and "media-src 'self'" in policy
     finally:
         output = _stop(process)
     # served by the inert formgrader, in place of nbgrader's own

@@ -359,3 +359,21 @@ def test_the_course_config_refuses_a_plain_html_exporter():
                                                        dict(FORMGRADE_RESOURCES))
     assert SafeFormgradeExporter(config=config).from_notebook_node(
         new_notebook(cells=[new_markdown_cell("ok")]), dict(FORMGRADE_RESOURCES))[0]
+
+
+def test_a_submission_cannot_give_its_elements_the_ids_of_score_fields():
+    """formgrade.js finds a test cell's score field by ``#<grade_id>``; a Think! answer
+    holding ``<h6 id="test_...">`` above the test cell would tie that test's score to the
+    answer's panel. Only the template's score fields keep an id in the notebook."""
+    hostile = _graded(new_markdown_cell('Answer <h6 id="test_stable_softmax">x</h6>\n\n'
+                                        '<a name="test_stable_softmax">y</a>'),
+                      "think_equal_gains", 1, 0, True)
+    test = _graded(new_code_cell("check_stable_softmax(stable_softmax)"),
+                   "test_stable_softmax", 2, 0, False)
+    page = SafeFormgradeExporter(config=_formgrader_config()).from_notebook_node(
+        new_notebook(cells=[hostile, test]), dict(FORMGRADE_RESOURCES))[0]
+    owners = BeautifulSoup(page, "html.parser").select("#test_stable_softmax")
+    assert [element.name for element in owners] == ["input"]
+    assert "score" in owners[0]["class"]
+    notebook = BeautifulSoup(page, "html.parser").find(id="notebook-container")
+    assert not notebook.find_all(attrs={"name": "test_stable_softmax"})

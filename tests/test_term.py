@@ -51,6 +51,14 @@ def test_a_roster_with_problems_names_each_line():
         roster_module.parse("student_id,nickname\nada,A\n")
 
 
+def test_a_name_with_markup_is_refused():
+    """formgrader writes names into its pages unescaped: a student who set their LMS name
+    to a script would run it in the instructor's browser."""
+    text = ROSTER + "eve,<script>alert(1)</script>Eve,E,e@f,1009,,,\n"
+    with pytest.raises(roster_module.RosterError, match="line 5: first_name .* holds '<'"):
+        roster_module.parse(text)
+
+
 def test_deadlines_need_a_zone_and_a_known_assignment():
     dues = deadlines_module.parse(
         "assignment,due,canvas_assignment_id,title\n"

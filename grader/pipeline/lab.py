@@ -56,13 +56,23 @@ def student_config_dir(where: Path) -> Path:
     return where
 
 
+# Every page of the instructor's server, JupyterLab's included: a submission opened there
+# ("open live notebook") may show only what this server and the notebook itself hold, so a
+# remote image, video or style in a student's answer cannot tell them it was opened, when
+# and from where. (Jupyter's own default: frame-ancestors 'self'.)
+INSTRUCTOR_POLICY = ("frame-ancestors 'self'; img-src 'self' data: blob:; "
+                     "media-src 'self' data: blob:; font-src 'self' data:")
+
+
 def formgrader_config_dir(where: Path) -> Path:
     """A Jupyter config folder that serves formgrader through :data:`SAFE_FORMGRADER`
     (nbgrader's formgrader switched off, its other extensions left as they are)."""
     where.mkdir(parents=True, exist_ok=True)
     (where / "jupyter_server_config.json").write_text(json.dumps(
         {"ServerApp": {"jpserver_extensions": {NBGRADER_FORMGRADER: False,
-                                               SAFE_FORMGRADER: True}}}, indent=1))
+                                               SAFE_FORMGRADER: True},
+                       "tornado_settings": {"headers": {
+                           "Content-Security-Policy": INSTRUCTOR_POLICY}}}}, indent=1))
     return where
 
 

@@ -145,6 +145,14 @@ def parse(text: str, path: Path | None = None) -> Roster:
                 problems.append(f"line {line}: {kind} {value!r} is already on line "
                                 f"{seen[kind, value]}")
             seen.setdefault((kind, value), line)
+        for kind in ("first_name", "last_name", "email"):
+            # formgrader's template writes names into its pages unescaped: a name with
+            # markup (an LMS lets students edit their own) would run in the instructor's
+            # browser
+            if any(char in getattr(student, kind) for char in "<>"):
+                problems.append(f"line {line}: {kind} {getattr(student, kind)!r} holds '<' or "
+                                "'>': no name of a person does, and formgrader would show it "
+                                "as markup")
         if student.canvas_user_id and not student.canvas_user_id.isdigit():
             problems.append(f"line {line}: canvas_user_id {student.canvas_user_id!r} must be "
                             "a number (Canvas's user id)")

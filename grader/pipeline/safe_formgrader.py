@@ -90,6 +90,23 @@ def _template_elements(soup: BeautifulSoup) -> set[int]:
     return before
 
 
+# The template's own elements inside the notebook that carry an id (formgrade.js finds a
+# cell's score, extra credit and comment by it); cleaned notebook content never holds one.
+_TEMPLATE_FIELDS = frozenset({"input", "textarea"})
+
+
+def _drop_notebook_names(soup: BeautifulSoup) -> None:
+    """Remove every ``id`` and ``name`` in the notebook but the template's score fields:
+    formgrade.js finds a cell's score field by ``#<grade_id>``, so a heading a student gave
+    that id, placed above the test cell, would tie the test's score to their own answer."""
+    container = soup.find(id="notebook-container")
+    for element in container.find_all(True) if container is not None else ():
+        if element.name not in _TEMPLATE_FIELDS:
+            for attribute in ("id", "name"):
+                if element.has_attr(attribute):
+                    del element[attribute]
+
+
 def make_formgrade_inert(html: str, base_url: str = "") -> str:
     """The formgrade page with formgrader's own scripts only, dead links, and its policy.
 
@@ -117,6 +134,7 @@ def make_formgrade_inert(html: str, base_url: str = "") -> str:
 
     remove_active_content(soup, forbidden=FORMGRADE_FORBIDDEN, keep_element=own,
                           keep_handler=FORMGRADE_HANDLERS.__contains__)
+    _drop_notebook_names(soup)
     for link in soup.find_all("a", href=True):
         # In JupyterLab, formgrader runs in a frame whose messages JupyterLab executes as
         # commands: a page a student's link opened in that frame could drive JupyterLab.
