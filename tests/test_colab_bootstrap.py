@@ -83,7 +83,9 @@ def test_bootstrap_installs_helpers_from_the_edition_into_a_colab_like_environme
          "from helpers import set_seed, get_device; from helpers.checks.gain_multiplication "
          "import check_stable_softmax; import torch, helpers; set_seed(0); "
          "import helpers.demos.gain_multiplication, helpers.checks.causal_mask_trick; "
-         "check_stable_softmax(lambda x, dim=-1: torch.softmax(x, dim=dim)); "
+         "e = lambda x, dim: (x - x.amax(dim=dim, keepdim=True)).exp(); "
+         "check_stable_softmax(lambda x, dim=-1: e(x, dim) / e(x, dim).sum(dim=dim, "
+         "keepdim=True)); "
          "print(helpers.__file__)"],
         capture_output=True, text=True, env=_clean_env(), cwd=tmp_path)
     assert check.returncode == 0, check.stderr
