@@ -429,6 +429,11 @@ def test_every_notebook_runs_to_its_first_exercise_and_self_checks_say_not_answe
                     f"{where}: the self-check of an unanswered exercise should stop at "
                     f"NotImplementedError (not answered yet), got "
                     f"{[(e.ename, e.evalue) for e in errors]}")
+            elif cell.metadata.get("nbgrader", {}).get("solution"):
+                # an answer cell whose whole body is the stub (a pasted earlier answer)
+                # says "not answered yet" and nothing else
+                assert [e.ename for e in errors] in ([], ["NotImplementedError"]), (
+                    f"{where}: {[(e.ename, e.evalue) for e in errors]}")
             else:
                 assert not errors, f"{where}: {[(e.ename, e.evalue) for e in errors]}"
         assert checks >= 2, notebook_id

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import stat
 
 import pytest
 from conftest import _misbehave
@@ -89,7 +88,10 @@ def test_nothing_of_the_batch_stays_behind(limited):
     assert not scratch.exists() or not os.listdir(scratch)
 
 
-def test_a_run_that_cannot_grade_a_student_keeps_what_it_had(limited, run_in_course):
+def test_a_submission_refused_for_what_it_is_keeps_nothing_of_before(limited, run_in_course):
+    """A link handed in where a notebook belongs is refused, and, since the submission
+    itself is at fault, the earlier result is not kept (else handing in something
+    ungradable after a good grade would keep the good grade)."""
     course, klass, _, before = limited
     folders = {kind: course / "grader" / kind / "full_solution" / NOTEBOOK
                for kind in ("autograded", "feedback")}
@@ -99,12 +101,12 @@ def test_a_run_that_cannot_grade_a_student_keeps_what_it_had(limited, run_in_cou
     again = course / "again"
     (again / "full_solution" / NOTEBOOK).mkdir(parents=True)
     (again / "full_solution" / NOTEBOOK / f"{NOTEBOOK}.ipynb").symlink_to(notebook)
+    assert files  # there was a graded notebook and a page to lose
     run_in_course(["-m", "pipeline.grading", str(again), "--jobs", "1"], course)
     result = _results(course)["full_solution", NOTEBOOK]
-    assert result["status"].startswith("previous result kept (this run: not graded: ")
-    assert "symbolic link" in result["status"]
-    assert result["cells"] == before["full_solution", NOTEBOOK]["cells"]
-    assert {path: path.read_bytes() for path in files} == files  # notebook and page kept
-    assert all(stat.S_ISREG(os.lstat(path).st_mode) for path in files)
+    assert result["status"].startswith("not graded: ") and "symbolic link" in result["status"]
+    assert result["cells"] == [] and before["full_solution", NOTEBOOK]["cells"]
+    assert "the earlier result is not kept" in result["log"]
+    assert not any(os.path.lexists(path) for path in files)  # nor its notebook and page
     with (course / "grader" / "grades.csv").open() as handle:
-        assert "previous result kept" in handle.read()
+        assert "previous result kept" not in handle.read()
