@@ -1023,6 +1023,14 @@ def log_prob_cpu_total_in_place(logits, tokens):
     return total
 
 
+def log_prob_cpu_index_select(logits, tokens):
+    """Rows picked with index_select and a CPU arange: a GPU refuses the CPU index."""
+    B, T, V = logits.shape
+    logp = torch.log_softmax(logits[:, :-1], dim=-1).reshape(-1, V)
+    rows = logp.index_select(0, torch.arange(B * (T - 1)))
+    return rows.gather(-1, tokens[:, 1:].reshape(-1, 1)).reshape(B, T - 1).sum(1)
+
+
 LOG_PROB_BANKS = ExerciseBanks(
     solution=SOLUTION["sequence_log_prob"],
     correct=[log_prob_gather, log_prob_one_hot, log_prob_cross_entropy, log_prob_loop,
@@ -1058,6 +1066,7 @@ LOG_PROB_BANKS = ExerciseBanks(
         (log_prob_cpu_total, "created on the CPU", "device"),
         (log_prob_eye_one_hot, "created on the CPU", "device"),
         (log_prob_cpu_total_in_place, "made or collected on the CPU", "device"),
+        (log_prob_cpu_index_select, "was given to index_select", "device"),
         (log_prob_in_place, "in place", "unchanged"),
         (log_prob_tokens_in_place, "in place", "unchanged"),
     ],
@@ -1095,6 +1104,7 @@ LOG_PROB_BANKS = ExerciseBanks(
         (log_prob_cpu_total, "created on the CPU", "device"),
         (log_prob_eye_one_hot, "created on the CPU", "device"),
         (log_prob_cpu_total_in_place, "made or collected on the CPU", "device"),
+        (log_prob_cpu_index_select, "was given to index_select", "device"),
         (log_prob_in_place, "in place", "unchanged"),
         (log_prob_tokens_in_place, "in place", "unchanged"),
     ],

@@ -207,6 +207,12 @@ def _resolve(request: dict, namespace: dict):
     return target
 
 
+def _observed(seen) -> dict:
+    """An observation of a call, as plain JSON for the grader."""
+    return {"calls": seen.calls, "cpu_tensors": list(seen.cpu_tensors), "largest": seen.largest,
+            "cpu_indices": list(seen.cpu_indices)}
+
+
 def _call(request: dict, namespace: dict):
     root = _objects[request["object"]] if "object" in request else None
     if root is not None:
@@ -222,8 +228,7 @@ def _call(request: dict, namespace: dict):
             answer = {"value": encode(value), "changed": list(report.changed)}
             if report.observed is not None:
                 seen = report.observed
-                answer["observed"] = {"calls": seen.calls, "cpu_tensors": list(seen.cpu_tensors),
-                                      "largest": seen.largest}
+                answer["observed"] = _observed(seen)
             return answer
         with random_state_kept(seed):  # "vjp": the forward again, with the same random draws
             output = target(*args, **kwargs)
@@ -261,6 +266,5 @@ def serve(request: str, namespace: dict) -> str:
         described = {"type": type(error).__name__, "message": str(error)[:2000] + _where(error)}
         seen = getattr(error, "observed", None)
         if seen is not None:  # an observed call: what it did before it failed
-            described["observed"] = {"calls": seen.calls, "cpu_tensors": list(seen.cpu_tensors),
-                                     "largest": seen.largest}
+            described["observed"] = _observed(seen)
         return json.dumps({"error": described})

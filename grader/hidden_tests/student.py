@@ -309,16 +309,16 @@ def _record(answer: dict) -> None:
 
 def _observation(seen: Any) -> Observation:
     """The kernel's report of the torch functions a call used (strictly checked)."""
-    calls, cpu, largest = (seen.get(k) if isinstance(seen, dict) else None
-                           for k in ("calls", "cpu_tensors", "largest"))
+    calls, cpu, largest, indices = (seen.get(k) if isinstance(seen, dict) else None
+                                    for k in ("calls", "cpu_tensors", "largest", "cpu_indices"))
     if (not isinstance(calls, dict) or len(calls) > 500 or not all(
             isinstance(k, str) and isinstance(v, int) for k, v in calls.items())
-            or not isinstance(cpu, list) or len(cpu) > 50
-            or not all(isinstance(c, str) for c in cpu)
+            or not all(isinstance(names, list) and len(names) <= 50
+                       and all(isinstance(c, str) for c in names) for names in (cpu, indices))
             or not isinstance(largest, int) or isinstance(largest, bool)):
         raise ProtocolError("an answer with a malformed report of the call")
     return Observation({k[:80]: v for k, v in calls.items()}, tuple(c[:80] for c in cpu),
-                       largest)
+                       largest, tuple(c[:80] for c in indices))
 
 
 # ---- functions and classes ------------------------------------------------------------------

@@ -650,6 +650,10 @@ LAST_MISSING = ("the last term is missing: the last token, tokens[:, T−1], mus
 CPU_MADE = ("a tensor was created on the CPU (without device=logits.device) and then used with "
             "the logits, which a GPU refuses ({functions}); make it with device=logits.device, "
             "or use torch.*_like / logits.new_*")
+CPU_INDEX = ("an index tensor made on the CPU (torch.arange or torch.tensor without "
+             "device=logits.device) was given to {functions}, which a GPU refuses (only "
+             "indexing with [...] moves a CPU index for you); make it with "
+             "device=logits.device")
 CPU_RESULT_LOG_PROB = ("the result was made or collected on the CPU (a running total or "
                        "table without device=logits.device, or `.cpu()`): it must come back "
                        "on the logits' device")
@@ -671,9 +675,9 @@ def expect_on_logits_device(check: SelfCheck, sequence_log_prob: Callable,
     """Run on the data-less meta device, a stand-in for a GPU: the result must come back
     there, and no CPU tensor may meet the logits where the meta device, like a GPU, refuses
     it. A CPU tensor used only to index (``lp[torch.arange(B)[:, None], ...]``) passes:
-    PyTorch moves index tensors to the indexed tensor's device. (The meta device also lets a
-    CPU index through ``gather`` and ``index_select``, which a GPU refuses: such an answer
-    passes here.)"""
+    PyTorch moves index tensors to the indexed tensor's device. A CPU index given to
+    ``gather`` or ``index_select``, which the meta device lets through and a GPU refuses,
+    fails."""
     what = ("sequence_log_prob runs on logits on another device (tested on PyTorch's meta "
             "device, a stand-in for a GPU that holds no numbers)")
     try:
@@ -692,6 +696,12 @@ def expect_on_logits_device(check: SelfCheck, sequence_log_prob: Callable,
                      got=f"{type(error).__name__}: {message}",
                      likely=CPU_MADE.format(functions=f"made by {made}") if made else None)
         return
+    indices = sorted(set(report.observed.cpu_indices if report.observed else ()))
+    check.expect(not indices, "sequence_log_prob gives index-taking functions indices on the "
+                 "logits' device (tested on PyTorch's meta device, a stand-in for a GPU)",
+                 expected="index tensors on the logits' device",
+                 got=f"a CPU index given to {', '.join(indices)}",
+                 likely=CPU_INDEX.format(functions=", ".join(indices)) if indices else None)
     check.expect(isinstance(out, torch.Tensor) and out.is_meta,
                  "sequence_log_prob of logits on another device (the meta device) returns its "
                  "result there", expected="a result on the logits' device", got=describe(out),

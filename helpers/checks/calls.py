@@ -17,16 +17,23 @@ from torch.overrides import TorchFunctionMode
 
 MAX_DEPTH = 8
 MAX_CHANGED = 20  # argument paths reported as changed in place
+# Functions that take an index tensor and that a GPU refuses to run with a CPU index while
+# PyTorch's meta device (the checks' stand-in for a GPU) lets it through.
+INDEX_TAKERS = frozenset({"gather", "index_select", "take", "scatter", "scatter_", "scatter_add",
+                          "scatter_add_", "scatter_reduce", "scatter_reduce_", "index_add",
+                          "index_add_", "index_copy", "index_copy_", "index_fill", "index_fill_"})
 
 
 @dataclass(frozen=True)
 class Observation:
     """The torch functions a call used (name -> count), the ones that made a CPU tensor
-    with values, and the most elements of any tensor it made."""
+    with values, the most elements of any tensor it made, and the index-taking functions it
+    gave a CPU index for an input elsewhere."""
 
     calls: dict[str, int] = field(default_factory=dict)
     cpu_tensors: tuple[str, ...] = ()
     largest: int = 0
+    cpu_indices: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -78,10 +85,13 @@ class Observer(TorchFunctionMode):
         self.calls: dict[str, int] = {}
         self.cpu: list[str] = []
         self.largest = 0
+        self.cpu_index: list[str] = []
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
         name = getattr(func, "__name__", type(func).__name__)
+        if name in INDEX_TAKERS and len(self.cpu_index) < 50 and _cpu_index(args, kwargs):
+            self.cpu_index.append(name)
+        out = func(*args, **(kwargs or {}))
         if name != "__get__" and len(self.calls) < 500:
             self.calls[name] = self.calls.get(name, 0) + 1
         for tensor in out if isinstance(out, tuple | list) else (out,):
@@ -92,7 +102,15 @@ class Observer(TorchFunctionMode):
         return out
 
     def observation(self) -> Observation:
-        return Observation(dict(self.calls), tuple(self.cpu), self.largest)
+        return Observation(dict(self.calls), tuple(self.cpu), self.largest,
+                           tuple(self.cpu_index))
+
+
+def _cpu_index(args: tuple, kwargs: dict | None) -> bool:
+    """Whether an index-taking call got a CPU tensor of indices for an input held elsewhere."""
+    tensors = [a for a in (*args, *(kwargs or {}).values()) if isinstance(a, torch.Tensor)]
+    return (len(tensors) > 1 and tensors[0].device.type != "cpu"
+            and any(t.device.type == "cpu" and t.dim() > 0 for t in tensors[1:]))
 
 
 @contextmanager
