@@ -16,26 +16,16 @@ puts into the student's own GPT. The model and the loop are the solution noteboo
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import time
 from pathlib import Path
 
 import torch
+from solution_code import solution_namespace
 
 from helpers.demos import your_own_gpt as demo
 from helpers.seed import set_seed
 
-ROOT = Path(__file__).resolve().parents[1]
 SIZES = {"block_size": 64, "d_model": 32, "n_heads": 4, "n_layers": 2}  # the notebook's
-
-
-def _solution_namespace(notebook_id: str) -> dict:
-    """The solution's definitions, loaded as the tests load them (tests/notebook_code.py)."""
-    spec = importlib.util.spec_from_file_location("notebook_code",
-                                                  ROOT / "tests" / "notebook_code.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.solution_namespace(notebook_id)
 
 
 def main() -> None:
@@ -47,7 +37,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     set_seed(0)
-    solution = _solution_namespace("09_your_own_gpt")
+    solution = solution_namespace("09_your_own_gpt")
     text, tokenizer = demo.load_sonnets()
     train_data, held_out_data = demo.split_text(tokenizer.encode(text), held_out=0.1)
     torch.manual_seed(0)

@@ -15,7 +15,6 @@ per (T, model); writes the CSV and the figure to ``bench/out/``. Not part of ``m
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import time
 from pathlib import Path
 
@@ -24,22 +23,11 @@ import matplotlib
 matplotlib.use("Agg")
 
 import torch  # noqa: E402
+from solution_code import solution_namespace  # noqa: E402
 
 from helpers.demos import sparse_and_inductive_bias as demo  # noqa: E402
 from helpers.plotting import use_course_style  # noqa: E402
 from helpers.seed import set_seed  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _solution_namespace(notebook_id: str) -> dict:
-    """The solution's definitions, loaded as the tests load them (tests/notebook_code.py)."""
-    spec = importlib.util.spec_from_file_location("notebook_code",
-                                                  ROOT / "tests" / "notebook_code.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.solution_namespace(notebook_id)
-
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -68,7 +56,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     set_seed(0)
     use_course_style()
-    solution = _solution_namespace("05_sparse_and_inductive_bias")
+    solution = solution_namespace("05_sparse_and_inductive_bias")
     start = time.perf_counter()
     rows = demo.sample_complexity_sweep(
         solution["SelfAttentionClassifier"], solution["sparse_and_dataset"], T_values=args.T,
