@@ -86,7 +86,8 @@ TUTORIALS: tuple[Tutorial, ...] = (
     Tutorial("01_gain_multiplication", (
         Exercise("stable_softmax", "x, dim=-1", 2, contract={
             "values": "equals the softmax of x along `dim`: non-negative, summing to 1",
-            "dim": "works along any `dim` of a tensor of any shape; without `dim`, the last",
+            "dim": "works along any `dim` of a tensor of any shape, axes of size 1 (a batch of "
+                   "one) kept; without `dim`, the last",
             "large": "exact and finite for logits in the thousands, in rising and in falling "
                      "rows, and in rows far below the others",
             "dtype": DTYPE,
@@ -96,10 +97,12 @@ TUTORIALS: tuple[Tutorial, ...] = (
         Exercise("gained_dot_product_attention", "x, q_1, q_2, z_1, z_2", 2, contract={
             "returns": "returns the pair (w, y): w of shape (T,), y a 0-d tensor",
             "values": "w = softmax(z_1 q_1 + z_2 q_2) over the T positions and y = w · x",
-            "gains": "each gain scales its own pattern, sign included: raising z_2 moves "
-                     "weight to where q_2 is large",
-            "large": "finite for gains in the hundreds",
+            "gains": "each gain scales its own pattern, sign included: raising z_1 or z_2 "
+                     "moves weight to where its own pattern is large",
+            "large": "exact and finite for gains in the hundreds, positive or negative, on "
+                     "either pattern",
             "dtype": DTYPE,
+            "device": DEVICE,
             "unchanged": UNCHANGED,
         }),
     ), think={"think_fixed_vs_gain": 1, "think_equal_gains": 1}),
@@ -113,7 +116,8 @@ TUTORIALS: tuple[Tutorial, ...] = (
                     "broadcasts over the leading dimensions, a fully masked query gets zero "
                     "weights and a zero output",
             "large": "exact and finite for scores in the hundreds, in rows far above and "
-                     "far below the others",
+                     "far below the others, and when a forbidden key scores far above the "
+                     "allowed ones (the allowed weights still sum to 1)",
             "dtype": "the result has the input's dtype and precision (float64 in: computed "
                      "in float64, float64 out)",
             "device": DEVICE,
@@ -128,13 +132,15 @@ TUTORIALS: tuple[Tutorial, ...] = (
             "dtype": "X is int64, y is float32",
             "values": "X holds digits 0-9 drawn uniformly; y is 1.0 exactly where a row has "
                       "strictly more 2s than 4s",
-            "arguments": "N and T are both honoured (T other than 10 too, a batch of one)",
+            "arguments": "N and T are both honoured (T shorter and longer than 10, every "
+                         "position counted, a batch of one)",
             "randomness": "draws from PyTorch's global generator (the same seed gives the same "
                           "batch, from the first call on) and never reseeds it",
         }),
         Exercise("SingleQueryAttention", "d_embed=16, d_att=16, d_hidden=32", 3,
                  methods={"attention": "e", "values": "e", "forward": "x"}, contract={
-            "members": "embed, query (1, d_att), to_key, to_value and readout as the table says",
+            "members": "exactly embed, query (1, d_att), to_key, to_value and readout, as the "
+                       "table says (the nn.Linear layers with their bias)",
             "init": "the query starts as torch.randn(1, d_att): standard normal entries",
             "arguments": "d_embed, d_att and d_hidden are each honoured; scores are scaled "
                          "by 1/sqrt(d_att)",
@@ -159,6 +165,7 @@ TUTORIALS: tuple[Tutorial, ...] = (
             "arguments": "any n_heads that divides the width, 1 and the full width included, "
                          "and a batch of one",
             "dtype": DTYPE,
+            "device": DEVICE,
             "unchanged": UNCHANGED,
         }, rules={"no_loop": "no Python loop over heads or positions",
                   "differentiable": "the result stays connected to x for autograd (no "
@@ -168,6 +175,7 @@ TUTORIALS: tuple[Tutorial, ...] = (
             "values": "the inverse of split_heads: head h goes back to columns h*dh onwards, "
                       "also for a non-contiguous (transposed) input",
             "dtype": DTYPE,
+            "device": DEVICE,
             "unchanged": UNCHANGED,
         }, rules={"no_loop": "no Python loop over heads or positions",
                   "differentiable": "the result stays connected to x for autograd (no "
@@ -192,8 +200,11 @@ TUTORIALS: tuple[Tutorial, ...] = (
             "device": DEVICE,
             "gradients": GRADIENTS,
             "unchanged": UNCHANGED,
-        }, layers={"to_queries": "Linear", "to_keys": "Linear", "to_values": "Linear",
-                   "unify_heads": "Linear"}),
+        }, rules={"differentiable": "the gradient also reaches x, the layer's input (no "
+                                    ".detach() or torch.no_grad() on x): the layers below "
+                                    "it learn through it"},
+            layers={"to_queries": "Linear", "to_keys": "Linear", "to_values": "Linear",
+                    "unify_heads": "Linear"}),
     ), think={"think_one_head": 1, "think_head_symmetry": 1}),
     Tutorial("04_transformer_block", (
         Exercise("sinusoidal_positional_encoding", "T, d_model", 2, contract={
@@ -206,7 +217,8 @@ TUTORIALS: tuple[Tutorial, ...] = (
         Exercise("TransformerBlock", "d_model, n_heads, d_ff, dropout=0.0", 3,
                  methods={"forward": "x, padding_mask=None"}, contract={
             "members": "attention (nn.MultiheadAttention, batch_first=True), norm_1 and "
-                       "norm_2 (two separate nn.LayerNorm, each with its own weights), mlp and "
+                       "norm_2 (two separate nn.LayerNorm(d_model), each with its own weights "
+                       "and the default eps), mlp and "
                        "dropout as the text says, with the sizes and the dropout probability "
                        "passed in",
             "values": "post-norm: h = norm_1(x + attention(x)), out = norm_2(h + mlp(h)), "
@@ -214,8 +226,9 @@ TUTORIALS: tuple[Tutorial, ...] = (
             "padding": "padding_mask (B, T), True = padding, reaches the attention as "
                        "key_padding_mask, passed by keyword or by position",
             "dropout": "in training mode, dropout acts on each sub-layer's output before its "
-                       "residual add (with dropout=1 the block returns norm_2(norm_1(x))) and "
-                       "draws afresh on every call; in eval mode it does nothing",
+                       "residual add (with dropout=1 the block returns norm_2(norm_1(x))), "
+                       "each output with its own mask, drawn afresh on every call; in eval "
+                       "mode it does nothing",
             "gradients": GRADIENTS,
             "unchanged": UNCHANGED,
         }, layers={"attention": "MultiheadAttention", "norm_1": "LayerNorm",
@@ -226,7 +239,8 @@ TUTORIALS: tuple[Tutorial, ...] = (
             "values": "without a mask, the mean over the T positions",
             "padding": "with a mask (True = padding), the mean over the real positions only, "
                        "wherever the padding lies",
-            "dtype": DTYPE,
+            "dtype": "the result has h's dtype (float64 in, float64 out; bfloat16 in, "
+                     "bfloat16 out)",
             "device": DEVICE,
             "unchanged": UNCHANGED,
         }, rules={"gradients": "nothing detached: gradients flow from the result back to h "
@@ -248,20 +262,22 @@ TUTORIALS: tuple[Tutorial, ...] = (
         }),
         Exercise("SelfAttentionClassifier", "T, d=8", 3, methods={"forward": "x"}, contract={
             "members": "token_embedding (2, d), position_embedding (T, d) an nn.Parameter, "
-                       "query, key, value (bias=False) and readout (with bias) as the table "
-                       "says",
+                       "query, key, value (bias=False, three separate layers) and readout "
+                       "(with bias) as the table says, float32 parameters",
             "randomness": "draws its initial weights from PyTorch's global generator and "
                           "never reseeds it: the same seed builds the same model, another seed "
                           "another one, two builds in a row two different models, and the "
                           "draws after a build still follow the seed",
             "init": "token_embedding, position_embedding, query, key and value drawn from a "
-                    "normal with mean 0 and std 0.1; readout keeps PyTorch's default",
+                    "normal with mean 0 and std 0.1 for every d; readout (weight and bias) "
+                    "keeps PyTorch's default",
             "embed": "embed(x) is token_embedding(x) + position_embedding, shape (B, T, d)",
             "attention": "attention_weights(x) is (B, T, T): row i is the softmax over the "
-                         "keys of Q_i Kᵀ / sqrt(d)",
+                         "keys of Q_i Kᵀ / sqrt(d), large scores included",
             "forward": "forward(x) is sigmoid(readout(h)) with h = Σ_t A[T-1, t] V_t, shape "
                        "(B, 1), a batch of one included",
             "arguments": "T and d are honoured (the scale is 1/sqrt(d) for every d)",
+            "device": "new tensors are made on x's device (device=x.device)",
             "gradients": GRADIENTS,
         }, layers={"token_embedding": "Embedding", "query": "Linear", "key": "Linear",
                    "value": "Linear", "readout": "Linear"}),
@@ -292,8 +308,9 @@ TUTORIALS: tuple[Tutorial, ...] = (
             "shape": "(..., T, T) -> (..., T, T), any leading dimensions (none included)",
             "values": "row t is the softmax of scores[..., t, :t+1] over the keys; later "
                       "positions get weight exactly 0",
-            "large": "finite and exact for scores in the hundreds, also when every allowed "
-                     "score lies hundreds below the future ones",
+            "large": "finite and exact for scores in the hundreds and far beyond, also when "
+                     "every allowed score lies far below the future ones (near -1e12): the "
+                     "future becomes -inf, not a large finite number",
             "dtype": DTYPE,
             "device": DEVICE,
             "unchanged": UNCHANGED,
@@ -303,6 +320,8 @@ TUTORIALS: tuple[Tutorial, ...] = (
             "members": "key, query, value: nn.Linear(n_embd, head_size, bias=False)",
             "init": "key, query and value keep nn.Linear's own random start, drawn from "
                     "PyTorch's global generator: never reseeded, never zeroed",
+            "randomness": "neither __init__ nor forward reseeds PyTorch's global generator "
+                          "(no torch.manual_seed inside)",
             "causal": "position t never reads a later position",
             "values": "causal softmax(q kᵀ / sqrt(head_size)) times v, shape "
                       "(B, T, head_size), a batch of one included",

@@ -151,7 +151,11 @@ def test_toy_model_figures_and_sweep(capsys):
     demo.plot_loss(history)
     demo.plot_toy_model(model, causal_weights)
     demo.head_size_sweep(Head, head_sizes=(1, 2), seeds=(0,), steps=3)
-    assert "head size  2" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "head size  2" in out and "stored run" not in out  # no stored counts for size 2
+    demo.head_size_sweep(Head, head_sizes=(1, 4, 16), seeds=(0,), steps=2)
+    assert ("stored run with seeds=range(30): head size 1: 5 of 30, head size 4: 15 of 30, "
+            "head size 16: 22 of 30") in capsys.readouterr().out
     demo.head_size_demo(Head, causal_weights, steps=3)  # reuses the cached models
 
 
@@ -241,7 +245,8 @@ def test_the_kinds_of_attention_figure_shows_a_wider_cross_attention_matrix():
 
 @pytest.mark.slow
 def test_thirty_seeds_per_head_size_give_the_counts_the_notebook_quotes():
-    """The notebook quotes 5, 15 and 22 successes of 30 for head sizes 1, 4 and 16."""
+    """The notebook quotes (and the sweep prints) the stored counts of 30 seeds per head
+    size: 5, 15 and 22 for head sizes 1, 4 and 16."""
     from notebook_code import solution_namespace
 
     head = solution_namespace("06_causal_mask_trick")["CausalSelfAttentionHead"]
@@ -252,4 +257,4 @@ def test_thirty_seeds_per_head_size_give_the_counts_the_notebook_quotes():
             model, _ = demo.trained_model(head, head_size, steps=60, seed=seed)
             solved += sum(demo.noun_after_the(model)) / 2 > 0.9
         counts.append(solved)
-    assert counts == [5, 15, 22]
+    assert counts == [5, 15, 22] == [demo.THIRTY_SEED_COUNTS[d] for d in (1, 4, 16)]

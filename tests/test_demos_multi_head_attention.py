@@ -113,16 +113,22 @@ def test_two_heads_learn_the_task_and_specialise():
     assert first[1] > 0.9 and second[1] > 0.9 and first[0] < 0.1 and second[0] < 0.1
 
 
-def test_one_head_learns_the_task_about_ten_times_more_slowly():
-    """What the notebook says of one head: not solved after the 40 steps it shows, solved
-    after some 400 (its averaged map still holds both stripes)."""
+def test_one_head_learns_the_task_in_400_steps_as_the_stored_run_says(capsys):
+    """The notebook prints a stored 400-step run of one head: this run gives the same
+    numbers (to a few hundredths: trained weights differ in the last digits between CPUs),
+    not solved at step 50, solved at 400 (its averaged map still holds both stripes)."""
     X, _ = demo.make_offset_copy_data(64, seed=9)
-    model, history = demo.train_offset_copier(Attention, 1, steps=440, eval_every=40)
-    accuracy = dict(zip(history["val_step"], history["val_acc"], strict=True))
-    assert accuracy[40] < 0.4
-    assert accuracy[440] > 0.95
+    model, history = demo.train_offset_copier(Attention, 1, steps=400, eval_every=50)
+    stored = demo.ONE_HEAD_400_STEPS
+    assert history["val_step"] == stored["val_step"]
+    assert all(abs(a - b) < 0.05 for a, b in zip(history["val_acc"], stored["val_acc"],
+                                                 strict=True)), history["val_acc"]
+    assert stored["val_acc"][0] < 0.4 and stored["val_acc"][-1] > 0.95
     maps = demo._mean_maps(model, X)
     assert demo._offset_weight(maps[0], 1, 4) > 0.2 and demo._offset_weight(maps[0], 4, 4) > 0.2
+    demo.print_long_run()
+    printed = capsys.readouterr().out
+    assert "0.20" in printed and "0.99" in printed and "400" in printed
 
 
 def test_plots_run_and_label_their_axes(capsys):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import linecache
 import math
 import warnings
 
@@ -31,6 +32,16 @@ INF = float("-inf")
 
 def not_implemented(*args, **kwargs):
     raise NotImplementedError
+
+
+def as_cell(source: str, name: str):
+    """Define ``name`` from ``source`` as a notebook cell would (a cell's file name), so that
+    the checks can show and read the student's line, as they do in a notebook."""
+    filename = f"<ipython-input-6-{name}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    namespace = {"torch": torch, "math": math, "INF": INF, "F": F}
+    exec(compile(source, filename, "exec"), namespace)  # noqa: S102 - the test's own code
+    return namespace[name]
 
 
 # ---- running means: correct alternatives ------------------------------------------------
@@ -279,8 +290,30 @@ HIDDEN_ONLY = [
     (mean_no_mask, "no causal mask", "values"),
     (mean_column_normalised, "columns instead of its rows", "values"),
 ]
+mean_loop_batch_axis = as_cell("""
+def mean_loop_batch_axis(x):
+    B, T, C = x.shape
+    out = torch.zeros_like(x)
+    for t in range(T):
+        out[:, t] = x[:, :t + 1].mean(dim=0)
+    return out
+""", "mean_loop_batch_axis")
+mean_x_at_W = as_cell("""
+def mean_x_at_W(x):
+    T = x.shape[1]
+    W = torch.tril(torch.ones(T, T, dtype=x.dtype, device=x.device))
+    W = W / W.sum(1, keepdim=True)
+    return x @ W
+""", "mean_x_at_W")
+mean_W_made_once = as_cell("""
+_W = torch.tril(torch.ones(8, 8))
+_W = _W / _W.sum(1, keepdim=True)
+def mean_W_made_once(x):
+    return _W.to(x.dtype).to(x.device) @ x
+""", "mean_W_made_once")
 LOOP_ONLY = [
     (mean_divided_by_t, "one less than the number of rows", "values"),
+    (mean_loop_batch_axis, "that is the batch axis", "shape"),
     (mean_loop_float32, "fixed dtype", "dtype"),
     (mean_loop_cpu_output, "device=", "device"),
 ]
@@ -297,6 +330,8 @@ LOOP_RULES = [  # right numbers, but not the slow reference the exercise asks fo
 ]
 MATMUL_ONLY = [
     (mean_divided_by_t_matmul, "one less than the number of rows", "values"),
+    (mean_x_at_W, "wrong way round: W @ x", "shape"),
+    (mean_W_made_once, "a W made once", "shape"),
     (mean_cpu_float32_weights, "different dtypes met", "dtype"),
     (mean_x_to_float32, "converted to another dtype", "dtype"),
     (mean_cpu_weights, "device=", "device"),
@@ -353,7 +388,41 @@ def _future(scores):
 
 
 def weights_large_negative(scores):
+    """A reader's mistake: a "low enough" finite fill instead of -inf."""
     return torch.softmax(scores.masked_fill(_future(scores), -1e9), dim=-1)
+
+
+def weights_minus_1e4(scores):
+    return torch.softmax(scores.masked_fill(_future(scores), -1e4), dim=-1)
+
+
+def weights_exp_times_mask(scores):
+    """A reader's mistake: exp by hand, the future multiplied by the mask's 0."""
+    allowed = torch.ones_like(scores[..., :, :]).tril()
+    e = torch.exp(scores) * allowed
+    return e / e.sum(dim=-1, keepdim=True)
+
+
+def weights_inverted_mask(scores):
+    """A reader's mistake: filled where tril(ones) == 1, the past."""
+    T = scores.shape[-1]
+    mask = torch.tril(torch.ones(T, T, device=scores.device)) == 1
+    return torch.softmax(scores.masked_fill(mask, INF), dim=-1)
+
+
+def weights_softmax_no_dim(scores):
+    """A reader's mistake: F.softmax without dim= (PyTorch picks one, with a warning)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return F.softmax(scores.masked_fill(_future(scores), INF))  # noqa: PLE1120
+
+
+weights_T_from_dim_1 = as_cell("""
+def weights_T_from_dim_1(scores):
+    T = scores.shape[1]
+    mask = torch.tril(torch.ones(T, T, device=scores.device)) == 0
+    return torch.softmax(scores.masked_fill(mask, float("-inf")), dim=-1)
+""", "weights_T_from_dim_1")
 
 
 def weights_finfo_min(scores):
@@ -422,7 +491,7 @@ def weights_diagonal_masked_inf(scores):
 
 
 def weights_scaled(scores):
-    return weights_large_negative(scores / math.sqrt(scores.shape[-1]))
+    return weights_finfo_min(scores / math.sqrt(scores.shape[-1]))
 
 
 def weights_without_softmax(scores):
@@ -468,14 +537,13 @@ def weights_slightly_off(scores):
 
 WEIGHTS_BANKS = ExerciseBanks(
     solution=SOLUTION["causal_attention_weights"],
-    correct=[weights_large_negative, weights_finfo_min, weights_row_loop,
-             weights_additive_mask],
+    correct=[weights_finfo_min, weights_row_loop, weights_additive_mask],
     check=[
         (weights_wrong_triangle, "wrong triangle", "values"),
         (weights_zero_fill, "set to 0 instead of -inf", "values"),
         (weights_dim_1, "over the queries", "values"),
         (weights_dim_minus_2, "over the queries", "values"),
-        (weights_minus_100, "finite number (like -100)", "values"),
+        (weights_minus_100, "finite number (like -100", "values"),
         (weights_no_mask, "no mask at all", "values"),
         (weights_mask_after_softmax, "softmax came first", "values"),
         (weights_diagonal_masked_inf, "diagonal was masked too", "values"),
@@ -484,8 +552,14 @@ WEIGHTS_BANKS = ExerciseBanks(
         (weights_without_softmax, None, "values"),
         (weights_in_place, "in place", "unchanged"),
         (weights_unnormalised, "not normalised", "values"),
-        (weights_overflowing, "overflows", "large"),
+        (weights_overflowing, "overflows to inf (inf/inf", "large"),
         (weights_renormalised, "future included", "large"),
+        (weights_large_negative, "finite number (like -100", "large"),
+        (weights_minus_1e4, "finite number (like -100", "large"),
+        (weights_exp_times_mask, "inf times the mask", "large"),
+        (weights_inverted_mask, "mask is inverted", "values"),
+        (weights_softmax_no_dim, "softmax without dim=", "values"),
+        (weights_T_from_dim_1, "take T from scores.shape[-1]", "shape"),
         (weights_float32, "fixed dtype", "dtype"),
         (weights_cpu_mask, "device=", "device"),
         (weights_mask_with_batch_axis, "extra leading axis", "shape"),
@@ -496,7 +570,7 @@ WEIGHTS_BANKS = ExerciseBanks(
         (weights_zero_fill, "with 0 instead of -inf", "values"),
         (weights_dim_1, "over the queries", "values"),
         (weights_dim_minus_2, "over the queries", "values"),
-        (weights_minus_100, "finite number (like -100)", "values"),
+        (weights_minus_100, "finite number (like -100", "values"),
         (weights_no_mask, "without any mask", "values"),
         (weights_mask_after_softmax, "after the softmax", "values"),
         (weights_diagonal_masked, "diagonal was masked too: a token must", "values"),
@@ -505,8 +579,14 @@ WEIGHTS_BANKS = ExerciseBanks(
         (weights_without_softmax, "without the softmax", "values"),
         (weights_in_place, "in place", "unchanged"),
         (weights_unnormalised, "not normalised", "values"),
-        (weights_overflowing, "overflows", "large"),
+        (weights_overflowing, "overflows to inf (inf/inf", "large"),
         (weights_renormalised, "future included", "large"),
+        (weights_large_negative, "finite number (like -100", "large"),
+        (weights_minus_1e4, "finite number (like -100", "large"),
+        (weights_exp_times_mask, "inf times the mask", "large"),
+        (weights_inverted_mask, "mask is inverted", "values"),
+        (weights_softmax_no_dim, "softmax without dim=", "values"),
+        (weights_T_from_dim_1, "take T from scores.shape[-1]", "shape"),
         (weights_float32, "fixed dtype", "dtype"),
         (weights_cpu_mask, "device=", "device"),
         (weights_mask_with_batch_axis, "extra leading axis", "shape"),
@@ -577,9 +657,10 @@ class HeadLoop(HeadBase):
 
 
 class HeadWithBuffer(HeadBase):
-    """Karpathy's style: a mask buffer larger than any sequence, sliced to T."""
+    """The lecture's style: a mask buffer of block_size = 256 made in __init__, sliced to T;
+    longer sequences fail."""
 
-    def __init__(self, n_embd, head_size, block_size=64):
+    def __init__(self, n_embd, head_size, block_size=256):
         super().__init__(n_embd, head_size)
         self.register_buffer("tril", torch.tril(torch.ones(block_size, block_size)))
 
@@ -777,6 +858,42 @@ class HeadScalesInput(HeadBase):
         return self.causal(q @ k.transpose(-2, -1)) @ v
 
 
+class HeadReseedsInForward(HeadBase):
+    """A reader's mistake: torch.manual_seed(0) in forward; every later draw repeats."""
+
+    def forward(self, x):
+        torch.manual_seed(0)
+        return super().forward(x)
+
+
+class HeadScaleByT(HeadBase):
+    """A reader's mistake: divided by sqrt(T), right only where T = head_size."""
+
+    def forward(self, x):
+        q, k, v = self.qkv(x)
+        return self.causal(q @ k.transpose(-2, -1) / x.shape[1] ** 0.5) @ v
+
+
+class HeadPrecedence(HeadBase):
+    def forward(self, x):
+        q, k, v = self.qkv(x)
+        d = q.shape[-1]
+        return self.causal(q @ k.transpose(-2, -1) * 1/d**1/2) @ v  # noqa: E226
+
+
+class HeadScaleAfterSoftmax(HeadBase):
+    def forward(self, x):
+        q, k, v = self.qkv(x)
+        return (self.causal(q @ k.transpose(-2, -1)) / q.shape[-1] ** 0.5) @ v
+
+
+class HeadValuesFromKey(HeadBase):
+    def forward(self, x):
+        q, k = self.query(x), self.key(x)
+        v = self.key(x)
+        return self.causal(q @ k.transpose(-2, -1) / math.sqrt(self.head_size)) @ v
+
+
 class HeadShifted(HeadBase):
     """A bug no diagnosis describes."""
     def forward(self, x):
@@ -812,13 +929,19 @@ HEAD_MISTAKES = [
     (HeadWeightsOnX, "applied to x", "values"),
     (HeadDetachedKeys, "cut off from the gradient", "gradients"),
     (HeadScalesInput, "in place", "unchanged"),
+    (HeadReseedsInForward, "inside the call resets", "randomness"),
+    (HeadPrecedence, "** binds before /", "values"),
+    (HeadScaleAfterSoftmax, "scaled after the softmax", "values"),
+    (HeadValuesFromKey, "made by the key layer", "values"),
+    (HeadWithBuffer, "fixed size", "length"),
     (HeadShifted, None, "values"),
 ]
 HEAD_BANKS = ExerciseBanks(
     solution=SOLUTION["CausalSelfAttentionHead"],
-    correct=[HeadBase, HeadEinsum, HeadSDPA, HeadLoop, HeadWithBuffer],
-    check=[*HEAD_MISTAKES, (HeadFixedLength, "fixed size", "length")],
-    hidden=HEAD_MISTAKES,
+    correct=[HeadBase, HeadEinsum, HeadSDPA, HeadLoop],
+    check=[*HEAD_MISTAKES, (HeadFixedLength, "fixed size", "length"),
+           (HeadScaleByT, "divided by sqrt(T)", "length")],
+    hidden=[*HEAD_MISTAKES, (HeadScaleByT, "divided by sqrt(T)", "values")],
 )
 
 BANKS = {"running_mean_loop": LOOP_BANKS, "running_mean_matmul": MATMUL_BANKS,
@@ -848,3 +971,34 @@ def test_right_answers_pass_the_hidden_tests_under_other_salts(salt):
                 grade(answer)
     finally:
         set_salt(0)
+
+
+# ---- the reseeding report the randomness clause relies on ---------------------------------
+
+def test_a_call_that_reseeds_ends_in_the_same_random_state_from_any_seed():
+    from helpers.checks.calls import call_and_report
+
+    def reseeds(x):
+        torch.manual_seed(0)
+        return x + torch.rand(())
+
+    def draws(x):
+        return x + torch.rand(())
+
+    for fn, same in ((reseeds, True), (draws, False), (torch.exp, False)):
+        states = {call_and_report(fn, (torch.zeros(2),), {}, seed=seed)[1].rng_after
+                  for seed in (3, 4)}
+        assert len(states) == (1 if same else 2) and "" not in states, fn
+    before = torch.random.get_rng_state()
+    call_and_report(reseeds, (torch.zeros(2),), {}, seed=3)
+    assert torch.equal(torch.random.get_rng_state(), before)  # the caller's stream is kept
+
+
+@pytest.mark.parametrize("digest", [5, "x" * 65, "not hex!", None])
+def test_a_malformed_random_state_digest_is_a_protocol_error(digest):
+    from hidden_tests.student import ProtocolError, _record, last_report
+
+    with pytest.raises(ProtocolError, match="random state"):
+        _record({"changed": [], "rng_after": digest})
+    _record({"changed": [], "rng_after": "0123abcd"})
+    assert last_report().rng_after == "0123abcd"

@@ -143,6 +143,41 @@ def softmax_other_axis_max(x, dim=-1):
     return e / e.sum(dim=dim, keepdim=True) + 1e-3
 
 
+def softmax_squeezed(x, dim=-1):
+    """A reader's mistake: extra axes squeezed away first, so a batch of one loses its axis."""
+    x = x.squeeze()
+    e = torch.exp(x - x.amax(dim=dim, keepdim=True))
+    return e / e.sum(dim=dim, keepdim=True)
+
+
+def softmax_unsqueeze_last(x, dim=-1):
+    """A reader's mistake: the reduced axis put back at the end instead of keepdim=True."""
+    e = torch.exp(x - x.amax(dim=dim).unsqueeze(-1))
+    return e / e.sum(dim=dim).unsqueeze(-1)
+
+
+def softmax_naive_float64(x, dim=-1):
+    """A reader's mistake: float64 has a larger range, so no shift (exp(710) is inf there)."""
+    e = torch.exp(x.double())
+    return (e / e.sum(dim=dim, keepdim=True)).to(x.dtype)
+
+
+def softmax_mean_shift(x, dim=-1):
+    e = torch.exp(x - x.mean(dim=dim, keepdim=True))
+    return e / e.sum(dim=dim, keepdim=True)
+
+
+def softmax_nan_to_num(x, dim=-1):
+    e = torch.exp(x)
+    return torch.nan_to_num(e / e.sum(dim=dim, keepdim=True), nan=0.0)
+
+
+def softmax_clamped(x, dim=-1):
+    """A reader's mistake: exp(89) is inf in float32, so cap the logits below it."""
+    e = torch.exp(x.clamp(max=80))
+    return e / e.sum(dim=dim, keepdim=True)
+
+
 SOFTMAX_BANKS = ExerciseBanks(
     solution=SOLUTION["stable_softmax"],
     correct=[softmax_loop, softmax_logsumexp],
@@ -164,6 +199,12 @@ SOFTMAX_BANKS = ExerciseBanks(
         (softmax_special, "PyTorch's softmax", "no_builtin"),
         (softmax_first_shift, "first logit", "large"),
         (softmax_denominator_unshifted, "denominator", "values"),
+        (softmax_squeezed, "axis of size 1 was dropped", "dim"),
+        (softmax_unsqueeze_last, "unsqueeze(-1)", "dim"),
+        (softmax_naive_float64, "no maximum was subtracted, and float64", "large"),
+        (softmax_mean_shift, "mean was subtracted", "large"),
+        (softmax_nan_to_num, "nan_to_num", "large"),
+        (softmax_clamped, "capped", "large"),
         (softmax_other_axis_max, None),
     ],
     hidden=[
@@ -182,6 +223,12 @@ SOFTMAX_BANKS = ExerciseBanks(
         (softmax_preallocated, "device=", "device"),
         (softmax_first_shift, "first logit", "large"),
         (softmax_denominator_unshifted, None, "values"),
+        (softmax_squeezed, "axis of size 1 was dropped", "dim"),
+        (softmax_unsqueeze_last, "unsqueeze(-1)", "dim"),
+        (softmax_naive_float64, "no maximum was subtracted, and float64", "large"),
+        (softmax_mean_shift, "mean was subtracted", "large"),
+        (softmax_nan_to_num, "nan_to_num", "large"),
+        (softmax_clamped, "capped", "large"),
         (softmax_other_axis_max, None),
     ],
 )
@@ -200,7 +247,7 @@ def test_blank_softmax_scores_zero():
 # ---- gained_dot_product_attention -----------------------------------------------------------
 
 def attention_einsum(x, q_1, q_2, z_1, z_2):
-    gains = torch.tensor([float(z_1), float(z_2)], dtype=q_1.dtype)
+    gains = torch.tensor([float(z_1), float(z_2)], dtype=q_1.dtype, device=q_1.device)
     w = torch.softmax(torch.einsum("k,kt->t", gains, torch.stack([q_1, q_2])), dim=0)
     return w, torch.einsum("t,t->", w, x)
 
@@ -358,6 +405,46 @@ def attention_patterns_swapped(x, q_1, q_2, z_1, z_2):
     return w, torch.dot(w, x)
 
 
+def attention_z_1_cut(x, q_1, q_2, z_1, z_2):
+    """A reader's mistake: the first spotlight is only ever turned up."""
+    w = torch.softmax(max(z_1, 0.0) * q_1 + z_2 * q_2, dim=0)
+    return w, (w * x).sum()
+
+
+def attention_naive_float64(x, q_1, q_2, z_1, z_2):
+    """A reader's mistake: float64 so that exp does not overflow (it does, past 709)."""
+    s = (z_1 * q_1 + z_2 * q_2).double()
+    w = (torch.exp(s) / torch.exp(s).sum()).to(x.dtype)
+    return w, (w * x).sum()
+
+
+def attention_clamped_scores(x, q_1, q_2, z_1, z_2):
+    """A reader's mistake: scores capped so that exp stays finite."""
+    s = (z_1 * q_1 + z_2 * q_2).clamp(-80, 80)
+    w = torch.exp(s) / torch.exp(s).sum()
+    return w, (w * x).sum()
+
+
+def attention_min_shift(x, q_1, q_2, z_1, z_2):
+    s = z_1 * q_1 + z_2 * q_2
+    e = torch.exp(s - s.min())
+    w = e / e.sum()
+    return w, (w * x).sum()
+
+
+def attention_weighted_w(x, q_1, q_2, z_1, z_2):
+    """A reader's mistake: the weighted inputs returned as w."""
+    w = torch.softmax(z_1 * q_1 + z_2 * q_2, dim=0) * x
+    return w, w.sum()
+
+
+def attention_cpu_scores(x, q_1, q_2, z_1, z_2):
+    """A reader's mistake: scores started from zeros made on the CPU."""
+    scores = torch.zeros(len(x), dtype=x.dtype) + z_1 * q_1 + z_2 * q_2
+    w = torch.softmax(scores, dim=0)
+    return w, (w * x).sum()
+
+
 ATTENTION_BANKS = ExerciseBanks(
     solution=SOLUTION["gained_dot_product_attention"],
     correct=[attention_einsum, attention_loop, attention_builtin],
@@ -386,6 +473,12 @@ ATTENTION_BANKS = ExerciseBanks(
         (attention_clamped_gains, "cut to zero", "gains"),
         (attention_gains_after_softmax, "after the softmax", "values"),
         (attention_no_exp, "without the exponential", "values"),
+        (attention_z_1_cut, "cut to zero", "gains"),
+        (attention_naive_float64, "overflows for large gains, and float64", "large"),
+        (attention_clamped_scores, "capped", "large"),
+        (attention_min_shift, "smallest value", "large"),
+        (attention_weighted_w, "multiplied by x", "values"),
+        (attention_cpu_scores, "device=", "device"),
     ],
     hidden=[
         (attention_swapped, "swapped", "returns"),
@@ -412,6 +505,12 @@ ATTENTION_BANKS = ExerciseBanks(
         (attention_clamped_gains, "cut to zero", "gains"),
         (attention_gains_after_softmax, "after the softmax", "gains"),
         (attention_no_exp, "without the exponential", "gains"),
+        (attention_z_1_cut, "cut to zero", "gains"),
+        (attention_naive_float64, "overflow exp, in float64 too", "large"),
+        (attention_clamped_scores, "capped", "large"),
+        (attention_min_shift, "smallest value", "large"),
+        (attention_weighted_w, None, "gains"),
+        (attention_cpu_scores, "device=", "device"),
     ],
 )
 

@@ -109,6 +109,14 @@ def split_through_numpy(x, n_heads):
     return torch.from_numpy(moved.copy())
 
 
+def split_cpu_buffer(x, n_heads):
+    """The result copied into a buffer made with torch.empty: on the CPU, whatever x is on."""
+    B, T, D = x.shape
+    out = torch.empty(B, n_heads, T, D // n_heads, dtype=x.dtype)
+    out.copy_(x.view(B, T, n_heads, D // n_heads).transpose(1, 2))
+    return out
+
+
 SPLIT_BANKS = ExerciseBanks(
     solution=split_heads,
     correct=[split_permute, split_unflatten, split_chunks, split_einsum],
@@ -120,6 +128,7 @@ SPLIT_BANKS = ExerciseBanks(
         (split_squeezed, "axis of size 1 was dropped", "arguments"),
         (split_resize_in_place, "in place", "unchanged"),
         (split_float, "converted to another dtype", "dtype"),
+        (split_cpu_buffer, "without device=", "device"),
         (split_loop, "Python loop", "no_loop"),
         (split_detached, "cut off from x", "differentiable"),
         (split_through_numpy, "cut off from x", "differentiable"),
@@ -132,6 +141,7 @@ SPLIT_BANKS = ExerciseBanks(
         (split_squeezed, "axis of size 1 was dropped", "arguments"),
         (split_resize_in_place, "in place", "unchanged"),
         (split_float, "converted to another dtype", "dtype"),
+        (split_cpu_buffer, "without device=", "device"),
     ],
 )
 
@@ -165,7 +175,7 @@ def merge_flatten(x):
 
 def merge_loop(x):
     B, H, T, dh = x.shape
-    out = torch.empty(B, T, H * dh, dtype=x.dtype)
+    out = x.new_empty(B, T, H * dh)
     for h in range(H):
         out[:, :, h * dh:(h + 1) * dh] = x[:, h]
     return out
@@ -213,8 +223,22 @@ def merge_detached(x):
 
 
 def merge_through_numpy(x):
+    """A round trip through NumPy, back on x's device: the link to x is gone."""
     B, H, T, dh = x.shape
-    return torch.from_numpy(x.detach().numpy().swapaxes(1, 2).reshape(B, T, H * dh))
+    moved = x.detach().cpu().numpy().swapaxes(1, 2).reshape(B, T, H * dh)
+    return torch.from_numpy(moved).to(x.device)
+
+
+def merge_cpu_zeros(x):
+    """The heads added onto torch.zeros(...): made on the CPU, whatever x is on."""
+    B, H, T, dh = x.shape
+    return torch.zeros(B, T, H * dh, dtype=x.dtype) + x.transpose(1, 2).reshape(B, T, H * dh)
+
+
+def merge_numpy_on_the_cpu(x):
+    """A round trip through NumPy without .cpu(): fails for a tensor on a GPU."""
+    B, H, T, dh = x.shape
+    return torch.from_numpy(x.numpy().swapaxes(1, 2).reshape(B, T, H * dh))
 
 
 MERGE_BANKS = ExerciseBanks(
@@ -228,6 +252,8 @@ MERGE_BANKS = ExerciseBanks(
         (merge_rolled, None, "values"),
         (merge_transpose_in_place, "in place", "unchanged"),
         (merge_float, "converted to another dtype", "dtype"),
+        (merge_cpu_zeros, "without device=", "device"),
+        (merge_numpy_on_the_cpu, "holds CPU tensors only", "device"),
         (merge_loop, "Python loop", "no_loop"),
         (merge_detached, "cut off from x", "differentiable"),
         (merge_through_numpy, "cut off from x", "differentiable"),
@@ -240,6 +266,8 @@ MERGE_BANKS = ExerciseBanks(
         (merge_rolled, None, "values"),
         (merge_transpose_in_place, "in place", "unchanged"),
         (merge_float, "converted to another dtype", "dtype"),
+        (merge_cpu_zeros, "without device=", "device"),
+        (merge_numpy_on_the_cpu, "holds CPU tensors only", "device"),
     ],
 )
 
@@ -589,6 +617,65 @@ class CpuZeros(Solution):
         return self.unify_heads(merge_heads(weights @ v)), weights
 
 
+class ExpWithoutMaxNanToZero(Solution):
+    """exp without the row max, nan turned into 0: large scores give rows of zeros."""
+
+    def forward(self, x, mask=None):
+        q, k, v = _heads(self, x)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_head)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        e = torch.exp(scores)
+        weights = torch.nan_to_num(e / e.sum(dim=-1, keepdim=True), nan=0.0)
+        return self.unify_heads(merge_heads(weights @ v)), weights
+
+
+class SoftmaxDtypeFloat32(Solution):
+    """softmax(..., dtype=torch.float32) "for stability": a float64 layer then mixes dtypes."""
+
+    def forward(self, x, mask=None):
+        q, k, v = _heads(self, x)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_head)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        weights = torch.softmax(scores, dim=-1, dtype=torch.float32).nan_to_num(0.0)
+        return self.unify_heads(merge_heads(weights @ v)), weights
+
+
+class SqueezedOutput(Solution):
+    """.squeeze(0) "to tidy up": a batch of one loses its batch axis."""
+
+    def forward(self, x, mask=None):
+        out, weights = super().forward(x, mask)
+        return out.squeeze(0), weights.squeeze(0)
+
+
+class DetachedInput(Solution):
+    """x.detach() "because x is data": the maps learn, nothing below the layer does."""
+
+    def forward(self, x, mask=None):
+        return super().forward(x.detach(), mask)
+
+
+def _split_on_cpu(x, n_heads):
+    B, T, D = x.shape
+    out = torch.zeros(B, n_heads, T, D // n_heads, dtype=x.dtype)
+    return out + x.view(B, T, n_heads, D // n_heads).transpose(1, 2)
+
+
+class CpuSplitInside(Solution):
+    """A split_heads that adds onto a CPU buffer, called from forward."""
+
+    def forward(self, x, mask=None):
+        q, k, v = (_split_on_cpu(m(x), self.n_heads)
+                   for m in (self.to_queries, self.to_keys, self.to_values))
+        scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_head)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)
+        return self.unify_heads(merge_heads(weights @ v)), weights
+
+
 class ShiftedOutput(Solution):
     """A bug no diagnosis describes."""
     def forward(self, x, mask=None):
@@ -638,6 +725,7 @@ ATTENTION_BANKS = ExerciseBanks(
         (WideHeadsAttention, "wide heads", "members"),
         (BiasedProjections, None, "members"),
         (M["averaged"], "averaged over the heads", "shape"),
+        (SqueezedOutput, "batch of one still comes back", "shape"),
         (M["split_no_transpose"], None, "values"),
         (M["scale_d_model"], "divided by sqrt(d_model)", "values"),
         (M["no_scale"], "not scaled", "values"),
@@ -660,20 +748,25 @@ ATTENTION_BANKS = ExerciseBanks(
         (ZeroInit, "set to zeros", "init"),
         (NormalInit, None, "init"),
         (ExpWithoutMax, "overflows", "large"),
+        (ExpWithoutMaxNanToZero, "overflows", "large"),
         (MaxOverMaskedKeys, "forbidden keys too", "large"),
         (FloatInput, "different dtypes met", "dtype"),
+        (SoftmaxDtypeFloat32, "different dtypes met", "dtype"),
         (Float32Weights, "ran in float32", "dtype"),
         (Float32Softmax, "ran in float32", "dtype"),
         (CpuDefaultMask, "device", "device"),
         (CpuZeros, "device", "device"),
+        (CpuSplitInside, "device", "device"),
         (DetachedWeights, "gradient is cut", "gradients"),
         (MaskFlippedAndRestored, "autograd still needs", "gradients"),
         (MaskUnsqueezedInPlace, "argument was changed in place", "unchanged"),
+        (DetachedInput, "x gets none", "differentiable"),
     ],
     hidden=[
         (WideHeadsAttention, "wide heads", "members"),
         (BiasedProjections, None, "members"),
         (M["averaged"], "averaged over the heads", "shape"),
+        (SqueezedOutput, "batch of one still comes back", "shape"),
         (M["split_no_transpose"], "split by a reshape/view", "values"),
         (M["merge_interleaved"], "merged in the wrong order", "values"),
         (M["merge_no_transpose"], "merged without transposing back", "values"),
@@ -700,12 +793,15 @@ ATTENTION_BANKS = ExerciseBanks(
         (ZeroInit, "set to zeros", "init"),
         (NormalInit, None, "init"),
         (ExpWithoutMax, "overflows", "large"),
+        (ExpWithoutMaxNanToZero, "overflows", "large"),
         (MaxOverMaskedKeys, "forbidden keys too", "large"),
         (FloatInput, "different dtypes met", "dtype"),
+        (SoftmaxDtypeFloat32, "different dtypes met", "dtype"),
         (Float32Weights, "ran in float32", "dtype"),
         (Float32Softmax, "ran in float32", "dtype"),
         (CpuDefaultMask, "device", "device"),
         (CpuZeros, "device", "device"),
+        (CpuSplitInside, "device", "device"),
         (DetachedWeights, "gradient is cut", "gradients"),
         (MaskFlippedAndRestored, "autograd still needs", "gradients"),
         (MaskUnsqueezedInPlace, "argument was changed in place", "unchanged"),

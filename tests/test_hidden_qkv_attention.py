@@ -49,13 +49,24 @@ def sdpa_einsum(Q, K, V, mask=None):
 
 
 def sdpa_matmul_renormalised(Q, K, V, mask=None):
-    """Mask after the softmax, then renormalise: the same as masking before."""
+    """Mask after the softmax, then renormalise: the same as masking before, except when a
+    forbidden key scores far above the allowed ones (their weights underflow to 0)."""
     weights = torch.softmax(torch.matmul(Q, K.transpose(-1, -2)) / math.sqrt(K.size(-1)), -1)
     if mask is not None:
         weights = weights * mask
         total = weights.sum(-1, keepdim=True)
         weights = torch.where(total > 0, weights / total.clamp_min(1e-30), 0.0)
     return torch.matmul(weights, V), weights
+
+
+def sdpa_cpu_scalar_fill(Q, K, V, mask=None):
+    """The fill value as a 0-dim CPU tensor: a GPU accepts it (a CPU scalar)."""
+    scores = Q @ K.transpose(-2, -1) / math.sqrt(Q.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(~mask, torch.tensor(float("-inf")))
+    weights = torch.softmax(scores, dim=-1)
+    weights = torch.where(torch.isnan(weights), torch.tensor(0.0), weights)
+    return weights @ V, weights
 
 
 def sdpa_loop(Q, K, V, mask=None):
@@ -72,7 +83,7 @@ def sdpa_loop(Q, K, V, mask=None):
             s = torch.stack([Qf[b, i] @ Kf[b, j] for j in range(Tk)]) / math.sqrt(Q.shape[-1])
             allowed = full[b, i]
             if allowed.any():
-                e = torch.exp(s - s[allowed].max()) * allowed
+                e = torch.exp((s - s[allowed].max()).masked_fill(~allowed, -math.inf))
                 w = e / e.sum()
             else:
                 w = torch.zeros(Tk, dtype=Q.dtype, device=Q.device)
@@ -299,6 +310,34 @@ def sdpa_weights_detached(Q, K, V, mask=None):
     return weights @ V, weights
 
 
+def sdpa_rowmax_then_mask(Q, K, V, mask=None):
+    """A reader's hand-written 'stable' softmax: shift by the row's maximum over all keys,
+    then multiply by the mask and renormalise."""
+    scores = Q @ K.transpose(-2, -1) / math.sqrt(Q.shape[-1])
+    e = torch.exp(scores - scores.amax(-1, keepdim=True))
+    if mask is not None:
+        e = e * mask
+    total = e.sum(-1, keepdim=True)
+    weights = torch.where(total > 0, e / total, torch.zeros_like(e))
+    return weights @ V, weights
+
+
+def sdpa_scale_by_Tk(Q, K, V, mask=None):
+    scores = Q @ K.transpose(-2, -1) / math.sqrt(K.shape[-2])
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, -1).nan_to_num(0.0)
+    return weights @ V, weights
+
+
+def sdpa_scale_after_softmax(Q, K, V, mask=None):
+    scores = Q @ K.transpose(-2, -1)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, -1).nan_to_num(0.0) / math.sqrt(Q.shape[-1])
+    return weights @ V, weights
+
+
 @torch.no_grad()
 def sdpa_no_grad(Q, K, V, mask=None):
     return SOLUTION["scaled_dot_product_attention"](Q, K, V, mask)
@@ -306,7 +345,7 @@ def sdpa_no_grad(Q, K, V, mask=None):
 
 SDPA_BANKS = ExerciseBanks(
     solution=SOLUTION["scaled_dot_product_attention"],
-    correct=[sdpa_einsum, sdpa_matmul_renormalised, sdpa_loop, sdpa_bmm_flattened],
+    correct=[sdpa_einsum, sdpa_loop, sdpa_bmm_flattened, sdpa_cpu_scalar_fill],
     check=[
         (MUTANTS["no_scale"], "not divided by sqrt(d_k)", "values"),
         (MUTANTS["divided_by_d_k"], "divided by d_k instead", "values"),
@@ -332,6 +371,10 @@ SDPA_BANKS = ExerciseBanks(
         (sdpa_batch_squeezed, "size 1 was dropped", "shape"),
         (sdpa_manual_exp, "overflows", "large"),
         (sdpa_global_max, "whole tensor", "large"),
+        (sdpa_rowmax_then_mask, "forbidden ones included", "large"),
+        (sdpa_matmul_renormalised, "forbidden ones included", "large"),
+        (sdpa_scale_by_Tk, "sqrt(Tk)", "values"),
+        (sdpa_scale_after_softmax, "after the softmax: scale", "values"),
         (sdpa_in_place, "in place", "unchanged"),
         (sdpa_mask_in_place, "in place", "unchanged"),
         (sdpa_float32_weights, "another dtype", "dtype"),
@@ -368,6 +411,8 @@ SDPA_BANKS = ExerciseBanks(
         (sdpa_batch_squeezed, "size 1 was dropped", "shape"),
         (sdpa_manual_exp, "overflows", "large"),
         (sdpa_global_max, "whole tensor", "large"),
+        (sdpa_rowmax_then_mask, "forbidden ones included", "large"),
+        (sdpa_matmul_renormalised, "forbidden ones included", "large"),
         (sdpa_in_place, "in place", "unchanged"),
         (sdpa_mask_in_place, "in place", "unchanged"),
         (sdpa_float32_weights, "another dtype", "dtype"),
@@ -484,6 +529,46 @@ def batch_own_generator(N, T=10):
     return X, ((X == 2).sum(1, keepdim=True) > (X == 4).sum(1, keepdim=True)).float()
 
 
+_PRIVATE = torch.Generator().manual_seed(0)
+
+
+def batch_private_generator(N, T=10):
+    """A generator of its own, seeded once when the cell runs."""
+    X = torch.randint(0, 10, (N, T), generator=_PRIVATE)
+    return X, ((X == 2).sum(1, keepdim=True) > (X == 4).sum(1, keepdim=True)).float()
+
+
+def batch_first_ten(N, T=10):
+    """A reader's loop that counts only the first 10 positions."""
+    X = torch.randint(0, 10, (N, T))
+    y = torch.zeros(N, 1)
+    for i in range(N):
+        row = X[i, :10].tolist()
+        y[i, 0] = float(row.count(2) > row.count(4))
+    return X, y
+
+
+def batch_int32(N, T=10):
+    X = torch.randint(0, 10, (N, T), dtype=torch.int32)
+    return X, ((X == 2).sum(1, keepdim=True) > (X == 4).sum(1, keepdim=True)).float()
+
+
+def batch_sign(N, T=10):
+    X = torch.randint(0, 10, (N, T))
+    return X, torch.sign((X == 2).sum(1, keepdim=True) - (X == 4).sum(1, keepdim=True)).float()
+
+
+def batch_any(N, T=10):
+    X = torch.randint(0, 10, (N, T))
+    return X, ((X == 2).any(1, keepdim=True) & ~(X == 4).any(1, keepdim=True)).float()
+
+
+def batch_scalar_for_one(N, T=10):
+    X = torch.randint(0, 10, (N, T))
+    y = ((X == 2).sum(1) > (X == 4).sum(1)).float().squeeze()
+    return X, y.reshape(N, 1) if N > 1 else y
+
+
 def batch_first_call_seed():
     """A make_batch that seeds the global generator on its first call only (a fresh one for
     each bank: the flag is the state of a kernel)."""
@@ -520,11 +605,19 @@ BATCH_BANK = [
     (batch_python_random, "NumPy's", "randomness"),
     (batch_clock_seed, "from the clock", "randomness"),
     (batch_own_generator, "whatever the global seed", "randomness"),
+    (batch_private_generator, "started once", "randomness"),
+    (batch_scalar_for_one, "single number", "arguments"),
 ]
 BATCH_BANKS = ExerciseBanks(
     solution=SOLUTION["make_batch"], correct=[batch_loop, batch_one_hot, batch_where],
-    check=[*BATCH_BANK, (batch_first_call_seed(), "on its first call", "randomness")],
-    hidden=[*BATCH_BANK, (batch_first_call_seed(), "on its first call", "randomness")])
+    check=[*BATCH_BANK, (batch_first_call_seed(), "on its first call", "randomness"),
+           (batch_first_ten, "first 10 positions", "arguments"),
+           (batch_int32, "another integer width", "dtype"),
+           (_named(_batch(low=1, high=11), "one_to_ten"), "from 1 to 10", "values"),
+           (batch_sign, "holds -1", "values"),
+           (batch_any, "a 2 and no 4", "values")],
+    hidden=[*BATCH_BANK, (batch_first_call_seed(), "on its first call", "randomness"),
+            (batch_first_ten, None, "arguments")])
 
 
 def test_make_batch_checks_leave_the_global_generator_alone():
@@ -653,6 +746,60 @@ class ReluReadout(Solution):
         super().__init__(d_embed, d_att, d_hidden)
         self.readout = nn.Sequential(nn.Linear(1, d_hidden), nn.ReLU(), nn.Linear(d_hidden, 1),
                                      nn.Sigmoid())
+
+
+class NoKeyBias(Solution):
+    def __init__(self, d_embed=16, d_att=16, d_hidden=32):
+        super().__init__(d_embed, d_att, d_hidden)
+        self.to_key = nn.Linear(d_embed, d_att, bias=False)
+
+
+class DropoutMember(Solution):
+    def __init__(self, d_embed=16, d_att=16, d_hidden=32):
+        super().__init__(d_embed, d_att, d_hidden)
+        self.drop = nn.Dropout(0.1)
+
+
+class ValueWidthDAtt(Solution):
+    def __init__(self, d_embed=16, d_att=16, d_hidden=32):
+        super().__init__(d_embed, d_att, d_hidden)
+        self.to_value = nn.Linear(d_embed, d_att)
+
+
+class EmbedWidthDAtt(Solution):
+    def __init__(self, d_embed=16, d_att=16, d_hidden=32):
+        super().__init__(d_embed, d_att, d_hidden)
+        self.embed = nn.Embedding(10, d_att)
+
+
+class SqueezedEverything(Solution):
+    def forward(self, x):
+        e = self.embed(x)
+        return self.readout((self.attention(e) @ self.values(e)).squeeze())
+
+
+class UnflattenedZ(Solution):
+    def forward(self, x):
+        e = self.embed(x)
+        return self.readout(self.attention(e) @ self.values(e))
+
+
+class SigmoidOnZ(Solution):
+    def forward(self, x):
+        e = self.embed(x)
+        return torch.sigmoid((self.attention(e) @ self.values(e)).reshape(-1, 1))
+
+
+class MultipliedScale(Solution):
+    def attention(self, e):
+        scores = self.to_key(e) @ self.query.T * math.sqrt(self.query.shape[-1])
+        return torch.softmax(scores, dim=1).transpose(1, 2)
+
+
+class ScaleByDHidden(Solution):
+    def attention(self, e):
+        scores = self.to_key(e) @ self.query.T / math.sqrt(self.readout[0].out_features)
+        return torch.softmax(scores, dim=1).transpose(1, 2)
 
 
 class ZeroQuery(Solution):
@@ -811,7 +958,12 @@ MODEL_BANK = [
     (PlainTensorQuery, "plain tensor", "members"),
     (ChangedDefaults, "default arguments", "members"),
     (NoSigmoid, "nn.Sigmoid", "members"),
-    (ReluReadout, None, "members"),
+    (ReluReadout, "middle layer", "members"),
+    (NoKeyBias, "bias=False", "members"),
+    (DropoutMember, "does not list", "members"),
+    (ValueWidthDAtt, "one number", "members"),
+    (EmbedWidthDAtt, "nn.Embedding(10, d_embed)", "arguments"),
+    (SqueezedEverything, "lost its axes", "forward"),
     (ZeroQuery, "starts at zero", "init"),
     (UniformQuery, "uniformly", "init"),
     (SmallQuery, "scaled down", "init"),
@@ -843,7 +995,11 @@ MODEL_BANK = [
     (NormalisesInPlace, "in place", "unchanged"),
 ]
 MODEL_BANKS = ExerciseBanks(solution=Solution, correct=[ReusesExercise1, EinsumModel],
-                            check=[*MODEL_BANK, (CpuAccumulator, "without device=", "device")],
+                            check=[*MODEL_BANK, (CpuAccumulator, "without device=", "device"),
+                                   (UnflattenedZ, "kept its shape", "forward"),
+                                   (SigmoidOnZ, "skipping the readout", "forward"),
+                                   (MultipliedScale, "multiplied by sqrt(d_att)", "attention"),
+                                   (ScaleByDHidden, "sqrt(d_hidden)", "attention")],
                             hidden=MODEL_BANK)
 
 BANKS = {"scaled_dot_product_attention": SDPA_BANKS, "make_batch": BATCH_BANKS,

@@ -207,6 +207,12 @@ def dataset_min_pair(m, T, idx, p=None):
     return X, X[:, list(idx)].float().min(dim=1, keepdim=True)
 
 
+def dataset_min_indices(m, T, idx, p=None):
+    """.min(...)[1]: the positions of the minima, not the minima."""
+    X = _bits(m, T, _default(p, idx))
+    return X, X[:, list(idx)].min(dim=1, keepdim=True)[1].float()
+
+
 def dataset_forced_bits(m, T, idx, p=None):
     """A bug no diagnosis describes: the relevant bits are drawn with another probability."""
     X = _bits(m, T, _default(p, idx))
@@ -224,6 +230,7 @@ DATASET_BANKS = ExerciseBanks(
         (dataset_inverted, "inverted", "values"),
         (dataset_sum_labels, "the sum", "values"),
         (dataset_mean_labels, "the mean", "values"),
+        (dataset_min_indices, "positions, not bits", "values"),
         (dataset_flat_labels, "no column axis", "shape"),
         (dataset_min_pair, "(values, indices)", "shape"),
         (dataset_float_bits, ".long()", "dtype"),
@@ -254,6 +261,7 @@ DATASET_BANKS = ExerciseBanks(
         (dataset_inverted, "inverted", "values"),
         (dataset_sum_labels, "the sum", "values"),
         (dataset_mean_labels, "the mean", "values"),
+        (dataset_min_indices, "positions, not bits", "values"),
         (dataset_flat_labels, "no column axis", "shape"),
         (dataset_float_bits, ".long()", "dtype"),
         (dataset_double_labels, "BCELoss", "dtype"),
@@ -683,6 +691,107 @@ class InitReadoutToo(_Members):
             nn.init.normal_(weight, std=0.1)
 
 
+class SharedMaps(Solution):
+    """One chained assignment: one layer with three names."""
+
+    def __init__(self, T, d=8):
+        super().__init__(T, d)
+        self.query = self.key = self.value = nn.Linear(d, d, bias=False)
+        nn.init.normal_(self.query.weight, std=0.1)
+
+
+class PaddingIdx(Solution):
+    def __init__(self, T, d=8):
+        super().__init__(T, d)
+        self.token_embedding = nn.Embedding(2, d, padding_idx=0)
+        with torch.no_grad():
+            nn.init.normal_(self.token_embedding.weight[1:], std=0.1)
+
+
+class PositionsFloat64(Solution):
+    def __init__(self, T, d=8):
+        super().__init__(T, d)
+        self.position_embedding = nn.Parameter(torch.empty(T, d, dtype=torch.float64))
+        nn.init.normal_(self.position_embedding, std=0.1)
+
+
+class NaiveSoftmax(Solution):
+    def attention_weights(self, x):
+        e = self.embed(x)
+        w = torch.exp(self.query(e) @ self.key(e).transpose(-2, -1) / math.sqrt(self.d))
+        return w / w.sum(dim=-1, keepdim=True)
+
+
+class DropoutOnAttention(Solution):
+    def __init__(self, T, d=8):
+        super().__init__(T, d)
+        self.dropout = nn.Dropout(0.1)
+
+    def attention_weights(self, x):
+        return self.dropout(super().attention_weights(x))
+
+
+class InitStdOneOverD(_Members):
+    def __init__(self, T, d=8):
+        super().__init__(T, d)
+        for weight in self.first_five():
+            nn.init.normal_(weight, std=1 / d)
+
+
+class ReadoutBiasZero(Solution):
+    def __init__(self, T, d=8):
+        super().__init__(T, d)
+        nn.init.zeros_(self.readout.bias)
+
+
+class CpuAccumulator(Solution):
+    """h summed into a tensor made on the CPU, whatever x's device."""
+
+    def forward(self, x):
+        A, V = self.attention_weights(x), self.value(self.embed(x))
+        h = torch.zeros(x.shape[0], self.d)
+        for t in range(x.shape[1]):
+            h = h + A[:, -1, t:t + 1] * V[:, t]
+        return torch.sigmoid(self.readout(h))
+
+
+class DetachedValueBranch(Solution):
+    def forward(self, x):
+        e = self.embed(x).detach()
+        h = (self.attention_weights(x)[:, -1:, :] @ self.value(e)).squeeze(1)
+        return torch.sigmoid(self.readout(h))
+
+
+class CausalMask(Solution):
+    def attention_weights(self, x):
+        e = self.embed(x)
+        scores = self.query(e) @ self.key(e).transpose(-2, -1) / math.sqrt(self.d)
+        T = x.shape[1]
+        mask = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1)
+        return torch.softmax(scores.masked_fill(mask, float("-inf")), dim=-1)
+
+
+class ReluBeforeReadout(Solution):
+    def forward(self, x):
+        h = (self.attention_weights(x)[:, -1:, :] @ self.value(self.embed(x))).squeeze(1)
+        return torch.sigmoid(self.readout(torch.relu(h)))
+
+
+NEW_CLASSIFIER_MISTAKES = [
+    (CausalMask, "causal mask", "attention"),
+    (ReluBeforeReadout, "ReLU", "forward"),
+    (SharedMaps, "one and the same nn.Linear", "members"),
+    (PaddingIdx, "padding_idx=0", "members"),
+    (PositionsFloat64, "made in __init__ with another dtype", "members"),
+    (NaiveSoftmax, "overflowed", "attention"),
+    (DropoutOnAttention, "dropout on the attention weights", "attention"),
+    (InitStdOneOverD, "std 1/d", "init"),
+    (ReadoutBiasZero, "bias was set to one value", "init"),
+    (CpuAccumulator, "without device=", "device"),
+    (DetachedValueBranch, "used for the values are detached", "gradients"),
+]
+
+
 CLASSIFIER_BANKS = ExerciseBanks(
     solution=Solution,
     correct=[ClassifierEinsum, ClassifierBuiltin, ClassifierLoops],
@@ -727,6 +836,7 @@ CLASSIFIER_BANKS = ExerciseBanks(
         (FixedScale, "fixed at 1/sqrt(8)", "arguments"),
         (DetachedPositions, "cut off from the gradient", "gradients"),
         (InPlaceOnInput, "changed in place", "gradients"),
+        *NEW_CLASSIFIER_MISTAKES,
     ],
     # Not here: a build that reseeds after drawing its weights, or with torch.initial_seed()
     # (every call of the grader is seeded afresh, so both look right there); the self-check
@@ -767,6 +877,10 @@ CLASSIFIER_BANKS = ExerciseBanks(
         (FixedScale, "fixed at 1/sqrt(8)", "arguments"),
         (DetachedPositions, "cut off from the gradient", "gradients"),
         (InPlaceOnInput, "changed in place", "gradients"),
+        # The grader rebuilds query, key and value as three layers, so shared maps show
+        # only as wrong attention weights there.
+        (SharedMaps, None, "attention"),
+        *NEW_CLASSIFIER_MISTAKES[:2], *NEW_CLASSIFIER_MISTAKES[3:],
     ],
 )
 
@@ -808,3 +922,10 @@ def test_an_in_place_change_autograd_needs_fails_as_a_check():
     """Not a raw autograd RuntimeError from the self-check's own backward pass."""
     message = failure(check_SelfAttentionClassifier, InPlaceOnInput)
     assert "gradients flow back" in message
+
+
+def test_labels_are_shown_in_the_students_own_dtype():
+    """.min(...)[1].float(): the message names the indices and shows float32, not float64."""
+    message = failure(check_sparse_and_dataset, dataset_min_indices)
+    assert "positions, not bits" in diagnosis(message)
+    assert "float64" not in message and "dtype torch.float32" in message

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import linecache
 import math
 
 import pytest
@@ -526,6 +527,127 @@ class BlockInPlace(BlockBase):
         return self.norm_2(h + self.dropout(self.mlp(h)))
 
 
+def as_cell(source: str, name: str):
+    """Define ``name`` from ``source`` as a notebook cell would (a cell's file name), so that
+    the checks can show and read the student's line, as they do in a notebook."""
+    filename = f"<ipython-input-16-{name}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    namespace = {"torch": torch, "nn": nn, "F": F, "BlockBase": BlockBase}
+    exec(compile(source, filename, "exec"), namespace)  # noqa: S102 - the test's own code
+    return namespace[name]
+
+
+BlockAttnMask = as_cell("""
+class BlockAttnMask(BlockBase):
+    \"\"\"The (B, T) padding mask passed as attn_mask: PyTorch fails with a reshape error.\"\"\"
+
+    def forward(self, x, padding_mask=None):
+        attended = self.attention(x, x, x, attn_mask=padding_mask)[0]
+        h = self.norm_1(x + self.dropout(attended))
+        return self.norm_2(h + self.dropout(self.mlp(h)))
+""", "BlockAttnMask")
+
+
+class BlockMaskChangedInPlace(BlockBase):
+    """Unmasks the first position in the caller's mask "so that no row is all padding"."""
+
+    def forward(self, x, padding_mask=None):
+        if padding_mask is not None:
+            padding_mask[:, 0] = False
+        return super().forward(x, padding_mask)
+
+
+class BlockMaskSwallowed(BlockBase):
+    """Names the parameter `mask`; `**kwargs` swallows padding_mask= passed by keyword."""
+
+    def forward(self, x, mask=None, **kwargs):
+        return super().forward(x, mask)
+
+
+class BlockMaskOnlyInTraining(BlockBase):
+    """Passes the mask only in training mode ("padding matters only during training")."""
+
+    def forward(self, x, padding_mask=None):
+        return super().forward(x, padding_mask if self.training else None)
+
+
+class BlockCausal(BlockBase):
+    """Adds a causal mask, as GPT code does."""
+
+    def forward(self, x, padding_mask=None):
+        T = x.shape[1]
+        causal = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1)
+        attended = self.attention(x, x, x, key_padding_mask=padding_mask, attn_mask=causal)[0]
+        h = self.norm_1(x + self.dropout(attended))
+        return self.norm_2(h + self.dropout(self.mlp(h)))
+
+
+class BlockNormEps(BlockBase):
+    """LayerNorm(d_model, eps=1e-6), copied from another codebase."""
+
+    def __init__(self, d_model, n_heads, d_ff, dropout=0.0):
+        super().__init__(d_model, n_heads, d_ff, dropout)
+        self.norm_1 = nn.LayerNorm(d_model, eps=1e-6)
+        self.norm_2 = nn.LayerNorm(d_model, eps=1e-6)
+
+
+class BlockDropoutAttentionOnly(BlockBase):
+    """Dropout on the attention's output only; the MLP's output is not dropped."""
+
+    def forward(self, x, padding_mask=None):
+        h = self.norm_1(x + self.dropout(self.attend(x, padding_mask)))
+        return self.norm_2(h + self.mlp(h))
+
+
+class BlockDropoutMlpOnly(BlockBase):
+    """Dropout on the MLP's output only."""
+
+    def forward(self, x, padding_mask=None):
+        h = self.norm_1(x + self.attend(x, padding_mask))
+        return self.norm_2(h + self.dropout(self.mlp(h)))
+
+
+class BlockDropoutOnSublayerInputs(BlockBase):
+    """Dropout on what each sub-layer reads, the residual keeping the undropped input."""
+
+    def forward(self, x, padding_mask=None):
+        h = self.norm_1(x + self.attend(self.dropout(x), padding_mask))
+        return self.norm_2(h + self.mlp(self.dropout(h)))
+
+
+class BlockDropoutFixedInForward(BlockBase):
+    """A new nn.Dropout(0.1) made in forward, ignoring the dropout argument."""
+
+    def forward(self, x, padding_mask=None):
+        drop = nn.Dropout(0.1)
+        drop.train(self.training)
+        h = self.norm_1(x + drop(self.attend(x, padding_mask)))
+        return self.norm_2(h + drop(self.mlp(h)))
+
+
+class BlockSharedDropoutMask(BlockBase):
+    """One dropout mask per call, reused for both sub-layer outputs."""
+
+    def forward(self, x, padding_mask=None):
+        keep = self.dropout(torch.ones_like(x))
+        h = self.norm_1(x + keep * self.attend(x, padding_mask))
+        return self.norm_2(h + keep * self.mlp(h))
+
+
+NEW_BLOCK_MISTAKES = [
+    (BlockAttnMask, "passed as attn_mask", "padding"),
+    (BlockMaskChangedInPlace, "in place", "unchanged"),
+    (BlockMaskSwallowed, "passed by keyword", "padding"),
+    (BlockMaskOnlyInTraining, "in eval mode", "padding"),
+    (BlockCausal, "causal mask", "values"),
+    (BlockNormEps, "another eps", "members"),
+    (BlockDropoutAttentionOnly, "attention's output only", "dropout"),
+    (BlockDropoutMlpOnly, "MLP's output only", "dropout"),
+    (BlockDropoutOnSublayerInputs, "sub-layers' inputs", "dropout"),
+    (BlockDropoutFixedInForward, "not the one passed in", "dropout"),
+    (BlockSharedDropoutMask, "one and the same dropout mask", "dropout"),
+]
+
 BLOCK_BANKS = ExerciseBanks(
     solution=SOLUTION["TransformerBlock"],
     correct=[BlockBase, BlockFunctional, BlockFloatMask, BlockPerSequence],
@@ -560,6 +682,8 @@ BLOCK_BANKS = ExerciseBanks(
         (BlockReseeds, "reseeds", "dropout"),
         (BlockDetached, "cut off from the gradient", "gradients"),
         (BlockInPlace, "in place", "unchanged"),
+        (BlockMlpFirst, "MLP comes first", "values"),
+        *NEW_BLOCK_MISTAKES,
     ],
     hidden=[
         (BlockResidualAfterNorm, "residual added after the norm", "values"),
@@ -597,6 +721,7 @@ BLOCK_BANKS = ExerciseBanks(
         (BlockReseeds, "reseeds", "dropout"),
         (BlockDetached, "cut off from the gradient", "gradients"),
         (BlockInPlace, "in place", "unchanged"),
+        *NEW_BLOCK_MISTAKES,
     ],
 )
 
@@ -761,6 +886,30 @@ def pool_cpu_mask(h, padding_mask=None):
     return (h * keep).sum(dim=1) / keep.sum(dim=1)
 
 
+def pool_float_mask(h, padding_mask=None):
+    """The mask made float32 with .float(): type promotion hides it for float32 and float64
+    inputs, a bfloat16 h comes back float32."""
+    if padding_mask is None:
+        return h.mean(dim=1)
+    keep = (~padding_mask).float().unsqueeze(-1)
+    return (h * keep).sum(dim=1) / keep.sum(dim=1)
+
+
+def pool_padding_count(h, padding_mask=None):
+    """Divides by the number of padded positions instead of the real ones."""
+    if padding_mask is None:
+        return h.mean(dim=1)
+    keep = (~padding_mask).to(h.dtype).unsqueeze(-1)
+    return (h * keep).sum(1) / padding_mask.to(h.dtype).sum(1, keepdim=True).clamp(min=1)
+
+
+def pool_whole_batch(h, padding_mask=None):
+    """h[~padding_mask] flattens the batch: one mean for every sequence."""
+    if padding_mask is None:
+        return h.mean(dim=1)
+    return h[~padding_mask].mean(dim=0).expand(h.shape[0], -1)
+
+
 def pool_shifted(h, padding_mask=None):
     """A bug no diagnosis describes."""
     return SOLUTION["mean_pool"](h, padding_mask) + 0.1
@@ -787,6 +936,9 @@ POOL_BANKS = ExerciseBanks(
         (pool_cpu_mask, "device=", "device"),
         (pool_no_grad, "cut off from h", "gradients"),
         (pool_numpy, "cut off from h", "gradients"),
+        (pool_float_mask, "dtype was fixed to float32", "dtype"),
+        (pool_padding_count, "divisor counts the padding", "padding"),
+        (pool_whole_batch, "whole batch", "padding"),
     ],
     hidden=[
         (pool_ignores_mask, "averages the padding", "padding"),
@@ -805,6 +957,8 @@ POOL_BANKS = ExerciseBanks(
         (pool_float64_lengths, "dtype", "dtype"),
         (pool_numpy, "dtype", "dtype"),
         (pool_cpu_mask, "device=", "device"),
+        (pool_padding_count, "divisor counts the padding", "padding"),
+        (pool_whole_batch, "whole batch", "padding"),
     ],
 )
 

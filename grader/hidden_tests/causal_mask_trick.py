@@ -14,18 +14,25 @@ from torch import nn
 from helpers.checks.causal_mask_trick import (
     ALL_CHANNELS,
     DIVIDED_BY_SMALL_T,
-    FIXED_LENGTH,
+    FINITE_FILL,
+    INVERTED_MASK,
     MASK_ADDS_AXIS,
     NO_KEEPDIM,
     RANDOM_OUTPUT,
+    RUNNING_MEAN_CAUSES,
+    SOFTMAX_NO_DIM,
+    WEIGHTS_CAUSES,
     check_batch_axis,
     check_causality,
     check_gradients,
     check_init,
+    check_length,
     check_members,
     close_head,
     falling_scores,
+    far_scores,
     future_leak,
+    future_mass,
     head_reference,
     large_mistakes,
     large_scores,
@@ -104,6 +111,7 @@ def _divided_by_t(x: torch.Tensor, out: torch.Tensor) -> bool:
 
 def _grade_running_mean(name: str, running_mean: TensorFn, *, matmul: bool) -> None:
     check = HiddenCheck(name)
+    check.error_causes = RUNNING_MEAN_CAUSES
     generator = fresh_generator(606)
 
     def size(low: int, high: int) -> int:
@@ -175,12 +183,17 @@ def _weight_mistakes(scores: torch.Tensor) -> dict[str, torch.Tensor]:
     }
     mistakes["the softmax was taken over the queries (dim=-2, which is dim=1 of a (B, T, T) "
              "tensor) instead of the keys (dim=-1)"] = _masked_softmax(s, causal, dim=-2)
+    mistakes[INVERTED_MASK] = _masked_softmax(s, ~causal)
+    implicit = 0 if s.dim() in (0, 1, 3) else 1  # what softmax does without dim=
+    if implicit != s.dim() - 1:
+        mistakes[SOFTMAX_NO_DIM] = _masked_softmax(s, causal, dim=implicit)
     return mistakes
 
 
 @hidden_test
 def grade_causal_attention_weights(causal_attention_weights: TensorFn) -> None:
     check = HiddenCheck("causal_attention_weights")
+    check.error_causes = WEIGHTS_CAUSES
     generator = fresh_generator(616)
     T = int(torch.randint(5, 9, (), generator=generator))
     shapes = ((4, 7, 7), (2, 3, 5, 5), (T, T), (2, 1, 1))
@@ -200,12 +213,20 @@ def grade_causal_attention_weights(causal_attention_weights: TensorFn) -> None:
     for scores, w in cases:
         shape = tuple(scores.shape)
         nan_rows = torch.isnan(w).reshape(-1, shape[-1], shape[-1]).any(-1).any(0)
+        wrong = _weight_mistakes(scores)
+
+        def made(mistake: str, w: torch.Tensor = w, wrong: dict = wrong) -> bool:
+            return mistake in wrong and w.shape == wrong[mistake].shape and bool(
+                torch.allclose(w.double(), wrong[mistake], atol=1e-5, equal_nan=True))
+
         check.expect(not bool(nan_rows.any()), f"weights for scores of shape {shape} contain no "
                      "nan", expected="no nan",
                      got=f"nan in the rows {nan_rows.nonzero().flatten().tolist()}",
                      diagnoses={"the diagonal was masked too: a token may read itself, so row 0 "
                                 "has nothing left and becomes nan":
-                                bool(nan_rows[0]) and not bool(nan_rows[1:].any())})
+                                bool(nan_rows[0]) and not bool(nan_rows[1:].any()),
+                                INVERTED_MASK: lambda made=made: made(INVERTED_MASK),
+                                SOFTMAX_NO_DIM: lambda made=made: made(SOFTMAX_NO_DIM)})
         check.close(w, _masked_softmax(scores, _causal(shape[-1])),
                     f"causal weights for scores of shape {shape}",
                     mistakes=_weight_mistakes(scores),
@@ -215,12 +236,14 @@ def grade_causal_attention_weights(causal_attention_weights: TensorFn) -> None:
 
     check.clause("large")
     for make, what in ((large_scores, "scores in the hundreds"),
-                       (falling_scores, "allowed scores far below the future ones")):
+                       (falling_scores, "allowed scores hundreds below the future ones"),
+                       (far_scores, "allowed scores about 1e12 below the future ones")):
         big = make(generator, B=3, T=int(torch.randint(4, 7, (), generator=generator)))
         w = check.tensor(check.call(causal_attention_weights, big),
                          f"causal_attention_weights({what})")
         check.close(w, _masked_softmax(big, _causal(big.shape[-1])), f"weights for {what}",
-                    mistakes=large_mistakes(big), dims=("batch", "query", "key"))
+                    mistakes=large_mistakes(big), dims=("batch", "query", "key"),
+                    diagnoses={FINITE_FILL: future_mass(w)})
 
     scores = torch.randn(2, 5, 5, generator=generator)
     check.clause("dtype")
@@ -270,7 +293,8 @@ def grade_CausalSelfAttentionHead(head_class: type[nn.Module]) -> None:  # noqa:
                     split=size(2, n - 2))
 
     check.clause("values")
-    for shape in ((size(2, 4), size(4, 8), n), (1, size(4, 8), n)):
+    # T ≠ n: a scale by sqrt(T) instead of sqrt(head_size) shows
+    for shape in ((size(2, 4), size(4, n - 1), n), (1, size(4, n - 1), n)):
         x = torch.randn(*shape, generator=generator)
         with torch.no_grad():
             out = check.tensor(check.call(square, x), f"head(x) for x of shape {tuple(x.shape)}")
@@ -281,22 +305,9 @@ def grade_CausalSelfAttentionHead(head_class: type[nn.Module]) -> None:  # noqa:
                    diagnoses={RANDOM_OUTPUT: random_output(check, square, x)})
 
     check.clause("length")
-    for T in (1, size(17, 24)):
-        x = torch.randn(2, T, n, generator=generator)
-        try:
-            with torch.no_grad():
-                got = square(x)
-        except NotImplementedError as error:
-            check.not_implemented(error)
-        except Exception as error:  # noqa: BLE001 - reported to the student
-            check.expect(False, f"head(x) runs for a sequence of length {T}",
-                         expected="a result", got=f"{type(error).__name__}: {error}"[:300],
-                         likely=FIXED_LENGTH)
-        got = check.tensor(got, f"head(x) for a sequence of length {T}")
-        check.shape(got, (2, T, n), f"head(x) for a sequence of length {T}",
-                    likely=FIXED_LENGTH if tuple(got.shape)[:2] != (2, T) else None)
-        close_head(check, got, head_reference(square, x),
-                   f"head(x) for a sequence of length {T}", likely=FIXED_LENGTH, atol=1e-4)
+    # the last one is longer than the lecture's block_size of 256
+    for T in (1, size(17, 24), size(257, 300)):
+        check_length(check, square, torch.randn(2, T, n, generator=generator), atol=1e-4)
 
     check.clause("arguments")
     tall = _build_head(check, head_class, size(4, 7), size(9, 16), generator)
@@ -319,4 +330,8 @@ def grade_CausalSelfAttentionHead(head_class: type[nn.Module]) -> None:  # noqa:
 
     check.clause("gradients")
     check_gradients(check, wide, torch.randn(2, size(4, 7), 12, generator=generator))
+
+    check.clause("randomness")
+    check.no_reseed(head_class, n, size(2, 6), what=f"CausalSelfAttentionHead({n}, ...)")
+    check.no_reseed(square, torch.randn(2, size(3, 7), n, generator=generator), what="head(x)")
     check.passed()

@@ -6,7 +6,14 @@ from collections.abc import Callable
 
 import torch
 
-from helpers.checks.gain_multiplication import huge_mistakes
+from helpers.checks.gain_multiplication import (
+    CAPPED,
+    CAPPED_SCORES,
+    MISALIGNED,
+    SQUEEZED,
+    huge_mistakes,
+    tied_top,
+)
 from hidden_tests.common import HiddenCheck, fresh_generator, hidden_test
 
 
@@ -31,6 +38,7 @@ def _huge_logits(generator: torch.Generator) -> torch.Tensor:
 @hidden_test
 def grade_stable_softmax(stable_softmax: Callable[..., torch.Tensor]) -> None:
     check = HiddenCheck("stable_softmax")
+    check.error_causes.append(MISALIGNED)
     generator = fresh_generator(101)
     x = 3 * torch.randn(2, 3, 4, generator=generator)
 
@@ -61,18 +69,38 @@ def grade_stable_softmax(stable_softmax: Callable[..., torch.Tensor]) -> None:
     vector = torch.randn(5, generator=generator)
     check.close(check.call(stable_softmax, vector), _reference_softmax(vector),
                 "works on a 1-D tensor with the default dim")
+    n = int(torch.randint(3, 8, (1,), generator=generator))
+    column = 2 * torch.randn(n, 1, generator=generator)
+    for single, dim in ((column, 0), (column.reshape(1, n), 1)):  # a batch of one
+        what = f"stable_softmax(x of shape {tuple(single.shape)}, dim={dim})"
+        out = check.tensor(check.call(stable_softmax, single, dim=dim), what)
+        check.shape(out, tuple(single.shape), what, likely=SQUEEZED
+                    if tuple(out.shape) == tuple(single.squeeze().shape) else None)
+        check.close(out, _reference_softmax(single, dim), f"{what} matches softmax")
 
     check.clause("large")
     huge = _huge_logits(generator)
     out = check.tensor(check.call(stable_softmax, huge), "stable_softmax(huge)")
-    check.close(out, _reference_softmax(huge), "correct for logits in the hundreds and thousands",
-                mistakes=huge_mistakes(huge), dims=("row", "column"))
+    reference = _reference_softmax(huge)
+    check.close(out, reference, "correct for logits in the hundreds and thousands",
+                mistakes=huge_mistakes(huge), dims=("row", "column"),
+                diagnoses={CAPPED: lambda: tied_top(out, reference)})
 
     check.clause("dtype")
     check.dtype_follows(stable_softmax, x, dim=1, what="stable_softmax(x, dim=1)")
     check.clause("device")
     check.device_follows(stable_softmax, x, dim=1, what="stable_softmax(x, dim=1)")
     check.passed()
+
+
+def _softmax_of(scores: torch.Tensor) -> torch.Tensor:
+    return torch.softmax(scores.double(), dim=0)
+
+
+def _any_close(actual: torch.Tensor, candidates: list[torch.Tensor]) -> bool:
+    actual = torch.as_tensor(actual).detach().double().reshape(-1)
+    return any(c.shape == actual.shape and torch.allclose(actual, c, atol=1e-5, rtol=1e-4)
+               for c in candidates)
 
 
 def _reference_attention(x, q_1, q_2, z_1, z_2):
@@ -84,10 +112,14 @@ def _reference_attention(x, q_1, q_2, z_1, z_2):
 def grade_gained_dot_product_attention(attention: Callable[..., tuple]) -> None:
     check = HiddenCheck("gained_dot_product_attention")
     generator = fresh_generator(102)
-    signs = torch.tensor([1.0, 1.0, -1.0, -1.0])[torch.randperm(4, generator=generator)]
-    cases = [(int(T), float(z_1), float(sign * z_2)) for T, z_1, z_2, sign in zip(
+    # Both signs for both gains: both positive first (a sign mistake cannot show there), then
+    # z_1 negative alone (there a lost sign and a cut gain each leave their own weights),
+    # then the other two in either order.
+    signs = [(1.0, 1.0), (-1.0, 1.0), *[(1.0, -1.0), (-1.0, -1.0)][::int(
+        torch.randint(2, (1,), generator=generator)) * 2 - 1]]
+    cases = [(int(T), float(s_1 * z_1), float(s_2 * z_2)) for T, z_1, z_2, (s_1, s_2) in zip(
         torch.randint(4, 20, (4,), generator=generator),
-        4 * torch.rand(4, generator=generator) - 2, 4 * torch.rand(4, generator=generator) + 0.5,
+        2 * torch.rand(4, generator=generator) + 0.5, 4 * torch.rand(4, generator=generator) + 0.5,
         signs, strict=True)]
     for T, z_1, z_2 in cases:
         x = torch.randn(T, generator=generator) + 1.0  # nonzero mean: y ≠ a sum by accident
@@ -125,15 +157,22 @@ def grade_gained_dot_product_attention(attention: Callable[..., tuple]) -> None:
             "the two gained patterns were multiplied: the scores are their sum":
                 torch.softmax(z_1 * q_1 * z_2 * q_2, dim=0),
             "each gain scaled the other pattern": torch.softmax(z_1 * q_2 + z_2 * q_1, dim=0),
-            "a negative gain lost its sign (abs)":
-                torch.softmax(abs(z_1) * q_1 + abs(z_2) * q_2, dim=0),
-            "gains below zero were cut to zero":
-                torch.softmax(max(z_1, 0.0) * q_1 + max(z_2, 0.0) * q_2, dim=0),
+
             "the gains scale the weights after the softmax instead of the patterns before it":
                 z_1 * torch.softmax(q_1, dim=0) + z_2 * torch.softmax(q_2, dim=0),
             "the scores were normalised without the exponential": scores / scores.sum(),
             "the weights were not normalised (softmax divides by the sum)": torch.exp(scores),
             "the scores were used as weights without softmax": scores,
+        }, diagnoses={
+            # One gain or both: the sign is lost, or a negative gain becomes 0 (cheap enough
+            # to work out for every case, passed or not).
+            "a negative gain lost its sign (abs)": _any_close(w, [
+                _softmax_of(abs(z_1) * q_1 + abs(z_2) * q_2),
+                _softmax_of(abs(z_1) * q_1 + z_2 * q_2), _softmax_of(z_1 * q_1 + abs(z_2) * q_2)]),
+            "gains below zero were cut to zero": _any_close(w, [
+                _softmax_of(max(z_1, 0.0) * q_1 + max(z_2, 0.0) * q_2),
+                _softmax_of(max(z_1, 0.0) * q_1 + z_2 * q_2),
+                _softmax_of(z_1 * q_1 + max(z_2, 0.0) * q_2)]),
         })
         check.clause("values")
         check.close(y.reshape(()), y_ref, f"output y for T={T}, z_1={z_1:.3g}, z_2={z_2:.3g}",
@@ -146,16 +185,33 @@ def grade_gained_dot_product_attention(attention: Callable[..., tuple]) -> None:
                 (w_ref * x.double()).mean(),
         })
     check.clause("large")
-    T = int(torch.randint(5, 9, (1,), generator=generator))
-    gain = float(500 + 500 * torch.rand(1, generator=generator))
-    w, y = check.call(attention, torch.ones(T), torch.zeros(T), torch.randn(T, generator=generator),
-                      0.0, gain)
-    check.finite(torch.as_tensor(w), f"weights for a gain of {gain:.0f}",
-                 likely="large gains overflow exp: use a stable softmax")
-    check.close(torch.as_tensor(y).reshape(()), torch.tensor(1.0),
-                f"y for a gain of {gain:.0f} with x = 1")
+    # Gains of 800 to 1200 times patterns near ±1 and beyond: exp overflows even in float64.
+    T = int(torch.randint(5, 12, (1,), generator=generator))
+    x = torch.randn(T, generator=generator) + 1.0
+    q_1, q_2 = torch.randn(T, generator=generator), torch.randn(T, generator=generator)
+    gains = (800 + 400 * torch.rand(4, generator=generator)).tolist()
+    for z_1, z_2 in ((gains[0], 0.0), (-gains[1], 0.0), (0.0, gains[2]), (0.0, -gains[3])):
+        scores = z_1 * q_1.double() + z_2 * q_2.double()
+        reference = torch.softmax(scores, dim=0)
+        w, y = check.call(attention, x, q_1, q_2, z_1, z_2)
+        w = torch.as_tensor(w).reshape(-1)
+        check.close(w, reference, f"weights for gains ({z_1:.0f}, {z_2:.0f})", mistakes={
+            "large gains overflow exp: use a stable softmax":
+                torch.exp(scores.float()) / torch.exp(scores.float()).sum(),
+            "large gains overflow exp, in float64 too: use a stable softmax":
+                torch.exp(scores) / torch.exp(scores).sum(),
+            "the scores were shifted by their smallest value, not their largest: "
+            "exp(largest - smallest) is still inf":
+                torch.exp(scores.float() - scores.float().min())
+                / torch.exp(scores.float() - scores.float().min()).sum(),
+        }, diagnoses={CAPPED_SCORES: tied_top(w, reference)})
+        check.close(torch.as_tensor(y).reshape(()), (reference * x.double()).sum(),
+                    f"y for gains ({z_1:.0f}, {z_2:.0f})")
     check.clause("dtype")
     x, q_1, q_2 = (torch.randn(6, generator=generator) for _ in range(3))
     check.dtype_follows(attention, x, q_1, q_2, 1.0, 2.0,
                         what="gained_dot_product_attention on float64 inputs")
+    check.clause("device")
+    check.device_follows(attention, x, q_1, q_2, 1.0, 2.0,
+                         what="gained_dot_product_attention(x, q_1, q_2, 1.0, 2.0)")
     check.passed()

@@ -14,6 +14,8 @@ import torch
 from torch import nn
 
 from helpers.checks.multi_head_attention import (
+    BATCH_SQUEEZED,
+    DEVICE_INSIDE,
     FIXED_HEADS,
     GRADIENT_CUT,
     MERGE_SQUEEZED,
@@ -151,6 +153,8 @@ def grade_split_heads(split_heads: Callable[..., torch.Tensor]) -> None:
                     dims=("batch", "head", "position", "channel"))
     check.clause("dtype")
     check.dtype_follows(split_heads, many, H, what=f"split_heads(x, {H})")
+    check.clause("device")
+    check.device_follows(split_heads, one, H, what=f"split_heads(x, {H})")
     check.passed()
 
 
@@ -194,6 +198,8 @@ def grade_merge_heads(merge_heads: Callable[..., torch.Tensor]) -> None:
                     mistakes=mistakes, dims=("batch", "position", "channel"))
     check.clause("dtype")
     check.dtype_follows(merge_heads, inputs[0], what="merge_heads(x)")
+    check.clause("device")
+    check.device_follows(merge_heads, inputs[-1], what="merge_heads(x)")
     check.passed()
 
 
@@ -333,9 +339,17 @@ def grade_MultiHeadSelfAttention(attention_cls: type[nn.Module]) -> None:
                          tuple(attn.shape) == (B, T, T),
                      FIXED_HEADS: attn.dim() == 4 and attn.shape[1] != H})
     check.shape(out, (B, T, d_model), f"out for B={B}, T={T}, d_model={d_model}")
+    one = torch.randn(1, T, d_model, generator=generator)  # a batch of one
+    out_1, attn_1 = forward_pair(check, layer, one, None, "x, a batch of one")
+    for name, value, wanted in (("out", out_1, (1, T, d_model)),
+                                ("weights", attn_1, (1, H, T, T))):
+        check.expect(tuple(value.shape) == wanted, f"{name} for a batch of one has shape "
+                     f"{wanted}", expected=f"shape {wanted}", got=f"shape {tuple(value.shape)}",
+                     diagnoses={BATCH_SQUEEZED: value.dim() == len(wanted) - 1})
 
     check.clause("values")
     _compare(check, layer, x, None, H, "no mask")
+    _compare(check, layer, one, None, H, "no mask, a batch of one")
 
     check.clause("mask")
     # The random two-sided mask first: its inversion leaves no query without keys, so an
@@ -385,8 +399,9 @@ def grade_MultiHeadSelfAttention(attention_cls: type[nn.Module]) -> None:
 
     check.clause("device")
     on_meta = check.call_seeded(seeds[0], attention_cls, d_model, H).to("meta")
-    check.device_follows(on_meta, x, what="layer(x)")
-    check.device_follows(on_meta, x, mask=causal, what="layer(x, mask=causal)")
+    check.device_follows(on_meta, x, what="layer(x)", likely=DEVICE_INSIDE)
+    check.device_follows(on_meta, x, mask=causal, what="layer(x, mask=causal)",
+                         likely=DEVICE_INSIDE)
 
     check.clause("gradients")
     layer.train()

@@ -16,7 +16,9 @@ them (``hidden_tests.student``). Nothing is ever pickled.
 
 Every call runs with the global random generator seeded as the request says and restored
 afterwards, so the grader's calls never move the student's own random stream. The reply
-also says which arguments the call changed in place and, when asked (``"observe"``),
+also says which arguments the call changed in place, a digest of the generator's state
+right after the call (before it is put back: equal digests after calls seeded differently
+mean the call reseeded it) and, when asked (``"observe"``),
 which torch functions it called, which of them made a CPU tensor and the most elements
 of any tensor it made. Whatever this code returns is treated as adversarial by the
 receiving side: what it reports about the call is the kernel's word, what it returns is
@@ -225,7 +227,8 @@ def _call(request: dict, namespace: dict):
         if request["op"] == "call":
             value, report = call_and_report(target, args, kwargs, seed=seed,
                                             observe=bool(request.get("observe")))
-            answer = {"value": encode(value), "changed": list(report.changed)}
+            answer = {"value": encode(value), "changed": list(report.changed),
+                      "rng_after": report.rng_after}
             if report.observed is not None:
                 seen = report.observed
                 answer["observed"] = _observed(seen)

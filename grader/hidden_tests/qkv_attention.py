@@ -19,11 +19,13 @@ from helpers.checks.qkv_attention import (
     FLOAT32_INSIDE,
     FORWARD_CRASHES,
     HARD_CODED_SCALE,
+    MAX_OVER_FORBIDDEN,
     SCALE_BY_DV,
     SCALE_BY_SHAPE_1,
     SINGLE_QUERY_CRASHES,
     SQUEEZED,
     WHOLE_BATCH,
+    allowed_rows_lost,
     batch_of_one,
     batch_pair,
     batch_shapes,
@@ -35,6 +37,7 @@ from helpers.checks.qkv_attention import (
     check_randomness,
     crash_causes,
     dropped_size_one,
+    forbidden_on_top,
     fully_masked_diagnoses,
     fully_masked_mistakes,
     large_scores,
@@ -232,6 +235,15 @@ def grade_scaled_dot_product_attention(attention: Callable[..., tuple]) -> None:
                 "below the others", diagnoses=overflow_diagnoses(weights, expected_w, big, K_big),
                 dims=("batch", "query", "key"))
     _compare(check, (out, weights), big, K_big, V3, None, "large scores")
+    Q_top, K_top, mask_top = forbidden_on_top(generator, (n3,), Tk, Tq, dk)
+    out, weights = call_attention(check, attention, Q_top, K_top, V3, "attention with a "
+                                  "forbidden key far above the allowed ones", mask=mask_top)
+    _, expected_w = reference_attention(Q_top, K_top, V3, mask_top)
+    check.close(weights, expected_w, "a forbidden key scoring 150 or more above the allowed "
+                "ones: the allowed weights still sum to 1",
+                diagnoses={MAX_OVER_FORBIDDEN: lambda: allowed_rows_lost(weights)},
+                dims=("batch", "query", "key"))
+    _compare(check, (out, weights), Q_top, K_top, V3, mask_top, "a forbidden key far on top")
 
     check.clause("dtype")
     check.dtype_follows(attention, Q, K, V, mask=full, what="attention on float64 inputs")

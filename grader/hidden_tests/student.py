@@ -303,8 +303,12 @@ def _record(answer: dict) -> None:
     if (not isinstance(changed, list) or len(changed) > 20
             or not all(isinstance(c, str) and len(c) <= 100 for c in changed)):
         raise ProtocolError("an answer with a malformed list of changed arguments")
+    rng_after = answer.get("rng_after", "")
+    if not isinstance(rng_after, str) or len(rng_after) > 64 or not all(
+            c in "0123456789abcdef" for c in rng_after):
+        raise ProtocolError("an answer with a malformed digest of the random state")
     observation = _observation(seen) if seen is not None else None
-    _LAST.set(CallReport(tuple(changed), observation))
+    _LAST.set(CallReport(tuple(changed), observation, rng_after))
 
 
 def _observation(seen: Any) -> Observation:

@@ -9,23 +9,34 @@ from torch import nn
 
 from helpers.checks.transformer_block import (
     BATCH_AXIS,
+    CAUSAL,
+    DROPOUT_ATTENTION_ONLY,
     DROPOUT_DRAWN_ONCE,
+    DROPOUT_FIXED_P,
     DROPOUT_IN_EVAL,
+    DROPOUT_MLP_ONLY,
+    DROPOUT_ON_INPUTS,
     DROPOUT_ON_THE_SUM,
     DROPOUT_RESEEDED,
+    DROPOUT_SHARED_MASK,
     DROPOUT_UNUSED,
     FLOAT_MASK,
     GELU,
     HALF,
     INTEGER_DIVISION,
     INTEGERS,
+    MASK_KEYWORD_LOST,
+    MASK_ONLY_IN_TRAINING,
     MLP_ON_X,
+    POOL_PADDING_COUNT,
+    POOL_WHOLE_BATCH,
     RESIDUAL_FROM_X,
     RETURNS_PAIR,
     SQUEEZED,
     SQUEEZED_OUT,
     TRANSPOSED,
     check_block_members,
+    masks_differ,
     pytorch_twin,
 )
 from hidden_tests.common import HiddenCheck, fresh_generator, hidden_test
@@ -92,9 +103,9 @@ def _encoding_mistakes(T: int, d: int) -> dict[str, torch.Tensor]:
     if d > 2:  # with one pair, these give the right table
         mistakes[INTEGER_DIVISION] = _interleave(*(f(_angles(T, d, exponent=lambda i: 0 * i))
                                                    for f in (torch.sin, torch.cos)))
-        mistakes["the exponents run from 0 to exactly 1 (as torch.linspace(0, 1, d_model // 2) "
-                 "spaces them): they are 2i/d for i = 0, 1, …, d/2 - 1, the last one short "
-                 "of 1"] = _interleave(*(f(_angles(T, d, exponent=lambda i: 2 * i / (d - 2)))
+        mistakes["the exponents run from 0 to exactly 1 (as dividing by d_model - 2, or "
+                 "torch.linspace(0, 1, d_model // 2), spaces them): they are 2i/d for i = 0, "
+                 "1, …, d/2 - 1, the last one short of 1"] = _interleave(*(f(_angles(T, d, exponent=lambda i: 2 * i / (d - 2)))
                                          for f in (torch.sin, torch.cos)))
     return mistakes
 
@@ -152,8 +163,10 @@ def _randomise(block: nn.Module, generator: torch.Generator) -> None:
             norm.weight.copy_(scale + 0.3 * torch.randn(norm.weight.shape, generator=generator))
 
 
-def _attend(block: nn.Module, z: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    return block.attention(z, z, z, key_padding_mask=mask, need_weights=False)[0]
+def _attend(block: nn.Module, z: torch.Tensor, mask: torch.Tensor | None,
+            attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    return block.attention(z, z, z, key_padding_mask=mask, attn_mask=attn_mask,
+                           need_weights=False)[0]
 
 
 def _block_variants(block: nn.Module, x: torch.Tensor, padding_mask: torch.Tensor | None
@@ -196,6 +209,10 @@ def _block_variants(block: nn.Module, x: torch.Tensor, padding_mask: torch.Tenso
     h_pre = x + attend(n1(x))
     mistakes["pre-norm instead of post-norm: normalise after the residual sum, "
              "norm_1(x + attention(x))"] = h_pre + mlp(n2(h_pre))
+    T = x.shape[1]
+    h_causal = n1(x + _attend(block, x, padding_mask,
+                              torch.ones(T, T, dtype=torch.bool).triu(1)))
+    mistakes[CAUSAL] = n2(h_causal + mlp(h_causal))
     mistakes["the final norm_2 is missing"] = h + mlp(h)
     mistakes["only one add & norm: the MLP sub-layer (with norm_2) is missing"] = h
     if padding_mask is not None:
@@ -211,9 +228,11 @@ def _block_variants(block: nn.Module, x: torch.Tensor, padding_mask: torch.Tenso
 
 
 def _padding_masks(B: int, T: int, generator: torch.Generator) -> torch.Tensor:
-    """Every row with padding and real tokens: padding at the end, and scattered padding."""
+    """Every row with padding and real tokens: padding at the start (first row), at the end,
+    and scattered (last row)."""
     lengths = torch.randint(1, T, (B,), generator=generator)
     mask = torch.arange(T)[None, :] >= lengths[:, None]
+    mask[0] = mask[0].flip(0)  # padding at the start
     scattered = torch.rand(T, generator=generator) < 0.5
     scattered[_integer(generator, 0, T)] = False  # at least one real token
     scattered[_integer(generator, 0, T)] = True
@@ -272,12 +291,24 @@ def grade_TransformerBlock(block_class: type[nn.Module]) -> None:
         out = check.tensor(check.call(block, x, padding_mask=padding_mask),
                            "block(x, padding_mask=mask)")
         check.shape(out, (B, T, d_model), "block(x, padding_mask=mask)")
+        positional = check.tensor(check.call(block, x, padding_mask), "block(x, mask)")
+        block.train()  # dropout is 0: only the code path changes
+        trained = torch.as_tensor(check.call(block, x, padding_mask=padding_mask))
+        block.eval()
         correct, mistakes = _block_variants(block, x, padding_mask)
+
+        def agrees(t: torch.Tensor) -> bool:
+            return t.shape == correct.shape and bool(torch.allclose(real(t), real(correct),
+                                                                    atol=1e-4))
+
+        unmasked = _block_variants(block, x, None)[0]
+        first = ({MASK_KEYWORD_LOST: unmasked} if agrees(positional)
+                 else {MASK_ONLY_IN_TRAINING: unmasked} if agrees(trained) else {})
         check.close(real(out), real(correct),
                     "block(x, padding_mask=mask) at the real tokens (the outputs at padded "
                     "positions are not compared)",
-                    mistakes={k: real(v) for k, v in mistakes.items()}, atol=1e-4, dims=dims)
-        positional = check.tensor(check.call(block, x, padding_mask), "block(x, mask)")
+                    mistakes={k: real(v) for k, v in {**first, **mistakes}.items()}, atol=1e-4,
+                    dims=dims)
         check.close(real(positional), real(correct),
                     "the padding mask also works as the second positional argument", atol=1e-4,
                     dims=dims)
@@ -307,16 +338,25 @@ def grade_TransformerBlock(block_class: type[nn.Module]) -> None:
         full = check.call(block_class, d_model, n_heads, d_ff, dropout=1.0)
         _randomise(full, generator)
         full.eval()
-        inside = full.norm_1(x + full.attention.out_proj.bias)
-        only_attention = full.norm_2(inside + full.mlp(inside))
-        expected = full.norm_2(full.norm_1(x))
+        # nn.MultiheadAttention's own dropout drops all its weights: its output is the bias
+        # of its output projection
+        kept = full.norm_1(x + full.attention.out_proj.bias)
+        none_kept = full.norm_1(x)
+        expected = full.norm_2(none_kept)
         full.train()
         dropped = torch.as_tensor(check.call_seeded(_integer(generator, 0, 2**30), full, x))
         check.close(dropped, expected, "with dropout=1 in training mode both sub-layer outputs "
                     "are dropped: the block returns norm_2(norm_1(x))", atol=1e-4,
-                    mistakes={DROPOUT_UNUSED: only_attention},
+                    mistakes={DROPOUT_UNUSED: full.norm_2(kept + full.mlp(kept)),
+                              DROPOUT_ATTENTION_ONLY: full.norm_2(none_kept
+                                                                  + full.mlp(none_kept)),
+                              DROPOUT_MLP_ONLY: full.norm_2(kept),
+                              DROPOUT_ON_INPUTS: full.norm_2(kept + full.mlp(torch.zeros_like(x)))},
                     diagnoses={DROPOUT_ON_THE_SUM: lambda: bool(
-                        (dropped - dropped[:1, :1]).abs().amax() < 1e-4)})
+                        (dropped - dropped[:1, :1]).abs().amax() < 1e-4),
+                        DROPOUT_FIXED_P: lambda: not torch.allclose(dropped, torch.as_tensor(
+                            check.call_seeded(_integer(generator, 0, 2**30), full, x)),
+                            atol=1e-5)})
         # The attention's own dropout (on its weights) makes two seeds differ by itself; with
         # its output projection set to zero only the block's dropout can.
         dropping.attention.out_proj.weight.zero_()
@@ -327,6 +367,26 @@ def grade_TransformerBlock(block_class: type[nn.Module]) -> None:
                      "(two seeds give different outputs with the attention's output projection "
                      "set to zero)", expected="different outputs", got="the same output",
                      likely=DROPOUT_DRAWN_ONCE)
+        # Constant sub-layer outputs (zero weights, fresh constant biases) and a small norm_1:
+        # each token's output then shows both dropout masks (see masks_differ).
+        sizes = 1.0 + 2.0 * torch.rand(3, generator=generator)
+        dropping.attention.out_proj.bias.fill_(float(sizes[0]))
+        dropping.mlp[0].weight.zero_()
+        dropping.mlp[0].bias.fill_(1.0)
+        dropping.mlp[2].weight.zero_()
+        dropping.mlp[2].bias.fill_(2.0 * float(sizes[1]))
+        dropping.norm_1.weight.fill_(0.1)
+        dropping.norm_1.bias.zero_()
+        dropping.norm_2.weight.fill_(float(sizes[2]))
+        dropping.norm_2.bias.zero_()
+        # many tokens, each with all its features equal (norm_1 then sees only the mask)
+        flat = torch.randn(8, 12, 1, generator=generator).expand(8, 12, d_model).clone()
+        shown = torch.as_tensor(check.call_seeded(_integer(generator, 0, 2**30), dropping, flat))
+        check.expect(masks_differ(shown / float(sizes[2])),
+                     "in training mode, each sub-layer output gets its own dropout mask (with "
+                     "constant sub-layer outputs, the output shows both masks)",
+                     expected="two independent masks", got="the same mask on both outputs",
+                     likely=DROPOUT_SHARED_MASK)
 
     check.clause("gradients")
     block.train()
@@ -409,6 +469,8 @@ def grade_mean_pool(mean_pool: Callable[..., torch.Tensor]) -> None:
             "mask inverted: the padded positions were averaged instead of the real tokens "
             "(True in padding_mask means padding)":
                 _masked_sum(h, ~padding_mask) / n_pad.clamp_min(1),
+            POOL_PADDING_COUNT: _masked_sum(h, padding_mask) / n_pad.clamp_min(1),
+            POOL_WHOLE_BATCH: h.double()[~padding_mask].mean(dim=0).expand(B, d),
         }
         if name != "padding at the end":
             first = torch.stack([h[i, :int(n)].double().mean(dim=0)

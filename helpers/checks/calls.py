@@ -7,6 +7,7 @@ functions in the student's kernel. They only report: the checks decide.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -42,6 +43,9 @@ class CallReport:
 
     changed: tuple[str, ...] = ()  # argument paths changed in place: "args[1]", "mask", ...
     observed: Observation | None = None
+    # A digest of the global generator's state right after the call ("" when unknown): two
+    # calls started from different seeds that end in the same state reseeded it.
+    rng_after: str = ""
 
 
 def tensors_in(value: Any, path: str, depth: int = 0) -> Iterator[tuple[str, torch.Tensor]]:
@@ -123,6 +127,11 @@ def random_state_kept(seed: int | None = None) -> Iterator[None]:
         yield
 
 
+def rng_digest() -> str:
+    """A short digest of the global (CPU) generator's state."""
+    return hashlib.sha256(torch.random.get_rng_state().numpy().tobytes()).hexdigest()[:16]
+
+
 def call_and_report(fn: Any, args: tuple | list, kwargs: dict, *, seed: int | None = None,
                     observe: bool = False) -> tuple[Any, CallReport]:
     """Call ``fn`` with the random state kept; return its value and what else it did."""
@@ -138,5 +147,6 @@ def call_and_report(fn: Any, args: tuple | list, kwargs: dict, *, seed: int | No
             except Exception as error:
                 error.observed = observer.observation()  # what it did before it failed
                 raise
+        after = rng_digest()  # before the generator is put back
     observation = observer.observation() if observer is not None else None
-    return value, CallReport(changed(copies), observation)
+    return value, CallReport(changed(copies), observation, after)

@@ -35,6 +35,21 @@ ALL_CHANNELS = (".mean() without dim averaged the channels too: every channel of
                 "the same number; average over the positions only")
 NOT_A_LOOP = ("no loop over the positions: this exercise asks for the slow, direct version "
               "(Exercise 2 is the fast one)")
+# Crashes of a running mean whose message and line identify the mistake (see SelfCheck.error_causes)
+RUNNING_MEAN_CAUSES = [
+    (r"expanded size of the tensor", r"mean\(\s*(dim\s*=\s*)?0",
+     "`.mean(dim=0)` averaged the first axis of the slice: for x[:, :t + 1], of shape "
+     "(B, t + 1, C), that is the batch axis, not the positions; average over dim=1 there "
+     "(dim=0 is right for x[b, :t + 1])"),
+    (r"cannot be multiplied|Expected size for first two dimensions|must match the size",
+     r"\bx\s*@|matmul\(\s*x\b",
+     "the product is the wrong way round: W @ x puts the (T, T) weights on the left, where "
+     "they mix the positions (x @ W would multiply the last axis instead)"),
+    (r"cannot be multiplied|Expected size for first two dimensions|must match the size",
+     r"@\s*x\b|matmul\(\s*\w+\s*,\s*x\b",
+     "W does not fit this x: build it inside the function, for the length T = x.shape[1] of "
+     "each input (a W made once, outside, fits one length only)"),
+]
 MATRIX_PRODUCTS = ("matmul", "__matmul__", "__rmatmul__", "bmm", "mm", "einsum", "tensordot")
 
 
@@ -94,6 +109,7 @@ def shape_diagnoses(x: torch.Tensor, out: torch.Tensor) -> dict[str, bool]:
 def _check_running_mean(name: str, running_mean: TensorFn, *, matmul: bool) -> None:
     """Properties that pin down a running mean, without computing one the same way."""
     check = SelfCheck(name)
+    check.error_causes = RUNNING_MEAN_CAUSES
     generator = torch.Generator().manual_seed(6)
     B, T, C = 3, 7, 4
     x = torch.randn(B, T, C, generator=generator) + 0.5  # a nonzero mean: sums ≠ means
@@ -181,9 +197,24 @@ MASK_ADDS_AXIS = ("the mask has an extra leading axis, (1, T, T), which broadcas
                   "scores without a batch axis: build it as (T, T)")
 OVERFLOW = ("exp of scores in the hundreds overflows to inf (inf/inf = nan): subtract each "
             "row's maximum first, as torch.softmax does")
-FINITE_FILL = ("the future was filled with a finite number (like -100) instead of -inf: its "
-               "weight e^-100 is tiny but not 0, and where the allowed scores lie below that "
-               "number the future takes all the weight")
+FINITE_FILL = ("the future was filled with a finite number (like -100 or -1e9) instead of "
+               "-inf: its weight is tiny or 0 for ordinary scores, but where the allowed scores "
+               "lie below that number the future takes all the weight")
+OVERFLOW_TIMES_MASK = ("exp of scores in the hundreds overflows to inf, and inf times the mask's 0 "
+                       "is nan: mask the future scores with -inf and use torch.softmax, which "
+                       "subtracts each row's maximum first")
+INVERTED_MASK = ("the mask is inverted: masked_fill fills where the mask is True, so filling "
+                 "where tril(ones) == 1 hides the past and the diagonal and keeps the future "
+                 "(the last row, with no future, becomes nan); fill where it is 0")
+SOFTMAX_NO_DIM = ("softmax without dim=: PyTorch then picks a dimension itself (dim 0 of a 3-D "
+                  "tensor, the batch; dim 1 of a 2-D or 4-D one, with a warning); pass dim=-1, "
+                  "the keys")
+MASK_SIZE = ("the mask does not fit the scores' last two dimensions: take T from "
+             "scores.shape[-1] (the keys), whatever comes before them")
+WEIGHTS_CAUSES = [
+    (r"must match the size of tensor b|shape of the mask", r"mask|where|tril",
+     MASK_SIZE),
+]
 MAX_WITH_FUTURE = ("the maximum was taken over every key, the future included: when a future "
                    "score is far above the allowed ones, their exponentials underflow to 0 "
                    "(0/0 = nan); mask the future first, then take the softmax")
@@ -194,9 +225,24 @@ def large_mistakes(scores: torch.Tensor) -> dict[str, torch.Tensor]:
     s = scores.float()
     allowed = torch.ones(s.shape[-1], s.shape[-1], dtype=torch.bool).tril()
     overflowed = torch.exp(s).masked_fill(~allowed, 0.0)
+    times_mask = torch.exp(s) * allowed
     shifted = torch.exp(s - s.amax(-1, keepdim=True)) * allowed
     return {OVERFLOW: overflowed / overflowed.sum(-1, keepdim=True),
+            OVERFLOW_TIMES_MASK: times_mask / times_mask.sum(-1, keepdim=True),
             MAX_WITH_FUTURE: shifted / shifted.sum(-1, keepdim=True)}
+
+
+def future_mass(w: torch.Tensor) -> Callable[[], bool]:
+    """A diagnosis of a finite fill: the rows that have a future give it most of their
+    weight (the allowed scores lie below the fill)."""
+    def signature() -> bool:
+        T = w.shape[-1]
+        if T < 2:
+            return False
+        future = torch.ones(T, T, dtype=torch.bool).triu(1)
+        mass = (w.double() * future).sum(-1)[..., :-1]
+        return bool((mass > 0.5).all())
+    return signature
 
 
 def row_softmaxes(scores: torch.Tensor, T: int) -> torch.Tensor:
@@ -229,7 +275,12 @@ def _causal_signatures(scores: torch.Tensor, w: torch.Tensor) -> dict[str, Calla
                 return False
         return True
 
+    implicit = 0 if scores.dim() in (0, 1, 3) else 1  # what softmax does without dim=
     return {
+        INVERTED_MASK: lambda: _same(w, torch.softmax(scores.masked_fill(lower, float("-inf")),
+                                                      dim=-1)),
+        SOFTMAX_NO_DIM: lambda: implicit != scores.dim() - 1 and _same(
+            w, torch.softmax(scores.masked_fill(future, float("-inf")), dim=implicit)),
         "the softmax came first and the future was zeroed afterwards, so the rows no longer sum "
         "to 1: set the future scores to -inf before the softmax":
             lambda: _same(w, torch.softmax(scores, dim=-1) * lower),
@@ -266,6 +317,14 @@ def falling_scores(generator: torch.Generator, B: int = 2, T: int = 5) -> torch.
     return 50 * torch.randn(B, T, T, generator=generator) - 300 * allowed
 
 
+def far_scores(generator: torch.Generator, B: int = 2, T: int = 5) -> torch.Tensor:
+    """Scores of size 1e11 where every allowed score lies about 1e12 below the future ones:
+    a future filled with any finite number down to -1e11 (-1e4, -1e9) takes all the weight;
+    only -inf (or the lowest number of the dtype) keeps it at 0."""
+    allowed = torch.ones(T, T, dtype=torch.bool).tril()
+    return 1e11 * torch.randn(B, T, T, generator=generator) - 1e12 * allowed
+
+
 def future_leak(check: SelfCheck, weights_fn: TensorFn, scores: torch.Tensor) -> None:
     """The future's weights are exactly 0, not merely small (computed in float64, where
     e^-100 is far from the smallest number there is)."""
@@ -285,6 +344,7 @@ def future_leak(check: SelfCheck, weights_fn: TensorFn, scores: torch.Tensor) ->
 def check_causal_attention_weights(causal_attention_weights: TensorFn) -> None:
     """Causal weights: zero on the future, a softmax over the past, for any batch shape."""
     check = SelfCheck("causal_attention_weights")
+    check.error_causes = WEIGHTS_CAUSES
     generator = torch.Generator().manual_seed(60)
     shapes = ((5, 5), (3, 6, 6), (2, 3, 4, 4))
     cases = []
@@ -326,11 +386,15 @@ def check_causal_attention_weights(causal_attention_weights: TensorFn) -> None:
 
     check.clause("large")
     for big, what in ((large_scores(generator), "scores in the hundreds"),
-                      (falling_scores(generator), "allowed scores far below the future ones")):
+                      (falling_scores(generator), "allowed scores hundreds below the future "
+                                                  "ones"),
+                      (far_scores(generator), "allowed scores about 1e12 below the future "
+                                              "ones")):
         w = check.tensor(check.call(causal_attention_weights, big),
                          f"causal_attention_weights({what})")
         check.close(w, row_softmaxes(big, big.shape[-1]), f"weights for {what}",
-                    mistakes=large_mistakes(big), dims=("batch", "query", "key"))
+                    mistakes=large_mistakes(big), dims=("batch", "query", "key"),
+                    diagnoses={FINITE_FILL: future_mass(w)})
 
     check.clause("dtype")
     check.dtype_follows(causal_attention_weights, cases[1][0], what="causal_attention_weights")
@@ -343,8 +407,10 @@ def check_causal_attention_weights(causal_attention_weights: TensorFn) -> None:
 
 SWAPPED_SIZES = ("the sizes of nn.Linear are swapped: nn.Linear(in_features, out_features) is "
                  "nn.Linear(n_embd, head_size)")
-FIXED_LENGTH = ("the head works for T = 6 but not for this T: the mask has a fixed size; build "
-                "it for the T of the input")
+FIXED_LENGTH = ("the head works for shorter sequences but not for this T: something made once "
+                "(in __init__ or on the first call) has a fixed size, such as a mask of "
+                "block_size = 256 sliced [:T, :T]; build the mask in forward, for the T of the "
+                "input")
 NO_MASK = "no causal mask: every token reads the future too"
 WRONG_TRIANGLE = "the mask is on the wrong triangle: tokens read the future, not the past"
 ZERO_FILL = ("the future scores were set to 0 instead of -inf: e^0 = 1 still gives the future "
@@ -364,6 +430,14 @@ ZEROED = ("the weights were set to zeros (nn.init.zeros_): with zero queries and
           "score is 0, every row of weights a plain running mean, and no gradient reaches them")
 DETACHED = ("a projection was cut off from the gradient (.detach(), torch.no_grad() or "
             ".data): training could never change its weights")
+SCALE_BY_T = ("the scores were divided by sqrt(T), the sequence length; the scale is "
+              "1/sqrt(head_size), the length of each query and key")
+VALUES_FROM_KEY = "the values were made by the key layer (v = self.key(x)): use self.value"
+SCALE_AFTER_SOFTMAX = ("the weights were scaled after the softmax; the scale belongs to the "
+                       "scores, before the softmax")
+PRECEDENCE = ("1/d**1/2 is (1/d)/2, not 1/sqrt(d): ** binds before /; write d ** -0.5 or "
+              "1 / math.sqrt(d)")
+REFUSED_LENGTH = "head(x) runs for a sequence of length"
 NAMES = ("key", "query", "value")
 
 
@@ -428,13 +502,13 @@ def check_init(check: SelfCheck, head_class: type[nn.Module], seeds: tuple[int, 
 def head_reference(head: nn.Module, x: torch.Tensor, scale: float | None = None,
                    causal: bool = True, swap: bool = False, upper: bool = False,
                    values_from_x: bool = False, fill: float = float("-inf"), dim: int = -1,
-                   keys: str = "right") -> torch.Tensor:
+                   keys: str = "right", values: str = "value") -> torch.Tensor:
     """The head's output computed from its own projections (float64), right or wrong.
 
     ``keys``: "right" transposes the last two axes of k; "T" reverses all of them (k.T),
     "01" swaps the first two (k.transpose(0, 1)); both only run for x of shape (n, n, n)."""
     with torch.no_grad():
-        q, k, v = (getattr(head, n)(x).double() for n in ("query", "key", "value"))
+        q, k, v = (getattr(head, n)(x).double() for n in ("query", "key", values))
     if values_from_x:
         v = x.double()
     if swap:
@@ -503,7 +577,32 @@ def value_mistakes(head: nn.Module, x: torch.Tensor, n_embd: int,
     if n_embd != head_size:  # else these are the right answer
         mistakes["the scores were scaled by 1/sqrt(n_embd) (the embedding size C); the scale "
                  "is 1/sqrt(head_size)"] = head_reference(head, x, scale=n_embd ** -0.5)
+    if x.shape[1] != head_size:
+        mistakes[SCALE_BY_T] = head_reference(head, x, scale=x.shape[1] ** -0.5)
+    mistakes[PRECEDENCE] = head_reference(head, x, scale=1 / (2 * head_size))
+    mistakes[SCALE_AFTER_SOFTMAX] = head_reference(head, x, scale=1.0) * head_size ** -0.5
+    mistakes[VALUES_FROM_KEY] = head_reference(head, x, values="key")
     return mistakes
+
+
+def check_length(check: SelfCheck, head: nn.Module, x: torch.Tensor, *,
+                 atol: float = 1e-5) -> None:
+    """The head runs, and is right, for the length of ``x``; a crash or a wrong length is
+    put down to something of a fixed size, a wrong value to the usual mistakes."""
+    B, T, n = x.shape
+    try:
+        with torch.no_grad():
+            got = head(x)
+    except NotImplementedError as error:
+        check.not_implemented(error)
+    except Exception as error:  # noqa: BLE001 - reported to the student
+        check.expect(False, f"{REFUSED_LENGTH} {T}", expected="a result",
+                     got=f"{type(error).__name__}: {error}"[:300], likely=FIXED_LENGTH)
+    got = check.tensor(got, f"head(x) for a sequence of length {T}")
+    check.shape(got, (B, T, n), f"head(x) for a sequence of length {T}",
+                likely=FIXED_LENGTH if tuple(got.shape)[:2] != (B, T) else None)
+    close_head(check, got, head_reference(head, x), f"head(x) for a sequence of length {T}",
+               mistakes=value_mistakes(head, x, n, n), atol=atol)
 
 
 def close_head(check: SelfCheck, out: torch.Tensor, expected: torch.Tensor, what: str, *,
@@ -578,22 +677,8 @@ def check_CausalSelfAttentionHead(head_class: type[nn.Module]) -> None:  # noqa:
                    diagnoses={RANDOM_OUTPUT: random_output(check, square, x)})
 
     check.clause("length")
-    for T in (1, 20):
-        longer = torch.randn(2, T, 6, generator=generator)
-        try:
-            with torch.no_grad():
-                got = square(longer)
-        except NotImplementedError as error:
-            check.not_implemented(error)
-        except Exception as error:  # noqa: BLE001 - reported to the student
-            check.expect(False, f"head(x) runs for a sequence of length {T}",
-                         expected="a result", got=f"{type(error).__name__}: {error}"[:300],
-                         likely=FIXED_LENGTH)
-        got = check.tensor(got, f"head(x) for a sequence of length {T}")
-        check.shape(got, (2, T, 6), f"head(x) for a sequence of length {T}",
-                    likely=FIXED_LENGTH if tuple(got.shape)[:2] != (2, T) else None)
-        close_head(check, got, head_reference(square, longer),
-                   f"head(x) for a sequence of length {T}", likely=FIXED_LENGTH)
+    for T in (1, 20, 300):  # 300: longer than the lecture's block_size of 256
+        check_length(check, square, torch.randn(2, T, 6, generator=generator))
 
     check.clause("arguments")
     for n_embd, head_size in ((12, 4), (6, 10)):
@@ -615,4 +700,8 @@ def check_CausalSelfAttentionHead(head_class: type[nn.Module]) -> None:  # noqa:
 
     check.clause("gradients")
     check_gradients(check, head, torch.randn(2, 5, 12, generator=generator))
+
+    check.clause("randomness")
+    check.no_reseed(head_class, 12, 4, what="CausalSelfAttentionHead(12, 4)")
+    check.no_reseed(head, torch.randn(2, 5, 12, generator=generator), what="head(x)")
     check.passed()

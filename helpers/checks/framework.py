@@ -52,9 +52,16 @@ ERROR_CAUSES: list[tuple[str, str | None, str]] = [
     (r"attn_mask", None,
      "a (B, T) padding mask was passed as attn_mask: it belongs in key_padding_mask "
      "(True = padding)"),
+    # PyTorch often fails on such a mask with a reshape error that does not say attn_mask;
+    # the student's line does.
+    (r"shape '\[[\d, ]*\]' is invalid for input of size", r"attn_mask\s*=",
+     "a (B, T) padding mask was passed as attn_mask: it belongs in key_padding_mask "
+     "(True = padding)"),
     (r"expected scalar type|same dtype|expected .*dtype|Found dtype|dtype.* but got",
-     None, "two tensors of different dtypes met: a tensor made inside your function has a "
-     "fixed dtype (float32 by default); make it with dtype=x.dtype, or with torch.*_like"),
+     None, "two tensors of different dtypes met: something earlier in your function fixed "
+     "a dtype (a tensor made with the default float32, a `.float()`, or a `dtype=` argument "
+     "such as softmax's); make new tensors with dtype=x.dtype or torch.*_like, and let every "
+     "result keep its input's dtype"),
     (r"same device|expected device|on the expected device", None,
      "a tensor made inside your function lives on the CPU while the input is elsewhere: "
      "make it with device=x.device, or with torch.*_like"),
@@ -95,25 +102,32 @@ def is_stub(error: BaseException) -> bool:
     return unfinished(error) is not None or not _STUDENT_LINE.sub("", str(error)).strip()
 
 
-def likely_cause(error: BaseException, line: str | None) -> str | None:
-    """The common cause an error's message (and the student's line) identify, or None."""
+def likely_cause(error: BaseException, line: str | None,
+                 extra: Sequence[tuple[str, str | None, str]] = ()) -> str | None:
+    """The common cause an error's message (and the student's line) identify, or None.
+
+    ``extra``: an exercise's own causes, tried before the common ones."""
     message = str(error)
-    for pattern, line_pattern, cause in ERROR_CAUSES:
+    for pattern, line_pattern, cause in (*extra, *ERROR_CAUSES):
         if re.search(pattern, message) and (
                 line_pattern is None or (line is not None and re.search(line_pattern, line))):
             return cause
     return None
 
 
-def describe(value: Any, max_items: int = 6) -> str:
-    """A short, readable description of a value for failure messages."""
+def describe(value: Any, max_items: int = 6, start: int = 0) -> str:
+    """A short, readable description of a value for failure messages (a tensor's entries
+    from flat index ``start`` on, so that a preview can show where two tensors differ)."""
     if isinstance(value, torch.Tensor) and value.is_meta:
         return f"tensor of shape {tuple(value.shape)}, dtype {value.dtype}, on the meta device"
     if isinstance(value, torch.Tensor):
         flat = value.detach().cpu().flatten()
-        shown = ", ".join(_fmt(v) for v in flat[:max_items].tolist())
-        more = ", ..." if flat.numel() > max_items else ""
-        return f"tensor of shape {tuple(value.shape)}, dtype {value.dtype}: [{shown}{more}]"
+        start = max(0, min(start, flat.numel() - max_items))
+        shown = ", ".join(_fmt(v) for v in flat[start:start + max_items].tolist())
+        before, after = ("..., ", f" (from flat entry {start})") if start else ("", "")
+        more = ", ..." if flat.numel() > start + max_items else ""
+        return (f"tensor of shape {tuple(value.shape)}, dtype {value.dtype}: "
+                f"[{before}{shown}{more}]{after}")
     if isinstance(value, tuple | list):
         return f"{type(value).__name__} of {len(value)}: (" + ", ".join(
             describe(v, 3) for v in value[:3]) + (", ..." if len(value) > 3 else "") + ")"
@@ -214,6 +228,9 @@ class SelfCheck:
         self.contract = dict(declared.contract) if declared else {}
         self.rules = dict(declared.rules) if declared else {}
         self.current: str | None = None
+        # An exercise's own (message pattern, line pattern, cause) for crashes of the
+        # student's code, tried before ERROR_CAUSES.
+        self.error_causes: list[tuple[str, str | None, str]] = []
 
     # -- the contract ----------------------------------------------------------------
     def clause(self, name: str) -> SelfCheck:
@@ -339,7 +356,8 @@ class SelfCheck:
             where += f"; the error came from your code, line {line[0]} of its cell: `{line[1]}`"
         self.fail(f"calling {getattr(fn, '__name__', self.name)} runs without an error",
                   expected="a result", got=f"{type(error).__name__}: {message}",
-                  where=where, likely=likely_cause(error, line[1] if line else None))
+                  where=where, likely=likely_cause(error, line[1] if line else None,
+                                                   self.error_causes))
 
     def _changed_in_place(self, fn: Callable[..., Any], paths: Sequence[str]) -> NoReturn:
         names = ", ".join(_argument_name(fn, path, self.name) for path in paths)
@@ -361,6 +379,24 @@ class SelfCheck:
             self.fail(f"gradients flow back through {what}", expected="a backward pass",
                       got=f"{type(error).__name__}: {_STUDENT_LINE.sub('', str(error)).strip()}",
                       likely=likely_cause(error, line[1] if line else None))
+
+    def no_reseed(self, fn: Callable[..., Any], *args: Any, what: str,
+                  **kwargs: Any) -> Any:
+        """Call ``fn`` twice, with the global generator seeded differently before each: the
+        generator must end in two different states. (A call that seeds it itself, with
+        ``torch.manual_seed`` inside, leaves it in the same state both times: every later
+        "random" draw, a batch or a dropout mask, would then repeat.) Returns the first
+        result."""
+        first, report = self._checked_call(fn, args, kwargs, seed=8191)
+        second = self._checked_call(fn, args, kwargs, seed=131071)[1]
+        reseeded = bool(report.rng_after) and report.rng_after == second.rng_after
+        self.expect(not reseeded, f"{what} leaves PyTorch's global random generator running "
+                    "(it never reseeds it)", expected="different random states after calls "
+                    "started from two different seeds", got="the same state after both calls",
+                    likely="torch.manual_seed (or set_seed) inside the call resets the global "
+                           "generator: every later draw (a batch, a dropout mask) repeats; "
+                           "seed once, outside, before the work starts")
+        return first
 
     def not_implemented(self, error: NotImplementedError) -> NoReturn:
         """Re-raise a stub's ``NotImplementedError`` saying which exercise to write first."""
@@ -392,11 +428,12 @@ class SelfCheck:
         return out
 
     def device_follows(self, fn: Callable[..., Any], *args: Any, what: str,
-                       **kwargs: Any) -> None:
+                       likely: str | None = None, **kwargs: Any) -> None:
         """Call ``fn`` with its tensor arguments on PyTorch's data-less ``meta`` device,
         which stands in for a GPU: it must make no tensor on the CPU and return its results
         on the meta device. (An answer that needs the values themselves, like ``.item()``,
-        cannot be run there and passes this check.)"""
+        cannot be run there and passes this check.) ``likely`` replaces the usual "likely
+        mistake" where the exercise knows more (the functions its answer calls)."""
         to_meta = lambda t: t.to("meta")  # noqa: E731
         args, kwargs = _mapped(args, to_meta), _mapped(kwargs, to_meta)
         crash = None
@@ -407,14 +444,19 @@ class SelfCheck:
                 self.not_implemented(error)
             seen = getattr(error, "observed", None)
             made_on_cpu = bool(seen is not None and seen.cpu_tensors)
+            # A 0-dim CPU tensor as masked_fill's value is allowed on a GPU, not on meta.
             if not made_on_cpu and (not re.search(r"device", str(error))
-                                    or re.search(r"meta tensors?|no data", str(error))):
+                                    or re.search(r"meta tensors?|no data|`value` to be on "
+                                                 r"same device", str(error))):
                 self._passed_one()  # needs the values: cannot be run without them
                 return
             line = student_line(error)
             got = f"{type(error).__name__}: {_STUDENT_LINE.sub('', str(error)).strip()}"
             if line is not None:
                 got += f" (from your code, line {line[0]} of its cell: `{line[1]}`)"
+            if re.search(r"to numpy", str(error)):
+                likely = ("the numbers went through NumPy (`.numpy()`), which holds CPU tensors "
+                          "only: on a GPU this fails; stay in torch")
             crash, made, off = error, [], []
         else:
             made = sorted(set(report.observed.cpu_tensors if report.observed else ()))
@@ -424,8 +466,9 @@ class SelfCheck:
                     "its input is on another device (tested on PyTorch's meta device, a stand-in for a GPU "
                     "that holds no numbers)",
                     expected="every new tensor on the input's device", got=got,
-                    likely="a tensor was created without device=...: on a GPU it would sit "
-                           "on the CPU; pass device=x.device, or use torch.*_like / x.new_*")
+                    likely=likely or ("a tensor was created without device=...: on a GPU it "
+                                      "would sit on the CPU; pass device=x.device, or use "
+                                      "torch.*_like / x.new_*"))
 
     # -- common expectations ---------------------------------------------------------
     def tensor(self, value: Any, what: str) -> torch.Tensor:
@@ -491,7 +534,12 @@ class SelfCheck:
                     if signature() if callable(signature) else signature:
                         likely = description
                         break
-            self.fail(check, expected=describe(expected), got=describe(actual), likely=likely,
+            # The previews start just before the first difference, when it lies beyond them.
+            bad = ~_isclose(actual.double(), expected.double(), atol=atol, rtol=rtol)
+            first = int(bad.flatten().nonzero()[0]) if bad.any() else 0
+            start = first - 1 if first >= 6 else 0
+            self.fail(check, expected=describe(expected, start=start),
+                      got=describe(actual, start=start), likely=likely,
                       where=where_different(actual, expected, atol=atol, rtol=rtol, dims=dims))
         self._passed_one()
 

@@ -36,16 +36,25 @@ def _softmax_mistakes(x: torch.Tensor, dim: int) -> dict[str, torch.Tensor]:
 
 
 def huge_mistakes(huge: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Wrong shifts on logits in the hundreds and thousands: each leaves its own nan pattern."""
-    huge = huge.double().float()  # float32 arithmetic, where exp(89) is already inf
+    """Wrong shifts on logits in the hundreds and thousands: each leaves its own nan pattern
+    (computed in float32, the input's dtype, where exp(89) is already inf; the plain softmax
+    also in float64, where exp(710) is)."""
+    huge = huge.double().float()
 
     def normalise(e: torch.Tensor) -> torch.Tensor:
         return e / e.sum(dim=-1, keepdim=True)
 
     first = huge.narrow(-1, 0, 1)
+    naive = normalise(torch.exp(huge))
     return {
         "no maximum was subtracted: exp of a logit near 1000 overflows to inf, and inf/inf "
-        "is nan": normalise(torch.exp(huge)),
+        "is nan": naive,
+        "no maximum was subtracted, and float64 does not save it: exp overflows there too "
+        "once a logit passes 709, so logits near 1000 still give inf/inf = nan":
+            normalise(torch.exp(huge.double())).float(),
+        "nan was replaced (nan_to_num) instead of avoided: a row that overflowed comes out as "
+        "zeros that do not sum to 1; subtract the maximum before exponentiating":
+            torch.nan_to_num(naive, nan=0.0),
         "the first logit of each row was subtracted, not the largest: in a row that rises by "
         "hundreds, exp(last - first) still overflows": normalise(torch.exp(huge - first)),
         "the maximum was taken over the whole tensor, not along `dim`: a row whose logits all "
@@ -53,8 +62,40 @@ def huge_mistakes(huge: torch.Tensor) -> dict[str, torch.Tensor]:
             normalise(torch.exp(huge - huge.max())),
         "the smallest logit was subtracted instead of the largest: exp(largest - smallest) "
         "still overflows": normalise(torch.exp(huge - huge.amin(dim=-1, keepdim=True))),
+        "the mean was subtracted instead of the largest logit: a logit hundreds above its "
+        "row's mean still overflows": normalise(torch.exp(huge - huge.mean(dim=-1, keepdim=True))),
     }
 
+
+CAPPED = ("the logits were capped (clamp, or a minimum) before the exponential: every logit "
+          "above the cap gets the same weight; subtract each row's maximum instead, which "
+          "changes no weight")
+
+CAPPED_SCORES = ("the scores were capped (clamp, or a minimum) before the exponential: every "
+                 "score above the cap gets the same weight; subtract the largest score "
+                 "instead (your stable_softmax does), which changes no weight")
+
+
+def tied_top(actual: torch.Tensor, reference: torch.Tensor) -> bool:
+    """The signature of capped logits: in some row (along the last dim) several entries share
+    the largest weight exactly, where the reference has a single largest weight."""
+    actual = torch.nan_to_num(torch.as_tensor(actual).detach().double().cpu(), nan=-1.0)
+    reference = torch.as_tensor(reference).detach().double().cpu()
+    if actual.shape != reference.shape or actual.dim() == 0:
+        return False
+    tied = ((actual == actual.amax(dim=-1, keepdim=True)) & (actual > 0)).sum(dim=-1)
+    single = (reference == reference.amax(dim=-1, keepdim=True)).sum(dim=-1) == 1
+    return bool(((tied > 1) & single).any())
+
+
+SQUEEZED = ("an axis of size 1 was dropped (`x.squeeze()`, or a reshape): the result keeps "
+            "every axis of `x`, a batch of one included")
+# In a softmax, a shape clash between x and a reduction of it means the reduced axis came
+# back in the wrong place (a missing keepdim, or unsqueeze(-1) for a `dim` that is not last).
+MISALIGNED = (r"must match the size of tensor b", None,
+              "a reduction along `dim` lost that axis (no keepdim=True), or it was put back in "
+              "the wrong place (unsqueeze(-1) adds it at the end, whatever `dim` is), so it no "
+              "longer lines up with x: pass keepdim=True to the reduction")
 
 SOFTMAX_BUILTINS = ("softmax", "_softmax", "log_softmax", "special_softmax")
 
@@ -62,6 +103,7 @@ SOFTMAX_BUILTINS = ("softmax", "_softmax", "log_softmax", "special_softmax")
 def check_stable_softmax(stable_softmax: Callable[..., torch.Tensor]) -> None:
     """Agreement with ``torch.softmax`` on ordinary and on huge logits, along any dim."""
     check = SelfCheck("stable_softmax")
+    check.error_causes.append(MISALIGNED)
     generator = torch.Generator().manual_seed(1)
     x = torch.randn(3, 4, 5, generator=generator)
 
@@ -79,14 +121,23 @@ def check_stable_softmax(stable_softmax: Callable[..., torch.Tensor]) -> None:
     default = check.call(stable_softmax, x)
     check.close(default, torch.softmax(x, dim=-1), "without `dim`, it works along the last one",
                 mistakes={"the default of `dim` is not -1": torch.softmax(x, dim=0)})
+    column = torch.randn(5, 1, generator=generator)
+    for single, dim in ((column, 0), (column.reshape(1, 5), 1)):  # a batch of one
+        what = f"stable_softmax(x of shape {tuple(single.shape)}, dim={dim})"
+        out = check.tensor(check.call(stable_softmax, single, dim=dim), what)
+        check.shape(out, tuple(single.shape), what, likely=SQUEEZED
+                    if tuple(out.shape) == tuple(single.squeeze().shape) else None)
+        check.close(out, torch.softmax(single, dim=dim), f"{what} agrees with torch.softmax")
 
     check.clause("large")
     huge = torch.tensor([[1000.0, 1001.0, 1002.0], [-1000.0, -1001.0, -1002.0],
                          [500.0, 0.0, -500.0], [0.0, 500.0, 1000.0]])
     out = check.call(stable_softmax, huge)
-    check.close(out, torch.softmax(huge, dim=-1),
+    reference = torch.softmax(huge, dim=-1)
+    check.close(out, reference,
                 "agrees with torch.softmax for logits in the hundreds and thousands",
-                mistakes=huge_mistakes(huge), dims=("row", "column"))
+                mistakes=huge_mistakes(huge), dims=("row", "column"),
+                diagnoses={CAPPED: lambda: tied_top(out, reference)})
 
     check.clause("dtype")
     check.dtype_follows(stable_softmax, x, dim=1, what="stable_softmax(x, dim=1)")
@@ -102,6 +153,11 @@ def check_stable_softmax(stable_softmax: Callable[..., torch.Tensor]) -> None:
                  likely="PyTorch's softmax does the work this exercise asks you to do: "
                         "subtract the maximum, exponentiate and normalise yourself")
     check.passed()
+
+
+def _plain_softmax(scores: torch.Tensor) -> torch.Tensor:
+    """exp(s) / sum exp(s) with no shift, in the dtype of ``scores``."""
+    return torch.exp(scores) / torch.exp(scores).sum()
 
 
 def _attention_weights(attention: Callable[..., tuple], check: SelfCheck, x: torch.Tensor,
@@ -145,21 +201,29 @@ def check_gained_dot_product_attention(attention: Callable[..., tuple]) -> None:
     both = _attention_weights(attention, check, x, q_1, q_2, 1.5, 3.0)
     alike = lambda a, b: torch.allclose(a, b, atol=1e-6)  # noqa: E731
     soft = lambda v: torch.softmax(v.double(), dim=0).float()  # noqa: E731
+    weight_mistakes = {
+        "a gain was added to the scores instead of multiplying its pattern (an "
+        "added constant cancels in the softmax)": lambda: alike(zero_w, both),
+        "the gains scale the weights after the softmax; they multiply the "
+        "patterns before it, inside the scores": lambda: torch.allclose(
+            both, 1.5 * soft(q_1) + 3.0 * soft(q_2), atol=1e-5),
+        "the scores were normalised without the exponential (0/0 = nan at zero "
+        "gains)": lambda: bool(torch.isnan(zero_w).all()),
+        "the scores were used as weights without a softmax": lambda: torch.allclose(
+            both, 1.5 * q_1 + 3.0 * q_2, atol=1e-5),
+    }
+    # Non-negativity first: a w with negative entries names its cause here, before the
+    # uniform-weights check below would fail for it without one.
+    check.expect(bool((w >= 0).all()), "weights are non-negative", expected="w >= 0 everywhere",
+                 got=describe(w), diagnoses={
+                     "w was multiplied by x: return the softmax weights themselves as w; the "
+                     "weighted inputs only go into y": lambda: torch.allclose(
+                         w, soft(1.5 * q_1 - 0.5 * q_2) * x, atol=1e-5),
+                     **weight_mistakes})
     check.close(zero_w, torch.full((T,), 1.0 / T),
                 "zero gains give uniform weights 1/T (all scores are 0)", mistakes={
                     "the exponentials were not normalised (divide by their sum)": torch.ones(T)},
-                diagnoses={
-                    "a gain was added to the scores instead of multiplying its pattern (an "
-                    "added constant cancels in the softmax)": lambda: alike(zero_w, both),
-                    "the gains scale the weights after the softmax; they multiply the "
-                    "patterns before it, inside the scores": lambda: torch.allclose(
-                        both, 1.5 * soft(q_1) + 3.0 * soft(q_2), atol=1e-5),
-                    "the scores were normalised without the exponential (0/0 = nan at zero "
-                    "gains)": lambda: bool(torch.isnan(zero_w).all()),
-                    "the scores were used as weights without a softmax": lambda: torch.allclose(
-                        both, 1.5 * q_1 + 3.0 * q_2, atol=1e-5)})
-    check.expect(bool((w >= 0).all()), "weights are non-negative", expected="w >= 0 everywhere",
-                 got=describe(w))
+                diagnoses=weight_mistakes)
     check.close(w.sum(), torch.tensor(1.0), "weights sum to 1")
     check.close(y.reshape(()), (w * x).sum(), "y equals the weighted sum of x with weights w",
                 mistakes={"y ignores the weights: it is the plain sum of x": x.sum(),
@@ -184,7 +248,8 @@ def check_gained_dot_product_attention(attention: Callable[..., tuple]) -> None:
     # constant), the sign included, for negative gains too.
     for name, pattern, low, high in (("z_1", q_1, (1.0, 0.0), (3.0, 0.0)),
                                      ("z_2", q_2, (0.0, 1.0), (0.0, 3.0)),
-                                     ("z_2", q_2, (0.0, -3.0), (0.0, -1.0))):
+                                     ("z_2", q_2, (0.0, -3.0), (0.0, -1.0)),
+                                     ("z_1", q_1, (-3.0, 0.0), (-1.0, 0.0))):
         other = q_2 if pattern is q_1 else q_1
         centred = 2.0 * (pattern - pattern.mean())
         if low[0] + low[1] < 0:
@@ -205,12 +270,30 @@ def check_gained_dot_product_attention(attention: Callable[..., tuple]) -> None:
                     "large)", mistakes=mistakes)
 
     check.clause("large")
-    big_w = _attention_weights(attention, check, x, q_1, q_2, 0.0, 300.0)
-    check.finite(big_w, "the weights for a gain of 300",
-                 likely="the softmax overflows for large gains (exp(300) is inf in float32): "
-                        "use your stable_softmax")
+    # Gains times patterns far beyond 709, where exp overflows even in float64.
+    for z_1, z_2 in ((800.0, 0.0), (0.0, -800.0), (-900.0, 600.0)):
+        scores = z_1 * q_1.double() + z_2 * q_2.double()
+        reference = torch.softmax(scores, dim=0)
+        big_w, big_y = check.call(attention, x, q_1, q_2, z_1, z_2)
+        big_w = torch.as_tensor(big_w).reshape(-1)
+        check.close(big_w, reference, f"the weights for gains ({z_1:g}, {z_2:g}) agree with an "
+                    "exact softmax", mistakes={
+                        "the softmax overflows for large gains (exp(89) is already inf in "
+                        "float32): use your stable_softmax": _plain_softmax(scores.float()),
+                        "the softmax overflows for large gains, and float64 does not save it "
+                        "(exp(710) is inf there): use your stable_softmax":
+                            _plain_softmax(scores),
+                        "the scores were shifted by their smallest value, not their "
+                        "largest: exp(largest - smallest) is still inf":
+                            _plain_softmax(scores.float() - scores.float().min())},
+                    diagnoses={CAPPED_SCORES: tied_top(big_w, reference)})
+        check.close(torch.as_tensor(big_y).reshape(()), (reference * x.double()).sum(),
+                    f"y for gains ({z_1:g}, {z_2:g}) is the weighted sum of x")
 
     check.clause("dtype")
     check.dtype_follows(attention, x, q_1, q_2, 1.5, -0.5,
                         what="gained_dot_product_attention(x, q_1, q_2, 1.5, -0.5)")
+    check.clause("device")
+    check.device_follows(attention, x, q_1, q_2, 1.5, -0.5,
+                         what="gained_dot_product_attention(x, q_1, q_2, 1.5, -0.5)")
     check.passed()

@@ -154,6 +154,9 @@ def check_split_heads(split_heads: Callable[..., torch.Tensor]) -> None:
     check.clause("dtype")
     check.dtype_follows(split_heads, x, H, what=f"split_heads(x, {H})")
 
+    check.clause("device")
+    check.device_follows(split_heads, x, H, what=f"split_heads(x, {H})")
+
     check_no_loop(check, split_heads, (torch.zeros(2, 3, 12), 2), (torch.zeros(2, 7, 12), 6),
                   "2 heads and 3 positions as for 6 heads and 7 positions")
     check_differentiable(check, split_heads, x, H, what=f"split_heads(x, {H})")
@@ -200,6 +203,9 @@ def check_merge_heads(merge_heads: Callable[..., torch.Tensor]) -> None:
 
     check.clause("dtype")
     check.dtype_follows(merge_heads, heads, what="merge_heads(x)")
+
+    check.clause("device")
+    check.device_follows(merge_heads, heads, what="merge_heads(x)")
 
     check_no_loop(check, merge_heads, (torch.zeros(2, 2, 3, 6),), (torch.zeros(2, 6, 7, 2),),
                   "2 heads and 3 positions as for 6 heads and 7 positions")
@@ -337,12 +343,21 @@ RESEEDED = ("the class reseeds PyTorch's generator (a torch.manual_seed inside _
             "every layer would start the same; leave seeding to the caller")
 ZEROED = ("the maps were set to zeros (or one constant): keep nn.Linear's own random start, "
           "or every head computes the same thing")
-OVERFLOW = ("exp of scores in the hundreds overflows to inf (inf / inf = nan): subtract each "
-            "row's largest score before exp, or use torch.softmax")
+OVERFLOW = ("exp of scores in the hundreds overflows to inf (inf / inf = nan, which "
+            "nan_to_num turns into a row of zeros): subtract each row's largest score before "
+            "exp, or use torch.softmax")
 MAX_OVER_MASKED = ("the row's largest score was taken over the forbidden keys too: when a "
                    "forbidden score is hundreds above the allowed ones, exp underflows to 0 for "
                    "every allowed key; fill the forbidden scores with -inf first, then take "
                    "the softmax")
+BATCH_SQUEEZED = ("an axis of size 1 was dropped (a .squeeze()?): a batch of one still comes "
+                  "back as out (1, T, d_model) and weights (1, H, T, T)")
+INPUT_CUT = ("the maps get their gradients but x gets none: x (or something computed from it) "
+             "was detached, or used under torch.no_grad(); the layers below (embeddings, "
+             "earlier blocks) would never learn")
+DEVICE_INSIDE = ("a tensor was created without device=..., in forward or in the split_heads / "
+                 "merge_heads it calls (their own self-checks test this too): on a GPU it "
+                 "would sit on the CPU; pass device=x.device, or use torch.*_like / x.new_*")
 FLOAT32_INSIDE = ("part of the computation ran in float32 (a `.float()`, or a tensor made "
                   "with the default dtype): make new tensors with dtype=x.dtype, or torch.*_like")
 
@@ -395,10 +410,14 @@ def check_large(check: SelfCheck, layer: nn.Module, x: torch.Tensor, mask: torch
     """Finite, and equal to ``reference`` (out, weights), for scores in the hundreds."""
     out, weights = forward_pair(check, layer, x, mask, what)
     ref_out, ref_weights = reference
+    # Shown in the answer's dtype: the float64 reference is not a dtype the answer must have.
+    if out.is_floating_point() and weights.is_floating_point():
+        ref_out, ref_weights = ref_out.to(out.dtype), ref_weights.to(weights.dtype)
     allowed = torch.ones_like(ref_weights, dtype=torch.bool) if mask is None else \
         mask.expand_as(ref_weights)
     diagnoses = {
-        OVERFLOW: lambda: not bool(torch.isfinite(weights).all()),
+        OVERFLOW: lambda: not bool(torch.isfinite(weights).all()) or (mask is None and bool(
+            (weights.sum(-1) < 0.5).any())),
         MAX_OVER_MASKED: lambda: mask is not None and bool(
             (weights.nan_to_num(0.0).sum(-1) < 0.5).logical_and(allowed.any(-1)).any()),
     }
@@ -448,6 +467,12 @@ def check_MultiHeadSelfAttention(attention_cls: type[nn.Module]) -> None:
                             "returned): return every head's weights, (B, H, T, T)":
                             tuple(weights.shape) == (B, T, T),
                             FIXED_HEADS: weights.dim() == 4 and weights.shape[1] != H})
+    out_1, weights_1 = forward_pair(check, layer, x[:1], None, "x, a batch of one")
+    for name, value, wanted in (("out", out_1, (1, T, d_model)),
+                                ("weights", weights_1, (1, H, T, T))):
+        check.expect(tuple(value.shape) == wanted, f"{name} for a batch of one has shape "
+                     f"{wanted}", expected=f"shape {wanted}", got=f"shape {tuple(value.shape)}",
+                     diagnoses={BATCH_SQUEEZED: value.dim() == len(wanted) - 1})
 
     check.clause("values")
     twin = builtin_twin(layer, d_model, H)
@@ -559,8 +584,9 @@ def check_MultiHeadSelfAttention(attention_cls: type[nn.Module]) -> None:
 
     check.clause("device")
     on_meta = check.call_seeded(9, attention_cls, d_model, H).to("meta")
-    check.device_follows(on_meta, x, what="layer(x)")
-    check.device_follows(on_meta, x, mask=causal, what="layer(x, mask=causal)")
+    check.device_follows(on_meta, x, what="layer(x)", likely=DEVICE_INSIDE)
+    check.device_follows(on_meta, x, mask=causal, what="layer(x, mask=causal)",
+                         likely=DEVICE_INSIDE)
 
     check.clause("gradients")
     layer.train()
@@ -574,4 +600,16 @@ def check_MultiHeadSelfAttention(attention_cls: type[nn.Module]) -> None:
                      f"the loss reaches {name}.weight (it gets a gradient)",
                      expected="a non-zero gradient", got="None" if grad is None else "all zeros",
                      likely=GRADIENT_CUT)
+
+    check.rule("differentiable")
+    leaf = x.detach().clone().requires_grad_()
+    out_x, _ = forward_pair(check, layer, leaf, causal, "x requiring a gradient, mask=causal",
+                            grad=True)
+    if out_x.requires_grad:
+        check.backward(out_x, "layer(x, mask=causal)")
+    check.expect(leaf.grad is not None and bool(leaf.grad.abs().sum() > 0), "the loss reaches "
+                 "x, the layer's input (the layers below learn through it)",
+                 expected="a non-zero gradient for x",
+                 got="None" if leaf.grad is None else "all zeros",
+                 likely=INPUT_CUT)  # the maps got theirs above: only x was cut off
     check.passed()

@@ -10,6 +10,7 @@ only that mistake breaks); otherwise the message says what differs and where.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -17,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from helpers.checks.calls import rng_digest
 from helpers.checks.framework import SelfCheck, describe, shape_difference, student_line
 
 QKV_DIMS = ("batch", "query", "key")
@@ -60,6 +62,10 @@ NO_GRAPH = ("the result carries no gradient: the function ran under torch.no_gra
 WEIGHTS_DETACHED = ("V gets a gradient but Q and K do not: the weights were detached on their "
                     "way (.detach(), .data, a NumPy round trip); keep them in the graph")
 SDPA_BUILTIN = "scaled_dot_product_attention"
+SCALE_BY_TK = ("the scores were divided by sqrt(Tk), the number of keys, instead of sqrt(d_k), "
+               "the width of a query or key")
+SCALE_AFTER_SOFTMAX = ("the weights were divided by sqrt(d_k) after the softmax: scale the "
+                       "scores before it, so that the weights still sum to 1")
 
 
 @contextlib.contextmanager
@@ -165,6 +171,8 @@ def _weight_mistakes(Q: torch.Tensor, K: torch.Tensor, V: torch.Tensor,
         "the scores were divided by d_k instead of sqrt(d_k)":
             _builtin(Q, K, K, mask, scale=1.0 / dk)[1],
         SCALE_BY_DV: _builtin(Q, K, K, mask, scale=V.shape[-1] ** -0.5)[1],
+        SCALE_BY_TK: _builtin(Q, K, K, mask, scale=K.shape[-2] ** -0.5)[1],
+        SCALE_AFTER_SOFTMAX: _builtin(Q, K, K, mask, scale=1.0)[1] / dk ** 0.5,
     }
     if Q.dim() > 2:
         mistakes[SCALE_BY_SHAPE_1] = _builtin(Q, K, K, mask, scale=Q.shape[1] ** -0.5)[1]
@@ -236,6 +244,37 @@ def large_scores(generator: torch.Generator, leading: tuple[int, ...], Tq: int, 
     shift = torch.where(kinds == 0, size, torch.where(kinds == 1, 0.0, -size))
     Q[..., 0] = shift * dk ** 0.5
     return Q, K
+
+
+MAX_OVER_FORBIDDEN = ("every allowed weight came out 0 when a forbidden key scores far "
+                      "above the allowed ones: the maximum subtracted before the exp was taken "
+                      "over all keys, forbidden ones included, and the mask applied afterwards, "
+                      "so every allowed exp underflows to 0; set the forbidden scores to -inf "
+                      "first, then take the softmax (torch.softmax) of the masked scores")
+
+
+def forbidden_on_top(generator: torch.Generator, leading: tuple[int, ...], Tq: int, Tk: int,
+                     dk: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Queries, keys and a (Tq, Tk) mask in which one key, forbidden to every query, scores
+    150 to 300 above the allowed keys; every query keeps at least one allowed key."""
+    Q = torch.randn(*leading, Tq, dk, generator=generator)
+    K = torch.randn(*leading, Tk, dk, generator=generator)
+    hot = int(torch.randint(0, Tk, (1,), generator=generator))
+    K[..., 0] = 0.0
+    K[..., hot, 0] = 1.0
+    Q[..., 0] = (150 + 150 * torch.rand(Tq, generator=generator)) * dk ** 0.5
+    mask = torch.rand(Tq, Tk, generator=generator) < 0.5
+    mask[:, hot] = False
+    kept = (hot + 1 + torch.randint(0, Tk - 1, (Tq,), generator=generator)) % Tk
+    mask[torch.arange(Tq), kept] = True
+    return Q, K, mask
+
+
+def allowed_rows_lost(weights: Any) -> bool:
+    """The signature of a shift by the maximum over all keys, forbidden ones included: every
+    query row (none of them fully masked) comes out all zero."""
+    weights = torch.as_tensor(weights).detach().double()
+    return weights.dim() > 0 and bool((weights == 0).all())
 
 
 def _broken_rows(weights: torch.Tensor) -> torch.Tensor:
@@ -360,6 +399,14 @@ def check_scaled_dot_product_attention(attention: Callable[..., tuple]) -> None:
                 "and far below the others", dims=QKV_DIMS,
                 diagnoses=overflow_diagnoses(weights_l, expected_w_l, big, K_big))
     check.close(out_l, expected_out_l, "out for scores in the hundreds")
+    Q_top, K_top, mask_top = forbidden_on_top(generator, (B,), Tq, Tk, dk)
+    out_t, weights_t = call_attention(check, attention, Q_top, K_top, V, "attention with a "
+                                      "forbidden key far above the allowed ones", mask=mask_top)
+    expected_out_t, expected_w_t = _builtin(Q_top.double(), K_top.double(), V.double(), mask_top)
+    check.close(weights_t, expected_w_t, "a forbidden key scoring 150 or more above the allowed "
+                "ones: the allowed weights still sum to 1", dims=QKV_DIMS,
+                diagnoses={MAX_OVER_FORBIDDEN: lambda: allowed_rows_lost(weights_t)})
+    check.close(out_t, expected_out_t, "out with a forbidden key far above the allowed ones")
 
     check.clause("dtype")
     check.dtype_follows(attention, Q, K, V, what="attention(Q, K, V, mask=mask)", mask=full)
@@ -405,7 +452,7 @@ def check_scaled_dot_product_attention(attention: Callable[..., tuple]) -> None:
 def labels_by_counting(X: torch.Tensor, rule: str = ">") -> torch.Tensor:
     """Labels computed row by row in plain Python (1.0 = more 2s than 4s, or another rule)."""
     compare = {">": lambda a, b: a > b, ">=": lambda a, b: a >= b, "<": lambda a, b: a < b,
-               "!=": lambda a, b: a != b}[rule]
+               "!=": lambda a, b: a != b, "any": lambda a, b: a > 0 and b == 0}[rule]
     return torch.tensor([[float(compare(row.count(2), row.count(4)))] for row in X.tolist()])
 
 
@@ -429,12 +476,26 @@ def y_dtype_diagnoses(y: torch.Tensor) -> dict[str, bool]:
     }
 
 
+INT_WIDTH = ("X's digits have another integer width: torch.randint gives int64 unless a "
+             "dtype= says otherwise; leave the dtype out (or dtype=torch.long)")
+DIGITS_1_TO_10 = ("the digits run from 1 to 10: torch.randint(1, 11, ...) shifts them by one; "
+                  "the digits are 0 to 9, randint(0, 10, ...)")
+FIRST_TEN = ("only the first 10 positions of each row were counted: count over all T "
+             "positions (a sum over the row's axis needs no length)")
+SIGN_LABELS = ("y holds -1 where the 4s win (the sign of the difference): a label is 1.0 or "
+               "0.0, so compare the counts, twos > fours")
+ANY_LABELS = ("y says whether a row has a 2 and no 4 at all, not whether it has more 2s than "
+              "4s: compare the two counts")
 SAME_SEED = ("make_batch gives different batches for the same seed, and it draws nothing from "
              "torch: its digits come from a generator PyTorch's seed does not reach (NumPy's "
              "or Python's random); use torch.randint")
 CLOCK_SEED = ("make_batch draws with torch but gives different batches after the same seed: it "
               "reseeds the generator from the clock or the system (torch.seed(), a seed taken "
               "from the time) inside; draw from the global generator as it is")
+OWN_GENERATOR = ("make_batch draws with torch but leaves the global generator untouched: it "
+                 "draws from a generator of its own (torch.Generator(), passed as generator=), "
+                 "which a fixed seed of its own started once and PyTorch's global seed never "
+                 "reaches; draw from the global generator (no generator= argument)")
 FIRST_CALL_SEED = ("the first call after a seed gives another batch than the calls after it: "
                    "make_batch reseeds the generator on its first call (set_seed or "
                    "torch.manual_seed behind a flag); never reseed inside")
@@ -443,6 +504,8 @@ RESEEDS = ("make_batch gives the same batch whatever the global seed: it reseeds
            "draw from the global generator and seed once, outside")
 TORCH_RANDOM = {"randint", "rand", "randn", "randperm", "multinomial", "bernoulli", "normal",
                 "randint_like", "rand_like", "randn_like", "random_", "uniform_", "normal_"}
+SCALAR_LABEL = ("y is a single number for a batch of one: a `.squeeze()` dropped both of its "
+                "axes; keep y of shape (N, 1) for every N")
 NO_COLUMN = "y has no column axis: keep the summed axis (keepdim=True) or reshape y to (N, 1)"
 ROW_LABELS = "y is a row (1, N): the labels go down a column, (N, 1)"
 SUMMED_OVER_BATCH = ("the 2s and 4s were counted down the batch (dim=0), one count per "
@@ -464,6 +527,7 @@ def batch_shapes(check: SelfCheck, X: torch.Tensor, y: torch.Tensor, N: int, T: 
     check.expect(tuple(y.shape) == (N, 1), f"y of {what} has shape {(N, 1)}",
                  expected=f"shape {(N, 1)}", got=f"shape {tuple(y.shape)}", diagnoses={
                      NO_COLUMN: tuple(y.shape) == (N,),
+                     SCALAR_LABEL: N == 1 and tuple(y.shape) == (),
                      ROW_LABELS: tuple(y.shape) == (1, N),
                      SUMMED_OVER_BATCH: tuple(y.shape) in ((1, T), (T,))})
 
@@ -472,6 +536,13 @@ def whole_batch_labels(X: torch.Tensor) -> torch.Tensor:
     """The labels of counting the 2s and 4s of the whole batch: one value for every row."""
     return torch.full((X.shape[0], 1), float(int((X == 2).sum()) > int((X == 4).sum())),
                       dtype=torch.float64)
+
+
+def seeded_digest(seed: int) -> str:
+    """The digest of the global generator's state right after ``torch.manual_seed(seed)``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return rng_digest()
 
 
 def check_randomness(check: SelfCheck, make_batch: Callable[..., tuple], seeds: tuple[int, int],
@@ -484,6 +555,9 @@ def check_randomness(check: SelfCheck, make_batch: Callable[..., tuple], seeds: 
     other = torch.as_tensor(check.call_seeded(seeds[1], make_batch, N)[0])
     _, seen = check.call_observed(make_batch, N)
     draws_with_torch = bool(TORCH_RANDOM & set(seen.calls))
+    # A generator of its own leaves the global one where the seed put it.
+    rng_after = check._checked_call(make_batch, (N,), {}, seed=seeds[0])[1].rng_after
+    untouched = bool(rng_after) and rng_after == seeded_digest(seeds[0])
     first = torch.as_tensor(first)
     same = [torch.equal(first, again), torch.equal(again, third)]
     check.expect(all(same), "the same global seed gives the same batch, from the first call on",
@@ -492,7 +566,8 @@ def check_randomness(check: SelfCheck, make_batch: Callable[..., tuple], seeds: 
                  got="the first call differs from the others" if same == [False, True]
                  else "different batches", diagnoses={
                      FIRST_CALL_SEED: same == [False, True],
-                     CLOCK_SEED: draws_with_torch,
+                     OWN_GENERATOR: draws_with_torch and untouched,
+                     CLOCK_SEED: draws_with_torch and not untouched,
                      SAME_SEED: not draws_with_torch})
     check.expect(not torch.equal(again, other), "two global seeds give two different batches",
                  expected=f"make_batch({N}) after seeds {seeds[0]} and {seeds[1]}: different X",
@@ -512,7 +587,8 @@ def check_make_batch(make_batch: Callable[..., tuple]) -> None:
     check.expect(X.dtype == torch.int64, "X holds integers (int64)", expected="torch.int64",
                  got=str(X.dtype), diagnoses={
                      "X holds floats: draw the digits with torch.randint, which gives int64, "
-                     "and keep them integers (nn.Embedding needs them)": X.is_floating_point()})
+                     "and keep them integers (nn.Embedding needs them)": X.is_floating_point(),
+                     INT_WIDTH: not X.is_floating_point() and X.dtype != torch.bool})
     check.expect(y.dtype == torch.float32, "y is float32 (what nn.BCELoss expects)",
                  expected="torch.float32", got=str(y.dtype), diagnoses=y_dtype_diagnoses(y))
 
@@ -524,14 +600,15 @@ def check_make_batch(make_batch: Callable[..., tuple]) -> None:
                      "there is no 9: torch.randint's upper bound is excluded, so draw "
                      "with randint(0, 10, ...)": digits == set(range(9)),
                      "there is no 0: the digits start at 0, randint(0, 10, ...)":
-                         digits == set(range(1, 10))})
+                         digits == set(range(1, 10)),
+                     DIGITS_1_TO_10: digits == set(range(1, 11))})
     counts = torch.bincount(X.flatten(), minlength=10).double() / X.numel()
     check.expect(bool((counts > 0.07).all() and (counts < 0.13).all()),
                  "all ten digits appear about equally often",
                  expected="each digit in about 10% of places",
                  got="shares " + ", ".join(f"{d}: {c:.2f}" for d, c in enumerate(counts)))
     labels = labels_by_counting(X)
-    y_flat = y.reshape(-1, 1).double()
+    y_flat = y.detach().reshape(-1, 1).double()
     wrong = (y_flat != labels).reshape(-1).nonzero()
     i = int(wrong[0]) if len(wrong) else 0
     row = X[i].tolist()
@@ -547,19 +624,26 @@ def check_make_batch(make_batch: Callable[..., tuple]) -> None:
                      "the label is 1 whenever the counts differ, not only when the 2s win":
                          lambda: torch.equal(y_flat, labels_by_counting(X, "!=")),
                      WHOLE_BATCH: lambda: torch.equal(y_flat, whole_batch_labels(X)),
+                     SIGN_LABELS: bool((y_flat == -1).any()),
+                     ANY_LABELS: lambda: torch.equal(y_flat, labels_by_counting(X, "any")),
                  })
 
     check.clause("arguments")
-    for args, kwargs in (((7,), {"T": 4}), ((1, 3), {})):
+    for args, kwargs in (((7,), {"T": 4}), ((1, 3), {}), ((40, 16), {})):
         n, t = args[0], kwargs.get("T", args[-1])
         what = "make_batch(" + ", ".join([*map(str, args), *(f"{k}={v}" for k, v in
                                                             kwargs.items())]) + ")"
         X_a, y_a = batch_pair(check, check.call_seeded(23, make_batch, *args, **kwargs), what)
         batch_shapes(check, X_a, y_a, n, t, what)
-        check.expect(bool(torch.equal(y_a.reshape(-1, 1).double(), labels_by_counting(X_a))),
-                     f"the labels of {what} agree with its rows",
-                     expected="1.0 exactly where a row has more 2s than 4s",
-                     got=f"X = {X_a.tolist()}, y = {y_a.reshape(-1).tolist()}")
+        y_col, right = y_a.detach().reshape(-1, 1).double(), labels_by_counting(X_a)
+        bad = (y_col != right).reshape(-1).nonzero()
+        i = int(bad[0]) if len(bad) else 0
+        check.expect(len(bad) == 0, f"the labels of {what} agree with its rows",
+                     expected=f"1.0 exactly where a row has more 2s than 4s: y = "
+                              f"{float(right[i]):.0f} for row {i}, {X_a[i].tolist()}",
+                     got=f"y = {float(y_col[i]):.0f} ({len(bad)} wrong labels of {n})",
+                     diagnoses={FIRST_TEN: t > 10 and bool(len(bad)) and torch.equal(
+                         y_col, labels_by_counting(X_a[:, :10]))})
 
     check.clause("randomness")
     check_randomness(check, make_batch, (seed, 6), N, X)
@@ -589,6 +673,30 @@ SINGLE_QUERY_CRASHES = {EMBEDS_AGAIN: lambda text: "indices" in text,
                         BMM: lambda text: "3D" in text or "bmm" in text}
 FORWARD_CRASHES = {**SINGLE_QUERY_CRASHES,
                    DIGITS_AS_EMBEDDINGS: lambda text: "Long" in text and "indices" not in text}
+SQUEEZED_Z = ("the attended value z lost its axes: `.squeeze()` turned (N, 1, 1) into (N,), "
+              "which the readout's nn.Linear(1, d_hidden) reads as one row of N numbers; "
+              "squeeze only the last axis (.squeeze(-1)) or reshape to (N, 1)")
+Z_NOT_FLAT = ("z kept its shape (N, 1, 1), so the readout returns (N, 1, 1): turn it into "
+              "(N, 1) first (.squeeze(-1) or .reshape(-1, 1))")
+FORWARD_CRASHES = {**FORWARD_CRASHES,
+                   SQUEEZED_Z: lambda text: re.search(r"\(1x\d+ and 1x\d+\)", text) is not None}
+EXTRA_MEMBER = ("the model has a member the table does not list (dropout, another layer): the "
+                "constructor creates exactly embed, query, to_key, to_value and readout")
+NO_BIAS = ("a layer was built with bias=False: the table prescribes nn.Linear(...) with its "
+           "default bias (the key's bias does not change the attention, but it changes how "
+           "the model draws its parameters, so a seeded model is no longer the one the text "
+           "describes)")
+HIDDEN_ACTIVATION = "the readout's middle layer is not nn.Tanh(): the table prescribes Tanh"
+VALUE_WIDTH = ("to_value gives d_att numbers per position: a value is one number, "
+               "nn.Linear(d_embed, 1)")
+EMBED_WIDTH = ("the embedding width is d_att, not d_embed: nn.Embedding(10, d_embed) (they "
+               "differ in SingleQueryAttention(6, 4, 8))")
+MULTIPLIED_SCALE = "the scores were multiplied by sqrt(d_att) instead of divided by it"
+SCALE_BY_D_HIDDEN = ("the scores were divided by sqrt(d_hidden), the readout's width, instead "
+                     "of sqrt(d_att)")
+SIGMOID_ON_Z = ("forward applies a sigmoid to z itself, skipping the readout network: "
+                "return readout(z)")
+MEMBERS = ("embed", "query", "to_key", "to_value", "readout")
 HARD_CODED_SCALE = ("the scores were divided by a fixed 4 (the square root of the default "
                     "d_att = 16): divide by sqrt(d_att) of this model")
 
@@ -632,9 +740,15 @@ def check_members(check: SelfCheck, model: Any, d_embed: int, d_att: int, d_hidd
                  got=describe(model.query),
                  likely="the query is a plain tensor, so training never changes it: wrap it, "
                         "nn.Parameter(...)")
+    extra = [f"{name}: {child._get_name()}" for name, child in model.named_children()
+             if name not in MEMBERS]
+    extra += [name for name, _ in model.named_parameters(recurse=False) if name not in MEMBERS]
+    check.expect(not extra, f"{what} has exactly the members the table lists",
+                 expected=", ".join(MEMBERS), got=f"also {', '.join(extra)}", likely=EXTRA_MEMBER)
     layers = readout_layers(model)
     check.expect(bool(layers) and layers[-1] == "Sigmoid", "the readout ends with nn.Sigmoid()",
-                 expected="nn.Sequential(..., nn.Sigmoid())", got=describe(model.readout),
+                 expected="nn.Sequential(..., nn.Sigmoid())",
+                 got=f"readout layers {', '.join(layers) or describe(model.readout)}",
                  likely="the readout does not end with nn.Sigmoid(), so model(x) is not a "
                         "probability")
     embed, to_key, to_value = model.embed, model.to_key, model.to_value
@@ -660,7 +774,18 @@ def check_members(check: SelfCheck, model: Any, d_embed: int, d_att: int, d_hidd
                           f"{d_att}), Linear({d_embed}, 1), readout Linear(1, {d_hidden}), "
                           f"Tanh, Linear({d_hidden}, 1), Sigmoid",
                  got="; ".join(f"{name} {sizes[name]}" for name in wrong),
-                 where=f"{', '.join(wrong)} differ", diagnoses=diagnoses)
+                 where=f"{', '.join(wrong)} differ", diagnoses={
+                     **(diagnoses or {}),
+                     HIDDEN_ACTIVATION: len(layers) == 4 and layers[1] != "Tanh",
+                     VALUE_WIDTH: wrong == ["to_value"] and sizes["to_value"] == (d_embed, d_att),
+                     EMBED_WIDTH: wrong == ["embed"] and sizes["embed"] == (10, d_att)})
+    linears = [("to_key", to_key), ("to_value", to_value),
+               *((f"readout[{i}]", layer) for i, layer in enumerate(readout)
+                 if isinstance(layer, nn.Linear))]
+    no_bias = [name for name, layer in linears if getattr(layer, "bias", None) is None]
+    check.expect(not no_bias, f"the linear layers of {what} have their bias, as nn.Linear "
+                 "makes them", expected="a bias in to_key, to_value and the readout's Linear "
+                 "layers", got=f"no bias in {', '.join(no_bias)}", likely=NO_BIAS)
 
 
 def check_query_init(check: SelfCheck, wide: nn.Module) -> None:
@@ -769,7 +894,9 @@ def check_SingleQueryAttention(model_class: type[nn.Module]) -> None:
                 mistakes={"the scores were not divided by sqrt(d_att)":
                           single_query_weights(model, e, scale=1.0),
                           "the scores were divided by d_att instead of sqrt(d_att)":
-                          single_query_weights(model, e, scale=1.0 / 16)})
+                          single_query_weights(model, e, scale=1.0 / 16),
+                          MULTIPLIED_SCALE: single_query_weights(model, e, scale=4.0),
+                          SCALE_BY_D_HIDDEN: single_query_weights(model, e, scale=32 ** -0.5)})
     a1 = batch_of_one(check, lambda: check.call(model.attention, e[:1]), (1, 1, T),
                       "attention(e) for a batch of one, e of shape (1, 7, d_embed)",
                       SINGLE_QUERY_CRASHES)
@@ -789,7 +916,8 @@ def check_SingleQueryAttention(model_class: type[nn.Module]) -> None:
     check.clause("forward")
     with crash_causes(check, FORWARD_CRASHES):
         p = check.tensor(check.call(model, x), "model(x)")
-    check.shape(p, (N, 1), "model(x) for x of shape (4, 7)")
+    check.shape(p, (N, 1), "model(x) for x of shape (4, 7)",
+                likely=Z_NOT_FLAT if tuple(p.shape) == (N, 1, 1) else None)
     with torch.no_grad():
         weights = single_query_weights(model, e).float()
         attended = (weights @ values).reshape(N, 1)
@@ -799,7 +927,8 @@ def check_SingleQueryAttention(model_class: type[nn.Module]) -> None:
                     "forward sums the values instead of weighting them by the attention":
                         model.readout(values.sum(1)),
                     "the sigmoid is applied twice (the readout already ends with one)":
-                        torch.sigmoid(model.readout(attended))}
+                        torch.sigmoid(model.readout(attended)),
+                    SIGMOID_ON_Z: torch.sigmoid(attended)}
         expected = model.readout(attended)
     check.close(p, expected, "model(x) = readout(attention-weighted value)", mistakes=mistakes)
     p1 = batch_of_one(check, lambda: check.call(model, x[:1]), (1, 1),
@@ -821,7 +950,9 @@ def check_SingleQueryAttention(model_class: type[nn.Module]) -> None:
                 f"1/√{d_att})", mistakes={
                     "the scores were divided by sqrt(d_embed), the embedding width, instead of "
                     "sqrt(d_att)": single_query_weights(small, e_small, scale=d_embed ** -0.5),
-                    HARD_CODED_SCALE: single_query_weights(small, e_small, scale=0.25)})
+                    HARD_CODED_SCALE: single_query_weights(small, e_small, scale=0.25),
+                    SCALE_BY_D_HIDDEN: single_query_weights(small, e_small,
+                                                            scale=d_hidden ** -0.5)})
     p_small = check.call(small, x_small)
     with torch.no_grad():
         expected_small = small.readout(

@@ -15,6 +15,10 @@ from torch import nn
 
 from helpers.checks.framework import SelfCheck, describe
 
+MIN_INDICES = ("the labels are positions, not bits: x.min(dim=...)[1] (or .indices) is where "
+               "the minimum sits; take the values, x.min(dim=...)[0] or .values, or use "
+               ".amin(dim=...) / .all(dim=...)")
+
 
 def label_mistakes(X: torch.Tensor, idx: list[int]) -> dict[str, torch.Tensor]:
     """What the usual wrong labels are for bits ``X`` and positions ``idx``."""
@@ -33,6 +37,7 @@ def label_mistakes(X: torch.Tensor, idx: list[int]) -> dict[str, torch.Tensor]:
             relevant.sum(dim=1, keepdim=True),
         "the label is the mean of the bits at idx, not their AND":
             relevant.mean(dim=1, keepdim=True),
+        MIN_INDICES: relevant.min(dim=1, keepdim=True).indices.double(),
     }
 
 
@@ -133,7 +138,7 @@ def check_sparse_and_dataset(sparse_and_dataset: Callable[..., tuple]) -> None:
 
     check.clause("values")
     wanted = X[:, idx].double().amin(dim=1, keepdim=True)
-    check.close(y.double(), wanted, "y is 1 exactly when every bit at idx = [2, 9] is 1",
+    check.close(y, wanted.to(y.dtype), "y is 1 exactly when every bit at idx = [2, 9] is 1",
                 mistakes=label_mistakes(X, idx), atol=1e-6, rtol=0, dims=("sample", "label"))
 
     check.clause("unchanged")
@@ -191,10 +196,10 @@ def check_sparse_and_dataset(sparse_and_dataset: Callable[..., tuple]) -> None:
 # ---- SelfAttentionClassifier -------------------------------------------------------------------
 
 def _reference_via_builtin(model: nn.Module, x: torch.Tensor, *, positions: bool = True,
-                           scale: float | None = None, swap: bool = False
-                           ) -> tuple[torch.Tensor, torch.Tensor]:
+                           scale: float | None = None, swap: bool = False,
+                           causal: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention weights and output from nn.MultiheadAttention loaded with the model's maps
-    (``positions``, ``scale`` and ``swap`` build in a typical mistake)."""
+    (``positions``, ``scale``, ``swap`` and ``causal`` build in a typical mistake)."""
     d = model.query.weight.shape[0]
     mha = nn.MultiheadAttention(d, num_heads=1, bias=False, batch_first=True)
     query, key = (model.key, model.query) if swap else (model.query, model.key)
@@ -204,7 +209,10 @@ def _reference_via_builtin(model: nn.Module, x: torch.Tensor, *, positions: bool
                                             model.value.weight]))
         mha.out_proj.weight.copy_(torch.eye(d))
         e = model.token_embedding(x) + (model.position_embedding if positions else 0.0)
-        out, weights = mha(e, e, e, need_weights=True, average_attn_weights=True)
+        T = x.shape[1]
+        mask = torch.ones(T, T, dtype=torch.bool).triu(1) if causal else None
+        out, weights = mha(e, e, e, need_weights=True, average_attn_weights=True,
+                           attn_mask=mask)
         probability = torch.sigmoid(model.readout(out[:, -1, :]))
     return weights, probability
 
@@ -216,6 +224,16 @@ POSITIONS_EMBEDDING = ("position_embedding is an nn.Embedding: the table asks fo
                        "sample's token embeddings")
 POSITIONS_NOT_PARAMETER = ("position_embedding is a plain tensor, so training never changes "
                            "it: wrap it, nn.Parameter(...)")
+
+
+PADDING_IDX = ("padding_idx=0 keeps the vector of bit 0 at zero and never trains it: bit 0 is "
+               "a token like bit 1 here, nn.Embedding(2, d)")
+SHARED_MAPS = ("query, key and value are one and the same nn.Linear (self.query = self.key = "
+               "self.value = nn.Linear(...) builds ONE layer and gives it three names): build "
+               "three layers, one per line")
+PARAMETER_DTYPE = ("a parameter was made in __init__ with another dtype (dtype=torch.float64, "
+                   ".double()): every parameter is float32, like nn.Linear's and "
+                   "nn.Embedding's, so leave the dtype out")
 
 
 def classifier_members(check: SelfCheck, model: nn.Module, T: int, d: int) -> None:
@@ -239,6 +257,23 @@ def classifier_members(check: SelfCheck, model: nn.Module, T: int, d: int) -> No
                  got="a bias in one of them")
     check.expect(model.readout.bias is not None, "readout has a bias", expected="a bias",
                  got="none")
+    padding = getattr(model.token_embedding, "padding_idx", None)
+    check.expect(padding is None, "token_embedding is nn.Embedding(2, d), with no padding_idx",
+                 expected="padding_idx None", got=f"padding_idx {padding}", likely=PADDING_IDX)
+    wanted = 2 * d + T * d + 3 * d * d + d + 1
+    count = sum(p.numel() for p in model.parameters())
+    shared = [f"{a} and {b}" for a, b in (("query", "key"), ("query", "value"), ("key", "value"))
+              if getattr(model, a).weight is getattr(model, b).weight]
+    check.expect(count == wanted and not shared, f"the model has {wanted} parameters for "
+                 f"T = {T}, d = {d} (2d + Td + 3d² + d + 1)", expected=f"{wanted} parameters",
+                 got=f"{count} parameters" + (f"; {', '.join(shared)} are the same layer"
+                                              if shared else ""),
+                 likely=SHARED_MAPS if shared or count == wanted - 2 * d * d else None)
+    wide = [name for name, p in model.named_parameters() if p.dtype != torch.float32]
+    check.expect(not wide, "every parameter is float32, PyTorch's default",
+                 expected="float32 parameters", got=", ".join(
+                     f"{name} is {dict(model.named_parameters())[name].dtype}" for name in wide),
+                 likely=PARAMETER_DTYPE)
 
 
 MODEL_OTHER_GENERATOR = ("the same seed built two different models: the initial weights come "
@@ -297,6 +332,10 @@ OTHER_SCHEME = ("drawn with a scheme of its own (Xavier/Glorot: std sqrt(1/d), 0
 READOUT_TOO = ("the readout was initialised too: it looks drawn with std 0.1; only "
                "token_embedding, position_embedding, query, key and value get std 0.1, leave "
                "nn.Linear(d, 1) as PyTorch builds it")
+STD_ONE_OVER_D = ("drawn with std 1/d (0.125 for d = 8, but 0.031 for d = 32): the std is 0.1 "
+                  "for every d, nn.init.normal_(..., std=0.1)")
+BIAS_CONSTANT = ("the readout's bias was set to one value (nn.init.zeros_, .fill_): the "
+                 "readout, bias included, keeps the initialisation nn.Linear(d, 1) gives it")
 POOLED_FOR_MEAN = 2000  # values of std-1 members needed to tell a mean of 0.1 from 0
 
 
@@ -333,6 +372,7 @@ def classifier_init(check: SelfCheck, models: list[nn.Module], d: int) -> None:
                          UNIFORM_SMALL: largest <= 0.1 + 1e-6 and 0.045 < std < 0.07,
                          OTHER_SCHEME: name in ("query", "key", "value") and any(
                              abs(std / math.sqrt(gain / d) - 1) < 0.15 for gain in (1, 2)),
+                         STD_ONE_OVER_D: abs(std * d - 1) < 0.15,
                      })
     weights = torch.cat([model.readout.weight.detach().double().flatten() for model in models])
     std = weights.std().item()
@@ -343,6 +383,13 @@ def classifier_init(check: SelfCheck, models: list[nn.Module], d: int) -> None:
                  got=f"largest |weight| {weights.abs().max().item():.3f}, std {std:.3f}",
                  diagnoses={READOUT_TOO: low <= std <= high
                             and abs(weights.mean().item()) < 0.05})
+    biases = torch.cat([model.readout.bias.detach().double().flatten() for model in models])
+    spread = biases.std().item() if biases.numel() > 1 else 0.0
+    check.expect(bool(biases.abs().max() <= bound + 1e-6) and spread > 0.2 * bound / math.sqrt(3),
+                 "readout's bias keeps PyTorch's default too (uniform in ±1/sqrt(d))",
+                 expected=f"{biases.numel()} biases (one per model) spread over ±{bound:.3f}",
+                 got=f"largest |bias| {biases.abs().max().item():.3f}, std {spread:.3f}",
+                 diagnoses={BIAS_CONSTANT: spread < 1e-6})
 
 
 def _weight(model: nn.Module, name: str) -> torch.Tensor:
@@ -371,8 +418,109 @@ BROADCAST = ("a (B, T) @ (B, T, d) product broadcasts to (B, B, d): every sample
              "multiply and sum over the positions")
 COLUMN = ("the last column of A was used (how much every position attends to the last one), "
           "not the last row: h = Σ_t A[T-1, t] V_t, A[:, -1, :]")
+CAUSAL = ("a causal mask hides the later positions from each query: this classifier sees the "
+          "whole context at once, every query attends to all T positions")
+RELU = ("a ReLU (or another nonlinearity) sits between h and the readout: forward is "
+        "sigmoid(readout(h)), nothing in between")
 VALUES_WITHOUT_POSITIONS = ("the values were computed from the token embeddings alone: V = "
                             "value(e), with e = embed(x) including the positions")
+
+
+DROPOUT = ("dropout on the attention weights: the checks run the model in training mode (a "
+           "module starts in it), where dropout zeroes some weights and scales the others by "
+           "1/(1 - p); the exercise has no dropout")
+OVERFLOW = ("exp of a large score overflowed (torch.exp is inf above about 88 in float32, and "
+            "inf / inf is nan): use torch.softmax(scores, dim=-1), which subtracts each row's "
+            "largest score first")
+
+
+def dropout_signature(weights: torch.Tensor, reference: torch.Tensor) -> bool:
+    """Do ``weights`` look like ``reference`` after dropout (some entries zeroed, the others
+    scaled by one factor above 1)?"""
+    visible = reference > 1e-3
+    dropped = (weights == 0) & visible
+    kept = (weights != 0) & visible
+    if not bool(dropped.any()) or not bool(kept.any()):
+        return False
+    ratio = (weights[kept] / reference[kept]).double()
+    return bool(ratio.min() > 1.0) and bool(ratio.max() - ratio.min() < 0.01 * ratio.mean())
+
+
+def large_scores(check: SelfCheck, model: nn.Module, x: torch.Tensor,
+                 generator: torch.Generator) -> None:
+    """Attention weights when the scores reach the hundreds (a softmax written as
+    exp / sum overflows there). ``model`` gets new, larger weights."""
+    _randomise(model, generator, scale=2.5)
+    reference = _reference_via_builtin(model, x)[0]
+    e = model.token_embedding(x) + model.position_embedding
+    top = (model.query(e) @ model.key(e).transpose(-2, -1)).abs().max().item() / math.sqrt(
+        model.query.weight.shape[0])
+    weights = check.tensor(check.call(model.attention_weights, x), "attention_weights(x)")
+    what = f"with scores up to {top:.0f}, attention weights agree with nn.MultiheadAttention"
+    check.finite(weights, what, likely=OVERFLOW)
+    check.close(weights, reference, what, atol=1e-3, dims=("sample", "query", "key"))
+
+
+GRADIENT_NAMES = ("token_embedding.weight", "position_embedding", "query.weight", "key.weight",
+                  "value.weight", "readout.weight", "readout.bias")
+CUT_OFF = ("part of the model is cut off from the gradient (.detach(), torch.no_grad() or .data "
+           "in a method): training would never change it")
+BRANCH_DETACHED = {
+    "values": "the embeddings used for the values are detached (self.embed(x).detach() or "
+              ".data in forward): the embeddings then learn only through the queries and "
+              "keys; nothing may be detached",
+}
+
+
+def reference_gradients(model: nn.Module, x: torch.Tensor, upstream: torch.Tensor, *,
+                        detach: str | None = None) -> dict[str, torch.Tensor]:
+    """Gradients of ``(model(x) * upstream).sum()`` for every parameter of the table,
+    computed in float64 from the model's own values (``detach`` cuts one branch, as a typical
+    mistake does: "values")."""
+    leaves = {name: getattr(model, name.split(".")[0]) if "." not in name else
+              getattr(getattr(model, name.split(".")[0]), name.split(".")[1])
+              for name in GRADIENT_NAMES}
+    p = {name: t.detach().double().clone().requires_grad_() for name, t in leaves.items()}
+    cut = lambda t, branch: t.detach() if detach == branch else t  # noqa: E731
+    e = p["token_embedding.weight"][x] + p["position_embedding"]
+    scores = (e @ p["query.weight"].T) @ (e @ p["key.weight"].T).transpose(-2, -1)
+    weights = torch.softmax(scores / math.sqrt(e.shape[-1]), dim=-1)
+    h = weights[:, -1].unsqueeze(1) @ (cut(e, "values") @ p["value.weight"].T)
+    out = torch.sigmoid(h[:, 0] @ p["readout.weight"].T + p["readout.bias"])
+    (out * upstream.double()).sum().backward()
+    return {name: t.grad if t.grad is not None else torch.zeros_like(t)
+            for name, t in p.items()}
+
+
+def classifier_gradients(check: SelfCheck, model: nn.Module, x: torch.Tensor,
+                         generator: torch.Generator) -> None:
+    """In training mode, every parameter's gradient equals the reference's (weights of a
+    moderate size: neither the sigmoid nor the softmax saturates)."""
+    _randomise(model, generator, scale=0.4)
+    model.train()
+    model.zero_grad()
+    upstream = torch.randn(x.shape[0], 1, generator=generator)
+    check.backward(check.call(model, x) * upstream, "model(x)")
+    parameters = dict(model.named_parameters())
+    missing = [name for name in GRADIENT_NAMES if parameters.get(name) is None
+               or parameters[name].grad is None or not bool(parameters[name].grad.abs().sum() > 0)]
+    check.expect(not missing, "in training mode, every parameter gets a gradient",
+                 expected="a nonzero gradient for every parameter",
+                 got=f"none for {', '.join(missing[:4])}", likely=CUT_OFF)
+    wanted = reference_gradients(model, x, upstream)
+    cut = {branch: reference_gradients(model, x, upstream, detach=branch)
+           for branch in BRANCH_DETACHED}
+    for name in GRADIENT_NAMES:
+        grad = parameters[name].grad
+        scale = wanted[name].abs().max().item()
+        check.close(grad, wanted[name].to(grad.dtype),
+                    f"in training mode, the gradient of {name} is the reference's",
+                    atol=1e-4 * max(scale, 1e-3), rtol=1e-3, mistakes={
+                        BRANCH_DETACHED[branch]: gradients[name].to(grad.dtype)
+                        for branch, gradients in cut.items()
+                        if not torch.allclose(gradients[name], wanted[name])},
+                    diagnoses={PADDING_IDX: name == "token_embedding.weight"
+                               and not bool(grad[0].any()) and bool(wanted[name][0].any())})
 
 
 def check_SelfAttentionClassifier(model_class: Callable[..., nn.Module]) -> None:  # noqa: N802
@@ -406,6 +554,8 @@ def check_SelfAttentionClassifier(model_class: Callable[..., nn.Module]) -> None
 
     check.clause("init")
     classifier_init(check, [check.call_seeded(seed, model_class, 64) for seed in range(8)], 8)
+    classifier_init(check, [check.call_seeded(seed, model_class, 8, 32) for seed in range(8)],
+                    32)
 
     generator = torch.Generator().manual_seed(4)
     _randomise(model, generator)
@@ -438,11 +588,13 @@ def check_SelfAttentionClassifier(model_class: Callable[..., nn.Module]) -> None
                             _reference_via_builtin(model, x, swap=True)[0],
                         SCALED_AFTER:
                             _reference_via_builtin(model, x, scale=1.0)[0] / math.sqrt(d),
+                        CAUSAL: _reference_via_builtin(model, x, causal=True)[0],
                     }, diagnoses={
                         SOFTMAX_OVER_QUERIES: lambda: bool(torch.allclose(
                             weights.sum(-2), torch.ones(B, T), atol=1e-5)),
                         SOFTMAX_OVER_BATCH: lambda: bool(torch.allclose(
-                            weights.sum(0), torch.ones(T, T), atol=1e-5))},
+                            weights.sum(0), torch.ones(T, T), atol=1e-5)),
+                        DROPOUT: lambda: dropout_signature(weights, reference_weights)},
                     atol=1e-4, dims=("sample", "query", "key"))
 
         check.clause("forward")
@@ -466,6 +618,8 @@ def check_SelfAttentionClassifier(model_class: Callable[..., nn.Module]) -> None
                         VALUES_WITHOUT_POSITIONS: readout(
                             reference_weights[:, -1].unsqueeze(1)
                             @ model.value(model.token_embedding(x))).reshape(B, 1),
+                        RELU: readout(torch.relu(reference_weights[:, -1].unsqueeze(1)
+                                                 @ values)).reshape(B, 1),
                     })
         one = check.tensor(check.call(model, x[:1]), "model(x) for a batch of one")
         check.shape(one, (1, 1), "model(x) for a batch of one",
@@ -486,15 +640,13 @@ def check_SelfAttentionClassifier(model_class: Callable[..., nn.Module]) -> None
         check.close(check.call(small, x_small), _reference_via_builtin(small, x_small)[1],
                     "for T = 5, d = 4, the output agrees with nn.MultiheadAttention", atol=1e-4)
 
+        check.clause("attention")
+        large_scores(check, model, x, generator)
+
+    check.clause("device")
+    on_meta = check.call_seeded(7, model_class, T, d).to("meta")
+    check.device_follows(on_meta, x, what="model(x)")
+
     check.clause("gradients")
-    model.train()
-    model.zero_grad()
-    check.backward(check.call(model, x) * torch.randn(B, 1, generator=generator), "model(x)")
-    missing = [name for name, parameter in model.named_parameters()
-               if parameter.grad is None or not bool(parameter.grad.abs().sum() > 0)]
-    check.expect(not missing, "in training mode, every parameter gets a gradient",
-                 expected="a nonzero gradient for every parameter",
-                 got=f"none for {', '.join(missing[:4])}",
-                 likely="part of the model is cut off from the gradient (.detach(), "
-                        "torch.no_grad() or .data in a method): training would never change it")
+    classifier_gradients(check, model, x, generator)
     check.passed()

@@ -36,8 +36,9 @@ FREQUENCY_MISTAKES = {
     "later pairs turn ever faster; ω_i = 1 / 10000^(2i/d) falls from 1 for i = 0 to about "
     "1/10000": lambda i, d: -2 * i / d,
     INTEGER_DIVISION: lambda i, d: 0 * i,
-    "the exponents run from 0 to exactly 1 (as torch.linspace(0, 1, d_model // 2) spaces "
-    "them): they are 2i/d for i = 0, 1, …, d/2 - 1, so the last one is (d - 2)/d, short of 1":
+    "the exponents run from 0 to exactly 1 (as dividing by d_model - 2, or torch.linspace(0, "
+    "1, d_model // 2), spaces them): they are 2i/d for i = 0, 1, …, d/2 - 1, so the last one "
+    "is (d - 2)/d, short of 1":
         lambda i, d: 2 * i / (d - 2),
 }
 HALF_DTYPES = (torch.float16, torch.bfloat16)
@@ -122,6 +123,11 @@ def check_sinusoidal_positional_encoding(encoding: Callable[[int, int], torch.Te
 
 # ---- TransformerBlock -------------------------------------------------------------------------
 
+NORM_EPS = ("nn.LayerNorm was given another eps (`nn.LayerNorm(d_model, eps=...)`, as some "
+            "codebases write it): the text's nn.LayerNorm(d_model) keeps PyTorch's default, "
+            "1e-5")
+
+
 def _describe_block_members(block: nn.Module) -> str:
     names = ", ".join(name for name, _ in block.named_children())
     return f"members: {names or 'none'}"
@@ -154,6 +160,9 @@ def check_block_members(check: SelfCheck, block: nn.Module, d_model: int, n_head
         check.expect(isinstance(norm, nn.LayerNorm) and tuple(norm.normalized_shape) == (d_model,)
                      and norm.elementwise_affine, f"block.{name} is nn.LayerNorm(d_model)",
                      expected=f"nn.LayerNorm({d_model})", got=repr(norm))
+        check.expect(math.isclose(norm.eps, 1e-5), f"block.{name} keeps LayerNorm's default "
+                     "eps = 1e-5", expected=f"nn.LayerNorm({d_model}) (eps=1e-05)",
+                     got=f"eps={norm.eps}", likely=NORM_EPS)
     mlp = getattr(block, "mlp", None)
     layout = (isinstance(mlp, nn.Sequential) and len(mlp) == 3
               and isinstance(mlp[0], nn.Linear) and isinstance(mlp[1], nn.ReLU)
@@ -222,6 +231,30 @@ MLP_ON_X = ("the MLP reads the block's input x instead of h, the output of the f
 RESIDUAL_FROM_X = ("the second residual adds the block's input x instead of h, the MLP's own "
                    "input: norm_2(h + mlp(h))")
 GELU = "the MLP's activation is GELU; the text's MLP uses ReLU (block.mlp[1])"
+MLP_FIRST = ("the MLP comes first and the attention second: attention first, h = norm_1(x + "
+             "attention(x)), then the MLP, norm_2(h + mlp(h))")
+CAUSAL = ("a causal mask was added (attn_mask or is_causal, as in GPT code): here every token "
+          "reads every real token, before and after it; only the padding is masked")
+MASK_KEYWORD_LOST = ("the mask passed by keyword, block(x, padding_mask=mask), never reaches "
+                     "the attention, though passed by position it does: name forward's second "
+                     "parameter padding_mask (a `**kwargs` takes the keyword and drops it)")
+MASK_ONLY_IN_TRAINING = ("in eval mode (block.eval(), where this comparison runs) the mask "
+                         "is left out of the attention; in training mode it is not: padding is "
+                         "about the data, so pass key_padding_mask in both modes")
+DROPOUT_ATTENTION_ONLY = ("self.dropout acts on the attention's output only: the MLP's output "
+                          "needs it too, norm_2(h + dropout(mlp(h)))")
+DROPOUT_MLP_ONLY = ("self.dropout acts on the MLP's output only: the attention's output needs "
+                    "it too, norm_1(x + dropout(attention(x)))")
+DROPOUT_ON_INPUTS = ("self.dropout acts on the sub-layers' inputs (attention(dropout(x)), "
+                     "mlp(dropout(h))): apply it to their outputs, before the add")
+DROPOUT_FIXED_P = ("with dropout=1 the output still changes from seed to seed, so some "
+                   "sub-layer outputs survive: the dropout probability used in forward is not "
+                   "the one passed in (an `nn.Dropout(0.1)` or `F.dropout(..., 0.1)` written "
+                   "in forward?); use self.dropout")
+DROPOUT_SHARED_MASK = ("both sub-layer outputs are multiplied by one and the same dropout mask "
+                       "(made once per call and reused, e.g. `keep = self.dropout(torch."
+                       "ones_like(x))`): call self.dropout on each output, so that each draws "
+                       "its own")
 
 
 def _twin_variants(block: nn.Module, d_model: int, n_heads: int, d_ff: int,
@@ -245,9 +278,20 @@ def _twin_variants(block: nn.Module, d_model: int, n_heads: int, d_ff: int,
                              is_causal: bool = False) -> torch.Tensor:
         return base.norm1(base._sa_block(z, attn_mask, key_padding_mask))
 
+    T = x.shape[1]
+    causal = torch.ones(T, T, dtype=torch.bool).triu(1)
+
+    def causal_attention(z: torch.Tensor, attn_mask: torch.Tensor | None,
+                         key_padding_mask: torch.Tensor | None,
+                         is_causal: bool = False) -> torch.Tensor:
+        return base._sa_block(z, causal, key_padding_mask)
+
+    h_first = base.norm1(x + base._ff_block(x))
     return {
         "pre-norm instead of post-norm: add first, then normalise, "
         "norm_1(x + attention(x))": variant(norm_first=True),
+        MLP_FIRST: base.norm2(h_first + base._sa_block(h_first, None, None)),
+        CAUSAL: variant(_sa_block=causal_attention),
         "the final norm_2 is missing: out = norm_2(h + mlp(h))": variant(norm2=nn.Identity()),
         "norm_1 and norm_2 are swapped: norm_1 follows the attention, norm_2 the MLP":
             variant(norm1=other.norm2, norm2=other.norm1),
@@ -261,6 +305,52 @@ def _twin_variants(block: nn.Module, d_model: int, n_heads: int, d_ff: int,
         RESIDUAL_FROM_X: variant(_ff_block=lambda h: base._ff_block(h) - h + x),
         GELU: variant(activation=nn.functional.gelu),
     }
+
+
+def _fully_dropped_variants(twin: nn.TransformerEncoderLayer,
+                            x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What misplaced dropout gives with dropout=1 in training mode, where
+    nn.MultiheadAttention's own dropout drops all its weights (its output is then the bias
+    of its output projection)."""
+    bias = twin.self_attn.out_proj.bias
+
+    def mlp(h: torch.Tensor) -> torch.Tensor:
+        return twin.linear2(twin.activation(twin.linear1(h)))
+
+    kept = twin.norm1(x + bias)  # the attention's output not dropped
+    dropped = twin.norm1(x)
+    return {
+        DROPOUT_UNUSED: twin.norm2(kept + mlp(kept)),
+        DROPOUT_ATTENTION_ONLY: twin.norm2(dropped + mlp(dropped)),
+        DROPOUT_MLP_ONLY: twin.norm2(kept),
+        DROPOUT_ON_INPUTS: twin.norm2(kept + mlp(torch.zeros_like(x))),
+    }
+
+
+def _mask_reader(block: nn.Module, x: torch.Tensor) -> tuple[nn.Module, torch.Tensor]:
+    """The block set up so that its output shows both dropout masks: constant sub-layer
+    outputs (zero weights, constant biases), a small norm_1 (its two levels, kept and dropped,
+    then sit inside each level of the MLP's mask). With independent masks a token's output
+    takes up to four values; with one mask reused, two. Changes the block's weights."""
+    with torch.no_grad():
+        block.attention.out_proj.weight.zero_()
+        block.attention.out_proj.bias.fill_(2.0)
+        block.mlp[0].weight.zero_()
+        block.mlp[0].bias.fill_(1.0)
+        block.mlp[2].weight.zero_()
+        block.mlp[2].bias.fill_(3.0)
+        block.norm_1.weight.fill_(0.1)
+        block.norm_1.bias.zero_()
+        block.norm_2.weight.fill_(1.0)
+        block.norm_2.bias.zero_()
+    return block, x[..., :1].expand_as(x).clone()  # norm_1 then sees only the mask
+
+
+def masks_differ(out: torch.Tensor) -> bool:
+    """Does some token's output take more than two values (gaps above 0.01)?"""
+    values = torch.as_tensor(out).detach().double().flatten(0, -2).sort(dim=-1).values
+    levels = (values.diff(dim=-1) > 0.01).sum(dim=-1) + 1
+    return bool((levels > 2).any())
 
 
 def _randomise(block: nn.Module, generator: torch.Generator) -> None:
@@ -330,20 +420,32 @@ def check_TransformerBlock(block_class: type[nn.Module]) -> None:
         dims = ("sentence", "position", "channel")
         out = check.call(block, x, padding_mask=padding_mask)
         check.shape(out, tuple(x.shape), "block(x, padding_mask=mask)")
+        positional = check.call(block, x, padding_mask)
+        block.train()  # dropout is 0: only the code path changes
+        trained = check.call(block, x, padding_mask=padding_mask)
+        block.eval()
         reference = twin(x, src_key_padding_mask=padding_mask)
+
+        def agrees(t: object) -> bool:
+            return (isinstance(t, torch.Tensor) and t.shape == reference.shape
+                    and bool(torch.allclose(real(t), real(reference), atol=1e-4)))
+
+        unmasked = real(twin(x))
+        mistakes = ({MASK_KEYWORD_LOST: unmasked} if agrees(positional)
+                    else {MASK_ONLY_IN_TRAINING: unmasked} if agrees(trained) else {})
         check.close(real(out), real(reference),
                     "with a padding mask, agrees with nn.TransformerEncoderLayer at the real "
                     "tokens (the outputs at padded positions are not compared)",
                     mistakes={
+                        **mistakes,
                         "the padding mask does not reach the attention: pass it as "
-                        "key_padding_mask": real(twin(x)),
+                        "key_padding_mask": unmasked,
                         "the padding mask is inverted: True already means padding in "
                         "key_padding_mask": real(twin(x, src_key_padding_mask=~padding_mask)),
                         FLOAT_MASK: real(twin.train()(
                             x, src_key_padding_mask=padding_mask.to(x.dtype))),
                     }, atol=1e-4, dims=dims)
         twin.eval()
-        positional = check.call(block, x, padding_mask)
         check.close(real(positional), real(reference),
                     "the padding mask also works as the second positional argument", atol=1e-4,
                     dims=dims)
@@ -352,6 +454,13 @@ def check_TransformerBlock(block_class: type[nn.Module]) -> None:
         check.close(real(check.call(block, noisy, padding_mask=padding_mask)), real(out),
                     "changing the padded inputs does not change the real tokens' outputs",
                     atol=1e-4, dims=dims)
+        left = padding_mask.flip(1)  # the same lengths, padded at the start
+        at_start = check.tensor(check.call(block, x, padding_mask=left),
+                                "block(x, padding_mask=mask) with padding at the start")
+        kept = ~left[..., None]
+        check.close(at_start * kept, twin(x, src_key_padding_mask=left) * kept,
+                    "padding at the start (left padding): agrees with "
+                    "nn.TransformerEncoderLayer at the real tokens", atol=1e-4, dims=dims)
 
         check.clause("members")
         dropping = check.call_seeded(0, block_class, d_model, n_heads, d_ff, dropout=p)
@@ -375,15 +484,14 @@ def check_TransformerBlock(block_class: type[nn.Module]) -> None:
         full.load_state_dict(block.state_dict())
         full.train()
         dropped = check.call_seeded(3, full, x)
-        # what nn.MultiheadAttention's own dropout alone leaves: its weights all dropped
-        inside = twin.norm1(x + twin.self_attn.out_proj.bias)
-        inside = twin.norm2(inside + twin.linear2(twin.activation(twin.linear1(inside))))
         check.close(dropped, twin.norm2(twin.norm1(x)),
                     "with dropout=1 in training mode both sub-layer outputs are dropped: the "
                     "block returns norm_2(norm_1(x))", atol=1e-4,
-                    mistakes={DROPOUT_UNUSED: inside}, diagnoses={
+                    mistakes=_fully_dropped_variants(twin, x), diagnoses={
                         DROPOUT_ON_THE_SUM: lambda: bool(
-                            (dropped - dropped[:1, :1]).abs().amax() < 1e-4)})
+                            (dropped - dropped[:1, :1]).abs().amax() < 1e-4),
+                        DROPOUT_FIXED_P: lambda: not torch.allclose(
+                            dropped, check.call_seeded(4, full, x), atol=1e-5)})
         # The attention's own dropout (on its weights) makes two seeds differ by itself; with
         # its output projection set to zero only self.dropout can.
         dropping.attention.out_proj.weight.zero_()
@@ -394,6 +502,11 @@ def check_TransformerBlock(block_class: type[nn.Module]) -> None:
                      "projection set to zero, so that only self.dropout acts)",
                      expected="different outputs for seeds 4 and 5", got="the same output",
                      likely=DROPOUT_DRAWN_ONCE)
+        check.expect(masks_differ(check.call_seeded(6, *_mask_reader(dropping, x))),
+                     "in training mode, each sub-layer output gets its own dropout mask (with "
+                     "constant sub-layer outputs, the output shows both masks)",
+                     expected="two independent masks", got="the same mask on both outputs",
+                     likely=DROPOUT_SHARED_MASK)
 
     check.clause("gradients")
     block.train()
@@ -416,6 +529,15 @@ def check_TransformerBlock(block_class: type[nn.Module]) -> None:
 CUT_OFF = ("the result was cut off from h (torch.no_grad(), .detach(), .numpy() or .item() "
            "inside mean_pool): in the classifier no gradient would reach the blocks and the "
            "embedding below the pooling, so they would never learn")
+
+
+POOL_PADDING_COUNT = ("the divisor counts the padding (`padding_mask.sum(...)`): divide by "
+                      "the number of real tokens, (~padding_mask).sum(...)")
+POOL_WHOLE_BATCH = ("one mean over the real tokens of the whole batch (`h[~padding_mask]` "
+                    "flattens the batch): each sequence needs its own mean")
+POOL_FIXED_DTYPE = ("the dtype was fixed to float32 for a bfloat16 h: something was made "
+                    "float32 (the mask turned into numbers with `.float()`, or a tensor made "
+                    "with the default dtype); convert with .to(h.dtype)")
 
 
 def check_mean_pool(mean_pool: Callable[..., torch.Tensor]) -> None:
@@ -453,6 +575,8 @@ def check_mean_pool(mean_pool: Callable[..., torch.Tensor]) -> None:
         "divided by T instead of the number of real tokens": h[2, 0] / 6,
         "the mask is inverted: True in padding_mask means padding, so those positions are "
         "the ones to leave out": h[2, 1:].mean(dim=0),
+        POOL_PADDING_COUNT: h[2, 0] / 5,
+        POOL_WHOLE_BATCH: h[~padding_mask].mean(dim=0),
     })
     check.close(out[1], h[1, :3].mean(dim=0), "a sequence of length 3 gets the mean of its "
                 "first three vectors")
@@ -485,6 +609,11 @@ def check_mean_pool(mean_pool: Callable[..., torch.Tensor]) -> None:
 
     check.clause("dtype")
     check.dtype_follows(mean_pool, h, padding_mask, what="mean_pool(h, padding_mask)")
+    half = check.tensor(check.call(mean_pool, h.to(torch.bfloat16), padding_mask),
+                        "mean_pool(h, padding_mask) for a bfloat16 h")
+    check.expect(half.dtype == torch.bfloat16, "mean_pool(h, padding_mask) with a bfloat16 h "
+                 "returns bfloat16", expected="torch.bfloat16", got=str(half.dtype),
+                 diagnoses={POOL_FIXED_DTYPE: half.dtype == torch.float32})
     check.clause("device")
     check.device_follows(mean_pool, h, what="mean_pool(h) (padding_mask=None)")
     check.device_follows(mean_pool, h, padding_mask, what="mean_pool(h, padding_mask)")

@@ -39,14 +39,14 @@ def plot_signal(x: torch.Tensor, q_1: torch.Tensor, q_2: torch.Tensor) -> None:
     left.legend()
     right.plot(to_numpy(q_1), label="$q_1$ (left spotlight)")
     right.plot(to_numpy(q_2), label="$q_2$ (right spotlight)")
-    right.set(title="Two query patterns", xlabel="position $t$", ylabel="preference")
+    right.set(title="Two spotlight patterns", xlabel="position $t$", ylabel="preference")
     right.legend()
     plt.show()
 
 
 def plot_softmax_sharpening(scores: torch.Tensor, gains: tuple[float, ...] = (0.0, 1.0, 3.0, 10.0)
                             ) -> None:
-    """softmax(g * scores) for several gains g: the larger the gain, the sparser."""
+    """softmax(g * scores) for several gains g: the larger the gain, the sharper."""
     fig, ax = plt.subplots(figsize=(7, 3.5))
     positions = range(len(scores))
     for gain in gains:

@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
+from matplotlib import patheffects
 from matplotlib.patches import Patch, Rectangle
 
 from helpers.exercises import uses_student_code
@@ -393,9 +394,11 @@ def plot_where_it_attends(model: torch.nn.Module, make_batch_fn: Callable[..., t
             colorbar_label="attention weight")
     for i, row in enumerate(X.tolist()):
         for j, digit in enumerate(row):
-            ax.text(j, i, str(digit), ha="center", va="center", fontsize=9,
-                    color="red" if digit in (2, 4) else "white",
-                    fontweight="bold" if digit in (2, 4) else "normal")
+            key = digit in (2, 4)  # red on a white halo: readable on dark and light cells
+            ax.text(j, i, str(digit), ha="center", va="center", fontsize=10 if key else 9,
+                    color="red" if key else "white", fontweight="bold" if key else "normal",
+                    path_effects=[patheffects.withStroke(linewidth=2.5, foreground="white")]
+                    if key else None)
     ax.set_yticks(range(len(chosen)), [f"y={t:.0f} p={q:.2f}" for t, q in
                                        zip(y.tolist(), p.tolist(), strict=True)], fontsize=8)
 

@@ -137,11 +137,12 @@ def plot_samples(sparse_and_dataset: DatasetFn, T: int, idx: Sequence[int], n: i
         left.add_patch(Rectangle((i - 0.5, -0.5), 1, n, fill=False, edgecolor="C1", lw=2.5))
     left.set(title=f"Inputs (black = 1); relevant positions {list(idx)} boxed",
              xlabel="position t", ylabel="sample")
+    left.set_xticks(range(0, T, 2 if T > 12 else 1))
     left.grid(False)
     right.imshow(to_numpy(y).reshape(n, 1), cmap="Greys", vmin=0, vmax=1, aspect="auto")
-    right.set(title="label y", xlabel="", ylabel="")
+    right.set(title="label y", xlabel="y (black = 1)", ylabel="")
     right.set_xticks([])
-    right.set_yticks([])
+    right.set_yticks(range(0, n, 4))
     right.grid(False)
     plt.show()
 
@@ -174,10 +175,14 @@ def plot_selection_margin(T_values: Sequence[int] = (4, 8, 16, 32, 64, 128, 256,
 
 def not_as_expected(what: str) -> str:
     """The message of a notebook cell whose result is not what the text describes."""
-    return (f"{what}. The experiments run your SelfAttentionClassifier and sparse_and_dataset: "
-            "they must be exactly as Exercises 1 and 2 describe, the initialisation included "
-            "(nn.init.normal_ with std=0.1 for the first five members). Run both self-checks "
-            "again.")
+    return (f"{what}. The experiments train your SelfAttentionClassifier on data from your "
+            "sparse_and_dataset. If a self-check above failed, fix that first. If both passed, "
+            "the cause lies where they do not look: code that behaves differently in eval mode "
+            "(validation runs under model.eval(); the checks run in training mode), state kept "
+            "between calls (a batch, T or d remembered from an earlier call), or an "
+            "initialisation that is nn.init.normal_(..., std=0.1) only at the sizes the checks "
+            "build, not at T = 48 or 16. The runs are seeded: running the cell again gives the "
+            "same numbers.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,7 +300,7 @@ def plot_mean_attention(model: nn.Module, X: torch.Tensor, y: torch.Tensor,
     T = weights.shape[1]
     labels, bits = y[:, 0].cpu(), X.cpu()
     positions = np.arange(T)
-    fig, ax = plt.subplots(figsize=(9, 3.6))
+    fig, ax = plt.subplots(figsize=(10.5, 3.6), layout="constrained")
     for i in idx:
         ax.axvspan(i - 0.5, i + 0.5, color="C2", alpha=0.18,
                    label="relevant position" if i == idx[0] else None)
@@ -306,7 +311,7 @@ def plot_mean_attention(model: nn.Module, X: torch.Tensor, y: torch.Tensor,
     ax.axhline(1 / T, ls=":", color="0.5", label=f"uniform, 1/T = {1 / T:.3f}")
     ax.set(title="Where the trained readout attends (mean ± s.d. over samples)",
            xlabel="position t", ylabel="attention weight")
-    ax.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     plt.show()
     relevant = list(idx)
     others = [t for t in range(T) if t not in relevant]
@@ -467,7 +472,7 @@ def plot_sample_complexity(rows: Sequence[dict], *, target: float = 0.95,
         reached = [r for r in mine if r["samples_to_target"] is not None]
         jitter = {"attention": 0.96, "MLP": 1.04}[name]
         ax.scatter([r["T"] * jitter for r in reached], [r["samples_to_target"] for r in reached],
-                   color=colour, alpha=0.35, s=18)
+                   color=colour, alpha=0.35, s=18, label=f"{name}: one seed (faint dots)")
         table = [r for r in medians(mine) if not math.isinf(r["median"])]
         ax.plot([r["T"] for r in table], [r["median"] for r in table], marker="o", color=colour,
                 label=f"{name}: median over seeds")
@@ -520,9 +525,11 @@ def train_rule_model(attention_class: Callable[[int], nn.Module], sparse_and_dat
 
 @uses_student_code
 def plot_rule_graph(model: nn.Module, X: torch.Tensor, idx_0: Sequence[int],
-                    idx_1: Sequence[int]) -> None:
+                    idx_1: Sequence[int]) -> dict[str, float]:
     """For each rule value, lines from every input position to the readout, coloured and
-    thickened by the mean attention the readout pays to that position."""
+    thickened by the mean attention the readout pays to that position. Returns, over both
+    rules, the smallest share of the set that should be read and the largest mean weight of
+    one position outside A, B and the rule token."""
     weights = readout_attention(model, X)
     T = weights.shape[1]
     rule = X[:, -1].cpu()
@@ -530,7 +537,7 @@ def plot_rule_graph(model: nn.Module, X: torch.Tensor, idx_0: Sequence[int],
     top = max(float(m_.max()) for m_ in means)
     norm = Normalize(vmin=0.0, vmax=top)
     cmap = plt.get_cmap("plasma_r")
-    fig, axes = plt.subplots(2, 1, figsize=(10, 6.4))
+    fig, axes = plt.subplots(2, 1, figsize=(10, 7.0), layout="constrained")
     centre = (T - 1) / 2
     for r, (ax, mean) in enumerate(zip(axes, means, strict=True)):
         for t in range(T):
@@ -547,11 +554,19 @@ def plot_rule_graph(model: nn.Module, X: torch.Tensor, idx_0: Sequence[int],
             if name:
                 ax.text(t, -0.16, name, ha="center", fontsize=9, color=colours[t])
         share_0, share_1 = float(mean[list(idx_0)].sum()), float(mean[list(idx_1)].sum())
-        ax.set_title(f"Rule = {r}: the readout should read set {'A' if r == 0 else 'B'} "
-                     f"(weight on A: {share_0:.2f}, on B: {share_1:.2f})")
+        share_rule = float(mean[T - 1])
+        ax.set_title(f"Rule = {r}: the readout should read set {'A' if r == 0 else 'B'}\n"
+                     f"weight on A: {share_0:.2f}, on B: {share_1:.2f}, on the rule token: "
+                     f"{share_rule:.2f}, on the other {T - 1 - len(idx_0) - len(idx_1)} "
+                     f"positions together: {1 - share_0 - share_1 - share_rule:.2f}",
+                     fontsize=10)
         ax.set(xlabel="input position t", ylabel="", xlim=(-0.8, T - 0.2), ylim=(-0.3, 1.15))
         ax.set_yticks([])
         ax.grid(False)
         fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax,
                      label="mean attention weight")
     plt.show()
+    others = [t for t in range(T - 1) if t not in idx_0 and t not in idx_1]
+    return {"read_share": min(float(means[0][list(idx_0)].sum()),
+                              float(means[1][list(idx_1)].sum())),
+            "other_max": max(float(m_[others].max()) for m_ in means)}
