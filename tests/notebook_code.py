@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import linecache
 from pathlib import Path
 
 import nbformat
@@ -54,3 +55,14 @@ def solution_namespace(notebook_id: str) -> dict:
         elif not meta.get("grade"):  # test cells run checks; skip them
             exec(compile(_definitions(cell.source), name, "exec"), namespace)
     return namespace
+
+
+def as_cell(source: str, name: str, namespace: dict, cell: int = 1):
+    """Define ``name`` from ``source`` as a notebook cell would (under a cell's file name, in
+    a fresh copy of ``namespace``), so that the checks can show and read the student's line,
+    as they do in a notebook."""
+    filename = f"<ipython-input-{cell}-{name}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    namespace = dict(namespace)
+    exec(compile(source, filename, "exec"), namespace)  # noqa: S102 - the test's own code
+    return namespace[name]

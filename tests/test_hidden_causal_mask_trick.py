@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import linecache
 import math
 import warnings
 
@@ -10,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from mutation import ExerciseBanks, assert_fails_naming, diagnosis
+from notebook_code import as_cell as notebook_cell
 from notebook_code import solution_namespace
 from torch import nn
 
@@ -35,13 +35,8 @@ def not_implemented(*args, **kwargs):
 
 
 def as_cell(source: str, name: str):
-    """Define ``name`` from ``source`` as a notebook cell would (a cell's file name), so that
-    the checks can show and read the student's line, as they do in a notebook."""
-    filename = f"<ipython-input-6-{name}>"
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    namespace = {"torch": torch, "math": math, "INF": INF, "F": F}
-    exec(compile(source, filename, "exec"), namespace)  # noqa: S102 - the test's own code
-    return namespace[name]
+    """``name`` defined from ``source`` as a notebook cell of this tutorial would define it."""
+    return notebook_cell(source, name, {"torch": torch, "math": math, "INF": INF, "F": F}, cell=6)
 
 
 # ---- running means: correct alternatives ------------------------------------------------

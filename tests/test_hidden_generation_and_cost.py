@@ -3,13 +3,13 @@ other correct answers."""
 
 from __future__ import annotations
 
-import linecache
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 from mutation import ExerciseBanks
+from notebook_code import as_cell as notebook_cell
 from notebook_code import solution_namespace
 
 from helpers.checks.generation_and_cost import (
@@ -36,13 +36,8 @@ def not_implemented(*args, **kwargs):
 
 
 def as_cell(source: str, name: str):
-    """Define ``name`` from ``source`` as a notebook cell would (a cell's file name), so that
-    the checks can show and read the student's line, as they do in a notebook."""
-    filename = f"<ipython-input-7-{name}>"
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    namespace = {"torch": torch, "math": math, "INF": INF}
-    exec(compile(source, filename, "exec"), namespace)  # noqa: S102 - the test's own code
-    return namespace[name]
+    """``name`` defined from ``source`` as a notebook cell of this tutorial would define it."""
+    return notebook_cell(source, name, {"torch": torch, "math": math, "INF": INF}, cell=7)
 
 
 # ---- sampling -------------------------------------------------------------------------------

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import linecache
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 from mutation import ExerciseBanks, diagnosis, failure
+from notebook_code import as_cell as notebook_cell
 from notebook_code import solution_namespace
 from torch import nn
 
@@ -528,13 +528,8 @@ class BlockInPlace(BlockBase):
 
 
 def as_cell(source: str, name: str):
-    """Define ``name`` from ``source`` as a notebook cell would (a cell's file name), so that
-    the checks can show and read the student's line, as they do in a notebook."""
-    filename = f"<ipython-input-16-{name}>"
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    namespace = {"torch": torch, "nn": nn, "F": F, "BlockBase": BlockBase}
-    exec(compile(source, filename, "exec"), namespace)  # noqa: S102 - the test's own code
-    return namespace[name]
+    """``name`` defined from ``source`` as a notebook cell of this tutorial would define it."""
+    return notebook_cell(source, name, {"torch": torch, "nn": nn, "F": F, "BlockBase": BlockBase}, cell=16)
 
 
 BlockAttnMask = as_cell("""
