@@ -27,6 +27,8 @@ UNCHANGED = "leaves its arguments unchanged (no `x -= ...`, `masked_fill_`, `x[.
 DTYPE = "the result has the input's dtype (float64 in, float64 out)"
 DEVICE = "new tensors are made on the input's device (device=x.device, or torch.*_like)"
 GRADIENTS = "in training mode, gradients reach every parameter (nothing detached)"
+DEVICE_NO_COPY = (DEVICE + ", and no input is moved to the CPU (no `.cpu()`, `.numpy()`, "
+                  "`.to(\"cpu\")`)")
 
 
 @dataclass(frozen=True)
@@ -91,9 +93,12 @@ TUTORIALS: tuple[Tutorial, ...] = (
             "large": "exact and finite for logits in the thousands, in rising and in falling "
                      "rows, and in rows far below the others",
             "dtype": DTYPE,
-            "device": DEVICE,
+            "device": DEVICE_NO_COPY,
             "unchanged": UNCHANGED,
-        }, rules={"no_builtin": "torch.softmax (and F.softmax, Tensor.softmax) is off limits"}),
+        }, rules={"no_builtin": "torch.softmax (and F.softmax, Tensor.softmax) is off limits",
+                  "gradients": "the result stays connected to x for autograd (no "
+                               "torch.no_grad(), .detach() or NumPy): later tutorials train "
+                               "through it"}),
         Exercise("gained_dot_product_attention", "x, q_1, q_2, z_1, z_2", 2, contract={
             "returns": "returns the pair (w, y): w of shape (T,), y a 0-d tensor",
             "values": "w = softmax(z_1 q_1 + z_2 q_2) over the T positions and y = w · x",
@@ -102,9 +107,10 @@ TUTORIALS: tuple[Tutorial, ...] = (
             "large": "exact and finite for gains in the hundreds, positive or negative, on "
                      "either pattern",
             "dtype": DTYPE,
-            "device": DEVICE,
+            "device": DEVICE_NO_COPY,
             "unchanged": UNCHANGED,
-        }),
+        }, rules={"gradients": "w and y stay connected to x, q_1 and q_2 for autograd (no "
+                               "torch.no_grad(), .detach() or NumPy)"}),
     ), think={"think_fixed_vs_gain": 1, "think_equal_gains": 1}),
     Tutorial("02_qkv_attention", (
         Exercise("scaled_dot_product_attention", "Q, K, V, mask=None", 2, contract={
@@ -224,7 +230,8 @@ TUTORIALS: tuple[Tutorial, ...] = (
             "values": "post-norm: h = norm_1(x + attention(x)), out = norm_2(h + mlp(h)), "
                       "one (B, T, d_model) tensor, for a batch of one too",
             "padding": "padding_mask (B, T), True = padding, reaches the attention as "
-                       "key_padding_mask, passed by keyword or by position",
+                       "key_padding_mask, in training mode as in eval mode, passed by keyword "
+                       "or by position",
             "dropout": "in training mode, dropout acts on each sub-layer's output before its "
                        "residual add (with dropout=1 the block returns norm_2(norm_1(x))), "
                        "each output with its own mask, drawn afresh on every call; in eval "
@@ -249,7 +256,7 @@ TUTORIALS: tuple[Tutorial, ...] = (
     ), think={"think_pooling_padding": 1, "think_decoding_complexity": 1}),
     Tutorial("05_sparse_and_inductive_bias", (
         Exercise("sparse_and_dataset", "m, T, idx, p=None", 2, contract={
-            "shape": "X of shape (m, T), y of shape (m, 1)",
+            "shape": "X of shape (m, T), y of shape (m, 1), a single sample (m = 1) included",
             "dtype": "X is int64 bits, y is float32",
             "values": "y is 1.0 exactly when every bit at the positions in idx is 1",
             "arguments": "each bit is 1 with probability p, an explicit p used as given "
@@ -275,7 +282,8 @@ TUTORIALS: tuple[Tutorial, ...] = (
             "attention": "attention_weights(x) is (B, T, T): row i is the softmax over the "
                          "keys of Q_i Kᵀ / sqrt(d), large scores included",
             "forward": "forward(x) is sigmoid(readout(h)) with h = Σ_t A[T-1, t] V_t, shape "
-                       "(B, 1), a batch of one included",
+                       "(B, 1), a batch of one included; no dropout anywhere (the checks run "
+                       "the model in training mode)",
             "arguments": "T and d are honoured (the scale is 1/sqrt(d) for every d)",
             "device": "new tensors are made on x's device (device=x.device)",
             "gradients": GRADIENTS,

@@ -241,3 +241,124 @@ def test_plot_pair_says_where_the_curves_part(monkeypatch, capsys):
     demo.plot_pair(model, sequence_log_prob, "the nurse said she was late .",
                    "the nurse said she was late .")
     assert "part" not in capsys.readouterr().out.split("prefers")[-1]
+
+
+# ---- the long-budget tables (bench/beyond_words_budgets.py) ---------------------------------
+
+
+def test_digit_curves_table_has_every_seed_and_epoch_it_claims():
+    curves = demo.load_digit_curves()
+    assert set(curves) == {"ViT", "MLP"}
+    for name, table in curves.items():
+        assert table.shape == (5, 60), name
+        assert ((table >= 0) & (table <= 1)).all()
+        # flat at the end: the mean curve moves by less than 2 points over its last 10 epochs
+        last = table[:, -10:].mean(0)
+        assert last.max() - last.min() < 0.02, name
+
+
+def test_digit_curves_table_reproduces_with_the_same_code_path():
+    """Seed 0 of the table is the notebook's run: the MLP's first epochs, trained again."""
+    images, labels = demo.load_digits()
+    data = demo.split_digits(images, labels, n_test=500)
+    rows = demo.digit_curves(Embedding, data, seeds=[0], epochs=3, models=["MLP"])
+    table = demo.load_digit_curves()["MLP"]
+    again = [r["test_accuracy"] for r in rows]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert again == pytest.approx(table[0, :3], abs=0.01)
+
+
+def test_loader_rejects_a_table_with_a_missing_epoch(tmp_path):
+    path = tmp_path / "curves.csv"
+    demo.write_rows([{"model": "MLP", "seed": 0, "epoch": 1, "test_accuracy": 0.5},
+                     {"model": "MLP", "seed": 1, "epoch": 2, "test_accuracy": 0.6}],
+                    path, demo.DIGIT_CURVE_FIELDS)
+    with pytest.raises(ValueError, match="epochs 1..N"):
+        demo.load_digit_curves(path)
+
+
+def test_skew_table_has_every_seed_step_corpus_and_occupation():
+    rows = demo.load_skew_seeds()
+    steps = sorted({r["steps"] for r in rows})
+    seeds = sorted({r["seed"] for r in rows})
+    corpora = {r["corpus"] for r in rows}
+    assert steps == [35, 140] and seeds == list(range(10))
+    assert corpora == {"skew 0.0", "skew 0.45", "skew 0.9", "skew 0.9, rebalanced"}
+    assert len(rows) == len(steps) * len(seeds) * len(corpora) * len(demo.LEANS)
+    summary = demo.skew_summary(rows, 35)
+    assert all(v["n"] == 10 for v in summary.values())
+    # the data side of a seed does not depend on the number of steps
+    data = {(r["seed"], r["corpus"], r["occupation"], r["steps"]): r["data_log_odds"]
+            for r in rows}
+    assert all(data[s, c, o, 35] == data[s, c, o, 140] for s, c, o, _ in data)
+
+
+def test_skew_table_reproduces_with_the_same_code_path():
+    rows = demo.skew_seed_rows(sequence_log_prob, seeds=[1], steps=[35], skews=(0.9,))
+    table = {(r["corpus"], r["occupation"]): r for r in demo.load_skew_seeds()
+             if r["seed"] == 1 and r["steps"] == 35}
+    assert len(rows) == 2 * len(demo.LEANS)  # skew 0.9 and its rebalanced corpus
+    for row in rows:
+        stored = table[row["corpus"], row["occupation"]]
+        assert row["data_log_odds"] == pytest.approx(stored["data_log_odds"], abs=1e-4)
+        assert row["learned"] == pytest.approx(stored["learned"], abs=0.05)
+
+
+def test_skew_summary_means_and_spreads():
+    rows = [{"steps": 35, "seed": s, "corpus": "skew 0.9", "occupation": "nurse",
+             "data_log_odds": 2.0 + s, "learned": 3.0 + 3 * s} for s in range(3)]
+    summary = demo.skew_summary(rows + [{**rows[0], "steps": 140}], 35)
+    v = summary["skew 0.9", "nurse"]
+    assert v["n"] == 3 and v["data"] == pytest.approx(3.0) and v["learned"] == pytest.approx(6.0)
+    assert v["excess"] == pytest.approx(3.0) and v["excess_sd"] == pytest.approx(2.0)
+    assert v["data_sd"] == pytest.approx(1.0)
+
+
+def _labelled(ax):
+    return ax.get_title() and ax.get_xlabel() and ax.get_ylabel() and ax.get_legend()
+
+
+def test_long_budget_figures_have_titles_labels_and_legends(monkeypatch):
+    drawn = []
+    monkeypatch.setattr(matplotlib.pyplot, "show",
+                        lambda: (drawn.append(matplotlib.pyplot.gcf()),
+                                 matplotlib.pyplot.close("all")))
+    curves = demo.load_digit_curves()
+    demo.plot_long_budget(curves, live={"ViT": {"val_acc": [0.2, 0.5]}})
+    (ax,) = drawn[-1].axes
+    assert _labelled(ax)
+    labels = ax.get_legend_handles_labels()[1]
+    assert "ViT: mean of 5 seeds" in labels and "ViT: this notebook's run" in labels
+    demo.plot_skew_over_seeds(demo.load_skew_seeds(), steps=[35, 140])
+    axes = drawn[-1].axes
+    assert len(axes) == 2 and all(_labelled(ax) for ax in axes)
+    assert "10 seeds" in axes[0].get_title() and "140" in axes[1].get_title()
+
+
+def test_amplification_counts_only_seeds_that_learned_the_lean():
+    def rows_of(seed, learned):
+        return [{"steps": 35, "seed": seed, "corpus": "skew 0.9", "occupation": o,
+                 "data_log_odds": 2.0 * lean, "learned": learned * lean + (lean == 0)}
+                for o, lean in demo.LEANS.items()]
+
+    # seed 0 goes 1 beyond its data everywhere, seed 1 falls 1 short, seed 2 learned nothing
+    rows = rows_of(0, 3.0) + rows_of(1, 1.0) + rows_of(2, 0.1)
+    result = demo.amplification(rows, 35)
+    assert result["seeds"] == [0, 1, 2] and result["learned_seeds"] == [0, 1]
+    assert len(result["beyond"]) == 8 and result["beyond"][0, "pilot"] == pytest.approx(1.0)
+    assert (result["n_beyond"], result["n_short"]) == (4, 4)
+    assert result["mean"] == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="no rows"):
+        demo.amplification(rows, 140)
+
+
+def test_summaries_print_the_numbers_the_notebook_states(capsys):
+    summary = demo.long_budget_summary(demo.load_digit_curves())
+    printed = capsys.readouterr().out
+    assert "ViT: epoch 7" in printed and "epoch 60" in printed and "5 seeds" in printed
+    assert summary["MLP"]["final_sd"] < summary["ViT"]["final_sd"]
+    assert summary["MLP ahead"]["seeds"] <= 5
+    result = demo.print_amplification(demo.load_skew_seeds(), 140)
+    printed = capsys.readouterr().out
+    assert f"{len(result['learned_seeds'])} of 10 seeds learned the lean" in printed
+    assert "teacher and doctor (no lean)" in printed

@@ -63,3 +63,34 @@ def test_the_gain_demo_draws_its_static_settings(no_show):
     demo.gain_demo(attention)
     demo.plot_softmax_sharpening(torch.linspace(-1, 1, 12))
     demo.plot_signal(*demo.spotlight_signal())
+
+
+def shown_figures(monkeypatch) -> list:
+    """The figures a demo shows, kept open to inspect."""
+    figures: list = []
+    monkeypatch.setattr(matplotlib.pyplot, "show",
+                        lambda: figures.append(matplotlib.pyplot.gcf()))
+    return figures
+
+
+def test_the_sharpening_figure_shows_the_scores_and_marks_the_best_position(monkeypatch):
+    figures = shown_figures(monkeypatch)
+    scores = torch.linspace(-1, 1, 12) ** 2 - 0.3 * torch.linspace(-1, 1, 12)
+    demo.plot_softmax_sharpening(scores)
+    left, right = figures[0].axes
+    heights = [bar.get_height() for bar in left.patches]
+    assert heights[:12] == pytest.approx(scores.tolist())
+    assert heights[12] == pytest.approx(float(scores.max()))  # drawn again, highlighted
+    assert left.get_legend().get_texts()[0].get_text() == "best position, t = 0"
+    assert len(right.get_lines()) == 4
+    matplotlib.pyplot.close("all")
+
+
+def test_every_gain_setting_shares_one_weight_axis(monkeypatch):
+    figures = shown_figures(monkeypatch)
+    x, q_1, q_2 = demo.spotlight_signal(T=40)
+    for z_1, z_2 in ((0.0, 0.0), (8.0, 0.0), (4.0, 4.0), (-4.0, -4.0), (10.0, 0.0)):
+        demo.draw_gain_demo(attention, x, q_1, q_2, z_1, z_2)
+    tops = {figure.axes[-1].get_ylim() for figure in figures}
+    assert tops == {(0.0, demo.WEIGHT_AXIS_TOP)}
+    matplotlib.pyplot.close("all")

@@ -1023,6 +1023,12 @@ def log_prob_cpu_total_in_place(logits, tokens):
     return total
 
 
+def log_prob_through_cpu(logits, tokens):
+    """Computed on the CPU "to be safe", then put back: on a GPU every call copies the
+    logits to the CPU and back."""
+    return log_prob_gather(logits.cpu(), tokens.cpu()).to(logits.device)
+
+
 def log_prob_cpu_index_select(logits, tokens):
     """Rows picked with index_select and a CPU arange: a GPU refuses the CPU index."""
     B, T, V = logits.shape
@@ -1067,6 +1073,7 @@ LOG_PROB_BANKS = ExerciseBanks(
         (log_prob_eye_one_hot, "created on the CPU", "device"),
         (log_prob_cpu_total_in_place, "made or collected on the CPU", "device"),
         (log_prob_cpu_index_select, "was given to index_select", "device"),
+        (log_prob_through_cpu, "an input was moved to the CPU", "device"),
         (log_prob_in_place, "in place", "unchanged"),
         (log_prob_tokens_in_place, "in place", "unchanged"),
     ],
@@ -1105,6 +1112,7 @@ LOG_PROB_BANKS = ExerciseBanks(
         (log_prob_eye_one_hot, "created on the CPU", "device"),
         (log_prob_cpu_total_in_place, "made or collected on the CPU", "device"),
         (log_prob_cpu_index_select, "was given to index_select", "device"),
+        (log_prob_through_cpu, "an input was moved to the CPU", "device"),
         (log_prob_in_place, "in place", "unchanged"),
         (log_prob_tokens_in_place, "in place", "unchanged"),
     ],

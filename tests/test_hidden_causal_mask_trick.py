@@ -861,6 +861,20 @@ class HeadReseedsInForward(HeadBase):
         return super().forward(x)
 
 
+class HeadReseedsWithInitialSeed(HeadBase):
+    """torch.manual_seed(torch.initial_seed()) "to stay reproducible", in __init__ and
+    forward: two heads built in a row share their weights, and every draw after a call
+    repeats."""
+
+    def __init__(self, n_embd, head_size):
+        torch.manual_seed(torch.initial_seed())
+        super().__init__(n_embd, head_size)
+
+    def forward(self, x):
+        torch.manual_seed(torch.initial_seed())
+        return super().forward(x)
+
+
 class HeadScaleByT(HeadBase):
     """A reader's mistake: divided by sqrt(T), right only where T = head_size."""
 
@@ -925,6 +939,7 @@ HEAD_MISTAKES = [
     (HeadDetachedKeys, "cut off from the gradient", "gradients"),
     (HeadScalesInput, "in place", "unchanged"),
     (HeadReseedsInForward, "inside the call resets", "randomness"),
+    (HeadReseedsWithInitialSeed, "do not depend on the global seed", "init"),
     (HeadPrecedence, "** binds before /", "values"),
     (HeadScaleAfterSoftmax, "scaled after the softmax", "values"),
     (HeadValuesFromKey, "made by the key layer", "values"),
@@ -987,6 +1002,28 @@ def test_a_call_that_reseeds_ends_in_the_same_random_state_from_any_seed():
     before = torch.random.get_rng_state()
     call_and_report(reseeds, (torch.zeros(2),), {}, seed=3)
     assert torch.equal(torch.random.get_rng_state(), before)  # the caller's stream is kept
+
+
+def test_a_seeded_call_draws_its_seed_s_stream_but_reports_one_fixed_initial_seed():
+    """Reseeding with torch.initial_seed() inside a checked call restarts one fixed stream,
+    whatever the seed: like any fixed reseed, two seeds then give the same state."""
+    from helpers.checks.calls import REPORTED_SEED, call_and_report
+
+    def draws(x):
+        return x + torch.rand(4), torch.initial_seed()
+
+    torch.manual_seed(3)
+    fresh = torch.rand(4)
+    (value, seen), _ = call_and_report(draws, (torch.zeros(4),), {}, seed=3)
+    assert torch.equal(value, fresh) and seen == REPORTED_SEED != 3
+
+    def reseeds_with_initial_seed(x):
+        torch.manual_seed(torch.initial_seed())
+        return x + torch.rand(())
+
+    states = {call_and_report(reseeds_with_initial_seed, (torch.zeros(2),), {}, seed=seed)[1]
+              .rng_after for seed in (3, 4)}
+    assert len(states) == 1 and "" not in states
 
 
 @pytest.mark.parametrize("digest", [5, "x" * 65, "not hex!", None])

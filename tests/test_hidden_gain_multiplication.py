@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from mutation import ExerciseBanks, assert_fails_naming, diagnosis
@@ -178,6 +179,39 @@ def softmax_clamped(x, dim=-1):
     return e / e.sum(dim=dim, keepdim=True)
 
 
+def softmax_cpu_first(x, dim=-1):
+    """A reader's mistake: `x.cpu()` first "to be safe", so on a GPU it computes on the CPU."""
+    x = x.cpu()
+    e = torch.exp(x - x.amax(dim=dim, keepdim=True))
+    return e / e.sum(dim=dim, keepdim=True)
+
+
+def softmax_numpy(x, dim=-1):
+    """A reader's mistake: the arithmetic done in NumPy and brought back."""
+    a = x.detach().cpu().numpy()
+    e = np.exp(a - a.max(axis=dim, keepdims=True))
+    return torch.from_numpy(e / e.sum(axis=dim, keepdims=True))
+
+
+def softmax_floor(x, dim=-1):
+    """A reader's mistake: a floor on the exponentials "to avoid dividing by zero"."""
+    e = torch.exp(x - x.amax(dim=dim, keepdim=True)).clamp(min=1e-6)
+    return e / e.sum(dim=dim, keepdim=True)
+
+
+def softmax_no_grad(x, dim=-1):
+    """A reader's mistake: no_grad "to save memory", so nothing trains through it."""
+    with torch.no_grad():
+        e = torch.exp(x - x.amax(dim=dim, keepdim=True))
+        return e / e.sum(dim=dim, keepdim=True)
+
+
+def softmax_detached(x, dim=-1):
+    x = x.detach()
+    e = torch.exp(x - x.amax(dim=dim, keepdim=True))
+    return e / e.sum(dim=dim, keepdim=True)
+
+
 SOFTMAX_BANKS = ExerciseBanks(
     solution=SOLUTION["stable_softmax"],
     correct=[softmax_loop, softmax_logsumexp],
@@ -205,6 +239,11 @@ SOFTMAX_BANKS = ExerciseBanks(
         (softmax_mean_shift, "mean was subtracted", "large"),
         (softmax_nan_to_num, "nan_to_num", "large"),
         (softmax_clamped, "capped", "large"),
+        (softmax_cpu_first, "moved to the CPU", "device"),
+        (softmax_numpy, "moved to the CPU", "device"),
+        (softmax_floor, "a floor", "large"),
+        (softmax_no_grad, "cut off from the inputs", "gradients"),
+        (softmax_detached, "cut off from the inputs", "gradients"),
         (softmax_other_axis_max, None),
     ],
     hidden=[
@@ -229,6 +268,9 @@ SOFTMAX_BANKS = ExerciseBanks(
         (softmax_mean_shift, "mean was subtracted", "large"),
         (softmax_nan_to_num, "nan_to_num", "large"),
         (softmax_clamped, "capped", "large"),
+        (softmax_cpu_first, "moved to the CPU", "device"),
+        (softmax_numpy, "moved to the CPU", "device"),
+        (softmax_floor, "a floor", "large"),
         (softmax_other_axis_max, None),
     ],
 )
@@ -253,12 +295,13 @@ def attention_einsum(x, q_1, q_2, z_1, z_2):
 
 
 def attention_loop(x, q_1, q_2, z_1, z_2):
-    scores = [z_1 * float(a) + z_2 * float(b) for a, b in zip(q_1, q_2, strict=True)]
+    """Position by position, on 0-d tensors (so the graph to the inputs is kept)."""
+    scores = [z_1 * a + z_2 * b for a, b in zip(q_1, q_2, strict=True)]
     top = max(scores)
-    e = torch.tensor([pow(2.718281828459045, s - top) for s in scores], dtype=torch.float64)
-    w = e / e.sum()
-    y = sum(float(wi) * float(xi) for wi, xi in zip(w, x, strict=True))
-    return w.to(x.dtype), torch.tensor(y, dtype=x.dtype)
+    e = [torch.exp(s - top) for s in scores]
+    total = sum(e)
+    w = torch.stack([v / total for v in e])
+    return w, sum(wi * xi for wi, xi in zip(w, x, strict=True))
 
 
 def attention_builtin(x, q_1, q_2, z_1, z_2):
@@ -445,6 +488,78 @@ def attention_cpu_scores(x, q_1, q_2, z_1, z_2):
     return w, (w * x).sum()
 
 
+def attention_inputs_cpu(x, q_1, q_2, z_1, z_2):
+    """A reader's mistake: every input moved with `.cpu()` first."""
+    x, q_1, q_2 = x.cpu(), q_1.cpu(), q_2.cpu()
+    w = torch.softmax(z_1 * q_1 + z_2 * q_2, dim=0)
+    return w, (w * x).sum()
+
+
+def attention_no_grad(x, q_1, q_2, z_1, z_2):
+    with torch.no_grad():
+        w = torch.softmax(z_1 * q_1 + z_2 * q_2, dim=0)
+        return w, (w * x).sum()
+
+
+def attention_detached(x, q_1, q_2, z_1, z_2):
+    x, q_1, q_2 = x.detach(), q_1.detach(), q_2.detach()
+    w = torch.softmax(z_1 * q_1 + z_2 * q_2, dim=0)
+    return w, (w * x).sum()
+
+
+def attention_stacked_softmax(x, q_1, q_2, z_1, z_2):
+    """A reader's mistake: the softmax taken across the two stacked patterns."""
+    s = torch.stack([z_1 * q_1, z_2 * q_2])
+    w = torch.softmax(s, dim=0).sum(0) / 2
+    return w, (w * x).sum()
+
+
+def attention_renormalised(x, q_1, q_2, z_1, z_2):
+    """A reader's mistake: the gains after the softmax, then renormalised."""
+    w = z_1 * torch.softmax(q_1, dim=0) + z_2 * torch.softmax(q_2, dim=0)
+    w = w / w.sum()
+    return w, (w * x).sum()
+
+
+def attention_sqrt_t(x, q_1, q_2, z_1, z_2):
+    """A reader's mistake: the transformer's 1/sqrt(d) applied here too."""
+    w = torch.softmax((z_1 * q_1 + z_2 * q_2) / len(x) ** 0.5, dim=0)
+    return w, (w * x).sum()
+
+
+def attention_unit_gains(x, q_1, q_2, z_1, z_2):
+    """A reader's mistake: the gain vector normalised to unit length."""
+    n = (z_1 ** 2 + z_2 ** 2) ** 0.5 or 1.0
+    w = torch.softmax((z_1 * q_1 + z_2 * q_2) / n, dim=0)
+    return w, (w * x).sum()
+
+
+def attention_other_spotlight(x, q_1, q_2, z_1, z_2):
+    """A reader's mistake: a negative z_1 means "look at the other spotlight"."""
+    a, b = (z_1, z_2) if z_1 >= 0 else (0.0, z_2 - z_1)
+    w = torch.softmax(a * q_1 + b * q_2, dim=0)
+    return w, (w * x).sum()
+
+
+def attention_two_softmaxes(x, q_1, q_2, z_1, z_2):
+    """A reader's mistake: one softmax per spotlight, averaged."""
+    w = (torch.softmax(z_1 * q_1, dim=0) + torch.softmax(z_2 * q_2, dim=0)) / 2
+    return w, (w * x).sum()
+
+
+def attention_scores_times_x(x, q_1, q_2, z_1, z_2):
+    """A reader's mistake: the input enters the scores too."""
+    w = torch.softmax((z_1 * q_1 + z_2 * q_2) * x, dim=0)
+    return w, (w * x).sum()
+
+
+def attention_capped_gains(x, q_1, q_2, z_1, z_2):
+    """A reader's mistake: gains capped at ±50 so that exp cannot overflow."""
+    z_1, z_2 = max(min(z_1, 50.0), -50.0), max(min(z_2, 50.0), -50.0)
+    w = torch.softmax(z_1 * q_1 + z_2 * q_2, dim=0)
+    return w, (w * x).sum()
+
+
 ATTENTION_BANKS = ExerciseBanks(
     solution=SOLUTION["gained_dot_product_attention"],
     correct=[attention_einsum, attention_loop, attention_builtin],
@@ -479,6 +594,17 @@ ATTENTION_BANKS = ExerciseBanks(
         (attention_min_shift, "smallest value", "large"),
         (attention_weighted_w, "multiplied by x", "values"),
         (attention_cpu_scores, "device=", "device"),
+        (attention_inputs_cpu, "moved to the CPU", "device"),
+        (attention_no_grad, "cut off from the inputs", "gradients"),
+        (attention_detached, "cut off from the inputs", "gradients"),
+        (attention_stacked_softmax, "across the 2 patterns", "values"),
+        (attention_renormalised, "renormalised", "values"),
+        (attention_sqrt_t, "divided by √T", "gains"),
+        (attention_unit_gains, "divided by their length", "gains"),
+        (attention_other_spotlight, "the other spotlight", "gains"),
+        (attention_two_softmaxes, "averaged", "gains"),
+        (attention_scores_times_x, "scores were multiplied by x", "gains"),
+        (attention_capped_gains, "made smaller", "large"),
     ],
     hidden=[
         (attention_swapped, "swapped", "returns"),
@@ -511,6 +637,15 @@ ATTENTION_BANKS = ExerciseBanks(
         (attention_min_shift, "smallest value", "large"),
         (attention_weighted_w, None, "gains"),
         (attention_cpu_scores, "device=", "device"),
+        (attention_inputs_cpu, "moved to the CPU", "device"),
+        (attention_stacked_softmax, "across the 2 patterns", "gains"),
+        (attention_renormalised, "renormalised", "gains"),
+        (attention_sqrt_t, "divided by √T", "gains"),
+        (attention_unit_gains, "divided by their length", "gains"),
+        (attention_other_spotlight, "the other spotlight", "gains"),
+        (attention_two_softmaxes, "averaged", "gains"),
+        (attention_scores_times_x, "scores were multiplied by x", "gains"),
+        (attention_capped_gains, "made smaller", "large"),
     ],
 )
 

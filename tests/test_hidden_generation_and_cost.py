@@ -292,6 +292,14 @@ def sample_reseeds(logits, temperature=1.0, top_k=None, generator=None):
     return SOLUTION["sample_next_token"](logits, temperature, top_k, generator)
 
 
+def sample_reseeds_with_initial_seed(logits, temperature=1.0, top_k=None, generator=None):
+    """Reseeds with the seed already set, "to stay reproducible": every call without a
+    generator draws the same numbers."""
+    if generator is None:
+        torch.manual_seed(torch.initial_seed())
+    return SOLUTION["sample_next_token"](logits, temperature, top_k, generator)
+
+
 def sample_torch_seed(logits, temperature=1.0, top_k=None, generator=None):
     """Calls torch.seed() when no generator is given: the global generator is reseeded
     from the clock."""
@@ -370,6 +378,7 @@ SAMPLE_MISTAKES = [
     (sample_no_generator, "generator was ignored", "randomness"),
     (sample_reseeds, "two global seeds gave the same samples", "randomness"),
     (sample_own_seed, "two global seeds gave the same samples", "randomness"),
+    (sample_reseeds_with_initial_seed, "two global seeds gave the same samples", "randomness"),
     (sample_torch_seed, "the same global seed gave different samples", "randomness"),
     (sample_fixed_generator, "seeded differently gave the same samples", "randomness"),
     (sample_reseeds_generator, "seeded differently gave the same samples", "randomness"),

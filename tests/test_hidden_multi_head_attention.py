@@ -103,7 +103,8 @@ def split_detached(x, n_heads):
 
 
 def split_through_numpy(x, n_heads):
-    """A round trip through NumPy: the numbers are right, the link to x is gone."""
+    """A round trip through NumPy: the numbers are right, but they leave x's device (the
+    device check stops it first) and the link to x is gone."""
     B, T, D = x.shape
     moved = x.detach().cpu().numpy().reshape(B, T, n_heads, D // n_heads).swapaxes(1, 2)
     return torch.from_numpy(moved.copy())
@@ -131,7 +132,7 @@ SPLIT_BANKS = ExerciseBanks(
         (split_cpu_buffer, "without device=", "device"),
         (split_loop, "Python loop", "no_loop"),
         (split_detached, "cut off from x", "differentiable"),
-        (split_through_numpy, "cut off from x", "differentiable"),
+        (split_through_numpy, "moved to the CPU", "device"),
     ],
     hidden=[
         (split_forgot_transpose, "were not swapped", "shape"),
@@ -223,7 +224,8 @@ def merge_detached(x):
 
 
 def merge_through_numpy(x):
-    """A round trip through NumPy, back on x's device: the link to x is gone."""
+    """A round trip through NumPy, back on x's device: the numbers leave it on the way (the
+    device check stops it first) and the link to x is gone."""
     B, H, T, dh = x.shape
     moved = x.detach().cpu().numpy().swapaxes(1, 2).reshape(B, T, H * dh)
     return torch.from_numpy(moved).to(x.device)
@@ -256,7 +258,7 @@ MERGE_BANKS = ExerciseBanks(
         (merge_numpy_on_the_cpu, "holds CPU tensors only", "device"),
         (merge_loop, "Python loop", "no_loop"),
         (merge_detached, "cut off from x", "differentiable"),
-        (merge_through_numpy, "cut off from x", "differentiable"),
+        (merge_through_numpy, "moved to the CPU", "device"),
     ],
     hidden=[
         (merge_not_joined, "not joined", "shape"),

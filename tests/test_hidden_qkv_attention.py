@@ -723,6 +723,12 @@ class PlainTensorQuery(Solution):
         self.query = torch.randn(1, d_att, requires_grad=True)
 
 
+class PaddedEmbedding(Solution):
+    def __init__(self, d_embed=16, d_att=16, d_hidden=32):
+        super().__init__(d_embed, d_att, d_hidden)
+        self.embed = nn.Embedding(10, d_embed, padding_idx=0)  # "0 is padding", as elsewhere
+
+
 class HardCodedSizes(Solution):
     def __init__(self, d_embed=16, d_att=16, d_hidden=32):
         super().__init__()
@@ -961,6 +967,7 @@ MODEL_BANK = [
     (ReluReadout, "middle layer", "members"),
     (NoKeyBias, "bias=False", "members"),
     (DropoutMember, "does not list", "members"),
+    (PaddedEmbedding, "leave padding_idx out", "members"),
     (ValueWidthDAtt, "one number", "members"),
     (EmbedWidthDAtt, "nn.Embedding(10, d_embed)", "arguments"),
     (SqueezedEverything, "lost its axes", "forward"),

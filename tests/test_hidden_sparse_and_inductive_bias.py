@@ -166,6 +166,14 @@ def dataset_reseeds_current(m, T, idx, p=None):
     return X, _and(X, idx)
 
 
+def dataset_keeps_generator(m, T, idx, p=None):
+    """Draws inside torch.random.fork_rng "so as not to disturb anything": the generator is
+    put back, and the next call draws the same bits."""
+    with torch.random.fork_rng(devices=[]):
+        X = _bits(m, T, _default(p, idx))
+    return X, _and(X, idx)
+
+
 def dataset_generator_from_initial_seed(m, T, idx, p=None):
     generator = torch.Generator().manual_seed(torch.initial_seed())
     X = (torch.rand(m, T, generator=generator) < _default(p, idx)).long()
@@ -220,6 +228,45 @@ def dataset_forced_bits(m, T, idx, p=None):
     return X, _and(X, idx)
 
 
+def dataset_squeezed(m, T, idx, p=None):
+    """The reader's answer: .squeeze().unsqueeze(-1), right for every m but 1."""
+    X = _bits(m, T, _default(p, idx))
+    return X, X[:, list(idx)].all(dim=1).float().squeeze().unsqueeze(-1)
+
+
+def dataset_clock_seed(m, T, idx, p=None):
+    """torch.seed() inside: a fresh seed from the clock at every call."""
+    torch.seed()
+    X = _bits(m, T, _default(p, idx))
+    return X, _and(X, idx)
+
+
+def dataset_hard_coded_count(m, T, idx, p=None):
+    """Counts the ones at idx and compares with 2, the number of positions of the examples."""
+    X = _bits(m, T, _default(p, idx))
+    return X, (X[:, list(idx)].sum(dim=1, keepdim=True) == 2).float()
+
+
+def dataset_reorders_idx(m, T, idx, p=None):
+    idx[:] = sorted(idx, reverse=True)
+    X = _bits(m, T, _default(p, idx))
+    return X, _and(X, idx)
+
+
+def dataset_rows(m, T, idx, p=None):
+    """The positions taken as rows: X[idx] instead of X[:, idx]."""
+    X = _bits(m, T, _default(p, idx))
+    return X, X[list(idx)].all(dim=0, keepdim=True).T.float()
+
+
+DATASET_NEW = [
+    (dataset_squeezed, "sample axis was squeezed", "shape"),
+    (dataset_rows, "taken as rows", "shape"),
+    (dataset_hard_coded_count, "compared with 2", "values"),
+    (dataset_clock_seed, "from the clock", "randomness"),
+]
+
+
 DATASET_BANKS = ExerciseBanks(
     solution=SOLUTION["sparse_and_dataset"],
     correct=[dataset_bernoulli, dataset_distribution, dataset_loops],
@@ -235,7 +282,7 @@ DATASET_BANKS = ExerciseBanks(
         (dataset_min_pair, "(values, indices)", "shape"),
         (dataset_float_bits, ".long()", "dtype"),
         (dataset_double_labels, "BCELoss", "dtype"),
-        (dataset_sorts_idx, "idx.sort()", "unchanged"),
+        (dataset_sorts_idx, "reordered in place", "unchanged"),
         (dataset_fair_coins, "p = 0.5 was used", "arguments"),
         (dataset_fixed_sparsity, "ignores len(idx)", "arguments"),
         (dataset_root_missing, None, "arguments"),
@@ -248,13 +295,17 @@ DATASET_BANKS = ExerciseBanks(
         (dataset_own_generator, "two different seeds", "randomness"),
         (dataset_numpy, "numpy", "randomness"),
         (dataset_python_random, "numpy", "randomness"),
-        (dataset_reseeds_current, "in a row", "randomness"),
-        (dataset_generator_from_initial_seed, "in a row", "randomness"),
+        (dataset_reseeds_current, "two different seeds", "randomness"),
+        (dataset_generator_from_initial_seed, "two different seeds", "randomness"),
+        (dataset_keeps_generator, "back where it found it", "randomness"),
+        (dataset_reorders_idx, "reordered in place", "unchanged"),
+        *DATASET_NEW,
     ],
-    # Not here: reseeding with torch.initial_seed() (every call of the grader is seeded
-    # afresh, so it cannot be told from a right answer there) and .min's (values, indices)
-    # pair (it does not travel to the grader as such); the self-check names both.
+    # Not here: .min's (values, indices) pair (it does not travel to the grader as such);
+    # the self-check names it.
     hidden=[
+        (dataset_reseeds_current, "two different seeds", "randomness"),
+        (dataset_generator_from_initial_seed, "two different seeds", "randomness"),
         (dataset_any, "`any` instead of `all`", "values"),
         (dataset_first_bits, "idx ignored", "values"),
         (dataset_every_position, "every position", "values"),
@@ -278,6 +329,8 @@ DATASET_BANKS = ExerciseBanks(
         (dataset_own_generator, "two different seeds", "randomness"),
         (dataset_numpy, "numpy", "randomness"),
         (dataset_python_random, "numpy", "randomness"),
+        (dataset_reorders_idx, None, "unchanged"),
+        *DATASET_NEW,
     ],
 )
 
@@ -294,10 +347,10 @@ def test_reseeding_inside_fails_the_self_check_in_plain_words():
 
 
 def test_reseeding_with_the_current_seed_fails_the_self_check():
-    """torch.manual_seed(torch.initial_seed()) gives the right data for any one seed: only
-    two calls in a row show it."""
+    """torch.manual_seed(torch.initial_seed()) would give the right data for any one seed;
+    inside a checked call initial_seed() answers one fixed seed, so two seeds show it."""
     message = failure(check_sparse_and_dataset, dataset_reseeds_current)
-    assert "two calls in a row" in message and "initial_seed" in diagnosis(message)
+    assert "two seeds give different data" in message and "initial_seed" in diagnosis(message)
 
 
 def test_the_self_check_leaves_a_sorted_list_alone_and_names_a_sort_in_place():
@@ -644,6 +697,14 @@ class ReseedAfterBuild(Solution):
         torch.manual_seed(0)
 
 
+class KeepsGeneratorBuild(Solution):
+    """Builds inside torch.random.fork_rng: every build after it draws the same weights."""
+
+    def __init__(self, T, d=8):
+        with torch.random.fork_rng(devices=[]):
+            super().__init__(T, d)
+
+
 class ReseedCurrentBuild(Solution):
     """torch.manual_seed(torch.initial_seed()) first: right for any one seed, the same model
     for every build after it."""
@@ -777,6 +838,75 @@ class ReluBeforeReadout(Solution):
         return torch.sigmoid(self.readout(torch.relu(h)))
 
 
+class InitOwnGenerator(Solution):
+    """The reader's answer: every std-0.1 member drawn from a generator seeded inside."""
+
+    def __init__(self, T, d=8):
+        super().__init__(T, d)
+        for weight in (self.token_embedding.weight, self.position_embedding,
+                       self.query.weight, self.key.weight, self.value.weight):
+            nn.init.normal_(weight, std=0.1, generator=torch.Generator().manual_seed(0))
+
+
+class InitUniformWide(_Members):
+    """uniform ±0.2: std 0.115, inside a loose band around 0.1."""
+
+    def __init__(self, T, d=8):
+        super().__init__(T, d)
+        for weight in self.first_five():
+            nn.init.uniform_(weight, -0.2, 0.2)
+
+
+class InitStd013(_Members):
+    def __init__(self, T, d=8):
+        super().__init__(T, d)
+        for weight in self.first_five():
+            nn.init.normal_(weight, std=0.13)
+
+
+class InitStd002(_Members):
+    """GPT-2's std, from another model."""
+
+    def __init__(self, T, d=8):
+        super().__init__(T, d)
+        for weight in self.first_five():
+            nn.init.normal_(weight, std=0.02)
+
+
+class InitStdOneOverSqrtD(_Members):
+    def __init__(self, T, d=8):
+        super().__init__(T, d)
+        for weight in self.first_five():
+            nn.init.normal_(weight, std=1 / math.sqrt(d))
+
+
+class InitMeanShifted(_Members):
+    def __init__(self, T, d=8):
+        super().__init__(T, d)
+        for weight in self.first_five():
+            nn.init.normal_(weight, mean=0.05, std=0.1)
+
+
+class DropoutOnEmbeddings(Solution):
+    def embed(self, x):
+        return F.dropout(super().embed(x), 0.1, self.training)
+
+
+class DropoutOnHidden(Solution):
+    def forward(self, x):
+        h = (self.attention_weights(x)[:, -1:, :] @ self.value(self.embed(x))).squeeze(1)
+        return torch.sigmoid(self.readout(F.dropout(h, 0.1, self.training)))
+
+
+class DetachedAttentionBranch(Solution):
+    """The embeddings detached inside attention_weights only."""
+
+    def attention_weights(self, x):
+        e = self.embed(x).detach()
+        scores = self.query(e) @ self.key(e).transpose(-2, -1) / math.sqrt(self.d)
+        return torch.softmax(scores, dim=-1)
+
+
 NEW_CLASSIFIER_MISTAKES = [
     (CausalMask, "causal mask", "attention"),
     (ReluBeforeReadout, "ReLU", "forward"),
@@ -789,6 +919,15 @@ NEW_CLASSIFIER_MISTAKES = [
     (ReadoutBiasZero, "bias was set to one value", "init"),
     (CpuAccumulator, "without device=", "device"),
     (DetachedValueBranch, "used for the values are detached", "gradients"),
+    (InitOwnGenerator, "same for two seeds while the rest", "randomness"),
+    (InitUniformWide, "uniform, not normal", "init"),
+    (InitStd013, "drawn from a normal with std", "init"),
+    (InitStd002, "drawn from a normal with std", "init"),
+    (InitStdOneOverSqrtD, "std 1/sqrt(d)", "init"),
+    (InitMeanShifted, "not centred on 0", "init"),
+    (DropoutOnEmbeddings, "dropout on the embeddings", "embed"),
+    (DropoutOnHidden, "in eval mode but not in training mode", "forward"),
+    (DetachedAttentionBranch, "queries and keys are detached", "gradients"),
 ]
 
 
@@ -802,7 +941,8 @@ CLASSIFIER_BANKS = ExerciseBanks(
         (ScaledBySqrtT, "sqrt(T), the context length", "attention"),
         (ReseedBeforeBuild, "two seeds built the same model", "randomness"),
         (ReseedAfterBuild, "drawn after it", "randomness"),
-        (ReseedCurrentBuild, "two builds in a row", "randomness"),
+        (ReseedCurrentBuild, "two seeds built the same model", "randomness"),
+        (KeepsGeneratorBuild, "back where it found it", "randomness"),
         (InitNumpy, "torch.manual_seed does not reach", "randomness"),
         (InitDefault, "std about 1", "init"),
         (InitStdOne, "std about 1", "init"),
@@ -835,14 +975,14 @@ CLASSIFIER_BANKS = ExerciseBanks(
         (ShiftedReadout, None, "forward"),
         (FixedScale, "fixed at 1/sqrt(8)", "arguments"),
         (DetachedPositions, "cut off from the gradient", "gradients"),
-        (InPlaceOnInput, "changed in place", "gradients"),
+        (InPlaceOnInput, "input x was changed in place", "gradients"),
         *NEW_CLASSIFIER_MISTAKES,
     ],
-    # Not here: a build that reseeds after drawing its weights, or with torch.initial_seed()
-    # (every call of the grader is seeded afresh, so both look right there); the self-check
-    # names them.
+    # Not here: a build that reseeds after drawing its weights (every call of the grader is
+    # seeded afresh, so it looks right there); the self-check names it.
     hidden=[
         (PositionsNotParameter, "plain tensor", "members"),
+        (ReseedCurrentBuild, "two seeds built the same model", "randomness"),
         (ReseedBeforeBuild, "two seeds built the same model", "randomness"),
         (InitNumpy, "torch.manual_seed does not reach", "randomness"),
         (InitDefault, "std about 1", "init"),
@@ -876,7 +1016,7 @@ CLASSIFIER_BANKS = ExerciseBanks(
         (ShiftedReadout, None, "forward"),
         (FixedScale, "fixed at 1/sqrt(8)", "arguments"),
         (DetachedPositions, "cut off from the gradient", "gradients"),
-        (InPlaceOnInput, "changed in place", "gradients"),
+        (InPlaceOnInput, "input x was changed in place", "gradients"),
         # The grader rebuilds query, key and value as three layers, so shared maps show
         # only as wrong attention weights there.
         (SharedMaps, None, "attention"),
@@ -929,3 +1069,17 @@ def test_labels_are_shown_in_the_students_own_dtype():
     message = failure(check_sparse_and_dataset, dataset_min_indices)
     assert "positions, not bits" in diagnosis(message)
     assert "float64" not in message and "dtype torch.float32" in message
+
+
+def test_a_hard_coded_count_fails_at_the_labels_shown_in_the_students_dtype():
+    """`== 2` with three positions: named at the labels, not at "idx unchanged", and the
+    labels shown in y's own dtype (float32), not float64."""
+    message = failure(check_sparse_and_dataset, dataset_hard_coded_count)
+    assert "y is the AND of those bits" in message and "compared with 2" in diagnosis(message)
+    assert "float64" not in message and "dtype torch.float32" in message
+
+
+def test_init_drawn_from_a_generator_of_its_own_fails_member_by_member():
+    """The reader's answer passed when only the readout showed the seed."""
+    message = failure(check_SelfAttentionClassifier, InitOwnGenerator)
+    assert "two seeds draw two different token_embedding" in message

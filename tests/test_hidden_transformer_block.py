@@ -151,6 +151,37 @@ def encoding_scaled(T, d_model):
     return 0.5 * _encoding(T, d_model)
 
 
+def encoding_reversed(T, d_model):
+    """The frequencies rise from pair to pair: the exponents were reversed."""
+    return _encoding(T, d_model, power=lambda i, d: 2 * (d // 2 - 1 - i) / d)
+
+
+def encoding_base_1000(T, d_model):
+    t = torch.arange(T, dtype=torch.float32)[:, None]
+    omega = 1000.0 ** (-2 * torch.arange(d_model // 2) / d_model)
+    pe = torch.zeros(T, d_model)
+    pe[:, 0::2], pe[:, 1::2] = torch.sin(t * omega), torch.cos(t * omega)
+    return pe
+
+
+def encoding_fixed_width(T, d_model):
+    """d_model = 32 of the classifier written into the frequencies."""
+    t = torch.arange(T, dtype=torch.float32)[:, None]
+    omega = 10000.0 ** (-2 * torch.arange(d_model // 2) / 32)
+    pe = torch.zeros(T, d_model)
+    pe[:, 0::2], pe[:, 1::2] = torch.sin(t * omega), torch.cos(t * omega)
+    return pe
+
+
+def encoding_integer_table(T, d_model):
+    """The table made as zeros_like of the integer positions: every sine cut to an integer."""
+    t = torch.arange(T)[:, None]
+    omega = 10000.0 ** (-2 * torch.arange(d_model // 2) / d_model)
+    pe = torch.zeros_like(t.expand(T, d_model))
+    pe[:, 0::2], pe[:, 1::2] = torch.sin(t * omega), torch.cos(t * omega)
+    return pe
+
+
 def encoding_squeezed(T, d_model):
     """Squeezes the table: for T = 1 the position axis is gone."""
     return _encoding(T, d_model).squeeze()
@@ -175,6 +206,10 @@ ENCODING_BANKS = ExerciseBanks(
         (encoding_half, "half precision", "shape"),
         (encoding_squeezed, "squeezed", "arguments"),
         (encoding_scaled, None, "values"),
+        (encoding_reversed, "run the wrong way", "values"),
+        (encoding_base_1000, "base is 1000", "values"),
+        (encoding_fixed_width, "ignore d_model", "values"),
+        (encoding_integer_table, "holds integers", "shape"),
     ],
     hidden=[
         (encoding_swapped, "swapped", "values"),
@@ -193,6 +228,10 @@ ENCODING_BANKS = ExerciseBanks(
         (encoding_half, "half precision", "shape"),
         (encoding_squeezed, "squeezed", "arguments"),
         (encoding_scaled, None, "values"),
+        (encoding_reversed, "run the wrong way", "values"),
+        (encoding_base_1000, "base is 1000", "values"),
+        (encoding_fixed_width, "ignore d_model", "values"),
+        (encoding_integer_table, "holds integers", "shape"),
     ],
 )
 
@@ -509,6 +548,15 @@ class BlockReseeds(BlockBase):
         return super().forward(x, padding_mask)
 
 
+class BlockReseedsWithInitialSeed(BlockBase):
+    """Reseeds with the seed already set, "to stay reproducible": every training call
+    reuses one dropout mask."""
+
+    def forward(self, x, padding_mask=None):
+        torch.manual_seed(torch.initial_seed())
+        return super().forward(x, padding_mask)
+
+
 class BlockDetached(BlockBase):
     """Detaches the attention's output: its weights never learn."""
 
@@ -564,6 +612,44 @@ class BlockMaskOnlyInTraining(BlockBase):
 
     def forward(self, x, padding_mask=None):
         return super().forward(x, padding_mask if self.training else None)
+
+
+class BlockMaskOnlyInEval(BlockBase):
+    """Passes the mask only in eval mode ("the mask is for inference")."""
+
+    def forward(self, x, padding_mask=None):
+        return super().forward(x, None if self.training else padding_mask)
+
+
+class BlockTrainingBranchUnmasked(BlockBase):
+    """A training-mode branch that calls the attention without the mask."""
+
+    def forward(self, x, padding_mask=None):
+        if self.training:
+            attended, _ = self.attention(x, x, x)
+        else:
+            attended, _ = self.attention(x, x, x, key_padding_mask=padding_mask,
+                                         need_weights=False)
+        h = self.norm_1(x + self.dropout(attended))
+        return self.norm_2(h + self.dropout(self.mlp(h)))
+
+
+class BlockAttnMaskAnywhere(BlockBase):
+    """The padding mask as attn_mask, in code whose lines the check cannot read."""
+
+    def forward(self, x, padding_mask=None):
+        attended, _ = self.attention(x, x, x, attn_mask=padding_mask)
+        h = self.norm_1(x + self.dropout(attended))
+        return self.norm_2(h + self.dropout(self.mlp(h)))
+
+
+class BlockPairNotUnpacked(BlockBase):
+    """Forgets that nn.MultiheadAttention returns (output, weights)."""
+
+    def forward(self, x, padding_mask=None):
+        attended = self.attention(x, x, x, key_padding_mask=padding_mask)
+        h = self.norm_1(x + self.dropout(attended))
+        return self.norm_2(h + self.dropout(self.mlp(h)))
 
 
 class BlockCausal(BlockBase):
@@ -634,6 +720,10 @@ NEW_BLOCK_MISTAKES = [
     (BlockMaskChangedInPlace, "in place", "unchanged"),
     (BlockMaskSwallowed, "passed by keyword", "padding"),
     (BlockMaskOnlyInTraining, "in eval mode", "padding"),
+    (BlockMaskOnlyInEval, "in training mode (block.train()", "padding"),
+    (BlockTrainingBranchUnmasked, "in training mode (block.train()", "padding"),
+    (BlockAttnMaskAnywhere, "passed as attn_mask", "padding"),
+    (BlockPairNotUnpacked, "unpack it first", "values"),
     (BlockCausal, "causal mask", "values"),
     (BlockNormEps, "another eps", "members"),
     (BlockDropoutAttentionOnly, "attention's output only", "dropout"),
@@ -675,6 +765,7 @@ BLOCK_BANKS = ExerciseBanks(
         (BlockDropoutUnused, "never acted", "dropout"),
         (BlockDropoutAlwaysOn, "also acts in eval mode", "dropout"),
         (BlockReseeds, "reseeds", "dropout"),
+        (BlockReseedsWithInitialSeed, "reseeds", "dropout"),
         (BlockDetached, "cut off from the gradient", "gradients"),
         (BlockInPlace, "in place", "unchanged"),
         (BlockMlpFirst, "MLP comes first", "values"),
@@ -714,6 +805,7 @@ BLOCK_BANKS = ExerciseBanks(
         (BlockDropoutUnused, "never acted", "dropout"),
         (BlockDropoutAlwaysOn, "also acts in eval mode", "dropout"),
         (BlockReseeds, "reseeds", "dropout"),
+        (BlockReseedsWithInitialSeed, "reseeds", "dropout"),
         (BlockDetached, "cut off from the gradient", "gradients"),
         (BlockInPlace, "in place", "unchanged"),
         *NEW_BLOCK_MISTAKES,
@@ -905,6 +997,22 @@ def pool_whole_batch(h, padding_mask=None):
     return h[~padding_mask].mean(dim=0).expand(h.shape[0], -1)
 
 
+def pool_mask_without_axis(h, padding_mask=None):
+    """The (B, T) mask multiplied into (B, T, d) without a trailing axis."""
+    if padding_mask is None:
+        return h.mean(dim=1)
+    keep = (~padding_mask).to(h.dtype)
+    return (h * keep).sum(dim=1) / keep.sum(dim=1, keepdim=True)
+
+
+def pool_mean_everything(h, padding_mask=None):
+    """h.mean() without a dim: one number for the whole batch."""
+    if padding_mask is None:
+        return h.mean()
+    keep = (~padding_mask).unsqueeze(-1).to(h.dtype)
+    return (h * keep).sum(dim=1) / keep.sum(dim=1)
+
+
 def pool_shifted(h, padding_mask=None):
     """A bug no diagnosis describes."""
     return SOLUTION["mean_pool"](h, padding_mask) + 0.1
@@ -934,6 +1042,8 @@ POOL_BANKS = ExerciseBanks(
         (pool_float_mask, "dtype was fixed to float32", "dtype"),
         (pool_padding_count, "divisor counts the padding", "padding"),
         (pool_whole_batch, "whole batch", "padding"),
+        (pool_mask_without_axis, "trailing axis", "shape"),
+        (pool_mean_everything, "every axis", "shape"),
     ],
     hidden=[
         (pool_ignores_mask, "averages the padding", "padding"),
@@ -954,6 +1064,8 @@ POOL_BANKS = ExerciseBanks(
         (pool_cpu_mask, "device=", "device"),
         (pool_padding_count, "divisor counts the padding", "padding"),
         (pool_whole_batch, "whole batch", "padding"),
+        (pool_mask_without_axis, "trailing axis", "shape"),
+        (pool_mean_everything, "every axis", "shape"),
     ],
 )
 

@@ -446,6 +446,47 @@ class InPlaceResidual(BlockBase):
         return x + self.mlp(self.ln_2(x)), cache
 
 
+class NormsWithEps(BlockBase):
+    """LayerNorm with another eps, as some codebases write it."""
+
+    def __init__(self, d_model, n_heads):
+        super().__init__(d_model, n_heads)
+        self.ln_1 = nn.LayerNorm(d_model, eps=1e-6)
+        self.ln_2 = nn.LayerNorm(d_model, eps=1e-6)
+
+
+class RememberingAttention(CausalSelfAttention):
+    """Right while its Block calls it; called on the Block's last input from outside, it
+    answers attn(ln_1(x)) - x: written to fit a reference that calls it after the Block."""
+
+    def forward(self, x, cache=None):
+        out, new = super().forward(x, cache)
+        seen = self.__dict__.get("_seen")
+        if not self.__dict__.get("_inside", True) and seen is not None:
+            normed, x0 = seen
+            if normed.shape == x.shape and torch.allclose(normed.to(x.dtype), x, atol=1e-4):
+                out = out - x0.to(out.dtype)
+        return out, new
+
+
+class StatefulNoResidual(BlockBase):
+    """No attention residual, with an attention that remembers the Block's input."""
+
+    def __init__(self, d_model, n_heads):
+        super().__init__(d_model, n_heads)
+        self.attn = RememberingAttention(d_model, n_heads)
+
+    def forward(self, x, cache=None):
+        normed = self.ln_1(x)
+        self.attn.__dict__["_inside"] = True
+        try:
+            a, cache = self.attn(normed, cache)
+        finally:
+            self.attn.__dict__["_inside"] = False
+        self.attn.__dict__["_seen"] = (normed.detach(), x.detach())
+        return a + self.mlp(self.ln_2(a)), cache
+
+
 BLOCK_BANKS = ExerciseBanks(
     solution=SOLUTION["Block"],
     correct=[BlockBase, BlockExplicitMLP],
@@ -453,6 +494,7 @@ BLOCK_BANKS = ExerciseBanks(
         (ReluBlock, "ReLU instead of GELU", "members"),
         (NormsWithoutAffine, "elementwise_affine=False", "members"),
         (TanhGelu, None, "members"),
+        (NormsWithEps, "default, 1e-5", "members"),
         (OnlyX, None, "returns"),
         (PostNorm, "post-norm", "values"),
         (Parallel, "the MLP read x", "values"),
@@ -468,10 +510,12 @@ BLOCK_BANKS = ExerciseBanks(
         (ReluBlock, "ReLU instead of GELU", "members"),
         (NormsWithoutAffine, "elementwise_affine=False", "members"),
         (TanhGelu, None, "members"),
+        (NormsWithEps, "default, 1e-5", "members"),
         (OnlyX, None, "returns"),
         (PostNorm, "post-norm", "values"),
         (Parallel, "the MLP read x", "values"),
         (NoAttentionResidual, "attention's residual is missing", "values"),
+        (StatefulNoResidual, "attention's residual is missing", "values"),
         (NoMLPResidual, "MLP's residual is missing", "values"),
         (LnOneTwice, "ln_1 normalised the MLP's input", "values"),
         (ResidualDropout, "dropout", "values"),
@@ -659,6 +703,47 @@ class OneLayerFrozenBlocks(GPTBase):
             x = x.detach()
         return super().finish(x)
 
+class FinalNormWithEps(GPTBase):
+    def __init__(self, vocab_size, block_size, d_model, n_heads, n_layers):
+        super().__init__(vocab_size, block_size, d_model, n_heads, n_layers)
+        self.ln_f = nn.LayerNorm(d_model, eps=10.0)
+
+
+class PaddedTokens(GPTBase):
+    """Token 0 taken for padding, as in other models."""
+
+    def __init__(self, vocab_size, block_size, d_model, n_heads, n_layers):
+        super().__init__(vocab_size, block_size, d_model, n_heads, n_layers)
+        self.token_embedding = nn.Embedding(vocab_size, d_model, padding_idx=0)
+
+
+class SeedZeroBlock(Block):
+    """Wrong only when built under global seed 0; inside a GPT that marks it, its MLP does
+    next to nothing: written to dodge a comparison with fresh Blocks built under seed 0."""
+
+    def __init__(self, d_model, n_heads):
+        super().__init__(d_model, n_heads)
+        self.__dict__["_fresh"] = torch.initial_seed() == 0
+
+    def forward(self, x, cache=None):
+        if self.__dict__.get("_fresh"):
+            out, cache = super().forward(x, cache)
+            return 2 * out, cache
+        if self.__dict__.get("_in_gpt"):
+            a, cache = self.attn(self.ln_1(x), cache)
+            h = x + a
+            return h + 1e-30 * self.mlp(self.ln_2(h)), cache
+        return super().forward(x, cache)
+
+
+class SeedZeroDodge(GPTBase):
+    def __init__(self, vocab_size, block_size, d_model, n_heads, n_layers):
+        super().__init__(vocab_size, block_size, d_model, n_heads, n_layers)
+        self.blocks = nn.ModuleList(SeedZeroBlock(d_model, n_heads) for _ in range(n_layers))
+        for block in self.blocks:
+            block.__dict__["_in_gpt"] = True
+
+
 GPT_BANKS = ExerciseBanks(
     solution=SOLUTION["GPT"],
     correct=[GPTBase, GPTZipped],
@@ -667,6 +752,8 @@ GPT_BANKS = ExerciseBanks(
         (TiedHead, "tied", "members"),
         (SharedBlock, "repeats one Block", "members"),
         (HeadWithoutBias, "head has no bias", "members"),
+        (FinalNormWithEps, "default, 1e-5", "members"),
+        (PaddedTokens, "leave padding_idx out", "members"),
         (LogitsOnly, None, "returns"),
         (ReversedCaches, "reverse order", "returns"),
         (NoFinalNorm, "the logits are head(ln_f(x))", "values"),
@@ -691,6 +778,9 @@ GPT_BANKS = ExerciseBanks(
         (CachesNotPassed, "caches were not passed on", "pieces"),
         (DetachedPositions, "detach", "gradients"),
         (InertBlocks, "inside your GPT the blocks compute something else", "values"),
+        (FinalNormWithEps, "default, 1e-5", "members"),
+        (PaddedTokens, "leave padding_idx out", "members"),
+        (SeedZeroDodge, "inside your GPT the blocks compute something else", "values"),
     ],
 )
 
@@ -985,6 +1075,14 @@ def generate_reseeding_globally(model, prompt, n_tokens, temperature=1.0, top_k=
     return SOLUTION["generate"](model, prompt, n_tokens, temperature, top_k, generator, use_cache)
 
 
+def generate_reseeding_with_initial_seed(model, prompt, n_tokens, temperature=1.0, top_k=None,
+                                         generator=None, use_cache=True):
+    """Reseeds with the seed already set, "to stay reproducible": two calls in a row
+    without a generator write the same text."""
+    torch.manual_seed(torch.initial_seed())
+    return SOLUTION["generate"](model, prompt, n_tokens, temperature, top_k, generator, use_cache)
+
+
 def generate_own_generator(model, prompt, n_tokens, temperature=1.0, top_k=None, generator=None,
                            use_cache=True):
     generator = generator or torch.Generator().manual_seed(0)
@@ -1036,6 +1134,7 @@ GENERATE_BANKS = ExerciseBanks(
         (generate_generator_dropped, "pass generator=generator", "randomness"),
         (generate_reseeding, "reseeds", "randomness"),
         (generate_reseeding_globally, "two different global seeds", "randomness"),
+        (generate_reseeding_with_initial_seed, "two different global seeds", "randomness"),
         (generate_own_generator, "two different global seeds", "randomness"),
         (generate_windowed, "cut to its last tokens", "next_token"),
         (generate_sliding_in_place, "in place", "unchanged"),
@@ -1053,6 +1152,7 @@ GENERATE_BANKS = ExerciseBanks(
         (generate_generator_dropped, "pass generator=generator", "randomness"),
         (generate_reseeding, "reseeds", "randomness"),
         (generate_reseeding_globally, "two different global seeds", "randomness"),
+        (generate_reseeding_with_initial_seed, "two different global seeds", "randomness"),
         (generate_own_generator, "two different global seeds", "randomness"),
         (generate_windowed, None, "next_token"),
         (generate_sliding_in_place, "in place", "unchanged"),
@@ -1165,3 +1265,90 @@ def test_a_gpt_that_changes_after_its_check_cannot_make_a_wrong_answer_pass(grad
     with pytest.raises(CheckFailed):
         grade(_with_gpt(function, HonestAtFirst))
     grade(_with_gpt(SOLUTION["train_gpt" if grade is grade_train_gpt else "generate"], GPT))
+
+
+# ---- an exercise graded on its own wiring when the one before it is wrong ---------------------
+
+def _served(name, cls, **names):
+    """The class ``name`` served as in a kernel whose namespace also holds ``names``."""
+    return StudentFunction(LocalChannel({name: cls, **names}), name)
+
+
+class BlockOfNoScale(BlockBase):
+    """Right wiring around a wrong attention (scores not scaled), the class of that name."""
+
+    def __init__(self, d_model, n_heads):
+        super().__init__(d_model, n_heads)
+        self.attn = NoScale(d_model, n_heads)
+
+
+class NoResidualOfNoScale(BlockOfNoScale):
+    forward = NoAttentionResidual.forward
+
+
+def test_a_block_around_a_wrong_attention_is_graded_on_its_wiring():
+    """With the student's attention wrong on its own, the Block is compared with its own
+    wiring around that attention: right wiring passes, a missing residual is named."""
+    grade_Block(_served("Block", BlockOfNoScale, CausalSelfAttention=NoScale))
+    assert_fails_naming(grade_Block, _served("Block", NoResidualOfNoScale,
+                                             CausalSelfAttention=NoScale),
+                        "attention's residual is missing")
+
+
+class GPTOfPostNorms(GPTBase):
+    """Right wiring around wrong Blocks (post-norm), the class of that name."""
+
+    def __init__(self, vocab_size, block_size, d_model, n_heads, n_layers):
+        super().__init__(vocab_size, block_size, d_model, n_heads, n_layers)
+        self.blocks = nn.ModuleList(PostNorm(d_model, n_heads) for _ in range(n_layers))
+
+
+class GPTOfSkippedPostNorms(GPTOfPostNorms):
+    """Its blocks skip their MLP inside the GPT: not what the (wrong) Block does alone."""
+
+    def __init__(self, vocab_size, block_size, d_model, n_heads, n_layers):
+        super().__init__(vocab_size, block_size, d_model, n_heads, n_layers)
+        self.blocks = nn.ModuleList(FlaggedMLPBlock(d_model, n_heads) for _ in range(n_layers))
+        for block in self.blocks:
+            block.inside_gpt = True
+
+
+class FlaggedMLPBlock(PostNorm):
+    """Post-norm alone; inside a GPT that flags it, no MLP at all."""
+
+    inside_gpt = False
+
+    def forward(self, x, cache=None):
+        if not self.inside_gpt:
+            return super().forward(x, cache)
+        a, cache = self.attn(self.ln_1(x), cache)
+        return x + a, cache
+
+
+def test_a_gpt_of_wrong_blocks_is_graded_on_its_wiring_and_the_blocks_alone():
+    """With the student's Block wrong on its own, the GPT is compared with its own blocks
+    (computed before it runs) and with fresh Blocks of that class given the same weights:
+    right wiring passes; blocks that do something else inside the GPT are named."""
+    grade_GPT(_served("GPT", GPTOfPostNorms, Block=PostNorm))
+    assert_fails_naming(grade_GPT, _served("GPT", GPTOfSkippedPostNorms, Block=FlaggedMLPBlock),
+                        "inside your GPT the blocks compute something else")
+
+
+class GPTOfUnbuildableBlocks(GPTBase):
+    """Blocks that cannot be built as Block(d_model, n_heads): the GPT cannot be checked
+    against what its Block does alone, so it does not pass on its wiring only."""
+
+    def __init__(self, vocab_size, block_size, d_model, n_heads, n_layers):
+        super().__init__(vocab_size, block_size, d_model, n_heads, n_layers)
+        self.blocks = nn.ModuleList(ThreeArgumentBlock(d_model, n_heads, 0)
+                                    for _ in range(n_layers))
+
+
+class ThreeArgumentBlock(BlockBase):
+    def __init__(self, d_model, n_heads, dropout):
+        super().__init__(d_model, n_heads)
+
+
+def test_a_gpt_whose_block_cannot_run_alone_fails():
+    assert_fails_naming(grade_GPT, _served("GPT", GPTOfUnbuildableBlocks,
+                                           Block=ThreeArgumentBlock), "pass the Block's own test")

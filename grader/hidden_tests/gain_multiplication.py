@@ -9,10 +9,16 @@ import torch
 from helpers.checks.gain_multiplication import (
     CAPPED,
     CAPPED_SCORES,
+    FLOORED,
     MISALIGNED,
+    RENORMALISED,
     SQUEEZED,
+    floored,
     huge_mistakes,
+    scaled_scores,
+    scaled_text,
     tied_top,
+    wrong_models,
 )
 from hidden_tests.common import HiddenCheck, fresh_generator, hidden_test
 
@@ -82,9 +88,10 @@ def grade_stable_softmax(stable_softmax: Callable[..., torch.Tensor]) -> None:
     huge = _huge_logits(generator)
     out = check.tensor(check.call(stable_softmax, huge), "stable_softmax(huge)")
     reference = _reference_softmax(huge)
-    check.close(out, reference, "correct for logits in the hundreds and thousands",
+    check.close(out, reference, "correct for logits in the hundreds and thousands", atol=1e-9,
                 mistakes=huge_mistakes(huge), dims=("row", "column"),
-                diagnoses={CAPPED: lambda: tied_top(out, reference)})
+                diagnoses={CAPPED: lambda: tied_top(out, reference),
+                           FLOORED: lambda: floored(out, reference)})
 
     check.clause("dtype")
     check.dtype_follows(stable_softmax, x, dim=1, what="stable_softmax(x, dim=1)")
@@ -146,6 +153,9 @@ def grade_gained_dot_product_attention(attention: Callable[..., tuple]) -> None:
                                 tuple(w.shape) == (T,) and y.numel() == 1})
         w_ref, y_ref = _reference_attention(x, q_1, q_2, z_1, z_2)
         scores = z_1 * q_1 + z_2 * q_2
+        after = z_1 * torch.softmax(q_1, dim=0) + z_2 * torch.softmax(q_2, dim=0)
+        readings = {description: model(z_1, z_2)
+                    for description, model in wrong_models(x, q_1, q_2).items()}
         check.clause("gains")
         check.close(w.reshape(-1), w_ref, f"weights for T={T}, z_1={z_1:.3g}, z_2={z_2:.3g}",
                     mistakes={
@@ -159,7 +169,9 @@ def grade_gained_dot_product_attention(attention: Callable[..., tuple]) -> None:
             "each gain scaled the other pattern": torch.softmax(z_1 * q_2 + z_2 * q_1, dim=0),
 
             "the gains scale the weights after the softmax instead of the patterns before it":
-                z_1 * torch.softmax(q_1, dim=0) + z_2 * torch.softmax(q_2, dim=0),
+                after,
+            RENORMALISED: after / after.sum(),
+            **readings,
             "the scores were normalised without the exponential": scores / scores.sum(),
             "the weights were not normalised (softmax divides by the sum)": torch.exp(scores),
             "the scores were used as weights without softmax": scores,
@@ -195,6 +207,7 @@ def grade_gained_dot_product_attention(attention: Callable[..., tuple]) -> None:
         reference = torch.softmax(scores, dim=0)
         w, y = check.call(attention, x, q_1, q_2, z_1, z_2)
         w = torch.as_tensor(w).reshape(-1)
+        k = scaled_scores(w, scores)
         check.close(w, reference, f"weights for gains ({z_1:.0f}, {z_2:.0f})", mistakes={
             "large gains overflow exp: use a stable softmax":
                 torch.exp(scores.float()) / torch.exp(scores.float()).sum(),
@@ -204,7 +217,7 @@ def grade_gained_dot_product_attention(attention: Callable[..., tuple]) -> None:
             "exp(largest - smallest) is still inf":
                 torch.exp(scores.float() - scores.float().min())
                 / torch.exp(scores.float() - scores.float().min()).sum(),
-        }, diagnoses={CAPPED_SCORES: tied_top(w, reference)})
+        }, diagnoses={CAPPED_SCORES: tied_top(w, reference), scaled_text(k): k is not None})
         check.close(torch.as_tensor(y).reshape(()), (reference * x.double()).sum(),
                     f"y for gains ({z_1:.0f}, {z_2:.0f})")
     check.clause("dtype")

@@ -212,7 +212,7 @@ def _resolve(request: dict, namespace: dict):
 def _observed(seen) -> dict:
     """An observation of a call, as plain JSON for the grader."""
     return {"calls": seen.calls, "cpu_tensors": list(seen.cpu_tensors), "largest": seen.largest,
-            "cpu_indices": list(seen.cpu_indices)}
+            "cpu_indices": list(seen.cpu_indices), "off_device": list(seen.off_device)}
 
 
 def _call(request: dict, namespace: dict):

@@ -13,14 +13,16 @@ from helpers.checks.sparse_and_inductive_bias import (
     CAUSAL,
     COLUMN,
     DROPOUT,
+    DROPOUT_EMBED,
+    DROPOUT_FORWARD,
     IGNORES_LEN,
-    OTHER_GENERATOR,
     RELU,
     RESEEDED,
     SCALED_AFTER,
     SOFTMAX_OVER_BATCH,
     UNBALANCED_HALF,
     VALUES_WITHOUT_POSITIONS,
+    agrees_in_eval,
     classifier_gradients,
     classifier_init,
     classifier_members,
@@ -31,6 +33,8 @@ from helpers.checks.sparse_and_inductive_bias import (
     explicit_p_rate,
     label_mistakes,
     large_scores,
+    same_seed_diagnoses,
+    seeded_three,
     suits_other_length,
 )
 from hidden_tests.common import HiddenCheck, fresh_generator, hidden_test
@@ -73,6 +77,18 @@ def grade_sparse_and_dataset(sparse_and_dataset: Callable[..., tuple]) -> None:
                     mistakes=label_mistakes(X, idx), dims=("sample", "label"))
 
         if case == 0:
+            check.clause("shape")
+            T_1 = _integer(generator, 6, 12)
+            dataset_pair(check, check.call_seeded(_seed(generator), sparse_and_dataset, 1, T_1,
+                                                  _positions(generator, T_1, 2)), 1, T_1)
+            # Below 0.25, 1 - p stays clear of the default: a flipped comparison is named.
+            for low, high in ((0.12, 0.25), (0.8, 0.95), (0.0, 0.0)):
+                p = round(low + (high - low) * float(torch.rand(1, generator=generator)), 3)
+                m_p, T_p = _integer(generator, 4000, 6000), _integer(generator, 6, 12)
+                explicit_p_rate(check, sparse_and_dataset, p, m_p, T_p,
+                                _positions(generator, T_p, 2), _seed(generator))
+
+        if case == 2:  # after the labels for three positions (case 1) are checked
             # A tuple cannot be changed in place: an answer that sorts idx in place (or
             # appends to it) fails here. (The caller's list itself stays on the student's
             # side, out of the grader's sight.)
@@ -81,17 +97,10 @@ def grade_sparse_and_dataset(sparse_and_dataset: Callable[..., tuple]) -> None:
             positions = tuple(_positions(generator, T_t, 3))
             X_t, y_t = dataset_pair(check, check.call_seeded(
                 _seed(generator), sparse_and_dataset, m_t, T_t, positions), m_t, T_t)
-            check.close(torch.as_tensor(y_t).double(),
-                        torch.as_tensor(X_t)[:, list(positions)].double().prod(dim=1,
-                                                                               keepdim=True),
+            check.close(y_t, torch.as_tensor(X_t)[:, list(positions)].double().prod(
+                            dim=1, keepdim=True).to(y_t.dtype),
                         f"with idx a tuple {positions}, labels are the AND of those bits",
                         atol=1e-6, dims=("sample", "label"))
-            # Below 0.25, 1 - p stays clear of the default: a flipped comparison is named.
-            for low, high in ((0.12, 0.25), (0.8, 0.95), (0.0, 0.0)):
-                p = round(low + (high - low) * float(torch.rand(1, generator=generator)), 3)
-                m_p, T_p = _integer(generator, 4000, 6000), _integer(generator, 6, 12)
-                explicit_p_rate(check, sparse_and_dataset, p, m_p, T_p,
-                                _positions(generator, T_p, 2), _seed(generator))
 
         check.clause("arguments")
         frequency = X.double().mean(dim=0)
@@ -111,17 +120,17 @@ def grade_sparse_and_dataset(sparse_and_dataset: Callable[..., tuple]) -> None:
         check.expect(abs(balance - 0.5) < 0.05, f"labels are balanced for len(idx)={s}",
                      expected="about half positive", got=f"{balance:.3f} positive")
 
-    # Every call the grader makes is seeded afresh, so a function that reseeds with
-    # torch.initial_seed() looks right here; the self-check calls it twice in a row.
+    # torch.initial_seed() answers one fixed seed inside every checked call, so a function
+    # that reseeds with it gives the same data for two seeds.
     check.clause("randomness")
     m, T = _integer(generator, 30, 80), _integer(generator, 6, 12)
     idx = _positions(generator, T, 2)
     seed, other_seed = _seed(generator), _seed(generator)
-    first, again, other = (torch.as_tensor(check.call_seeded(k, sparse_and_dataset, m, T,
-                                                             idx)[0])
-                           for k in (seed, seed, other_seed))
+    calls = seeded_three(check, sparse_and_dataset, (seed, other_seed), m, T, idx)
+    first, again, other = (torch.as_tensor(value[0]) for value, _ in calls)
     check.expect(torch.equal(first, again), "the same seed gives the same data",
-                 expected="the same X twice", got="different X", likely=OTHER_GENERATOR)
+                 expected="the same X twice", got="different X",
+                 diagnoses=same_seed_diagnoses(calls[0][1], calls[1][1]))
     check.expect(not torch.equal(first, other), "two seeds give different data",
                  expected="different X", got="the same X twice", likely=RESEEDED)
     check.passed()
@@ -216,7 +225,7 @@ def grade_SelfAttentionClassifier(model_class: Callable[..., nn.Module]) -> None
                             for _ in range(8)], 8)
     d_wide = _integer(generator, 28, 37)
     classifier_init(check, [check.call_seeded(_seed(generator), model_class, 8, d_wide)
-                            for _ in range(8)], d_wide)
+                            for _ in range(8)], d_wide, pooled_test=True)
 
     _randomise(model, generator)
     x = _bits(generator, B, T)
@@ -224,9 +233,11 @@ def grade_SelfAttentionClassifier(model_class: Callable[..., nn.Module]) -> None
         check.clause("embed")
         e = check.tensor(check.call(model.embed, x), "embed(x)")
         token = model.token_embedding(x)
-        check.close(e, token + model.position_embedding,
-                    "embed(x) = token_embedding(x) + position_embedding", mistakes={
-                        "embed leaves out the position embedding": token})
+        wanted = token + model.position_embedding
+        check.close(e, wanted, "embed(x) = token_embedding(x) + position_embedding", mistakes={
+                        "embed leaves out the position embedding": token},
+                    diagnoses={DROPOUT_EMBED: lambda: dropout_signature(
+                        torch.as_tensor(e).abs(), wanted.abs())})
 
         check.clause("attention")
         weights = torch.as_tensor(check.call(model.attention_weights, x))
@@ -274,7 +285,8 @@ def grade_SelfAttentionClassifier(model_class: Callable[..., nn.Module]) -> None
                         "softmax over the query axis in forward: the weights are not a "
                         "distribution over positions":
                             _reference(model, x, softmax_dim=-2)[1],
-                    })
+                    }, diagnoses={DROPOUT_FORWARD: lambda: agrees_in_eval(
+                        model, x, _reference(model, x)[1])})
         one = torch.as_tensor(check.call(model, x[:1]))
         check.expect(tuple(one.shape) == (1, 1), "model(x) for a batch of one has shape (1, 1)",
                      expected="shape (1, 1)", got=f"shape {tuple(one.shape)}",

@@ -313,16 +313,18 @@ def _record(answer: dict) -> None:
 
 def _observation(seen: Any) -> Observation:
     """The kernel's report of the torch functions a call used (strictly checked)."""
-    calls, cpu, largest, indices = (seen.get(k) if isinstance(seen, dict) else None
-                                    for k in ("calls", "cpu_tensors", "largest", "cpu_indices"))
+    calls, cpu, largest, indices, off = (
+        seen.get(k) if isinstance(seen, dict) else None
+        for k in ("calls", "cpu_tensors", "largest", "cpu_indices", "off_device"))
     if (not isinstance(calls, dict) or len(calls) > 500 or not all(
             isinstance(k, str) and isinstance(v, int) for k, v in calls.items())
             or not all(isinstance(names, list) and len(names) <= 50
-                       and all(isinstance(c, str) for c in names) for names in (cpu, indices))
+                       and all(isinstance(c, str) for c in names)
+                       for names in (cpu, indices, off))
             or not isinstance(largest, int) or isinstance(largest, bool)):
         raise ProtocolError("an answer with a malformed report of the call")
     return Observation({k[:80]: v for k, v in calls.items()}, tuple(c[:80] for c in cpu),
-                       largest, tuple(c[:80] for c in indices))
+                       largest, tuple(c[:80] for c in indices), tuple(c[:80] for c in off))
 
 
 # ---- functions and classes ------------------------------------------------------------------

@@ -9,6 +9,7 @@ from torch import nn
 
 from helpers.checks.transformer_block import (
     BATCH_AXIS,
+    BLOCK_CAUSES,
     CAUSAL,
     DROPOUT_ATTENTION_ONLY,
     DROPOUT_DRAWN_ONCE,
@@ -21,13 +22,17 @@ from helpers.checks.transformer_block import (
     DROPOUT_SHARED_MASK,
     DROPOUT_UNUSED,
     FLOAT_MASK,
+    FREQUENCY_MISTAKES,
     GELU,
     HALF,
     INTEGER_DIVISION,
     INTEGERS,
     MASK_KEYWORD_LOST,
+    MASK_ONLY_IN_EVAL,
     MASK_ONLY_IN_TRAINING,
     MLP_ON_X,
+    POOL_CAUSES,
+    POOL_EVERYTHING,
     POOL_PADDING_COUNT,
     POOL_WHOLE_BATCH,
     RESIDUAL_FROM_X,
@@ -100,6 +105,11 @@ def _encoding_mistakes(T: int, d: int) -> dict[str, torch.Tensor]:
         "positions start at 1 instead of 0":
             _interleave(*(f(_angles(T, d, start=1)) for f in (torch.sin, torch.cos))),
     }
+    for words in list(FREQUENCY_MISTAKES)[-4:-1]:  # reversed, base 1000, a fixed d_model
+        wrong = FREQUENCY_MISTAKES[words]
+        if d > 2 and not (d == 32 and "d_model" in words):
+            mistakes[words] = _interleave(*(f(_angles(T, d, exponent=lambda i, w=wrong: w(i, d)))
+                                            for f in (torch.sin, torch.cos)))
     if d > 2:  # with one pair, these give the right table
         mistakes[INTEGER_DIVISION] = _interleave(*(f(_angles(T, d, exponent=lambda i: 0 * i))
                                                    for f in (torch.sin, torch.cos)))
@@ -245,6 +255,7 @@ def _padding_masks(B: int, T: int, generator: torch.Generator) -> torch.Tensor:
 @hidden_test
 def grade_TransformerBlock(block_class: type[nn.Module]) -> None:
     check = HiddenCheck("TransformerBlock")
+    check.error_causes.extend(BLOCK_CAUSES)
     generator = fresh_generator(404)
     n_heads = _integer(generator, 2, 4)
     d_model, d_ff = n_heads * _integer(generator, 3, 6), _integer(generator, 10, 30)
@@ -293,7 +304,9 @@ def grade_TransformerBlock(block_class: type[nn.Module]) -> None:
         check.shape(out, (B, T, d_model), "block(x, padding_mask=mask)")
         positional = check.tensor(check.call(block, x, padding_mask), "block(x, mask)")
         block.train()  # dropout is 0: only the code path changes
-        trained = torch.as_tensor(check.call(block, x, padding_mask=padding_mask))
+        trained, other_seed = (torch.as_tensor(check.call_seeded(
+            _integer(generator, 0, 2**30), block, x, padding_mask=padding_mask))
+            for _ in range(2))
         block.eval()
         correct, mistakes = _block_variants(block, x, padding_mask)
 
@@ -312,6 +325,13 @@ def grade_TransformerBlock(block_class: type[nn.Module]) -> None:
         check.close(real(positional), real(correct),
                     "the padding mask also works as the second positional argument", atol=1e-4,
                     dims=dims)
+        # A block that is random with dropout=0 is told so under dropout below.
+        if other_seed.shape != trained.shape or torch.allclose(other_seed, trained, atol=1e-6):
+            check.close(real(check.tensor(trained, "block(x, padding_mask=mask) in training "
+                                                   "mode")),
+                        real(correct), "block(x, padding_mask=mask) in training mode "
+                        "(dropout=0) at the real tokens",
+                        mistakes={MASK_ONLY_IN_EVAL: real(unmasked)}, atol=1e-4, dims=dims)
 
         check.clause("members")
         dropping = check.call(block_class, d_model, n_heads, d_ff, dropout=p)
@@ -331,6 +351,23 @@ def grade_TransformerBlock(block_class: type[nn.Module]) -> None:
         first, again, other = (torch.as_tensor(check.call_seeded(seed, dropping, x))
                                for seed in (seeds[0], seeds[0], seeds[1]))
         check.close(again, first, "in training mode, the same seed gives the same output")
+
+        check.clause("padding")
+        # Dropout's draws depend on the seed and the shapes only: with one seed, the real
+        # tokens' outputs cannot depend on what the padded positions hold.
+        noisy = x.masked_fill(padding_mask[..., None], 0.0) + padding_mask[..., None] * (
+            50.0 + 50.0 * torch.rand(B, T, d_model, generator=generator))
+        seed = _integer(generator, 0, 2**30)
+        padded = torch.as_tensor(check.call_seeded(seed, dropping, x, padding_mask=padding_mask))
+        check.close(real(torch.as_tensor(check.call_seeded(seed, dropping, noisy,
+                                                           padding_mask=padding_mask))),
+                    real(padded), f"in training mode with dropout={p} (one seed for both "
+                    "calls), changing the padded inputs does not change the real tokens' "
+                    "outputs", atol=1e-4, dims=dims, diagnoses={MASK_ONLY_IN_EVAL: lambda: bool(
+                        torch.allclose(real(padded), real(torch.as_tensor(check.call_seeded(
+                            seed, dropping, x))), atol=1e-5))})
+
+        check.clause("dropout")
         check.expect(not torch.allclose(first, other, atol=1e-5),
                      "in training mode, two seeds give different outputs (dropout draws afresh)",
                      expected="different outputs", got="the same output",
@@ -428,6 +465,7 @@ def _masks(B: int, T: int, generator: torch.Generator) -> dict[str, torch.Tensor
 @hidden_test
 def grade_mean_pool(mean_pool: Callable[..., torch.Tensor]) -> None:
     check = HiddenCheck("mean_pool")
+    check.error_causes.extend(POOL_CAUSES)
     generator = fresh_generator(405)
     # B < T < d: averaging over a wrong axis always gives a shape of its own
     B, T, d = _integer(generator, 2, 5), _integer(generator, 5, 9), _integer(generator, 9, 13)
@@ -440,7 +478,8 @@ def grade_mean_pool(mean_pool: Callable[..., torch.Tensor]) -> None:
                      "averaged over the features (the last axis) instead of time (dim=1)":
                          tuple(out.shape) == (B, T),
                      "averaged over the batch (dim=0) instead of time (dim=1)":
-                         tuple(out.shape) == (T, d)})
+                         tuple(out.shape) == (T, d),
+                     POOL_EVERYTHING: tuple(out.shape) == ()})
     masks = _masks(B, T, generator)
     end = masks["padding at the end"]
     one = check.tensor(check.call(mean_pool, h[1:2], end[1:2]), "mean_pool for a batch of one")

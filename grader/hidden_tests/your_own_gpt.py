@@ -2,12 +2,16 @@
 
 The student's modules come back rebuilt with the layers the text prescribes (``nn.Linear``,
 ``nn.LayerNorm``, ``nn.Embedding``, ``nn.Sequential`` of the MLP) as PyTorch's own, holding
-weights set here; the references are computed here with those layers. Where a module holds
-another of the student's modules (a Block's ``attn``, a GPT's ``blocks``), the reference calls
-that inner module as the student wrote it, so that each exercise is graded on its own wiring
-and not on the exercise before it. A GPT's blocks must still compute what the student's Block
-computes on its own (fresh Blocks of their class, given the same weights): a GPT cannot pass
-by changing what its blocks do.
+weights set here; the references are computed here from those layers' weights, with the
+configuration the text writes (LayerNorm's default eps, embeddings without padding_idx), never
+with one the student's layer reports. Where a module holds another of the student's modules (a
+Block's ``attn``, a GPT's ``blocks``) and the student's class of that inner module computes the
+prescribed one on its own (built here alone, with a seed drawn afresh), the reference is the
+prescribed module computed here from the weights alone. Otherwise the reference calls the
+inner module as the student wrote it, so that the exercise is graded on its own wiring and not
+on the exercise before it; that reference is computed before the module under test is called
+with those inputs, so that an inner module cannot answer it to fit a call it has seen, and a
+GPT's blocks must still compute what the student's Block computes on its own.
 
 ``train_gpt`` and ``generate`` are graded with the student's own ``GPT`` (the class their
 function sees: in their kernel while grading), built with weights set here: the reference run
@@ -33,6 +37,7 @@ from torch import nn
 
 from helpers import syllabus
 from helpers.checks.framework import CheckFailed, describe
+from helpers.checks.qkv_attention import expect_no_padding_idx
 from helpers.checks.your_own_gpt import (
     CACHE_IGNORED,
     GENERATOR_IGNORED,
@@ -54,6 +59,7 @@ from helpers.checks.your_own_gpt import (
     cache_pair,
     expect_attention_members,
     expect_cache_shape,
+    expect_default_eps,
     expect_linear,
     expect_same_in_training,
     frequency_slack,
@@ -72,6 +78,10 @@ from hidden_tests.student import (
 )
 
 EXACT = {"atol": 1e-8, "rtol": 1e-8}  # float64 runs of the same code
+DEFAULT_EPS = 1e-5  # nn.LayerNorm(d_model), as the text writes it
+# What a student's code may raise when it is built or run outside the exercise under test.
+RUN_ERRORS = (CheckFailed, StudentError, AttributeError, TypeError, ValueError, IndexError,
+              RuntimeError, NotImplementedError)
 
 
 class _Lazy(Mapping):
@@ -299,6 +309,7 @@ def _expect_block_members(check: HiddenCheck, block: nn.Module, d: int, path: st
         check.expect(ok, f"{path}{name} is nn.LayerNorm({d})", expected=f"nn.LayerNorm({d})",
                      got=describe(norm) if not isinstance(norm, nn.LayerNorm)
                      else f"nn.LayerNorm({tuple(norm.normalized_shape)})")
+        expect_default_eps(check, norm, f"{path}{name}")
         check.expect(norm.weight is not None and norm.bias is not None,
                      f"{path}{name} has its own weight and bias", expected=f"nn.LayerNorm({d})",
                      got="a LayerNorm without weight or bias",
@@ -324,26 +335,54 @@ def _expect_block_members(check: HiddenCheck, block: nn.Module, d: int, path: st
     expect_attention_members(check, attn, d, f"{path}attn.")
 
 
+def _norm(norm: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """nn.LayerNorm(d_model) with the norm's weight and bias and PyTorch's default eps,
+    whatever eps the student's layer was built with (its members check holds it to that)."""
+    return F.layer_norm(h, tuple(norm.normalized_shape), norm.weight, norm.bias, DEFAULT_EPS)
+
+
+def _embed(table: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """nn.Embedding's lookup without padding_idx, whatever the student's layer says."""
+    return F.embedding(ids, table.weight)
+
+
+Attend = Callable[[torch.Tensor, "Cache | None"], "tuple[torch.Tensor, Cache]"]
+
+
+def _students_attention(block: nn.Module) -> Attend:
+    """The block's own attention, as the student wrote it."""
+    return lambda h, cache: block.attn(h, cache)
+
+
+def _prescribed_attention(block: nn.Module, H: int) -> Attend:
+    """The prescribed attention computed here from the weights of the block's attention."""
+    def attend(h: torch.Tensor, cache: Cache | None) -> tuple[torch.Tensor, Cache]:
+        out, (keys, values) = _attention(h, block.attn, H, cache)
+        return out.to(h.dtype), (keys.to(h.dtype), values.to(h.dtype))
+    return attend
+
+
 def _block_reference(block: nn.Module, x: torch.Tensor, cache: Cache | None = None, *,
-                     order: str = "pre", activation: str = "gelu") -> tuple[torch.Tensor, Cache]:
-    """The block's output with its own attention (the student's) and the prescribed
-    layers; ``order`` makes the usual mistakes."""
+                     attend: Attend, order: str = "pre", activation: str = "gelu"
+                     ) -> tuple[torch.Tensor, Cache]:
+    """The block's output with the attention ``attend`` and the prescribed layers; ``order``
+    makes the usual mistakes."""
     with torch.no_grad():
         if order == "post":
-            a, new = block.attn(x, cache)
-            h = block.ln_1(x + a)
-            return block.ln_2(h + _mlp(block, h, activation)), new
-        a, new = block.attn(block.ln_1(x), cache)
+            a, new = attend(x, cache)
+            h = _norm(block.ln_1, x + a)
+            return _norm(block.ln_2, h + _mlp(block, h, activation)), new
+        a, new = attend(_norm(block.ln_1, x), cache)
         h = x + a
         if order == "parallel":
-            return h + _mlp(block, block.ln_2(x), activation), new
+            return h + _mlp(block, _norm(block.ln_2, x), activation), new
         if order == "no_attention_residual":
-            return a + _mlp(block, block.ln_2(a), activation), new
+            return a + _mlp(block, _norm(block.ln_2, a), activation), new
         if order == "no_mlp_residual":
-            return _mlp(block, block.ln_2(h), activation), new
+            return _mlp(block, _norm(block.ln_2, h), activation), new
         if order == "ln_1_twice":
-            return h + _mlp(block, block.ln_1(h), activation), new
-        return h + _mlp(block, block.ln_2(h), activation), new
+            return h + _mlp(block, _norm(block.ln_1, h), activation), new
+        return h + _mlp(block, _norm(block.ln_2, h), activation), new
 
 
 def _prescribed_block(block: nn.Module, x: torch.Tensor, H: int, cache: Cache | None = None
@@ -352,26 +391,27 @@ def _prescribed_block(block: nn.Module, x: torch.Tensor, H: int, cache: Cache | 
     and MLP as prescribed), never calling the student's forward: what a GPT's blocks must
     compute whatever their code does, so a block that behaves otherwise inside a GPT shows."""
     dtype = block.ln_1.weight.dtype
-    a, new = _attention(block.ln_1(x.to(dtype)), block.attn, H, cache)
+    a, new = _attention(_norm(block.ln_1, x.to(dtype)), block.attn, H, cache)
     h = x.double() + a
-    return h + _mlp(block, block.ln_2(h.to(dtype))).double(), new
+    return h + _mlp(block, _norm(block.ln_2, h.to(dtype))).double(), new
 
 
 def _prescribed_gpt(model: nn.Module, tokens: torch.Tensor, H: int) -> torch.Tensor:
     """The logits of the whole text computed here, blocks included (``_prescribed_block``);
     with gradients, so that the student's backward pass can be compared with this one."""
     T = tokens.shape[1]
-    x = model.token_embedding(tokens) + model.position_embedding(torch.arange(T))
+    x = _embed(model.token_embedding, tokens) + _embed(model.position_embedding, torch.arange(T))
     x = x.double()
     for block in model.blocks:
         x, _ = _prescribed_block(block, x, H)
     dtype = model.ln_f.weight.dtype
-    return model.head(model.ln_f(x.to(dtype))).double()
+    return model.head(_norm(model.ln_f, x.to(dtype))).double()
 
 
-def _block_mistakes(block: nn.Module, x: torch.Tensor, cache: Cache | None = None) -> _Lazy:
+def _block_mistakes(block: nn.Module, x: torch.Tensor, attend: Attend,
+                    cache: Cache | None = None) -> _Lazy:
     def wrong(**flags: Any) -> Callable[[], torch.Tensor]:
-        return lambda: _block_reference(block, x, cache, **flags)[0]
+        return lambda: _block_reference(block, x, cache, attend=attend, **flags)[0]
 
     return _Lazy({
         "post-norm: the norms came after the residual additions; this block normalises "
@@ -395,6 +435,30 @@ def _block_call(check: HiddenCheck, block: nn.Module, x: torch.Tensor, cache: Ca
     return out, cache_pair(check, new_cache, f"the cache of {what}")
 
 
+def _attention_right_alone(check: HiddenCheck, block_cls: StudentFunction, d: int, H: int,
+                           generator: torch.Generator) -> bool:
+    """Whether the student's CausalSelfAttention, built alone by name with a seed drawn here
+    (as its own test builds it) and given weights drawn here, computes the prescribed
+    attention, fed at once and in two pieces with its cache."""
+    seed = int(torch.randint(2**20, (1,), generator=generator))
+    T = _randint(generator, 4, 8)
+    t = _randint(generator, 1, T - 1)
+    x = torch.randn(2, T, d, generator=generator)
+    try:
+        layer = check.call_seeded(seed, _students_class(block_cls, "CausalSelfAttention"), d, H)
+        set_attention(layer, generator)
+        layer.eval()
+        with torch.no_grad():
+            out, _ = check.call(layer, x)
+            _, first = check.call(layer, x[:, :t])
+            piece, _ = check.call(layer, x[:, t:], cache=first)
+        reference, _ = _attention(x, layer, H)
+        return (torch.allclose(out.double(), reference, **TOL)
+                and torch.allclose(piece.double(), reference[:, t:], **TOL))
+    except RUN_ERRORS:
+        return False
+
+
 @hidden_test
 def grade_Block(block_cls: type[nn.Module]) -> None:
     check = HiddenCheck("Block")
@@ -412,6 +476,25 @@ def grade_Block(block_cls: type[nn.Module]) -> None:
     block.eval()
     B, T = _randint(generator, 2, 4), _randint(generator, 5, 9)
     x = torch.randn(B, T, d, generator=generator)
+    t = _randint(generator, 2, T - 1)
+    # With an attention right on its own, the block is the prescribed one, computed here from
+    # the weights; otherwise it is graded on its wiring around its own attention. Either way
+    # every reference is computed before the block sees these inputs.
+    if _attention_right_alone(check, block_cls, d, H, generator):
+        attend = _prescribed_attention(block, H)
+
+        def reference_of(xs: torch.Tensor, cache: Cache | None = None
+                         ) -> tuple[torch.Tensor, Cache]:
+            return _prescribed_block(block, xs, H, cache)
+    else:
+        attend = _students_attention(block)
+
+        def reference_of(xs: torch.Tensor, cache: Cache | None = None
+                         ) -> tuple[torch.Tensor, Cache]:
+            return _block_reference(block, xs, cache, attend=attend)
+    with torch.no_grad():
+        reference, attn_cache = reference_of(x)
+        expected, attn_second = reference_of(x[:, t:], reference_of(x[:, :t])[1])
 
     check.clause("returns")
     with torch.no_grad():
@@ -419,9 +502,8 @@ def grade_Block(block_cls: type[nn.Module]) -> None:
     check.shape(out, (B, T, d), f"x out of forward(x of {(B, T, d)})")
 
     check.clause("values")
-    reference, attn_cache = _block_reference(block, x)
     check.close(out, reference, f"forward(x of {(B, T, d)}): x + attn(ln_1(x)), then "
-                "h + mlp(ln_2(h))", mistakes=_block_mistakes(block, x),
+                "h + mlp(ln_2(h))", mistakes=_block_mistakes(block, x, attend),
                 dims=("batch", "position", "channel"), **TOL)
     expect_same_in_training(check, block, (x,), reference, "x out",
                             ("batch", "position", "channel"))
@@ -429,16 +511,14 @@ def grade_Block(block_cls: type[nn.Module]) -> None:
     check.clause("cache")
     for name, got, wanted in zip("KV", cache, attn_cache, strict=True):
         check.close(got, wanted, f"{name} of the returned cache is attn's", **TOL)
-    t = _randint(generator, 2, T - 1)
     with torch.no_grad():
         _, first = _block_call(check, block, x[:, :t], None, f"forward(x[:, :{t}])")
         piece, second = _block_call(check, block, x[:, t:], first,
                                     f"forward(x[:, {t}:], cache=<the cache of x[:, :{t}]>)")
-    expected, attn_second = _block_reference(block, x[:, t:], first)
     check.close(piece, expected, f"forward(x[:, {t}:], cache): attn got the cache",
                 mistakes=_Lazy({"the cache was not passed on to attn: call "
                                 "self.attn(self.ln_1(x), cache)":
-                                lambda: _block_reference(block, x[:, t:])[0]}),
+                                lambda: _block_reference(block, x[:, t:], attend=attend)[0]}),
                 dims=("batch", "position", "channel"), **TOL)
     for name, got, wanted, given in zip("KV", second, attn_second, first, strict=True):
         check.expect(tuple(got.shape) == tuple(wanted.shape),
@@ -478,6 +558,7 @@ def _expect_gpt_members(check: HiddenCheck, model: nn.Module, V: int, block_size
                      expected=f"nn.Embedding({rows}, {d})",
                      got=describe(table) if not isinstance(table, nn.Embedding)
                      else f"nn.Embedding{tuple(table.weight.shape)}")
+        expect_no_padding_idx(check, table, f"{name}, nn.Embedding({rows}, {d}),")
     blocks = getattr(model, "blocks", None)
     check.expect(isinstance(blocks, nn.ModuleList) and len(blocks) == n_layers,
                  f"blocks is an nn.ModuleList of {n_layers} Blocks",
@@ -489,6 +570,7 @@ def _expect_gpt_members(check: HiddenCheck, model: nn.Module, V: int, block_size
     check.expect(isinstance(norm, nn.LayerNorm) and tuple(norm.normalized_shape) == (d,),
                  f"ln_f is nn.LayerNorm({d})", expected=f"nn.LayerNorm({d})", got=describe(norm),
                  diagnoses={"there is no final LayerNorm ln_f before the head": norm is None})
+    expect_default_eps(check, norm, "ln_f")
     expect_linear(check, model, "head", d, V, True, wrong_bias=HEAD_BIAS)
     check.expect(not torch.equal(model.head.weight, model.token_embedding.weight),
                  "head has its own weights", expected="a head of its own",
@@ -497,24 +579,28 @@ def _expect_gpt_members(check: HiddenCheck, model: nn.Module, V: int, block_size
 
 
 def _gpt_reference(model: nn.Module, tokens: torch.Tensor, caches: list | None = None, *,
-                   offset: bool = True, final_norm: bool = True, positions: bool = True,
-                   blocks: str = "own") -> tuple[torch.Tensor, list[Cache]]:
-    """Logits with the model's embeddings, norm and head and its own (the student's) blocks;
-    the flags make the usual mistakes."""
+                   H: int | None = None, offset: bool = True, final_norm: bool = True,
+                   positions: bool = True, blocks: str = "own"
+                   ) -> tuple[torch.Tensor, list[Cache]]:
+    """Logits with the model's embeddings, norm and head and, with ``H``, the prescribed
+    blocks computed here from their weights (no student code), without it the model's own
+    (the student's) blocks; the flags make the usual mistakes."""
     T = tokens.shape[1]
     t = 0 if caches is None else caches[0][0].shape[2]
     start = t if offset else 0
+    dtype = model.ln_f.weight.dtype
     with torch.no_grad():
-        x = model.token_embedding(tokens)
+        x = _embed(model.token_embedding, tokens)
         if positions:
-            x = x + model.position_embedding(torch.arange(start, start + T))
+            x = x + _embed(model.position_embedding, torch.arange(start, start + T))
         new = []
         for i, block in enumerate(model.blocks):
             given = None if caches is None or blocks == "none" else (
                 caches[0] if blocks == "first" else caches[i])
-            x, cache = block(x, given)
+            x, cache = block(x, given) if H is None else _prescribed_block(block, x, H, given)
             new.append(cache)
-        return model.head(model.ln_f(x) if final_norm else x), new
+        x = x.to(dtype)
+        return model.head(_norm(model.ln_f, x) if final_norm else x).double(), new
 
 
 FIRST_CACHE_EVERYWHERE = "every block got caches[0]: block i continues from caches[i]"
@@ -539,18 +625,19 @@ BLOCKS_CHANGED = ("inside your GPT the blocks compute something else than your B
 
 
 def _standalone_blocks(check: HiddenCheck, gpt_cls: StudentFunction, model: nn.Module,
-                       tokens: torch.Tensor, H: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The logits with fresh Blocks of the student's class, built alone and given the GPT's
-    block weights, and with the prescribed blocks computed here; None when the student's
-    Block cannot be built or run alone (its own exercise says why)."""
+                       tokens: torch.Tensor, H: int, generator: torch.Generator
+                       ) -> torch.Tensor | str:
+    """The logits with fresh Blocks of the student's class, each built alone with a seed
+    drawn here and given the GPT's block weights; or why they cannot be built or run."""
     d = model.token_embedding.weight.shape[1]
     T = tokens.shape[1]
-    x = model.token_embedding(tokens) + model.position_embedding(torch.arange(T))
+    x = _embed(model.token_embedding, tokens) + _embed(model.position_embedding, torch.arange(T))
+    seeds = torch.randint(2**20, (len(model.blocks),), generator=generator).tolist()
     try:
         block_cls = _students_class(gpt_cls, "Block")
         h = x
-        for block in model.blocks:
-            fresh = check.call_seeded(0, block_cls, d, H)
+        for seed, block in zip(seeds, model.blocks, strict=True):
+            fresh = check.call_seeded(seed, block_cls, d, H)
             with torch.no_grad():
                 for (_, mine), (_, theirs) in zip(fresh.named_parameters(),
                                                   block.named_parameters(), strict=True):
@@ -558,24 +645,10 @@ def _standalone_blocks(check: HiddenCheck, gpt_cls: StudentFunction, model: nn.M
             fresh.eval()
             with torch.no_grad():
                 h, _ = check.call(fresh, h)
-    except (CheckFailed, StudentError, AttributeError, TypeError, ValueError, RuntimeError):
-        return None
-    with torch.no_grad():
-        alone = model.head(model.ln_f(h))
-        return alone.double(), _prescribed_gpt(model, tokens, H)
-
-
-def _expect_blocks_as_built(check: HiddenCheck, gpt_cls: StudentFunction, model: nn.Module,
-                            tokens: torch.Tensor, logits: torch.Tensor, H: int) -> None:
-    """Where the student's Block on its own computes the prescribed block, the GPT's logits
-    must be the prescribed GPT's: a GPT cannot make its blocks do something else (a Block
-    graded wrong on its own is left to its own exercise)."""
-    both = _standalone_blocks(check, gpt_cls, model, tokens, H)
-    if both is None or not torch.allclose(*both, **TOL):
-        return
-    check.close(logits.double(), both[1], "the logits are those of the GPT's blocks as your "
-                "Block computes them on its own", likely=BLOCKS_CHANGED,
-                dims=("batch", "position", "token"), **TOL)
+        with torch.no_grad():
+            return model.head(_norm(model.ln_f, h)).double()
+    except RUN_ERRORS as error:
+        return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
 
 
 @hidden_test
@@ -594,6 +667,16 @@ def grade_GPT(gpt_cls: type[nn.Module]) -> None:
     model.eval()
     B, T = _randint(generator, 2, 4), block_size - _randint(generator, 1, 3)
     tokens = torch.randint(V, (B, T), generator=generator)
+    t = _randint(generator, 2, T - 2)
+    # The student's Block, built alone, decides the reference: the prescribed GPT computed
+    # here when it is the prescribed block, else the GPT's own blocks (each exercise graded
+    # on its own wiring), which must then compute what the Block computes alone. Every
+    # reference is computed before the GPT sees these tokens.
+    alone = _standalone_blocks(check, gpt_cls, model, tokens, H, generator)
+    prescribed = _prescribed_gpt(model, tokens, H).detach()
+    blocks_right = isinstance(alone, torch.Tensor) and torch.allclose(alone, prescribed, **TOL)
+    heads = H if blocks_right else None
+    reference, reference_caches = _gpt_reference(model, tokens, H=heads)
 
     check.clause("returns")
     with torch.no_grad():
@@ -602,19 +685,29 @@ def grade_GPT(gpt_cls: type[nn.Module]) -> None:
     check.shape(logits, (B, T, V), f"logits of forward(tokens of {(B, T)})")
     for i, cache in enumerate(caches):
         check.shape(cache[0], (B, H, T, d // H), f"K of caches[{i}]")
-    reference, reference_caches = _gpt_reference(model, tokens)
 
     check.clause("values")
+    own_blocks = {BLOCKS_CHANGED: lambda: _gpt_reference(model, tokens)[0]} if blocks_right \
+        else {}
     check.close(logits, reference, "logits = head(ln_f(x)), x = token_embedding(tokens) + "
                 "position_embedding(positions) through every block", mistakes=_Lazy({
                     "there is no final LayerNorm: the logits are head(ln_f(x))":
-                        lambda: _gpt_reference(model, tokens, final_norm=False)[0],
+                        lambda: _gpt_reference(model, tokens, H=heads, final_norm=False)[0],
                     "the position embedding was not added to the token embedding":
-                        lambda: _gpt_reference(model, tokens, positions=False)[0]}),
+                        lambda: _gpt_reference(model, tokens, H=heads, positions=False)[0],
+                    **own_blocks}),
                 dims=("batch", "position", "token"), **TOL)
     expect_same_in_training(check, model, (tokens,), reference, "the logits",
                             ("batch", "position", "token"))
-    _expect_blocks_as_built(check, gpt_cls, model, tokens, logits, H)
+    if not blocks_right:
+        check.expect(isinstance(alone, torch.Tensor), "your Block runs on its own, built as "
+                     f"Block({d}, {H}) and given the weights of the GPT's blocks",
+                     expected="the blocks of your GPT, run one by one", got=str(alone),
+                     likely="your Block cannot be built as Block(d_model, n_heads) or run "
+                     "alone: pass the Block's own test first")
+        check.close(logits.double(), alone, "the logits are those of the GPT's blocks as your "
+                    "Block computes them on its own", likely=BLOCKS_CHANGED,
+                    dims=("batch", "position", "token"), **TOL)
 
     check.clause("returns")  # now that the logits are right, the caches must be the blocks'
     for i, (mine, wanted) in enumerate(zip(caches, reference_caches, strict=True)):
@@ -623,7 +716,6 @@ def grade_GPT(gpt_cls: type[nn.Module]) -> None:
                               reference_caches[n_layers - 1 - i][0]}, **TOL)
 
     check.clause("pieces")
-    t = _randint(generator, 2, T - 2)
     with torch.no_grad():
         _, first = _gpt_call(check, model, tokens[:, :t], None, f"forward(tokens[:, :{t}])",
                              n_layers)
@@ -632,11 +724,11 @@ def grade_GPT(gpt_cls: type[nn.Module]) -> None:
     check.close(piece, reference[:, t:], f"the logits of tokens[:, {t}:] with the caches of the "
                 f"first {t} equal the logits of the whole text there", mistakes=_Lazy({
                     POSITIONS_NOT_OFFSET: lambda: _gpt_reference(
-                        model, tokens[:, t:], first, offset=False)[0],
+                        model, tokens[:, t:], first, H=heads, offset=False)[0],
                     FIRST_CACHE_EVERYWHERE: lambda: _gpt_reference(
-                        model, tokens[:, t:], first, blocks="first")[0],
+                        model, tokens[:, t:], first, H=heads, blocks="first")[0],
                     CACHES_IGNORED: lambda: _gpt_reference(
-                        model, tokens[:, t:], first, blocks="none")[0]}),
+                        model, tokens[:, t:], first, H=heads, blocks="none")[0]}),
                 dims=("batch", "position", "token"), **TOL)
     for i, (mine, wanted) in enumerate(zip(second, reference_caches, strict=True)):
         check.close(mine[0], wanted[0], f"caches[{i}] after both pieces holds all {T} positions",

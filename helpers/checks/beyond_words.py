@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers.checks.framework import CheckFailed, SelfCheck, describe
+from helpers.checks.framework import COPIED_TO_CPU, CheckFailed, SelfCheck, describe
 
 PatchifyFn = Callable[[torch.Tensor, int], torch.Tensor]
 Explanations = Mapping[str, Callable[[str], bool]]
@@ -647,6 +647,8 @@ FIRST_MISSING = ("the first term is missing: token 1 must be scored too (logits[
 LAST_MISSING = ("the last term is missing: the last token, tokens[:, T−1], must be scored too "
                 "(logits[:, T−2] predicts it; only logits[:, T−1] has nothing to predict); score "
                 "tokens 1..T−1 with logits 0..T−2")
+COPIES_LOGITS = ("sequence_log_prob moves nothing to the CPU (tested on PyTorch's meta "
+                 "device, a stand-in for a GPU)")
 CPU_MADE = ("a tensor was created on the CPU (without device=logits.device) and then used with "
             "the logits, which a GPU refuses ({functions}); make it with device=logits.device, "
             "or use torch.*_like / logits.new_*")
@@ -687,6 +689,10 @@ def expect_on_logits_device(check: SelfCheck, sequence_log_prob: Callable,
         message = str(error).strip()
         seen = getattr(error, "observed", None)
         made_on_cpu = bool(seen is not None and seen.cpu_tensors)
+        copied = seen.copied_to_cpu if seen is not None else ()
+        check.expect(not copied, COPIES_LOGITS, expected="the logits kept on their device",
+                     got=f"moved to the CPU with .{copied[0] if copied else ''}()",
+                     likely=COPIED_TO_CPU)
         if not made_on_cpu and (not re.search(r"device", message)
                                 or re.search(r"meta tensors?|no data", message)):
             check._passed_one()  # needs the values: cannot be run without them
@@ -696,6 +702,10 @@ def expect_on_logits_device(check: SelfCheck, sequence_log_prob: Callable,
                      got=f"{type(error).__name__}: {message}",
                      likely=CPU_MADE.format(functions=f"made by {made}") if made else None)
         return
+    copied = report.observed.copied_to_cpu if report.observed else ()
+    check.expect(not copied, COPIES_LOGITS, expected="the logits kept on their device",
+                 got=f"moved to the CPU with .{copied[0] if copied else ''}()",
+                 likely=COPIED_TO_CPU)
     indices = sorted(set(report.observed.cpu_indices if report.observed else ()))
     check.expect(not indices, "sequence_log_prob gives index-taking functions indices on the "
                  "logits' device (tested on PyTorch's meta device, a stand-in for a GPU)",

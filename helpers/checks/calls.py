@@ -23,18 +23,33 @@ MAX_CHANGED = 20  # argument paths reported as changed in place
 INDEX_TAKERS = frozenset({"gather", "index_select", "take", "scatter", "scatter_", "scatter_add",
                           "scatter_add_", "scatter_reduce", "scatter_reduce_", "index_add",
                           "index_add_", "index_copy", "index_copy_", "index_fill", "index_fill_"})
+# Methods that copy a tensor's numbers to the CPU (or NumPy, which holds CPU numbers only):
+# applied to a tensor on a GPU, what follows computes on the CPU and returns CPU tensors.
+COPIES_TO_CPU = frozenset({"cpu", "numpy", "__array__"})
+# Methods that may copy to the CPU, depending on their device argument.
+MAY_COPY_TO_CPU = frozenset({"to", "as_tensor"})
+# Methods that read a tensor's numbers into Python: legal on a GPU (they wait for it), so
+# they are only reported.
+READS_VALUES = frozenset({"tolist", "item"})
 
 
 @dataclass(frozen=True)
 class Observation:
     """The torch functions a call used (name -> count), the ones that made a CPU tensor
-    with values, the most elements of any tensor it made, and the index-taking functions it
-    gave a CPU index for an input elsewhere."""
+    with values, the most elements of any tensor it made, the index-taking functions it
+    gave a CPU index for an input elsewhere, and the methods it applied to a tensor held
+    elsewhere to copy or read its numbers on the CPU ("cpu", "numpy", "to", "tolist"...)."""
 
     calls: dict[str, int] = field(default_factory=dict)
     cpu_tensors: tuple[str, ...] = ()
     largest: int = 0
     cpu_indices: tuple[str, ...] = ()
+    off_device: tuple[str, ...] = ()
+
+    @property
+    def copied_to_cpu(self) -> tuple[str, ...]:
+        """The methods among ``off_device`` that moved numbers to the CPU (not mere reads)."""
+        return tuple(name for name in self.off_device if name not in READS_VALUES)
 
 
 @dataclass(frozen=True)
@@ -90,11 +105,15 @@ class Observer(TorchFunctionMode):
         self.cpu: list[str] = []
         self.largest = 0
         self.cpu_index: list[str] = []
+        self.off_device: list[str] = []
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         name = getattr(func, "__name__", type(func).__name__)
         if name in INDEX_TAKERS and len(self.cpu_index) < 50 and _cpu_index(args, kwargs):
             self.cpu_index.append(name)
+        # Noted before the call: on the meta device these raise ("no data").
+        if len(self.off_device) < 50 and _copies_off_device(name, args, kwargs):
+            self.off_device.append(name)
         out = func(*args, **(kwargs or {}))
         if name != "__get__" and len(self.calls) < 500:
             self.calls[name] = self.calls.get(name, 0) + 1
@@ -107,7 +126,29 @@ class Observer(TorchFunctionMode):
 
     def observation(self) -> Observation:
         return Observation(dict(self.calls), tuple(self.cpu), self.largest,
-                           tuple(self.cpu_index))
+                           tuple(self.cpu_index), tuple(self.off_device))
+
+
+def _copies_off_device(name: str, args: tuple, kwargs: dict | None) -> bool:
+    """Whether a call copies (or reads) the numbers of a tensor held off the CPU to the CPU:
+    ``.cpu()``, ``.numpy()``, ``.tolist()``, ``.item()``, ``.to("cpu")``..."""
+    if name not in COPIES_TO_CPU | MAY_COPY_TO_CPU | READS_VALUES:
+        return False
+    if not (args and isinstance(args[0], torch.Tensor) and args[0].device.type != "cpu"):
+        return False
+    if name not in MAY_COPY_TO_CPU:
+        return True
+    for target in (*args[1:], (kwargs or {}).get("device")):
+        if isinstance(target, torch.Tensor):
+            if name == "to" and target.device.type == "cpu":
+                return True  # x.to(other), with other on the CPU
+        elif isinstance(target, str | torch.device):
+            try:
+                if torch.device(target).type == "cpu":
+                    return True
+            except (RuntimeError, TypeError):
+                continue
+    return False
 
 
 def _cpu_index(args: tuple, kwargs: dict | None) -> bool:
@@ -117,6 +158,25 @@ def _cpu_index(args: tuple, kwargs: dict | None) -> bool:
             and any(t.device.type == "cpu" and t.dim() > 0 for t in tensors[1:]))
 
 
+# What ``torch.initial_seed()`` answers inside a seeded call. Were it the call's own seed,
+# a call that "stays reproducible" with ``torch.manual_seed(torch.initial_seed())`` would
+# restart the very stream it was given and look like a right answer to every check; this way
+# it restarts one fixed stream, whatever the seed, like any other reseeding call, and the
+# randomness checks (two seeds, two results) see it.
+REPORTED_SEED = 0x5EED_C0DE
+
+
+def _report_initial_seed(seed: int) -> None:
+    """Make ``torch.initial_seed()`` answer ``seed`` without moving the random stream (the
+    seed is the first 8 bytes of the CPU generator's state, stored only to be reported)."""
+    state = torch.random.get_rng_state()
+    patched = state.clone()
+    patched[:8] = torch.frombuffer(bytearray(seed.to_bytes(8, "little")), dtype=torch.uint8)
+    torch.random.set_rng_state(patched)
+    if torch.initial_seed() != seed:  # another layout of the state: leave it alone
+        torch.random.set_rng_state(state)
+
+
 @contextmanager
 def random_state_kept(seed: int | None = None) -> Iterator[None]:
     """Run a call with the global generator seeded (if ``seed`` is given), then put the
@@ -124,6 +184,7 @@ def random_state_kept(seed: int | None = None) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
+            _report_initial_seed(REPORTED_SEED)
         yield
 
 

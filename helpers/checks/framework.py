@@ -378,7 +378,8 @@ class SelfCheck:
             line = student_line(error)
             self.fail(f"gradients flow back through {what}", expected="a backward pass",
                       got=f"{type(error).__name__}: {_STUDENT_LINE.sub('', str(error)).strip()}",
-                      likely=likely_cause(error, line[1] if line else None))
+                      likely=likely_cause(error, line[1] if line else None,
+                                          self.error_causes))
 
     def no_reseed(self, fn: Callable[..., Any], *args: Any, what: str,
                   **kwargs: Any) -> Any:
@@ -431,9 +432,11 @@ class SelfCheck:
                        likely: str | None = None, **kwargs: Any) -> None:
         """Call ``fn`` with its tensor arguments on PyTorch's data-less ``meta`` device,
         which stands in for a GPU: it must make no tensor on the CPU and return its results
-        on the meta device. (An answer that needs the values themselves, like ``.item()``,
-        cannot be run there and passes this check.) ``likely`` replaces the usual "likely
-        mistake" where the exercise knows more (the functions its answer calls)."""
+        on the meta device, and it must not copy a tensor to the CPU (``.cpu()``,
+        ``.numpy()``, ``.to("cpu")``). (An answer that only reads values into Python, like
+        ``.item()`` or ``.tolist()``, cannot be run there and passes this check.) ``likely``
+        replaces the usual "likely mistake" where the exercise knows more (the functions its
+        answer calls)."""
         to_meta = lambda t: t.to("meta")  # noqa: E731
         args, kwargs = _mapped(args, to_meta), _mapped(kwargs, to_meta)
         crash = None
@@ -444,25 +447,35 @@ class SelfCheck:
                 self.not_implemented(error)
             seen = getattr(error, "observed", None)
             made_on_cpu = bool(seen is not None and seen.cpu_tensors)
+            copied = seen.copied_to_cpu if seen is not None else ()
             # A 0-dim CPU tensor as masked_fill's value is allowed on a GPU, not on meta.
-            if not made_on_cpu and (not re.search(r"device", str(error))
-                                    or re.search(r"meta tensors?|no data|`value` to be on "
-                                                 r"same device", str(error))):
+            if not made_on_cpu and not copied and (
+                    not re.search(r"device", str(error))
+                    or re.search(r"meta tensors?|no data|`value` to be on same device",
+                                 str(error))):
                 self._passed_one()  # needs the values: cannot be run without them
                 return
             line = student_line(error)
-            got = f"{type(error).__name__}: {_STUDENT_LINE.sub('', str(error)).strip()}"
-            if line is not None:
-                got += f" (from your code, line {line[0]} of its cell: `{line[1]}`)"
-            if re.search(r"to numpy", str(error)):
+            yours = f" (from your code, line {line[0]} of its cell: `{line[1]}`)" if line else ""
+            got = f"{type(error).__name__}: {_STUDENT_LINE.sub('', str(error)).strip()}{yours}"
+            if copied:
+                got = f"moved to the CPU: {_copy_call(copied[0])} on a tensor of device meta{yours}"
+            if copied[:1] in (("numpy",), ("__array__",)) or (
+                    not copied and re.search(r"to numpy", str(error))):
                 likely = ("the numbers went through NumPy (`.numpy()`), which holds CPU tensors "
                           "only: on a GPU this fails; stay in torch")
+            elif copied:
+                likely = COPIED_TO_CPU
             crash, made, off = error, [], []
         else:
             made = sorted(set(report.observed.cpu_tensors if report.observed else ()))
             off = [path for path, t in tensors_in(out, "result") if not t.is_meta]
             got = f"CPU tensors made by {', '.join(made[:5]) or 'the result'}"
-        self.expect(crash is None and not made and not off, f"{what} makes no CPU tensor when "
+            copied = report.observed.copied_to_cpu if report.observed else ()
+            if copied:
+                got = f"moved to the CPU: {_copy_call(copied[0])} on a tensor of device meta"
+                likely = COPIED_TO_CPU
+        self.expect(crash is None and not made and not off and not copied, f"{what} makes no CPU tensor when "
                     "its input is on another device (tested on PyTorch's meta device, a stand-in for a GPU "
                     "that holds no numbers)",
                     expected="every new tensor on the input's device", got=got,
@@ -545,6 +558,17 @@ class SelfCheck:
 
     def passed(self) -> None:
         print(f"✅ {self.exercise}: all {self.n_passed} checks passed.")
+
+
+COPIED_TO_CPU = ("an input was moved to the CPU (`.cpu()`, `.numpy()`, `.to(\"cpu\")`): on a GPU "
+                 "everything after that line computes on the CPU and the result comes back "
+                 "there; leave the inputs where they are and compute with torch on their device")
+
+
+def _copy_call(name: str) -> str:
+    """How a student wrote the method that copied a tensor to the CPU: "`.cpu()`"..."""
+    return {"__array__": "`np.asarray(...)` (NumPy)", "to": '`.to("cpu")`',
+            "as_tensor": '`torch.as_tensor(..., device="cpu")`'}.get(name, f"`.{name}()`")
 
 
 def _mapped(value: Any, convert: Callable[[torch.Tensor], torch.Tensor]) -> Any:

@@ -88,6 +88,22 @@ def tied_top(actual: torch.Tensor, reference: torch.Tensor) -> bool:
     return bool(((tied > 1) & single).any())
 
 
+FLOORED = ("the exponentials (or the weights) were given a floor (`clamp(min=...)`, or an "
+           "epsilon added): a weight that should be e^-500, about 0, comes out as the floor; "
+           "subtracting the maximum already keeps every number finite")
+
+
+def floored(actual: torch.Tensor, reference: torch.Tensor) -> bool:
+    """The signature of a floor: several entries share the smallest value exactly, and the
+    exact softmax has entries far below it."""
+    actual = torch.as_tensor(actual).detach().double().cpu()
+    reference = torch.as_tensor(reference).detach().double().cpu()
+    if actual.shape != reference.shape or not bool(torch.isfinite(actual).all()):
+        return False
+    low = float(actual.min())
+    return low > 0 and int((actual == low).sum()) >= 2 and bool((reference < low / 2).any())
+
+
 SQUEEZED = ("an axis of size 1 was dropped (`x.squeeze()`, or a reshape): the result keeps "
             "every axis of `x`, a batch of one included")
 # In a softmax, a shape clash between x and a reduction of it means the reduced axis came
@@ -135,9 +151,10 @@ def check_stable_softmax(stable_softmax: Callable[..., torch.Tensor]) -> None:
     out = check.call(stable_softmax, huge)
     reference = torch.softmax(huge, dim=-1)
     check.close(out, reference,
-                "agrees with torch.softmax for logits in the hundreds and thousands",
+                "agrees with torch.softmax for logits in the hundreds and thousands", atol=1e-9,
                 mistakes=huge_mistakes(huge), dims=("row", "column"),
-                diagnoses={CAPPED: lambda: tied_top(out, reference)})
+                diagnoses={CAPPED: lambda: tied_top(out, reference),
+                           FLOORED: lambda: floored(out, reference)})
 
     check.clause("dtype")
     check.dtype_follows(stable_softmax, x, dim=1, what="stable_softmax(x, dim=1)")
@@ -152,7 +169,25 @@ def check_stable_softmax(stable_softmax: Callable[..., torch.Tensor]) -> None:
                  got=f"calls {', '.join(used)}",
                  likely="PyTorch's softmax does the work this exercise asks you to do: "
                         "subtract the maximum, exponentiate and normalise yourself")
+
+    check.rule("gradients")
+    leaf = x.detach().clone().requires_grad_(True)
+    out = check.tensor(check.call(stable_softmax, leaf, dim=1), "stable_softmax(x, dim=1)")
+    check.expect(out.requires_grad, "stable_softmax(x, dim=1) stays connected to x for autograd",
+                 expected="a result that requires grad", got="a result cut off from x",
+                 likely=DETACHED)
+    mix = torch.randn(x.shape, generator=generator)
+    check.backward(out * mix, "stable_softmax(x, dim=1)")
+    reference = x.detach().clone().requires_grad_(True)
+    (torch.softmax(reference, dim=1) * mix).sum().backward()
+    check.close(leaf.grad if leaf.grad is not None else torch.zeros_like(x), reference.grad,
+                "the gradient reaching x is the softmax's")
     check.passed()
+
+
+DETACHED = ("the result was cut off from the inputs (torch.no_grad(), .detach(), or a trip "
+            "through NumPy or .tolist()): compute with torch operations on the tensors "
+            "themselves, so that a model trained through it gets gradients")
 
 
 def _plain_softmax(scores: torch.Tensor) -> torch.Tensor:
@@ -166,6 +201,103 @@ def _attention_weights(attention: Callable[..., tuple], check: SelfCheck, x: tor
     return torch.as_tensor(check.call(attention, x, q_1, q_2, z_1, z_2)[0]).reshape(-1)
 
 
+STACKED = ("the softmax ran across the 2 patterns (dim=0 of a (2, T) stack), not over the T "
+           "positions: add the two gained patterns into one score per position first, then "
+           "take the softmax of those T scores")
+AVERAGED = ("two separate softmaxes, one per pattern, were averaged: the gains go inside one "
+            "softmax, of the scores z_1 q_1 + z_2 q_2")
+RENORMALISED = ("the softmaxed patterns were scaled by the gains, then renormalised (0/0 = "
+                "nan at zero gains): the gains multiply the patterns before the softmax, "
+                "inside the scores")
+SQRT_T = ("the scores were divided by √T (or another constant): that scaling belongs to "
+          "queries and keys later on; here the scores are z_1 q_1 + z_2 q_2 as they are")
+UNIT_GAINS = ("the gains were normalised (divided by their length), which removes their size: "
+              "a larger gain must make the weights sharper; use z_1 and z_2 as given")
+X_IN_SCORES = ("the scores were multiplied by x: x is what the weights average, it does not "
+               "enter the scores z_1 q_1 + z_2 q_2")
+OTHER_SPOTLIGHT = ("a negative gain was read as 'look at the other spotlight': a negative z_1 "
+                   "pushes weight away from where q_1 is large and leaves z_2 as it is; the "
+                   "scores are z_1 q_1 + z_2 q_2 for any signs")
+
+
+def scaled_scores(weights: torch.Tensor, scores: torch.Tensor) -> float | None:
+    """The factor k when ``weights`` are the softmax of k × ``scores`` for some 0 < k < 0.99
+    (gains capped, normalised or divided by a constant), else None."""
+    w = torch.as_tensor(weights).detach().double().reshape(-1).cpu()
+    s = torch.as_tensor(scores).detach().double().reshape(-1).cpu()
+    if w.shape != s.shape or not bool(torch.isfinite(w).all()):
+        return None
+    keep = w > 1e-30  # where the log of the weight is still a number
+    if int(keep.sum()) < 3:
+        return None
+    lw, ks = w[keep].log(), s[keep]
+    ks_c = ks - ks.mean()
+    spread = float((ks_c * ks_c).sum())
+    if spread == 0.0:
+        return None
+    k = float(((lw - lw.mean()) * ks_c).sum()) / spread
+    residual = float((lw - lw.mean() - k * ks_c).abs().max())
+    return k if 0.0 < k < 0.99 and residual < 1e-3 * max(1.0, float(ks_c.abs().max()) * k) \
+        else None
+
+
+def scaled_text(k: float | None) -> str:
+    """The diagnosis of weights that are the softmax of k × the right scores."""
+    return (f"the weights are the softmax of {k if k is not None else 0.0:.3g} × the right "
+            "scores: the gains or the scores were made smaller on the way (a cap, or a "
+            "division); use z_1 q_1 + z_2 q_2 as it is, your stable_softmax handles any size")
+
+
+def _near(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-5) -> bool:
+    """Whether two tensors hold the same numbers (any dtype; nan where both have nan)."""
+    a = torch.as_tensor(a).detach().double().reshape(-1).cpu()
+    b = torch.as_tensor(b).detach().double().reshape(-1).cpu()
+    return a.shape == b.shape and torch.allclose(a, b, atol=atol, rtol=1e-4, equal_nan=True)
+
+
+def wrong_models(x: torch.Tensor, q_1: torch.Tensor, q_2: torch.Tensor
+                 ) -> dict[str, Callable[[float, float], torch.Tensor]]:
+    """Likely wrong readings of w = softmax(z_1 q_1 + z_2 q_2): mistake -> the weights it
+    gives for gains (z_1, z_2), in float64."""
+    x, q_1, q_2 = x.double(), q_1.double(), q_2.double()
+    soft = lambda v: torch.softmax(v, dim=0)  # noqa: E731
+
+    def stacked(z_1: float, z_2: float) -> torch.Tensor:
+        return torch.softmax(torch.stack([z_1 * q_1, z_2 * q_2]), dim=0).mean(0)
+
+    def other(z_1: float, z_2: float) -> torch.Tensor:
+        a, b = (0.0, z_2 - z_1) if z_1 < 0 else (z_1 - min(z_2, 0.0), max(z_2, 0.0))
+        return soft(a * q_1 + b * q_2)
+
+    return {
+        STACKED: stacked,
+        AVERAGED: lambda z_1, z_2: (soft(z_1 * q_1) + soft(z_2 * q_2)) / 2,
+        SQRT_T: lambda z_1, z_2: soft((z_1 * q_1 + z_2 * q_2) / len(x) ** 0.5),
+        UNIT_GAINS: lambda z_1, z_2: soft((z_1 * q_1 + z_2 * q_2)
+                                          / (max((z_1 ** 2 + z_2 ** 2) ** 0.5, 1e-12))),
+        X_IN_SCORES: lambda z_1, z_2: soft((z_1 * q_1 + z_2 * q_2) * x),
+        OTHER_SPOTLIGHT: other,
+    }
+
+
+def _moved(shift: torch.Tensor, pattern: torch.Tensor) -> str:
+    """In plain words, how a change of log-weights relates to the pattern it should follow."""
+    s = torch.as_tensor(shift).detach().double().reshape(-1).cpu()
+    p = pattern.detach().double().reshape(-1).cpu()
+    if s.shape != p.shape or not bool(torch.isfinite(s).all()):
+        return "yours are not finite numbers"
+    s, p = s - s.mean(), p - p.mean()
+    if float(s.abs().max()) < 1e-6:
+        return "yours did not move at all"
+    slope = float((s * p).sum() / (p * p).sum())
+    cosine = float((s * p).sum() / (s.norm() * p.norm()))
+    if cosine > 0.99:
+        return f"yours moved towards it, but by {slope:.3g} x the pattern instead of 2 x"
+    if cosine < -0.99:
+        return "yours moved away from where it is large"
+    return "yours moved in a way that does not follow that pattern"
+
+
 def check_gained_dot_product_attention(attention: Callable[..., tuple]) -> None:
     """Properties of w = softmax(z_1 q_1 + z_2 q_2) and y = w·x, without the formula."""
     check = SelfCheck("gained_dot_product_attention")
@@ -173,6 +305,7 @@ def check_gained_dot_product_attention(attention: Callable[..., tuple]) -> None:
     T = 12
     x, q_1, q_2 = (torch.randn(T, generator=generator) for _ in range(3))
     x = x + 1.0  # a nonzero mean: a plain sum, a mean and a weighted sum all differ
+    models = wrong_models(x, q_1, q_2)
 
     check.clause("returns")
     result = check.call(attention, x, q_1, q_2, 1.5, -0.5)
@@ -199,32 +332,38 @@ def check_gained_dot_product_attention(attention: Callable[..., tuple]) -> None:
     check.clause("values")
     zero_w = _attention_weights(attention, check, x, q_1, q_2, 0.0, 0.0)
     both = _attention_weights(attention, check, x, q_1, q_2, 1.5, 3.0)
-    alike = lambda a, b: torch.allclose(a, b, atol=1e-6)  # noqa: E731
-    soft = lambda v: torch.softmax(v.double(), dim=0).float()  # noqa: E731
+    soft = lambda v: torch.softmax(v.double(), dim=0)  # noqa: E731
+    scores = 1.5 * q_1.double() + 3.0 * q_2.double()
+    after = 1.5 * soft(q_1) + 3.0 * soft(q_2)
+    # Each names its mistake only when the weights for gains (1.5, 3) are what it computes.
     weight_mistakes = {
-        "a gain was added to the scores instead of multiplying its pattern (an "
-        "added constant cancels in the softmax)": lambda: alike(zero_w, both),
-        "the gains scale the weights after the softmax; they multiply the "
-        "patterns before it, inside the scores": lambda: torch.allclose(
-            both, 1.5 * soft(q_1) + 3.0 * soft(q_2), atol=1e-5),
-        "the scores were normalised without the exponential (0/0 = nan at zero "
-        "gains)": lambda: bool(torch.isnan(zero_w).all()),
-        "the scores were used as weights without a softmax": lambda: torch.allclose(
-            both, 1.5 * q_1 + 3.0 * q_2, atol=1e-5),
+        STACKED: lambda: _near(both, models[STACKED](1.5, 3.0)) or _near(
+            both, 2 * models[STACKED](1.5, 3.0)),
+        "a gain was added to the scores instead of multiplying its pattern (an added constant "
+        "cancels in the softmax)": lambda: _near(both, soft(q_1 + q_2)),
+        "the gains scale the weights after the softmax; they multiply the patterns before "
+        "it, inside the scores": lambda: _near(both, after),
+        RENORMALISED: lambda: _near(both, after / after.sum()),
+        "the scores were normalised without the exponential": lambda: _near(
+            both, scores / scores.sum()),
+        "the scores were used as weights without a softmax": lambda: _near(both, scores),
+        "the exponentials were not normalised (divide them by their sum)": lambda: _near(
+            both, torch.exp(scores)),
     }
     # Non-negativity first: a w with negative entries names its cause here, before the
-    # uniform-weights check below would fail for it without one.
+    # checks below would fail for it without one; then the sum, which a softmax over the
+    # wrong axis breaks, before the uniform weights at zero gains.
     check.expect(bool((w >= 0).all()), "weights are non-negative", expected="w >= 0 everywhere",
                  got=describe(w), diagnoses={
                      "w was multiplied by x: return the softmax weights themselves as w; the "
-                     "weighted inputs only go into y": lambda: torch.allclose(
-                         w, soft(1.5 * q_1 - 0.5 * q_2) * x, atol=1e-5),
+                     "weighted inputs only go into y": lambda: _near(
+                         w, soft(1.5 * q_1 - 0.5 * q_2) * x),
                      **weight_mistakes})
-    check.close(zero_w, torch.full((T,), 1.0 / T),
-                "zero gains give uniform weights 1/T (all scores are 0)", mistakes={
-                    "the exponentials were not normalised (divide by their sum)": torch.ones(T)},
+    check.close(w.sum(), torch.tensor(1.0), "weights sum to 1 over the T positions",
                 diagnoses=weight_mistakes)
-    check.close(w.sum(), torch.tensor(1.0), "weights sum to 1")
+    check.close(zero_w, torch.full((T,), 1.0 / T),
+                "zero gains give uniform weights 1/T (all scores are 0)",
+                diagnoses=weight_mistakes)
     check.close(y.reshape(()), (w * x).sum(), "y equals the weighted sum of x with weights w",
                 mistakes={"y ignores the weights: it is the plain sum of x": x.sum(),
                           "y ignores the weights: it is the mean of x": x.mean(),
@@ -235,6 +374,7 @@ def check_gained_dot_product_attention(attention: Callable[..., tuple]) -> None:
     check.clause("gains")
     only_2 = _attention_weights(attention, check, x, q_1, q_2, 0.0, 3.0)
     first = _attention_weights(attention, check, x, q_1, q_2, 1.5, 0.0)
+    alike = lambda a, b: _near(a, b, atol=1e-6)  # noqa: E731
     check.expect(not alike(only_2, zero_w), "z_2 alone changes the weights",
                  expected="(z_1, z_2) = (0, 3) differs from (0, 0)", got="the same weights",
                  diagnoses={
@@ -251,6 +391,7 @@ def check_gained_dot_product_attention(attention: Callable[..., tuple]) -> None:
                                      ("z_2", q_2, (0.0, -3.0), (0.0, -1.0)),
                                      ("z_1", q_1, (-3.0, 0.0), (-1.0, 0.0))):
         other = q_2 if pattern is q_1 else q_1
+        own = "q_1" if pattern is q_1 else "q_2"
         centred = 2.0 * (pattern - pattern.mean())
         if low[0] + low[1] < 0:
             mistakes = {"a negative gain lost its sign (abs or a clamp): a gain below zero "
@@ -262,12 +403,17 @@ def check_gained_dot_product_attention(attention: Callable[..., tuple]) -> None:
                         "towards where its pattern is large, so the scores are "
                         "z_1 q_1 + z_2 q_2": -centred,
                         f"{name} scales the other pattern": 2.0 * (other - other.mean())}
+        for description, model in models.items():
+            if description == STACKED:
+                continue  # its weights never move (each is 1/2); the sum check names it
+            moved = torch.log(model(*high)) - torch.log(model(*low))
+            mistakes.setdefault(description, (moved - moved.mean()).float())
         shift = (torch.log(_attention_weights(attention, check, x, q_1, q_2, *high))
                  - torch.log(_attention_weights(attention, check, x, q_1, q_2, *low)))
         check.close(shift - shift.mean(), centred,
-                    f"raising {name} from {low[0] + low[1]:g} to {high[0] + high[1]:g} "
-                    "changes log w by 2 x its pattern (weight moves to where the pattern is "
-                    "large)", mistakes=mistakes)
+                    f"raising {name} from {low[0] + low[1]:g} to {high[0] + high[1]:g} moves "
+                    f"the weight towards where {own} is large: log w changes by 2 x {own} "
+                    f"(up to a constant); {_moved(shift, pattern)}", mistakes=mistakes)
 
     check.clause("large")
     # Gains times patterns far beyond 709, where exp overflows even in float64.
@@ -276,6 +422,7 @@ def check_gained_dot_product_attention(attention: Callable[..., tuple]) -> None:
         reference = torch.softmax(scores, dim=0)
         big_w, big_y = check.call(attention, x, q_1, q_2, z_1, z_2)
         big_w = torch.as_tensor(big_w).reshape(-1)
+        k = scaled_scores(big_w, scores)
         check.close(big_w, reference, f"the weights for gains ({z_1:g}, {z_2:g}) agree with an "
                     "exact softmax", mistakes={
                         "the softmax overflows for large gains (exp(89) is already inf in "
@@ -286,7 +433,8 @@ def check_gained_dot_product_attention(attention: Callable[..., tuple]) -> None:
                         "the scores were shifted by their smallest value, not their "
                         "largest: exp(largest - smallest) is still inf":
                             _plain_softmax(scores.float() - scores.float().min())},
-                    diagnoses={CAPPED_SCORES: tied_top(big_w, reference)})
+                    diagnoses={CAPPED_SCORES: tied_top(big_w, reference),
+                               scaled_text(k): k is not None})
         check.close(torch.as_tensor(big_y).reshape(()), (reference * x.double()).sum(),
                     f"y for gains ({z_1:g}, {z_2:g}) is the weighted sum of x")
 
@@ -296,4 +444,21 @@ def check_gained_dot_product_attention(attention: Callable[..., tuple]) -> None:
     check.clause("device")
     check.device_follows(attention, x, q_1, q_2, 1.5, -0.5,
                          what="gained_dot_product_attention(x, q_1, q_2, 1.5, -0.5)")
+
+    check.rule("gradients")
+    leaves = [t.detach().clone().requires_grad_(True) for t in (x, q_1, q_2)]
+    w, y = check.call(attention, *leaves, 1.5, -0.5)
+    cut = [n for n, v in (("w", w), ("y", y)) if not getattr(v, "requires_grad", False)]
+    check.expect(not cut, "w and y stay connected to x, q_1 and q_2 for autograd",
+                 expected="results that require grad", got=f"{' and '.join(cut)} cut off",
+                 likely=DETACHED)
+    mix = torch.randn(T, generator=generator)
+    check.backward((torch.as_tensor(w).reshape(-1) * mix).sum() + torch.as_tensor(y).sum(),
+                   "w and y")
+    reference = [t.detach().clone().requires_grad_(True) for t in (x, q_1, q_2)]
+    ref_w = torch.softmax(1.5 * reference[1] - 0.5 * reference[2], dim=0)
+    ((ref_w * mix).sum() + (ref_w * reference[0]).sum()).backward()
+    for name, leaf, ref in zip(("x", "q_1", "q_2"), leaves, reference, strict=True):
+        check.close(leaf.grad if leaf.grad is not None else torch.zeros(T), ref.grad,
+                    f"the gradient reaching {name} is that of w and y")
     check.passed()

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers.checks.calls import rng_digest
+from helpers.checks.calls import random_state_kept, rng_digest
 from helpers.checks.framework import SelfCheck, describe, shape_difference, student_line
 
 QKV_DIMS = ("batch", "query", "key")
@@ -540,8 +540,7 @@ def whole_batch_labels(X: torch.Tensor) -> torch.Tensor:
 
 def seeded_digest(seed: int) -> str:
     """The digest of the global generator's state right after ``torch.manual_seed(seed)``."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with random_state_kept(seed):
         return rng_digest()
 
 
@@ -726,6 +725,18 @@ def readout_layers(model: nn.Module) -> list[str]:
     return [m._get_name() for m in readout.children()] or [readout._get_name()]
 
 
+PADDING_IDX = ("padding_idx was given to nn.Embedding: it keeps that token's vector at zero "
+               "and never trains it, but every token here is a real one: leave padding_idx out")
+
+
+def expect_no_padding_idx(check: SelfCheck, table: Any, what: str) -> None:
+    """An embedding the text writes without padding_idx has none (a row kept at zero that
+    never trains would change what the model can learn)."""
+    padding = getattr(table, "padding_idx", None)
+    check.expect(padding is None, f"{what} has no padding_idx", expected="padding_idx None",
+                 got=f"padding_idx {padding}", likely=PADDING_IDX)
+
+
 def check_members(check: SelfCheck, model: Any, d_embed: int, d_att: int, d_hidden: int,
                   what: str, diagnoses: Mapping[str, Any] | None = None) -> None:
     """The members the table prescribes, with the sizes of this model."""
@@ -779,6 +790,7 @@ def check_members(check: SelfCheck, model: Any, d_embed: int, d_att: int, d_hidd
                      HIDDEN_ACTIVATION: len(layers) == 4 and layers[1] != "Tanh",
                      VALUE_WIDTH: wrong == ["to_value"] and sizes["to_value"] == (d_embed, d_att),
                      EMBED_WIDTH: wrong == ["embed"] and sizes["embed"] == (10, d_att)})
+    expect_no_padding_idx(check, embed, f"the embed of {what}, nn.Embedding(10, d_embed),")
     linears = [("to_key", to_key), ("to_value", to_value),
                *((f"readout[{i}]", layer) for i, layer in enumerate(readout)
                  if isinstance(layer, nn.Linear))]

@@ -21,13 +21,18 @@ BATCH_AXIS = ("the table has shape (T, 1, d_model): added to a (B, T, d_model) b
 TRANSPOSED = "the table is transposed: one row per position, one column per feature, (T, d_model)"
 SQUEEZED = ("the table was squeezed: for T = 1 it lost its position axis; return "
             "(T, d_model) for every T")
-INTEGERS = ("the table holds integers: make the positions floats before multiplying them by "
-            "the frequencies")
+INTEGERS = ("the table holds integers: it was made with an integer dtype (`torch.zeros(T, "
+            "d_model, dtype=torch.long)`, or `torch.zeros_like` of an integer tensor such as "
+            "an arange of positions), so the sines written into it were cut to whole numbers; "
+            "make the table a float tensor")
 HALF = ("the table was computed in half precision (float16 or bfloat16), which keeps only "
         "about three significant digits: sin² + cos² misses 1 and nearby positions blur; "
         "compute it in float32 (PyTorch's default)")
 INTEGER_DIVISION = ("every pair turns at ω = 1 (row 1 repeats sin 1, cos 1): the exponent 2i/d "
                     "came out 0, as integer division (`2 * i // d_model`) makes it; divide with /")
+REVERSED = ("the frequencies run the wrong way: ω_i = 10000^(-2i/d) falls from 1 for the "
+            "first pair (columns 0, 1) to about 1/10000 for the last, yours rise (the exponents "
+            "were reversed)")
 FREQUENCY_MISTAKES = {
     "the frequency exponent is twice too large: the column index was used where the pair "
     "index i belongs (ω_i = 10000^(-2i/d) with i = column // 2)": lambda i, d: 4 * i / d,
@@ -36,6 +41,11 @@ FREQUENCY_MISTAKES = {
     "later pairs turn ever faster; ω_i = 1 / 10000^(2i/d) falls from 1 for i = 0 to about "
     "1/10000": lambda i, d: -2 * i / d,
     INTEGER_DIVISION: lambda i, d: 0 * i,
+    REVERSED: lambda i, d: 2 * (d // 2 - 1 - i) / d,
+    "the base is 1000, not 10000: ω_i = 10000^(-2i/d)":
+        lambda i, d: 0.75 * 2 * i / d,
+    "the frequencies ignore d_model: a fixed number (32?) stands where d_model belongs in "
+    "ω_i = 10000^(-2i/d_model)": lambda i, d: 2 * i / 32,
     "the exponents run from 0 to exactly 1 (as dividing by d_model - 2, or torch.linspace(0, "
     "1, d_model // 2), spaces them): they are 2i/d for i = 0, 1, …, d/2 - 1, so the last one "
     "is (d - 2)/d, short of 1":
@@ -92,8 +102,10 @@ def check_sinusoidal_positional_encoding(encoding: Callable[[int, int], torch.Te
                         pe[:, 1::2], torch.cos(torch.arange(T, dtype=torch.float64)[:, None]
                                                * 10000.0 ** (-(2 * torch.arange(d // 2) + 1)
                                                              / d)), atol=1e-4))})
-    check.close(pe[:, 0], torch.sin(torch.arange(T, dtype=torch.float64)),
-                "column 0 is sin(t) (the first frequency is ω_0 = 1)")
+    positions = torch.arange(T, dtype=torch.float64)
+    check.close(pe[:, 0], torch.sin(positions),
+                "column 0 is sin(t) (the first frequency is ω_0 = 1)",
+                mistakes={REVERSED: torch.sin(positions * 10000.0 ** (-(d - 2) / d))})
     # Row 1 (t = 1) holds sin ω_i and cos ω_i: the frequencies themselves.
     i = torch.arange(d // 2, dtype=torch.float64)
 
@@ -241,6 +253,9 @@ MASK_KEYWORD_LOST = ("the mask passed by keyword, block(x, padding_mask=mask), n
 MASK_ONLY_IN_TRAINING = ("in eval mode (block.eval(), where this comparison runs) the mask "
                          "is left out of the attention; in training mode it is not: padding is "
                          "about the data, so pass key_padding_mask in both modes")
+MASK_ONLY_IN_EVAL = ("in training mode (block.train(), the mode the classifier learns in) the "
+                     "mask is left out of the attention, though block.eval() uses it: padding "
+                     "is about the data, not the mode, so pass key_padding_mask in both modes")
 DROPOUT_ATTENTION_ONLY = ("self.dropout acts on the attention's output only: the MLP's output "
                           "needs it too, norm_2(h + dropout(mlp(h)))")
 DROPOUT_MLP_ONLY = ("self.dropout acts on the MLP's output only: the attention's output needs "
@@ -255,6 +270,18 @@ DROPOUT_SHARED_MASK = ("both sub-layer outputs are multiplied by one and the sam
                        "(made once per call and reused, e.g. `keep = self.dropout(torch."
                        "ones_like(x))`): call self.dropout on each output, so that each draws "
                        "its own")
+
+
+# Crashes whose message identifies the mistake (see SelfCheck.error_causes).
+BLOCK_CAUSES: list[tuple[str, str | None, str]] = [
+    (r"must be Tensor, not tuple|and 'tuple'|'tuple' and|'tuple' object has no attribute", None,
+     "nn.MultiheadAttention returns a pair, its output and its weights, and the pair itself "
+     "went on into dropout or the residual add: unpack it first, "
+     "`a, _ = self.attention(...)`"),
+    (r"shape '\[1, 1, (\d+), \1\]' is invalid for input of size", None,
+     "a (B, T) padding mask was passed as attn_mask, which must be a (T, T) mask of which "
+     "query may read which key: the padding mask goes in key_padding_mask (True = padding)"),
+]
 
 
 def _twin_variants(block: nn.Module, d_model: int, n_heads: int, d_ff: int,
@@ -376,6 +403,7 @@ def check_TransformerBlock(block_class: type[nn.Module]) -> None:
     """Members as specified; agreement with nn.TransformerEncoderLayer, with and without
     padding; dropout in training mode only; gradients everywhere."""
     check = SelfCheck("TransformerBlock")
+    check.error_causes.extend(BLOCK_CAUSES)
     d_model, n_heads, d_ff, p = 16, 4, 24, 0.25
     check.clause("members")
     block = check.call_seeded(0, block_class, d_model, n_heads, d_ff)
@@ -422,7 +450,8 @@ def check_TransformerBlock(block_class: type[nn.Module]) -> None:
         check.shape(out, tuple(x.shape), "block(x, padding_mask=mask)")
         positional = check.call(block, x, padding_mask)
         block.train()  # dropout is 0: only the code path changes
-        trained = check.call(block, x, padding_mask=padding_mask)
+        trained, other_seed = (check.call_seeded(seed, block, x, padding_mask=padding_mask)
+                               for seed in (1, 2))
         block.eval()
         reference = twin(x, src_key_padding_mask=padding_mask)
 
@@ -449,6 +478,15 @@ def check_TransformerBlock(block_class: type[nn.Module]) -> None:
         check.close(real(positional), real(reference),
                     "the padding mask also works as the second positional argument", atol=1e-4,
                     dims=dims)
+        trained = check.tensor(trained, "block(x, padding_mask=mask) in training mode")
+        random = (isinstance(other_seed, torch.Tensor) and other_seed.shape == trained.shape
+                  and not torch.allclose(other_seed, trained, atol=1e-6))
+        if not random:  # random although dropout=0: the dropout checks below tell why
+            check.close(real(trained), real(reference),
+                        "in training mode (with dropout=0, so that nothing is random), the "
+                        "padding mask works too: agrees with nn.TransformerEncoderLayer at the "
+                        "real tokens", mistakes={MASK_ONLY_IN_EVAL: unmasked}, atol=1e-4,
+                        dims=dims)
         noisy = x.clone()
         noisy[padding_mask] = 100.0
         check.close(real(check.call(block, noisy, padding_mask=padding_mask)), real(out),
@@ -480,6 +518,22 @@ def check_TransformerBlock(block_class: type[nn.Module]) -> None:
                      "in training mode, two seeds give different outputs (dropout draws afresh)",
                      expected="different outputs for seeds 1 and 2", got="the same output",
                      likely=DROPOUT_RESEEDED)
+
+        check.clause("padding")
+        # Dropout's draws depend on the seed and the shapes only: with one seed, the real
+        # tokens' outputs cannot depend on what the padded positions hold.
+        padded = check.tensor(check.call_seeded(7, dropping, x, padding_mask=padding_mask),
+                              f"block(x, padding_mask=mask) with dropout={p}")
+        check.close(real(check.tensor(check.call_seeded(7, dropping, noisy,
+                                                        padding_mask=padding_mask),
+                                      f"block(x, padding_mask=mask) with dropout={p}")),
+                    real(padded), f"in training mode with dropout={p} (the same seed for both "
+                    "calls), changing the padded inputs does not change the real tokens' "
+                    "outputs", atol=1e-4, dims=dims, diagnoses={MASK_ONLY_IN_EVAL: lambda: bool(
+                        torch.allclose(real(padded), real(check.call_seeded(
+                            7, dropping, x)), atol=1e-5))})
+
+        check.clause("dropout")
         full = check.call_seeded(0, block_class, d_model, n_heads, d_ff, dropout=1.0)
         full.load_state_dict(block.state_dict())
         full.train()
@@ -535,6 +589,12 @@ POOL_PADDING_COUNT = ("the divisor counts the padding (`padding_mask.sum(...)`):
                       "the number of real tokens, (~padding_mask).sum(...)")
 POOL_WHOLE_BATCH = ("one mean over the real tokens of the whole batch (`h[~padding_mask]` "
                     "flattens the batch): each sequence needs its own mean")
+POOL_CAUSES: list[tuple[str, str | None, str]] = [
+    (r"must match the size of tensor b \(\d+\) at non-singleton dimension 2", None,
+     "the (B, T) mask met the (B, T, d) h without a trailing axis, so PyTorch lined up its "
+     "T with h's d: give the mask a last axis of size 1, (B, T, 1)"),
+]
+POOL_EVERYTHING = "averaged over every axis (`h.mean()` without dim): average over time, dim=1"
 POOL_FIXED_DTYPE = ("the dtype was fixed to float32 for a bfloat16 h: something was made "
                     "float32 (the mask turned into numbers with `.float()`, or a tensor made "
                     "with the default dtype); convert with .to(h.dtype)")
@@ -543,6 +603,7 @@ POOL_FIXED_DTYPE = ("the dtype was fixed to float32 for a bfloat16 h: something 
 def check_mean_pool(mean_pool: Callable[..., torch.Tensor]) -> None:
     """Agreement with a plain mean without a mask; padding ignored and true lengths used."""
     check = SelfCheck("mean_pool")
+    check.error_causes.extend(POOL_CAUSES)
     generator = torch.Generator().manual_seed(5)
     h = torch.randn(3, 6, 4, generator=generator) + 0.5
     lengths = torch.tensor([6, 3, 1])
@@ -555,7 +616,8 @@ def check_mean_pool(mean_pool: Callable[..., torch.Tensor]) -> None:
                      "averaged over the features (the last axis) instead of time (dim=1)":
                          tuple(out.shape) == (3, 6),
                      "averaged over the batch (dim=0) instead of time (dim=1)":
-                         tuple(out.shape) == (6, 4)})
+                         tuple(out.shape) == (6, 4),
+                     POOL_EVERYTHING: tuple(out.shape) == ()})
     one = check.tensor(check.call(mean_pool, h[1:2], padding_mask[1:2]),
                        "mean_pool(h, padding_mask) for a batch of one")
     check.shape(one, (1, 4), "mean_pool(h, padding_mask) for a batch of one, h (1, 6, 4)",

@@ -24,6 +24,8 @@ from torch import nn
 
 from helpers.checks.framework import SelfCheck, describe
 from helpers.checks.generation_and_cost import check_sample_next_token
+from helpers.checks.qkv_attention import expect_no_padding_idx
+from helpers.checks.transformer_block import NORM_EPS
 from helpers.demos.generation_and_cost import TinyLM
 from helpers.exercises import ExerciseNotFinished
 from helpers.training import single_thread
@@ -321,6 +323,17 @@ def set_block(block: nn.Module, generator: torch.Generator) -> None:
 
 
 RELU = "ReLU instead of GELU between the MLP's two linear layers"
+DEFAULT_EPS = 1e-5  # nn.LayerNorm(d_model), as the text writes it
+
+
+def expect_default_eps(check: SelfCheck, norm: Any, what: str) -> None:
+    """A LayerNorm the text writes as nn.LayerNorm(d_model) keeps PyTorch's eps: another eps
+    is another norm (a large one flattens what the norm passes on)."""
+    eps = getattr(norm, "eps", None)
+    check.expect(isinstance(eps, float) and math.isclose(eps, DEFAULT_EPS),
+                 f"{what} keeps LayerNorm's default eps = 1e-5",
+                 expected=f"nn.LayerNorm(d_model) (eps={DEFAULT_EPS})", got=f"eps={eps}",
+                 likely=NORM_EPS)
 
 
 def _expect_block_members(check: SelfCheck, block: nn.Module, d: int, path: str = "") -> None:
@@ -329,6 +342,7 @@ def _expect_block_members(check: SelfCheck, block: nn.Module, d: int, path: str 
         check.expect(isinstance(norm, nn.LayerNorm) and tuple(norm.normalized_shape) == (d,),
                      f"{path}{name} is nn.LayerNorm({d})", expected=f"nn.LayerNorm({d})",
                      got=describe(norm))
+        expect_default_eps(check, norm, f"{path}{name}")
         check.expect(norm.weight is not None and norm.bias is not None,
                      f"{path}{name} has its own weight and bias", expected=f"nn.LayerNorm({d})",
                      got="a LayerNorm without weight or bias",
@@ -504,6 +518,7 @@ def _expect_gpt_members(check: SelfCheck, model: nn.Module, V: int, block_size: 
         check.expect(isinstance(table, nn.Embedding) and tuple(table.weight.shape) == (rows, d),
                      f"{name} is nn.Embedding({rows}, {d})",
                      expected=f"nn.Embedding({rows}, {d})", got=describe(table))
+        expect_no_padding_idx(check, table, f"{name}, nn.Embedding({rows}, {d}),")
     blocks = getattr(model, "blocks", None)
     check.expect(isinstance(blocks, nn.ModuleList) and len(blocks) == n_layers,
                  f"blocks is an nn.ModuleList of {n_layers} Blocks",
@@ -520,6 +535,7 @@ def _expect_gpt_members(check: SelfCheck, model: nn.Module, V: int, block_size: 
     check.expect(isinstance(norm, nn.LayerNorm) and tuple(norm.normalized_shape) == (d,),
                  f"ln_f is nn.LayerNorm({d})", expected=f"nn.LayerNorm({d})", got=describe(norm),
                  diagnoses={"there is no final LayerNorm ln_f before the head": norm is None})
+    expect_default_eps(check, norm, "ln_f")
     expect_linear(check, model, "head", d, V, True, wrong_bias=HEAD_BIAS)
     check.expect(model.head.weight.data_ptr() != model.token_embedding.weight.data_ptr(),
                  "head has its own weights", expected="a head of its own",

@@ -3,6 +3,7 @@ preferences come from (a generated corpus whose rates the student sets)."""
 
 from __future__ import annotations
 
+import csv
 import gzip
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -586,3 +587,230 @@ def plot_skew_experiment(results: Sequence[dict]) -> None:
               ylabel="log P(she-sentence) − log P(he-sentence)")
     right.legend(fontsize=7, ncol=2)
     plt.show()
+
+
+# ---- Longer budgets and more seeds: tables written by bench/beyond_words_budgets.py ----------
+
+DIGIT_CURVES_CSV = DATA_DIR / "beyond_words_digit_curves.csv"  # provenance: .SOURCE.md beside it
+SKEW_SEEDS_CSV = DATA_DIR / "beyond_words_skew_seeds.csv"
+DIGIT_CURVE_FIELDS = ("model", "seed", "epoch", "test_accuracy")
+SKEW_SEED_FIELDS = ("steps", "seed", "corpus", "skew", "occupation", "data_log_odds", "learned")
+
+
+@uses_student_code
+def digit_curves(embedding_class: type[nn.Module], data: Sequence[torch.Tensor], *,
+                 seeds: Sequence[int], epochs: int, models: Sequence[str] = ("ViT", "MLP"),
+                 device: torch.device | str = "cpu") -> list[dict]:
+    """Test accuracy per epoch of the notebook's ViT and MLP, one fresh pair per seed, built
+    and trained as the notebook does for seed 0 (so seed 0's first epochs are its curves)."""
+    rows = []
+    for seed in seeds:
+        for name in models:
+            if name == "ViT":
+                model = build_vit(embedding_class, seed=seed, patch_size=2, d_model=32,
+                                  n_heads=4, n_layers=1)
+            else:
+                torch.manual_seed(seed)
+                model = mlp_baseline(n_hidden=130)
+            history = train_digit_classifier(model, data, epochs=epochs, lr=3e-3, seed=seed,
+                                             description=f"{name}, seed {seed}", device=device)
+            rows += [{"model": name, "seed": seed, "epoch": epoch, "test_accuracy": accuracy}
+                     for epoch, accuracy in enumerate(history["val_acc"], start=1)]
+    return rows
+
+
+@uses_student_code
+def skew_seed_rows(sequence_log_prob: Callable[..., torch.Tensor], *, seeds: Sequence[int],
+                   steps: Sequence[int], skews: Sequence[float] = (0.0, 0.45, 0.9),
+                   n_sentences: int = 240, device: torch.device | str = "cpu") -> list[dict]:
+    """The notebook's skew experiment for every seed (corpus and model) and number of
+    training steps, one row per corpus and occupation."""
+    rows = []
+    for n_steps in steps:
+        for seed in progress_bar(seeds, desc=f"seeds, {n_steps} steps"):
+            for result in skew_experiment(sequence_log_prob, skews=skews, n_sentences=n_sentences,
+                                          steps=n_steps, seed=seed, device=device):
+                rows += [{"steps": n_steps, "seed": seed, "corpus": result["name"],
+                          "skew": result["skew"], "occupation": occupation,
+                          "data_log_odds": result["data"][occupation],
+                          "learned": result["learned"][occupation]} for occupation in LEANS]
+    return rows
+
+
+def write_rows(rows: Sequence[dict], path: Path, fields: Sequence[str]) -> None:
+    """A CSV with a header row; floats to 4 decimals (more than any claim needs)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(fields))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: f"{v:.4f}" if isinstance(v, float) else v
+                             for k, v in row.items()})
+
+
+def _read(path: Path | str) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def load_digit_curves(path: Path | str = DIGIT_CURVES_CSV) -> dict[str, np.ndarray]:
+    """Model -> test accuracy, an array ``(seeds, epochs)`` (row k: the k-th smallest seed)."""
+    curves: dict[str, dict[int, dict[int, float]]] = {}
+    for row in _read(path):
+        seeds = curves.setdefault(row["model"], {})
+        seeds.setdefault(int(row["seed"]), {})[int(row["epoch"])] = float(row["test_accuracy"])
+    table = {}
+    for name, seeds in curves.items():
+        epochs = sorted(next(iter(seeds.values())))
+        if any(sorted(per_epoch) != epochs for per_epoch in seeds.values()) or \
+                epochs != list(range(1, len(epochs) + 1)):
+            raise ValueError(f"{path}: every seed of {name} needs epochs 1..N")
+        table[name] = np.array([[seeds[s][e] for e in epochs] for s in sorted(seeds)])
+    return table
+
+
+def load_skew_seeds(path: Path | str = SKEW_SEEDS_CSV) -> list[dict]:
+    """The rows of the skew table, numbers as numbers."""
+    return [{**row, "steps": int(row["steps"]), "seed": int(row["seed"]),
+             "skew": float(row["skew"]), "data_log_odds": float(row["data_log_odds"]),
+             "learned": float(row["learned"])} for row in _read(path)]
+
+
+def plot_long_budget(curves: Mapping[str, np.ndarray],
+                     live: Mapping[str, dict[str, list[float]]] | None = None) -> None:
+    """Mean test accuracy per epoch over the seeds, a band from the lowest to the highest
+    seed, and (optionally) the notebook's own short run as dots."""
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    for k, (name, table) in enumerate(curves.items()):
+        epochs = np.arange(1, table.shape[1] + 1)
+        ax.plot(epochs, table.mean(0), color=f"C{k}",
+                label=f"{name}: mean of {len(table)} seeds")
+        ax.fill_between(epochs, table.min(0), table.max(0), color=f"C{k}", alpha=0.2,
+                        label=f"{name}: lowest to highest seed")
+        if live and name in live:
+            mine = live[name]["val_acc"]
+            ax.plot(np.arange(1, len(mine) + 1), mine, "o", ms=4, color=f"C{k}",
+                    markeredgecolor="k", label=f"{name}: this notebook's run")
+    ax.set(title="Held-out digits classified correctly, trained until both curves are flat",
+           xlabel="epoch", ylabel="test accuracy", ylim=(0, 1.02))
+    ax.legend(fontsize=8, loc="lower right")
+    plt.show()
+
+
+def skew_summary(rows: Sequence[dict], steps: int) -> dict[tuple[str, str], dict[str, float]]:
+    """(corpus, occupation) -> mean and standard deviation over seeds of the data's log-odds,
+    the learned preference and their difference (learned - data), and the number of seeds."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        if row["steps"] == steps:
+            groups.setdefault((row["corpus"], row["occupation"]), []).append(row)
+    summary = {}
+    for key, group in groups.items():
+        data = np.array([r["data_log_odds"] for r in group])
+        learned = np.array([r["learned"] for r in group])
+        summary[key] = {"data": data.mean(), "data_sd": data.std(ddof=1),
+                        "learned": learned.mean(), "learned_sd": learned.std(ddof=1),
+                        "excess": (learned - data).mean(),
+                        "excess_sd": (learned - data).std(ddof=1), "n": len(group)}
+    return summary
+
+
+def plot_skew_over_seeds(rows: Sequence[dict], steps: Sequence[int]) -> None:
+    """Learned preference against the data's log-odds, mean ± standard deviation over the
+    seeds for every occupation and corpus (each seed a faint dot); one panel per number of
+    training steps."""
+    fig, axes = plt.subplots(1, len(steps), figsize=(5.4 * len(steps), 4.4), squeeze=False)
+    limit = max(abs(r[k]) for r in rows for k in ("data_log_odds", "learned")) * 1.1
+    for ax, n_steps in zip(axes[0], steps, strict=True):
+        summary = skew_summary(rows, n_steps)
+        corpora = list(dict.fromkeys(corpus for corpus, _ in summary))
+        for k, corpus in enumerate(corpora):
+            seeds = [r for r in rows if r["steps"] == n_steps and r["corpus"] == corpus]
+            ax.scatter([r["data_log_odds"] for r in seeds], [r["learned"] for r in seeds],
+                       color=f"C{k}", s=8, alpha=0.25, linewidths=0)
+            points = [v for (c, _), v in summary.items() if c == corpus]
+            ax.errorbar([p["data"] for p in points], [p["learned"] for p in points],
+                        xerr=[p["data_sd"] for p in points],
+                        yerr=[p["learned_sd"] for p in points], fmt="x" if "rebal" in corpus
+                        else "o", color=f"C{k}", ms=5, capsize=3, label=corpus)
+        ax.plot([-limit, limit], [-limit, limit], ls=":", color="0.4", label="learned = data")
+        n = next(iter(summary.values()))["n"]
+        ax.set(title=f"{n_steps} training steps, mean ± sd over {n} seeds",
+               xlabel="data: log((#she + ½) / (#he + ½))",
+               ylabel="model: log P(she-sentence) − log P(he-sentence)",
+               xlim=(-limit, limit), ylim=(-limit, limit))
+        ax.legend(fontsize=8, loc="upper left")
+    fig.suptitle("Learned preference against the data, one point per occupation and corpus")
+    plt.show()
+
+
+def amplification(rows: Sequence[dict], steps: int, corpus: str = "skew 0.9",
+                  threshold: float = 0.5) -> dict:
+    """How far the models of ``corpus`` go beyond their data, towards each occupation's
+    majority pronoun: ``lean * (learned - data)`` for every leaning occupation and seed.
+
+    Only seeds whose model learned the lean count: every leaning occupation's preference more
+    than ``threshold`` on the side of its majority pronoun (a model that learned one
+    preference for all occupations has learned the pronouns' overall rate, not the lean).
+    Returns the seeds, those that learned, the per-(seed, occupation) values of those, and
+    how many of them lie more than ``threshold`` beyond the data and short of it.
+    """
+    chosen = [r for r in rows if r["steps"] == steps and r["corpus"] == corpus
+              and LEANS[r["occupation"]] != 0]
+    if not chosen:
+        raise ValueError(f"no rows for {corpus!r} at {steps} steps")
+    seeds = sorted({r["seed"] for r in chosen})
+    learned = [s for s in seeds if all(LEANS[r["occupation"]] * r["learned"] > threshold
+                                       for r in chosen if r["seed"] == s)]
+    beyond = {(r["seed"], r["occupation"]): LEANS[r["occupation"]]
+              * (r["learned"] - r["data_log_odds"]) for r in chosen if r["seed"] in learned}
+    values = np.array(list(beyond.values()))
+    return {"seeds": seeds, "learned_seeds": learned, "beyond": beyond,
+            "n_beyond": int((values > threshold).sum()),
+            "n_short": int((values < -threshold).sum()),
+            "mean": float(values.mean()) if len(values) else math.nan,
+            "sd": float(values.std(ddof=1)) if len(values) > 1 else math.nan}
+
+
+def long_budget_summary(curves: Mapping[str, np.ndarray], short: int = 7) -> dict[str, dict]:
+    """Print and return, per model, the test accuracy after ``short`` epochs and after the
+    last one (mean and standard deviation over the seeds) and how much the mean curve moves
+    over its last 10 epochs; then by how much the MLP ends ahead of the ViT, seed by seed."""
+    summary = {}
+    for name, table in curves.items():
+        early, final, tail = table[:, short - 1], table[:, -1], table[:, -10:].mean(0)
+        summary[name] = {"early": early.mean(), "early_sd": early.std(ddof=1),
+                         "final": final.mean(), "final_sd": final.std(ddof=1),
+                         "tail_moves": tail.max() - tail.min()}
+        print(f"{name}: epoch {short} {early.mean():.1%} ± {early.std(ddof=1):.1%}, epoch "
+              f"{table.shape[1]} {final.mean():.1%} ± {final.std(ddof=1):.1%} (mean ± sd over "
+              f"{len(table)} seeds); over the last 10 epochs the mean curve moves "
+              f"{100 * (tail.max() - tail.min()):.1f} points")
+    if {"ViT", "MLP"} <= set(curves):
+        ahead = curves["MLP"][:, -1] - curves["ViT"][:, -1]
+        summary["MLP ahead"] = {"mean": ahead.mean(), "sd": ahead.std(ddof=1),
+                                "seeds": int((ahead > 0).sum())}
+        print(f"after {curves['MLP'].shape[1]} epochs the MLP is ahead by "
+              f"{100 * ahead.mean():.1f} ± {100 * ahead.std(ddof=1):.1f} points, on "
+              f"{int((ahead > 0).sum())} of {len(ahead)} seeds")
+    return summary
+
+
+def print_amplification(rows: Sequence[dict], steps: int, corpus: str = "skew 0.9") -> dict:
+    """Print :func:`amplification` for one budget, and the largest mean preference of the
+    occupations without a lean over every corpus; return the amplification."""
+    result = amplification(rows, steps, corpus)
+    n_cases = len(result["beyond"])
+    print(f"{steps} steps, {corpus}: {len(result['learned_seeds'])} of {len(result['seeds'])} "
+          f"seeds learned the lean (every leaning occupation more than 0.5 towards its "
+          f"majority pronoun)")
+    if n_cases:
+        print(f"  in those: more than 0.5 beyond the data in {result['n_beyond']} of {n_cases} "
+              f"(seed, occupation) cases, more than 0.5 short of it in {result['n_short']}; "
+              f"towards the majority pronoun, learned - data = {result['mean']:+.2f} ± "
+              f"{result['sd']:.2f}")
+    neutral = [v["learned"] for (_, occupation), v in skew_summary(rows, steps).items()
+               if LEANS[occupation] == 0]
+    print(f"  teacher and doctor (no lean): mean preference between {min(neutral):+.2f} and "
+          f"{max(neutral):+.2f} in every corpus")
+    return result

@@ -46,9 +46,15 @@ def plot_signal(x: torch.Tensor, q_1: torch.Tensor, q_2: torch.Tensor) -> None:
 
 def plot_softmax_sharpening(scores: torch.Tensor, gains: tuple[float, ...] = (0.0, 1.0, 3.0, 10.0)
                             ) -> None:
-    """softmax(g * scores) for several gains g: the larger the gain, the sharper."""
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    """The scores (left) and softmax(g * scores) for several gains g (right): the larger the
+    gain, the more of the weight goes to the best position."""
+    fig, (left, ax) = plt.subplots(1, 2, figsize=(11, 3.5), width_ratios=(2, 3))
     positions = range(len(scores))
+    best = int(scores.argmax())
+    left.bar(positions, to_numpy(scores), color="0.6")
+    left.bar([best], [float(scores[best])], color="C3", label=f"best position, t = {best}")
+    left.set(title="The scores $s_t$", xlabel="position $t$", ylabel="score $s_t$")
+    left.legend(loc="upper center")
     for gain in gains:
         ax.plot(positions, to_numpy(torch.softmax(gain * scores, dim=0)), marker="o", ms=3,
                 label=f"gain {gain:g}")
@@ -56,6 +62,9 @@ def plot_softmax_sharpening(scores: torch.Tensor, gains: tuple[float, ...] = (0.
            ylabel="weight $w_t$")
     ax.legend(title="softmax(gain · scores)")
     plt.show()
+
+
+WEIGHT_AXIS_TOP = 0.4
 
 
 @uses_student_code
@@ -71,7 +80,9 @@ def draw_gain_demo(attention_fn: AttentionFn, x: torch.Tensor, q_1: torch.Tensor
     top.set(title=f"Attention for gains $z_1$={z_1:g}, $z_2$={z_2:g}", ylabel="preference $q$")
     weights_axis = top.twinx()
     weights_axis.fill_between(positions, w, color="black", alpha=0.25, label="weights $w$")
-    weights_axis.set(ylabel="weight $w_t$", ylim=(0, max(0.2, 1.1 * w.max())))
+    # One weight scale for every setting (the sliders' largest weight is below 0.4), so
+    # that the shaded areas of different gains can be compared.
+    weights_axis.set(ylabel="weight $w_t$", ylim=(0, max(WEIGHT_AXIS_TOP, 1.05 * w.max())))
     weights_axis.grid(False)
     handles = top.get_legend_handles_labels()[0] + weights_axis.get_legend_handles_labels()[0]
     top.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.12, 1.0))

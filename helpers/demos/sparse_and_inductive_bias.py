@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import math
 import statistics
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -472,7 +473,15 @@ def plot_sample_complexity(rows: Sequence[dict], *, target: float = 0.95,
         reached = [r for r in mine if r["samples_to_target"] is not None]
         jitter = {"attention": 0.96, "MLP": 1.04}[name]
         ax.scatter([r["T"] * jitter for r in reached], [r["samples_to_target"] for r in reached],
-                   color=colour, alpha=0.35, s=18, label=f"{name}: one seed (faint dots)")
+                   color=colour, alpha=0.35, s=18,
+                   label=f"{name}: one seed (faint dots; a number: that many seeds)")
+        # Seeds that needed the same number of samples share a dot: say how many.
+        counts = Counter((r["T"], r["samples_to_target"]) for r in reached)
+        for (T, samples), n in counts.items():
+            if n > 1:
+                ax.annotate(str(n), (T * jitter, samples), xytext=(-3 if jitter < 1 else 3, 0),
+                            textcoords="offset points", ha="right" if jitter < 1 else "left",
+                            va="center", fontsize=7, color=colour)
         table = [r for r in medians(mine) if not math.isinf(r["median"])]
         ax.plot([r["T"] for r in table], [r["median"] for r in table], marker="o", color=colour,
                 label=f"{name}: median over seeds")
