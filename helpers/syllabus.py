@@ -95,7 +95,8 @@ TUTORIALS: tuple[Tutorial, ...] = (
             "dtype": DTYPE,
             "device": DEVICE_NO_COPY,
             "unchanged": UNCHANGED,
-        }, rules={"no_builtin": "torch.softmax (and F.softmax, Tensor.softmax) is off limits",
+        }, rules={"no_builtin": "torch.softmax (and F.softmax, Tensor.softmax, log_softmax) "
+                                "is off limits",
                   "gradients": "the result stays connected to x for autograd (no "
                                "torch.no_grad(), .detach() or NumPy): later tutorials train "
                                "through it"}),

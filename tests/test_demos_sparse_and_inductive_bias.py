@@ -163,7 +163,8 @@ def test_self_checks_pass_the_solution_and_fail_in_plain_words():
 
 def test_not_as_expected_points_to_the_exercises():
     message = demo.not_as_expected("attention reached 0.45")
-    assert message.startswith("attention reached 0.45") and "std=0.1" in message
+    assert message.startswith("attention reached 0.45") and "eval mode" in message
+    assert "initialisation" not in message and "std=0.1" not in message
 
 
 def test_self_check_leaves_the_global_generator_alone():
@@ -172,3 +173,58 @@ def test_self_check_leaves_the_global_generator_alone():
     torch.manual_seed(123)
     check_sparse_and_dataset(generate)
     assert torch.equal(torch.rand(3), expected)
+
+
+class ReversedDrawOrder(Classifier):
+    """A correct classifier whose ``__init__`` builds its members in reverse order and
+    initialises each right after building it: other random draws, the same model family."""
+
+    def __init__(self, T: int, d: int = 8) -> None:
+        torch.nn.Module.__init__(self)
+        self.T, self.d = T, d
+        self.readout = torch.nn.Linear(d, 1)
+        self.value = torch.nn.Linear(d, d, bias=False)
+        torch.nn.init.normal_(self.value.weight, std=0.1)
+        self.key = torch.nn.Linear(d, d, bias=False)
+        torch.nn.init.normal_(self.key.weight, std=0.1)
+        self.query = torch.nn.Linear(d, d, bias=False)
+        torch.nn.init.normal_(self.query.weight, std=0.1)
+        self.position_embedding = torch.nn.Parameter(torch.randn(T, d) * 0.1)
+        self.token_embedding = torch.nn.Embedding(2, d)
+        torch.nn.init.normal_(self.token_embedding.weight, std=0.1)
+
+
+def test_initialise_classifier_makes_the_draw_order_irrelevant():
+    torch.manual_seed(0)
+    solution = demo.initialise_classifier(Classifier(12), seed=3)
+    torch.manual_seed(1)
+    reversed_order = demo.initialise_classifier(ReversedDrawOrder(12), seed=3)
+    torch.manual_seed(0)
+    as_built = ReversedDrawOrder(12)
+    torch.manual_seed(0)
+    assert not torch.equal(Classifier(12).position_embedding, as_built.position_embedding)
+    for (name, a), (_, b) in zip(sorted(solution.named_parameters()),
+                                 sorted(reversed_order.named_parameters()), strict=True):
+        assert torch.equal(a, b), name
+    other_seed = demo.initialise_classifier(Classifier(12), seed=4)
+    assert not torch.equal(other_seed.position_embedding, solution.position_embedding)
+    assert abs(solution.position_embedding.std().item() - 0.1) < 0.04
+    bound = 1 / math.sqrt(8)
+    assert solution.readout.weight.abs().max().item() <= bound
+    mlp = demo.BinaryMLP(6)
+    before = [p.clone() for p in mlp.parameters()]
+    demo.initialise_classifier(mlp, seed=3)
+    assert all(torch.equal(p, q) for p, q in zip(before, mlp.parameters(), strict=True))
+
+
+def test_the_experiments_train_the_same_model_whatever_the_draw_order():
+    runs = []
+    for cls in (Classifier, ReversedDrawOrder):
+        torch.manual_seed(0)
+        rows, trained = demo.compare_models(cls, generate, T=12, s=2, m=32, m_val=50, epochs=5)
+        runs.append((rows, trained["models"][("sparse AND (s=2)", "attention")]))
+    (rows_a, model_a), (rows_b, model_b) = runs
+    assert [r["val_curve"] for r in rows_a] == [r["val_curve"] for r in rows_b]
+    for (name, a), (_, b) in zip(sorted(model_a.named_parameters()),
+                                 sorted(model_b.named_parameters()), strict=True):
+        assert torch.equal(a, b), name

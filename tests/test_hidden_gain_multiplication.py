@@ -212,6 +212,53 @@ def softmax_detached(x, dim=-1):
     return e / e.sum(dim=dim, keepdim=True)
 
 
+def softmax_epsilon(x, dim=-1):
+    """A reader's guard against 0/0: an epsilon in the denominator (no longer exact)."""
+    e = torch.exp(x - x.amax(dim=dim, keepdim=True))
+    return e / (e.sum(dim=dim, keepdim=True) + 1e-6)
+
+
+def softmax_float32_buffer(x, dim=-1):
+    """A reader's float32 helper tensor: bfloat16 in, float32 out."""
+    e = torch.exp(x - x.amax(dim=dim, keepdim=True))
+    return torch.zeros_like(x, dtype=torch.float32) + e / e.sum(dim=dim, keepdim=True)
+
+
+def softmax_sum_other_dim(x, dim=-1):
+    """The maximum along dim, the sum along dim 0."""
+    e = torch.exp(x - x.amax(dim=dim, keepdim=True))
+    return e / e.sum(dim=0, keepdim=True)
+
+
+def softmax_fixed_max_dim(x, dim=-1):
+    """Written for 2-D batches: the maximum along dim 1 whatever `dim` is."""
+    e = torch.exp(x - x.amax(dim=1 if x.dim() > 1 else 0, keepdim=True))
+    return e / e.sum(dim=dim, keepdim=True)
+
+
+def softmax_whole_sum(x, dim=-1):
+    e = torch.exp(x - x.amax(dim=dim, keepdim=True))
+    return e / e.sum()
+
+
+def softmax_last_shift(x, dim=-1):
+    e = torch.exp(x - x.narrow(dim, x.shape[dim] - 1, 1))
+    return e / e.sum(dim=dim, keepdim=True)
+
+
+def softmax_shift_undone(x, dim=-1):
+    """A reader's mistake: the shift put back as a factor exp(max)."""
+    m = x.amax(dim=dim, keepdim=True)
+    return torch.exp(x - m) / torch.exp(x).sum(dim=dim, keepdim=True) * torch.exp(m)
+
+
+def softmax_transposed(x, dim=-1):
+    """`dim` moved to the end and never moved back."""
+    t = x.transpose(dim, -1)
+    e = torch.exp(t - t.amax(dim=-1, keepdim=True))
+    return e / e.sum(dim=-1, keepdim=True)
+
+
 SOFTMAX_BANKS = ExerciseBanks(
     solution=SOLUTION["stable_softmax"],
     correct=[softmax_loop, softmax_logsumexp],
@@ -245,6 +292,14 @@ SOFTMAX_BANKS = ExerciseBanks(
         (softmax_no_grad, "cut off from the inputs", "gradients"),
         (softmax_detached, "cut off from the inputs", "gradients"),
         (softmax_other_axis_max, None),
+        (softmax_epsilon, "small number was added", "large"),
+        (softmax_float32_buffer, "promoted it to float32", "dtype"),
+        (softmax_sum_other_dim, "summed along dim=", "values"),
+        (softmax_fixed_max_dim, "a fixed dim", "values"),
+        (softmax_whole_sum, "sum over the whole tensor", "values"),
+        (softmax_last_shift, "last logit", "large"),
+        (softmax_shift_undone, "shift was undone", "large"),
+        (softmax_transposed, "never moved back", "dim"),
     ],
     hidden=[
         (softmax_no_shift, "no maximum was subtracted", "large"),
@@ -272,6 +327,11 @@ SOFTMAX_BANKS = ExerciseBanks(
         (softmax_numpy, "moved to the CPU", "device"),
         (softmax_floor, "a floor", "large"),
         (softmax_other_axis_max, None),
+        (softmax_epsilon, "small number was added", "large"),
+        (softmax_sum_other_dim, None, "values"),
+        (softmax_whole_sum, None, "values"),
+        (softmax_last_shift, "last logit", "large"),
+        (softmax_shift_undone, "shift was undone", "large"),
     ],
 )
 
@@ -560,6 +620,65 @@ def attention_capped_gains(x, q_1, q_2, z_1, z_2):
     return w, (w * x).sum()
 
 
+def attention_zero_shortcut(x, q_1, q_2, z_1, z_2):
+    """A reader's shortcut for zero gains: uniform weights from torch.full (float32, CPU)."""
+    if z_1 == 0 and z_2 == 0:
+        w = torch.full((len(x),), 1 / len(x))
+        return w, (w * x).sum()
+    w = torch.softmax(z_1 * q_1 + z_2 * q_2, dim=0)
+    return w, (w * x).sum()
+
+
+def attention_one_hot_large(x, q_1, q_2, z_1, z_2):
+    """A reader's shortcut for large gains: one-hot weights at the best score."""
+    scores = z_1 * q_1 + z_2 * q_2
+    if max(abs(z_1), abs(z_2)) > 50:
+        w = torch.zeros_like(scores)
+        w[scores.argmax()] = 1.0
+        return w, (w * x).sum()
+    w = torch.softmax(scores, dim=0)
+    return w, (w * x).sum()
+
+
+def attention_float32_zeros(x, q_1, q_2, z_1, z_2):
+    """A float32 helper tensor: harmless for float64 and float32, bfloat16 becomes float32."""
+    w = torch.softmax(z_1 * q_1 + z_2 * q_2, dim=0) + torch.zeros(len(x), device=x.device)
+    return w, (w * x).sum()
+
+
+def attention_z_1_twice(x, q_1, q_2, z_1, z_2):
+    w = torch.softmax(z_1 * q_1 + z_1 * q_2, dim=0)
+    return w, (w * x).sum()
+
+
+def attention_pattern_shift(x, q_1, q_2, z_1, z_2):
+    """Each pattern shifted by its own maximum before its gain: right for positive gains."""
+    scores = z_1 * (q_1 - q_1.max()) + z_2 * (q_2 - q_2.max())
+    w = torch.exp(scores) / torch.exp(scores).sum()
+    return w, (w * x).sum()
+
+
+def attention_product_of_softmaxes(x, q_1, q_2, z_1, z_2):
+    w = torch.softmax(z_1 * q_1, dim=0) * torch.softmax(z_2 * q_2, dim=0)
+    w = w / w.sum()
+    return w, (w * x).sum()
+
+
+def attention_detached_w_in_y(x, q_1, q_2, z_1, z_2):
+    w = torch.softmax(z_1 * q_1 + z_2 * q_2, dim=0)
+    return w, (w.detach() * x).sum()
+
+
+def attention_y_of_patterns(x, q_1, q_2, z_1, z_2):
+    w = torch.softmax(z_1 * q_1 + z_2 * q_2, dim=0)
+    return w, (w * (q_1 + q_2)).sum()
+
+
+def attention_one_gain(x, q_1, q_2, z_1, z_2):
+    w = torch.softmax((z_1 + z_2) / 2 * (q_1 + q_2), dim=0)
+    return w, (w * x).sum()
+
+
 ATTENTION_BANKS = ExerciseBanks(
     solution=SOLUTION["gained_dot_product_attention"],
     correct=[attention_einsum, attention_loop, attention_builtin],
@@ -605,6 +724,15 @@ ATTENTION_BANKS = ExerciseBanks(
         (attention_two_softmaxes, "averaged", "gains"),
         (attention_scores_times_x, "scores were multiplied by x", "gains"),
         (attention_capped_gains, "made smaller", "large"),
+        (attention_zero_shortcut, "dtype", "dtype"),
+        (attention_one_hot_large, "shortcut", "gradients"),
+        (attention_float32_zeros, "promoted it to float32", "dtype"),
+        (attention_z_1_twice, "z_1 multiplies both", "gains"),
+        (attention_pattern_shift, "smallest value", "large"),
+        (attention_product_of_softmaxes, "multiplied and renormalised", "large"),
+        (attention_detached_w_in_y, "before y was computed", "gradients"),
+        (attention_y_of_patterns, "averages the patterns", "values"),
+        (attention_one_gain, "one shared gain", "gains"),
     ],
     hidden=[
         (attention_swapped, "swapped", "returns"),
@@ -646,6 +774,11 @@ ATTENTION_BANKS = ExerciseBanks(
         (attention_two_softmaxes, "averaged", "gains"),
         (attention_scores_times_x, "scores were multiplied by x", "gains"),
         (attention_capped_gains, "made smaller", "large"),
+        (attention_zero_shortcut, "dtype", "dtype"),
+        (attention_z_1_twice, None, "gains"),
+        (attention_pattern_shift, "before its gain scaled it", "large"),
+        (attention_y_of_patterns, None, "values"),
+        (attention_one_gain, "one shared gain", "gains"),
     ],
 )
 

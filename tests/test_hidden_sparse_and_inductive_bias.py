@@ -259,7 +259,35 @@ def dataset_rows(m, T, idx, p=None):
     return X, X[list(idx)].all(dim=0, keepdim=True).T.float()
 
 
+def dataset_rows_of_s(m, T, idx, p=None):
+    """X[idx] with the AND along each picked row: y has one row per position in idx."""
+    X = _bits(m, T, _default(p, idx))
+    return X, X[list(idx)].all(dim=1, keepdim=True).float()
+
+
+def dataset_int32_bits(m, T, idx, p=None):
+    X = (torch.rand(m, T) < _default(p, idx)).int()
+    return X, X[:, list(idx)].all(dim=1, keepdim=True).float()
+
+
+def dataset_int64_labels(m, T, idx, p=None):
+    X = _bits(m, T, _default(p, idx))
+    return X, X[:, list(idx)].all(dim=1, keepdim=True).long()
+
+
+def dataset_precedence(m, T, idx, p=None):
+    """The brackets of the exponent forgotten: 0.5 ** 1 / len(idx)."""
+    if p is None:
+        p = 0.5 ** 1 / len(idx)
+    X = (torch.rand(m, T) < p).long()
+    return X, X[:, list(idx)].all(dim=1, keepdim=True).float()
+
+
 DATASET_NEW = [
+    (dataset_precedence, "0.5 ** 2 or 0.5 / 2", "arguments"),
+    (dataset_rows_of_s, "taken as rows", "shape"),
+    (dataset_int32_bits, "another width", "dtype"),
+    (dataset_int64_labels, "integers or booleans", "dtype"),
     (dataset_squeezed, "sample axis was squeezed", "shape"),
     (dataset_rows, "taken as rows", "shape"),
     (dataset_hard_coded_count, "compared with 2", "values"),
@@ -280,12 +308,12 @@ DATASET_BANKS = ExerciseBanks(
         (dataset_min_indices, "positions, not bits", "values"),
         (dataset_flat_labels, "no column axis", "shape"),
         (dataset_min_pair, "(values, indices)", "shape"),
-        (dataset_float_bits, ".long()", "dtype"),
-        (dataset_double_labels, "BCELoss", "dtype"),
+        (dataset_float_bits, "booleans or floats", "dtype"),
+        (dataset_double_labels, "labels are float64", "dtype"),
         (dataset_sorts_idx, "reordered in place", "unchanged"),
         (dataset_fair_coins, "p = 0.5 was used", "arguments"),
         (dataset_fixed_sparsity, "ignores len(idx)", "arguments"),
-        (dataset_root_missing, None, "arguments"),
+        (dataset_root_missing, "0.5 ** 2 or 0.5 / 2", "arguments"),
         (dataset_ignores_p, "explicit p is ignored", "arguments"),
         (dataset_p_or_default, "p=0 was replaced", "arguments"),
         (dataset_randint, "p is never used", "arguments"),
@@ -314,12 +342,12 @@ DATASET_BANKS = ExerciseBanks(
         (dataset_mean_labels, "the mean", "values"),
         (dataset_min_indices, "positions, not bits", "values"),
         (dataset_flat_labels, "no column axis", "shape"),
-        (dataset_float_bits, ".long()", "dtype"),
-        (dataset_double_labels, "BCELoss", "dtype"),
+        (dataset_float_bits, "booleans or floats", "dtype"),
+        (dataset_double_labels, "labels are float64", "dtype"),
         (dataset_sorts_idx, None, "unchanged"),
         (dataset_fair_coins, "p = 0.5 was used", "arguments"),
         (dataset_fixed_sparsity, "ignores len(idx)", "arguments"),
-        (dataset_root_missing, "the root is needed", "arguments"),
+        (dataset_root_missing, "0.5 ** 2 or 0.5 / 2", "arguments"),
         (dataset_ignores_p, "explicit p is ignored", "arguments"),
         (dataset_p_or_default, "p=0 was replaced", "arguments"),
         (dataset_randint, "p is never used", "arguments"),
@@ -761,6 +789,45 @@ class SharedMaps(Solution):
         nn.init.normal_(self.query.weight, std=0.1)
 
 
+class KeyIsQuery(Solution):
+    """Two of the three maps shared: self.key = self.query."""
+
+    def __init__(self, T, d=8):
+        super().__init__(T, d)
+        self.key = self.query
+
+
+class IgnoresD(nn.Module):
+    """Every size written as 8: the argument d is never used."""
+
+    def __init__(self, T, d=8):
+        super().__init__()
+        self.T, self.d = T, 8
+        self.token_embedding = nn.Embedding(2, 8)
+        self.position_embedding = nn.Parameter(torch.empty(T, 8))
+        self.query = nn.Linear(8, 8, bias=False)
+        self.key = nn.Linear(8, 8, bias=False)
+        self.value = nn.Linear(8, 8, bias=False)
+        self.readout = nn.Linear(8, 1)
+        for weight in (self.token_embedding.weight, self.position_embedding,
+                       self.query.weight, self.key.weight, self.value.weight):
+            nn.init.normal_(weight, std=0.1)
+
+    embed = Solution.embed
+    attention_weights = Solution.attention_weights
+    forward = Solution.forward
+
+
+class SdpaDropout(Solution):
+    """PyTorch's fused attention with dropout_p: it drops whatever the module's mode."""
+
+    def forward(self, x):
+        e = self.embed(x)
+        out = F.scaled_dot_product_attention(self.query(e), self.key(e), self.value(e),
+                                             dropout_p=0.1)
+        return torch.sigmoid(self.readout(out[:, -1]))
+
+
 class PaddingIdx(Solution):
     def __init__(self, T, d=8):
         super().__init__(T, d)
@@ -910,7 +977,7 @@ class DetachedAttentionBranch(Solution):
 NEW_CLASSIFIER_MISTAKES = [
     (CausalMask, "causal mask", "attention"),
     (ReluBeforeReadout, "ReLU", "forward"),
-    (SharedMaps, "one and the same nn.Linear", "members"),
+    (SharedMaps, "query, key and value are one and the same", "members"),
     (PaddingIdx, "padding_idx=0", "members"),
     (PositionsFloat64, "made in __init__ with another dtype", "members"),
     (NaiveSoftmax, "overflowed", "attention"),
@@ -928,6 +995,8 @@ NEW_CLASSIFIER_MISTAKES = [
     (DropoutOnEmbeddings, "dropout on the embeddings", "embed"),
     (DropoutOnHidden, "in eval mode but not in training mode", "forward"),
     (DetachedAttentionBranch, "queries and keys are detached", "gradients"),
+    (IgnoresD, "d was ignored", "init"),
+    (SdpaDropout, "ignores the module's mode", "forward"),
 ]
 
 
@@ -935,6 +1004,7 @@ CLASSIFIER_BANKS = ExerciseBanks(
     solution=Solution,
     correct=[ClassifierEinsum, ClassifierBuiltin, ClassifierLoops],
     check=[
+        (KeyIsQuery, "query and key are one and the same", "members"),
         (PositionsNotParameter, "plain tensor", "members"),
         (PositionsAsEmbedding, "is an nn.Embedding", "members"),
         (InitTokenDefault, "std about 1", "init"),
@@ -1020,6 +1090,7 @@ CLASSIFIER_BANKS = ExerciseBanks(
         # The grader rebuilds query, key and value as three layers, so shared maps show
         # only as wrong attention weights there.
         (SharedMaps, None, "attention"),
+        (KeyIsQuery, None, "attention"),
         *NEW_CLASSIFIER_MISTAKES[:2], *NEW_CLASSIFIER_MISTAKES[3:],
     ],
 )

@@ -11,8 +11,11 @@ from helpers.checks.gain_multiplication import (
     CAPPED_SCORES,
     FLOORED,
     MISALIGNED,
+    PATTERN_SHIFT,
     RENORMALISED,
+    SMALLEST_SHIFT,
     SQUEEZED,
+    exact_check,
     floored,
     huge_mistakes,
     scaled_scores,
@@ -38,7 +41,8 @@ def _huge_logits(generator: torch.Generator) -> torch.Tensor:
     falling = rising.flip(0)
     spread = torch.randn(4, generator=generator) * 400
     wide = (200 + 200 * torch.rand(4, generator=generator)).cumsum(0)  # rises by hundreds
-    return torch.stack([rising, falling, -falling, spread, wide])
+    peak = base / 2 * torch.tensor([1.0, 0.0, -1.0, -0.5])  # one logit far above the rest
+    return torch.stack([rising, falling, -falling, spread, wide, wide.flip(0), peak])
 
 
 @hidden_test
@@ -95,6 +99,12 @@ def grade_stable_softmax(stable_softmax: Callable[..., torch.Tensor]) -> None:
 
     check.clause("dtype")
     check.dtype_follows(stable_softmax, x, dim=1, what="stable_softmax(x, dim=1)")
+    check.clause("large")  # after the dtype: an answer computed in float32 fails there first
+    # Float64 rows hundreds apart (no subnormal weights): an epsilon or a floor shows.
+    spread = 100 + 100 * torch.rand(2, 1, generator=generator, dtype=torch.float64)
+    exact_check(check, stable_softmax,
+                spread * torch.tensor([[1.0, 0.0, -1.0, -2.0], [-2.0, 0.0, 1.0, -1.0]],
+                                      dtype=torch.float64))
     check.clause("device")
     check.device_follows(stable_softmax, x, dim=1, what="stable_softmax(x, dim=1)")
     check.passed()
@@ -202,29 +212,45 @@ def grade_gained_dot_product_attention(attention: Callable[..., tuple]) -> None:
     x = torch.randn(T, generator=generator) + 1.0
     q_1, q_2 = torch.randn(T, generator=generator), torch.randn(T, generator=generator)
     gains = (800 + 400 * torch.rand(4, generator=generator)).tolist()
-    for z_1, z_2 in ((gains[0], 0.0), (-gains[1], 0.0), (0.0, gains[2]), (0.0, -gains[3])):
+    # Both gains large and of opposite signs first: there a shift of each pattern by its
+    # own maximum, before its gain, is not a shift of the scores.
+    for z_1, z_2 in ((-gains[1], gains[2]), (gains[0], 0.0), (-gains[1], 0.0), (0.0, gains[2]),
+                     (0.0, -gains[3])):
         scores = z_1 * q_1.double() + z_2 * q_2.double()
+        shifted = z_1 * (q_1 - q_1.max()) + z_2 * (q_2 - q_2.max())
         reference = torch.softmax(scores, dim=0)
         w, y = check.call(attention, x, q_1, q_2, z_1, z_2)
         w = torch.as_tensor(w).reshape(-1)
         k = scaled_scores(w, scores)
-        check.close(w, reference, f"weights for gains ({z_1:.0f}, {z_2:.0f})", mistakes={
+        shown = reference.to(w.dtype) if w.is_floating_point() else reference
+        check.close(w, shown, f"weights for gains ({z_1:.0f}, {z_2:.0f})", mistakes={
             "large gains overflow exp: use a stable softmax":
                 torch.exp(scores.float()) / torch.exp(scores.float()).sum(),
             "large gains overflow exp, in float64 too: use a stable softmax":
                 torch.exp(scores) / torch.exp(scores).sum(),
-            "the scores were shifted by their smallest value, not their largest: "
-            "exp(largest - smallest) is still inf":
+            SMALLEST_SHIFT:
                 torch.exp(scores.float() - scores.float().min())
                 / torch.exp(scores.float() - scores.float().min()).sum(),
+            **({} if z_1 == 0 or z_2 == 0 else {
+                PATTERN_SHIFT: torch.exp(shifted) / torch.exp(shifted).sum()}),
         }, diagnoses={CAPPED_SCORES: tied_top(w, reference), scaled_text(k): k is not None})
-        check.close(torch.as_tensor(y).reshape(()), (reference * x.double()).sum(),
+        y = torch.as_tensor(y).reshape(())
+        expected_y = (reference * x.double()).sum()
+        check.close(y, expected_y.to(y.dtype) if y.is_floating_point() else expected_y,
                     f"y for gains ({z_1:.0f}, {z_2:.0f})")
-    check.clause("dtype")
     x, q_1, q_2 = (torch.randn(6, generator=generator) for _ in range(3))
-    check.dtype_follows(attention, x, q_1, q_2, 1.0, 2.0,
-                        what="gained_dot_product_attention on float64 inputs")
+    # Ordinary, zero and large gains: a shortcut for uniform or one-hot weights must keep
+    # the inputs' dtype and device too.
+    big = 800 + 400 * torch.rand(2, generator=generator)
+    gains = ((1.0 + float(torch.rand(1, generator=generator)), 2.0), (0.0, 0.0),
+             (-float(big[0]), float(big[1])))
+    check.clause("dtype")
+    for z_1, z_2 in gains:
+        check.dtype_follows(attention, x, q_1, q_2, z_1, z_2,
+                            what=f"gained_dot_product_attention for gains ({z_1:.3g}, {z_2:.3g})")
     check.clause("device")
-    check.device_follows(attention, x, q_1, q_2, 1.0, 2.0,
-                         what="gained_dot_product_attention(x, q_1, q_2, 1.0, 2.0)")
+    for z_1, z_2 in gains:
+        check.device_follows(attention, x, q_1, q_2, z_1, z_2,
+                             what=f"gained_dot_product_attention(x, q_1, q_2, {z_1:.3g}, "
+                                  f"{z_2:.3g})")
     check.passed()

@@ -13,11 +13,13 @@ from helpers.checks.sparse_and_inductive_bias import (
     CAUSAL,
     COLUMN,
     DROPOUT,
+    DROPOUT_ALWAYS,
     DROPOUT_EMBED,
     DROPOUT_FORWARD,
     IGNORES_LEN,
     RELU,
     RESEEDED,
+    ROOT_OR_BRACKETS,
     SCALED_AFTER,
     SOFTMAX_OVER_BATCH,
     UNBALANCED_HALF,
@@ -36,6 +38,7 @@ from helpers.checks.sparse_and_inductive_bias import (
     same_seed_diagnoses,
     seeded_three,
     suits_other_length,
+    varies_with_seed,
 )
 from hidden_tests.common import HiddenCheck, fresh_generator, hidden_test
 
@@ -67,7 +70,7 @@ def grade_sparse_and_dataset(sparse_and_dataset: Callable[..., tuple]) -> None:
         idx = _positions(generator, T, s)
         check.clause("shape")
         X, y = dataset_pair(check, check.call_seeded(_seed(generator), sparse_and_dataset, m, T,
-                                                     idx), m, T)
+                                                     idx), m, T, s=s)
         check.clause("dtype")
         dataset_dtypes(check, X, y)
 
@@ -110,8 +113,8 @@ def grade_sparse_and_dataset(sparse_and_dataset: Callable[..., tuple]) -> None:
                      expected=f"{balanced:.3f}", got=f"{rate:.3f}", diagnoses={
                          UNBALANCED_HALF: s > 1 and abs(rate - 0.5) < 0.02,
                          IGNORES_LEN: suits_other_length(rate, s),
-                         "p = 0.5 ** len(idx) makes the bits rare; the root is needed: "
-                         "p = 0.5 ** (1 / len(idx))": abs(rate - 0.5 ** s) < 0.02})
+                         # The cases start with s = 2, where 0.5 ** s = 0.5 / s.
+                         ROOT_OR_BRACKETS: s == 2 and abs(rate - 0.25) < 0.02})
         spread = (frequency - balanced).abs().max().item()
         check.expect(spread < 0.05, "every position has the same bit probability p",
                      expected=f"each column's mean close to {balanced:.3f}",
@@ -286,7 +289,8 @@ def grade_SelfAttentionClassifier(model_class: Callable[..., nn.Module]) -> None
                         "distribution over positions":
                             _reference(model, x, softmax_dim=-2)[1],
                     }, diagnoses={DROPOUT_FORWARD: lambda: agrees_in_eval(
-                        model, x, _reference(model, x)[1])})
+                        model, x, _reference(model, x)[1]),
+                        DROPOUT_ALWAYS: lambda: varies_with_seed(check, model, x)})
         one = torch.as_tensor(check.call(model, x[:1]))
         check.expect(tuple(one.shape) == (1, 1), "model(x) for a batch of one has shape (1, 1)",
                      expected="shape (1, 1)", got=f"shape {tuple(one.shape)}",

@@ -17,10 +17,24 @@ def _softmax_mistakes(x: torch.Tensor, dim: int) -> dict[str, torch.Tensor]:
     """What the usual wrong softmaxes return for ``x`` along ``dim``."""
     x = x.double()
     mistakes = {}
+    own = dim % x.dim()
     for other in range(x.dim()):
-        if other != dim % x.dim():
+        if other != own:
             mistakes[f"the softmax runs along dim={other}, not along the `dim` argument"] = \
                 torch.softmax(x, dim=other)
+    for other in range(x.dim()):
+        if other != own:
+            e = torch.exp(x - x.amax(dim=dim, keepdim=True))
+            mistakes[f"the maximum was taken along `dim`, but the exponentials were summed "
+                     f"along dim={other}: the sum that normalises runs along `dim` too"] = \
+                e / e.sum(dim=other, keepdim=True)
+            e = torch.exp(x - x.amax(dim=other, keepdim=True))
+            mistakes[f"the maximum was taken along dim={other} (a fixed dim), not along `dim`: "
+                     "each slice along `dim` needs its own maximum"] = \
+                e / e.sum(dim=dim, keepdim=True)
+    shifted = torch.exp(x - x.amax(dim=dim, keepdim=True))
+    mistakes["the exponentials were divided by their sum over the whole tensor, not by their "
+             "sum along `dim`"] = shifted / shifted.sum()
     mistakes.update({
         "the exponentials were not normalised: divide them by their sum along `dim`":
             torch.exp(x - x.amax(dim=dim, keepdim=True)),
@@ -45,6 +59,7 @@ def huge_mistakes(huge: torch.Tensor) -> dict[str, torch.Tensor]:
         return e / e.sum(dim=-1, keepdim=True)
 
     first = huge.narrow(-1, 0, 1)
+    last = huge.narrow(-1, huge.shape[-1] - 1, 1)
     naive = normalise(torch.exp(huge))
     return {
         "no maximum was subtracted: exp of a logit near 1000 overflows to inf, and inf/inf "
@@ -57,6 +72,14 @@ def huge_mistakes(huge: torch.Tensor) -> dict[str, torch.Tensor]:
             torch.nan_to_num(naive, nan=0.0),
         "the first logit of each row was subtracted, not the largest: in a row that rises by "
         "hundreds, exp(last - first) still overflows": normalise(torch.exp(huge - first)),
+        "the last logit of each row was subtracted, not the largest: in a row that falls by "
+        "hundreds, exp(first - last) still overflows": normalise(torch.exp(huge - last)),
+        "the shift was undone (the unshifted sum, or a factor exp(max) put back): e^max "
+        "overflows for logits in the thousands, and 0 × inf is nan; the shifted exponentials "
+        "divided by their own sum are already the softmax":
+            torch.exp(huge - huge.amax(dim=-1, keepdim=True))
+            / torch.exp(huge).sum(dim=-1, keepdim=True)
+            * torch.exp(huge.amax(dim=-1, keepdim=True)),
         "the maximum was taken over the whole tensor, not along `dim`: a row whose logits all "
         "lie far below that maximum underflows to 0/0 = nan; subtract each row's own maximum":
             normalise(torch.exp(huge - huge.max())),
@@ -104,6 +127,9 @@ def floored(actual: torch.Tensor, reference: torch.Tensor) -> bool:
     return low > 0 and int((actual == low).sum()) >= 2 and bool((reference < low / 2).any())
 
 
+TRANSPOSED = ("`dim` was moved to the end (transpose or movedim) and never moved back: the "
+              "result must have the shape of x; move the axis back, or work along `dim` "
+              "directly")
 SQUEEZED = ("an axis of size 1 was dropped (`x.squeeze()`, or a reshape): the result keeps "
             "every axis of `x`, a batch of one included")
 # In a softmax, a shape clash between x and a reduction of it means the reduced axis came
@@ -114,6 +140,63 @@ MISALIGNED = (r"must match the size of tensor b", None,
               "longer lines up with x: pass keepdim=True to the reduction")
 
 SOFTMAX_BUILTINS = ("softmax", "_softmax", "log_softmax", "special_softmax")
+
+
+EPSILON = ("a small number was added to the sum (or to the exponentials): every weight comes "
+           "out slightly too small (or too large), so the result is no longer exact; with the "
+           "maximum subtracted the sum is at least 1, so nothing needs guarding")
+
+
+def scaled_rows(actual: torch.Tensor, reference: torch.Tensor) -> bool:
+    """The signature of an epsilon: in each row the weights are the exact ones times one
+    factor, and that factor is not 1."""
+    actual = torch.as_tensor(actual).detach().double().cpu()
+    reference = torch.as_tensor(reference).detach().double().cpu()
+    if actual.shape != reference.shape or not bool(torch.isfinite(actual).all()):
+        return False
+    big = reference > 1e-3
+    ratio = torch.where(big, actual / reference.where(big, torch.ones_like(reference)),
+                        torch.nan)
+    spread = (ratio.nan_to_num(nan=-1.0).amax(-1) - ratio.nan_to_num(nan=2.0).amin(-1)).abs()
+    off = (ratio.nanmean(-1) - 1).abs()
+    return bool((spread < 1e-9).all() and (off > 1e-12).any())
+
+
+def exact_check(check: SelfCheck, stable_softmax: Callable[..., torch.Tensor],
+                logits: torch.Tensor) -> None:
+    """Float64 logits hundreds apart: every weight, the tiny ones included, must match the
+    exact softmax to float64's precision (relative), so an epsilon or a floor shows."""
+    out = check.tensor(check.call(stable_softmax, logits), "stable_softmax(x)")
+    reference = torch.softmax(logits.double(), dim=-1)
+    check.shape(out, tuple(reference.shape), "stable_softmax(x) of float64 logits")
+    got = out.detach().double().cpu()
+    error = ((got - reference).abs() / reference.clamp(min=1e-300)).nan_to_num(nan=float("inf"))
+    row, column = divmod(int(error.argmax()), error.shape[-1])
+    check.expect(float(error.max()) < 1e-10, "is exact in float64: every weight, the tiny ones "
+                 "too, agrees with the exact softmax to 1 part in 10^10",
+                 expected="a relative error below 1e-10 everywhere",
+                 got=f"a relative error of {float(error.max()):.2g} at row {row}, column "
+                     f"{column}: expected {float(reference[row, column]):.17g}, got "
+                     f"{float(got[row, column]):.17g}",
+                 diagnoses={EPSILON: lambda: scaled_rows(out, reference),
+                            FLOORED: lambda: floored(out, reference)})
+
+
+def half_follows(check: SelfCheck, fn: Callable[..., torch.Tensor], *args: object,
+                 what: str, **kwargs: object) -> None:
+    """With bfloat16 tensor arguments, every floating-point result is bfloat16 too."""
+    half = [a.to(torch.bfloat16) if isinstance(a, torch.Tensor) else a for a in args]
+    out = check.call(fn, *half, **kwargs)
+    results = out if isinstance(out, tuple | list) else (out,)
+    wrong = [str(t.dtype).removeprefix("torch.") for t in results
+             if isinstance(t, torch.Tensor) and t.is_floating_point()
+             and t.dtype != torch.bfloat16]
+    check.expect(not wrong, f"{what} with bfloat16 inputs returns bfloat16",
+                 expected="bfloat16 results", got=", ".join(wrong) or "bfloat16",
+                 likely="a float32 tensor (`torch.zeros(n)`, `torch.full(...)` and "
+                        "`torch.tensor(...)` make float32 unless told otherwise) was combined "
+                        "with the result and promoted it to float32: make new tensors with "
+                        "`torch.*_like(x)` or `x.new_zeros(...)`")
 
 
 def check_stable_softmax(stable_softmax: Callable[..., torch.Tensor]) -> None:
@@ -132,6 +215,8 @@ def check_stable_softmax(stable_softmax: Callable[..., torch.Tensor]) -> None:
     check.clause("dim")
     for dim in (0, 1):
         out = check.tensor(check.call(stable_softmax, x, dim=dim), f"stable_softmax(x, dim={dim})")
+        check.shape(out, x.shape, f"stable_softmax(x, dim={dim})", likely=TRANSPOSED if tuple(
+            out.shape) == tuple(x.transpose(dim, -1).shape) else None)
         check.close(out, torch.softmax(x, dim=dim), f"agrees with torch.softmax(x, dim={dim})",
                     mistakes=_softmax_mistakes(x, dim))
     default = check.call(stable_softmax, x)
@@ -158,14 +243,18 @@ def check_stable_softmax(stable_softmax: Callable[..., torch.Tensor]) -> None:
 
     check.clause("dtype")
     check.dtype_follows(stable_softmax, x, dim=1, what="stable_softmax(x, dim=1)")
+    check.clause("large")  # after the dtype: an answer computed in float32 fails there first
+    exact_check(check, stable_softmax, huge[2:].double() / 2)
     check.clause("device")
     check.device_follows(stable_softmax, x, dim=1, what="stable_softmax(x, dim=1)")
+    check.clause("dtype")  # half precision last: a CPU-only answer fails the device first
+    half_follows(check, stable_softmax, x, dim=1, what="stable_softmax(x, dim=1)")
 
     check.rule("no_builtin")
     _, seen = check.call_observed(stable_softmax, x, dim=1)
     used = sorted(set(SOFTMAX_BUILTINS) & set(seen.calls))
     check.expect(not used, "builds the softmax from exp, a maximum and a sum",
-                 expected="no call of PyTorch's own softmax",
+                 expected="no call of PyTorch's softmax functions (softmax, log_softmax)",
                  got=f"calls {', '.join(used)}",
                  likely="PyTorch's softmax does the work this exercise asks you to do: "
                         "subtract the maximum, exponentiate and normalise yourself")
@@ -215,9 +304,31 @@ UNIT_GAINS = ("the gains were normalised (divided by their length), which remove
               "a larger gain must make the weights sharper; use z_1 and z_2 as given")
 X_IN_SCORES = ("the scores were multiplied by x: x is what the weights average, it does not "
                "enter the scores z_1 q_1 + z_2 q_2")
+ONE_GAIN = ("one shared gain, (z_1 + z_2) / 2, multiplies both patterns: each gain "
+            "multiplies its own pattern, z_1 q_1 + z_2 q_2")
 OTHER_SPOTLIGHT = ("a negative gain was read as 'look at the other spotlight': a negative z_1 "
                    "pushes weight away from where q_1 is large and leaves z_2 as it is; the "
                    "scores are z_1 q_1 + z_2 q_2 for any signs")
+
+
+SMALLEST_SHIFT = ("the scores were shifted by their smallest value, not their largest, so "
+                  "exp(largest - smallest) is still inf; this also happens when each pattern "
+                  "is shifted by its own maximum before the gain multiplies it, since a "
+                  "negative gain turns that maximum into the smallest score: subtract the "
+                  "maximum of the scores z_1 q_1 + z_2 q_2 themselves")
+PATTERN_SHIFT = ("each pattern was shifted by its own maximum before its gain scaled it: a "
+                 "negative gain turns that maximum into the smallest score, so "
+                 "exp(largest - smallest) is still inf; subtract the maximum of the scores "
+                 "z_1 q_1 + z_2 q_2 (your stable_softmax does)")
+PRODUCT = ("the softmaxes of the two gained patterns were multiplied and renormalised: "
+           "right on paper, but for large gains of opposite signs every product underflows to "
+           "0, and 0/0 is nan; take one softmax of the summed scores z_1 q_1 + z_2 q_2")
+DETACHED_W = ("w was cut off (`.detach()`, `torch.no_grad()`) before y was computed from it: "
+              "gradients reach x through y but never reach q_1 and q_2, so a model could not "
+              "learn its patterns; compute y from the w that is still connected")
+DETACHED_LARGE = ("for large gains the weights were replaced by a shortcut (one-hot at the "
+                  "largest score, or a copy without gradients): w must still come from the "
+                  "softmax of the scores, which your stable_softmax computes for any gain")
 
 
 def scaled_scores(weights: torch.Tensor, scores: torch.Tensor) -> float | None:
@@ -277,6 +388,7 @@ def wrong_models(x: torch.Tensor, q_1: torch.Tensor, q_2: torch.Tensor
                                           / (max((z_1 ** 2 + z_2 ** 2) ** 0.5, 1e-12))),
         X_IN_SCORES: lambda z_1, z_2: soft((z_1 * q_1 + z_2 * q_2) * x),
         OTHER_SPOTLIGHT: other,
+        ONE_GAIN: lambda z_1, z_2: soft((z_1 + z_2) / 2 * (q_1 + q_2)),
     }
 
 
@@ -369,7 +481,9 @@ def check_gained_dot_product_attention(attention: Callable[..., tuple]) -> None:
                           "y ignores the weights: it is the mean of x": x.mean(),
                           "y is the sum of the weights, not of the weighted inputs": w.sum(),
                           "y is the mean of the weighted inputs, not their sum (the weights "
-                          "already sum to 1)": (w * x).mean()})
+                          "already sum to 1)": (w * x).mean(),
+                          "y averages the patterns, not the context: y = w · x": (
+                              w * (q_1 + q_2)).sum()})
 
     check.clause("gains")
     only_2 = _attention_weights(attention, check, x, q_1, q_2, 0.0, 3.0)
@@ -382,8 +496,11 @@ def check_gained_dot_product_attention(attention: Callable[..., tuple]) -> None:
                          lambda: alike(both, zero_w),
                      "the two gained patterns were multiplied, (z_1 q_1)(z_2 q_2), so either "
                      "gain at 0 silences both: add them": lambda: not alike(both, first),
+                     "z_2 never enters the scores: z_1 multiplies both patterns (z_1 typed "
+                     "where z_2 belongs); the scores are z_1 * q_1 + z_2 * q_2":
+                         lambda: alike(both, soft(1.5 * (q_1 + q_2))),
                      "the second gain and pattern are left out of the scores: they are "
-                     "z_1 * q_1 + z_2 * q_2": lambda: alike(both, first)})
+                     "z_1 * q_1 + z_2 * q_2": lambda: alike(both, soft(1.5 * q_1))})
     # Raising a gain by 2 must change the log-weights by exactly 2 x its pattern (up to a
     # constant), the sign included, for negative gains too.
     for name, pattern, low, high in (("z_1", q_1, (1.0, 0.0), (3.0, 0.0)),
@@ -423,27 +540,41 @@ def check_gained_dot_product_attention(attention: Callable[..., tuple]) -> None:
         big_w, big_y = check.call(attention, x, q_1, q_2, z_1, z_2)
         big_w = torch.as_tensor(big_w).reshape(-1)
         k = scaled_scores(big_w, scores)
-        check.close(big_w, reference, f"the weights for gains ({z_1:g}, {z_2:g}) agree with an "
+        shown = reference.to(big_w.dtype) if big_w.is_floating_point() else reference
+        product = torch.softmax(z_1 * q_1, dim=0) * torch.softmax(z_2 * q_2, dim=0)
+        # (A shift of each pattern by its own maximum fails at (0, -800) already, where
+        # SMALLEST_SHIFT names it.)
+        pattern_shift = {} if z_1 == 0 or z_2 == 0 else {PRODUCT: product / product.sum()}
+        check.close(big_w, shown, f"the weights for gains ({z_1:g}, {z_2:g}) agree with an "
                     "exact softmax", mistakes={
                         "the softmax overflows for large gains (exp(89) is already inf in "
                         "float32): use your stable_softmax": _plain_softmax(scores.float()),
                         "the softmax overflows for large gains, and float64 does not save it "
                         "(exp(710) is inf there): use your stable_softmax":
                             _plain_softmax(scores),
-                        "the scores were shifted by their smallest value, not their "
-                        "largest: exp(largest - smallest) is still inf":
-                            _plain_softmax(scores.float() - scores.float().min())},
+                        SMALLEST_SHIFT:
+                            _plain_softmax(scores.float() - scores.float().min()),
+                        **pattern_shift},
                     diagnoses={CAPPED_SCORES: tied_top(big_w, reference),
                                scaled_text(k): k is not None})
-        check.close(torch.as_tensor(big_y).reshape(()), (reference * x.double()).sum(),
+        big_y = torch.as_tensor(big_y).reshape(())
+        expected_y = (reference * x.double()).sum()
+        check.close(big_y, expected_y.to(big_y.dtype) if big_y.is_floating_point() else expected_y,
                     f"y for gains ({z_1:g}, {z_2:g}) is the weighted sum of x")
 
+    # Zero and large gains too: a shortcut for uniform or one-hot weights must keep the
+    # inputs' dtype and device as well.
+    gains = ((1.5, -0.5), (0.0, 0.0), (-900.0, 600.0))
+    what = "gained_dot_product_attention(x, q_1, q_2, {:g}, {:g})".format
     check.clause("dtype")
-    check.dtype_follows(attention, x, q_1, q_2, 1.5, -0.5,
-                        what="gained_dot_product_attention(x, q_1, q_2, 1.5, -0.5)")
+    for z_1, z_2 in gains:
+        check.dtype_follows(attention, x, q_1, q_2, z_1, z_2, what=what(z_1, z_2))
     check.clause("device")
-    check.device_follows(attention, x, q_1, q_2, 1.5, -0.5,
-                         what="gained_dot_product_attention(x, q_1, q_2, 1.5, -0.5)")
+    for z_1, z_2 in gains:
+        check.device_follows(attention, x, q_1, q_2, z_1, z_2, what=what(z_1, z_2))
+    check.clause("dtype")  # half precision last: a CPU-only answer fails the device first
+    for z_1, z_2 in gains:
+        half_follows(check, attention, x, q_1, q_2, z_1, z_2, what=what(z_1, z_2))
 
     check.rule("gradients")
     leaves = [t.detach().clone().requires_grad_(True) for t in (x, q_1, q_2)]
@@ -460,5 +591,17 @@ def check_gained_dot_product_attention(attention: Callable[..., tuple]) -> None:
     ((ref_w * mix).sum() + (ref_w * reference[0]).sum()).backward()
     for name, leaf, ref in zip(("x", "q_1", "q_2"), leaves, reference, strict=True):
         check.close(leaf.grad if leaf.grad is not None else torch.zeros(T), ref.grad,
-                    f"the gradient reaching {name} is that of w and y")
+                    f"the gradient flowing back to {name} through w and y is the exact one",
+                    diagnoses={DETACHED_W: lambda: _near(leaves[0].grad if leaves[0].grad
+                                                         is not None else torch.zeros(T),
+                                                         ref_w.detach())
+                               and not _near(leaves[1].grad if leaves[1].grad is not None
+                                             else torch.zeros(T), reference[1].grad)})
+    # Large gains too: a shortcut to one-hot weights there cuts w off from the patterns.
+    leaves = [t.detach().clone().requires_grad_(True) for t in (x, q_1, q_2)]
+    w, y = check.call(attention, *leaves, -900.0, 600.0)
+    cut = [n for n, v in (("w", w), ("y", y)) if not getattr(v, "requires_grad", False)]
+    check.expect(not cut, "for gains (-900, 600) too, w and y stay connected to x, q_1 and "
+                 "q_2 for autograd", expected="results that require grad",
+                 got=f"{' and '.join(cut)} cut off", likely=DETACHED_LARGE)
     check.passed()

@@ -8,7 +8,7 @@ signature.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -82,16 +82,25 @@ SQUEEZED_SAMPLE = ("for m = 1 the sample axis was squeezed away (.squeeze() with
                    "reshape to (m, 1)")
 ROWS_NOT_COLUMNS = ("the positions in idx were taken as rows (samples), X[idx], not as columns: "
                     "X[:, idx] picks the columns")
+BITS_NOT_INTEGERS = ("the bits were left as booleans or floats: convert them with .long()")
+BITS_NARROW = ("the bits are integers of another width (dtype=torch.int32, .int(), ...): "
+               "int64 is PyTorch's default integer and what nn.Embedding expects, .long()")
+LABELS_DOUBLE = ("the labels are float64: they must be float32, as the model's probabilities "
+                 "are (BCELoss refuses to mix float64 with float32): .float()")
+LABELS_NOT_FLOAT = ("the labels were left as integers or booleans (the result of a comparison "
+                    "or .all()): BCELoss needs float32 targets, .float()")
 VALUES_AND_INDICES = ("x.min(dim=...) and x.max(dim=...) return a pair (values, indices): take "
                       ".values, or use .amin(dim=...) / .all(dim=...)")
 
 
 def dataset_pair(check: SelfCheck, result: object, m: int, T: int, *,
-                 name_pairs: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                 name_pairs: bool = False, s: int | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(X, y) from a result, checked to be a pair of tensors of shapes (m, T) and (m, 1).
 
     ``name_pairs``: say so when y is the (values, indices) pair of ``.min(dim=...)`` (only
-    in the student's own process: that pair does not travel to the grader as such)."""
+    in the student's own process: that pair does not travel to the grader as such). ``s``:
+    the number of positions in idx, whose rows ``X[idx]`` would give a y of s rows."""
     check.expect(isinstance(result, tuple | list) and len(result) == 2, "returns a pair (X, y)",
                  expected="a tuple (X, y)", got=describe(result))
     for value, name in zip(result, ("X", "y"), strict=True):
@@ -105,20 +114,29 @@ def dataset_pair(check: SelfCheck, result: object, m: int, T: int, *,
                  got=f"shape {tuple(y.shape)}", diagnoses={
                      SQUEEZED_SAMPLE: m == 1 and tuple(y.shape) in ((1,), ()),
                      NO_COLUMN_AXIS: tuple(y.shape) == (m,),
-                     ROWS_NOT_COLUMNS: tuple(y.shape) in ((T, 1), (1, T), (T,))})
+                     ROWS_NOT_COLUMNS: tuple(y.shape) in ((T, 1), (1, T), (T,)) or (
+                         s is not None and s != m and tuple(y.shape) in ((s, 1), (1, s), (s,)))})
     return X, y
 
 
 def dataset_dtypes(check: SelfCheck, X: torch.Tensor, y: torch.Tensor) -> None:
     """X int64 bits, y float32."""
     check.expect(X.dtype == torch.int64, "X holds int64 bits", expected="dtype torch.int64",
-                 got=f"dtype {X.dtype}", likely="the bits were left as booleans or floats: "
-                 "convert them with .long()")
+                 got=f"dtype {X.dtype}", diagnoses={
+                     BITS_NOT_INTEGERS: X.dtype == torch.bool or X.is_floating_point(),
+                     BITS_NARROW: X.dtype in (torch.int32, torch.int16, torch.int8, torch.uint8)})
     check.expect(bool(((X == 0) | (X == 1)).all()), "X holds only 0s and 1s",
                  expected="bits", got=describe(X))
     check.expect(y.dtype == torch.float32, "y is a float32 tensor", expected="dtype torch.float32",
-                 got=f"dtype {y.dtype}", likely="the labels must be float32, as the model's "
-                 "probabilities are (BCELoss refuses to mix float64 with float32): .float()")
+                 got=f"dtype {y.dtype}", diagnoses={
+                     LABELS_DOUBLE: y.dtype == torch.float64,
+                     LABELS_NOT_FLOAT: not y.is_floating_point()})
+
+
+ROOT_OR_BRACKETS = ("p = 0.25 for two positions is 0.5 ** 2 or 0.5 / 2: either the root is "
+                    "missing (0.5 ** len(idx)) or the exponent lost its brackets (0.5 ** 1 / "
+                    "len(idx) is 0.5 / len(idx), as ** binds more tightly than /); the balanced "
+                    "value is 0.5 ** (1 / len(idx))")
 
 
 def suits_other_length(rate: float, s: int) -> bool:
@@ -166,7 +184,7 @@ def check_sparse_and_dataset(sparse_and_dataset: Callable[..., tuple]) -> None:
     m, T, idx = 4000, 12, [2, 9]
     check.clause("shape")
     X, y = dataset_pair(check, check.call_seeded(5, sparse_and_dataset, m, T, idx), m, T,
-                        name_pairs=True)
+                        name_pairs=True, s=len(idx))
     check.clause("dtype")
     dataset_dtypes(check, X, y)
 
@@ -206,7 +224,8 @@ def check_sparse_and_dataset(sparse_and_dataset: Callable[..., tuple]) -> None:
                  expected=f"bits 1 with frequency {0.5 ** 0.5:.3f}, about half of the labels 1",
                  got=f"bit frequency {bit_rate:.3f}, fraction of positive labels {balance:.3f}",
                  diagnoses={UNBALANCED_HALF: abs(bit_rate - 0.5) < 0.02,
-                            IGNORES_LEN: suits_other_length(bit_rate, 2)})
+                            IGNORES_LEN: suits_other_length(bit_rate, 2),
+                            ROOT_OR_BRACKETS: abs(bit_rate - 0.25) < 0.02})
     rate = X3.double().mean().item()
     check.expect(abs(rate - 0.5 ** (1 / 3)) < 0.02, "for idx = [1, 4, 7] (three positions), "
                  "the default p is 0.5 ** (1/3)", expected=f"bit frequency {0.5 ** (1 / 3):.3f}",
@@ -273,6 +292,12 @@ PADDING_IDX = ("padding_idx=0 keeps the vector of bit 0 at zero and never trains
 SHARED_MAPS = ("query, key and value are one and the same nn.Linear (self.query = self.key = "
                "self.value = nn.Linear(...) builds ONE layer and gives it three names): build "
                "three layers, one per line")
+
+
+def shared_maps(names: Sequence[str]) -> str:
+    """The diagnosis when only some of query, key and value are the same layer."""
+    return (f"{' and '.join(names)} are one and the same nn.Linear (self.{names[1]} = "
+            f"self.{names[0]} gives ONE layer two names): build a layer of its own for each")
 PARAMETER_DTYPE = ("a parameter was made in __init__ with another dtype (dtype=torch.float64, "
                    ".double()): every parameter is float32, like nn.Linear's and "
                    "nn.Embedding's, so leave the dtype out")
@@ -304,13 +329,15 @@ def classifier_members(check: SelfCheck, model: nn.Module, T: int, d: int) -> No
                  expected="padding_idx None", got=f"padding_idx {padding}", likely=PADDING_IDX)
     wanted = 2 * d + T * d + 3 * d * d + d + 1
     count = sum(p.numel() for p in model.parameters())
-    shared = [f"{a} and {b}" for a, b in (("query", "key"), ("query", "value"), ("key", "value"))
-              if getattr(model, a).weight is getattr(model, b).weight]
+    same = [(a, b) for a, b in (("query", "key"), ("query", "value"), ("key", "value"))
+            if getattr(model, a).weight is getattr(model, b).weight]
+    shared = [f"{a} and {b}" for a, b in same]
     check.expect(count == wanted and not shared, f"the model has {wanted} parameters for "
                  f"T = {T}, d = {d} (2d + Td + 3d² + d + 1)", expected=f"{wanted} parameters",
                  got=f"{count} parameters" + (f"; {', '.join(shared)} are the same layer"
                                               if shared else ""),
-                 likely=SHARED_MAPS if shared or count == wanted - 2 * d * d else None)
+                 likely=shared_maps(same[0]) if len(same) == 1
+                 else SHARED_MAPS if shared or count == wanted - 2 * d * d else None)
     wide = [name for name, p in model.named_parameters() if p.dtype != torch.float32]
     check.expect(not wide, "every parameter is float32, PyTorch's default",
                  expected="float32 parameters", got=", ".join(
@@ -402,6 +429,11 @@ UNIFORM_WIDE = ("uniform, not normal: every value lies within about 1.7 std of 0
 POOLED_FOR_MEAN = 2000  # values of std-1 members needed to tell a mean of 0.1 from 0
 
 
+D_IGNORED = ("d was ignored: the layers were built with d = 8 whatever d was passed; use the "
+             "argument d for every size (nn.Embedding(2, d), torch.empty(T, d), "
+             "nn.Linear(d, d, ...), nn.Linear(d, 1)) and in the scale 1/sqrt(d)")
+
+
 def wrong_std(std: float) -> str:
     """The diagnosis of a normal drawn with another std."""
     return (f"drawn from a normal with std {std:.3f} instead of 0.1: pass std=0.1 to "
@@ -436,6 +468,12 @@ def classifier_init(check: SelfCheck, models: list[nn.Module], d: int, *,
     std about 1 together (their mean tells normal_(w, 0.1) from normal_(w)). With
     ``pooled_test`` (builds with thousands of values), the five members' values together
     must also look drawn from N(0, 0.1²) (:func:`init_distribution`)."""
+    shapes = {tuple(_weight(model, name).shape) for model in models
+              for name in ("query", "key", "value")}
+    check.expect(shapes == {(d, d)}, f"built with d = {d}, query, key and value are {d} x {d}",
+                 expected=f"weights of shape ({d}, {d})",
+                 got=", ".join(f"shape {shape}" for shape in sorted(shapes)),
+                 diagnoses={D_IGNORED: d != 8 and shapes == {(8, 8)}})
     values = {name: torch.cat([_weight(model, name).detach().double().flatten()
                                for model in models]) for name in INITIALISED}
     wide = [v for v in values.values() if 0.8 < v.std().item() < 1.25]
@@ -550,6 +588,26 @@ def input_in_place_cause(x: torch.Tensor) -> tuple[str, None, str]:
     the model was called with) as changed in place."""
     shape = ", ".join(str(n) for n in x.shape)
     return (rf"LongTensor \[{shape}\]\] is at version", None, INPUT_IN_PLACE)
+
+
+DROPOUT_ALWAYS = ("forward gives other numbers for the same input from one call to the next, "
+                  "in eval mode too: dropout that ignores the module's mode acts in it "
+                  "(F.scaled_dot_product_attention(..., dropout_p=...) or F.dropout(...) "
+                  "without training=self.training); the model has no dropout")
+
+
+def varies_with_seed(check: SelfCheck, model: nn.Module, x: torch.Tensor) -> bool:
+    """Does ``model(x)`` in eval mode give other numbers under two seeds (randomness that
+    ignores the module's mode)? The model is put back in training mode."""
+    model.eval()
+    try:
+        one, two = (torch.as_tensor(check.call_seeded(seed, model, x)).detach()
+                    for seed in (11, 12))
+        return one.shape == two.shape and not torch.equal(one, two)
+    except Exception:  # noqa: BLE001 - a crash is no signature
+        return False
+    finally:
+        model.train()
 
 
 def agrees_in_eval(model: nn.Module, x: torch.Tensor, reference: torch.Tensor) -> bool:
@@ -760,7 +818,8 @@ def check_SelfAttentionClassifier(model_class: Callable[..., nn.Module]) -> None
                         RELU: readout(torch.relu(reference_weights[:, -1].unsqueeze(1)
                                                  @ values)).reshape(B, 1),
                     }, diagnoses={DROPOUT_FORWARD: lambda: agrees_in_eval(
-                        model, x, reference_probability)})
+                        model, x, reference_probability),
+                        DROPOUT_ALWAYS: lambda: varies_with_seed(check, model, x)})
         one = check.tensor(check.call(model, x[:1]), "model(x) for a batch of one")
         check.shape(one, (1, 1), "model(x) for a batch of one",
                     likely="an axis was squeezed away: for B = 1 the result must still be (1, 1)"

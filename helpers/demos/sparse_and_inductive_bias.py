@@ -103,6 +103,41 @@ def rule_dataset(sparse_and_dataset: DatasetFn, m: int, T: int, idx_0: Sequence[
     return X[order], y[order]
 
 
+CLASSIFIER_TABLES = ("token_embedding", "position_embedding", "query", "key", "value")
+
+
+@torch.no_grad()
+def initialise_classifier(model: nn.Module, seed: int) -> nn.Module:
+    """Draw the classifier's starting weights again, in one fixed order, from ``seed``.
+
+    A correct ``__init__`` may draw its random numbers in any order, and a different order
+    gives a different starting model, hence a different run. So the experiments redraw every
+    parameter from a generator of their own: ``token_embedding``, ``position_embedding``,
+    ``query``, ``key`` and ``value`` in this order with ``normal_(std=0.1)``, then the readout's
+    weight and bias as ``nn.Linear`` draws them (uniform in +-1/sqrt(d)). Any correct class then
+    gives the same run. A model without these members (the MLP) is left as it is.
+    """
+    members = [getattr(model, name, None) for name in CLASSIFIER_TABLES]
+    readout = getattr(model, "readout", None)
+    tables = [m.weight if isinstance(m, (nn.Linear, nn.Embedding)) else m for m in members]
+    if not isinstance(readout, nn.Linear) or not all(
+            isinstance(t, torch.Tensor) and t.is_floating_point() for t in tables):
+        return model
+    generator = torch.Generator().manual_seed(seed)
+
+    def draw(tensor: torch.Tensor, sample: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        values = sample(torch.empty(tensor.shape, dtype=torch.float32))
+        tensor.copy_(values.to(dtype=tensor.dtype, device=tensor.device))
+
+    for table in tables:
+        draw(table, lambda t: t.normal_(0.0, 0.1, generator=generator))
+    bound = 1 / math.sqrt(readout.in_features)
+    draw(readout.weight, lambda t: t.uniform_(-bound, bound, generator=generator))
+    if readout.bias is not None:
+        draw(readout.bias, lambda t: t.uniform_(-bound, bound, generator=generator))
+    return model
+
+
 # ---------------------------------------------------------------------------------------------
 # Section 1 figures
 # ---------------------------------------------------------------------------------------------
@@ -177,13 +212,15 @@ def plot_selection_margin(T_values: Sequence[int] = (4, 8, 16, 32, 64, 128, 256,
 def not_as_expected(what: str) -> str:
     """The message of a notebook cell whose result is not what the text describes."""
     return (f"{what}. The experiments train your SelfAttentionClassifier on data from your "
-            "sparse_and_dataset. If a self-check above failed, fix that first. If both passed, "
-            "the cause lies where they do not look: code that behaves differently in eval mode "
-            "(validation runs under model.eval(); the checks run in training mode), state kept "
-            "between calls (a batch, T or d remembered from an earlier call), or an "
-            "initialisation that is nn.init.normal_(..., std=0.1) only at the sizes the checks "
-            "build, not at T = 48 or 16. The runs are seeded: running the cell again gives the "
-            "same numbers.")
+            "sparse_and_dataset; the starting weights are drawn by the experiment itself, so "
+            "the order in which your __init__ draws them does not matter. If a self-check above "
+            "failed, fix that first. If both passed, look for code that behaves differently in "
+            "eval mode (validation runs under model.eval(); the checks run in training mode) or "
+            "state kept between calls (a batch, T or d remembered from an earlier call). A "
+            "correct generator that draws its bits in another way than torch.rand(m, T) < p "
+            "(torch.bernoulli, say) gives other samples, hence another run, and these are single "
+            "runs: then your numbers may differ from the text's without anything being wrong. "
+            "The runs are seeded: running the cell again gives the same numbers.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -211,7 +248,7 @@ def compare_models(attention_class: Callable[[int], nn.Module], sparse_and_datas
     for task, ((X, y), (X_val, y_val)) in datasets.items():
         for name, factory in factories.items():
             torch.manual_seed(seed)
-            model = factory(T)
+            model = initialise_classifier(factory(T), seed)
             with single_thread():
                 history = train(model, X, y, epochs=epochs, lr=LEARNING_RATES[name],
                                 batch_size=batch_size or m, val_inputs=X_val, val_target=y_val,
@@ -224,7 +261,7 @@ def compare_models(attention_class: Callable[[int], nn.Module], sparse_and_datas
     return rows, {"models": models, "idx": idx, "T": T}
 
 
-ACCURACY_EDGES = (0.5, 0.7, 0.8, 0.95)  # far from the accuracies tutorial 05 gets
+ACCURACY_EDGES = (0.5, 0.65, 0.77, 0.95)  # far from the accuracies tutorial 05 gets
 
 
 def print_table(rows: Sequence[dict], edges: Sequence[float] = ACCURACY_EDGES) -> None:
@@ -380,7 +417,7 @@ def samples_to_target(factory: ModelFactory, model_name: str, sparse_and_dataset
     for m in sorted(sizes):
         torch.manual_seed(seed * 7919 + m)
         X, y = sparse_and_dataset(m, T, idx)
-        model = factory(T).to(device)
+        model = initialise_classifier(factory(T), seed * 7919 + m).to(device)
         fit_quietly(model, X.to(device), y.float().to(device), lr=LEARNING_RATES[model_name],
                     max_steps=max_steps)
         _, accuracy = evaluate(model, X_val, y_val)
@@ -523,7 +560,7 @@ def train_rule_model(attention_class: Callable[[int], nn.Module], sparse_and_dat
     torch.manual_seed(seed)
     X, y = rule_dataset(sparse_and_dataset, m, T, idx_0, idx_1)
     X_val, y_val = rule_dataset(sparse_and_dataset, 300, T, idx_0, idx_1)
-    model = attention_class(T)
+    model = initialise_classifier(attention_class(T), seed)
     with single_thread():
         history = train(model, X, y, epochs=epochs, lr=LEARNING_RATES["attention"],
                         batch_size=batch_size or m, val_inputs=X_val, val_target=y_val,
