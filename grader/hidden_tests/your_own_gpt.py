@@ -38,6 +38,7 @@ from torch import nn
 from helpers import syllabus
 from helpers.checks.framework import CheckFailed, describe
 from helpers.checks.qkv_attention import expect_no_padding_idx
+from helpers.checks.transformer_block import DEFAULT_EPS, expect_default_eps
 from helpers.checks.your_own_gpt import (
     CACHE_IGNORED,
     GENERATOR_IGNORED,
@@ -59,7 +60,6 @@ from helpers.checks.your_own_gpt import (
     cache_pair,
     expect_attention_members,
     expect_cache_shape,
-    expect_default_eps,
     expect_linear,
     expect_same_in_training,
     frequency_slack,
@@ -78,7 +78,6 @@ from hidden_tests.student import (
 )
 
 EXACT = {"atol": 1e-8, "rtol": 1e-8}  # float64 runs of the same code
-DEFAULT_EPS = 1e-5  # nn.LayerNorm(d_model), as the text writes it
 # What a student's code may raise when it is built or run outside the exercise under test.
 RUN_ERRORS = (CheckFailed, StudentError, AttributeError, TypeError, ValueError, IndexError,
               RuntimeError, NotImplementedError)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -139,6 +140,18 @@ NORM_EPS = ("nn.LayerNorm was given another eps (`nn.LayerNorm(d_model, eps=...)
             "codebases write it): the text's nn.LayerNorm(d_model) keeps PyTorch's default, "
             "1e-5")
 
+DEFAULT_EPS = 1e-5  # nn.LayerNorm(d_model), as the text writes it
+
+
+def expect_default_eps(check: SelfCheck, norm: Any, what: str) -> None:
+    """A LayerNorm the text writes as nn.LayerNorm(d_model) keeps PyTorch's eps: another eps
+    is another norm (a large one flattens what the norm passes on)."""
+    eps = getattr(norm, "eps", None)
+    check.expect(isinstance(eps, float) and math.isclose(eps, DEFAULT_EPS),
+                 f"{what} keeps LayerNorm's default eps = 1e-5",
+                 expected=f"nn.LayerNorm(d_model) (eps={DEFAULT_EPS})", got=f"eps={eps}",
+                 likely=NORM_EPS)
+
 
 def _describe_block_members(block: nn.Module) -> str:
     names = ", ".join(name for name, _ in block.named_children())
@@ -172,9 +185,7 @@ def check_block_members(check: SelfCheck, block: nn.Module, d_model: int, n_head
         check.expect(isinstance(norm, nn.LayerNorm) and tuple(norm.normalized_shape) == (d_model,)
                      and norm.elementwise_affine, f"block.{name} is nn.LayerNorm(d_model)",
                      expected=f"nn.LayerNorm({d_model})", got=repr(norm))
-        check.expect(math.isclose(norm.eps, 1e-5), f"block.{name} keeps LayerNorm's default "
-                     "eps = 1e-5", expected=f"nn.LayerNorm({d_model}) (eps=1e-05)",
-                     got=f"eps={norm.eps}", likely=NORM_EPS)
+        expect_default_eps(check, norm, f"block.{name}")
     mlp = getattr(block, "mlp", None)
     layout = (isinstance(mlp, nn.Sequential) and len(mlp) == 3
               and isinstance(mlp[0], nn.Linear) and isinstance(mlp[1], nn.ReLU)

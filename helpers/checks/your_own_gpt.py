@@ -25,7 +25,7 @@ from torch import nn
 from helpers.checks.framework import SelfCheck, describe
 from helpers.checks.generation_and_cost import check_sample_next_token
 from helpers.checks.qkv_attention import expect_no_padding_idx
-from helpers.checks.transformer_block import NORM_EPS
+from helpers.checks.transformer_block import expect_default_eps
 from helpers.demos.generation_and_cost import TinyLM
 from helpers.exercises import ExerciseNotFinished
 from helpers.training import single_thread
@@ -323,19 +323,6 @@ def set_block(block: nn.Module, generator: torch.Generator) -> None:
 
 
 RELU = "ReLU instead of GELU between the MLP's two linear layers"
-DEFAULT_EPS = 1e-5  # nn.LayerNorm(d_model), as the text writes it
-
-
-def expect_default_eps(check: SelfCheck, norm: Any, what: str) -> None:
-    """A LayerNorm the text writes as nn.LayerNorm(d_model) keeps PyTorch's eps: another eps
-    is another norm (a large one flattens what the norm passes on)."""
-    eps = getattr(norm, "eps", None)
-    check.expect(isinstance(eps, float) and math.isclose(eps, DEFAULT_EPS),
-                 f"{what} keeps LayerNorm's default eps = 1e-5",
-                 expected=f"nn.LayerNorm(d_model) (eps={DEFAULT_EPS})", got=f"eps={eps}",
-                 likely=NORM_EPS)
-
-
 def _expect_block_members(check: SelfCheck, block: nn.Module, d: int, path: str = "") -> None:
     for name in ("ln_1", "ln_2"):
         norm = getattr(block, name, None)
