@@ -205,11 +205,13 @@ TUTORIALS: tuple[Tutorial, ...] = (
                          "many heads)",
             "dtype": "a float64 layer given float64 x returns float64 out and weights",
             "device": DEVICE,
-            "gradients": GRADIENTS,
+            "gradients": GRADIENTS + ", finite also when a query may attend to nothing",
             "unchanged": UNCHANGED,
         }, rules={"differentiable": "the gradient also reaches x, the layer's input (no "
                                     ".detach() or torch.no_grad() on x): the layers below "
-                                    "it learn through it"},
+                                    "it learn through it; the returned weights stay "
+                                    "connected too",
+                  "attributes": "d_head = d_model // n_heads is stored as a whole number"},
             layers={"to_queries": "Linear", "to_keys": "Linear", "to_values": "Linear",
                     "unify_heads": "Linear"}),
     ), think={"think_one_head": 1, "think_head_symmetry": 1}),
@@ -233,8 +235,9 @@ TUTORIALS: tuple[Tutorial, ...] = (
             "padding": "padding_mask (B, T), True = padding, reaches the attention as "
                        "key_padding_mask, in training mode as in eval mode, passed by keyword "
                        "or by position",
-            "dropout": "in training mode, dropout acts on each sub-layer's output before its "
-                       "residual add (with dropout=1 the block returns norm_2(norm_1(x))), "
+            "dropout": "in training mode, nn.Dropout(dropout) acts on each sub-layer's output "
+                       "before its residual add, the same draws as self.dropout there (with "
+                       "dropout=1 the block returns norm_2(norm_1(x))), "
                        "each output with its own mask, drawn afresh on every call; in eval "
                        "mode it does nothing",
             "gradients": GRADIENTS,
@@ -318,8 +321,8 @@ TUTORIALS: tuple[Tutorial, ...] = (
             "values": "row t is the softmax of scores[..., t, :t+1] over the keys; later "
                       "positions get weight exactly 0",
             "large": "finite and exact for scores in the hundreds and far beyond, also when "
-                     "every allowed score lies far below the future ones (near -1e12): the "
-                     "future becomes -inf, not a large finite number",
+                     "every allowed score lies far below the future ones: the future becomes "
+                     "-inf (or the dtype's lowest number), not a large finite number",
             "dtype": DTYPE,
             "device": DEVICE,
             "unchanged": UNCHANGED,
@@ -334,8 +337,8 @@ TUTORIALS: tuple[Tutorial, ...] = (
             "causal": "position t never reads a later position",
             "values": "causal softmax(q kᵀ / sqrt(head_size)) times v, shape "
                       "(B, T, head_size), a batch of one included",
-            "length": "works for any sequence length T, 1 and longer ones included (nothing "
-                      "fixed in __init__)",
+            "length": "works for any sequence length T, 1 and long ones included (no mask "
+                      "of a fixed size made in __init__)",
             "arguments": "n_embd and head_size are honoured (head_size ≠ n_embd too)",
             "device": "new tensors (a mask) are made on x's device (device=x.device, or "
                       "torch.*_like)",
@@ -348,9 +351,11 @@ TUTORIALS: tuple[Tutorial, ...] = (
                  contract={
             "shape": "one int64 token id per row: shape (B,), a batch of one included",
             "distribution": "each token is an independent draw from the softmax of its row",
-            "temperature": "any temperature > 0 divides the logits; temperature <= 0 raises a "
+            "temperature": "any temperature > 0 divides the logits, a small one too (logits / "
+                           "temperature in the thousands); temperature <= 0 raises a "
                            "ValueError whose message names the temperature",
-            "top_k": "with top_k (any k), only the k largest logits of each row can be drawn",
+            "top_k": "with top_k (any k, 1 included), only the k largest logits of each row "
+                     "can be drawn",
             "randomness": "with a generator, draws from its current state alone (the same "
                           "state gives the same tokens, whatever the global seed; seeds and "
                           "states that differ give other tokens); without one, from the "
@@ -365,31 +370,33 @@ TUTORIALS: tuple[Tutorial, ...] = (
             "values": "out is the attention of q over all t + 1 keys, scaled by 1/sqrt(d_h)",
             "shape": "out (B, H, 1, d_h), cache tensors (B, H, t + 1, d_h), B = H = 1 "
                      "included",
-            "dtype": DTYPE + ", with cache=None too",
+            "dtype": DTYPE + ", bfloat16 too, with cache=None too",
             "device": DEVICE + ", with cache=None too",
             "unchanged": "leaves its arguments unchanged, the old cache included (the new "
                          "cache is a new tensor: torch.cat, never a write into K or V)",
         }),
         Exercise("online_softmax", "x, block_size", 2, contract={
             "values": "equals torch.softmax(x, dim=-1) for finite x of any shape",
-            "blocks": "any block_size, also one that does not divide the row, or exceeds it, "
-                      "on rows of any length",
+            "blocks": "goes over the row in blocks of block_size (its work grows with the "
+                      "number of blocks); any block_size, also one that does not divide the "
+                      "row, or exceeds it, on rows of any length",
             "falling": "exact and finite when a row's maximum comes first and the values then "
                        "fall by hundreds (a running maximum that never decreases, the sum "
                        "rescaled by exp(m - m'))",
             "large": "finite for logits in the thousands",
-            "dtype": DTYPE,
+            "dtype": DTYPE + ", bfloat16 too",
             "device": DEVICE,
             "unchanged": UNCHANGED,
-        }, rules={"one_pass": "goes over the row in blocks of block_size: its work grows with "
-                              "the number of blocks (checked by the self-check; not graded)"}),
+        }),
         Exercise("blockwise_attention", "Q, K, V, block_size, causal=False", 3, contract={
             "values": "equals F.scaled_dot_product_attention(Q, K, V) (scaled by 1/sqrt(d)), "
                       "also for scores in the hundreds",
             "causal": "causal=True: query i reads keys 0..i, also when Tq ≠ Tk",
-            "blocks": "any Tk (in the hundreds too) and block_size, not only multiples",
+            "blocks": "goes over the keys in blocks of block_size (its work grows with the "
+                      "number of blocks); any Tk (in the hundreds too) and block_size, not "
+                      "only multiples",
             "shape": "out (..., Tq, dv), any leading dimensions, dv ≠ d",
-            "dtype": DTYPE,
+            "dtype": DTYPE + ", bfloat16 too",
             "device": DEVICE,
             "unchanged": UNCHANGED,
         }, rules={"memory": "never a tensor with Tq x Tk entries: the largest it makes is a "

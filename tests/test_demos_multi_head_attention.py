@@ -113,6 +113,18 @@ def test_two_heads_learn_the_task_and_specialise():
     assert first[1] > 0.9 and second[1] > 0.9 and first[0] < 0.1 and second[0] < 0.1
 
 
+def test_seed_2_swaps_the_heads_as_think_2_says():
+    """Think! 2: with seed=0 (the notebook's run) head 1 looks 1 back, with seed=2 head 0."""
+    X, _ = demo.make_offset_copy_data(64, seed=9)
+    one_back = {}
+    for seed in (0, 2):
+        model, history = demo.train_offset_copier(Attention, 2, steps=40, seed=seed)
+        assert history["val_acc"][-1] > 0.95
+        maps = demo._mean_maps(model, X)
+        one_back[seed] = max(range(2), key=lambda h: demo._offset_weight(maps[h], 1, 4))
+    assert one_back == {0: 1, 2: 0}
+
+
 def test_one_head_learns_the_task_in_400_steps_as_the_stored_run_says(capsys):
     """The notebook prints a stored 400-step run of one head: this run gives the same
     numbers (to a few hundredths: trained weights differ in the last digits between CPUs),
@@ -155,6 +167,7 @@ def test_plots_run_and_label_their_axes(capsys):
     for figure in seen:
         for ax in figure.axes:
             if ax.get_label() == "<colorbar>":
+                assert ax.get_ylabel(), "every colour bar says what its colours mean"
                 continue
             assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel()
     demo.head_offset_table({"model": model}, X)

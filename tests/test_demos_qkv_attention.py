@@ -83,6 +83,22 @@ def test_score_statistics_follow_sqrt_d():
     demo.plot_score_statistics(stats)
 
 
+def test_the_softmax_gradient_shrinks_for_wide_raw_scores_only():
+    stats = demo.score_statistics(dims=(4, 512), n_samples=400)
+    assert stats["grad_raw"][1] < stats["grad_raw"][0] / 3
+    assert stats["grad_scaled"][1] == pytest.approx(stats["grad_scaled"][0], rel=0.15)
+
+
+def test_softmax_gradient_size_is_the_jacobian_norm():
+    scores = torch.randn(50, 7, dtype=torch.float64)
+    w = torch.softmax(scores, -1)
+    jacobian = torch.diag_embed(w) - w.unsqueeze(-1) * w.unsqueeze(-2)
+    assert demo.softmax_gradient_size(scores) == pytest.approx(
+        float(jacobian.square().sum((-2, -1)).sqrt().mean()), rel=1e-9)
+    one_hot = torch.tensor([[0.0, 1e4, 0.0]])
+    assert demo.softmax_gradient_size(one_hot) == pytest.approx(0.0, abs=1e-9)
+
+
 def test_example_masks():
     masks = demo.example_masks(T=5, n_pad=2)
     assert set(masks) == {"no mask", "causal", "padding"}

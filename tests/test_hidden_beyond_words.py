@@ -494,6 +494,22 @@ class EmbeddingReseeds(EmbeddingBase):
         super().__init__(patch_size, in_channels, d_model, n_patches)
 
 
+class EmbeddingReseedsAfter(EmbeddingBase):
+    """Draws its parameters, then resets the generator "so that every run starts the same"."""
+
+    def __init__(self, patch_size, in_channels, d_model, n_patches):
+        super().__init__(patch_size, in_channels, d_model, n_patches)
+        torch.manual_seed(0)
+
+
+class EmbeddingOsSeed(EmbeddingBase):
+    """"Logs the seed" with torch.seed(), which reseeds the generator from the OS."""
+
+    def __init__(self, patch_size, in_channels, d_model, n_patches):
+        super().__init__(patch_size, in_channels, d_model, n_patches)
+        self.seed_used = torch.seed()
+
+
 class EmbeddingNumpyInit(EmbeddingBase):
     """Starts drawn with numpy: torch.manual_seed does not fix them."""
 
@@ -678,6 +694,8 @@ EMBEDDING_BANKS = ExerciseBanks(
         (EmbeddingRandInit, "between 0 and 1", "init"),
         (EmbeddingTenthInit, "a scale of 0.1", "init"),
         (EmbeddingReseeds, "whatever the global seed", "init"),
+        (EmbeddingReseedsAfter, "resets the global generator", "init"),
+        (EmbeddingOsSeed, "fresh seed from the OS", "init"),
         (EmbeddingNumpyInit, "another random source", "init"),
         (EmbeddingEmptyInit, "whatever was in memory", "init"),
         (EmbeddingPositionsBefore, "added before the class token was prepended: the class",
@@ -720,6 +738,8 @@ EMBEDDING_BANKS = ExerciseBanks(
         (EmbeddingRandInit, "between 0 and 1", "init"),
         (EmbeddingTenthInit, "a scale of 0.1", "init"),
         (EmbeddingReseeds, "whatever the global seed", "init"),
+        (EmbeddingReseedsAfter, "resets the global generator", "init"),
+        (EmbeddingOsSeed, "fresh seed from the OS", "init"),
         (EmbeddingNumpyInit, "another random source", "init"),
         (EmbeddingEmptyInit, "whatever was in memory", "init"),
         (EmbeddingPositionsBefore, "added before the class token was prepended: the class",

@@ -167,6 +167,17 @@ def mean_loop_skips_row_0(x):
     return out
 
 
+def mean_loop_empty_skips_row_0(x):
+    """A reader's mistake: torch.empty_like and a loop from t = 1, so row 0 keeps whatever
+    was in memory. The memory is stood in for by one large number, so that what the checks
+    see does not change from run to run (real garbage can also differ between two calls)."""
+    out = torch.full_like(x, -1.879e21)
+    for b in range(x.shape[0]):
+        for t in range(1, x.shape[1]):
+            out[b, t] = x[b, : t + 1].mean(dim=0)
+    return out
+
+
 def mean_loop_drops_token_0(x):
     out = torch.zeros_like(x)
     for b in range(x.shape[0]):
@@ -264,6 +275,7 @@ VALUE_MISTAKES = [
     (mean_transposed, "transposed", "values"),
     (mean_exclusive, "rows before t", "values"),
     (mean_loop_skips_row_0, "skips t = 0", "values"),
+    (mean_loop_empty_skips_row_0, "skips t = 0", "values"),
     (mean_loop_drops_token_0, "token 0 is left out", "values"),
     (mean_in_place, "in place", "unchanged"),
     (mean_one_per_sequence, "averaged away", "shape"),
@@ -306,6 +318,20 @@ _W = _W / _W.sum(1, keepdim=True)
 def mean_W_made_once(x):
     return _W.to(x.dtype).to(x.device) @ x
 """, "mean_W_made_once")
+mean_T_from_batch = as_cell("""
+def mean_T_from_batch(x):
+    T = x.shape[0]
+    W = torch.tril(torch.ones(T, T, dtype=x.dtype, device=x.device))
+    W = W / W.sum(1, keepdim=True)
+    return W @ x
+""", "mean_T_from_batch")
+mean_T_from_channels = as_cell("""
+def mean_T_from_channels(x):
+    T = x.shape[-1]
+    W = torch.tril(torch.ones(T, T, dtype=x.dtype, device=x.device))
+    W = W / W.sum(1, keepdim=True)
+    return W @ x
+""", "mean_T_from_channels")
 LOOP_ONLY = [
     (mean_divided_by_t, "one less than the number of rows", "values"),
     (mean_loop_batch_axis, "that is the batch axis", "shape"),
@@ -326,7 +352,9 @@ LOOP_RULES = [  # right numbers, but not the slow reference the exercise asks fo
 MATMUL_ONLY = [
     (mean_divided_by_t_matmul, "one less than the number of rows", "values"),
     (mean_x_at_W, "wrong way round: W @ x", "shape"),
-    (mean_W_made_once, "a W made once", "shape"),
+    (mean_W_made_once, "W does not fit this x", "shape"),
+    (mean_T_from_batch, "W does not fit this x", "shape"),
+    (mean_T_from_channels, "W does not fit this x", "shape"),
     (mean_cpu_float32_weights, "different dtypes met", "dtype"),
     (mean_x_to_float32, "converted to another dtype", "dtype"),
     (mean_cpu_weights, "device=", "device"),
@@ -385,6 +413,18 @@ def _future(scores):
 def weights_large_negative(scores):
     """A reader's mistake: a "low enough" finite fill instead of -inf."""
     return torch.softmax(scores.masked_fill(_future(scores), -1e9), dim=-1)
+
+
+def weights_minus_1e15(scores):
+    """A reader's mistake: a fill far below any score a head makes, yet finite."""
+    return torch.softmax(scores.masked_fill(_future(scores), -1e15), dim=-1)
+
+
+def weights_minus_1e30(scores):
+    """A reader's mistake: an additive mask of -1e30 on the future."""
+    T = scores.shape[-1]
+    future = torch.ones(T, T, dtype=scores.dtype, device=scores.device).triu(1)
+    return torch.softmax(scores + future * -1e30, dim=-1)
 
 
 def weights_minus_1e4(scores):
@@ -551,6 +591,8 @@ WEIGHTS_BANKS = ExerciseBanks(
         (weights_renormalised, "future included", "large"),
         (weights_large_negative, "finite number (like -100", "large"),
         (weights_minus_1e4, "finite number (like -100", "large"),
+        (weights_minus_1e15, "finite number (like -100", "large"),
+        (weights_minus_1e30, "finite number (like -100", "large"),
         (weights_exp_times_mask, "inf times the mask", "large"),
         (weights_inverted_mask, "mask is inverted", "values"),
         (weights_softmax_no_dim, "softmax without dim=", "values"),
@@ -578,6 +620,8 @@ WEIGHTS_BANKS = ExerciseBanks(
         (weights_renormalised, "future included", "large"),
         (weights_large_negative, "finite number (like -100", "large"),
         (weights_minus_1e4, "finite number (like -100", "large"),
+        (weights_minus_1e15, "finite number (like -100", "large"),
+        (weights_minus_1e30, "finite number (like -100", "large"),
         (weights_exp_times_mask, "inf times the mask", "large"),
         (weights_inverted_mask, "mask is inverted", "values"),
         (weights_softmax_no_dim, "softmax without dim=", "values"),
@@ -772,6 +816,38 @@ class HeadZeroInit(HeadBase):
         nn.init.zeros_(self.key.weight)
 
 
+class HeadXavierInit(HeadBase):
+    """A reader's mistake: Xavier initialisation instead of nn.Linear's own."""
+
+    def __init__(self, n_embd, head_size):
+        super().__init__(n_embd, head_size)
+        for layer in (self.key, self.query, self.value):
+            nn.init.xavier_uniform_(layer.weight)
+
+
+class HeadNormalInit(HeadBase):
+    """A reader's mistake: GPT-2's normal_(std=0.02) start."""
+
+    def __init__(self, n_embd, head_size):
+        super().__init__(n_embd, head_size)
+        for layer in (self.key, self.query, self.value):
+            nn.init.normal_(layer.weight, std=0.02)
+
+
+class HeadSqueezed(HeadBase):
+    """A reader's mistake: .squeeze() on the output drops a batch axis of size 1."""
+
+    def forward(self, x):
+        return super().forward(x).squeeze()
+
+
+class HeadBuffer1024(HeadWithBuffer):
+    """A reader's mistake: a mask buffer of block_size = 1024, sliced to T."""
+
+    def __init__(self, n_embd, head_size):
+        super().__init__(n_embd, head_size, block_size=1024)
+
+
 class HeadReseeds(HeadBase):
     """A reader's mistake: torch.manual_seed(0) in __init__, so every head starts alike."""
 
@@ -861,6 +937,14 @@ class HeadReseedsInForward(HeadBase):
         return super().forward(x)
 
 
+class HeadSeedsFromOS(HeadBase):
+    """"Logs the seed" of every call with torch.seed(), which reseeds from the OS."""
+
+    def forward(self, x):
+        self.seed_used = torch.seed()
+        return super().forward(x)
+
+
 class HeadReseedsWithInitialSeed(HeadBase):
     """torch.manual_seed(torch.initial_seed()) "to stay reproducible", in __init__ and
     forward: two heads built in a row share their weights, and every draw after a call
@@ -930,6 +1014,10 @@ HEAD_MISTAKES = [
     (HeadDropout, "changes from one call to the next", "values"),
     (HeadZeroInit, "set to zeros", "init"),
     (HeadReseeds, "do not depend on the global seed", "init"),
+    (HeadXavierInit, "re-initialised", "init"),
+    (HeadNormalInit, "re-initialised", "init"),
+    (HeadSqueezed, ".squeeze() removed it", "values"),
+    (HeadBuffer1024, "fixed size", "length"),
     (HeadCpuMask, "device=", "device"),
     (HeadSwapped, "swapped (scores", "values"),
     (HeadSwappedSizes, "sizes of nn.Linear are swapped", "members"),
@@ -939,6 +1027,7 @@ HEAD_MISTAKES = [
     (HeadDetachedKeys, "cut off from the gradient", "gradients"),
     (HeadScalesInput, "in place", "unchanged"),
     (HeadReseedsInForward, "inside the call resets", "randomness"),
+    (HeadSeedsFromOS, "fresh seed from the OS", "randomness"),
     (HeadReseedsWithInitialSeed, "do not depend on the global seed", "init"),
     (HeadPrecedence, "** binds before /", "values"),
     (HeadScaleAfterSoftmax, "scaled after the softmax", "values"),

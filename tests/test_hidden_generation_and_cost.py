@@ -355,6 +355,28 @@ def sample_temperature_twice(logits, temperature=1.0, top_k=None, generator=None
     return SOLUTION["sample_next_token"](logits / temperature, temperature, top_k, generator)
 
 
+def sample_top_k_one_ignored(logits, temperature=1.0, top_k=None, generator=None):
+    """A reader's answer: top_k=1 taken for "no top-k"."""
+    return SOLUTION["sample_next_token"](logits, temperature, None if top_k == 1 else top_k,
+                                         generator)
+
+
+def sample_softmax_by_hand(logits, temperature=1.0, top_k=None, generator=None):
+    """A reader's answer: the softmax written out, without the row's maximum subtracted."""
+    _validated(temperature)
+    z = logits / temperature
+    if top_k is not None:
+        z = z.masked_fill(~_largest(z, top_k), INF)
+    e = z.exp()
+    return torch.multinomial(e / e.sum(-1, keepdim=True), 1, generator=generator).squeeze(-1)
+
+
+sample_largest_only = _with_mask(lambda z, k: z >= z.topk(k, -1).values[:, :1],
+                                 name="largest_only")
+sample_top_k_down_batch = _with_mask(
+    lambda z, k: z >= z.topk(min(k, z.shape[0]), 0).values[-1:, :], name="top_k_down_batch")
+
+
 SAMPLE_CORRECT = [sample_with_replacement, sample_unnormalised, sample_power,
                   sample_top_k_gather, sample_gumbel_max, sample_inverse_cdf]
 SAMPLE_MISTAKES = [
@@ -391,6 +413,10 @@ SAMPLE_MISTAKES = [
     (sample_kth_axis_dropped, "lost its axis", "top_k"),
     (sample_own_k, "other than top_k", "top_k"),
     (sample_temperature_twice, "divided by the temperature twice", "temperature"),
+    (sample_top_k_one_ignored, "top_k had no effect", "top_k"),
+    (sample_softmax_by_hand, "overflows once logit / temperature", "temperature"),
+    (sample_largest_only, "only the largest logit of each row survived", "top_k"),
+    (sample_top_k_down_batch, "down the batch (dim=0)", "top_k"),
 ]
 SAMPLE_BANKS = ExerciseBanks(
     solution=SOLUTION["sample_next_token"],
@@ -527,10 +553,37 @@ def step_grows_cache_in_place(q, k_new, v_new, cache=None):
 
 
 def step_empty_cache_on_cpu(q, k_new, v_new, cache=None):
-    """A reader's answer: an empty cache of zeros for the first step, made on the CPU."""
+    """A reader's answer: an empty cache of zeros for the first step, made on the CPU (in
+    the dtype of q)."""
     B, H, _, d = q.shape
-    K, V = cache if cache is not None else (torch.zeros(B, H, 0, d), torch.zeros(B, H, 0, d))
+    K, V = cache if cache is not None else (torch.zeros(B, H, 0, d, dtype=q.dtype),
+                                            torch.zeros(B, H, 0, d, dtype=q.dtype))
     return SOLUTION["cached_attention_step"](q, k_new, v_new, (K, V))
+
+
+def step_empty_cache_float32(q, k_new, v_new, cache=None):
+    """A reader's answer: an empty cache of zeros on q's device in the default float32:
+    torch.cat promotes float32 to float64, but bfloat16 to float32."""
+    B, H, _, d = q.shape
+    K, V = cache if cache is not None else (torch.zeros(B, H, 0, d, device=q.device),
+                                            torch.zeros(B, H, 0, d, device=q.device))
+    return SOLUTION["cached_attention_step"](q, k_new, v_new, (K, V))
+
+
+def step_scaled_by_length(q, k_new, v_new, cache=None):
+    """A reader's answer: scores scaled by 1/sqrt(number of keys)."""
+    K = k_new if cache is None else torch.cat([cache[0], k_new], dim=-2)
+    V = v_new if cache is None else torch.cat([cache[1], v_new], dim=-2)
+    weights = torch.softmax(q @ K.transpose(-2, -1) / math.sqrt(K.shape[-2]), dim=-1)
+    return weights @ V, (K, V)
+
+
+def step_new_entries_crossed(q, k_new, v_new, cache=None):
+    """A reader's answer: the new value appended to the keys and the new key to the values."""
+    if cache is None:
+        return SOLUTION["cached_attention_step"](q, k_new, v_new, None)
+    K, V = torch.cat([cache[0], v_new], dim=-2), torch.cat([cache[1], k_new], dim=-2)
+    return F.scaled_dot_product_attention(q, K, V), (K, V)
 
 
 # A reader's answer: K.T on a tensor of four axes.
@@ -564,12 +617,14 @@ STEP_MISTAKES = [
     (step_in_place, "changed in place", "unchanged"),
     (step_grows_cache_in_place, "changed in place", "unchanged"),
     (step_empty_cache_on_cpu, "device=", "device"),
+    (step_scaled_by_length, "1/sqrt(t + 1)", "values"),
+    (step_new_entries_crossed, "new key was appended to the values", "cache"),
     (step_all_axes_reversed, "reverses all four axes", "values"),
 ]
 STEP_BANKS = ExerciseBanks(
     solution=SOLUTION["cached_attention_step"],
     correct=[_step(), step_einsum, step_sdpa],
-    check=STEP_MISTAKES,
+    check=[*STEP_MISTAKES, (step_empty_cache_float32, "different dtypes met", "dtype")],
     hidden=[*STEP_MISTAKES, (step_window, None, "cache")],
 )
 
@@ -749,6 +804,49 @@ def online_builtin(x, block_size):
     return torch.softmax(x, dim=-1)
 
 
+def online_stops_early(x, block_size):
+    """A reader's answer: range(0, T - block_size, block_size) misses the last block."""
+    m = torch.full(x.shape[:-1] + (1,), INF, dtype=x.dtype, device=x.device)
+    s = torch.zeros_like(m)
+    for start in range(0, max(x.shape[-1] - block_size, 1), block_size):
+        block = x[..., start:start + block_size]
+        new = torch.maximum(m, block.amax(-1, keepdim=True))
+        s = s * torch.exp(m - new) + torch.exp(block - new).sum(-1, keepdim=True)
+        m = new
+    return torch.exp(x - m) / s
+
+
+def online_first_axis_softmax(x, block_size):
+    """A reader's answer: the right algorithm run down the first axis."""
+    if x.dim() == 1:
+        return SOLUTION["online_softmax"](x, block_size)
+    return SOLUTION["online_softmax"](x.transpose(0, -1), block_size).transpose(0, -1)
+
+
+def online_numerator_per_block(x, block_size):
+    """A reader's answer: each block's e^(x - m) taken with the running maximum of its time."""
+    m = torch.full(x.shape[:-1] + (1,), INF, dtype=x.dtype, device=x.device)
+    s = torch.zeros_like(m)
+    parts = []
+    for block in x.split(block_size, dim=-1):
+        new = torch.maximum(m, block.amax(-1, keepdim=True))
+        s = s * torch.exp(m - new) + torch.exp(block - new).sum(-1, keepdim=True)
+        m = new
+        parts.append(torch.exp(block - m))
+    return torch.cat(parts, dim=-1) / s
+
+
+def online_float32_statistics(x, block_size):
+    """A reader's answer: m and s made in float32 on x's device."""
+    m = torch.full(x.shape[:-1] + (1,), INF, dtype=torch.float32, device=x.device)
+    s = torch.zeros(x.shape[:-1] + (1,), dtype=torch.float32, device=x.device)
+    for block in x.split(block_size, dim=-1):
+        new = torch.maximum(m, block.amax(-1, keepdim=True))
+        s = s * torch.exp(m - new) + torch.exp(block - new).sum(-1, keepdim=True)
+        m = new
+    return torch.exp(x - m) / s
+
+
 ONLINE_MISTAKES = [
     (_online(rescale=False), "not rescaled", "values"),
     (_online(overlap=1), "counted again", "values"),
@@ -772,13 +870,18 @@ ONLINE_MISTAKES = [
     (online_float32, "converted to another dtype", "dtype"),
     (online_cpu_statistics, "device=", "device"),
     (online_in_place, "in place", "unchanged"),
+    (online_own_block_size, "made no difference", "blocks"),
+    (online_loop, "made no difference", "blocks"),
+    (online_builtin, "made no difference", "blocks"),
+    (online_stops_early, "the loop stops before it", "values"),
+    (online_first_axis_softmax, "along the first axis (dim=0)", "values"),
+    (online_numerator_per_block, "running maximum of its own time", "values"),
 ]
 ONLINE_BANKS = ExerciseBanks(
     solution=SOLUTION["online_softmax"],
     correct=[online_two_pass, online_logsumexp],
-    check=[*ONLINE_MISTAKES, (online_own_block_size, "made no difference", "one_pass"),
-           (online_loop, "made no difference", "one_pass"),
-           (online_builtin, "made no difference", "one_pass")],
+    check=[*ONLINE_MISTAKES, (online_float32_statistics, "promoted the bfloat16 result",
+                                 "dtype")],
     hidden=ONLINE_MISTAKES,
 )
 
@@ -799,7 +902,7 @@ def _blocks(scale="sqrt d", rescale_sum=True, rescale_output=True, fill=INF, shi
             full=False, ignore_causal=False, on_device=False, inverted=False,
             divide_running=False):
     """Attention in blocks, right or with one mistake; its running statistics are made on
-    the CPU in float32 unless ``on_device`` (then on Q's device, in Q's dtype)."""
+    the CPU (in Q's dtype) unless ``on_device`` (then on Q's device)."""
     def blockwise_attention(Q, K, V, block_size, causal=False):
         causal = causal and not ignore_causal
         Tq, Tk = Q.shape[-2], K.shape[-2]
@@ -807,7 +910,7 @@ def _blocks(scale="sqrt d", rescale_sum=True, rescale_output=True, fill=INF, shi
             (Q @ K.transpose(-2, -1)).sum()  # forms the whole score matrix, then ignores it
         factor = {"sqrt d": Q.shape[-1] ** -0.5, "none": 1.0, "d": 1 / Q.shape[-1],
                   "sqrt dv": V.shape[-1] ** -0.5}[scale]
-        made = {"dtype": Q.dtype, "device": Q.device} if on_device else {}
+        made = {"dtype": Q.dtype, "device": Q.device} if on_device else {"dtype": Q.dtype}
         m = torch.full(Q.shape[:-1] + (1,), INF, **made)
         s = torch.zeros(Q.shape[:-1] + (1,), **made)
         o = torch.zeros(Q.shape[:-1] + (V.shape[-1],), **made)
@@ -978,6 +1081,49 @@ def blocks_max_not_subtracted(Q, K, V, block_size, causal=False):
     return o / s
 
 
+def blocks_sdpa(Q, K, V, block_size, causal=False):
+    """A reader's answer: PyTorch's own attention, block_size unused (on a CPU its kernel
+    makes no Tq x Tk tensor either)."""
+    return F.scaled_dot_product_attention(Q, K, V, is_causal=causal)
+
+
+def blocks_normalised_and_reset(Q, K, V, block_size, causal=False):
+    """A reader's answer: o divided by s after every block, and s reset to 1."""
+    m = Q.new_full(Q.shape[:-1] + (1,), INF)
+    s = Q.new_zeros(Q.shape[:-1] + (1,))
+    o = Q.new_zeros(Q.shape[:-1] + (V.shape[-1],))
+    rows = torch.arange(Q.shape[-2], device=Q.device)[:, None]
+    for i in range(0, K.shape[-2], block_size):
+        x = Q @ K[..., i:i + block_size, :].transpose(-2, -1) / math.sqrt(Q.shape[-1])
+        if causal:
+            x = x.masked_fill(torch.arange(i, i + x.shape[-1], device=Q.device) > rows, INF)
+        new = torch.maximum(m, x.amax(-1, keepdim=True))
+        p, c = torch.exp(x - new), torch.exp(m - new)
+        s = s * c + p.sum(-1, keepdim=True)
+        o = (o * c + p @ V[..., i:i + block_size, :]) / s
+        s = torch.ones_like(s)
+        m = new
+    return o
+
+
+def blocks_float32_output(Q, K, V, block_size, causal=False):
+    """A reader's answer: the running output made on Q's device in the default float32."""
+    m = Q.new_full(Q.shape[:-1] + (1,), INF)
+    s = Q.new_zeros(Q.shape[:-1] + (1,))
+    o = torch.zeros(Q.shape[:-1] + (V.shape[-1],), device=Q.device)
+    rows = torch.arange(Q.shape[-2], device=Q.device)[:, None]
+    for i in range(0, K.shape[-2], block_size):
+        x = Q @ K[..., i:i + block_size, :].transpose(-2, -1) / math.sqrt(Q.shape[-1])
+        if causal:
+            x = x.masked_fill(torch.arange(i, i + x.shape[-1], device=Q.device) > rows, INF)
+        new = torch.maximum(m, x.amax(-1, keepdim=True))
+        p, c = torch.exp(x - new), torch.exp(m - new)
+        s = s * c + p.sum(-1, keepdim=True)
+        o = o * c + p @ V[..., i:i + block_size, :]
+        m = new
+    return o / s
+
+
 BLOCK_MISTAKES = [
     (_blocks(ignore_causal=True), "ignored", "causal"),
     (_blocks(diagonal=True), "diagonal was masked", "causal"),
@@ -1005,12 +1151,15 @@ BLOCK_MISTAKES = [
     (_blocks(inverted=True), "mask was inverted", "causal"),
     (_blocks(divide_running=True), "divided by the running sum at every block", "values"),
     (blocks_all_axes_reversed, "reverses all the axes", "values"),
+    (blocks_own_block_size, "made no difference", "blocks"),
+    (blocks_sdpa, "made no difference", "blocks"),
+    (blocks_normalised_and_reset, "the sum reset to 1", "values"),
 ]
 BLOCK_BANKS = ExerciseBanks(
     solution=SOLUTION["blockwise_attention"],
     correct=[blocks_rescaled_each_step, blocks_logsumexp],
     check=[*BLOCK_MISTAKES, (_blocks(full=True, on_device=True), "full score matrix", "memory"),
-           (blocks_own_block_size, "larger than a block of scores", "memory"),
+           (blocks_float32_output, "promoted the bfloat16 result", "dtype"),
            (blocks_over_queries, "larger than a block of scores", "memory")],
     hidden=[*BLOCK_MISTAKES, (blocks_fixed_scale, None, "values")],
 )

@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from mutation import ExerciseBanks, assert_fails_naming, diagnosis
-from notebook_code import solution_namespace
+from mutation import ExerciseBanks, assert_fails_naming, diagnosis, failure
+from notebook_code import as_cell, solution_namespace
 from torch import nn
 
 from helpers.checks.multi_head_attention import (
@@ -237,6 +237,12 @@ def merge_cpu_zeros(x):
     return torch.zeros(B, T, H * dh, dtype=x.dtype) + x.transpose(1, 2).reshape(B, T, H * dh)
 
 
+def merge_wrong_axes(x):
+    """transpose(1, 3) where transpose(1, 2) was meant: heads and channels exchanged."""
+    B, H, T, dh = x.shape
+    return x.transpose(1, 3).reshape(B, T, H * dh)
+
+
 def merge_numpy_on_the_cpu(x):
     """A round trip through NumPy without .cpu(): fails for a tensor on a GPU."""
     B, H, T, dh = x.shape
@@ -251,6 +257,7 @@ MERGE_BANKS = ExerciseBanks(
         (merge_squeezed, "axis of size 1 was dropped", "shape"),
         (merge_no_transpose, "without moving the time axis back", "values"),
         (merge_interleaved, "interleaved", "values"),
+        (merge_wrong_axes, "wrong axes were swapped", "values"),
         (merge_rolled, None, "values"),
         (merge_transpose_in_place, "in place", "unchanged"),
         (merge_float, "converted to another dtype", "dtype"),
@@ -265,6 +272,7 @@ MERGE_BANKS = ExerciseBanks(
         (merge_squeezed, "axis of size 1 was dropped", "shape"),
         (merge_no_transpose, "without transposing back", "values"),
         (merge_interleaved, "wrong order", "values"),
+        (merge_wrong_axes, "wrong axes were swapped", "values"),
         (merge_rolled, None, "values"),
         (merge_transpose_in_place, "in place", "unchanged"),
         (merge_float, "converted to another dtype", "dtype"),
@@ -347,7 +355,12 @@ class BuiltinSdpaAttention(_Layers):
         q = split_heads(self.to_queries(x), self.n_heads)
         k = split_heads(self.to_keys(x), self.n_heads)
         v = split_heads(self.to_values(x), self.n_heads)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        if mask is None:
+            out = F.scaled_dot_product_attention(q, k, v)
+        else:  # a query with nothing allowed attends everywhere, then gets zeros (no nan)
+            empty = ~mask.any(dim=-1, keepdim=True)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask | empty)
+            out = out.masked_fill(empty, 0.0)
         scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_head)
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))
@@ -355,7 +368,7 @@ class BuiltinSdpaAttention(_Layers):
         e = torch.exp(scores - scores.amax(dim=-1, keepdim=True).clamp_min(-1e30))
         total = e.sum(dim=-1, keepdim=True)
         weights = torch.where(total > 0, e / total.clamp_min(1e-30), 0.0)
-        return self.unify_heads(merge_heads(out.nan_to_num(0.0))), weights
+        return self.unify_heads(merge_heads(out)), weights
 
 
 class PackedProjectionAttention(_Layers):
@@ -515,6 +528,23 @@ class ReseededInit(Solution):
     def __init__(self, d_model, n_heads):
         torch.manual_seed(0)
         super().__init__(d_model, n_heads)
+
+
+class ReseedsAfterInit(Solution):
+    """Seeds once the weights are drawn, "so that what follows is reproducible": every draw
+    after building a layer repeats."""
+
+    def __init__(self, d_model, n_heads):
+        super().__init__(d_model, n_heads)
+        torch.manual_seed(0)
+
+
+class OsSeedAfterInit(Solution):
+    """Keeps a fresh seed for the record: torch.seed() reseeds the generator from the OS."""
+
+    def __init__(self, d_model, n_heads):
+        super().__init__(d_model, n_heads)
+        self.seed_used = torch.seed()
 
 
 class ZeroInit(Solution):
@@ -692,6 +722,120 @@ class SwappedHeads(Solution):
         return out, weights.flip(1)
 
 
+class NanFixedOnOutput(Solution):
+    """The nan of a fully masked query replaced after `@ v`: the forward is right, the
+    gradients are nan."""
+
+    def forward(self, x, mask=None):
+        q, k, v = _heads(self, x)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_head)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        weights = torch.softmax(scores, dim=-1)
+        out = self.unify_heads(merge_heads(weights @ v).nan_to_num(0.0))
+        return out, weights.nan_to_num(0.0)
+
+
+class ReturnedWeightsDetached(Solution):
+    """The returned weights detached "because they are only for plots"; out is right."""
+
+    def forward(self, x, mask=None):
+        out, weights = super().forward(x, mask)
+        return out, weights.detach()
+
+
+class FloatDHead(Solution):
+    """d_head = d_model / n_heads: a float, which math.sqrt accepts."""
+
+    def __init__(self, d_model, n_heads):
+        super().__init__(d_model, n_heads)
+        self.d_head = d_model / n_heads
+
+
+class SoftmaxThenRenormalise(Solution):
+    """Softmax over every key, then the mask multiplied in and the rows renormalised:
+    exact for small scores, rows of zeros when a forbidden score is far above the allowed."""
+
+    def forward(self, x, mask=None):
+        q, k, v = _heads(self, x)
+        weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(self.d_head), dim=-1)
+        if mask is not None:
+            weights = weights * mask
+            weights = weights / weights.sum(-1, keepdim=True).clamp_min(1e-12)
+        return self.unify_heads(merge_heads(weights @ v)), weights
+
+
+class ScaledQAndK(Solution):
+    """q and k each divided by sqrt(d_head): their product is divided by d_head."""
+
+    def forward(self, x, mask=None):
+        q, k, v = _heads(self, x)
+        root = math.sqrt(self.d_head)
+        scores = (q / root) @ (k / root).transpose(-2, -1)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)
+        return self.unify_heads(merge_heads(weights @ v)), weights
+
+
+class ScoresTransposed(Solution):
+    """k @ q^T: each row holds one key's scores against every query."""
+
+    def forward(self, x, mask=None):
+        q, k, v = _heads(self, x)
+        scores = k @ q.transpose(-2, -1) / math.sqrt(self.d_head)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)
+        return self.unify_heads(merge_heads(weights @ v)), weights
+
+
+class DropoutOnWeights(Solution):
+    """nn.Dropout(0.1) on the weights, as in some transformer code."""
+
+    def __init__(self, d_model, n_heads):
+        super().__init__(d_model, n_heads)
+        self.dropout = nn.Dropout(0.1)
+
+    def forward(self, x, mask=None):
+        q, k, v = _heads(self, x)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_head)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        weights = self.dropout(torch.softmax(scores, dim=-1).nan_to_num(0.0))
+        return self.unify_heads(merge_heads(weights @ v)), weights
+
+
+class DropoutOnOutput(Solution):
+    """nn.Dropout(0.1) on the output."""
+
+    def __init__(self, d_model, n_heads):
+        super().__init__(d_model, n_heads)
+        self.dropout = nn.Dropout(0.1)
+
+    def forward(self, x, mask=None):
+        out, weights = super().forward(x, mask)
+        return self.dropout(out), weights
+
+
+MaskUnsqueezedAlways = as_cell("""
+class MaskUnsqueezedAlways(Solution):
+    \"\"\"mask.unsqueeze(1) on every mask, as if it always came as (B, T, T).\"\"\"
+
+    def forward(self, x, mask=None):
+        q = split_heads(self.to_queries(x), self.n_heads)
+        k = split_heads(self.to_keys(x), self.n_heads)
+        v = split_heads(self.to_values(x), self.n_heads)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_head)
+        if mask is not None:
+            scores = scores.masked_fill(~mask.unsqueeze(1), float("-inf"))
+        weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)
+        return self.unify_heads(merge_heads(weights @ v)), weights
+""", "MaskUnsqueezedAlways", {"Solution": Solution, "split_heads": split_heads,
+                              "merge_heads": merge_heads, "math": math, "torch": torch},
+                               cell=20)
+
+
 def _named(cls, name):
     cls.__name__ = cls.__qualname__ = name
     return cls
@@ -728,8 +872,13 @@ ATTENTION_BANKS = ExerciseBanks(
         (BiasedProjections, None, "members"),
         (M["averaged"], "averaged over the heads", "shape"),
         (SqueezedOutput, "batch of one still comes back", "shape"),
-        (M["split_no_transpose"], None, "values"),
+        (M["split_no_transpose"], "reshaped straight to (B, H, T, d_head) without", "values"),
         (M["scale_d_model"], "divided by sqrt(d_model)", "values"),
+        (M["scale_d_head"], "divided by d_head instead", "values"),
+        (ScaledQAndK, "divided by d_head instead", "values"),
+        (ScoresTransposed, "k @ q^T", "values"),
+        (DropoutOnWeights, "dropout inside the layer", "values"),
+        (DropoutOnOutput, "dropout inside the layer", "values"),
         (M["no_scale"], "not scaled", "values"),
         (M["softmax_queries"], "over the queries", "values"),
         (M["merge_interleaved"], None, "values"),
@@ -743,15 +892,19 @@ ATTENTION_BANKS = ExerciseBanks(
         (M["mask_after_softmax"], "zeroed after the softmax", "mask"),
         (M["mask_finite"], "uniformly", "mask"),
         (M["nan_rows"], "comes out of the softmax as nan", "mask"),
+        (MaskUnsqueezedAlways, "use it as it is", "mask"),
         (HardCodedWidth, "sizes are fixed", "arguments"),
         (FixedHeads, "does not follow n_heads", "arguments"),
         (FourHeads, "does not follow n_heads", "shape"),
-        (ReseededInit, "reseeds", "init"),
+        (ReseededInit, "reseeds PyTorch's generator", "init"),
+        (ReseedsAfterInit, "resets the global generator", "init"),
+        (OsSeedAfterInit, "fresh seed from the OS", "init"),
         (ZeroInit, "set to zeros", "init"),
         (NormalInit, None, "init"),
         (ExpWithoutMax, "overflows", "large"),
         (ExpWithoutMaxNanToZero, "overflows", "large"),
         (MaxOverMaskedKeys, "forbidden keys too", "large"),
+        (SoftmaxThenRenormalise, "forbidden keys too", "large"),
         (FloatInput, "different dtypes met", "dtype"),
         (SoftmaxDtypeFloat32, "different dtypes met", "dtype"),
         (Float32Weights, "ran in float32", "dtype"),
@@ -761,8 +914,11 @@ ATTENTION_BANKS = ExerciseBanks(
         (CpuSplitInside, "device", "device"),
         (DetachedWeights, "gradient is cut", "gradients"),
         (MaskFlippedAndRestored, "autograd still needs", "gradients"),
+        (NanFixedOnOutput, "replaced too late", "gradients"),
         (MaskUnsqueezedInPlace, "argument was changed in place", "unchanged"),
         (DetachedInput, "x gets none", "differentiable"),
+        (ReturnedWeightsDetached, "returned weights were detached", "differentiable"),
+        (FloatDHead, "a float such as", "attributes"),
     ],
     hidden=[
         (WideHeadsAttention, "wide heads", "members"),
@@ -775,6 +931,10 @@ ATTENTION_BANKS = ExerciseBanks(
         (M["scale_d_model"], "sqrt(d_model) instead of sqrt(d_head)", "values"),
         (M["no_scale"], "not scaled", "values"),
         (M["scale_d_head"], "divided by d_head instead", "values"),
+        (ScaledQAndK, "divided by d_head instead", "values"),
+        (ScoresTransposed, "k @ q^T", "values"),
+        (DropoutOnWeights, "dropout inside the layer", "values"),
+        (DropoutOnOutput, "dropout inside the layer", "values"),
         (M["split_round_robin"], "round-robin", "values"),
         (M["softmax_queries"], "(queries, dim=-2)", "values"),
         (M["softmax_heads"], "(heads, dim=1)", "values"),
@@ -788,15 +948,19 @@ ATTENTION_BANKS = ExerciseBanks(
         (M["mask_after_softmax"], "without renormalising", "mask"),
         (M["mask_finite"], "uniformly", "mask"),
         (M["nan_rows"], "comes out of the softmax as nan", "mask"),
+        (MaskUnsqueezedAlways, "use it as it is", "mask"),
         (HardCodedWidth, "sizes are fixed", "arguments"),
         (FixedHeads, "does not follow n_heads", "arguments"),
         (FourHeads, "does not follow n_heads", "shape"),
-        (ReseededInit, "reseeds", "init"),
+        (ReseededInit, "reseeds PyTorch's generator", "init"),
+        (ReseedsAfterInit, "resets the global generator", "init"),
+        (OsSeedAfterInit, "fresh seed from the OS", "init"),
         (ZeroInit, "set to zeros", "init"),
         (NormalInit, None, "init"),
         (ExpWithoutMax, "overflows", "large"),
         (ExpWithoutMaxNanToZero, "overflows", "large"),
         (MaxOverMaskedKeys, "forbidden keys too", "large"),
+        (SoftmaxThenRenormalise, "forbidden keys too", "large"),
         (FloatInput, "different dtypes met", "dtype"),
         (SoftmaxDtypeFloat32, "different dtypes met", "dtype"),
         (Float32Weights, "ran in float32", "dtype"),
@@ -806,6 +970,7 @@ ATTENTION_BANKS = ExerciseBanks(
         (CpuSplitInside, "device", "device"),
         (DetachedWeights, "gradient is cut", "gradients"),
         (MaskFlippedAndRestored, "autograd still needs", "gradients"),
+        (NanFixedOnOutput, "replaced too late", "gradients"),
         (MaskUnsqueezedInPlace, "argument was changed in place", "unchanged"),
     ],
 )
@@ -845,3 +1010,18 @@ def test_checks_leave_the_global_rng_alone():
     check_MultiHeadSelfAttention(Solution)
     grade_MultiHeadSelfAttention(Solution)
     assert torch.equal(torch.rand(3), expected)
+
+
+class MaskUnsqueezedInPlaceOnTheWrongAxis(Solution):
+    """mask.unsqueeze_(1): the caller's mask changes, then the call fails."""
+
+    def forward(self, x, mask=None):
+        if mask is not None:
+            mask.unsqueeze_(1)
+        return super().forward(x, mask)
+
+
+def test_a_crash_after_an_in_place_change_shows_the_arguments_as_passed_and_names_it():
+    message = failure(check_MultiHeadSelfAttention, MaskUnsqueezedInPlaceOnTheWrongAxis)
+    assert "mask=tensor of shape (6, 6)" in message
+    assert "changed mask in place" in message

@@ -343,6 +343,51 @@ def sdpa_no_grad(Q, K, V, mask=None):
     return SOLUTION["scaled_dot_product_attention"](Q, K, V, mask)
 
 
+def sdpa_out_before_nan_fix(Q, K, V, mask=None):
+    """Takes out from the weights before their nan rows are set to 0."""
+    scores = Q @ K.transpose(-2, -1) / math.sqrt(Q.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1)
+    out = weights @ V
+    return out, torch.nan_to_num(weights, nan=0.0)
+
+
+def sdpa_inf_penalty(Q, K, V, mask=None):
+    """An additive mask made as (~mask) * -inf: 0 * -inf = nan on the allowed keys."""
+    scores = Q @ K.transpose(-2, -1) / math.sqrt(Q.shape[-1])
+    if mask is not None:
+        scores = scores + (~mask).to(scores.dtype) * float("-inf")
+    weights = torch.nan_to_num(torch.softmax(scores, dim=-1), nan=0.0)
+    return weights @ V, weights
+
+
+def sdpa_scale_size_2(Q, K, V, mask=None):
+    """Reads d_k as Q.size(2): right for 3-D inputs only."""
+    scores = Q @ K.transpose(-2, -1) / math.sqrt(Q.size(2) if Q.dim() > 2 else Q.size(1))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.nan_to_num(torch.softmax(scores, dim=-1), nan=0.0)
+    return weights @ V, weights
+
+
+def sdpa_scaled_twice(Q, K, V, mask=None):
+    scale = math.sqrt(Q.shape[-1])
+    scores = (Q / scale) @ K.transpose(-2, -1) / scale
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.nan_to_num(torch.softmax(scores, dim=-1), nan=0.0)
+    return weights @ V, weights
+
+
+SDPA_NEW = [
+    (sdpa_out_before_nan_fix, "before their nan rows", "mask"),
+    (sdpa_inf_penalty, "0 · (-inf)", "mask"),
+    (sdpa_scale_size_2, "scale was read from an axis counted from the front", "values"),
+    (sdpa_scaled_twice, "divided by d_k instead", "values"),
+]
+
+
 SDPA_BANKS = ExerciseBanks(
     solution=SOLUTION["scaled_dot_product_attention"],
     correct=[sdpa_einsum, sdpa_loop, sdpa_bmm_flattened, sdpa_cpu_scalar_fill],
@@ -383,6 +428,7 @@ SDPA_BANKS = ExerciseBanks(
         (sdpa_no_grad, "carries no gradient", "gradients"),
         (sdpa_weights_detached, "V gets a gradient", "gradients"),
         (sdpa_builtin, "PyTorch's own attention", "no_builtin"),
+        *SDPA_NEW,
     ],
     hidden=[
         (MUTANTS["no_scale"], "not divided by sqrt(d_k)", "values"),
@@ -418,6 +464,7 @@ SDPA_BANKS = ExerciseBanks(
         (sdpa_float32_weights, "another dtype", "dtype"),
         (sdpa_float32_softmax, "float32 precision", "dtype"),
         (sdpa_cpu_fill, "device=", "device"),
+        *SDPA_NEW,
     ],
 )
 
@@ -569,6 +616,20 @@ def batch_scalar_for_one(N, T=10):
     return X, y.reshape(N, 1) if N > 1 else y
 
 
+def batch_reseeds_after(N, T=10):
+    """Draws the batch, then resets the generator "for the next call"."""
+    X = torch.randint(0, 10, (N, T))
+    torch.manual_seed(0)
+    return X, ((X == 2).sum(1, keepdim=True) > (X == 4).sum(1, keepdim=True)).float()
+
+
+def batch_os_seed_after(N, T=10):
+    """Draws the batch, then "logs the seed" with torch.seed(), which reseeds from the OS."""
+    X = torch.randint(0, 10, (N, T))
+    batch_os_seed_after.seed_used = torch.seed()
+    return X, ((X == 2).sum(1, keepdim=True) > (X == 4).sum(1, keepdim=True)).float()
+
+
 def batch_first_call_seed():
     """A make_batch that seeds the global generator on its first call only (a fresh one for
     each bank: the flag is the state of a kernel)."""
@@ -581,6 +642,19 @@ def batch_first_call_seed():
         X = torch.randint(0, 10, (N, T))
         return X, ((X == 2).sum(1, keepdim=True) > (X == 4).sum(1, keepdim=True)).float()
     return _named(make_batch, "first_call_seed")
+
+
+def batch_summed_down_transposed(N, T=10):
+    """Counts down the batch, then transposes the (1, T) row into a (T, 1) column."""
+    X = torch.randint(0, 10, (N, T))
+    return X, ((X == 2).sum(0, keepdim=True) > (X == 4).sum(0, keepdim=True)).float().T
+
+
+def batch_rounded_rand(N, T=10):
+    """Rounds uniform floats in [0, 9): 0 and 9 get half an interval each."""
+    X = (torch.rand(N, T) * 9).round().long()
+    twos, fours = (X == 2).sum(1, keepdim=True), (X == 4).sum(1, keepdim=True)
+    return X, (twos > fours).float()
 
 
 BATCH_BANK = [
@@ -606,7 +680,11 @@ BATCH_BANK = [
     (batch_clock_seed, "from the clock", "randomness"),
     (batch_own_generator, "whatever the global seed", "randomness"),
     (batch_private_generator, "started once", "randomness"),
+    (batch_reseeds_after, "resets the global generator", "randomness"),
+    (batch_os_seed_after, "fresh seed from the OS", "randomness"),
     (batch_scalar_for_one, "single number", "arguments"),
+    (batch_summed_down_transposed, "down the batch", "shape"),
+    (batch_rounded_rand, "half as often", "values"),
 ]
 BATCH_BANKS = ExerciseBanks(
     solution=SOLUTION["make_batch"], correct=[batch_loop, batch_one_hot, batch_where],
@@ -930,6 +1008,27 @@ class ReseedsInInit(Solution):
         super().__init__(d_embed, d_att, d_hidden)
 
 
+class ReseedsAfterInit(Solution):
+    def __init__(self, d_embed=16, d_att=16, d_hidden=32):
+        super().__init__(d_embed, d_att, d_hidden)
+        torch.manual_seed(0)
+
+
+class ReseedsInForward(Solution):
+    def forward(self, x):
+        out = super().forward(x)
+        torch.manual_seed(0)
+        return out
+
+
+class OsSeedInInit(Solution):
+    """"Logs the seed" with torch.seed(), which reseeds the generator from the OS."""
+
+    def __init__(self, d_embed=16, d_att=16, d_hidden=32):
+        super().__init__(d_embed, d_att, d_hidden)
+        self.seed_used = torch.seed()
+
+
 class NumpyQuery(Solution):
     def __init__(self, d_embed=16, d_att=16, d_hidden=32):
         super().__init__(d_embed, d_att, d_hidden)
@@ -960,6 +1059,31 @@ class QueryData(Solution):
         return torch.softmax(scores, dim=1).transpose(1, 2)
 
 
+class QueryVector(Solution):
+    """The query as a vector (d_att,) instead of a row (1, d_att)."""
+
+    def __init__(self, d_embed=16, d_att=16, d_hidden=32):
+        super().__init__(d_embed, d_att, d_hidden)
+        self.query = nn.Parameter(torch.randn(d_att))
+
+    def attention(self, e):
+        scores = self.to_key(e) @ self.query / math.sqrt(self.query.shape[-1])
+        return torch.softmax(scores, dim=-1).unsqueeze(1)
+
+
+class BroadcastProduct(Solution):
+    """w * v broadcasts (N, 1, T) against (N, T, 1) into (N, T, T)."""
+
+    def forward(self, x):
+        e = self.embed(x)
+        return self.readout((self.attention(e) * self.values(e)).sum(1)[:, :1])
+
+
+class ValuesFromKeys(Solution):
+    def values(self, e):
+        return self.to_key(e)[..., :1]
+
+
 MODEL_BANK = [
     (PlainTensorQuery, "plain tensor", "members"),
     (ChangedDefaults, "default arguments", "members"),
@@ -986,13 +1110,16 @@ MODEL_BANK = [
     (DigitsIntoAttention, "where the embeddings belong", "forward"),
     (ReseedsInInit, "different global seeds are the same", "randomness"),
     (NumpyQuery, "same global seed differ", "randomness"),
+    (ReseedsAfterInit, "resets the global generator", "randomness"),
+    (ReseedsInForward, "resets the global generator", "randomness"),
+    (OsSeedInInit, "fresh seed from the OS", "randomness"),
     (FrozenQuery, "requires_grad=False", "gradients"),
     (QueryData, "requires_grad=False", "gradients"),
     (FlatValues, "lost their last axis", "values"),
     (IgnoresAttention, "ignores the attention", "forward"),
     (SkipsReadout, "skips the readout", "forward"),
     (SumsValues, "sums the values", "forward"),
-    (DoubleSigmoid, "twice", "forward"),
+    (DoubleSigmoid, "sigmoid is applied twice", "forward"),
     (ShiftedValues, None, "forward"),
     (ScaleByEmbedding, "sqrt(d_embed)", "arguments"),
     (HardCodedScale, "fixed 4", "arguments"),
@@ -1000,6 +1127,9 @@ MODEL_BANK = [
     (Detached, "gradient is cut", "gradients"),
     (NoGradForward, "gradient is cut", "gradients"),
     (NormalisesInPlace, "in place", "unchanged"),
+    (QueryVector, "is a vector", "members"),
+    (BroadcastProduct, "broadcasts the weights", "forward"),
+    (ValuesFromKeys, "came from to_key", "values"),
 ]
 MODEL_BANKS = ExerciseBanks(solution=Solution, correct=[ReusesExercise1, EinsumModel],
                             check=[*MODEL_BANK, (CpuAccumulator, "without device=", "device"),

@@ -241,6 +241,20 @@ def dataset_clock_seed(m, T, idx, p=None):
     return X, _and(X, idx)
 
 
+def dataset_reseeds_after(m, T, idx, p=None):
+    """Draws the bits, then resets the generator "so that the next run starts the same"."""
+    X = _bits(m, T, _default(p, idx))
+    torch.manual_seed(0)
+    return X, _and(X, idx)
+
+
+def dataset_os_seed_after(m, T, idx, p=None):
+    """Draws the bits, then "logs the seed" with torch.seed(), which reseeds from the OS."""
+    X = _bits(m, T, _default(p, idx))
+    dataset_os_seed_after.seed_used = torch.seed()
+    return X, _and(X, idx)
+
+
 def dataset_hard_coded_count(m, T, idx, p=None):
     """Counts the ones at idx and compares with 2, the number of positions of the examples."""
     X = _bits(m, T, _default(p, idx))
@@ -292,6 +306,8 @@ DATASET_NEW = [
     (dataset_rows, "taken as rows", "shape"),
     (dataset_hard_coded_count, "compared with 2", "values"),
     (dataset_clock_seed, "from the clock", "randomness"),
+    (dataset_reseeds_after, "resets the global generator", "randomness"),
+    (dataset_os_seed_after, "fresh seed from the OS", "randomness"),
 ]
 
 
@@ -725,6 +741,21 @@ class ReseedAfterBuild(Solution):
         torch.manual_seed(0)
 
 
+class OsSeedAfterBuild(Solution):
+    """"Logs the seed" with torch.seed(), which reseeds the generator from the OS."""
+
+    def __init__(self, T, d=8):
+        super().__init__(T, d)
+        self.seed_used = torch.seed()
+
+
+class ReseedInForward(Solution):
+    def forward(self, x):
+        out = super().forward(x)
+        torch.manual_seed(0)
+        return out
+
+
 class KeepsGeneratorBuild(Solution):
     """Builds inside torch.random.fork_rng: every build after it draws the same weights."""
 
@@ -1013,6 +1044,8 @@ CLASSIFIER_BANKS = ExerciseBanks(
         (ReseedAfterBuild, "drawn after it", "randomness"),
         (ReseedCurrentBuild, "two seeds built the same model", "randomness"),
         (KeepsGeneratorBuild, "back where it found it", "randomness"),
+        (OsSeedAfterBuild, "fresh seed from the OS", "randomness"),
+        (ReseedInForward, "resets the global generator", "randomness"),
         (InitNumpy, "torch.manual_seed does not reach", "randomness"),
         (InitDefault, "std about 1", "init"),
         (InitStdOne, "std about 1", "init"),
@@ -1048,10 +1081,11 @@ CLASSIFIER_BANKS = ExerciseBanks(
         (InPlaceOnInput, "input x was changed in place", "gradients"),
         *NEW_CLASSIFIER_MISTAKES,
     ],
-    # Not here: a build that reseeds after drawing its weights (every call of the grader is
-    # seeded afresh, so it looks right there); the self-check names it.
     hidden=[
         (PositionsNotParameter, "plain tensor", "members"),
+        (ReseedAfterBuild, "resets the global generator", "randomness"),
+        (OsSeedAfterBuild, "fresh seed from the OS", "randomness"),
+        (ReseedInForward, "resets the global generator", "randomness"),
         (ReseedCurrentBuild, "two seeds built the same model", "randomness"),
         (ReseedBeforeBuild, "two seeds built the same model", "randomness"),
         (InitNumpy, "torch.manual_seed does not reach", "randomness"),

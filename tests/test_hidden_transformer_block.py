@@ -715,6 +715,48 @@ class BlockSharedDropoutMask(BlockBase):
         return self.norm_2(h + keep * self.mlp(h))
 
 
+class _OwnDropout(BlockBase):
+    """A hand-written dropout (``drop``) instead of self.dropout, on the right outputs."""
+
+    def forward(self, x, padding_mask=None):
+        h = self.norm_1(x + self.drop(self.attend(x, padding_mask)))
+        return self.norm_2(h + self.drop(self.mlp(h)))
+
+
+class BlockDropoutDoubleP(_OwnDropout):
+    """Drops with probability 2p."""
+
+    def drop(self, a):
+        return F.dropout(a, min(1.0, 2 * self.dropout.p), self.training)
+
+
+class BlockDropoutNoRescale(_OwnDropout):
+    """Zeroes with probability p but forgets the 1/(1-p) rescale."""
+
+    def drop(self, a):
+        return a * (torch.rand_like(a) >= self.dropout.p) if self.training else a
+
+
+class BlockDropoutBatchShared(_OwnDropout):
+    """One mask for the whole batch, broadcast over its sentences."""
+
+    def drop(self, a):
+        p = self.dropout.p
+        if not self.training or p == 0:
+            return a
+        return a * 0 if p >= 1 else a * (torch.rand_like(a[:1]) >= p) / (1 - p)
+
+
+class BlockDropoutSquaredRescale(_OwnDropout):
+    """Rescales the kept values by 1/(1-p)**2."""
+
+    def drop(self, a):
+        p = self.dropout.p
+        if not self.training or p == 0:
+            return a
+        return a * 0 if p >= 1 else a * (torch.rand_like(a) >= p) / (1 - p) ** 2
+
+
 NEW_BLOCK_MISTAKES = [
     (BlockAttnMask, "passed as attn_mask", "padding"),
     (BlockMaskChangedInPlace, "in place", "unchanged"),
@@ -731,6 +773,10 @@ NEW_BLOCK_MISTAKES = [
     (BlockDropoutOnSublayerInputs, "sub-layers' inputs", "dropout"),
     (BlockDropoutFixedInForward, "not the one passed in", "dropout"),
     (BlockSharedDropoutMask, "one and the same dropout mask", "dropout"),
+    (BlockDropoutDoubleP, "does not match nn.Dropout(p)", "dropout"),
+    (BlockDropoutNoRescale, "does not match nn.Dropout(p)", "dropout"),
+    (BlockDropoutBatchShared, "does not match nn.Dropout(p)", "dropout"),
+    (BlockDropoutSquaredRescale, "does not match nn.Dropout(p)", "dropout"),
 ]
 
 BLOCK_BANKS = ExerciseBanks(

@@ -5,8 +5,10 @@ fresh for every grading run (a fresh order of the vocabulary, noise on the desig
 logits and fresh generator seeds for sampling, fresh random tensors and sizes elsewhere),
 and add checks that only the trusted side can make: fresh temperatures, top-k and
 vocabularies, and that the samples are independent random draws from the generator passed
-in. The memory rule of ``blockwise_attention`` stays in the self-check: it has to watch
-the student's code run, and rules are not graded.
+in. (Half precision is the self-check's: the grader's transport carries it as float32.)
+Both also check that the work of ``online_softmax`` and ``blockwise_attention`` grows
+with the number of blocks. The memory rule of ``blockwise_attention`` stays in the
+self-check: rules are not graded.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from helpers.checks.generation_and_cost import (
     check_bad_temperatures,
     check_block_shapes,
     check_block_values,
+    check_block_work,
     check_cache,
     check_online,
     check_randomness,
@@ -33,6 +36,7 @@ from helpers.checks.generation_and_cost import (
     frequency_slack,
     right_distribution,
     sampling_case,
+    small_temperature_case,
 )
 from hidden_tests.common import HiddenCheck, fresh_generator, hidden_test
 
@@ -154,6 +158,11 @@ def grade_sample_next_token(sample_next_token: Callable[..., torch.Tensor]) -> N
                                  top_k=False)
             draws += _fresh_case(check, sample_next_token, generator, fresh_temperature,
                                  top_k=True)
+            # logits / temperature in the thousands: e^z overflows unless the max is taken out
+            offset = float(torch.empty(()).uniform_(50.0, 150.0, generator=generator))
+            small = float(torch.empty(()).uniform_(0.02, 0.08, generator=generator))
+            draws += small_temperature_case(check, sample_next_token, rows("plain"), offset,
+                                            small, next(seeds))
     bad = -float(torch.empty(()).uniform_(0.05, 3.0, generator=generator))
     check_bad_temperatures(check, sample_next_token, torch.randn(3, 5, generator=generator),
                            (0.0, bad))
@@ -173,12 +182,14 @@ def grade_sample_next_token(sample_next_token: Callable[..., torch.Tensor]) -> N
 def grade_cached_attention_step(cached_attention_step: Callable[..., Any]) -> None:
     check = HiddenCheck("cached_attention_step")
     generator = fresh_generator(717)
-    for B, H, t, dh, T in ((2, 3, 3, 4, 5), (1, 2, 6, 8, 7), (3, 1, 2, 5, 4)):
-        check_cache(check, cached_attention_step, generator, B=B, H=H, t=t, dh=dh, T=T)
+    # never t + 1 = dh: a scale of 1/sqrt(t + 1) must not pass by coincidence
+    for B, H, t, dh, T in ((2, 3, 4, 4, 5), (1, 2, 6, 8, 7), (3, 1, 2, 5, 4)):
+        check_cache(check, cached_attention_step, generator, B=B, H=H, t=t, dh=dh, T=T,
+                    half=False)
     # fresh sizes, and a long cache: code that keeps only the last few entries cannot pass
     B, H, dh = (int(n) for n in torch.randint(1, 4, (3,), generator=generator) + 1)
     t, T = int(torch.randint(40, 80, (), generator=generator)), 12
-    check_cache(check, cached_attention_step, generator, B=B, H=H, t=t, dh=dh, T=T)
+    check_cache(check, cached_attention_step, generator, B=B, H=H, t=t, dh=dh, T=T, half=False)
     check.passed()
 
 
@@ -202,7 +213,8 @@ def grade_online_softmax(online_softmax: Callable[..., torch.Tensor]) -> None:
                          ((*lead, T), size(2, T - 1)), ((2, size(120, 240)), size(2, 7))),
                  falling_rows=((size(2, 4), size(3, 6)), (size(2, 4), size(3, 6))),
                  large_offsets=((1000.0 + size(0, 500),) * 3,
-                                (1000.0 + size(0, 500), -1000.0 - size(0, 500), 0.0)))
+                                (1000.0 + size(0, 500), -1000.0 - size(0, 500), 0.0)),
+                 work_length=size(20, 40), work_block=size(1, 3), half=False)
     check.passed()
 
 
@@ -247,6 +259,10 @@ def grade_blockwise_attention(blockwise_attention: Callable[..., torch.Tensor]) 
     check_block_values(check, blockwise_attention, generator, (
         (size(3, 8), long, size(2, 5), size(3, 9), False),
         (40, long, size(2, 5), size(3, 9), True)), batch=(2,), d=d)
+    # the work grows with the number of blocks: F.scaled_dot_product_attention, or a block
+    # size of the answer's own, does the same work whatever block_size is
+    check_block_work(check, blockwise_attention, generator, Tq=size(3, 8), Tk=size(20, 40),
+                     few=size(2, 3), d=d)
     Q, K, V = (torch.randn(2, 5, d, generator=generator) for _ in range(3))
     check.clause("dtype")
     check.dtype_follows(blockwise_attention, Q, K, V, 2, causal=True,

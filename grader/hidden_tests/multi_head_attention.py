@@ -16,10 +16,17 @@ from torch import nn
 from helpers.checks.multi_head_attention import (
     BATCH_SQUEEZED,
     DEVICE_INSIDE,
+    DROPOUT,
     FIXED_HEADS,
     GRADIENT_CUT,
+    MASK_CAUSES,
     MERGE_SQUEEZED,
+    NAN_GRADIENT,
+    SCALED_BY_D_HEAD,
+    SCORES_TRANSPOSED,
     SQUEEZED,
+    WRONG_AXES_MERGE,
+    _dropped_out,
     check_dtype,
     check_init,
     check_large,
@@ -59,7 +66,8 @@ def _reference_attention(x: torch.Tensor, weights: dict[str, torch.Tensor], n_he
                          mask: torch.Tensor | None = None, *, split: str = "ok",
                          merge: str = "ok", scale: str = "d_head", softmax_dim: int = -1,
                          mask_mode: str = "ok", unify: bool = True, keys_from: str = "keys",
-                         return_scores: bool = False, nan_to_zero: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                         return_scores: bool = False, nan_to_zero: bool = True,
+                         transposed: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     x = x.double()
     W = {name: w.double() for name, w in weights.items()}
     D = x.shape[-1]
@@ -67,7 +75,7 @@ def _reference_attention(x: torch.Tensor, weights: dict[str, torch.Tensor], n_he
     q = _split(x @ W["q"].T, n_heads, split)
     k = _split(x @ W["q" if keys_from == "queries" else "k"].T, n_heads, split)
     v = _split(x @ W["v"].T, n_heads, split)
-    scores = q @ k.transpose(-2, -1)
+    scores = k @ q.transpose(-2, -1) if transposed else q @ k.transpose(-2, -1)
     if scale == "d_head":
         scores = scores / math.sqrt(dh)
     elif scale == "d_model":
@@ -193,6 +201,8 @@ def grade_merge_heads(merge_heads: Callable[..., torch.Tensor]) -> None:
             mistakes["heads merged in the wrong order (channels interleaved head by head): "
                      "keep each head's d_head numbers together, head 0 first"] = \
                 _merge(x, "interleaved")
+        if d > 1 and t > 1:
+            mistakes[WRONG_AXES_MERGE] = x.transpose(1, 3).reshape(b, t, h * d)
         layout = "" if x.is_contiguous() else ", a non-contiguous (transposed) input"
         check.close(out, _merge(x), f"merge_heads for B={b}, H={h}, T={t}, d_head={d}{layout}",
                     mistakes=mistakes, dims=("batch", "position", "channel"))
@@ -241,7 +251,8 @@ def _mistakes(x, weights, H, mask, part: str) -> Mapping[str, torch.Tensor]:
             {"split": "interleaved"},
         "scores scaled by sqrt(d_model) instead of sqrt(d_head)": {"scale": "d_model"},
         "scores not scaled: divide by sqrt(d_head)": {"scale": "none"},
-        "scores divided by d_head instead of sqrt(d_head)": {"scale": "d_head_unrooted"},
+        SCALED_BY_D_HEAD: {"scale": "d_head_unrooted"},
+        SCORES_TRANSPOSED: {"transposed": True},
         "softmax over the wrong axis (queries, dim=-2): each query's weights must sum to 1 "
         "over the keys (dim=-1)": {"softmax_dim": -2},
         "softmax over the wrong axis (heads, dim=1)": {"softmax_dim": 1},
@@ -307,15 +318,18 @@ def _compare(check: HiddenCheck, layer: nn.Module, x: torch.Tensor, mask: torch.
     case = f"d_model={d_model}, H={H}, {words}"
     check.close(attn, ref_attn, f"attention weights ({case})",
                 mistakes=_mistakes(x, weights, H, mask, "weights"),
+                diagnoses={DROPOUT: lambda: _dropped_out(attn, ref_attn)},
                 dims=("batch", "head", "query", "key"), **TOL)
     check.close(out, ref_out, f"output ({case}; the weights already agree)",
                 mistakes=_mistakes(x, weights, H, mask, "out"),
+                diagnoses={DROPOUT: lambda: _dropped_out(out, ref_out)},
                 dims=("batch", "position", "channel"), **TOL)
 
 
 @hidden_test
 def grade_MultiHeadSelfAttention(attention_cls: type[nn.Module]) -> None:
     check = HiddenCheck("MultiHeadSelfAttention")
+    check.error_causes.extend(MASK_CAUSES)
     generator = fresh_generator(303)
     seeds = torch.randperm(2**20, generator=generator)[:4].tolist()
 
@@ -415,4 +429,16 @@ def grade_MultiHeadSelfAttention(attention_cls: type[nn.Module]) -> None:
         check.expect(grad is not None and bool(grad.abs().sum() > 0),
                      f"the loss reaches {name}.weight", expected="a non-zero gradient",
                      got="None" if grad is None else "zeros", likely=GRADIENT_CUT)
+    # A query that may attend to nothing, in training: its nan must not reach the gradients.
+    layer.zero_grad()
+    out, _ = forward_pair(check, layer, x, nothing, "x, a mask with a query that may attend to "
+                          "nothing, in training mode", grad=True)
+    if out.requires_grad:
+        check.backward(out, "layer(x, mask) with a query that may attend to nothing")
+    for name, parameter in layer.named_parameters():
+        grad = parameter.grad
+        bad = 0 if grad is None else int((~torch.isfinite(grad)).sum())
+        check.expect(bad == 0, f"with a query that may attend to nothing, {name} gets a finite "
+                     "gradient", expected="no nan in the gradient", got=f"{bad} nan entries",
+                     likely=NAN_GRADIENT)
     check.passed()

@@ -16,19 +16,28 @@ import torch
 from torch import nn
 
 from helpers.checks.qkv_attention import (
+    BROADCAST_PRODUCT,
+    ENDS_HALF,
     FLOAT32_INSIDE,
     FORWARD_CRASHES,
     HARD_CODED_SCALE,
     MAX_OVER_FORBIDDEN,
+    NAN_PENALTY,
+    OUT_BEFORE_FIX,
+    SCALE_BY_D_ATT,
+    SCALE_BY_D_K,
     SCALE_BY_DV,
     SCALE_BY_SHAPE_1,
+    SCALE_FROM_FRONT,
     SINGLE_QUERY_CRASHES,
     SQUEEZED,
+    VALUES_FROM_KEYS,
     WHOLE_BATCH,
     allowed_rows_lost,
     batch_of_one,
     batch_pair,
     batch_shapes,
+    broadcast_product,
     call_attention,
     check_gradients,
     check_members,
@@ -37,10 +46,13 @@ from helpers.checks.qkv_attention import (
     check_randomness,
     crash_causes,
     dropped_size_one,
+    ends_half,
     forbidden_on_top,
     fully_masked_diagnoses,
     fully_masked_mistakes,
     large_scores,
+    nothing_left,
+    out_with_nan_rows,
     overflow_diagnoses,
     whole_batch_labels,
     y_dtype_diagnoses,
@@ -72,8 +84,7 @@ def _attention_mistakes(Q, K, V, mask=None) -> tuple[dict, dict]:
     raw = Qd @ Kd.transpose(-2, -1)
     cases = {
         "the scores were not divided by sqrt(d_k)": reference_attention(Q, K, V, mask, scale=1.0),
-        "the scores were divided by d_k instead of sqrt(d_k)":
-            reference_attention(Q, K, V, mask, scale=1.0 / dk),
+        SCALE_BY_D_K: reference_attention(Q, K, V, mask, scale=1.0 / dk),
         SCALE_BY_DV: reference_attention(Q, K, V, mask, scale=1.0 / math.sqrt(dv)),
         "the scores were multiplied by sqrt(d_k) instead of divided":
             reference_attention(Q, K, V, mask, scale=math.sqrt(dk)),
@@ -83,6 +94,9 @@ def _attention_mistakes(Q, K, V, mask=None) -> tuple[dict, dict]:
     if Q.dim() > 2:  # for 2-D inputs Q.shape[1] is d_k
         cases[SCALE_BY_SHAPE_1] = reference_attention(Q, K, V, mask,
                                                       scale=1.0 / math.sqrt(Q.shape[1]))
+    if Q.dim() > 3:  # for 3-D inputs Q.shape[2] is d_k
+        cases[SCALE_FROM_FRONT] = reference_attention(Q, K, V, mask,
+                                                      scale=1.0 / math.sqrt(Q.shape[2]))
     weights_only = {
         "the weights were returned before the softmax (scaled scores)": scores,
         "the weights were returned before the softmax (raw scores)": raw,
@@ -124,7 +138,8 @@ def _compare(check: HiddenCheck, result: tuple, Q, K, V, mask, label: str, *,
         return
     cases, weights_only = _attention_mistakes(Q, K, V, mask)
     w_mistakes = {k: w for k, (_, w) in cases.items()} | weights_only
-    check.close(weights, expected_w, f"{label}: weights", mistakes=w_mistakes)
+    check.close(weights, expected_w, f"{label}: weights", mistakes=w_mistakes,
+                diagnoses={NAN_PENALTY: mask is not None and nothing_left(weights)})
     o_mistakes = {k: o for k, (o, _) in cases.items()}
     check.close(out, expected_out, f"{label}: out", mistakes=o_mistakes)
 
@@ -157,10 +172,12 @@ def _distinct_sizes(randint: Callable[[int, int], int]) -> tuple[int, ...]:
     other sizes a mistaken scale could be read from (so each wrong scale is told apart)."""
     b1, b2 = randint(2, 4), randint(2, 4)
     Tq = randint(3, 6)
+    Tq += Tq == b2  # Q.shape[1] and Q.shape[2] read as d_k must give different scales
     Tk = Tq + randint(1, 4)
     dk = randint(4, 10)
+    dk += dk == Tq  # Q.shape[2] (Tq) read as d_k must show
     dv = randint(2, 8)
-    while dv in (dk, b2):
+    while dv in (dk, b2, Tq):
         dv += 1
     return b1, b2, Tq, Tk, dk, dv
 
@@ -224,7 +241,8 @@ def grade_scaled_dot_product_attention(attention: Callable[..., tuple]) -> None:
                 diagnoses=fully_masked_diagnoses(weights, Q, K, V, expected_w, empty),
                 dims=("batch", "batch", "query", "key"))
     check.close(out, expected_out, "fully masked rows output zeros, the others are unaffected",
-                dims=("batch", "batch", "query", "value channel"))
+                dims=("batch", "batch", "query", "value channel"),
+                mistakes={OUT_BEFORE_FIX: out_with_nan_rows(expected_out, empty)})
 
     check.clause("large")
     big, K_big = large_scores(generator, (n3,), Tk, Tq, dk,
@@ -248,8 +266,9 @@ def grade_scaled_dot_product_attention(attention: Callable[..., tuple]) -> None:
     check.clause("dtype")
     check.dtype_follows(attention, Q, K, V, mask=full, what="attention on float64 inputs")
     n64, Tq64, Tk64 = randint(4, 8), randint(6, 10), randint(10, 16)
+    dk64 = randint(5, 9)  # not a perfect square: sqrt(d_k) in float32 is then inexact
     Q64, K64, V64 = (randn(n64, T, d, dtype=torch.float64)
-                     for T, d in ((Tq64, dk), (Tk64, dk), (Tk64, dv)))
+                     for T, d in ((Tq64, dk64), (Tk64, dk64), (Tk64, dv)))
     _, weights64 = call_attention(check, attention, Q64, K64, V64, "attention on float64 inputs")
     _, expected64 = reference_attention(Q64, K64, V64)
     check.close(weights64, expected64, "float64 weights carry float64 precision (to 1e-8)",
@@ -312,12 +331,14 @@ def grade_make_batch(make_batch: Callable[..., tuple]) -> None:
     check.expect(bool(shares[9] > 0.07), "the digit 9 occurs", expected="about 10% nines",
                  got=f"{shares[9]:.3f}", diagnoses={
                      "there is no 9: torch.randint's upper bound is excluded, randint(0, 10)":
-                         bool(shares[9] == 0)})
+                         bool(shares[9] == 0), ENDS_HALF: ends_half(shares)})
     check.expect(bool(shares[0] > 0.07), "the digit 0 occurs", expected="about 10% zeros",
                  got=f"{shares[0]:.3f}", diagnoses={
-                     "there is no 0: digits start at 0, randint(0, 10)": bool(shares[0] == 0)})
+                     "there is no 0: digits start at 0, randint(0, 10)": bool(shares[0] == 0),
+                     ENDS_HALF: ends_half(shares)})
     check.expect(bool(((shares - 0.1).abs() < 0.02).all()), "digits are uniformly distributed",
-                 expected="each about 0.10", got=", ".join(f"{s:.3f}" for s in shares.tolist()))
+                 expected="each about 0.10", got=", ".join(f"{s:.3f}" for s in shares.tolist()),
+                 diagnoses={ENDS_HALF: ends_half(shares)})
     _check_labels(check, X, y, what)
 
     check.clause("arguments")
@@ -373,6 +394,7 @@ def _expected_forward(model: nn.Module, e: torch.Tensor, weights: torch.Tensor
             "forward skips the readout": attended,
             "the sigmoid is applied twice (the readout already ends with one)":
                 torch.sigmoid(model.readout(attended)),
+            BROADCAST_PRODUCT: model.readout(broadcast_product(weights.float(), values)),
         }
         return model.readout(attended), mistakes
 
@@ -390,7 +412,7 @@ def grade_SingleQueryAttention(model_class: type[nn.Module]) -> None:
     model = check.call_seeded(seeds[0], model_class)
     check_members(check, model, 16, 16, 32, "SingleQueryAttention()", diagnoses={
         "the default arguments were changed: d_embed=16, d_att=16, d_hidden=32":
-            lambda: tuple(model.query.shape) != (1, 16)})
+            lambda: tuple(model.query.shape) != (1, 16) and model.query.dim() == 2})
 
     _set_parameters(model, generator)
     N, T = randint(3, 7), randint(5, 12)
@@ -419,8 +441,7 @@ def grade_SingleQueryAttention(model_class: type[nn.Module]) -> None:
                 mistakes={
                     "the scores were not divided by sqrt(d_att)": _reference_weights(model, e,
                                                                                    scale=1.0),
-                    "the scores were divided by d_att instead of sqrt(d_att)":
-                        _reference_weights(model, e, scale=1.0 / 16),
+                    SCALE_BY_D_ATT: _reference_weights(model, e, scale=1.0 / 16),
                 })
     a1 = batch_of_one(check, lambda: check.call(model.attention, e[:1]), (1, 1, T),
                       f"attention(e) for a batch of one, e {(1, T, 16)}", SINGLE_QUERY_CRASHES)
@@ -433,7 +454,8 @@ def grade_SingleQueryAttention(model_class: type[nn.Module]) -> None:
                  diagnoses={"the values lost their last axis: keep it, (N, T, 1)":
                             tuple(v.shape) == (N, T)})
     with torch.no_grad():
-        check.close(v, model.to_value(e), "values(e) = to_value(e)")
+        check.close(v, model.to_value(e), "values(e) = to_value(e)",
+                    mistakes={VALUES_FROM_KEYS: model.to_key(e)[..., :1]})
     batch_of_one(check, lambda: check.call(model.values, e[:1]), (1, T, 1),
                  f"values(e) for a batch of one, e {(1, T, 16)}", {})
 
@@ -474,7 +496,7 @@ def grade_SingleQueryAttention(model_class: type[nn.Module]) -> None:
                                               d_hidden=2))
 
     check.clause("randomness")
-    check_model_randomness(check, model_class, (seeds[4], seeds[5]))
+    check_model_randomness(check, model_class, (seeds[4], seeds[5]), model, x)
 
     check.clause("gradients")
     model.train()

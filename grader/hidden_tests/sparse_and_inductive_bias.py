@@ -136,6 +136,8 @@ def grade_sparse_and_dataset(sparse_and_dataset: Callable[..., tuple]) -> None:
                  diagnoses=same_seed_diagnoses(calls[0][1], calls[1][1]))
     check.expect(not torch.equal(first, other), "two seeds give different data",
                  expected="different X", got="the same X twice", likely=RESEEDED)
+    # A reseed after the bits are drawn passes the checks above.
+    check.no_reseed(sparse_and_dataset, m, T, idx, what=f"sparse_and_dataset({m}, {T}, idx)")
     check.passed()
 
 
@@ -218,10 +220,11 @@ def grade_SelfAttentionClassifier(model_class: Callable[..., nn.Module]) -> None
     classifier_members(check, model, T, 8)
 
     # Every call the grader makes is seeded afresh: a build that reseeds the generator after
-    # drawing its weights looks right here; the self-check draws after a build.
+    # drawing its weights passes the seed checks; no_reseed looks at where it leaves it.
     check.clause("randomness")
     classifier_seeds(check, model_class, _integer(generator, 5, 10),
                      (_seed(generator), _seed(generator)))
+    check.no_reseed(model_class, T, what=f"SelfAttentionClassifier({T})")
 
     check.clause("init")
     classifier_init(check, [check.call_seeded(_seed(generator), model_class, 64)
@@ -313,6 +316,9 @@ def grade_SelfAttentionClassifier(model_class: Callable[..., nn.Module]) -> None
     check.clause("device")
     on_meta = check.call_seeded(_seed(generator), model_class, T).to("meta")
     check.device_follows(on_meta, x, what="model(x)")
+
+    check.clause("randomness")
+    check.no_reseed(model, x, what="model(x)")
 
     check.clause("gradients")
     classifier_gradients(check, model, x, generator)

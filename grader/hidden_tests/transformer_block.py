@@ -41,8 +41,10 @@ from helpers.checks.transformer_block import (
     SQUEEZED_OUT,
     TRANSPOSED,
     check_block_members,
+    expect_trained_dropout,
     masks_differ,
     pytorch_twin,
+    trained_references,
 )
 from hidden_tests.common import HiddenCheck, fresh_generator, hidden_test
 
@@ -351,6 +353,7 @@ def grade_TransformerBlock(block_class: type[nn.Module]) -> None:
         first, again, other = (torch.as_tensor(check.call_seeded(seed, dropping, x))
                                for seed in (seeds[0], seeds[0], seeds[1]))
         check.close(again, first, "in training mode, the same seed gives the same output")
+        prescribed = trained_references(dropping, x, seeds[0], p)  # before the weights change
 
         check.clause("padding")
         # Dropout's draws depend on the seed and the shapes only: with one seed, the real
@@ -424,6 +427,7 @@ def grade_TransformerBlock(block_class: type[nn.Module]) -> None:
                      "constant sub-layer outputs, the output shows both masks)",
                      expected="two independent masks", got="the same mask on both outputs",
                      likely=DROPOUT_SHARED_MASK)
+        expect_trained_dropout(check, first, prescribed, p)
 
     check.clause("gradients")
     block.train()

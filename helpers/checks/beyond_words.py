@@ -436,6 +436,8 @@ def expect_init(check: SelfCheck, embedding_class: type[nn.Module], p: int, C: i
                      "generator: the same seed gives the same values",
                      expected="equal values after the same torch.manual_seed",
                      got="different values", likely=OWN_GENERATOR)
+    # A reseed after the parameters are drawn passes the checks above.
+    check.no_reseed(embedding_class, p, C, d, N, what=f"PatchEmbedding({p}, {C}, {d}, {N})")
 
 
 def set_parameters(module: nn.Module, generator: torch.Generator, p: int, C: int, d: int,

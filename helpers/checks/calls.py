@@ -199,15 +199,22 @@ def call_and_report(fn: Any, args: tuple | list, kwargs: dict, *, seed: int | No
     copies = snapshot(args, kwargs)
     observer = Observer() if observe else None
     with random_state_kept(seed):
-        if observer is None:
-            value = fn(*args, **kwargs)
-        else:
-            try:
-                with observer:
-                    value = fn(*args, **kwargs)
-            except Exception as error:
-                error.observed = observer.observation()  # what it did before it failed
-                raise
+        try:
+            if observer is None:
+                value = fn(*args, **kwargs)
+            else:
+                try:
+                    with observer:
+                        value = fn(*args, **kwargs)
+                except Exception as error:
+                    error.observed = observer.observation()  # what it did before it failed
+                    raise
+        except Exception as error:
+            # The arguments as they were passed in, and those the call changed before it
+            # failed: a crash report must show the former and name the latter.
+            error.arguments_before = {path: before for path, _, before in copies}
+            error.changed_in_place = changed(copies)
+            raise
         after = rng_digest()  # before the generator is put back
     observation = observer.observation() if observer is not None else None
     return value, CallReport(changed(copies), observation, after)

@@ -347,13 +347,20 @@ class SelfCheck:
     def crashed(self, fn: Callable[..., Any], error: BaseException, args: tuple,
                 kwargs: dict) -> NoReturn:
         """Fail because the student's code raised: their line, and the common cause."""
-        shown = ", ".join([describe(a, 3) for a in args]
-                          + [f"{k}={describe(v, 3)}" for k, v in kwargs.items()])
+        before = getattr(error, "arguments_before", {})  # as passed in, before any change
+        shown = ", ".join([describe(before.get(f"args[{i}]", a), 3) for i, a in enumerate(args)]
+                          + [f"{k}={describe(before.get(k, v), 3)}" for k, v in kwargs.items()])
         line = student_line(error)
         message = _STUDENT_LINE.sub("", str(error)).strip()
         where = f"called with ({shown})"
         if line is not None:
             where += f"; the error came from your code, line {line[0]} of its cell: `{line[1]}`"
+        changed_paths = getattr(error, "changed_in_place", ())
+        if changed_paths:
+            names = ", ".join(_argument_name(fn, path, self.name) for path in changed_paths)
+            where += (f"; before the error, the call had changed {names} in place (an "
+                      "in-place method such as `unsqueeze_` or `masked_fill_`): the contract "
+                      "asks to leave the arguments unchanged")
         self.fail(f"calling {getattr(fn, '__name__', self.name)} runs without an error",
                   expected="a result", got=f"{type(error).__name__}: {message}",
                   where=where, likely=likely_cause(error, line[1] if line else None,
@@ -386,8 +393,9 @@ class SelfCheck:
         """Call ``fn`` twice, with the global generator seeded differently before each: the
         generator must end in two different states. (A call that seeds it itself, with
         ``torch.manual_seed`` inside, leaves it in the same state both times: every later
-        "random" draw, a batch or a dropout mask, would then repeat.) Returns the first
-        result."""
+        "random" draw, a batch or a dropout mask, would then repeat.) A third call, from the
+        first seed again, must end where the first did: a reseed from the OS or the clock
+        (``torch.seed()``) ends somewhere new every time. Returns the first result."""
         first, report = self._checked_call(fn, args, kwargs, seed=8191)
         second = self._checked_call(fn, args, kwargs, seed=131071)[1]
         reseeded = bool(report.rng_after) and report.rng_after == second.rng_after
@@ -397,6 +405,17 @@ class SelfCheck:
                     likely="torch.manual_seed (or set_seed) inside the call resets the global "
                            "generator: every later draw (a batch, a dropout mask) repeats; "
                            "seed once, outside, before the work starts")
+        # A reseed from the clock or the OS gives a different state every time: the same
+        # seed and the same draws must leave the generator in the same state.
+        again = self._checked_call(fn, args, kwargs, seed=8191)[1]
+        self.expect(report.rng_after == again.rng_after, f"{what} leaves PyTorch's global "
+                    "random generator where the same seed and the same draws leave it "
+                    "(reproducible)", expected="the same random state after two calls started "
+                    "from the same seed", got="two different states",
+                    likely="the call reseeds the generator with a fresh seed from the OS or "
+                           "the clock (torch.seed(), or a seed made from the time): no "
+                           "later draw can be reproduced; seed once, outside, with a fixed "
+                           "number")
         return first
 
     def not_implemented(self, error: NotImplementedError) -> NoReturn:

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from helpers.checks.calls import tensors_in
 from helpers.checks.framework import CheckFailed, SelfCheck, describe
 
 
@@ -56,6 +57,39 @@ def _close(check: SelfCheck, actual: Any, expected: Any, what: str, **kwargs: An
     check.close(actual, expected, what, **kwargs)
 
 
+HALF_PROMOTED = ("a tensor of your own was made with a fixed dtype (`torch.zeros(...)`, "
+                 "`torch.full(...)` make float32 unless told otherwise; `dtype=torch.float32`) "
+                 "and promoted the bfloat16 result to float32: make it with dtype=x.dtype, or "
+                 "with torch.*_like / x.new_*")
+
+
+def _to_bfloat16(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(torch.bfloat16) if value.is_floating_point() else value
+    if isinstance(value, tuple | list):
+        return type(value)(_to_bfloat16(v) for v in value)
+    return value
+
+
+CONVERTED = ("the result was converted to another dtype (`.float()`, `.double()`, or a tensor "
+             "made with a fixed dtype): keep the input's dtype")
+
+
+def half_follows(check: SelfCheck, fn: Callable[..., Any], *args: Any, what: str,
+                 likely: str = HALF_PROMOTED, **kwargs: Any) -> None:
+    """With bfloat16 tensor arguments, every floating-point result is bfloat16 too (a float32
+    tensor of the answer's own is promoted to float64 by float64 inputs, so only a smaller
+    dtype shows it). The self-check's alone: the grader's transport carries half-precision
+    tensors as float32."""
+    out = check.call(fn, *_to_bfloat16(args), **{k: _to_bfloat16(v) for k, v in kwargs.items()})
+    wrong = [f"{path} is {str(t.dtype).removeprefix('torch.')}"
+             for path, t in tensors_in(out, "result")
+             if t.is_floating_point() and t.dtype != torch.bfloat16]
+    check.expect(not wrong, f"{what} with bfloat16 inputs returns bfloat16",
+                 expected="bfloat16 results", got=", ".join(wrong) or "bfloat16",
+                 likely=likely)
+
+
 # ---- sampling --------------------------------------------------------------------------------
 
 ARGMAX = ("the most likely token came back every time: draw from the probabilities with "
@@ -69,6 +103,15 @@ TEMPERATURE_IGNORED = ("the temperature had no effect: divide the logits by it b
 TEMPERATURE_IGNORED_WITH_TOP_K = ("with top_k given, the temperature had no effect: divide "
                                   "the logits by the temperature whether or not top_k is "
                                   "given")
+LARGEST_ONLY = ("only the largest logit of each row survived, whatever top_k: the threshold "
+                "must be the k-th largest value, the last column of torch.topk's values, not "
+                "the first")
+TOPK_OVER_BATCH = ("the k largest were taken down the batch (dim=0), not along the vocabulary: "
+                   "a row kept only the tokens where it beats the other rows; take torch.topk "
+                   "over dim=-1")
+SOFTMAX_OVERFLOW = ("the probabilities hold inf or nan: e^(logit / temperature) overflows "
+                    "once logit / temperature is in the hundreds; subtract each row's maximum "
+                    "before the exponential, as torch.softmax does")
 K_PLUS_ONE = "top_k + 1 tokens were kept: keep exactly the k largest logits"
 K_MINUS_ONE = ("only top_k - 1 tokens were kept: the k-th largest logit itself must survive "
                "(remove the logits strictly below it: < instead of <=)")
@@ -129,9 +172,11 @@ CASES: dict[str, tuple[tuple[str, str, float, int | None, tuple[str, ...]], ...]
     "distribution": (
         ("temperature 1, no top-k", "plain", 1.0, None, (ARGMAX, SOFTMAX_OVER_BATCH)),),
     "top_k": (
-        ("top_k=3", "low tail", 1.0, 3, (ARGMAX, SMALLEST_K, ZERO_FILL, K_MINUS_ONE,
+        ("top_k=3", "low tail", 1.0, 3, (LARGEST_ONLY, SMALLEST_K, ZERO_FILL, K_MINUS_ONE,
                                          FIRST_ROW_THRESHOLD, TOP_K_POSITION)),
-        ("top_k=2", "flat", 1.0, 2, (ARGMAX, SMALLEST_K, K_PLUS_ONE, TOP_K_IGNORED,
+        # after top_k=3: with k = 1, keeping k - 1 tokens keeps none, and the draw fails
+        ("top_k=1", "plain", 1.0, 1, (TOPK_OVER_BATCH, K_PLUS_ONE, TOP_K_IGNORED)),
+        ("top_k=2", "flat", 1.0, 2, (LARGEST_ONLY, SMALLEST_K, K_PLUS_ONE, TOP_K_IGNORED,
                                      TOP_K_POSITION))),
     "temperature": (
         ("temperature 0.5", "plain", 0.5, None, (MULTIPLIED, TEMPERATURE_IGNORED,
@@ -188,7 +233,12 @@ def _distributions(rows: torch.Tensor, temperature: float, top_k: int | None
     if top_k is not None:
         ranked = result[None].sort(dim=-1, descending=True).values
         first_row = scaled.masked_fill(scaled < scaled[0].topk(top_k).values[-1], float("-inf"))
+        # the k-th largest of a column down the batch of alternating rows is the larger of
+        # the two rows' values: a row keeps the tokens where it is at least the other row
+        over_rows = scaled.masked_fill(scaled < scaled.amax(0, keepdim=True), float("-inf"))
         result.update({
+            LARGEST_ONLY: _one_hot_argmax(rows),
+            TOPK_OVER_BATCH: torch.softmax(over_rows, dim=-1),
             TEMPERATURE_IGNORED_WITH_TOP_K: torch.softmax(_keep_top(rows, top_k), dim=-1),
             K_PLUS_ONE: torch.softmax(_keep_top(scaled, top_k + 1), dim=-1),
             SMALLEST_K: torch.softmax(_keep_top(scaled, top_k, largest=False), dim=-1),
@@ -276,24 +326,33 @@ def check_shapes(check: SelfCheck, sample: Callable[..., torch.Tensor],
 
 def sampling_case(check: SelfCheck, sample: Callable[..., torch.Tensor], rows: torch.Tensor,
                   case: str, temperature: float, top_k: int | None,
-                  mistakes: Sequence[str], seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+                  mistakes: Sequence[str], seed: int, large: bool = False
+                  ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Draw DRAWS_PER_ROW tokens from each of two rows (the batch alternates them) and
     compare how often each token comes up with its probability. Returns, per row, its draws
-    in order and the probabilities they come from."""
+    in order and the probabilities they come from. ``large``: logits / temperature are in
+    the thousands, where an exponential without the row's maximum subtracted overflows."""
     V = rows.shape[-1]
     logits = rows.repeat(DRAWS_PER_ROW, 1)
     what = f"sample_next_token(logits of shape {tuple(logits.shape)}, {case})"
-    got = call_naming(check, {KTH_AXIS_DROPPED: (
-        rf"size of tensor a \({V}\) must match the size of tensor b \({len(logits)}\)", None)},
-        sample, logits, temperature=temperature, top_k=top_k, generator=_generator(seed))
+    causes = {KTH_AXIS_DROPPED: (
+        rf"size of tensor a \({V}\) must match the size of tensor b \({len(logits)}\)", None)}
+    if large:
+        causes[SOFTMAX_OVERFLOW] = (r"probability tensor contains either `inf`, `nan`", None)
+    got = call_naming(check, causes, sample, logits, temperature=temperature, top_k=top_k,
+                      generator=_generator(seed))
     got = expect_token_ids(check, got, len(logits), V, what)
     frequencies = torch.stack([
         torch.bincount(got[r::2], minlength=V).double() / DRAWS_PER_ROW for r in (0, 1)])
     expected = _distributions(rows, temperature, top_k)
     draws = []
-    diagnoses = {m: (lambda w=expected[m], f=frequencies: _matches(f, w)) for m in mistakes}
+    matching = {m: (lambda w=expected[m], f=frequencies: _matches(f, w)) for m in mistakes}
+    # exactly k' tokens drawn is a stronger signature than the others, except that of one
+    # token (k' = 1), which has its own cause
+    diagnoses = {m: matching.pop(m) for m in (LARGEST_ONLY,) if m in matching}
     if top_k is not None:
         diagnoses[OTHER_K] = lambda: _other_k_matches(frequencies, rows, temperature, top_k)
+    diagnoses.update(matching)
     for r in (0, 1):  # one comparison per row, so that the message shows the whole row
         expect_frequencies(check, frequencies[r], expected[None][r], DRAWS_PER_ROW,
                            f"{case}: how often each token is drawn for row {r} of the two "
@@ -302,6 +361,16 @@ def sampling_case(check: SelfCheck, sample: Callable[..., torch.Tensor], rows: t
                            diagnoses=diagnoses)
         draws.append((got[r::2], expected[None][r]))
     return draws
+
+
+def small_temperature_case(check: SelfCheck, sample: Callable[..., torch.Tensor],
+                           rows: torch.Tensor, offset: float, temperature: float,
+                           seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Logits near ``offset`` at a small temperature: logits / temperature lie in the
+    thousands, and the distribution is that of ``rows`` at temperature 1."""
+    return sampling_case(check, sample, offset + rows * temperature,
+                         f"logits near {offset:.0f} at temperature {temperature:.3g}",
+                         temperature, None, (), seed, large=True)
 
 
 def _message(error: BaseException) -> str:
@@ -385,6 +454,7 @@ def check_sample_next_token(sample_next_token: Callable[..., torch.Tensor]) -> N
         for case, rows, temperature, top_k, mistakes in CASES[clause]:
             sampling_case(check, sample_next_token, torch.tensor(ROWS[rows])[:, permutation],
                           case, temperature, top_k, mistakes, next(seeds))
+    small_temperature_case(check, sample_next_token, plain, 100.0, 0.05, 84)
     check_bad_temperatures(check, sample_next_token, plain, (0.0, -1.0))
     check.clause("randomness")
     check_randomness(check, sample_next_token, plain.repeat(50, 1), (80, 81, 82, 83))
@@ -410,6 +480,10 @@ ONLY_NEW = "the cache returned holds only the new entry: it must hold all t + 1"
 CACHE_WRONG_AXIS = ("the new entry was appended on the wrong axis: keys and values are "
                     "stacked along the time axis, dim=-2 of (B, H, t, dh)")
 KEYS_VALUES_SWAPPED = "keys and values were swapped in the returned cache: return (K', V')"
+NEW_KV_SWAPPED = ("the new key was appended to the values and the new value to the keys: "
+                  "K' = cat(K, k_new), V' = cat(V, v_new)")
+SCALE_BY_LENGTH = ("the scores were scaled by 1/sqrt(t + 1), the number of keys: the scale is "
+                   "1/sqrt(dh), the size of each query and key")
 NO_SCALE = "the scores were not scaled: divide q · k by sqrt(dh)"
 SCALE_BY_DH = "the scores were divided by dh; divide by its square root"
 STEP_SOFTMAX_AXIS = ("the softmax ran over the query axis (dim=-2, of size 1), so every "
@@ -473,8 +547,10 @@ def _unpack_cache(check: SelfCheck, cache: Any, what: str) -> tuple[torch.Tensor
 
 
 def check_cache(check: SelfCheck, step: Callable[..., Any], generator: torch.Generator,
-                B: int = 2, H: int = 3, t: int = 3, dh: int = 4, T: int = 5) -> None:
-    """The checks of ``cached_attention_step`` on inputs drawn from ``generator``."""
+                B: int = 2, H: int = 3, t: int = 5, dh: int = 4, T: int = 5,
+                half: bool = True) -> None:
+    """The checks of ``cached_attention_step`` on inputs drawn from ``generator`` (t + 1 ≠ dh,
+    so that a scale of 1/sqrt(t + 1) does not pass by coincidence)."""
     def draw(*shape: int) -> torch.Tensor:
         return torch.randn(*shape, generator=generator)
 
@@ -488,8 +564,9 @@ def check_cache(check: SelfCheck, step: Callable[..., Any], generator: torch.Gen
     out, cache = _pair(check, _call_step(check, step, what, q, k, v, (K, V)), what)
     K2, V2 = _unpack_cache(check, cache, what)
     full_K, full_V = torch.cat([K, k], dim=-2), torch.cat([V, v], dim=-2)
-    for name, got, old, new, full, other in (("K'", K2, K, k, full_K, full_V),
-                                             ("V'", V2, V, v, full_V, full_K)):
+    for name, got, old, new, full, other, crossed in (
+            ("K'", K2, K, k, full_K, full_V, torch.cat([K, v], dim=-2)),
+            ("V'", V2, V, v, full_V, full_K, torch.cat([V, k], dim=-2))):
         shape = tuple(got.shape)
         check.expect(shape == tuple(full.shape), f"the new cache {name} has shape "
                      f"{tuple(full.shape)} (one more time step)", expected=f"shape "
@@ -499,7 +576,8 @@ def check_cache(check: SelfCheck, step: Callable[..., Any], generator: torch.Gen
                          CACHE_WRONG_AXIS: got.numel() == full.numel()})
         _close(check, got, full, f"the new cache {name} is the old one with the new entry "
                     "appended at the end", mistakes={
-                        NEW_FIRST: torch.cat([new, old], dim=-2), KEYS_VALUES_SWAPPED: other},
+                        NEW_FIRST: torch.cat([new, old], dim=-2), KEYS_VALUES_SWAPPED: other,
+                        NEW_KV_SWAPPED: crossed},
                     dims=("batch", "head", "time", "channel"))
     K1, V1 = _unpack_cache(check, cache_first, first)
     _close(check, K1, k, f"{first}: the new cache of keys is k_new", mistakes={
@@ -527,6 +605,7 @@ def check_cache(check: SelfCheck, step: Callable[..., Any], generator: torch.Gen
                 "out is the attention of q over all t + 1 keys, scaled by 1/sqrt(dh)",
                 mistakes={NO_SCALE: _attend(q, full_K, full_V, 1.0),
                           SCALE_BY_DH: _attend(q, full_K, full_V, 1 / dh),
+                          SCALE_BY_LENGTH: _attend(q, full_K, full_V, 1 / math.sqrt(t + 1)),
                           STEP_SOFTMAX_AXIS: _attend(q, full_K, full_V, scale, dim=-2),
                           NEW_KEY_LEFT_OUT: _attend(q, K, V, scale),
                           OLD_KEYS_LEFT_OUT: v.double(),
@@ -555,6 +634,9 @@ def check_cache(check: SelfCheck, step: Callable[..., Any], generator: torch.Gen
     check.clause("dtype")
     check.dtype_follows(step, q, k, v, (K, V), what=what)
     check.dtype_follows(step, q, k, v, None, what=first)
+    if half:  # (a float32 tensor of its own meets bfloat16 ones in a matmul, which raises)
+        half_follows(check, step, q, k, v, (K, V), what=what, likely=CONVERTED)
+        half_follows(check, step, q, k, v, None, what=first, likely=CONVERTED)
     check.clause("device")
     check.device_follows(step, q, k, v, (K, V), what=what)
     check.device_follows(step, q, k, v, None, what=first)
@@ -575,6 +657,14 @@ MAX_NOT_SUBTRACTED = ("the maximum was not subtracted before exp: e^1000 overflo
                       "(nan after the division)")
 LAST_BLOCK_DROPPED = ("the last, shorter block was left out: loop until the end of the row "
                       "(range(0, T, block_size))")
+LOOP_STOPS_EARLY = ("the last block was left out: the loop stops before it "
+                    "(range(0, T - block_size, block_size)?); loop over "
+                    "range(0, T, block_size)")
+SOFTMAX_FIRST_AXIS = ("the softmax ran along the first axis (dim=0), not along each row: the "
+                      "blocks and the running statistics go along the last axis, dim=-1")
+NUMERATOR_PER_BLOCK = ("each block's numerator used the running maximum of its own time, "
+                       "e^(x - m) with the m after that block, not the final maximum of the "
+                       "row: compute every e^(x - m) at the end, with the m of the sum")
 EDGE_TWICE = ("the last element of each block was counted again at the start of the next "
               "one: a block is x[..., start:start + block_size]")
 EACH_BLOCK_ALONE = "each block was normalised on its own: the sum must run over the whole row"
@@ -613,6 +703,7 @@ def _online(x: torch.Tensor, block_size: int, *, rescale: bool = True,
             subtract_max: bool = True, drop_last: bool = False, overlap: bool = False,
             inverted: bool = False, start_at_zero: bool = False, one_max: bool = False,
             last_block_max: bool = False, block_max_only: bool = False,
+            stops_early: bool = False, numerator_per_block: bool = False,
             dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """The right online softmax and its wrong variants (in ``dtype``: float64 unless a
     mistake's overflow in the input's float32 is what tells it apart)."""
@@ -621,7 +712,10 @@ def _online(x: torch.Tensor, block_size: int, *, rescale: bool = True,
     m = torch.full(x.shape[:-1] + (1,), 0.0 if start_at_zero else float("-inf"), dtype=dtype)
     s = torch.zeros_like(m)
     stop = T // block_size * block_size if drop_last else T
+    if stops_early:
+        stop = max(T - block_size, 1)
     block_max = m
+    numerators = []
     for start in range(0, stop, block_size):
         block = x[..., start:start + block_size + (1 if overlap else 0)]
         block_max = block.amax() if one_max else block.amax(-1, keepdim=True)
@@ -635,6 +729,9 @@ def _online(x: torch.Tensor, block_size: int, *, rescale: bool = True,
             factor = torch.exp(m - new_m) if rescale and subtract_max else 1.0
         s = s * factor + torch.exp(block - new_m).sum(-1, keepdim=True)
         m = new_m
+        numerators.append(torch.exp(block - m))
+    if numerator_per_block:
+        return torch.cat(numerators, dim=-1) / s
     return torch.exp(x - (block_max if last_block_max else m)) / s
 
 
@@ -669,7 +766,11 @@ def online_mistakes(x: torch.Tensor, block_size: int) -> dict[str, torch.Tensor]
                                                dtype=x.dtype)}
     if T % block_size:
         mistakes[LAST_BLOCK_DROPPED] = _online(x, block_size, drop_last=True)
+    if x.dim() > 1:
+        mistakes[SOFTMAX_FIRST_AXIS] = torch.softmax(x.double(), dim=0)
     if block_size < T:
+        mistakes[NUMERATOR_PER_BLOCK] = _online(x, block_size, numerator_per_block=True)
+        mistakes[LOOP_STOPS_EARLY] = _online(x, block_size, stops_early=True)
         mistakes[EDGE_TWICE] = _online(x, block_size, overlap=True)
     first_axis = _online_first_axis(x, block_size)
     if first_axis is not None:
@@ -721,10 +822,13 @@ def check_online(check: SelfCheck, online: Callable[..., torch.Tensor],
                  blocks: Sequence[tuple[tuple[int, ...], int]],
                  falling_rows: Sequence[tuple[int, int]] = ((2, 4), (3, 3)),
                  large_offsets: Sequence[Sequence[float]] = ((1000.0, 1000.0, 1000.0),
-                                                             (1000.0, -1000.0, 0.0))) -> None:
+                                                             (1000.0, -1000.0, 0.0)),
+                 work_length: int = 24, work_block: int = 1, half: bool = True) -> None:
     """The checks of ``online_softmax``; inputs drawn from ``generator``. ``values``: shapes
     and block sizes that divide the rows; ``blocks``: the others; ``falling_rows``: (rows,
-    length) of falling rows, in blocks of 1 and 2."""
+    length) of falling rows, in blocks of 1 and 2; ``work_length``, ``work_block``: the row
+    and the small block size of the check that block_size changes the work done; ``half``:
+    also with bfloat16 inputs (the self-check's alone)."""
     check.clause("values")
     for shape, block_size in values:
         check_online_case(check, online, rising(shape, generator), block_size,
@@ -735,6 +839,7 @@ def check_online(check: SelfCheck, online: Callable[..., torch.Tensor],
         check_online_case(check, online, rising(shape, generator), block_size,
                           f"x of shape {shape}", ("batch",) * (len(shape) - 1) + ("position",),
                           atol=1e-6, rtol=1e-5)
+    check_blocks_used(check, online, generator, T=work_length, few=work_block)
     check.clause("falling")
     for (rows, T), block_size in zip(falling_rows, (1, 2), strict=False):
         x = falling(rows, T, generator)
@@ -750,22 +855,25 @@ def check_online(check: SelfCheck, online: Callable[..., torch.Tensor],
     x = rising((3, 10), generator)
     check.clause("dtype")
     check.dtype_follows(online, x, 4, what="online_softmax(x, 4)")
+    if half:
+        half_follows(check, online, x, 4, what="online_softmax(x, 4)")
     check.clause("device")
     check.device_follows(online, x, 4, what="online_softmax(x, 4)")
 
 
 def check_blocks_used(check: SelfCheck, online: Callable[..., torch.Tensor],
-                      generator: torch.Generator, T: int = 24) -> None:
-    """The rule: the work done grows with the number of blocks (a function that ignores
-    block_size, or calls torch.softmax, does the same work for blocks of 1 and of T)."""
+                      generator: torch.Generator, T: int = 24, few: int = 1) -> None:
+    """The work done grows with the number of blocks (a function that ignores block_size,
+    or calls torch.softmax, does the same work for blocks of ``few`` and of T)."""
     x = rising((3, T), generator)
     _, whole = check.call_observed(online, x, T)
-    _, single = check.call_observed(online, x, 1)
-    work = (sum(whole.calls.values()), sum(single.calls.values()))
-    check.expect(work[1] > work[0], f"online_softmax(x of shape (3, {T}), block_size=1) does "
-                 f"more operations than with block_size={T} (one block): it goes over the row "
-                 "in blocks of block_size", expected="more operations for more blocks",
-                 got=f"{work[1]} operations for {T} blocks, {work[0]} for one block",
+    _, small = check.call_observed(online, x, few)
+    work = (sum(whole.calls.values()), sum(small.calls.values()))
+    blocks = -(-T // few)
+    check.expect(work[1] > work[0], f"online_softmax(x of shape (3, {T}), block_size={few}) "
+                 f"does more operations than with block_size={T} (one block): it goes over "
+                 "the row in blocks of block_size", expected="more operations for more blocks",
+                 got=f"{work[1]} operations for {blocks} blocks, {work[0]} for one block",
                  likely=BLOCK_SIZE_UNUSED)
 
 
@@ -777,8 +885,6 @@ def check_online_softmax(online_softmax: Callable[..., torch.Tensor]) -> None:
                  values=(((2, 3, 12), 3), ((4, 10), 5), ((2, 8), 1), ((12,), 4)),
                  blocks=(((2, 3, 10), 4), ((3, 10), 10), ((3, 7), 16), ((5, 9), 2),
                          ((2, 150), 3)))
-    check.rule("one_pass")
-    check_blocks_used(check, online_softmax, torch.Generator().manual_seed(74))
     check.passed()
 
 
@@ -804,6 +910,10 @@ BLOCK_TOO_BIG = ("a tensor larger than a block of scores was made: block_size wa
 BLOCK_ALL_AXES_REVERSED = ("`K.T` reverses all the axes of K: swap only the last two, "
                            "K.transpose(-2, -1) (or K.mT)")
 BLOCK_CRASHES = {BLOCK_ALL_AXES_REVERSED: (r"line \d+ of its cell: `[^`]*\.T\b", "values")}
+BLOCKS_IGNORED = ("block_size made no difference to the work done: go over the keys in "
+                  "blocks of block_size (F.scaled_dot_product_attention, the whole score "
+                  "matrix at once, or a block size of your own does the same work whatever "
+                  "block_size is)")
 FULL_MATRIX = ("a tensor with Tq × Tk entries was created: the full score matrix (or a full "
                "mask), which the blocks are meant to avoid")
 
@@ -823,6 +933,10 @@ MASK_INVERTED = ("the causal mask was inverted (keys before the query hidden ins
 DIVIDED_RUNNING = ("the running output was divided by the running sum at every block and "
                    "not multiplied back: o is kept unnormalised (o' = o e^(m - m') + "
                    "Σ e^(x - m') v) and divided once, at the end")
+NORMALISED_AND_RESET = ("the running output was normalised after every block (o / s) and "
+                        "the sum reset to 1: the blocks seen so far then weigh as much as one "
+                        "key with score m; keep o unnormalised and s the running sum, and "
+                        "divide once, at the end")
 BLOCKS_AVERAGED = ("each block was normalised on its own and the results averaged: blocks "
                    "with larger scores must weigh more; carry the running max, sum and "
                    "output, and divide once, at the end")
@@ -833,7 +947,8 @@ def _blockwise(Q: torch.Tensor, K: torch.Tensor, V: torch.Tensor, block_size: in
                rescale_output: bool = True, fill: float = float("-inf"),
                shifted: bool = True, diagonal: bool = False, bottom_right: bool = False,
                drop_last: bool = False, divide_each_step: bool = False,
-               inverted_mask: bool = False, divide_running: bool = False) -> torch.Tensor:
+               inverted_mask: bool = False, divide_running: bool = False,
+               reset_sum: bool = False) -> torch.Tensor:
     """Attention over blocks of keys, right and wrong (float64)."""
     Q, K, V = Q.double(), K.double(), V.double()
     Tq, Tk = Q.shape[-2], K.shape[-2]
@@ -859,10 +974,12 @@ def _blockwise(Q: torch.Tensor, K: torch.Tensor, V: torch.Tensor, block_size: in
         s = (s * factor if rescale_sum else s) + p.sum(-1, keepdim=True)
         acc = (acc * factor if rescale_output else acc) + (p @ Vb / s if divide_each_step
                                                            else p @ Vb)
-        if divide_running:
+        if divide_running or reset_sum:
             acc = acc / s
+        if reset_sum:
+            s = torch.ones_like(s)
         m = new_m
-    return acc if divide_each_step or divide_running else acc / s
+    return acc if divide_each_step or divide_running or reset_sum else acc / s
 
 
 def _blocks_averaged(Q: torch.Tensor, K: torch.Tensor, V: torch.Tensor,
@@ -885,7 +1002,8 @@ def _blockwise_mistakes(Q: torch.Tensor, K: torch.Tensor, V: torch.Tensor, block
                 SUM_NOT_RESCALED_BLOCKS: variant(rescale_sum=False),
                 BLOCK_NO_SCALE: variant(scale="none"), SCALE_BY_D: variant(scale="d"),
                 DIVIDED_EACH_STEP: variant(divide_each_step=True),
-                DIVIDED_RUNNING: variant(divide_running=True)}
+                DIVIDED_RUNNING: variant(divide_running=True),
+                NORMALISED_AND_RESET: variant(reset_sum=True)}
     if V.shape[-1] != Q.shape[-1]:
         mistakes[SCALE_BY_DV] = variant(scale="sqrt dv")
     if not causal:
@@ -977,16 +1095,36 @@ def check_blockwise_attention(blockwise_attention: Callable[..., torch.Tensor]) 
         check_block_values(check, blockwise_attention, generator, cases)
         if clause == "values":
             check_block_values(check, blockwise_attention, generator, LARGE_CASES, gain=10.0)
+    check_block_work(check, blockwise_attention, generator)
     Q, K, V = _draw_qkv(generator, (2,), 6, 9, 5, 3)
     check.clause("dtype")
     check.dtype_follows(blockwise_attention, Q, K, V, 4, causal=True,
                         what="blockwise_attention(Q, K, V, 4, causal=True)")
+    half_follows(check, blockwise_attention, Q, K, V, 4, causal=True,
+                 what="blockwise_attention(Q, K, V, 4, causal=True)")
     check.clause("device")
     check.device_follows(blockwise_attention, Q, K, V, 4, causal=True,
                          what="blockwise_attention(Q, K, V, 4, causal=True)")
     check.rule("memory")
     check_block_memory(check, blockwise_attention, generator)
     check.passed()
+
+
+def check_block_work(check: SelfCheck, blockwise: Callable[..., torch.Tensor],
+                     generator: torch.Generator, Tq: int = 6, Tk: int = 24, few: int = 2,
+                     d: int = 4) -> None:
+    """The work done grows with the number of blocks of keys: an answer that ignores
+    block_size does the same work for blocks of ``few`` and of Tk."""
+    Q, K, V = _draw_qkv(generator, (2,), Tq, Tk, d, d)
+    _, whole = check.call_observed(blockwise, Q, K, V, Tk, causal=True)
+    _, small = check.call_observed(blockwise, Q, K, V, few, causal=True)
+    work = (sum(whole.calls.values()), sum(small.calls.values()))
+    blocks = -(-Tk // few)
+    check.expect(work[1] > work[0], f"blockwise_attention with Tk = {Tk} and block_size={few} "
+                 f"does more operations than with block_size={Tk} (one block): it goes over "
+                 "the keys in blocks of block_size", expected="more operations for more blocks",
+                 got=f"{work[1]} operations for {blocks} blocks, {work[0]} for one block",
+                 likely=BLOCKS_IGNORED)
 
 
 def check_block_memory(check: SelfCheck, blockwise: Callable[..., torch.Tensor],

@@ -2,7 +2,7 @@
 
 They test properties (shapes, where every number ends up, rows summing to one, masks
 respected) and agreement with PyTorch's ``nn.MultiheadAttention``; they never split or
-merge heads themselves.
+merge heads the right way themselves (only the known wrong ways, to name a mistake).
 """
 
 from __future__ import annotations
@@ -25,6 +25,9 @@ NO_TRANSPOSE_MERGE = ("reshaped straight to (B, T, H * d_head) without moving th
                       "first, which mixes positions")
 INTERLEAVED_MERGE = ("the heads were interleaved channel by channel: each head's d_head numbers "
                      "must stay together, head 0 first")
+WRONG_AXES_MERGE = ("the wrong axes were swapped (a transpose(1, 3)?): that exchanges the heads "
+                    "with the channels; the time axis (2) must come back in front of the head "
+                    "axis (1)")
 
 
 def _coded(batch: int, T: int, d_model: int) -> torch.Tensor:
@@ -194,7 +197,9 @@ def check_merge_heads(merge_heads: Callable[..., torch.Tensor]) -> None:
                  got=f"a number meant for {_where(out[tuple(bad)])}", diagnoses={
                      NO_TRANSPOSE_MERGE: lambda: torch.equal(out, heads.reshape(B, T, H * dh)),
                      INTERLEAVED_MERGE: lambda: torch.equal(
-                         out, heads.permute(0, 2, 3, 1).reshape(B, T, H * dh))})
+                         out, heads.permute(0, 2, 3, 1).reshape(B, T, H * dh)),
+                     WRONG_AXES_MERGE: lambda: torch.equal(
+                         out, heads.transpose(1, 3).reshape(B, T, H * dh))})
     # The same numbers laid out as attention can leave them: a transposed, strided view.
     strided = heads.transpose(1, 2).contiguous().transpose(1, 2)
     check.close(check.call(merge_heads, strided), wanted,
@@ -225,6 +230,59 @@ FIXED_HEADS = ("the number of heads does not follow n_heads: store n_heads and s
                "many heads")
 GRADIENT_CUT = ("the result is right but the gradient is cut on its way: a .detach(), "
                 "torch.no_grad() or a NumPy round trip inside forward")
+NAN_GRADIENT = ("the nan of a query that may attend to nothing was replaced too late (after "
+                "`@ v`, or on the output): the forward looks right, but autograd still runs "
+                "back through the nan weights and every gradient becomes nan; replace the nan "
+                "in the weights themselves, right after the softmax")
+WEIGHTS_DETACHED = ("the returned weights were detached (or computed apart under "
+                    "torch.no_grad()): return the very weights that multiply the values")
+FLOAT_D_HEAD = ("d_head was computed with / (a float such as 8.0): use // for a whole number, "
+                "the kind of size view and reshape take")
+DROPOUT = ("dropout inside the layer: some entries are exactly 0 and the others are scaled up "
+           "by one common factor, 1 / (1 - p); this layer has no dropout (the model around it "
+           "adds its own)")
+SCALED_BY_D_HEAD = ("the scores were divided by d_head instead of sqrt(d_head) (or q and k were "
+                    "each divided by sqrt(d_head), which divides their product by d_head)")
+SCORES_TRANSPOSED = ("the scores were computed as k @ q^T: row t must hold query t's scores "
+                     "against every key, q @ k^T")
+NO_TRANSPOSE_FORWARD = ("inside forward, the queries and keys were reshaped straight to "
+                        "(B, H, T, d_head) without a transpose, so a 'head' mixes positions: "
+                        "use your split_heads")
+# A crash whose message and line identify the mistake (see SelfCheck.error_causes).
+MASK_CAUSES = [
+    (r"must match the size of tensor b", r"mask",
+     "the mask and the (B, H, T, T) scores do not line up: the mask comes as (T, T) or "
+     "(B, 1, 1, T), shapes that already broadcast against the scores; use it as it is (an "
+     "extra unsqueeze or view shifts its axes)"),
+    (r"too many values to unpack \(expected 4\)", r"merge_heads",
+     "merge_heads got a tensor with more than four axes: something broadcast the scores to "
+     "five, most often a mask given an extra axis; the mask comes as (T, T), (B, 1, 1, T) or "
+     "(B, H, T, T), shapes that already broadcast against the scores: use it as it is"),
+]
+
+
+def _dropped_out(got: torch.Tensor, wanted: torch.Tensor) -> bool:
+    """Dropout's signature: entries exactly 0 where ``wanted`` is not, the others equal to
+    ``wanted`` times one common factor above 1."""
+    if got.shape != wanted.shape or not got.is_floating_point():
+        return False
+    got, wanted = got.detach().double(), wanted.detach().double().to(got.device)
+    live = wanted.abs() > 1e-6
+    zeroed, kept = live & (got == 0), live & (got != 0)
+    if not bool(zeroed.any()) or not bool(kept.any()):
+        return False
+    ratio = got[kept] / wanted[kept]
+    mean = ratio.mean()
+    return bool(mean > 1.0) and bool(((ratio - mean).abs() < 1e-3 * mean).all())
+
+
+def _no_transpose_weights(layer: nn.Module, x: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """The weights of heads cut by a reshape without transpose (a known mistake)."""
+    B, T, D = x.shape
+    with torch.no_grad():
+        q = (x @ layer.to_queries.weight.T).reshape(B, n_heads, T, D // n_heads)
+        k = (x @ layer.to_keys.weight.T).reshape(B, n_heads, T, D // n_heads)
+        return torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(D // n_heads), dim=-1)
 
 
 def check_linear(check: SelfCheck, module: nn.Module, name: str, d_model: int, n_heads: int,
@@ -346,10 +404,11 @@ ZEROED = ("the maps were set to zeros (or one constant): keep nn.Linear's own ra
 OVERFLOW = ("exp of scores in the hundreds overflows to inf (inf / inf = nan, which "
             "nan_to_num turns into a row of zeros): subtract each row's largest score before "
             "exp, or use torch.softmax")
-MAX_OVER_MASKED = ("the row's largest score was taken over the forbidden keys too: when a "
-                   "forbidden score is hundreds above the allowed ones, exp underflows to 0 for "
-                   "every allowed key; fill the forbidden scores with -inf first, then take "
-                   "the softmax")
+MAX_OVER_MASKED = ("the softmax (or the row's largest score it subtracts) ran over the forbidden "
+                   "keys too, the mask applied only afterwards: when a forbidden score is "
+                   "hundreds above the allowed ones, exp underflows to 0 for every allowed key "
+                   "and the row's weights vanish; fill the forbidden scores with -inf first, "
+                   "then take the softmax")
 BATCH_SQUEEZED = ("an axis of size 1 was dropped (a .squeeze()?): a batch of one still comes "
                   "back as out (1, T, d_model) and weights (1, H, T, T)")
 INPUT_CUT = ("the maps get their gradients but x gets none: x (or something computed from it) "
@@ -395,6 +454,9 @@ def check_init(check: SelfCheck, attention_cls: type[nn.Module], seeds: tuple[in
                               f"{bound / math.sqrt(3):.3f})",
                      got=f"largest |entry| {largest:.3g}, std {std:.3g}",
                      diagnoses={ZEROED: std == 0.0})
+    # A build that reseeds after drawing its weights passes the seed checks above.
+    check.no_reseed(attention_cls, d_model, n_heads,
+                    what=f"MultiHeadSelfAttention({d_model}, {n_heads})")
 
 
 def set_large_weights(layer: nn.Module, generator: torch.Generator) -> None:
@@ -440,20 +502,40 @@ def check_dtype(check: SelfCheck, layer: nn.Module, x: torch.Tensor, mask: torch
                      "x is float64", expected="torch.float64", got=str(value.dtype),
                      likely=FLOAT32_INSIDE)
     for name, value, wanted in (("weights", weights, reference[1]), ("out", out, reference[0])):
-        check.close(value, wanted, f"{name} in float64 agree with the exact ones to float64 "
-                    "precision", atol=1e-9, rtol=1e-9, likely=FLOAT32_INSIDE)
+        check.shape(value, tuple(wanted.shape), f"{name} in float64")
+        value = value.detach().double()
+        wanted = wanted.detach().to(value.device, torch.float64)
+        gap = float((value - wanted).abs().nan_to_num(float("inf")).max())
+        check.expect(bool(torch.allclose(value, wanted, atol=1e-9, rtol=1e-9)),
+                     f"{name} in float64 agree with the exact ones to float64 precision",
+                     expected="differences below 1e-9 (float64 keeps about 16 digits)",
+                     got=f"a largest difference of {gap:.1e} (float32 keeps about 7 digits)",
+                     diagnoses={FLOAT32_INSIDE: 0 < gap < 1e-4})
+
+
+def check_attributes(check: SelfCheck, layer: nn.Module, d_model: int, n_heads: int) -> None:
+    """The rule "attributes": d_head stored as a whole number (the sizes themselves are
+    tested by what the layer computes)."""
+    check.rule("attributes")
+    value = getattr(layer, "d_head", None)
+    check.expect(type(value) is int, f"the layer stores d_head = d_model // n_heads as a whole "
+                 f"number (d_model={d_model}, n_heads={n_heads})",
+                 expected=f"self.d_head == {d_model // n_heads}, an int", got=repr(value),
+                 diagnoses={FLOAT_D_HEAD: isinstance(value, float)})
 
 
 def check_MultiHeadSelfAttention(attention_cls: type[nn.Module]) -> None:
     """Members, shapes, agreement with ``nn.MultiheadAttention`` (values, masks, one head and
     many), gradients."""
     check = SelfCheck("MultiHeadSelfAttention")
+    check.error_causes.extend(MASK_CAUSES)
     B, T, d_model, H = 2, 6, 16, 2
     dh = d_model // H
 
     check.clause("members")
     layer = check.call_seeded(3, attention_cls, d_model, H)
     check_members(check, layer, d_model, H)
+    check_attributes(check, layer, d_model, H)
     generator = torch.Generator().manual_seed(3)
     set_weights(layer, generator)
     x = torch.randn(B, T, d_model, generator=generator)
@@ -481,11 +563,19 @@ def check_MultiHeadSelfAttention(attention_cls: type[nn.Module]) -> None:
     for factor, words in ((math.sqrt(dh / d_model), "the scores were divided by sqrt(d_model); "
                            "each head's dot products have length d_head: divide by "
                            "sqrt(d_head)"),
-                          (math.sqrt(dh), "the scores were not scaled: divide by sqrt(d_head)")):
+                          (math.sqrt(dh), "the scores were not scaled: divide by sqrt(d_head)"),
+                          (1 / math.sqrt(dh), SCALED_BY_D_HEAD)):
         scaled = builtin_twin(layer, d_model, H)
         with torch.no_grad():
             scaled.in_proj_weight[:d_model] *= factor
         scale_mistakes[words] = run_builtin(scaled, x, None)[1]
+    swapped = builtin_twin(layer, d_model, H)
+    with torch.no_grad():  # W_Q and W_K exchanged: the scores k @ q^T
+        packed = swapped.in_proj_weight.clone()
+        swapped.in_proj_weight[:d_model] = packed[d_model:2 * d_model]
+        swapped.in_proj_weight[d_model:2 * d_model] = packed[:d_model]
+    scale_mistakes[SCORES_TRANSPOSED] = run_builtin(swapped, x, None)[1]
+    scale_mistakes[NO_TRANSPOSE_FORWARD] = _no_transpose_weights(layer, x, H)
     check.close(weights, ref_weights, "each head's weights match nn.MultiheadAttention's",
                 mistakes=scale_mistakes, dims=HEAD_DIMS, diagnoses={
                     "the heads come out in a different order than their channel blocks":
@@ -497,6 +587,7 @@ def check_MultiHeadSelfAttention(attention_cls: type[nn.Module]) -> None:
                     "the weights were returned before the softmax (the scores)":
                         lambda: bool(torch.allclose(torch.softmax(weights, -1), ref_weights,
                                                     atol=1e-5)),
+                    DROPOUT: lambda: _dropped_out(weights, ref_weights),
                 })
     check.close(weights.mean(1), ref_weights.mean(1),
                 "head-averaged weights match nn.MultiheadAttention's (its default output)")
@@ -507,7 +598,8 @@ def check_MultiHeadSelfAttention(attention_cls: type[nn.Module]) -> None:
     check.close(out, ref_out, "out matches nn.MultiheadAttention's output (the weights already "
                 "agree)", dims=("batch", "position", "channel"), mistakes={
                     "unify_heads was skipped: the merged heads must go through the output map":
-                        run_builtin(skipped, x, None)[0]})
+                        run_builtin(skipped, x, None)[0]},
+                diagnoses={DROPOUT: lambda: _dropped_out(out, ref_out)})
 
     check.clause("mask")
     causal = torch.tril(torch.ones(T, T, dtype=torch.bool))
@@ -600,11 +692,28 @@ def check_MultiHeadSelfAttention(attention_cls: type[nn.Module]) -> None:
                      f"the loss reaches {name}.weight (it gets a gradient)",
                      expected="a non-zero gradient", got="None" if grad is None else "all zeros",
                      likely=GRADIENT_CUT)
+    # A query that may attend to nothing, in training: its nan must not reach the gradients.
+    layer.zero_grad()
+    out_n, _ = forward_pair(check, layer, x, nothing, "x, a mask whose row 2 is all False, "
+                            "in training mode", grad=True)
+    if out_n.requires_grad:
+        check.backward(out_n, "layer(x, mask) with a query that may attend to nothing")
+    for name, parameter in layer.named_parameters():
+        grad = parameter.grad
+        finite = grad is None or bool(torch.isfinite(grad).all())
+        check.expect(finite, f"with a query that may attend to nothing, {name} gets a finite "
+                     "gradient", expected="no nan in the gradient",
+                     got=f"{int((~torch.isfinite(grad)).sum()) if grad is not None else 0} nan "
+                         "entries", likely=NAN_GRADIENT)
 
     check.rule("differentiable")
     leaf = x.detach().clone().requires_grad_()
-    out_x, _ = forward_pair(check, layer, leaf, causal, "x requiring a gradient, mask=causal",
-                            grad=True)
+    out_x, weights_x = forward_pair(check, layer, leaf, causal, "x requiring a gradient, "
+                                    "mask=causal", grad=True)
+    check.expect(weights_x.requires_grad, "the returned weights stay connected to the maps (a "
+                 "loss on them, such as a penalty on attention, reaches the queries and keys)",
+                 expected="weights with requires_grad=True", got="weights cut off from the "
+                 "graph", likely=WEIGHTS_DETACHED)
     if out_x.requires_grad:
         check.backward(out_x, "layer(x, mask=causal)")
     check.expect(leaf.grad is not None and bool(leaf.grad.abs().sum() > 0), "the loss reaches "

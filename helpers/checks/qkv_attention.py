@@ -66,6 +66,30 @@ SCALE_BY_TK = ("the scores were divided by sqrt(Tk), the number of keys, instead
                "the width of a query or key")
 SCALE_AFTER_SOFTMAX = ("the weights were divided by sqrt(d_k) after the softmax: scale the "
                        "scores before it, so that the weights still sum to 1")
+SCALE_BY_D_K = "the scores were divided by d_k instead of sqrt(d_k) (or by sqrt(d_k) twice)"
+SCALE_FROM_FRONT = ("the scale was read from an axis counted from the front (`Q.shape[2]`, "
+                    "`Q.size(2)`), which is d_k only for 3-D inputs: take the last axis, "
+                    "Q.shape[-1], so that any number of leading dimensions works")
+OUT_BEFORE_FIX = ("out was computed from the weights before their nan rows were set to 0: "
+                  "compute out = weights @ V from the repaired weights")
+NAN_PENALTY = ("every weight came out 0 (or nan), although every row keeps an allowed key: a "
+               "penalty made as mask * -inf gives 0 · (-inf) = nan on the allowed keys too, "
+               "and one nan spoils its whole row; fill the forbidden scores instead, "
+               "scores.masked_fill(~mask, float(\"-inf\")) or torch.where")
+
+
+def nothing_left(weights: Any) -> bool:
+    """The signature of a mask * -inf penalty: every weight is 0 (nan rows set to 0) or nan."""
+    weights = torch.as_tensor(weights).detach().double()
+    return weights.numel() > 0 and bool(((weights == 0) | weights.isnan()).all())
+
+
+def out_with_nan_rows(expected_out: torch.Tensor, rows: list[int]) -> torch.Tensor:
+    """What out = weights @ V gives when taken before the fully masked ``rows`` of the
+    weights were set to 0: nan in those rows, the others right."""
+    out = expected_out.clone()
+    out[..., rows, :] = float("nan")
+    return out
 
 
 @contextlib.contextmanager
@@ -168,8 +192,7 @@ def _weight_mistakes(Q: torch.Tensor, K: torch.Tensor, V: torch.Tensor,
     dk = Q.shape[-1]
     mistakes = {
         "the scores were not divided by sqrt(d_k)": _builtin(Q, K, K, mask, scale=1.0)[1],
-        "the scores were divided by d_k instead of sqrt(d_k)":
-            _builtin(Q, K, K, mask, scale=1.0 / dk)[1],
+        SCALE_BY_D_K: _builtin(Q, K, K, mask, scale=1.0 / dk)[1],
         SCALE_BY_DV: _builtin(Q, K, K, mask, scale=V.shape[-1] ** -0.5)[1],
         SCALE_BY_TK: _builtin(Q, K, K, mask, scale=K.shape[-2] ** -0.5)[1],
         SCALE_AFTER_SOFTMAX: _builtin(Q, K, K, mask, scale=1.0)[1] / dk ** 0.5,
@@ -247,10 +270,10 @@ def large_scores(generator: torch.Generator, leading: tuple[int, ...], Tq: int, 
 
 
 MAX_OVER_FORBIDDEN = ("every allowed weight came out 0 when a forbidden key scores far "
-                      "above the allowed ones: the maximum subtracted before the exp was taken "
-                      "over all keys, forbidden ones included, and the mask applied afterwards, "
-                      "so every allowed exp underflows to 0; set the forbidden scores to -inf "
-                      "first, then take the softmax (torch.softmax) of the masked scores")
+                      "above the allowed ones: the softmax (or the maximum it subtracts) ran "
+                      "over all keys, forbidden ones included, and the mask was applied "
+                      "afterwards, so every allowed exp underflows to 0; set the forbidden "
+                      "scores to -inf first, then take the softmax of the masked scores")
 
 
 def forbidden_on_top(generator: torch.Generator, leading: tuple[int, ...], Tq: int, Tk: int,
@@ -352,7 +375,9 @@ def check_scaled_dot_product_attention(attention: Callable[..., tuple]) -> None:
                 })
     check.close(out, expected_out, "out agrees with F.scaled_dot_product_attention",
                 dims=("batch", "query", "value channel"))
-    check.close(out4, F.scaled_dot_product_attention(Q4, K4, V4), "4-D out agrees with PyTorch's")
+    check.close(out4, F.scaled_dot_product_attention(Q4, K4, V4), "4-D out agrees with PyTorch's",
+                mistakes={SCALE_FROM_FRONT: F.scaled_dot_product_attention(
+                    Q4, K4, V4, scale=Q4.shape[2] ** -0.5)})
     check.close(out2, F.scaled_dot_product_attention(Q[0], K[0], V[0]),
                 "2-D out (no batch dimension) agrees with PyTorch's")
 
@@ -365,7 +390,8 @@ def check_scaled_dot_product_attention(attention: Callable[..., tuple]) -> None:
     expected_out_m, expected_w_m = _builtin(Q, K, V, mask)
     check.close(weights_m, expected_w_m, "masked weights agree with PyTorch's (mask True = may "
                 "attend)", mistakes=_weight_mistakes(Q, K, V, mask), dims=QKV_DIMS, diagnoses={
-                    ZERO_FILL: lambda: _zero_filled(weights_m, expected_w_m, mask)})
+                    ZERO_FILL: lambda: _zero_filled(weights_m, expected_w_m, mask),
+                    NAN_PENALTY: lambda: nothing_left(weights_m)})
     check.close(out_m, expected_out_m,
                 "masked out agrees with F.scaled_dot_product_attention(..., attn_mask=mask)")
     padding = torch.tensor([True, True, True, False, False]).reshape(1, 1, Tk)
@@ -387,7 +413,8 @@ def check_scaled_dot_product_attention(attention: Callable[..., tuple]) -> None:
                 mistakes=fully_masked_mistakes(K, expected_w_f, [1]), dims=QKV_DIMS,
                 diagnoses=fully_masked_diagnoses(weights_f, Q, K, V, expected_w_f, [1]))
     check.close(out_f, expected_out_f, "a fully masked query row outputs zeros, the others are "
-                "unaffected", dims=("batch", "query", "value channel"))
+                "unaffected", dims=("batch", "query", "value channel"),
+                mistakes={OUT_BEFORE_FIX: out_with_nan_rows(expected_out_f, [1])})
 
     check.clause("large")
     # Rows shifted far up (exp overflows float32 beyond 88), not at all, and far down.
@@ -504,6 +531,17 @@ RESEEDS = ("make_batch gives the same batch whatever the global seed: it reseeds
            "draw from the global generator and seed once, outside")
 TORCH_RANDOM = {"randint", "rand", "randn", "randperm", "multinomial", "bernoulli", "normal",
                 "randint_like", "rand_like", "randn_like", "random_", "uniform_", "normal_"}
+ENDS_HALF = ("0 and 9 come up about half as often as the other digits: rounding "
+             "torch.rand(...) * 9 gives each end only half an interval; draw the digits with "
+             "torch.randint(0, 10, ...)")
+
+
+def ends_half(shares: torch.Tensor) -> bool:
+    """The signature of rounded uniform floats: 0 and 9 at about 1/18, the rest at 1/9."""
+    ends, middle = shares[[0, 9]], shares[1:9]
+    return bool(((ends > 0.03) & (ends < 0.08)).all() and ((middle > 0.09) & (middle < 0.14)).all())
+
+
 SCALAR_LABEL = ("y is a single number for a batch of one: a `.squeeze()` dropped both of its "
                 "axes; keep y of shape (N, 1) for every N")
 NO_COLUMN = "y has no column axis: keep the summed axis (keepdim=True) or reshape y to (N, 1)"
@@ -529,7 +567,8 @@ def batch_shapes(check: SelfCheck, X: torch.Tensor, y: torch.Tensor, N: int, T: 
                      NO_COLUMN: tuple(y.shape) == (N,),
                      SCALAR_LABEL: N == 1 and tuple(y.shape) == (),
                      ROW_LABELS: tuple(y.shape) == (1, N),
-                     SUMMED_OVER_BATCH: tuple(y.shape) in ((1, T), (T,))})
+                     SUMMED_OVER_BATCH: tuple(y.shape) in ((1, T), (T,))
+                     or (N != T and tuple(y.shape) == (T, 1))})
 
 
 def whole_batch_labels(X: torch.Tensor) -> torch.Tensor:
@@ -571,6 +610,8 @@ def check_randomness(check: SelfCheck, make_batch: Callable[..., tuple], seeds: 
     check.expect(not torch.equal(again, other), "two global seeds give two different batches",
                  expected=f"make_batch({N}) after seeds {seeds[0]} and {seeds[1]}: different X",
                  got="the same batch twice", likely=RESEEDS)
+    # A reseed after the digits are drawn passes both checks above.
+    check.no_reseed(make_batch, N, what=f"make_batch({N})")
 
 
 def check_make_batch(make_batch: Callable[..., tuple]) -> None:
@@ -605,7 +646,8 @@ def check_make_batch(make_batch: Callable[..., tuple]) -> None:
     check.expect(bool((counts > 0.07).all() and (counts < 0.13).all()),
                  "all ten digits appear about equally often",
                  expected="each digit in about 10% of places",
-                 got="shares " + ", ".join(f"{d}: {c:.2f}" for d, c in enumerate(counts)))
+                 got="shares " + ", ".join(f"{d}: {c:.2f}" for d, c in enumerate(counts)),
+                 diagnoses={ENDS_HALF: ends_half(counts)})
     labels = labels_by_counting(X)
     y_flat = y.detach().reshape(-1, 1).double()
     wrong = (y_flat != labels).reshape(-1).nonzero()
@@ -691,6 +733,21 @@ VALUE_WIDTH = ("to_value gives d_att numbers per position: a value is one number
 EMBED_WIDTH = ("the embedding width is d_att, not d_embed: nn.Embedding(10, d_embed) (they "
                "differ in SingleQueryAttention(6, 4, 8))")
 MULTIPLIED_SCALE = "the scores were multiplied by sqrt(d_att) instead of divided by it"
+QUERY_VECTOR = ("the query is a vector of shape (d_att,): the table makes it a row, "
+                "torch.randn(1, d_att), one query of width d_att")
+BROADCAST_PRODUCT = ("z came from w * v, which broadcasts the weights (N, 1, T) against the "
+                     "values (N, T, 1) into an (N, T, T) table of every weight times every "
+                     "value: combine them with a matrix product, (N, 1, T) @ (N, T, 1) -> "
+                     "(N, 1, 1)")
+VALUES_FROM_KEYS = ("values(e) came from to_key (a column of the keys): the value of each "
+                    "position is to_value(e)")
+SCALE_BY_D_ATT = ("the scores were divided by d_att instead of sqrt(d_att) (or by sqrt(d_att) "
+                  "twice)")
+
+
+def broadcast_product(weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """z from (w * v).sum(1)[:, :1]: an (N, T, T) product summed over the wrong axis."""
+    return (weights * values).sum(1)[:, :1]
 SCALE_BY_D_HIDDEN = ("the scores were divided by sqrt(d_hidden), the readout's width, instead "
                      "of sqrt(d_att)")
 SIGMOID_ON_Z = ("forward applies a sigmoid to z itself, skipping the readout network: "
@@ -788,6 +845,7 @@ def check_members(check: SelfCheck, model: Any, d_embed: int, d_att: int, d_hidd
                  where=f"{', '.join(wrong)} differ", diagnoses={
                      **(diagnoses or {}),
                      HIDDEN_ACTIVATION: len(layers) == 4 and layers[1] != "Tanh",
+                     QUERY_VECTOR: sizes["query"] == (d_att,),
                      VALUE_WIDTH: wrong == ["to_value"] and sizes["to_value"] == (d_embed, d_att),
                      EMBED_WIDTH: wrong == ["embed"] and sizes["embed"] == (10, d_att)})
     expect_no_padding_idx(check, embed, f"the embed of {what}, nn.Embedding(10, d_embed),")
@@ -828,9 +886,10 @@ def batch_of_one(check: SelfCheck, call: Callable[[], Any], wanted: tuple[int, .
 
 
 def check_model_randomness(check: SelfCheck, model_class: type[nn.Module],
-                           seeds: tuple[int, int]) -> None:
+                           seeds: tuple[int, int], model: nn.Module, x: torch.Tensor) -> None:
     """The parameters follow the global seed: the same seed, the same query; two seeds, two
-    queries (the "randomness" clause)."""
+    queries; neither building a model nor ``model(x)`` reseeds the generator (the
+    "randomness" clause)."""
     def query(seed: int) -> torch.Tensor:
         return torch.as_tensor(check.call_seeded(seed, model_class).query).detach().clone()
 
@@ -841,6 +900,9 @@ def check_model_randomness(check: SelfCheck, model_class: type[nn.Module],
     check.expect(not torch.equal(first, other), "two models built after different global seeds "
                  "differ", expected=f"different queries after seeds {seeds[0]} and {seeds[1]}",
                  got="the same query twice", likely=RESEEDS_INIT)
+    # A reseed after the parameters are drawn passes both checks above.
+    check.no_reseed(model_class, what="SingleQueryAttention()")
+    check.no_reseed(model, x, what="model(x)")
 
 
 def check_model_device(check: SelfCheck, model: nn.Module, x: torch.Tensor, e: torch.Tensor,
@@ -905,8 +967,7 @@ def check_SingleQueryAttention(model_class: type[nn.Module]) -> None:
                 "attention agrees with softmax(query · key / √d_att) over the positions",
                 mistakes={"the scores were not divided by sqrt(d_att)":
                           single_query_weights(model, e, scale=1.0),
-                          "the scores were divided by d_att instead of sqrt(d_att)":
-                          single_query_weights(model, e, scale=1.0 / 16),
+                          SCALE_BY_D_ATT: single_query_weights(model, e, scale=1.0 / 16),
                           MULTIPLIED_SCALE: single_query_weights(model, e, scale=4.0),
                           SCALE_BY_D_HIDDEN: single_query_weights(model, e, scale=32 ** -0.5)})
     a1 = batch_of_one(check, lambda: check.call(model.attention, e[:1]), (1, 1, T),
@@ -921,15 +982,13 @@ def check_SingleQueryAttention(model_class: type[nn.Module]) -> None:
                  expected=f"shape {(N, T, 1)}", got=f"shape {tuple(v.shape)}",
                  diagnoses={"the values lost their last axis: keep it, (N, T, 1)":
                             tuple(v.shape) == (N, T)})
-    check.close(v, values, "values(e) = to_value(e)")
+    check.close(v, values, "values(e) = to_value(e)",
+                mistakes={VALUES_FROM_KEYS: model.to_key(e)[..., :1]})
     batch_of_one(check, lambda: check.call(model.values, e[:1]), (1, T, 1),
                  "values(e) for a batch of one", {})
 
-    check.clause("forward")
-    with crash_causes(check, FORWARD_CRASHES):
-        p = check.tensor(check.call(model, x), "model(x)")
-    check.shape(p, (N, 1), "model(x) for x of shape (4, 7)",
-                likely=Z_NOT_FLAT if tuple(p.shape) == (N, 1, 1) else None)
+    # Computed before the call: a forward that changes the model (its dtype...) must not break
+    # the reference.
     with torch.no_grad():
         weights = single_query_weights(model, e).float()
         attended = (weights @ values).reshape(N, 1)
@@ -940,8 +999,15 @@ def check_SingleQueryAttention(model_class: type[nn.Module]) -> None:
                         model.readout(values.sum(1)),
                     "the sigmoid is applied twice (the readout already ends with one)":
                         torch.sigmoid(model.readout(attended)),
-                    SIGMOID_ON_Z: torch.sigmoid(attended)}
+                    SIGMOID_ON_Z: torch.sigmoid(attended),
+                    BROADCAST_PRODUCT: model.readout(broadcast_product(weights.float(),
+                                                                       values))}
         expected = model.readout(attended)
+    check.clause("forward")
+    with crash_causes(check, FORWARD_CRASHES):
+        p = check.tensor(check.call(model, x), "model(x)")
+    check.shape(p, (N, 1), "model(x) for x of shape (4, 7)",
+                likely=Z_NOT_FLAT if tuple(p.shape) == (N, 1, 1) else None)
     check.close(p, expected, "model(x) = readout(attention-weighted value)", mistakes=mistakes)
     p1 = batch_of_one(check, lambda: check.call(model, x[:1]), (1, 1),
                       "model(x) for a batch of one, x of shape (1, 7)", FORWARD_CRASHES)
@@ -965,17 +1031,17 @@ def check_SingleQueryAttention(model_class: type[nn.Module]) -> None:
                     HARD_CODED_SCALE: single_query_weights(small, e_small, scale=0.25),
                     SCALE_BY_D_HIDDEN: single_query_weights(small, e_small,
                                                             scale=d_hidden ** -0.5)})
-    p_small = check.call(small, x_small)
-    with torch.no_grad():
+    with torch.no_grad():  # before the call, as above
         expected_small = small.readout(
             (single_query_weights(small, e_small).float() @ small.to_value(e_small)).reshape(N, 1))
+    p_small = check.call(small, x_small)
     check.close(p_small, expected_small, f"model(x) with d_hidden={d_hidden}")
 
     check.clause("init")
     check_query_init(check, check.call_seeded(24, model_class, 2, 4096, 2))
 
     check.clause("randomness")
-    check_model_randomness(check, model_class, (26, 27))
+    check_model_randomness(check, model_class, (26, 27), model, x)
 
     check.rule("device")
     check_model_device(check, check.call_seeded(28, model_class), x, e, "model")

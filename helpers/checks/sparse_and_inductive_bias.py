@@ -249,6 +249,8 @@ def check_sparse_and_dataset(sparse_and_dataset: Callable[..., tuple]) -> None:
     check.expect(not same(one, two), "two calls in a row give different data",
                  expected="after torch.manual_seed(13), two calls: two different X",
                  got="the same X twice", likely=SAME_IN_A_ROW)
+    # A reseed after the bits are drawn passes the checks above.
+    check.no_reseed(sparse_and_dataset, 50, T, idx, what="sparse_and_dataset(50, T, idx)")
     check.passed()
     print(f"   label balance with the default p: {balance:.2f} positive "
           f"(bit probability {bit_rate:.3f}; 0.5 ** (1/2) = {0.5 ** 0.5:.3f})")
@@ -746,6 +748,7 @@ def check_SelfAttentionClassifier(model_class: Callable[..., nn.Module]) -> None
     check.expect(not same_parameters(one, two), "two builds in a row build two different models",
                  expected="after torch.manual_seed(23), two builds: different parameters",
                  got="the same parameters twice", likely=BUILDS_IN_A_ROW)
+    check.no_reseed(model_class, T, d, what=f"SelfAttentionClassifier({T}, {d})")
 
     check.clause("init")
     classifier_init(check, [check.call_seeded(seed, model_class, 64) for seed in range(8)], 8)
@@ -845,6 +848,9 @@ def check_SelfAttentionClassifier(model_class: Callable[..., nn.Module]) -> None
     check.clause("device")
     on_meta = check.call_seeded(7, model_class, T, d).to("meta")
     check.device_follows(on_meta, x, what="model(x)")
+
+    check.clause("randomness")
+    check.no_reseed(model, x, what="model(x)")
 
     check.clause("gradients")
     classifier_gradients(check, model, x, generator)

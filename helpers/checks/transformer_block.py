@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -277,6 +278,10 @@ DROPOUT_FIXED_P = ("with dropout=1 the output still changes from seed to seed, s
                    "sub-layer outputs survive: the dropout probability used in forward is not "
                    "the one passed in (an `nn.Dropout(0.1)` or `F.dropout(..., 0.1)` written "
                    "in forward?); use self.dropout")
+DROPOUT_NOT_NN = ("the dropout in training mode does not match nn.Dropout(p) at the prescribed "
+                  "places: another rate than p (2p?), the kept values not rescaled by 1/(1-p) "
+                  "(or rescaled twice), or one mask shared by the whole batch; call "
+                  "self.dropout, nn.Dropout(p), on each sub-layer's output before the add")
 DROPOUT_SHARED_MASK = ("both sub-layer outputs are multiplied by one and the same dropout mask "
                        "(made once per call and reused, e.g. `keep = self.dropout(torch."
                        "ones_like(x))`): call self.dropout on each output, so that each draws "
@@ -382,6 +387,43 @@ def _mask_reader(block: nn.Module, x: torch.Tensor) -> tuple[nn.Module, torch.Te
         block.norm_2.weight.fill_(1.0)
         block.norm_2.bias.zero_()
     return block, x[..., :1].expand_as(x).clone()  # norm_1 then sees only the mask
+
+
+def trained_reference(block: nn.Module | SimpleNamespace, x: torch.Tensor, seed: int, p: float) -> torch.Tensor:
+    """``block(x)`` in training mode as the exercise prescribes it, with the draws that
+    ``torch.manual_seed(seed)`` gives: the attention (with its own dropout on its weights),
+    nn.Dropout(p) on its output, add & norm, the MLP, nn.Dropout(p) on its output, add & norm.
+    ``block``'s members must be in training mode."""
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        attended = block.attention(x, x, x, need_weights=False)[0]
+        h = block.norm_1(x + nn.functional.dropout(attended, p))
+        return block.norm_2(h + nn.functional.dropout(block.mlp(h), p))
+
+
+def trained_references(block: nn.Module, x: torch.Tensor, seed: int, p: float
+                       ) -> list[torch.Tensor]:
+    """:func:`trained_reference`, and the same with the attention called one sequence at a
+    time (its own dropout then draws in another order)."""
+    def one_at_a_time(z: torch.Tensor, *_: Any, **__: Any) -> tuple[torch.Tensor, None]:
+        return torch.cat([block.attention(s, s, s, need_weights=False)[0]
+                          for s in z.split(1)]), None
+
+    per_sequence = SimpleNamespace(attention=one_at_a_time, norm_1=block.norm_1,
+                                   norm_2=block.norm_2, mlp=block.mlp)
+    return [trained_reference(block, x, seed, p), trained_reference(per_sequence, x, seed, p)]
+
+
+def expect_trained_dropout(check: SelfCheck, out: torch.Tensor,
+                           references: list[torch.Tensor], p: float) -> None:
+    """One training-mode output equals the prescribed dropout's, draw for draw (the
+    attention called on the whole batch or one sequence at a time)."""
+    out = torch.as_tensor(out)
+    near = min(references, key=lambda r: float((out.detach() - r).abs().amax())
+               if out.shape == r.shape else math.inf)
+    check.close(out, near, f"in training mode with dropout={p}, the block's output is the one "
+                f"nn.Dropout({p}) gives on each sub-layer's output before the add (the same "
+                "seed, the same draws)", atol=1e-4, likely=DROPOUT_NOT_NN)
 
 
 def masks_differ(out: torch.Tensor) -> bool:
@@ -524,6 +566,7 @@ def check_TransformerBlock(block_class: type[nn.Module]) -> None:
                     diagnoses={DROPOUT_IN_EVAL: lambda: not torch.allclose(eval_1, eval_2)})
         dropping.train()
         train_1, again, train_2 = (check.call_seeded(seed, dropping, x) for seed in (1, 1, 2))
+        prescribed = trained_references(dropping, x, 1, p)  # before the weights change below
         check.close(again, train_1, "in training mode, the same seed gives the same output")
         check.expect(not torch.allclose(train_1, train_2, atol=1e-5),
                      "in training mode, two seeds give different outputs (dropout draws afresh)",
@@ -572,6 +615,7 @@ def check_TransformerBlock(block_class: type[nn.Module]) -> None:
                      "constant sub-layer outputs, the output shows both masks)",
                      expected="two independent masks", got="the same mask on both outputs",
                      likely=DROPOUT_SHARED_MASK)
+        expect_trained_dropout(check, train_1, prescribed, p)
 
     check.clause("gradients")
     block.train()

@@ -390,19 +390,34 @@ def plot_decoding_times(times: DecodingTimes, bin_size: int = 8) -> None:
     n = len(times.positions) // bin_size * bin_size
     centres = times.positions[:n].reshape(-1, bin_size).mean(axis=1)
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    curves = []
     for values, label, marker in ((times.without_cache, "without a cache (recompute the prefix)",
                                    "o"), (times.with_cache, "with a KV cache", "s")):
-        medians = np.median(values[:n].reshape(-1, bin_size), axis=1)
-        ax.plot(centres, medians * 1e3, marker=marker, ms=4, label=label)
+        medians = np.median(values[:n].reshape(-1, bin_size), axis=1) * 1e3
+        ax.plot(centres, medians, marker=marker, ms=4, label=label)
+        curves.append(medians)
+    # A moment when the machine was busy can make one bin many times slower than its
+    # neighbours: the axis stops above the trend, not at such a spike.
+    both = np.concatenate(curves)
+    # each inner bin capped at the larger of its two neighbours: a lone spike is flattened
+    trend = np.concatenate([np.minimum(c[1:-1], np.maximum(c[:-2], c[2:])) for c in curves
+                            if len(c) >= 3] + [c[[0, -1]] for c in curves])
+    top = 1.25 * float(trend.max())
+    clipped = bool((both > top).any())
     ax.set(title="Time to generate one more token", xlabel="tokens generated so far $t$",
-           ylabel="time per token (ms)", ylim=(0, None))
+           ylabel="time per token (ms)", ylim=(0, top if clipped else None))
     ax.legend(loc="upper left")
+    notes = []
     if len(times.positions) >= 8 + 2 * TREND_SPAN:
         growth, saving = trend_ratios(times)
-        ax.text(0.98, 0.04, f"this run, last {TREND_SPAN} steps without a cache:\n"
-                f"{growth:.2g}× as long as steps 8 to {8 + TREND_SPAN}, "
-                f"{saving:.2g}× as long as with it", transform=ax.transAxes, ha="right",
-                va="bottom", fontsize=8)
+        notes.append(f"this run, last {TREND_SPAN} steps without a cache:\n"
+                     f"{growth:.2g}× as long as steps 8 to {8 + TREND_SPAN}, "
+                     f"{saving:.2g}× as long as with it")
+    if clipped:
+        notes.append("points above the axis: moments when the machine was busy")
+    if notes:
+        ax.text(0.02, 0.74, "\n".join(notes), transform=ax.transAxes, ha="left", va="top",
+                fontsize=8)
     plt.show()
 
 

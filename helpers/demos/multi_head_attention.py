@@ -145,7 +145,7 @@ def plot_builtin_heads(T: int = 8, d_model: int = 16, n_heads: int = 4, seed: in
     for h, ax in enumerate(axes):
         heatmap(ax, weights[0, h], title=f"head {h}", xlabel="key position",
                 ylabel="query position", vmin=0, vmax=1,
-                colorbar_label="weight" if h == n_heads - 1 else None)
+                colorbar_label="attention weight")
     fig.suptitle("nn.MultiheadAttention, untrained, causal mask: one (T, T) map per head",
                  fontsize=11)
     plt.show()

@@ -245,12 +245,14 @@ def score_statistics(dims: Sequence[int] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 51
                      ) -> dict[str, list[float]]:
     """Monte-Carlo statistics of scores q·k for random unit-variance q, k of width d.
 
-    For each d: the standard deviation of raw and of scaled (÷ sqrt(d)) scores, and the mean
-    largest softmax weight over ``n_keys`` keys (1 = one-hot, 1/n_keys = uniform).
+    For each d: the standard deviation of raw and of scaled (÷ sqrt(d)) scores, the mean
+    largest softmax weight over ``n_keys`` keys (1 = one-hot, 1/n_keys = uniform), and the
+    mean size of the softmax's gradient (see :func:`softmax_gradient_size`).
     """
     generator = torch.Generator().manual_seed(seed)
     stats: dict[str, list[float]] = {"d": [], "std_raw": [], "std_scaled": [],
-                                     "max_w_raw": [], "max_w_scaled": []}
+                                     "max_w_raw": [], "max_w_scaled": [],
+                                     "grad_raw": [], "grad_scaled": []}
     for d in dims:
         q = torch.randn(n_samples, 1, d, generator=generator)
         k = torch.randn(n_samples, n_keys, d, generator=generator)
@@ -261,18 +263,33 @@ def score_statistics(dims: Sequence[int] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 51
         stats["std_scaled"].append(float(scaled.std()))
         stats["max_w_raw"].append(float(torch.softmax(raw, -1).amax(-1).mean()))
         stats["max_w_scaled"].append(float(torch.softmax(scaled, -1).amax(-1).mean()))
+        stats["grad_raw"].append(softmax_gradient_size(raw))
+        stats["grad_scaled"].append(softmax_gradient_size(scaled))
     return stats
+
+
+def softmax_gradient_size(scores: torch.Tensor) -> float:
+    """The mean size (Frobenius norm) of the softmax's derivative ∂w_i/∂s_j = w_i(δ_ij - w_j)
+    over the rows of ``scores``: how much the weights move when the scores move (0 for
+    one-hot weights)."""
+    w = torch.softmax(scores.double(), -1)
+    # Σ_ij (w_i δ_ij - w_i w_j)², summed in closed form instead of building each matrix.
+    squares = w.square().sum(-1)
+    norm2 = squares - 2 * w.pow(3).sum(-1) + squares.square()
+    return float(norm2.clamp_min(0.0).sqrt().mean())  # rounding can dip below 0 when one-hot
 
 
 def print_score_statistics(stats: dict[str, list[float]], dims: Sequence[int] = (1, 16, 512)
                            ) -> None:
     """The numbers behind the two panels, for a few key widths."""
-    for d, raw, scaled, w_raw, w_scaled in zip(*(stats[k] for k in (
-            "d", "std_raw", "std_scaled", "max_w_raw", "max_w_scaled")), strict=True):
+    for d, raw, scaled, w_raw, w_scaled, g_raw, g_scaled in zip(*(stats[k] for k in (
+            "d", "std_raw", "std_scaled", "max_w_raw", "max_w_scaled", "grad_raw",
+            "grad_scaled")), strict=True):
         if d in dims:
             print(f"d_k = {d:3d}: std of raw scores {raw:5.1f} (sqrt(d_k) = {math.sqrt(d):4.1f}), "
                   f"of scaled scores {scaled:.1f}; largest of 16 weights: raw {w_raw:.2f}, "
-                  f"scaled {w_scaled:.2f}")
+                  f"scaled {w_scaled:.2f}; softmax gradient size: raw {g_raw:.2f}, "
+                  f"scaled {g_scaled:.2f}")
 
 
 def plot_score_statistics(stats: dict[str, list[float]] | None = None) -> None:
