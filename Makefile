@@ -63,7 +63,7 @@ setup-sandbox: setup  ## bubblewrap, for the student-kernel sandbox (apt-get ins
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap; \
 	else echo "WARNING: bubblewrap is not installed and cannot be installed here (root and apt-get" \
 	  "needed): kernels are graded without it, the sandbox report below names what is off"; fi
-	$(COURSE) python -m pipeline.sandbox
+	$(COURSE) python -m pipeline.kernels.sandbox
 
 demo: setup  ## run every solution, regenerate the release, grade the sample class
 	$(COURSE) python -m pipeline.demo
@@ -90,15 +90,15 @@ check: setup  ## one tutorial in under a minute, NB=id: its declaration, banks, 
 	$(MAKE) --no-print-directory validate NB=$(NB)
 
 assignments: setup  ## regenerate nbgrader source/release and notebooks/ from solutions/ [NB=id]
-	$(COURSE) python -m pipeline.assignments $(NB)
+	$(COURSE) python -m pipeline.release.assignments $(NB)
 
 student-edition: setup  ## the public student repository in DEST=dir: notebooks, helpers, licences, README
 	@test -n "$(DEST)" || { echo "usage: make student-edition DEST=dir [FORCE=1]  (e.g. a clone of the public student repository)"; exit 2; }
-	$(COURSE) python -m pipeline.student_edition "$(DEST)" $(if $(FORCE),--force)
+	$(COURSE) python -m pipeline.release.student_edition "$(DEST)" $(if $(FORCE),--force)
 
 dist: setup  ## wheel + sdist of `helpers` in dist/ (built from the student edition), twine-checked
 	rm -rf build/dist-edition dist
-	$(COURSE) python -m pipeline.student_edition build/dist-edition
+	$(COURSE) python -m pipeline.release.student_edition build/dist-edition
 	$(BIN)/python -m build --outdir dist build/dist-edition
 	$(BIN)/twine check --strict dist/*
 
@@ -117,28 +117,28 @@ grade-merge: setup  ## merge the results of sharded `make grade SHARD=i/N` runs
 	$(COURSE) python -m pipeline.grading --merge
 
 # The term: release to a JupyterHub, collect from an LMS, return feedback, export grades
-# (grader/roster.csv and grader/deadlines.csv: see pipeline/roster.py, pipeline/deadlines.py).
+# (grader/roster.csv and grader/deadlines.csv: see pipeline/classroom/roster.py, pipeline/classroom/deadlines.py).
 COLLECT_FLAGS = $(strip $(if $(LMS),--lms $(LMS)) $(if $(ASSIGNMENT),--assignment $(ASSIGNMENT)) \
                   $(if $(WORKSHEET),--worksheet "$(WORKSHEET)") $(if $(TRUST_TIMESTAMPS),--trust-timestamps))
 
 release: setup  ## nbgrader release_assignment into a JupyterHub's exchange EXCHANGE=dir [ASSIGNMENT=id]
 	@test -n "$(EXCHANGE)" || { echo "usage: make release EXCHANGE=dir [ASSIGNMENT=id]  (nbgrader's Exchange.root)"; exit 2; }
-	$(COURSE) python -m pipeline.collect "$(EXCHANGE)" --release $(if $(ASSIGNMENT),--assignment $(ASSIGNMENT))
+	$(COURSE) python -m pipeline.classroom.collect "$(EXCHANGE)" --release $(if $(ASSIGNMENT),--assignment $(ASSIGNMENT))
 
 collect: setup  ## lay out FROM=download [LMS= ASSIGNMENT= WORKSHEET= TRUST_TIMESTAMPS=1] in grader/submitted for make grade
 	@test -n "$(FROM)" || { echo "usage: make collect FROM=<zip or folder> [LMS=canvas|moodle|exchange|plain] [ASSIGNMENT=id] [WORKSHEET=csv] [TRUST_TIMESTAMPS=1]"; exit 2; }
-	$(COURSE) python -m pipeline.collect "$(FROM)" $(COLLECT_FLAGS)
+	$(COURSE) python -m pipeline.classroom.collect "$(FROM)" $(COLLECT_FLAGS)
 
 return: setup  ## feedback pages zipped as LMS=canvas|moodle|plain takes them back, in grader/export/
 	@test -n "$(LMS)" || { echo "usage: make return LMS=canvas|moodle|plain"; exit 2; }
-	$(COURSE) python -m pipeline.export feedback --lms $(LMS)
+	$(COURSE) python -m pipeline.grading.export feedback --lms $(LMS)
 
 export: setup  ## the gradebook file LMS=canvas|moodle imports as it is, in grader/export/ (besides grades.csv)
 	@test -n "$(LMS)" || { echo "usage: make export LMS=canvas|moodle"; exit 2; }
-	$(COURSE) python -m pipeline.export grades --lms $(LMS)
+	$(COURSE) python -m pipeline.grading.export grades --lms $(LMS)
 
 execute: setup  ## re-execute solutions/ in place (after editing a solution notebook) [NB=id]
-	$(COURSE) python -m pipeline.execute $(if $(NB),solutions/$(NB).ipynb,solutions/*.ipynb)
+	$(COURSE) python -m pipeline.release.execute $(if $(NB),solutions/$(NB).ipynb,solutions/*.ipynb)
 
 validate: setup  ## nbval on solutions/, comparing outputs (the CPU CI job) [CPU_CAPABILITY=default... NB=id]
 	@echo "nbval on $(SOLUTIONS), PyTorch CPU capability: $(or $(CPU_CAPABILITY),this machine's)"

@@ -52,11 +52,12 @@ def make_course(where: Path, ids: list[str] | None) -> Path:
         for path in (course / "solutions").glob("*.ipynb"):
             if path.stem not in ids:
                 path.unlink()
-    for name in ("nbgrader_config.py", "pipeline", "hidden_tests", "sample_mistakes"):
+    for name in ("nbgrader_config.py", "pipeline", "kernel_protocol", "hidden_tests",
+                 "sample_mistakes"):
         source = ROOT / "grader" / name
         (shutil.copytree if source.is_dir() else shutil.copy2)(source, course / "grader" / name)
-    _run([sys.executable, "-m", "pipeline.assignments"], course)
-    _run([sys.executable, "-m", "pipeline.sample_class"], course)
+    _run([sys.executable, "-m", "pipeline.release.assignments"], course)
+    _run([sys.executable, "-m", "pipeline.classroom.sample_class"], course)
     return course
 
 
@@ -88,8 +89,8 @@ def plain_nbgrader(course: Path, klass: Path, ids: list[str], feedback: bool = F
 KERNEL_STARTUP = """
 import asyncio, sys, time
 from jupyter_client.manager import AsyncKernelManager
-from pipeline.kernel_forkserver import ForkServer
-from pipeline.preprocessors import SandboxedKernelManager
+from pipeline.kernels.kernel_forkserver import ForkServer
+from pipeline.grading.preprocessors import SandboxedKernelManager
 
 async def startup(manager_class, code):
     manager = manager_class(kernel_name="python3")

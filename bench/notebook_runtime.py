@@ -24,8 +24,8 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_notebook
 
-from pipeline.execute import execute_notebook
 from pipeline.paths import ROOT
+from pipeline.release.execute import execute_notebook
 
 BUDGET_S = 10.0  # per notebook, kernel start-up included, on a 2-core CPU
 OUT = ROOT / "bench" / "out"

@@ -1,4 +1,5 @@
-"""Which exercise defines which function, and a plain message when one is not finished yet.
+"""Which exercise defines which function, a plain message when one is not finished yet, and
+the error a failed self-check raises.
 
 A student notebook ships every exercise as a stub that raises ``NotImplementedError``. A
 demo, a training cell or another exercise's self-check that calls such a stub should say
@@ -24,6 +25,16 @@ NUMBERS: dict[str, int] = {name: number for names in EXERCISES.values()
                            for number, name in enumerate(names, start=1)}
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class CheckFailed(AssertionError):
+    """A check failed. The message is meant for students: what, expected, got, likely mistake.
+
+    ``clause`` is the contract clause (or rule) whose check failed, None outside any."""
+
+    def __init__(self, message: str, clause: str | None = None) -> None:
+        super().__init__(message)
+        self.clause = clause
 
 
 class ExerciseNotFinished(NotImplementedError):
@@ -118,11 +129,6 @@ def _without_course_frames(tb: types.TracebackType | None) -> types.TracebackTyp
     return kept
 
 
-def _is_check_failure(value: BaseException) -> bool:
-    kind = type(value)
-    return kind.__name__ == "CheckFailed" and kind.__module__.startswith("helpers.")
-
-
 def _explain_unfinished(shell: Any, etype: type, value: BaseException, tb: Any,
                         tb_offset: int | None = None) -> None:
     """Show IPython's usual traceback, plus which exercise to finish when an exercise's stub
@@ -131,7 +137,7 @@ def _explain_unfinished(shell: Any, etype: type, value: BaseException, tb: Any,
 
     IPython hands custom exceptions to this handler instead of showing them, so it shows the
     traceback itself, the way IPython would."""
-    if _is_check_failure(value):
+    if isinstance(value, CheckFailed):
         tb = _without_course_frames(tb)
     stb = list(shell.InteractiveTB.structured_traceback(etype, value, tb, tb_offset=tb_offset))
     name = None if isinstance(value, ExerciseNotFinished) else unfinished(value)

@@ -561,3 +561,27 @@ def exercise(name: str) -> Exercise | None:
             if candidate.name == name:
                 return candidate
     return None
+
+
+def graded_cells() -> list[tuple[str, str]]:
+    """Every graded cell in course order, as (grade id, the name it goes by in grades and
+    summaries): an exercise's test cell goes by the exercise's name, a Think! answer by
+    its own grade id."""
+    cells = []
+    for declared in TUTORIALS:
+        cells += [(e.test_cell, e.name) for e in declared.exercises]
+        cells += [(grade_id, grade_id) for grade_id in declared.think]
+    return cells
+
+
+def grade_column(grade_id: str) -> str:
+    """The name a graded cell goes by in grades and summaries (see :func:`graded_cells`);
+    an undeclared test cell by its grade id without ``test_``, like a declared one."""
+    return dict(graded_cells()).get(grade_id, grade_id.removeprefix("test_"))
+
+
+def in_course_order(names: set[str]) -> list[str]:
+    """Column names (:func:`grade_column`) in the order the course declares them; names it
+    does not declare come last, sorted."""
+    order = {name: i for i, (_, name) in enumerate(graded_cells())}
+    return sorted(names, key=lambda name: (order.get(name, len(order)), name))

@@ -16,8 +16,8 @@ import pytest
 from misbehaving import BANK, NOTEBOOK, SANDBOX_ONLY
 from mutation import COVERAGE
 
-from pipeline import landlock
 from pipeline.environment import course_env
+from pipeline.kernels import landlock
 
 ROOT = Path(__file__).resolve().parents[1]
 SANDBOXED = landlock.abi_version() > 0
@@ -40,11 +40,12 @@ def course_copy(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("course")
     shutil.copytree(ROOT / "solutions", root / "solutions")
     (root / "grader").mkdir()
-    for name in ("nbgrader_config.py", "pipeline", "hidden_tests", "sample_mistakes"):
+    for name in ("nbgrader_config.py", "pipeline", "kernel_protocol", "hidden_tests",
+                 "sample_mistakes"):
         source = ROOT / "grader" / name
         copy = shutil.copytree if source.is_dir() else shutil.copy2
         copy(source, root / "grader" / name)
-    _run(["-m", "pipeline.assignments"], root)
+    _run(["-m", "pipeline.release.assignments"], root)
     return root
 
 
@@ -96,7 +97,7 @@ def graded(course_copy, run_in_course):
 
     Returns (course folder, the grading run, results by (student, assignment)).
     """
-    run_in_course(["-m", "pipeline.sample_class"], course_copy)
+    run_in_course(["-m", "pipeline.classroom.sample_class"], course_copy)
     sample = course_copy / "grader" / "sample_submissions"
     for student, (answers, tests, _, *tamper) in BANK.items():
         if SANDBOXED or student not in SANDBOX_ONLY:
@@ -118,14 +119,14 @@ def graded(course_copy, run_in_course):
 def grading_course(tmp_path, monkeypatch) -> Path:
     """An empty course folder (``grader/`` with a source and a gradebook file) that the
     grading module works in, so its batch and retry logic can be tested with fakes."""
-    from pipeline import grading
+    from pipeline.grading import autograde
 
     grader = tmp_path / "grader"
     (grader / "source" / "01_a").mkdir(parents=True)
     (grader / "gradebook.db").write_bytes(b"")
     for name, value in {"GRADER": grader, "SCRATCH": grader / ".scratch",
                         "RESULTS": grader / "results"}.items():
-        monkeypatch.setattr(grading, name, value)
+        monkeypatch.setattr(autograde, name, value)
     return grader
 
 

@@ -16,8 +16,8 @@ import nbformat
 import pytest
 from test_student_edition import _clean_env, environment_with_only
 
-from pipeline import student_edition
 from pipeline.paths import NOTEBOOKS
+from pipeline.release import student_edition
 
 pytestmark = pytest.mark.slow
 COLAB_PREINSTALLED = ["torch", "numpy", "matplotlib", "ipywidgets", "tqdm"]

@@ -2,7 +2,7 @@
 laid out from them, with every file that cannot be placed named, and nothing trusted.
 
 Everything here runs without kernels or nbgrader's command line: the downloads are generated
-by ``pipeline.sample_term`` into a temporary folder and collected into another, with the
+by ``pipeline.classroom.sample_term`` into a temporary folder and collected into another, with the
 course files (roster, deadlines, what collect records) pointed at temporary paths.
 """
 
@@ -22,12 +22,12 @@ from pathlib import Path
 import pytest
 from test_make_targets import make_n
 
-from pipeline import collect, lms, sample_term
-from pipeline import deadlines as deadlines_module
-from pipeline import roster as roster_module
-from pipeline.deadlines import read_timestamp
+from pipeline.classroom import collect, lms, sample_term
+from pipeline.classroom import deadlines as deadlines_module
+from pipeline.classroom import roster as roster_module
+from pipeline.classroom.deadlines import read_timestamp
+from pipeline.classroom.roster import Student, canvas_name
 from pipeline.paths import ROOT
-from pipeline.roster import Student, canvas_name
 
 NOTEBOOK = "01_gain_multiplication"
 
@@ -379,16 +379,16 @@ def _args(lines: list[str], module: str) -> list[str]:
 
 def test_collect_export_and_return_pass_their_variables_on():
     args = _args(make_n("collect", "FROM=my download.zip", "LMS=moodle", f"ASSIGNMENT={NOTEBOOK}",
-                        "WORKSHEET=Grades sheet.csv"), "pipeline.collect")
+                        "WORKSHEET=Grades sheet.csv"), "pipeline.classroom.collect")
     parsed = collect.build_parser().parse_args(args)
     assert (str(parsed.source), parsed.lms, parsed.assignment, str(parsed.worksheet)) == (
         "my download.zip", "moodle", NOTEBOOK, "Grades sheet.csv")
     assert collect.build_parser().parse_args(
-        _args(make_n("collect", "FROM=x.zip"), "pipeline.collect")).lms is None  # recognised
-    assert _args(make_n("export", "LMS=canvas"), "pipeline.export") == ["grades", "--lms", "canvas"]
-    assert _args(make_n("return", "LMS=moodle"), "pipeline.export") == [
+        _args(make_n("collect", "FROM=x.zip"), "pipeline.classroom.collect")).lms is None  # recognised
+    assert _args(make_n("export", "LMS=canvas"), "pipeline.grading.export") == ["grades", "--lms", "canvas"]
+    assert _args(make_n("return", "LMS=moodle"), "pipeline.grading.export") == [
         "feedback", "--lms", "moodle"]
-    release = _args(make_n("release", "EXCHANGE=/srv/exchange"), "pipeline.collect")
+    release = _args(make_n("release", "EXCHANGE=/srv/exchange"), "pipeline.classroom.collect")
     assert collect.build_parser().parse_args(release).release
     text = subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True, text=True,
                           check=True).stdout

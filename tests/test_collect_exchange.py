@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from pipeline.deadlines import read_timestamp
+from pipeline.classroom.deadlines import read_timestamp
 
 pytestmark = pytest.mark.slow
 NOTEBOOK = "01_gain_multiplication"
@@ -47,7 +47,7 @@ def hub(course_copy, run_in_course, tmp_path_factory):
         f"assignment,due\n{NOTEBOOK},{due:%Y-%m-%dT%H:%M:%S+00:00}\n")
     exchange = root / "exchange"
     exchange.mkdir()
-    released = run_in_course(["-m", "pipeline.collect", str(exchange), "--release",
+    released = run_in_course(["-m", "pipeline.classroom.collect", str(exchange), "--release",
                               "--assignment", NOTEBOOK], course)
     flags = [f"--Exchange.root={exchange}", f"--course={COURSE}"]
     for student in ("ada", "alan", "grace", "visitor"):
@@ -66,7 +66,7 @@ def hub(course_copy, run_in_course, tmp_path_factory):
             fetched.write_text(fetched.read_text().replace("YOUR CODE HERE", "second try"))
             _nbgrader("submit", NOTEBOOK, *flags, f"--student={student}",
                       f"--Exchange.cache={home}/cache", cwd=home, home=home)
-    collected = run_in_course(["-m", "pipeline.collect", str(exchange)], course)
+    collected = run_in_course(["-m", "pipeline.classroom.collect", str(exchange)], course)
     return course, exchange, released.stdout, collected.stdout
 
 

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import collect, grading, lms, nbgrader_cli, sample_term
-from pipeline import deadlines as deadlines_module
-from pipeline import roster as roster_module
-from pipeline.deadlines import read_timestamp
+from pipeline import nbgrader_cli
+from pipeline.classroom import collect, lms, sample_term
+from pipeline.classroom import deadlines as deadlines_module
+from pipeline.classroom import roster as roster_module
+from pipeline.classroom.deadlines import read_timestamp
 
 NOTEBOOK = "01_gain_multiplication"
 ROSTER = ("student_id,first_name,last_name,email\nvictim,Victim,Name,victim@uni.edu\n"
@@ -125,8 +126,8 @@ def exchange(course, tmp_path, monkeypatch) -> Path:
     """An exchange root, collected with the stand-in for nbgrader collect."""
     (course / "gradebook.db").write_bytes(b"")
     monkeypatch.setattr(collect, "GRADER", course)
-    monkeypatch.setattr(grading, "SCRATCH", course / ".scratch")
-    monkeypatch.setattr(grading, "ensure_release", lambda: None)
+    monkeypatch.setattr(collect, "SCRATCH", course / ".scratch")
+    monkeypatch.setattr(collect, "ensure_release", lambda: None)
     monkeypatch.setattr(nbgrader_cli, "nbgrader", _fake_nbgrader_collect)
     root = tmp_path / "exchange"
     (root / collect.COURSE_ID / "inbound").mkdir(parents=True)

@@ -6,7 +6,7 @@ import nbformat
 from nbformat.v4 import new_markdown_cell, new_notebook
 
 from pipeline.paths import NOTEBOOKS, assignment_ids
-from pipeline.preprocessors import CourseHeader
+from pipeline.release.preprocessors import CourseHeader
 
 
 def test_the_header_is_renumbered_from_the_course_list():

@@ -11,8 +11,8 @@ import pytest
 from conftest import SANDBOXED
 from misbehaving import BANK, NOTEBOOK, SANDBOX_ONLY, TAMPER_MARK
 
+from pipeline.classroom.sample_class import mistakes_for
 from pipeline.paths import assignment_ids
-from pipeline.sample_class import mistakes_for
 
 pytestmark = pytest.mark.slow
 IDS = assignment_ids()

@@ -18,8 +18,9 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from pipeline import environment, kernel_manager
+from pipeline import environment
 from pipeline.environment import HEADLESS, SETTINGS, course_env, nbgrader_env
+from pipeline.kernels import kernel_manager
 from pipeline.nbgrader_cli import run_limited
 from pipeline.paths import GRADER, ROOT
 
@@ -149,7 +150,7 @@ KERNEL_PROBE = ("import json, os, sys; print(json.dumps({'env': dict(os.environ)
 
 @pytest.mark.slow
 def test_a_kernel_of_make_execute_gets_the_headless_course_env(tmp_path, monkeypatch):
-    from pipeline.execute import execute_notebook
+    from pipeline.release.execute import execute_notebook
 
     for name, value in HOSTILE.items():
         if name != "PATH":
@@ -200,7 +201,7 @@ def test_a_graded_kernel_gets_the_settings_and_nothing_else(how, monkeypatch):
     for name, value in HOSTILE.items():
         if name != "PATH":
             monkeypatch.setenv(name, value)
-    if how == "started directly":  # no fork server: python -m pipeline.sandbox_kernel
+    if how == "started directly":  # no fork server: python -m pipeline.kernels.sandbox_kernel
         monkeypatch.setattr(kernel_manager.ForkServer, "start",
                             classmethod(lambda cls, **kwargs: None))
     seen = asyncio.run(_graded_kernel_env())

@@ -21,8 +21,8 @@ from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import GetGrades
 from traitlets.config import PyFileConfigLoader
 
-from pipeline import bounded_markup, safe_feedback
-from pipeline.bounded_markup import (
+from pipeline.grading import bounded_markup, safe_feedback
+from pipeline.grading.bounded_markup import (
     MAX_ATTRIBUTES,
     MAX_DEPTH,
     MAX_MARKUP_CHARS,
@@ -31,8 +31,8 @@ from pipeline.bounded_markup import (
     TooComplex,
     bound_markup,
 )
+from pipeline.grading.safe_feedback import CONTENT_SECURITY_POLICY, clean_html, minimal_page
 from pipeline.paths import GRADER
-from pipeline.safe_feedback import CONTENT_SECURITY_POLICY, clean_html, minimal_page
 
 LEFT_OUT = "Not shown on this page"
 

@@ -12,8 +12,8 @@ from bs4 import BeautifulSoup
 from misbehaving import NOTEBOOK, html_outputs
 from misbehaving.html_outputs import PNG, live_hazards
 
+from pipeline.grading.safe_feedback import CONTENT_SECURITY_POLICY
 from pipeline.nbgrader_cli import nbgrader
-from pipeline.safe_feedback import CONTENT_SECURITY_POLICY
 
 pytestmark = pytest.mark.slow
 HOSTILE = sorted(html_outputs.BANK)

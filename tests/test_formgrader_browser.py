@@ -156,7 +156,7 @@ def course(course_copy, run_in_course, tmp_path_factory, beacon) -> Path:
     shutil.copytree(course_copy, course, ignore=shutil.ignore_patterns(
         ".scratch", "autograded", "feedback", "results", "sample_submissions", "summary",
         "submissions"))
-    run_in_course(["-c", f"from pipeline.sample_class import build; build(ids=[{NOTEBOOK!r}])"],
+    run_in_course(["-c", f"from pipeline.classroom.sample_class import build; build(ids=[{NOTEBOOK!r}])"],
                   course)
     submissions = _hostile_submission(course, beacon)
     run_in_course(["-m", "pipeline.grading", str(submissions), "--jobs", "1"], course)

@@ -15,11 +15,11 @@ import pytest
 from nbformat.v4 import new_notebook
 from nbgrader.api import Gradebook
 
-from pipeline import grading
-from pipeline.kernel_forkserver import KERNELS_BASE
-from pipeline.nbgrader_batch import done_marker
-from pipeline.safe_feedback import CONTENT_SECURITY_POLICY
-from pipeline.submissions import find_submissions
+from pipeline.classroom.submissions import find_submissions
+from pipeline.grading import autograde
+from pipeline.grading.nbgrader_batch import done_marker
+from pipeline.grading.safe_feedback import CONTENT_SECURITY_POLICY
+from pipeline.kernels.kernel_forkserver import KERNELS_BASE
 
 pytestmark = pytest.mark.slow  # (every gradebook nbgrader opens runs alembic: seconds)
 STUDENTS = ("s0", "s1", "s2")
@@ -38,9 +38,9 @@ def course(grading_course, tmp_path, monkeypatch):
         gradebook.add_grade_cell("test_x", "01_a", "01_a", max_score=2, cell_type="code")
         gradebook.add_source_cell("test_x", "01_a", "01_a", cell_type="code", source="pass",
                                   locked=True, checksum="")
-    monkeypatch.setattr(grading, "ensure_release", lambda: None)
-    monkeypatch.setattr(grading, "assignment_ids", lambda: ["01_a"])
-    monkeypatch.setattr(grading, "finish", lambda results: None)
+    monkeypatch.setattr(autograde, "ensure_release", lambda: None)
+    monkeypatch.setattr(autograde, "assignment_ids", lambda: ["01_a"])
+    monkeypatch.setattr(autograde, "finish", lambda results: None)
     klass = tmp_path / "class"
     for student in STUDENTS:
         (klass / student / "01_a").mkdir(parents=True)
@@ -49,7 +49,7 @@ def course(grading_course, tmp_path, monkeypatch):
 
 
 class FakeBatch:
-    """Stands in for ``pipeline.nbgrader_batch`` under ``run_limited``: each submission is
+    """Stands in for ``pipeline.grading.nbgrader_batch`` under ``run_limited``: each submission is
     recorded in the scratch gradebook when its grading starts (as nbgrader does), and only
     those ``finishes`` picks are graded to the end (2 points, notebook, page, marker)
     before the batch ends or, ``killed``, is killed."""
@@ -112,8 +112,8 @@ def test_a_killed_batch_keeps_what_it_finished_and_grades_the_others_alone(cours
     grader, klass = course
     fake = FakeBatch(finishes=lambda students: students[:1] if len(students) > 1 else students,
                      killed=lambda students: len(students) > 1)
-    monkeypatch.setattr(grading, "run_limited", fake)
-    results = grading.grade_batch(_subs(klass), timeout=10, memory_limit=None)
+    monkeypatch.setattr(autograde, "run_limited", fake)
+    results = autograde.grade_batch(_subs(klass), timeout=10, memory_limit=None)
     assert fake.runs == [["s0", "s1", "s2"], ["s1"], ["s2"]]
     for result in results:
         assert result["status"] == "graded", result
@@ -129,8 +129,8 @@ def test_a_notebook_never_graded_to_the_end_is_not_a_grade(course, monkeypatch):
     grader, klass = course
     fake = FakeBatch(finishes=lambda students: [s for s in students if s != "s1"],
                      killed=lambda students: "s1" in students)
-    monkeypatch.setattr(grading, "run_limited", fake)
-    results = grading.grade_batch(_subs(klass), timeout=10, memory_limit=None)
+    monkeypatch.setattr(autograde, "run_limited", fake)
+    results = autograde.grade_batch(_subs(klass), timeout=10, memory_limit=None)
     assert fake.runs == [["s0", "s1", "s2"], ["s1"]]
     assert [r["status"] for r in results] == ["graded", "timed out after 10 s", "graded"]
     assert results[1]["cells"] == []
@@ -140,8 +140,8 @@ def test_a_notebook_never_graded_to_the_end_is_not_a_grade(course, monkeypatch):
 
 def test_a_graded_notebook_without_a_page_gets_a_short_inert_one(course, monkeypatch):
     grader, klass = course
-    monkeypatch.setattr(grading, "run_limited", FakeBatch(page=False))
-    results = grading.grade_batch(_subs(klass)[:1], timeout=10, memory_limit=None)
+    monkeypatch.setattr(autograde, "run_limited", FakeBatch(page=False))
+    results = autograde.grade_batch(_subs(klass)[:1], timeout=10, memory_limit=None)
     assert results[0]["status"] == "graded"
     assert "a short page with the points stands in" in results[0]["log"]
     page = (grader / "feedback" / "s0" / "01_a" / "01_a.html").read_text()
@@ -152,8 +152,8 @@ def test_a_graded_notebook_without_a_page_gets_a_short_inert_one(course, monkeyp
 def test_a_student_this_run_cannot_grade_keeps_the_previous_result(course, monkeypatch):
     grader, klass = course
     first = FakeBatch()
-    monkeypatch.setattr(grading, "run_limited", first)
-    assert grading.main([str(klass), "--jobs", "1"]) == 0
+    monkeypatch.setattr(autograde, "run_limited", first)
+    assert autograde.main([str(klass), "--jobs", "1"]) == 0
     before = {path: path.read_bytes() for kind in ("autograded", "feedback")
               for path in (grader / kind / "s1").rglob("*") if path.is_file()}
     previous = json.loads((grader / "results" / "s1__01_a.json").read_text())
@@ -164,13 +164,13 @@ def test_a_student_this_run_cannot_grade_keeps_the_previous_result(course, monke
                                                   if s not in ("s1", "newcomer")],
                        killed=lambda students: "s1" in students or "newcomer" in students)
     second.label = "run 2"
-    monkeypatch.setattr(grading, "run_limited", second)
-    assert grading.main([str(klass), "--jobs", "1"]) == 0
+    monkeypatch.setattr(autograde, "run_limited", second)
+    assert autograde.main([str(klass), "--jobs", "1"]) == 0
     assert sorted(second.runs) == sorted([["newcomer", "s0", "s1", "s2"], ["newcomer"],
                                           ["s1"]])
     kept = json.loads((grader / "results" / "s1__01_a.json").read_text())
     assert kept["status"] == "previous result kept (this run: timed out after 900 s)"
-    assert kept["cells"] == previous["cells"] and grading.is_graded(kept)
+    assert kept["cells"] == previous["cells"] and autograde.is_graded(kept)
     assert {path: path.read_bytes() for path in before} == before  # notebook and page too
     assert "run 2" in (grader / "feedback" / "s0" / "01_a" / "01_a.html").read_text()
     newcomer = json.loads((grader / "results" / "newcomer__01_a.json").read_text())
@@ -180,14 +180,14 @@ def test_a_student_this_run_cannot_grade_keeps_the_previous_result(course, monke
     third = FakeBatch(finishes=lambda students: [s for s in students if s != "s1"],
                       killed=lambda students: "s1" in students)
     third.label = "run 3"
-    monkeypatch.setattr(grading, "run_limited", third)
-    assert grading.main([str(klass), "--jobs", "1"]) == 0  # kept again, from the kept one
+    monkeypatch.setattr(autograde, "run_limited", third)
+    assert autograde.main([str(klass), "--jobs", "1"]) == 0  # kept again, from the kept one
     again = json.loads((grader / "results" / "s1__01_a.json").read_text())
     assert again["status"] == kept["status"] and again["cells"] == previous["cells"]
     assert {path: path.read_bytes() for path in before} == before
 
-    monkeypatch.setattr(grading, "run_limited", FakeBatch())  # graded again: replaced
-    assert grading.main([str(klass), "--jobs", "1"]) == 0
+    monkeypatch.setattr(autograde, "run_limited", FakeBatch())  # graded again: replaced
+    assert autograde.main([str(klass), "--jobs", "1"]) == 0
     assert json.loads((grader / "results" / "s1__01_a.json").read_text())["status"] == "graded"
 
 
@@ -196,12 +196,12 @@ def test_a_graded_notebook_over_the_limit_is_graded_from_the_gradebook(course, m
     graded copy too large to read back is graded all the same (the points are nbgrader's,
     in the gradebook), never "not graded" with its earlier full marks kept."""
     grader, klass = course
-    monkeypatch.setattr(grading, "run_limited", FakeBatch())
-    assert grading.main([str(klass), "--jobs", "1"]) == 0
+    monkeypatch.setattr(autograde, "run_limited", FakeBatch())
+    assert autograde.main([str(klass), "--jobs", "1"]) == 0
     bloated = FakeBatch(score=0, printed=2**20)
     bloated.label = "run 2"
-    monkeypatch.setattr(grading, "run_limited", bloated)
-    assert grading.main([str(klass), "--jobs", "1", "--max-notebook-mb", "0.5"]) == 0
+    monkeypatch.setattr(autograde, "run_limited", bloated)
+    assert autograde.main([str(klass), "--jobs", "1", "--max-notebook-mb", "0.5"]) == 0
     result = json.loads((grader / "results" / "s1__01_a.json").read_text())
     assert result["status"] == "graded" and _scores(result) == [("test_x", 0, False)]
     assert "the graded notebook was refused (it is 1.0 MiB, over the " in result["log"]
@@ -215,15 +215,15 @@ def test_a_refused_submission_does_not_keep_an_earlier_result(course, monkeypatc
     """Only a failure of the grading keeps what was published; a submission that cannot be
     graded through its own doing (here: a link in place of the notebook) does not."""
     grader, klass = course
-    monkeypatch.setattr(grading, "run_limited", FakeBatch())
-    assert grading.main([str(klass), "--jobs", "1"]) == 0
+    monkeypatch.setattr(autograde, "run_limited", FakeBatch())
+    assert autograde.main([str(klass), "--jobs", "1"]) == 0
     notebook = klass / "s1" / "01_a" / "01_a.ipynb"
     notebook.rename(klass / "elsewhere.ipynb")
     notebook.symlink_to(klass / "elsewhere.ipynb")
-    assert grading.main([str(klass), "--jobs", "1"]) == 0
+    assert autograde.main([str(klass), "--jobs", "1"]) == 0
     result = json.loads((grader / "results" / "s1__01_a.json").read_text())
     assert result["status"].startswith("not graded: the notebook is a symbolic link")
-    assert result["cells"] == [] and not grading.is_graded(result)
+    assert result["cells"] == [] and not autograde.is_graded(result)
     assert "the earlier result is not kept: this submission itself could not be graded" in \
         result["log"]
     assert not (grader / "feedback" / "s1" / "01_a").exists()  # nor its earlier page
@@ -239,8 +239,8 @@ def test_a_feedback_page_that_could_not_be_made_is_said_in_the_log(course, monke
         marker.write_text(json.dumps({"feedback": "it took longer than 5 s to make"}))
         return completed
 
-    monkeypatch.setattr(grading, "run_limited", slow_page)
-    result = grading.grade_batch(_subs(klass)[:1], timeout=10, memory_limit=None)[0]
+    monkeypatch.setattr(autograde, "run_limited", slow_page)
+    result = autograde.grade_batch(_subs(klass)[:1], timeout=10, memory_limit=None)[0]
     assert result["status"] == "graded"
     assert "the feedback page could not be made (it took longer than 5 s to make)" in \
         result["log"]
@@ -248,8 +248,8 @@ def test_a_feedback_page_that_could_not_be_made_is_said_in_the_log(course, monke
 
 def test_a_batch_is_never_killed_before_each_notebook_could_use_its_own_limits():
     for count in (1, 3, 8):
-        assert grading.batch_limit(count, 900, 60) > count * (900 + 60)
-        assert grading.batch_limit(count, 5, 2) > count * (5 + 2)
+        assert autograde.batch_limit(count, 900, 60) > count * (900 + 60)
+        assert autograde.batch_limit(count, 5, 2) > count * (5 + 2)
 
 
 class FakeAPI:
@@ -267,7 +267,7 @@ class FakeAPI:
 
 
 def test_the_batch_says_when_a_page_could_not_be_made_and_puts_a_short_one_there(course):
-    from pipeline import nbgrader_batch
+    from pipeline.grading import nbgrader_batch
 
     grader, _ = course
     api = FakeAPI({"success": False, "error": "Traceback ... RecursionError"})

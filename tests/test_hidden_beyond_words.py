@@ -796,7 +796,7 @@ def test_a_forward_that_zeroes_the_images_gets_no_points(grade):
 def test_the_hidden_test_sets_the_class_token_and_positions_through_the_proxy():
     """The rebuilt module holds cls_token and positions as parameters the test can set, and
     the student's forward sees the values set on the trusted side."""
-    from hidden_tests.student import student
+    from kernel_protocol.grader_side import student
 
     module = student(EmbeddingBase)(2, 1, 4, 4)
     assert isinstance(module.cls_token, nn.Parameter) and module.positions.shape == (1, 5, 4)

@@ -1117,7 +1117,7 @@ def test_a_seeded_call_draws_its_seed_s_stream_but_reports_one_fixed_initial_see
 
 @pytest.mark.parametrize("digest", [5, "x" * 65, "not hex!", None])
 def test_a_malformed_random_state_digest_is_a_protocol_error(digest):
-    from hidden_tests.student import ProtocolError, _record, last_report
+    from kernel_protocol.grader_side import ProtocolError, _record, last_report
 
     with pytest.raises(ProtocolError, match="random state"):
         _record({"changed": [], "rng_after": digest})

@@ -15,7 +15,6 @@ from torch import nn
 
 from helpers.checks.framework import CheckFailed
 from helpers.checks.your_own_gpt import check_pasted_sampler
-from hidden_tests.student import LocalChannel, StudentFunction
 from hidden_tests.your_own_gpt import (
     grade_Block,
     grade_CausalSelfAttention,
@@ -23,6 +22,7 @@ from hidden_tests.your_own_gpt import (
     grade_GPT,
     grade_train_gpt,
 )
+from kernel_protocol.grader_side import LocalChannel, StudentFunction
 
 SOLUTION = solution_namespace("09_your_own_gpt")
 # The names the variants below use, as in the notebook: the solution's classes and sampler.

@@ -19,8 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import environment, kernel_forkserver, kernel_manager
-from pipeline.kernel_forkserver import (
+from pipeline import environment
+from pipeline.grading.preprocessors import SandboxedKernelManager
+from pipeline.kernels import kernel_forkserver, kernel_manager
+from pipeline.kernels.kernel_forkserver import (
     KERNELS_BASE,
     ForkedKernel,
     ForkServer,
@@ -28,7 +30,6 @@ from pipeline.kernel_forkserver import (
     new_kernels_base,
 )
 from pipeline.paths import GRADER, HIDDEN_TESTS
-from pipeline.preprocessors import SandboxedKernelManager
 
 pytestmark = pytest.mark.slow
 

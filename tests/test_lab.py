@@ -98,7 +98,7 @@ def test_make_formgrader_serves_the_courses_formgrader():
     finally:
         output = _stop(process)
     # served by the inert formgrader, in place of nbgrader's own
-    assert "pipeline.safe_formgrader | extension was successfully loaded" in output
+    assert "pipeline.grading.safe_formgrader | extension was successfully loaded" in output
     assert "Loading the formgrader nbgrader serverextension" not in output
 
 
@@ -119,5 +119,5 @@ def test_formgrader_starts_in_the_course_root_with_the_inert_formgrader():
     config = json.loads((Path(launch.env["JUPYTER_CONFIG_DIR"])
                          / "jupyter_server_config.json").read_text())
     assert config["ServerApp"]["jpserver_extensions"] == {
-        "nbgrader.server_extensions.formgrader": False, "pipeline.safe_formgrader": True}
+        "nbgrader.server_extensions.formgrader": False, "pipeline.grading.safe_formgrader": True}
     assert str(GRADER) in launch.env["PYTHONPATH"].split(os.pathsep)  # the extension imports

@@ -1,4 +1,4 @@
-"""The Makefile, read with `make -n` (nothing runs): grade's variables reach pipeline.grading,
+"""The Makefile, read with `make -n` (nothing runs): grade's variables reach pipeline.grading.autograde,
 clean removes everything generation and grading write, test reuses lint and validate and runs
 nbval on two CPU capabilities, lint covers every Python file; and the class tables printed
 after grading never run their columns together."""
@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from pipeline import grading, summary
+from pipeline.grading import autograde, summary
 from pipeline.paths import GRADER, GRADES_CSV, ROOT, SAMPLE_CLASS
 
 
@@ -33,7 +33,7 @@ def _grading_args(lines: list[str]) -> list[str]:
 def test_grade_passes_each_variable_set_to_pipeline_grading():
     args = _grading_args(make_n("grade", "SUBMISSIONS=class", "JOBS=3", "SHARD=2/4",
                                 "CELL_TIMEOUT=30", "MEMORY_GB=2.5"))
-    parsed = grading.build_parser().parse_args(args)
+    parsed = autograde.build_parser().parse_args(args)
     assert (parsed.submissions.name, parsed.jobs, parsed.shard, parsed.cell_timeout,
             parsed.memory_gb) == ("class", 3, "2/4", 30, 2.5)
 
@@ -41,8 +41,8 @@ def test_grade_passes_each_variable_set_to_pipeline_grading():
 def test_grade_leaves_unset_variables_to_the_modules_defaults():
     args = _grading_args(make_n("grade", "SUBMISSIONS=class"))
     assert args == ["class"]
-    parsed = grading.build_parser().parse_args(args)
-    assert parsed.jobs == grading.default_jobs()  # one source for the number of jobs
+    parsed = autograde.build_parser().parse_args(args)
+    assert parsed.jobs == autograde.default_jobs()  # one source for the number of jobs
     assert parsed.cell_timeout is None  # nbgrader_config.py's Execute.timeout
     assert parsed.memory_gb > 0
 
@@ -60,7 +60,7 @@ def test_clean_removes_everything_generation_and_grading_write():
     removed = {word for line in make_n("clean") for word in shlex.split(line)
                if line.startswith("rm ")}
     written = [GRADER / "source", GRADER / "release", GRADER / "gradebook.db",
-               GRADER / "autograded", GRADER / "feedback", grading.RESULTS, grading.SCRATCH,
+               GRADER / "autograded", GRADER / "feedback", autograde.RESULTS, autograde.SCRATCH,
                GRADES_CSV, summary.SUMMARY, SAMPLE_CLASS, ROOT / "dist",
                ROOT / "build" / "dist-edition"]
     missing = [str(p.relative_to(ROOT)) for p in written if str(p.relative_to(ROOT)) not in removed]
@@ -108,8 +108,8 @@ def test_nb_narrows_the_targets_to_one_tutorial():
     selection = re.search(r'-k "not \(([^)]*)\)"', check).group(1).split(" or ")
     assert one not in selection and "01_gain_multiplication" in selection
     assert len(selection) == len(list((ROOT / "solutions").glob("*.ipynb"))) - 1
-    assert f"pipeline.execute solutions/{one}.ipynb" in " ".join(make_n("execute", f"NB={one}"))
-    assert re.search(rf"pipeline.assignments {one}\b", " ".join(make_n("assignments",
+    assert f"pipeline.release.execute solutions/{one}.ipynb" in " ".join(make_n("execute", f"NB={one}"))
+    assert re.search(rf"pipeline.release.assignments {one}\b", " ".join(make_n("assignments",
                                                                         f"NB={one}")))
     validate = " ".join(make_n("validate", f"NB={one}"))
     assert validate.rstrip().endswith(f"solutions/{one}.ipynb")

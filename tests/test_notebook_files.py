@@ -94,7 +94,7 @@ def test_no_widget_state_or_random_ids_are_stored(path):
     notebook = _notebook(path)
     assert "widgets" not in notebook["metadata"], (
         f"{path.name} stores widget state in its metadata: execute with "
-        "`python -m pipeline.execute` (it does not store widget state)")
+        "`python -m pipeline.release.execute` (it does not store widget state)")
     for index, cell in enumerate(notebook["cells"]):
         for output in cell.get("outputs", []):
             assert WIDGET_MIME not in output.get("data", {}), (
@@ -126,8 +126,8 @@ def test_no_timing_metadata_and_stable_cell_ids(path):
 
 @pytest.mark.slow
 def test_re_executing_a_notebook_changes_nothing(tmp_path):
-    """The cheapest notebook, re-run in place with pipeline.execute: byte-identical file."""
-    from pipeline.execute import execute_notebook
+    """The cheapest notebook, re-run in place with pipeline.release.execute: byte-identical file."""
+    from pipeline.release.execute import execute_notebook
 
     committed = ROOT / "solutions" / "01_gain_multiplication.ipynb"
     copy = tmp_path / committed.name

@@ -8,8 +8,8 @@ import pytest
 from jupyter_client.manager import AsyncKernelManager
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from pipeline import preprocessors, verdicts
-from pipeline.preprocessors import ResilientExecute
+from pipeline.grading import preprocessors, verdicts
+from pipeline.grading.preprocessors import ResilientExecute
 
 pytestmark = pytest.mark.slow
 

@@ -5,13 +5,8 @@ from __future__ import annotations
 import nbformat
 from nbformat.v4 import new_code_cell, new_notebook, new_output
 
-from pipeline.preprocessors import (
-    ClearRunState,
-    ColabCells,
-    DeduplicateGradeIds,
-    HideHiddenTests,
-    StderrIsNotFailure,
-)
+from pipeline.grading.preprocessors import DeduplicateGradeIds, HideHiddenTests, StderrIsNotFailure
+from pipeline.release.preprocessors import ClearRunState, ColabCells
 
 TEST_CELL = """check_thing(thing)
 ### BEGIN HIDDEN TESTS

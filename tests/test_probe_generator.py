@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from hidden_tests import probe
-from hidden_tests.student import decode, encode, student
+from kernel_protocol import in_kernel
+from kernel_protocol.grader_side import decode, encode, student
 
 
 def draw(generator=None):
@@ -38,15 +38,15 @@ def test_a_generator_is_sent_as_a_plain_uint8_state():
 
 
 def test_a_malformed_generator_state_is_an_error_reply():
-    bad = {"op": "call", "target": "draw", "args": [{"generator": probe.tensor_spec(
+    bad = {"op": "call", "target": "draw", "args": [{"generator": in_kernel.tensor_spec(
         torch.zeros(3, dtype=torch.uint8))}], "kwargs": []}
-    reply = json.loads(probe.serve(json.dumps(bad), {"draw": draw}))
+    reply = json.loads(in_kernel.serve(json.dumps(bad), {"draw": draw}))
     assert "error" in reply
 
 
 def test_a_generator_cannot_come_back_as_one():
     """The trusted side never rebuilds a generator from the student's reply."""
-    reply = json.loads(probe.serve(json.dumps({"op": "call", "target": "make", "args": [],
+    reply = json.loads(in_kernel.serve(json.dumps({"op": "call", "target": "make", "args": [],
                                                "kwargs": []}), {"make": torch.Generator}))
     assert repr(decode(reply["ok"]["value"])) == "<a Generator object>"
 

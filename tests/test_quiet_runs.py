@@ -5,7 +5,7 @@ from __future__ import annotations
 import nbformat
 from nbformat.v4 import new_code_cell, new_notebook
 
-from pipeline.execute import execute_notebook
+from pipeline.release.execute import execute_notebook
 
 
 def test_running_a_notebook_prints_no_transport_warning(tmp_path, capfd):

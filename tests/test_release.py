@@ -27,7 +27,7 @@ def test_committed_student_notebook_matches_generation(course_copy, notebook_id)
 
 def test_generation_is_deterministic(course_copy, run_in_course):
     before = {p.name: p.read_bytes() for p in (course_copy / "notebooks").glob("*.ipynb")}
-    run_in_course(["-m", "pipeline.assignments"], course_copy)
+    run_in_course(["-m", "pipeline.release.assignments"], course_copy)
     after = {p.name: p.read_bytes() for p in (course_copy / "notebooks").glob("*.ipynb")}
     assert before == after
 

@@ -92,7 +92,7 @@ def test_a_timeout_kills_the_command_and_everything_it_started(tmp_path):
 
 
 def test_many_threads_at_once_each_get_their_limit():
-    """As grading.grade_all does: run_limited from a thread pool."""
+    """As autograde.grade_all does: run_limited from a thread pool."""
     limits = [2**30 * (2 + i) for i in range(8)]
     with ThreadPoolExecutor(max_workers=8) as pool:
         seen = list(pool.map(lambda n: _report([sys.executable, "-c", REPORT], memory_limit=n),
@@ -102,13 +102,13 @@ def test_many_threads_at_once_each_get_their_limit():
 
 @pytest.mark.slow
 def test_a_graded_kernel_runs_under_the_memory_limit_and_its_own_limits(tmp_path):
-    """What a batch (pipeline.nbgrader_batch) does under run_limited: a fork server, and a
+    """What a batch (pipeline.grading.nbgrader_batch) does under run_limited: a fork server, and a
     kernel forked from it with the sandbox's own limits on top of the memory limit."""
     script = tmp_path / "batch.py"
     script.write_text(textwrap.dedent(f"""
         import asyncio
         from test_kernel_forkserver import printed, start_kernel, stop_kernel
-        from pipeline.kernel_forkserver import ForkServer
+        from pipeline.kernels.kernel_forkserver import ForkServer
 
         async def main():
             manager, client = await start_kernel()
@@ -137,16 +137,16 @@ def test_nothing_of_a_batch_that_dies_stays_behind(grading_course, tmp_path, mon
     """A batch killed with its kernel running (as the memory limit or a timeout kills it)
     leaves its kernel's folder (connection file, sockets) where the batch was told to put
     them; grading removes that folder, and the scratch course, whatever became of it."""
-    from pipeline import grading
-    from pipeline.kernel_forkserver import KERNELS_BASE
-    from pipeline.submissions import Submission
+    from pipeline.classroom.submissions import Submission
+    from pipeline.grading import autograde
+    from pipeline.kernels.kernel_forkserver import KERNELS_BASE
 
     report = tmp_path / "kernel-folder"
     script = tmp_path / "batch.py"
     script.write_text(textwrap.dedent(f"""
         import asyncio, os, signal
         from test_kernel_forkserver import start_kernel
-        from pipeline.kernel_forkserver import ForkServer
+        from pipeline.kernels.kernel_forkserver import ForkServer
 
         async def main():
             manager, client = await start_kernel()
@@ -166,9 +166,9 @@ def test_nothing_of_a_batch_that_dies_stays_behind(grading_course, tmp_path, mon
         seen["left"] = os.listdir(report.read_text())  # what the dead batch left behind
         return run
 
-    monkeypatch.setattr(grading, "run_limited", dying_batch)
+    monkeypatch.setattr(autograde, "run_limited", dying_batch)
     (tmp_path / "s0.ipynb").write_text("{}")
-    result = grading.grade_batch([Submission("s0", "01_a", tmp_path / "s0.ipynb")],
+    result = autograde.grade_batch([Submission("s0", "01_a", tmp_path / "s0.ipynb")],
                                  timeout=10, memory_limit=None)[0]
     assert result["status"] == "autograde failed"
     folder = Path(report.read_text())

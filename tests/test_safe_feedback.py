@@ -1,7 +1,7 @@
 """Feedback pages are inert: nothing a submission displays or writes runs in a browser.
 
 No kernel: hostile notebooks are rendered by the exporter the course configures for
-nbgrader's GenerateFeedback (``pipeline.safe_feedback``), with the course's own feedback
+nbgrader's GenerateFeedback (``pipeline.grading.safe_feedback``), with the course's own feedback
 preprocessors, and the HTML is searched for anything live.
 """
 
@@ -28,21 +28,21 @@ from nbgrader.preprocessors import GetGrades
 from nbgrader.server_extensions.formgrader.formgrader import FormgradeExtension
 from traitlets.config import Config, PyFileConfigLoader
 
-from pipeline.paths import GRADER
-from pipeline.safe_feedback import (
+from pipeline.grading.safe_feedback import (
     CONTENT_SECURITY_POLICY,
     InertOutputs,
     SafeFeedbackExporter,
     clean_html,
     make_document_inert,
 )
-from pipeline.safe_formgrader import (
+from pipeline.grading.safe_formgrader import (
     FORMGRADE_HANDLERS,
     MATHJAX_STAND_IN,
     SafeFormgradeExporter,
     csp_hash,
     make_formgrade_inert,
 )
+from pipeline.paths import GRADER
 
 
 def _graded(cell, grade_id: str, points: float, score: float, solution: bool):
@@ -240,7 +240,7 @@ def test_the_hazard_search_finds_what_stock_nbgrader_lets_through(feedback_app):
 
 
 def test_the_table_of_contents_names_each_exercise():
-    from pipeline.safe_feedback import name_exercises
+    from pipeline.grading.safe_feedback import name_exercises
 
     page = ('<ul><li><a href="#test_TransformerBlock">Test cell</a> (Score: 0.0 / 3.0)</li>'
             '<li><a href="#think_why_scale">Written response</a> (Score: 1.0 / 1.0)</li>'
@@ -251,7 +251,7 @@ def test_the_table_of_contents_names_each_exercise():
     assert "Test cell" not in named.replace('<a href="#top">Test cell</a>', "")
 
 
-# ---- formgrader's Manual Grading page (pipeline.safe_formgrader) ------------------------------
+# ---- formgrader's Manual Grading page (pipeline.grading.safe_formgrader) ------------------------------
 
 BASE_URL = "/user/instructor"
 # what formgrader's SubmissionHandler gives the exporter

@@ -29,11 +29,12 @@ from test_kernel_forkserver import (
     stop_kernel,
 )
 
-from pipeline import grading, landlock, sandbox
+from pipeline.classroom.submissions import Submission
 from pipeline.environment import course_env
+from pipeline.grading import autograde
+from pipeline.grading.preprocessors import SandboxedKernelManager
+from pipeline.kernels import landlock, sandbox
 from pipeline.paths import GRADER, HIDDEN_TESTS, ROOT
-from pipeline.preprocessors import SandboxedKernelManager
-from pipeline.submissions import Submission
 
 needs_landlock = pytest.mark.skipif(landlock.abi_version() < 1,
                                     reason="Landlock is not available here")
@@ -56,7 +57,7 @@ def test_landlock_allows_only_the_listed_folders(tmp_path):
     probe = textwrap.dedent(f"""
         import json, sys
         from pathlib import Path
-        from pipeline import landlock
+        from pipeline.kernels import landlock
         landlock.restrict(read=[Path(p) for p in sys.path if p] + [Path("{readable}")],
                           write=[Path("{writable}")])
         def attempt(action):
@@ -91,7 +92,7 @@ def test_landlock_can_forbid_every_tcp_connection():
     with socket.create_server(("127.0.0.1", 0)) as listener:
         probe = textwrap.dedent(f"""
             import socket
-            from pipeline import landlock
+            from pipeline.kernels import landlock
             landlock.restrict(read=[__import__("pathlib").Path("/")], deny_tcp=True)
             try:
                 socket.create_connection(("127.0.0.1", {listener.getsockname()[1]}), timeout=5)
@@ -119,7 +120,7 @@ def test_a_course_installed_under_a_readable_folder_stays_unreadable(tmp_path):
 def test_kernels_start_through_the_sandbox():
     manager = SandboxedKernelManager(kernel_name="python3")
     command = manager.format_kernel_cmd()
-    wrapper = command.index("pipeline.sandbox_kernel")
+    wrapper = command.index("pipeline.kernels.sandbox_kernel")
     assert command[wrapper - 1] == "-m"
     assert command[wrapper + 1:wrapper + 3] == ["-m", "ipykernel_launcher"]
 
@@ -265,7 +266,7 @@ def test_a_kernel_gets_a_whitelisted_environment(limited_server):
 @needs_bwrap
 def test_grader_solutions_and_sandbox_code_are_absent(limited_server):
     paths = [GRADER, HIDDEN_TESTS / "common.py", ROOT / "solutions", GRADER / "gradebook.db",
-             GRADER / "pipeline" / "sandbox.py", ROOT / "Makefile"]
+             GRADER / "pipeline" / "kernels" / "sandbox.py", ROOT / "Makefile"]
     seen = _json(f"""
         import importlib, json, os
         def imports(name):
@@ -277,7 +278,7 @@ def test_grader_solutions_and_sandbox_code_are_absent(limited_server):
         print(json.dumps({{"exists": [p for p in {[str(p) for p in paths]!r} if os.path.exists(p)],
                            "run": os.listdir("{sandbox.CODE_MOUNT}"),
                            "hidden_tests": imports("hidden_tests"),
-                           "pipeline": imports("pipeline.sandbox")}}))
+                           "pipeline": imports("pipeline.kernels.sandbox")}}))
     """)
     assert seen == {"exists": [], "run": [], "hidden_tests": "ModuleNotFoundError",
                     "pipeline": "ModuleNotFoundError"}
@@ -474,15 +475,15 @@ def _subs(assignment: str, n: int) -> list[Submission]:
 
 def test_batches_are_even_mixes_of_assignments_a_multiple_of_the_jobs():
     subs = _subs("01_a", 6) + _subs("06_f", 3)
-    batches = grading.make_batches(subs, jobs=2, batch_size=8)
+    batches = autograde.make_batches(subs, jobs=2, batch_size=8)
     assert sorted(len(b) for b in batches) == [4, 5]
     assert all({s.assignment for s in b} == {"01_a", "06_f"} for b in batches)
     assert sorted(s.student + s.assignment for b in batches for s in b) == sorted(
         s.student + s.assignment for s in subs)
-    big = grading.make_batches(_subs("01_a", 40) + _subs("02_b", 40), jobs=2, batch_size=8)
+    big = autograde.make_batches(_subs("01_a", 40) + _subs("02_b", 40), jobs=2, batch_size=8)
     assert len(big) == 10 and {len(b) for b in big} == {8}
-    assert grading.make_batches(_subs("01_a", 1), jobs=4, batch_size=8) == [_subs("01_a", 1)]
-    assert grading.make_batches([], jobs=2, batch_size=8) == []
+    assert autograde.make_batches(_subs("01_a", 1), jobs=4, batch_size=8) == [_subs("01_a", 1)]
+    assert autograde.make_batches([], jobs=2, batch_size=8) == []
 
 
 def test_a_batch_that_times_out_is_graded_again_one_by_one(grading_course, tmp_path,
@@ -499,8 +500,8 @@ def test_a_batch_that_times_out_is_graded_again_one_by_one(grading_course, tmp_p
         runs.append(sorted(p.name for p in (Path(command[3]) / "submitted").iterdir()))
         raise subprocess.TimeoutExpired(command, timeout)
 
-    monkeypatch.setattr(grading, "run_limited", hangs)
-    results = grading.grade_batch(subs, timeout=10, memory_limit=None)
+    monkeypatch.setattr(autograde, "run_limited", hangs)
+    results = autograde.grade_batch(subs, timeout=10, memory_limit=None)
     assert runs == [["s0", "s1", "s2"], ["s0"], ["s1"], ["s2"]]
     assert [r["status"] for r in results] == ["timed out after 10 s"] * 3
     assert sorted(p.name for p in (grader / "results").iterdir()) == [

@@ -19,8 +19,8 @@ from misbehaving.escapes import BANK as ESCAPES
 from misbehaving.escapes import BOMB, FLOOD_BYTES, LISTENER, MARK, SECRET, SLEEP
 from test_kernel_forkserver import processes_running
 
-from pipeline import sandbox
 from pipeline.environment import course_env
+from pipeline.kernels import sandbox
 
 _BWRAP, _WHY = sandbox.bwrap_path()
 _WHY = _WHY or (sandbox.bwrap_usable(_BWRAP) if _BWRAP else "")
@@ -128,7 +128,7 @@ def _peak_memory_grading(course: Path, copy: Path, tmp_path: Path, student: str)
                "atexit.register(lambda: print('MAXRSS', resource.getrusage("
                "resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr))\n"
                f"sys.argv = ['grading', {str(klass)!r}, '--jobs', '1', '--cell-timeout', '60']\n"
-               "runpy.run_module('pipeline.grading', run_name='__main__')\n")
+               "runpy.run_module('pipeline.grading.autograde', run_name='__main__')\n")
     measured = subprocess.run([sys.executable, "-c", measure], cwd=copy,
                               env=course_env(grader=copy / "grader"), text=True,
                               capture_output=True, timeout=900)

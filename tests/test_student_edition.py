@@ -26,8 +26,8 @@ import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from pipeline import student_edition
 from pipeline.paths import GRADER, NOTEBOOKS, ROOT, SOLUTIONS, assignment_ids
+from pipeline.release import student_edition
 
 IDS = assignment_ids()
 EDITION_TOP_LEVEL = {".gitignore", "LICENSE", "LICENSE-CC-BY-4.0", "README.md", "environment.yml",
@@ -46,7 +46,7 @@ GENERIC_SOLUTION_LINES = {"return out, weights", "T = x.shape[1]", "for t in ran
                           "T = tokens.shape[1]", "for _ in range(n_tokens):", "return tokens"}
 SIGNATURE_TAIL = re.compile(r"[\w: ,|\[\]]+\) -> [\w\[\], .|]+:")  # `n_layers: int) -> None:`
 STORED_ARGUMENT = re.compile(r"self\.(\w+) = \1")  # `self.n_heads = n_heads` gives nothing away
-INSTRUCTOR_MODULES = ("pipeline", "hidden_tests", "nbgrader", "sample_mistakes")
+INSTRUCTOR_MODULES = ("pipeline", "kernel_protocol", "hidden_tests", "nbgrader", "sample_mistakes")
 
 
 # ---- fixtures and tools ----------------------------------------------------------------------
@@ -205,7 +205,7 @@ def test_edition_holds_no_hidden_test_and_no_grader_module(edition):
     importing = re.compile(rf"^\s*(?:from|import)\s+({'|'.join(INSTRUCTOR_MODULES)})\b", re.M)
     for path in sorted(edition.rglob("*")):
         name = path.relative_to(edition).as_posix()
-        assert not {"grader", "solutions", "hidden_tests", "pipeline", "tests", "bench",
+        assert not {"grader", "solutions", "hidden_tests", "kernel_protocol", "pipeline", "tests", "bench",
                     "sample_submissions", "sample_mistakes"} & set(name.split("/")), name
         if not path.is_file():
             continue

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from bs4 import BeautifulSoup
 
-from pipeline import grading, summary
+from pipeline.grading import autograde, summary
 from pipeline.paths import ROOT
 
 LONG_IDS = ["01_gain_multiplication", "05_sparse_and_inductive_bias", "07_generation_and_cost",
@@ -43,7 +43,7 @@ def test_the_class_summary_never_runs_columns_together(tmp_path):
 
 
 def test_the_grade_table_never_runs_columns_together():
-    table = grading.grade_table(_results())
+    table = autograde.grade_table(_results())
     rows = _columns(table)
     assert rows[0] == ["student", *LONG_IDS]
     assert all(len(row) == 1 + len(LONG_IDS) for row in rows[1:-1]), rows

@@ -15,7 +15,7 @@ import pytest
 from notebook_code import solution_namespace
 
 from helpers import syllabus
-from pipeline import consistency, from_syllabus
+from pipeline.release import consistency, from_syllabus
 from sample_mistakes import sample_mistakes
 
 TUTORIALS = {t.id: t for t in syllabus.TUTORIALS}
@@ -141,3 +141,17 @@ def test_generation_renumbers_headers_and_writes_points_and_hidden_blocks(tmp_pa
                                       "from hidden_tests.made_up import grade_f")
     assert cells[3].metadata["nbgrader"]["points"] == 1
     assert from_syllabus.sync(tutorial, folder=tmp_path) == []  # twice changes nothing
+
+
+def test_graded_cells_go_by_their_exercise_in_course_order():
+    first, second = syllabus.TUTORIALS[0], syllabus.TUTORIALS[1]
+    cells = syllabus.graded_cells()
+    assert cells[0] == (first.exercises[0].test_cell, first.exercises[0].name)
+    assert len(cells) == sum(len(t.exercises) + len(t.think) for t in syllabus.TUTORIALS)
+    assert syllabus.grade_column(first.exercises[1].test_cell) == first.exercises[1].name
+    think = next(iter(first.think))
+    assert syllabus.grade_column(think) == think
+    assert syllabus.grade_column("test_nobody_declared") == "nobody_declared"
+    later, earlier = second.exercises[0].name, first.exercises[-1].name
+    assert syllabus.in_course_order({"zz", later, "aa", earlier, think}) == [
+        earlier, think, later, "aa", "zz"]

@@ -14,10 +14,11 @@ import pytest
 from nbgrader.api import Gradebook
 from traitlets.config import PyFileConfigLoader
 
-from pipeline import collect, export, grading, lms, term
-from pipeline import deadlines as deadlines_module
-from pipeline import roster as roster_module
-from pipeline.deadlines import LateNote, PercentPerDay
+from pipeline.classroom import collect, lms, term
+from pipeline.classroom import deadlines as deadlines_module
+from pipeline.classroom import roster as roster_module
+from pipeline.classroom.deadlines import LateNote, PercentPerDay
+from pipeline.grading import autograde, export
 from pipeline.paths import GRADER
 
 NOTEBOOK = "01_gain_multiplication"
@@ -141,15 +142,15 @@ def course(tmp_path, monkeypatch):
         "4821,Tutorial 1: gains\n")
     for module, name, value in ((roster_module, "ROSTER", grader / "roster.csv"),
                                 (deadlines_module, "DEADLINES", grader / "deadlines.csv"),
-                                (grading, "RESULTS", grader / "results"),
-                                (grading, "GRADER", grader),
+                                (autograde, "RESULTS", grader / "results"),
+                                (autograde, "GRADER", grader),
                                 (collect, "LMS_FOLDER", grader / "lms"),
                                 (collect, "MANIFEST", grader / "lms" / "collected.csv"),
                                 (export, "EXPORT", grader / "export"),
                                 (export, "GRADER", grader)):
         monkeypatch.setattr(module, name, value)
     for result in _results():
-        grading._write_result(grader / "results", result)
+        autograde._write_result(grader / "results", result)
     return grader
 
 
@@ -157,16 +158,19 @@ def test_every_roster_student_is_in_the_tables_missing_where_nothing_came(course
     results = term.with_roster(_results())
     assert [(r["student"], r["status"]) for r in results] == [
         ("ada", "graded"), ("alan", "graded"), ("grace", "missing")]
-    table = grading.grade_table(results)
+    table = autograde.grade_table(results)
     assert re.search(r"^grace +missing$", table, re.M)
     assert re.search(r"^alan +1\.2/4 late$", table, re.M)  # 2 points less the 0.8 penalty
-    grading.write_grades_csv(results, tmp_path / "grades.csv")
+    autograde.write_grades_csv(results, tmp_path / "grades.csv")
     rows = {r["student_id"]: r for r in csv.DictReader((tmp_path / "grades.csv").open())}
     assert set(rows) == {"ada", "alan", "grace"}
     assert (rows["grace"]["status"], rows["grace"]["max_score"]) == ("missing", "5.0")
     assert (rows["alan"]["score"], rows["alan"]["raw_score"], rows["alan"]["late_penalty"]) == (
         "1.2", "2", "0.8")
     assert rows["alan"]["seconds_late"] == "95040" and rows["ada"]["submitted"] == ""
+    header = next(csv.reader((tmp_path / "grades.csv").open()))
+    # one column per graded cell, in the order the course declares them (not alphabetical)
+    assert header[-3:] == ["stable_softmax", "gained_dot_product_attention", "think_fixed_vs_gain"]
     line = term.summary_line(results)
     assert "Missing (1): grace (01_gain_multiplication)" in line
     assert "Late (1): alan (01_gain_multiplication, -0.8)" in line

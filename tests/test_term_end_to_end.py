@@ -21,9 +21,9 @@ import zipfile
 import pytest
 from bs4 import BeautifulSoup
 
-from pipeline import lms
-from pipeline.roster import parse as parse_roster
-from pipeline.sample_term import build
+from pipeline.classroom import lms
+from pipeline.classroom.roster import parse as parse_roster
+from pipeline.classroom.sample_term import build
 
 pytestmark = pytest.mark.slow
 NOTEBOOK = "01_gain_multiplication"
@@ -44,21 +44,21 @@ def season(course_copy, run_in_course, tmp_path_factory):
     run_in_course(["-c", code, str(downloads), str(STUDENTS)], course)
     term = build(tmp_path_factory.mktemp("expected") / "downloads", students=STUDENTS)
     out = {
-        "canvas": run_in_course(["-m", "pipeline.collect", str(
+        "canvas": run_in_course(["-m", "pipeline.classroom.collect", str(
             downloads / "canvas" / term.canvas_zip.name)], course).stdout,
-        "moodle": run_in_course(["-m", "pipeline.collect", str(
+        "moodle": run_in_course(["-m", "pipeline.classroom.collect", str(
             downloads / "moodle" / term.moodle_zip.name), "--worksheet", str(
             downloads / "moodle" / term.worksheet.name)], course).stdout,
-        "exchange": run_in_course(["-m", "pipeline.collect", str(downloads / "exchange")],
+        "exchange": run_in_course(["-m", "pipeline.classroom.collect", str(downloads / "exchange")],
                                   course).stdout,
     }
     out["grade"] = run_in_course(["-m", "pipeline.grading", "grader/submitted", "--jobs", "2",
                                   "--cell-timeout", "30"], course).stdout
     for kind in ("canvas", "moodle", "plain"):
-        out[f"return {kind}"] = run_in_course(["-m", "pipeline.export", "feedback", "--lms", kind],
+        out[f"return {kind}"] = run_in_course(["-m", "pipeline.grading.export", "feedback", "--lms", kind],
                                               course).stdout
     for kind in ("canvas", "moodle"):
-        out[f"export {kind}"] = run_in_course(["-m", "pipeline.export", "grades", "--lms", kind],
+        out[f"export {kind}"] = run_in_course(["-m", "pipeline.grading.export", "grades", "--lms", kind],
                                               course).stdout
     return course, term, out
 

@@ -25,21 +25,20 @@ from nbgrader.preprocessors import (
 )
 from traitlets.config import Config
 
-from pipeline import grading, nbgrader_batch
-from pipeline.metadata_repair import NOTE_TITLE, RepairMetadata
-from pipeline.preprocessors import DeduplicateGradeIds
-from pipeline.submissions import (
-    Submission,
+from pipeline.classroom.submissions import Submission, find_submissions
+from pipeline.grading import autograde, nbgrader_batch
+from pipeline.grading.metadata_repair import NOTE_TITLE, RepairMetadata
+from pipeline.grading.preprocessors import DeduplicateGradeIds
+from pipeline.untrusted_files import (
     UntrustedFileError,
     copy_untrusted,
-    find_submissions,
     purge_folder,
     read_untrusted,
     write_new_file,
 )
 
 IDS = ["01_a", "02_b"]
-_REAL_COLLECT = grading._collect
+_REAL_COLLECT = autograde._collect
 
 
 def _notebook_bytes(text: str = "x") -> bytes:
@@ -260,7 +259,7 @@ def test_copy_out_takes_only_the_graded_notebook_and_its_feedback_page(tmp_path)
     stale.parent.mkdir(parents=True)
     stale.write_text("last run")
     sub = Submission("ana", "01_a", Path("unused"))
-    refused = _within(10, grading.copy_out, scratch, sub, out)
+    refused = _within(10, autograde.copy_out, scratch, sub, out)
     assert sorted(os.listdir(out["autograded"] / "ana" / "01_a")) == ["01_a.ipynb"]
     assert sorted(os.listdir(out["feedback"] / "ana" / "01_a")) == ["01_a.html"]
     assert (out["autograded"] / "ana" / "01_a" / "01_a.ipynb").read_text() == "graded notebook"
@@ -276,7 +275,7 @@ def test_copy_out_takes_only_the_graded_notebook_and_its_feedback_page(tmp_path)
     (page / "01_a.html").unlink()
     (page / "01_a.html").symlink_to(secret)
     (graded / "01_a.ipynb").write_text("x" * 200)
-    refused = grading.copy_out(scratch, sub, out, max_bytes=100)
+    refused = autograde.copy_out(scratch, sub, out, max_bytes=100)
     assert not (out["feedback"] / "ana" / "01_a" / "01_a.html").exists()
     assert not (out["autograded"] / "ana" / "01_a" / "01_a.ipynb").exists()
     text = "\n".join(refused)
@@ -290,9 +289,9 @@ def test_copy_out_takes_only_the_graded_notebook_and_its_feedback_page(tmp_path)
 def course(grading_course, tmp_path, monkeypatch):
     """A course folder for the grading functions, with nbgrader's runs replaced by fakes."""
     grader = grading_course
-    monkeypatch.setattr(grading, "ensure_release", lambda: None)
-    monkeypatch.setattr(grading, "assignment_ids", lambda: ["01_a"])
-    monkeypatch.setattr(grading, "finish", lambda results: None)
+    monkeypatch.setattr(autograde, "ensure_release", lambda: None)
+    monkeypatch.setattr(autograde, "assignment_ids", lambda: ["01_a"])
+    monkeypatch.setattr(autograde, "finish", lambda results: None)
     klass = tmp_path / "class"
     for student in ("s0", "s1", "s2"):
         (klass / student / "01_a").mkdir(parents=True)
@@ -327,7 +326,7 @@ def _fake_nbgrader(runs: list, *, corrupt=lambda students: False, leave=lambda f
 def _graded(scratch, sub, max_bytes=None):
     if b"not a database" in (scratch / "gradebook.db").read_bytes():
         return _REAL_COLLECT(scratch, sub)  # the real thing: it raises
-    result = grading._result(sub, "graded")
+    result = autograde._result(sub, "graded")
     result["cells"] = [{"grade_id": "test_x", "kind": "auto", "score": 1, "max_score": 1,
                         "auto_score": 1, "needs_manual_grade": False, "message": ""}]
     return result
@@ -336,9 +335,9 @@ def _graded(scratch, sub, max_bytes=None):
 def test_a_corrupted_scratch_gradebook_costs_a_retry_never_the_class(course, monkeypatch):
     grader, klass = course
     runs = []
-    monkeypatch.setattr(grading, "_collect", _graded)
-    monkeypatch.setattr(grading, "run_limited", _fake_nbgrader(runs, corrupt=lambda s: True))
-    results = grading.grade_batch(_subs(klass), timeout=10, memory_limit=None)
+    monkeypatch.setattr(autograde, "_collect", _graded)
+    monkeypatch.setattr(autograde, "run_limited", _fake_nbgrader(runs, corrupt=lambda s: True))
+    results = autograde.grade_batch(_subs(klass), timeout=10, memory_limit=None)
     assert runs == [["s0", "s1", "s2"], ["s0"], ["s1"], ["s2"]]
     for result in results:
         assert result["status"].startswith("grading failed (DatabaseError"), result
@@ -346,9 +345,9 @@ def test_a_corrupted_scratch_gradebook_costs_a_retry_never_the_class(course, mon
     assert not list((grader / ".scratch").iterdir())
 
     runs.clear()  # a batch whose gradebook broke: its notebooks, graded alone, are fine
-    monkeypatch.setattr(grading, "run_limited",
+    monkeypatch.setattr(autograde, "run_limited",
                         _fake_nbgrader(runs, corrupt=lambda students: len(students) > 1))
-    results = grading.grade_batch(_subs(klass), timeout=10, memory_limit=None)
+    results = autograde.grade_batch(_subs(klass), timeout=10, memory_limit=None)
     assert runs == [["s0", "s1", "s2"], ["s0"], ["s1"], ["s2"]]
     assert [r["status"] for r in results] == ["graded"] * 3
 
@@ -362,9 +361,9 @@ def test_an_exception_while_collecting_one_result_costs_only_that_student(course
             raise RuntimeError("cannot read this one")
         return _graded(scratch, sub)
 
-    monkeypatch.setattr(grading, "_collect", collect)
-    monkeypatch.setattr(grading, "run_limited", _fake_nbgrader(runs))
-    results = grading.grade_batch(_subs(klass), timeout=10, memory_limit=None)
+    monkeypatch.setattr(autograde, "_collect", collect)
+    monkeypatch.setattr(autograde, "run_limited", _fake_nbgrader(runs))
+    results = autograde.grade_batch(_subs(klass), timeout=10, memory_limit=None)
     assert runs == [["s0", "s1", "s2"], ["s1"]]
     assert [r["status"] for r in results] == [
         "graded", "grading failed (RuntimeError: cannot read this one)", "graded"]
@@ -377,14 +376,14 @@ def test_refused_notebooks_get_a_result_saying_why_and_are_never_run(course, mon
     (klass / "s1" / "01_a" / "01_a.ipynb").unlink()
     (klass / "s1" / "01_a" / "01_a.ipynb").symlink_to(klass / "s0" / "01_a" / "01_a.ipynb")
     runs = []
-    monkeypatch.setattr(grading, "_collect", _graded)
-    monkeypatch.setattr(grading, "run_limited", _fake_nbgrader(runs))
+    monkeypatch.setattr(autograde, "_collect", _graded)
+    monkeypatch.setattr(autograde, "run_limited", _fake_nbgrader(runs))
     subs = _subs(klass)
-    results = grading.grade_batch(subs, timeout=10, memory_limit=None)
+    results = autograde.grade_batch(subs, timeout=10, memory_limit=None)
     assert runs == [["s0", "s2"]]  # s1's link was neither copied nor graded alone
     assert results[1]["status"].startswith("not graded: ") and "symbolic link" in \
         results[1]["status"] and results[1]["cells"] == []
-    only_refused = grading.grade_batch([subs[1]], timeout=10, memory_limit=None)
+    only_refused = autograde.grade_batch([subs[1]], timeout=10, memory_limit=None)
     assert runs == [["s0", "s2"]] and only_refused[0]["status"] == results[1]["status"]
 
 
@@ -396,9 +395,9 @@ def test_leftovers_in_a_kernel_folder_are_logged_and_never_copied_out(course, mo
     def leave(folder):
         (folder / "leak").symlink_to(secret)
 
-    monkeypatch.setattr(grading, "_collect", _graded)
-    monkeypatch.setattr(grading, "run_limited", _fake_nbgrader([], leave=leave))
-    results = grading.grade_batch(_subs(klass)[:1], timeout=10, memory_limit=None)
+    monkeypatch.setattr(autograde, "_collect", _graded)
+    monkeypatch.setattr(autograde, "run_limited", _fake_nbgrader([], leave=leave))
+    results = autograde.grade_batch(_subs(klass)[:1], timeout=10, memory_limit=None)
     assert os.listdir(grader / "autograded" / "s0" / "01_a") == ["01_a.ipynb"]
     assert os.listdir(grader / "feedback" / "s0" / "01_a") == ["01_a.html"]
     assert "REFUSED autograded/s0/01_a/'leak': a symbolic link" in results[0]["log"]
@@ -431,10 +430,10 @@ def test_a_run_that_crashes_midway_leaves_the_earlier_results_intact(course, mon
             raise KeyboardInterrupt  # the instructor pressed Ctrl-C, or the machine went down
         return fake(command, **kwargs)
 
-    monkeypatch.setattr(grading, "_collect", _graded)
-    monkeypatch.setattr(grading, "run_limited", crashes_on_the_second_batch)
+    monkeypatch.setattr(autograde, "_collect", _graded)
+    monkeypatch.setattr(autograde, "run_limited", crashes_on_the_second_batch)
     with pytest.raises(KeyboardInterrupt):
-        grading.main([str(klass), "--jobs", "1", "--batch-size", "1"])
+        autograde.main([str(klass), "--jobs", "1", "--batch-size", "1"])
     assert runs == [["s0"]]  # the first batch was graded, into the run's own folder
     for path, text in earlier.items():
         assert path.read_text() == text, path
@@ -445,9 +444,9 @@ def test_a_run_that_crashes_midway_leaves_the_earlier_results_intact(course, mon
 def test_a_finished_run_replaces_the_earlier_results(course, monkeypatch):
     grader, klass = course
     earlier = _earlier_results(grader)
-    monkeypatch.setattr(grading, "_collect", _graded)
-    monkeypatch.setattr(grading, "run_limited", _fake_nbgrader([]))
-    assert grading.main([str(klass), "--jobs", "2"]) == 0
+    monkeypatch.setattr(autograde, "_collect", _graded)
+    monkeypatch.setattr(autograde, "run_limited", _fake_nbgrader([]))
+    assert autograde.main([str(klass), "--jobs", "2"]) == 0
     assert sorted(p.name for p in (grader / "results").iterdir()) == [
         "s0__01_a.json", "s1__01_a.json", "s2__01_a.json"]  # a full re-grade: results/ anew
     assert "autograded of s0" in (grader / "autograded" / "s0" / "01_a" / "01_a.ipynb").read_text()
@@ -460,9 +459,9 @@ def test_a_finished_run_replaces_the_earlier_results(course, monkeypatch):
 def test_a_shard_replaces_only_its_own_students(course, monkeypatch):
     grader, klass = course
     _earlier_results(grader)
-    monkeypatch.setattr(grading, "_collect", _graded)
-    monkeypatch.setattr(grading, "run_limited", _fake_nbgrader([]))
-    assert grading.main([str(klass), "--jobs", "1", "--shard", "2/2"]) == 0  # s1 only
+    monkeypatch.setattr(autograde, "_collect", _graded)
+    monkeypatch.setattr(autograde, "run_limited", _fake_nbgrader([]))
+    assert autograde.main([str(klass), "--jobs", "1", "--shard", "2/2"]) == 0  # s1 only
     names = sorted(p.name for p in (grader / "results").iterdir())
     assert names == ["gone__01_a.json", "s0__01_a.json", "s1__01_a.json"]
     assert json.loads((grader / "results" / "s0__01_a.json").read_text()) == {"old": True}
@@ -470,17 +469,17 @@ def test_a_shard_replaces_only_its_own_students(course, monkeypatch):
     assert (grader / "feedback" / "s1" / "01_a" / "01_a.html").read_text() == "feedback of s1"
     (grader / "results" / "broken__01_a.json").write_text("{not json")
     (grader / "results" / "link__01_a.json").symlink_to(grader / "gradebook.db")
-    merged = [r["student"] for r in grading.read_results()]
+    merged = [r["student"] for r in autograde.read_results()]
     assert merged == ["s1"]  # the others are not results (an old run's dicts, garbage, a link)
 
 
 def test_a_student_not_graded_this_time_loses_the_stale_feedback(course, monkeypatch):
     grader, klass = course
     _earlier_results(grader)
-    monkeypatch.setattr(grading, "_collect", lambda scratch, sub, max_bytes=None:
-                        grading._result(sub) if sub.student == "s0" else _graded(scratch, sub))
-    monkeypatch.setattr(grading, "run_limited", _fake_nbgrader([]))
-    assert grading.main([str(klass), "--jobs", "1"]) == 0
+    monkeypatch.setattr(autograde, "_collect", lambda scratch, sub, max_bytes=None:
+                        autograde._result(sub) if sub.student == "s0" else _graded(scratch, sub))
+    monkeypatch.setattr(autograde, "run_limited", _fake_nbgrader([]))
+    assert autograde.main([str(klass), "--jobs", "1"]) == 0
     assert not (grader / "feedback" / "s0" / "01_a").exists()
     assert not (grader / "autograded" / "s0" / "01_a").exists()
     status = json.loads((grader / "results" / "s0__01_a.json").read_text())["status"]
@@ -557,7 +556,7 @@ def test_the_course_repairs_metadata_before_nbgrader_checks_it():
     config = nbgrader_batch.course_config(Path("/nowhere"))
     steps = list(config.Autograde.sanitize_preprocessors)
     names = [s if isinstance(s, str) else f"{s.__module__}.{s.__name__}" for s in steps]
-    repair = names.index("pipeline.metadata_repair.RepairMetadata")
+    repair = names.index("pipeline.grading.metadata_repair.RepairMetadata")
     assert repair < min(i for i, n in enumerate(names) if n.endswith(
         ("OverwriteCells", "CheckCellMetadata", "DeduplicateGradeIds", "ClearOutput")))
 
@@ -663,9 +662,9 @@ def test_a_results_folder_linked_to_shared_storage_stays_a_link(course, monkeypa
     shared.mkdir()
     (shared / "old__01_a.json").write_text("{}")
     (grader / "results").symlink_to(shared)
-    monkeypatch.setattr(grading, "_collect", _graded)
-    monkeypatch.setattr(grading, "run_limited", _fake_nbgrader([]))
-    assert grading.main([str(klass), "--jobs", "1"]) == 0
+    monkeypatch.setattr(autograde, "_collect", _graded)
+    monkeypatch.setattr(autograde, "run_limited", _fake_nbgrader([]))
+    assert autograde.main([str(klass), "--jobs", "1"]) == 0
     assert (grader / "results").is_symlink()
     assert sorted(p.name for p in shared.iterdir()) == [
         "s0__01_a.json", "s1__01_a.json", "s2__01_a.json"]

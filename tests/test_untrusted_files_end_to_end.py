@@ -23,9 +23,9 @@ from misbehaving import BANK, NOTEBOOK
 from misbehaving.untrusted_files import BANK as UNTRUSTED
 from misbehaving.untrusted_files import FOLDER, LINKED_NOTEBOOK, MADE, REFUSED, VICTIM
 
+from pipeline.classroom.sample_class import STUDENTS
 from pipeline.environment import course_env
-from pipeline.metadata_repair import NOTE_TITLE
-from pipeline.sample_class import STUDENTS
+from pipeline.grading.metadata_repair import NOTE_TITLE
 
 pytestmark = pytest.mark.slow
 KINDS = {"autograded": ".ipynb", "feedback": ".html"}
@@ -95,7 +95,8 @@ def test_graded_and_feedback_folders_hold_only_the_notebook_and_its_page(graded)
 def _course_files(course: Path) -> dict[str, Path]:
     """digest -> path of every file a submission must not get a copy of."""
     places = [course / "solutions", course / "grader" / "source", course / "grader" / "release",
-              course / "grader" / "hidden_tests", course / "grader" / "sample_submissions",
+              course / "grader" / "hidden_tests", course / "grader" / "kernel_protocol",
+              course / "grader" / "sample_submissions",
               course / "grader" / "results"]
     files = {}
     for place in places:

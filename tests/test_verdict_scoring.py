@@ -8,7 +8,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_output
 from nbgrader.utils import determine_grade
 
-from pipeline import verdicts
+from pipeline.grading import verdicts
 
 FAILED = ("CheckFailed", "f (hidden test): check 2 failed")
 

@@ -1,7 +1,7 @@
 """Trusted verdicts without a kernel: the probe's plain data, the proxies, the hidden blocks.
 
-The probe (``hidden_tests.probe``) is what runs in a student's kernel; the proxies
-(``hidden_tests.student``) are what the hidden tests hold; ``pipeline.verdicts`` reads
+The probe (``kernel_protocol.in_kernel``) is what runs in a student's kernel; the proxies
+(``kernel_protocol.grader_side``) are what the hidden tests hold; ``pipeline.grading.verdicts`` reads
 the hidden blocks and records the verdict. A reply from a kernel is adversarial: every
 malformed one must become a clear failure, never a crash, a pass or a huge allocation.
 """
@@ -18,10 +18,10 @@ from nbformat.v4 import new_code_cell, new_output
 from torch import nn
 
 from helpers.checks.framework import CheckFailed
-from hidden_tests import probe
 from hidden_tests.common import fresh_generator, set_salt
 from hidden_tests.gain_multiplication import grade_gained_dot_product_attention
-from hidden_tests.student import (
+from kernel_protocol import in_kernel
+from kernel_protocol.grader_side import (
     Batches,
     LocalChannel,
     OtherObject,
@@ -36,7 +36,7 @@ from hidden_tests.student import (
     parse_reply,
     student,
 )
-from pipeline import verdicts
+from pipeline.grading import verdicts
 from pipeline.paths import SOLUTIONS
 
 
@@ -381,7 +381,7 @@ def test_the_probe_holds_no_test_and_no_reference():
     source = verdicts.PROBE_SOURCE
     for secret in ("def grade_", "_reference", "from hidden_tests", "mistakes", "manual_seed"):
         assert secret not in source, secret
-    assert "def serve(" in source and probe.serve.__doc__
+    assert "def serve(" in source and in_kernel.serve.__doc__
 
 
 def test_check_failed_is_what_hidden_tests_raise():

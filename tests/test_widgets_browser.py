@@ -20,8 +20,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from pipeline.classroom.sample_class import SOLUTION_MARKERS
 from pipeline.paths import NOTEBOOKS, ROOT
-from pipeline.sample_class import SOLUTION_MARKERS
 
 pytestmark = pytest.mark.slow
 CHROMIUM = Path("/usr/bin/chromium")

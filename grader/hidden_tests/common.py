@@ -1,8 +1,8 @@
 """Shared pieces of the hidden tests: the check class, fresh inputs, the student's code.
 
 Hidden tests run on the trusted side: in the grader's own process while grading
-(``pipeline.verdicts``), never in the student's kernel. They reach the student's
-definitions only through ``hidden_tests.student`` proxies, which send inputs and get
+(``pipeline.grading.verdicts``), never in the student's kernel. They reach the student's
+definitions only through ``kernel_protocol.grader_side`` proxies, which send inputs and get
 plain numbers back, so nothing a submission does to its own process (patched torch
 functions, tensor subclasses, tracing hooks, replaced modules) reaches the checks.
 """
@@ -18,7 +18,7 @@ import torch
 
 from helpers.checks.calls import CallReport
 from helpers.checks.framework import SelfCheck
-from hidden_tests.student import global_seed, last_report, observing, student
+from kernel_protocol.grader_side import global_seed, last_report, observing, student
 
 _salt = [0]  # in place: the grader sets a fresh one for every hidden test it runs
 F = TypeVar("F", bound=Callable[..., Any])
@@ -37,7 +37,7 @@ def fresh_generator(seed: int) -> torch.Generator:
 
 def hidden_test(grade: F) -> F:
     """Decorate ``grade_<exercise>(candidate)``: the candidate becomes a proxy
-    (``hidden_tests.student.student``), whether it came from a kernel or this process,
+    (``kernel_protocol.grader_side.student``), whether it came from a kernel or this process,
     that rebuilds only the layers the exercise prescribes."""
     exercise = grade.__name__.removeprefix("grade_")
 

@@ -69,7 +69,7 @@ from helpers.checks.your_own_gpt import (
     set_gpt,
 )
 from hidden_tests.common import HiddenCheck, fresh_generator, hidden_test
-from hidden_tests.student import (
+from kernel_protocol.grader_side import (
     Batches,
     LocalChannel,
     StudentError,

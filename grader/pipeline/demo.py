@@ -5,10 +5,11 @@ from __future__ import annotations
 import sys
 import time
 
-from pipeline import grading, sample_class
-from pipeline.assignments import generate
-from pipeline.execute import execute_notebook
+from pipeline.classroom import sample_class
+from pipeline.grading import autograde
 from pipeline.paths import GRADER, ROOT, SAMPLE_CLASS, SOLUTIONS, assignment_ids
+from pipeline.release.assignments import generate
+from pipeline.release.execute import execute_notebook
 
 
 def main() -> int:
@@ -26,7 +27,7 @@ def main() -> int:
     generate()
     print("3/3  Grading the sample class (full solution, blank release, typical mistakes)")
     sample_class.build()
-    return grading.main([str(SAMPLE_CLASS.relative_to(ROOT))])
+    return autograde.main([str(SAMPLE_CLASS.relative_to(ROOT))])
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ pytest makes ``grader/`` importable through its ``pythonpath`` setting. Nothing 
   ``PYTHONPATH``.
 - :func:`graded_kernel_env`: the whole environment of a sandboxed graded kernel: the
   locale it is given (:data:`KEPT_VARIABLES`), the settings, static widgets, its own folders.
-- :func:`fork_server_env`: the kernels' fork server's (``pipeline.kernel_forkserver``), and
+- :func:`fork_server_env`: the kernels' fork server's (``pipeline.kernels.kernel_forkserver``), and
   :func:`sandbox_launcher_env` a kernel's started without one.
 """
 
@@ -122,7 +122,7 @@ def kept(env: Mapping[str, str]) -> dict[str, str]:
 
 
 def sandbox_launcher_env(env: Mapping[str, str]) -> dict[str, str]:
-    """``python -m pipeline.sandbox_kernel`` started directly (no fork server): what a
+    """``python -m pipeline.kernels.sandbox_kernel`` started directly (no fork server): what a
     kernel keeps of ``env``, the settings, and the pipeline importable (the kernel forgets
     it)."""
     return {**kept(env), **SETTINGS, **HEADLESS, "PYTHONPATH": str(GRADER)}

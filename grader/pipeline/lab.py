@@ -7,7 +7,7 @@
 - ``formgrader`` (``make formgrader``): JupyterLab in the nbgrader course root
   (``grader/``) with nbgrader's extensions, for grading Think! answers by hand. It starts
   in ``grader/``, where nbgrader finds the course's ``nbgrader_config.py`` (and through it
-  the gradebook), and serves formgrader through ``pipeline.safe_formgrader`` instead of
+  the gradebook), and serves formgrader through ``pipeline.grading.safe_formgrader`` instead of
   nbgrader's own, so that every submission shows inert.
 
 Extra arguments go to ``jupyter lab`` (``--port=8890``, ``--no-browser``...). As root
@@ -33,7 +33,7 @@ NBGRADER_SERVER_EXTENSIONS = (
     NBGRADER_FORMGRADER, "nbgrader.server_extensions.validate_assignment",
     "nbgrader.server_extensions.assignment_list", "nbgrader.server_extensions.course_list",
 )
-SAFE_FORMGRADER = "pipeline.safe_formgrader"
+SAFE_FORMGRADER = "pipeline.grading.safe_formgrader"
 FOLDERS = {"student": NOTEBOOKS, "solutions": SOLUTIONS, "formgrader": GRADER}
 
 

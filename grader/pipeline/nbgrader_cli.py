@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from pipeline import environment
-from pipeline.paths import GRADER
+from pipeline.paths import GRADER, db_url
 
 # Sets the limits in the child and becomes the command: run_limited is called from the
 # grading threads, where subprocess's preexec_fn is unsafe (Python documents that it may
@@ -77,7 +77,7 @@ def nbgrader(*args: str, course_root: Path | None = None,
     command = [sys.executable, "-m", "nbgrader", *args]
     if course_root is not None:
         command += [f"--CourseDirectory.root={course_root}",
-                    f"--CourseDirectory.db_url=sqlite:///{course_root / 'gradebook.db'}"]
+                    f"--CourseDirectory.db_url={db_url(course_root)}"]
     result = run_limited(command)
     if check and result.returncode != 0:
         raise RuntimeError(f"`nbgrader {' '.join(args)}` failed ({result.returncode}):\n"

@@ -23,23 +23,13 @@ import torch
 
 from helpers import syllabus
 from helpers.checks.calls import CallReport, Observation, call_and_report, tensors_in
-from helpers.exercises import not_finished, not_written, unfinished
+from helpers.exercises import CheckFailed, not_finished, not_written, unfinished
 
 # Captured when helpers is imported (the setup cell, before any student code runs), so a
 # submission that replaces torch.allclose cannot make every comparison pass.
 _allclose = torch.allclose
 _isfinite = torch.isfinite
 _isclose = torch.isclose
-
-
-class CheckFailed(AssertionError):
-    """A check failed. The message is meant for students: what, expected, got, likely mistake.
-
-    ``clause`` is the contract clause (or rule) whose check failed, None outside any."""
-
-    def __init__(self, message: str, clause: str | None = None) -> None:
-        super().__init__(message)
-        self.clause = clause
 
 
 # Errors whose message (and the student's line) identify a common cause: (pattern of the

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from helpers.checks.framework import SelfCheck, describe
-from helpers.checks.qkv_attention import FULLY_MASKED_NAN, FULLY_MASKED_UNIFORM, _zero_filled
+from helpers.checks.qkv_attention import FULLY_MASKED_NAN, FULLY_MASKED_UNIFORM, zero_filled
 
 NO_TRANSPOSE_SPLIT = ("reshaped straight to (B, H, T, d_head) without a transpose, so a 'head' "
                       "holds numbers from several positions: view as (B, T, H, d_head) first, "
@@ -392,7 +392,7 @@ def _mask_mistakes(twin: nn.MultiheadAttention, x: torch.Tensor, mask: torch.Ten
         "the mask is inverted: True means 'may attend', so fill where the mask is False":
             lambda: bool((weights.nan_to_num(0.0).masked_select(allowed).abs() < 1e-6).all()),
         "forbidden scores were set to 0 instead of -inf: e^0 = 1 still gives them weight":
-            lambda: _zero_filled(weights, expected, mask.expand_as(weights)),
+            lambda: zero_filled(weights, expected, mask.expand_as(weights)),
     }
     return mistakes, diagnoses
 

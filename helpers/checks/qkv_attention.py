@@ -211,7 +211,7 @@ def _weight_mistakes(Q: torch.Tensor, K: torch.Tensor, V: torch.Tensor,
     return mistakes
 
 
-def _zero_filled(weights: torch.Tensor, correct: torch.Tensor, mask: torch.Tensor) -> bool:
+def zero_filled(weights: torch.Tensor, correct: torch.Tensor, mask: torch.Tensor) -> bool:
     """The signature of forbidden scores set to 0 instead of -inf: every forbidden key of a
     row gets the same positive weight, and the allowed keys keep the correct proportions."""
     forbidden = ~mask.expand_as(weights)
@@ -390,7 +390,7 @@ def check_scaled_dot_product_attention(attention: Callable[..., tuple]) -> None:
     expected_out_m, expected_w_m = _builtin(Q, K, V, mask)
     check.close(weights_m, expected_w_m, "masked weights agree with PyTorch's (mask True = may "
                 "attend)", mistakes=_weight_mistakes(Q, K, V, mask), dims=QKV_DIMS, diagnoses={
-                    ZERO_FILL: lambda: _zero_filled(weights_m, expected_w_m, mask),
+                    ZERO_FILL: lambda: zero_filled(weights_m, expected_w_m, mask),
                     NAN_PENALTY: lambda: nothing_left(weights_m)})
     check.close(out_m, expected_out_m,
                 "masked out agrees with F.scaled_dot_product_attention(..., attn_mask=mask)")
@@ -401,7 +401,7 @@ def check_scaled_dot_product_attention(attention: Callable[..., tuple]) -> None:
     check.close(weights_p, expected_w_p,
                 "a (1, 1, Tk) padding mask broadcasts over batch and queries",
                 mistakes=_weight_mistakes(Q, K, V, padding), dims=QKV_DIMS, diagnoses={
-                    ZERO_FILL: lambda: _zero_filled(weights_p, expected_w_p, padding)})
+                    ZERO_FILL: lambda: zero_filled(weights_p, expected_w_p, padding)})
     check.close(out_p, _builtin(Q, K, V, padding)[0], "out with a (1, 1, Tk) padding mask")
     # A fully masked row: this course's convention is zero weights and a zero output.
     full = mask.clone()
