@@ -18,19 +18,18 @@ from helpers.checks.multi_head_attention import (
     DEVICE_INSIDE,
     DROPOUT,
     FIXED_HEADS,
-    GRADIENT_CUT,
     MASK_CAUSES,
     MERGE_SQUEEZED,
-    NAN_GRADIENT,
     SCALED_BY_D_HEAD,
     SCORES_TRANSPOSED,
     SQUEEZED,
     WRONG_AXES_MERGE,
-    _dropped_out,
     check_dtype,
+    check_gradients,
     check_init,
     check_large,
     check_members,
+    dropped_out,
     forward_pair,
     set_large_weights,
     set_weights,
@@ -318,11 +317,11 @@ def _compare(check: HiddenCheck, layer: nn.Module, x: torch.Tensor, mask: torch.
     case = f"d_model={d_model}, H={H}, {words}"
     check.close(attn, ref_attn, f"attention weights ({case})",
                 mistakes=_mistakes(x, weights, H, mask, "weights"),
-                diagnoses={DROPOUT: lambda: _dropped_out(attn, ref_attn)},
+                diagnoses={DROPOUT: lambda: dropped_out(attn, ref_attn)},
                 dims=("batch", "head", "query", "key"), **TOL)
     check.close(out, ref_out, f"output ({case}; the weights already agree)",
                 mistakes=_mistakes(x, weights, H, mask, "out"),
-                diagnoses={DROPOUT: lambda: _dropped_out(out, ref_out)},
+                diagnoses={DROPOUT: lambda: dropped_out(out, ref_out)},
                 dims=("batch", "position", "channel"), **TOL)
 
 
@@ -418,27 +417,5 @@ def grade_MultiHeadSelfAttention(attention_cls: type[nn.Module]) -> None:
                          likely=DEVICE_INSIDE)
 
     check.clause("gradients")
-    layer.train()
-    layer.zero_grad()
-    out, _ = forward_pair(check, layer, x, causal, "x, mask=causal, in training mode",
-                          grad=True)
-    if out.requires_grad:  # gradients come back through the first of forward's pair
-        check.backward(out, "layer(x, mask=causal)")
-    for name in ("to_queries", "to_keys", "to_values", "unify_heads"):
-        grad = getattr(layer, name).weight.grad
-        check.expect(grad is not None and bool(grad.abs().sum() > 0),
-                     f"the loss reaches {name}.weight", expected="a non-zero gradient",
-                     got="None" if grad is None else "zeros", likely=GRADIENT_CUT)
-    # A query that may attend to nothing, in training: its nan must not reach the gradients.
-    layer.zero_grad()
-    out, _ = forward_pair(check, layer, x, nothing, "x, a mask with a query that may attend to "
-                          "nothing, in training mode", grad=True)
-    if out.requires_grad:
-        check.backward(out, "layer(x, mask) with a query that may attend to nothing")
-    for name, parameter in layer.named_parameters():
-        grad = parameter.grad
-        bad = 0 if grad is None else int((~torch.isfinite(grad)).sum())
-        check.expect(bad == 0, f"with a query that may attend to nothing, {name} gets a finite "
-                     "gradient", expected="no nan in the gradient", got=f"{bad} nan entries",
-                     likely=NAN_GRADIENT)
+    check_gradients(check, layer, x, causal, nothing)
     check.passed()

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from helpers.checks.calls import tensors_in
+from helpers.checks.calls import Observation, tensors_in
 from helpers.checks.framework import CheckFailed, SelfCheck, describe
 
 
@@ -866,15 +866,22 @@ def check_blocks_used(check: SelfCheck, online: Callable[..., torch.Tensor],
     """The work done grows with the number of blocks (a function that ignores block_size,
     or calls torch.softmax, does the same work for blocks of ``few`` and of T)."""
     x = rising((3, T), generator)
-    _, whole = check.call_observed(online, x, T)
-    _, small = check.call_observed(online, x, few)
+    whole, small = (check.call_observed(online, x, size)[1] for size in (T, few))
+    expect_more_work(check, whole, small, T, few, f"online_softmax(x of shape (3, {T}))",
+                     "the row", BLOCK_SIZE_UNUSED)
+
+
+def expect_more_work(check: SelfCheck, whole: Observation, small: Observation, total: int,
+                     few: int, what: str, over: str, likely: str) -> None:
+    """A call with blocks of ``few`` did more operations than one with a single block of
+    ``total``: the work follows block_size."""
     work = (sum(whole.calls.values()), sum(small.calls.values()))
-    blocks = -(-T // few)
-    check.expect(work[1] > work[0], f"online_softmax(x of shape (3, {T}), block_size={few}) "
-                 f"does more operations than with block_size={T} (one block): it goes over "
-                 "the row in blocks of block_size", expected="more operations for more blocks",
+    blocks = -(-total // few)
+    check.expect(work[1] > work[0], f"{what} with block_size={few} does more operations than "
+                 f"with block_size={total} (one block): it goes over {over} in blocks of "
+                 "block_size", expected="more operations for more blocks",
                  got=f"{work[1]} operations for {blocks} blocks, {work[0]} for one block",
-                 likely=BLOCK_SIZE_UNUSED)
+                 likely=likely)
 
 
 def check_online_softmax(online_softmax: Callable[..., torch.Tensor]) -> None:
@@ -1116,15 +1123,10 @@ def check_block_work(check: SelfCheck, blockwise: Callable[..., torch.Tensor],
     """The work done grows with the number of blocks of keys: an answer that ignores
     block_size does the same work for blocks of ``few`` and of Tk."""
     Q, K, V = _draw_qkv(generator, (2,), Tq, Tk, d, d)
-    _, whole = check.call_observed(blockwise, Q, K, V, Tk, causal=True)
-    _, small = check.call_observed(blockwise, Q, K, V, few, causal=True)
-    work = (sum(whole.calls.values()), sum(small.calls.values()))
-    blocks = -(-Tk // few)
-    check.expect(work[1] > work[0], f"blockwise_attention with Tk = {Tk} and block_size={few} "
-                 f"does more operations than with block_size={Tk} (one block): it goes over "
-                 "the keys in blocks of block_size", expected="more operations for more blocks",
-                 got=f"{work[1]} operations for {blocks} blocks, {work[0]} for one block",
-                 likely=BLOCKS_IGNORED)
+    whole, small = (check.call_observed(blockwise, Q, K, V, size, causal=True)[1]
+                    for size in (Tk, few))
+    expect_more_work(check, whole, small, Tk, few, f"blockwise_attention with Tk = {Tk}",
+                     "the keys", BLOCKS_IGNORED)
 
 
 def check_block_memory(check: SelfCheck, blockwise: Callable[..., torch.Tensor],

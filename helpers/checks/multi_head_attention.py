@@ -261,7 +261,7 @@ MASK_CAUSES = [
 ]
 
 
-def _dropped_out(got: torch.Tensor, wanted: torch.Tensor) -> bool:
+def dropped_out(got: torch.Tensor, wanted: torch.Tensor) -> bool:
     """Dropout's signature: entries exactly 0 where ``wanted`` is not, the others equal to
     ``wanted`` times one common factor above 1."""
     if got.shape != wanted.shape or not got.is_floating_point():
@@ -459,6 +459,35 @@ def check_init(check: SelfCheck, attention_cls: type[nn.Module], seeds: tuple[in
                     what=f"MultiHeadSelfAttention({d_model}, {n_heads})")
 
 
+def check_gradients(check: SelfCheck, layer: nn.Module, x: torch.Tensor, causal: torch.Tensor,
+                    nothing: torch.Tensor) -> None:
+    """In training mode the loss reaches every map, and a query that may attend to nothing
+    (a row of ``nothing`` all False) leaves every gradient finite."""
+    layer.train()
+    layer.zero_grad()
+    out, _ = forward_pair(check, layer, x, causal, "x, mask=causal, in training mode", grad=True)
+    if out.requires_grad:  # under torch.no_grad() nothing reaches the maps (told below)
+        check.backward(out, "layer(x, mask=causal)")
+    for name in ("to_queries", "to_keys", "to_values", "unify_heads"):
+        grad = getattr(layer, name).weight.grad
+        check.expect(grad is not None and bool(grad.abs().sum() > 0),
+                     f"the loss reaches {name}.weight (it gets a gradient)",
+                     expected="a non-zero gradient", got="None" if grad is None else "all zeros",
+                     likely=GRADIENT_CUT)
+    # Its nan must stay out of the gradients: replaced in the weights, before `@ v`.
+    layer.zero_grad()
+    out, _ = forward_pair(check, layer, x, nothing, "x, a mask with a query that may attend to "
+                          "nothing, in training mode", grad=True)
+    if out.requires_grad:
+        check.backward(out, "layer(x, mask) with a query that may attend to nothing")
+    for name, parameter in layer.named_parameters():
+        grad = parameter.grad
+        bad = 0 if grad is None else int((~torch.isfinite(grad)).sum())
+        check.expect(bad == 0, f"with a query that may attend to nothing, {name} gets a finite "
+                     "gradient", expected="no nan in the gradient", got=f"{bad} nan entries",
+                     likely=NAN_GRADIENT)
+
+
 def set_large_weights(layer: nn.Module, generator: torch.Generator) -> None:
     """Random weights, with to_keys = -to_queries: a query's score for its own position is
     far below the others (for x of size about 10, the scores reach the hundreds)."""
@@ -587,7 +616,7 @@ def check_MultiHeadSelfAttention(attention_cls: type[nn.Module]) -> None:
                     "the weights were returned before the softmax (the scores)":
                         lambda: bool(torch.allclose(torch.softmax(weights, -1), ref_weights,
                                                     atol=1e-5)),
-                    DROPOUT: lambda: _dropped_out(weights, ref_weights),
+                    DROPOUT: lambda: dropped_out(weights, ref_weights),
                 })
     check.close(weights.mean(1), ref_weights.mean(1),
                 "head-averaged weights match nn.MultiheadAttention's (its default output)")
@@ -599,7 +628,7 @@ def check_MultiHeadSelfAttention(attention_cls: type[nn.Module]) -> None:
                 "agree)", dims=("batch", "position", "channel"), mistakes={
                     "unify_heads was skipped: the merged heads must go through the output map":
                         run_builtin(skipped, x, None)[0]},
-                diagnoses={DROPOUT: lambda: _dropped_out(out, ref_out)})
+                diagnoses={DROPOUT: lambda: dropped_out(out, ref_out)})
 
     check.clause("mask")
     causal = torch.tril(torch.ones(T, T, dtype=torch.bool))
@@ -681,30 +710,7 @@ def check_MultiHeadSelfAttention(attention_cls: type[nn.Module]) -> None:
                          likely=DEVICE_INSIDE)
 
     check.clause("gradients")
-    layer.train()
-    layer.zero_grad()
-    out_g, _ = forward_pair(check, layer, x, causal, "x, mask=causal, in training mode", grad=True)
-    if out_g.requires_grad:  # under torch.no_grad() nothing reaches the maps (told below)
-        check.backward(out_g, "layer(x, mask=causal)")
-    for name in ("to_queries", "to_keys", "to_values", "unify_heads"):
-        grad = getattr(layer, name).weight.grad
-        check.expect(grad is not None and bool(grad.abs().sum() > 0),
-                     f"the loss reaches {name}.weight (it gets a gradient)",
-                     expected="a non-zero gradient", got="None" if grad is None else "all zeros",
-                     likely=GRADIENT_CUT)
-    # A query that may attend to nothing, in training: its nan must not reach the gradients.
-    layer.zero_grad()
-    out_n, _ = forward_pair(check, layer, x, nothing, "x, a mask whose row 2 is all False, "
-                            "in training mode", grad=True)
-    if out_n.requires_grad:
-        check.backward(out_n, "layer(x, mask) with a query that may attend to nothing")
-    for name, parameter in layer.named_parameters():
-        grad = parameter.grad
-        finite = grad is None or bool(torch.isfinite(grad).all())
-        check.expect(finite, f"with a query that may attend to nothing, {name} gets a finite "
-                     "gradient", expected="no nan in the gradient",
-                     got=f"{int((~torch.isfinite(grad)).sum()) if grad is not None else 0} nan "
-                         "entries", likely=NAN_GRADIENT)
+    check_gradients(check, layer, x, causal, nothing)
 
     check.rule("differentiable")
     leaf = x.detach().clone().requires_grad_()
