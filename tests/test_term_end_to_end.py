@@ -37,7 +37,7 @@ def season(course_copy, run_in_course, tmp_path_factory):
     shutil.copytree(course_copy, course, symlinks=True, ignore=shutil.ignore_patterns(
         "sample_submissions", "submitted", "autograded", "feedback", "results", ".scratch",
         "summary", "grades.csv", "lms", "export", "roster.csv", "deadlines.csv"))
-    code = ("import sys; from pathlib import Path; from pipeline import sample_term; "
+    code = ("import sys; from pathlib import Path; from pipeline.classroom import sample_term; "
             "t = sample_term.build(Path(sys.argv[1]), students=int(sys.argv[2])); "
             "sample_term.install(t)")
     downloads = course / "downloads"

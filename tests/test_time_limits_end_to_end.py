@@ -46,7 +46,7 @@ def limited(course_copy, run_in_course, tmp_path_factory):
         "sample_submissions", "autograded", "feedback", "results", ".scratch", "summary",
         "grades.csv"))
     klass = course / "class"
-    code = ("import sys; from pathlib import Path; from pipeline import sample_class; "
+    code = ("import sys; from pathlib import Path; from pipeline.classroom import sample_class; "
             "sample_class.build(out=Path(sys.argv[1]), ids=[sys.argv[2]])")
     run_in_course(["-c", code, str(course / "sample"), NOTEBOOK], course)
     shutil.copytree(course / "sample" / "full_solution", klass / "full_solution")

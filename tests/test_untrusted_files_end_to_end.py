@@ -132,7 +132,7 @@ def test_no_submission_was_changed_by_grading(graded, tmp_path, run_in_course):
     course = graded[0]
     sample = course / "grader" / "sample_submissions"
     again = tmp_path / "again"
-    code = ("import sys; from pathlib import Path; from pipeline import sample_class; "
+    code = ("import sys; from pathlib import Path; from pipeline.classroom import sample_class; "
             "sample_class.build(out=Path(sys.argv[1]), ids=[sys.argv[2]])")
     run_in_course(["-c", code, str(again), NOTEBOOK], course)
     for student, (answers, tests, _, *tamper) in BANK.items():
