@@ -144,14 +144,7 @@ def histogram_svg(percents: list[float], title: str) -> str:
 
 def hardest(results: list[dict]) -> list[tuple[str, str, int, int]]:
     """(assignment, exercise, students who lost points, students graded), hardest first."""
-    counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
-    for result in results:
-        for cell in result["cells"]:
-            if cell["kind"] == "auto":
-                key = (result["assignment"], grade_column(cell["grade_id"]))
-                counts[key][0] += (cell["score"] or 0) < cell["max_score"]
-                counts[key][1] += 1
-    return sorted(((a, e, lost, n) for (a, e), (lost, n) in counts.items()),
+    return sorted(((a, e, n - full, n) for a, e, full, n in pass_rates(results)),
                   key=lambda row: (-row[2] / row[3], row[0], row[1]))
 
 
