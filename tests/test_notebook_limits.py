@@ -8,6 +8,7 @@ import pytest
 from jupyter_client.manager import AsyncKernelManager
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from helpers import syllabus
 from pipeline.grading import preprocessors, verdicts
 from pipeline.grading.preprocessors import ResilientExecute
 
@@ -89,15 +90,17 @@ def test_a_cell_that_stops_when_interrupted_keeps_its_kernel(tmp_path):
 
 def test_a_hidden_test_call_that_ignores_the_interrupt_costs_only_that_exercise(
         tmp_path, monkeypatch):
-    call = verdicts.HiddenCall("hidden_tests.gain_multiplication", "grade_stable_softmax",
-                               "stable_softmax")
+    # a real hidden test, taken from the declaration: its answer never returns
+    exercise = syllabus.tutorial("01_gain_multiplication").exercises[0]
+    call = verdicts.HiddenCall("hidden_tests.gain_multiplication", f"grade_{exercise.name}",
+                               exercise.name)
     monkeypatch.setattr(preprocessors, "_hidden_tests_from_gradebook",
-                        lambda resources: {"test_stable_softmax": [call]})
+                        lambda resources: {exercise.test_cell: [call]})
     cells = _run([new_code_cell("x = 41"),
-                  new_code_cell("def stable_softmax(x, dim=-1):\n"
+                  new_code_cell(f"def {exercise.name}({exercise.signature}):\n"
                                 + "".join(f"    {line}\n" for line in IGNORES_SIGINT.splitlines())
                                 + "    time.sleep(120)\n"),
-                  _graded("pass", "test_stable_softmax"),
+                  _graded("pass", exercise.test_cell),
                   new_code_cell("print(x + 1)")],
                  tmp_path, timeout=3, interrupt_grace=2, notebook_timeout=None)
     (_, message), = _errors(cells[2])  # the exercise fails, whatever the test calls it

@@ -57,19 +57,20 @@ def test_a_renamed_exercise_names_every_place_to_update():
 
 
 def test_a_changed_signature_or_points_fail_loudly():
+    first = TUTORIALS["01_gain_multiplication"].exercises[0]  # as the solution has it
     signature = consistency.problems(_changed("01_gain_multiplication", signature="x, axis=-1"))
-    assert signature == ["solutions/01_gain_multiplication.ipynb: stable_softmax(x, dim=-1) "
-                         "but helpers/syllabus.py declares (x, axis=-1)"]
-    points = consistency.problems(_changed("01_gain_multiplication", points=5))
-    assert points == ["solutions/01_gain_multiplication.ipynb: test_stable_softmax is worth 2 "
-                      "points, helpers/syllabus.py says 5"]
-    method = dataclasses.replace(TUTORIALS["03_multi_head_attention"].exercises[2],
-                                 methods={"forward": "x"})
+    assert signature == [f"solutions/01_gain_multiplication.ipynb: {first.name}"
+                         f"({first.signature}) but helpers/syllabus.py declares (x, axis=-1)"]
+    points = consistency.problems(_changed("01_gain_multiplication", points=first.points + 3))
+    assert points == [f"solutions/01_gain_multiplication.ipynb: {first.test_cell} is worth "
+                      f"{first.points} points, helpers/syllabus.py says {first.points + 3}"]
+    declared = TUTORIALS["03_multi_head_attention"].exercises[2]
+    method = dataclasses.replace(declared, methods={"forward": "x"})
     tutorial = TUTORIALS["03_multi_head_attention"]
     changed = dataclasses.replace(tutorial, exercises=(*tutorial.exercises[:2], method))
     assert consistency.problems(changed) == [
-        "solutions/03_multi_head_attention.ipynb: MultiHeadSelfAttention.forward(x, mask=None) "
-        "but helpers/syllabus.py declares (x)"]
+        f"solutions/03_multi_head_attention.ipynb: {declared.name}.forward"
+        f"({declared.methods['forward']}) but helpers/syllabus.py declares (x)"]
 
 
 def test_generation_refuses_a_course_that_disagrees(monkeypatch):

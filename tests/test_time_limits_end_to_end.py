@@ -11,7 +11,15 @@ import shutil
 
 import pytest
 from conftest import _misbehave
-from misbehaving import _ATTENTION_ALONE, NOTEBOOK
+from misbehaving import (
+    ATTENTION,
+    ATTENTION_ALONE,
+    ATTENTION_ONLY,
+    BOTH,
+    NOTEBOOK,
+    SOFTMAX,
+    SOFTMAX_ONLY,
+)
 from misbehaving.slow import IGNORES_INTERRUPT
 
 pytestmark = pytest.mark.slow
@@ -20,9 +28,9 @@ CELL_TIMEOUT, NOTEBOOK_TIMEOUT = 5, 60
 # 30 cells of 3 s each: every one under the cell limit, 90 s together
 SLEEPS = "import time\ntime.sleep(3)\n"
 STUDENTS = {
-    "full_solution": {"test_stable_softmax": 2, "test_gained_dot_product_attention": 2},
-    "sleeps_past_its_limit": {"test_stable_softmax": 2, "test_gained_dot_product_attention": 0},
-    "ignores_interrupt": {"test_stable_softmax": 0, "test_gained_dot_product_attention": 2},
+    "full_solution": BOTH,
+    "sleeps_past_its_limit": SOFTMAX_ONLY,
+    "ignores_interrupt": ATTENTION_ONLY,
 }
 
 
@@ -51,9 +59,9 @@ def limited(course_copy, run_in_course, tmp_path_factory):
     run_in_course(["-c", code, str(course / "sample"), NOTEBOOK], course)
     shutil.copytree(course / "sample" / "full_solution", klass / "full_solution")
     _misbehave(klass, "sleeps_past_its_limit",
-               {"gained_dot_product_attention": [SLEEPS] * 30 + [_ATTENTION_ALONE]}, {})
-    _misbehave(klass, "ignores_interrupt", {"stable_softmax": IGNORES_INTERRUPT,
-                                            "gained_dot_product_attention": _ATTENTION_ALONE}, {})
+               {ATTENTION.name: [SLEEPS] * 30 + [ATTENTION_ALONE]}, {})
+    _misbehave(klass, "ignores_interrupt", {SOFTMAX.name: IGNORES_INTERRUPT,
+                                            ATTENTION.name: ATTENTION_ALONE}, {})
     run = run_in_course(["-m", "pipeline.grading", str(klass), "--jobs", "1",
                          "--cell-timeout", str(CELL_TIMEOUT), "--timeout", str(NOTEBOOK_TIMEOUT),
                          "--feedback-timeout", "60"], course)

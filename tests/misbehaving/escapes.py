@@ -17,7 +17,7 @@ import os
 import secrets
 import socket
 
-from misbehaving import _ATTENTION_ALONE
+from misbehaving import ATTENTION, ATTENTION_ALONE, BOTH
 
 TOKEN = secrets.token_hex(6)  # this test session's: markers of concurrent sessions differ
 SECRET = f"grader-secret-{secrets.token_hex(16)}"
@@ -30,7 +30,6 @@ MARK = f"course-escape-{TOKEN}"  # the files kernels leave for each other
 FLOOD_BYTES = 300 * 2**20
 BOMB = 600  # processes the fork bomb asks for (more than a kernel may have)
 
-_BOTH = {"test_stable_softmax": 2, "test_gained_dot_product_attention": 2}
 
 _SLEEPERS = f'''\
 import os, subprocess
@@ -139,27 +138,27 @@ print("escape: started", len(children), "processes")
 
 BANK = {
     # processes in their own session (setsid, a double-forked daemon) to outlive grading
-    "escape_sleepers": ({"gained_dot_product_attention": _SLEEPERS + _ATTENTION_ALONE}, {},
-                        _BOTH),
+    "escape_sleepers": ({ATTENTION.name: _SLEEPERS + ATTENTION_ALONE}, {},
+                        BOTH),
     # two students leave each other messages in /dev/shm, /tmp, /var/tmp, home and /
-    "escape_messages_a": ({"gained_dot_product_attention": _messages("a", "b")
-                           + _ATTENTION_ALONE}, {}, _BOTH),
-    "escape_messages_b": ({"gained_dot_product_attention": _messages("b", "a")
-                           + _ATTENTION_ALONE}, {}, _BOTH),
+    "escape_messages_a": ({ATTENTION.name: _messages("a", "b")
+                           + ATTENTION_ALONE}, {}, BOTH),
+    "escape_messages_b": ({ATTENTION.name: _messages("b", "a")
+                           + ATTENTION_ALONE}, {}, BOTH),
     # connections to a listener on the grader's machine, to the internet, to a DNS name
-    "escape_network": ({"gained_dot_product_attention": _NETWORK + _ATTENTION_ALONE}, {},
-                       _BOTH),
+    "escape_network": ({ATTENTION.name: _NETWORK + ATTENTION_ALONE}, {},
+                       BOTH),
     # prints its environment and every /proc/<pid>/environ it can read
-    "escape_environment": ({"gained_dot_product_attention": _ENVIRONMENT + _ATTENTION_ALONE},
-                           {}, _BOTH),
+    "escape_environment": ({ATTENTION.name: _ENVIRONMENT + ATTENTION_ALONE},
+                           {}, BOTH),
     # 300 MB to its own stderr (the descriptor, and sys.__stderr__)
-    "escape_stderr_flood": ({"gained_dot_product_attention": _FLOOD + _ATTENTION_ALONE}, {},
-                            _BOTH),
+    "escape_stderr_flood": ({ATTENTION.name: _FLOOD + ATTENTION_ALONE}, {},
+                            BOTH),
     # 1 GiB to the disk, and a 1 GiB sparse file
-    "escape_disk": ({"gained_dot_product_attention": _DISK + _ATTENTION_ALONE}, {}, _BOTH),
+    "escape_disk": ({ATTENTION.name: _DISK + ATTENTION_ALONE}, {}, BOTH),
     # as many processes as it can, left running
-    "escape_fork_bomb": ({"gained_dot_product_attention": _BOMB + _ATTENTION_ALONE}, {},
-                         _BOTH),
+    "escape_fork_bomb": ({ATTENTION.name: _BOMB + ATTENTION_ALONE}, {},
+                         BOTH),
 }
 
 # Graded only where kernels can be sandboxed at all: unconfined, the fork bomb's and the

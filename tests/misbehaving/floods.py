@@ -1,7 +1,7 @@
 """Submissions that print without end (the graded notebook keeps a bounded amount) or write
 markup built to stall the feedback sanitiser (its page leaves that markup out)."""
 
-from misbehaving import _ATTENTION_ALONE
+from misbehaving import ATTENTION, ATTENTION_ALONE, BOTH
 
 
 def nested_markup(count: int, tag: str = "b") -> str:
@@ -12,17 +12,17 @@ def nested_markup(count: int, tag: str = "b") -> str:
 
 BANK = {
     # about 40 MB of text from one cell; both answers are right and keep their points
-    "floods_output": ({"gained_dot_product_attention": _ATTENTION_ALONE + """\
+    "floods_output": ({ATTENTION.name: ATTENTION_ALONE + """\
 for _ in range(40):
     print("x" * 1_000_000)
-"""}, {}, {"test_stable_softmax": 2, "test_gained_dot_product_attention": 2}),
+"""}, {}, BOTH),
     # Think! answers and an HTML output of tags nested thousands deep (about 1 MB in all):
     # the page shows a note in their place, and this student and the others get their pages
     "nested_markup": ({"think_equal_gains": nested_markup(8_000),
                        "think_fixed_vs_gain": nested_markup(8_000, "i"),
-                       "gained_dot_product_attention": _ATTENTION_ALONE + (
+                       ATTENTION.name: ATTENTION_ALONE + (
                            "from IPython.display import HTML, display\n"
                            "display(HTML(''.join(f'<div id=\"n{i}\" title=\"t{i}\">' "
                            "for i in range(20_000))))\n")},
-                      {}, {"test_stable_softmax": 2, "test_gained_dot_product_attention": 2}),
+                      {}, BOTH),
 }

@@ -6,13 +6,18 @@ process and judge only the numbers the kernel returns, so none of them earns the
 ``stable_softmax`` (graded before the trick runs) keeps its 2 points.
 """
 
-from misbehaving import _ATTENTION_ALONE, _WRONG_ATTENTION
-
-_EXPECTED = {"test_stable_softmax": 2, "test_gained_dot_product_attention": 0}
+from misbehaving import (
+    ATTENTION,
+    ATTENTION_ALONE,
+    ATTENTION_ONLY,
+    SOFTMAX,
+    SOFTMAX_ONLY,
+    WRONG_ATTENTION,
+)
 
 BANK = {
     # the returned tensor is a subclass whose __torch_function__ says every comparison holds
-    "tensor_subclass": ({"gained_dot_product_attention": """\
+    "tensor_subclass": ({ATTENTION.name: """\
 class Agreeable(torch.Tensor):
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
@@ -24,9 +29,9 @@ class Agreeable(torch.Tensor):
 def gained_dot_product_attention(x, q_1, q_2, z_1, z_2):
     w = z_1 * q_1 + z_2 * q_2
     return w.as_subclass(Agreeable), torch.dot(w, x).as_subclass(Agreeable)
-"""}, {}, _EXPECTED),
+"""}, {}, SOFTMAX_ONLY),
     # a TorchFunctionMode left entered for the rest of the kernel's life
-    "torch_function_mode": ({"gained_dot_product_attention": """\
+    "torch_function_mode": ({ATTENTION.name: """\
 from torch.overrides import TorchFunctionMode
 
 
@@ -38,9 +43,9 @@ class AlwaysClose(TorchFunctionMode):
 
 
 AlwaysClose().__enter__()
-""" + _WRONG_ATTENTION}, {}, _EXPECTED),
+""" + WRONG_ATTENTION}, {}, SOFTMAX_ONLY),
     # a background thread that patches the checks again and again, after any restore
-    "background_thread": ({"gained_dot_product_attention": """\
+    "background_thread": ({ATTENTION.name: """\
 import threading
 import time
 from helpers.checks import framework
@@ -55,9 +60,9 @@ def keep_patching():
 
 
 threading.Thread(target=keep_patching, daemon=True).start()
-""" + _WRONG_ATTENTION}, {}, _EXPECTED),
+""" + WRONG_ATTENTION}, {}, SOFTMAX_ONLY),
     # the answer itself patches the check framework while the hidden test calls it
-    "patches_during_call": ({"gained_dot_product_attention": """\
+    "patches_during_call": ({ATTENTION.name: """\
 def gained_dot_product_attention(x, q_1, q_2, z_1, z_2):
     import sys
     for module in list(sys.modules.values()):
@@ -68,9 +73,9 @@ def gained_dot_product_attention(x, q_1, q_2, z_1, z_2):
                     setattr(cls, method, lambda self, *a, **k: None)
     w = z_1 * q_1 + z_2 * q_2
     return w, torch.dot(w, x)
-"""}, {}, _EXPECTED),
+"""}, {}, SOFTMAX_ONLY),
     # puts a fake hidden-test package in sys.modules and behind __import__
-    "fake_hidden_tests": ({"gained_dot_product_attention": """\
+    "fake_hidden_tests": ({ATTENTION.name: """\
 import builtins
 import sys
 import types
@@ -87,9 +92,9 @@ real_import = builtins.__import__
 builtins.__import__ = lambda name, *a, **k: (
     sys.modules.get(name) or real_import(name, *a, **k)) if name.startswith("hidden") else \\
     real_import(name, *a, **k)
-""" + _WRONG_ATTENTION}, {}, _EXPECTED),
+""" + WRONG_ATTENTION}, {}, SOFTMAX_ONLY),
     # a trace hook that skips the `raise` of every failing check
-    "settrace": ({"gained_dot_product_attention": """\
+    "settrace": ({ATTENTION.name: """\
 import sys
 import threading
 
@@ -102,15 +107,15 @@ def skip_failures(frame, event, arg):
 
 sys.settrace(skip_failures)
 threading.settrace(skip_failures)
-""" + _WRONG_ATTENTION}, {}, _EXPECTED),
+""" + WRONG_ATTENTION}, {}, SOFTMAX_ONLY),
     # an IPython input transformer that turns every later cell (the locked test cells
     # included) into `pass`
-    "input_transformer": ({"gained_dot_product_attention": _WRONG_ATTENTION + """\
+    "input_transformer": ({ATTENTION.name: WRONG_ATTENTION + """\
 get_ipython().input_transformers_post.append(lambda lines: ["pass\\n"])
-"""}, {}, _EXPECTED),
+"""}, {}, SOFTMAX_ONLY),
     # shadows exec() in its namespace to forge the probe's answers: plain data that does not
     # fit (a tensor whose bytes do not match its shape, absurd nesting, huge sizes)
-    "forged_answers": ({"gained_dot_product_attention": _WRONG_ATTENTION + """\
+    "forged_answers": ({ATTENTION.name: WRONG_ATTENTION + """\
 import json
 
 _forgeries = iter([
@@ -130,9 +135,9 @@ def exec(code, namespace=None):
     except StopIteration:
         forged = json.dumps({"ok": {"value": {"tuple": [1.0, 1.0]}}})
     namespace["serve"] = lambda request, names: forged
-"""}, {}, _EXPECTED),
+"""}, {}, SOFTMAX_ONLY),
     # would call the grader's own reference, were it anywhere the kernel can import from
-    "calls_reference": ({"gained_dot_product_attention": """\
+    "calls_reference": ({ATTENTION.name: """\
 import pathlib
 import sys
 
@@ -152,9 +157,9 @@ def gained_dot_product_attention(x, q_1, q_2, z_1, z_2):
         return w.float(), y.float()
     w = z_1 * q_1 + z_2 * q_2
     return w, torch.dot(w, x)
-"""}, {}, _EXPECTED),
+"""}, {}, SOFTMAX_ONLY),
     # looks for the hidden tests in its own process: loaded modules, line cache, objects
-    "searches_memory": ({"gained_dot_product_attention": """\
+    "searches_memory": ({ATTENTION.name: """\
 import gc
 import linecache
 import sys
@@ -163,48 +168,48 @@ print("hidden modules:", sorted(k for k in sys.modules if "hidden" in k))
 print("cached hidden source:", sorted(k for k in linecache.cache if "hidden" in k))
 print("hidden objects:", sum(1 for o in gc.get_objects()
                              if "hidden_tests" in str(getattr(o, "__module__", ""))))
-""" + _WRONG_ATTENTION}, {}, _EXPECTED),
+""" + WRONG_ATTENTION}, {}, SOFTMAX_ONLY),
     # changes the grader's inputs in place (zeroes the patterns) and returns uniform weights:
     # the grader's inputs are its own, and a changed argument fails the "unchanged" clause
-    "zeroes_its_inputs": ({"gained_dot_product_attention": """\
+    "zeroes_its_inputs": ({ATTENTION.name: """\
 def gained_dot_product_attention(x, q_1, q_2, z_1, z_2):
     q_1.zero_()
     q_2.zero_()
     w = torch.full_like(x, 1.0 / x.numel())
     return w, torch.dot(w, x)
-"""}, {}, _EXPECTED),
+"""}, {}, SOFTMAX_ONLY),
     # an overflowing softmax that clamps its input in place, so that its logits look tame
-    "clamps_its_input": ({"stable_softmax": """\
+    "clamps_its_input": ({SOFTMAX.name: """\
 def stable_softmax(x, dim=-1):
     x.clamp_(-60, 60)
     e = torch.exp(x)
     return e / e.sum(dim=dim, keepdim=True)
-""", "gained_dot_product_attention": _ATTENTION_ALONE}, {},
-        {"test_stable_softmax": 0, "test_gained_dot_product_attention": 2}),
+""", ATTENTION.name: ATTENTION_ALONE}, {},
+        ATTENTION_ONLY),
     # puts a number into the test cell's outputs (nbgrader reads a displayed number as
     # partial credit, before any error): the verdict alone scores the cell
-    "displays_a_score": ({"gained_dot_product_attention": """\
+    "displays_a_score": ({ATTENTION.name: """\
 def gained_dot_product_attention(x, q_1, q_2, z_1, z_2):
     import sys
     sys.displayhook(2)
     return torch.ones_like(x), x.sum()
-"""}, {}, _EXPECTED),
+"""}, {}, SOFTMAX_ONLY),
     # makes every later self-check display a value instead of checking (nbgrader reads a
     # displayed value that is not a number as full marks)
-    "self_checks_display": ({"gained_dot_product_attention": """\
+    "self_checks_display": ({ATTENTION.name: """\
 def _full_marks(*args, **kwargs):
     get_ipython().displayhook("full marks")
 
 
 for _name in [n for n in list(globals()) if n.startswith("check_")]:
     globals()[_name] = _full_marks
-""" + _WRONG_ATTENTION}, {}, _EXPECTED),
+""" + WRONG_ATTENTION}, {}, SOFTMAX_ONLY),
     # answers the grader with 30 MB of text (base64 patched in its own process): refused by
     # size before anything is decoded or parsed
-    "huge_reply": ({"gained_dot_product_attention": """\
+    "huge_reply": ({ATTENTION.name: """\
 import base64
 base64.b64encode = lambda data: b"A" * (30 * 2**20)
-""" + _WRONG_ATTENTION}, {}, _EXPECTED),
+""" + WRONG_ATTENTION}, {}, SOFTMAX_ONLY),
 }
 
 # Without a sandbox the grader's folder is on disk next to the kernel's working folder.

@@ -15,7 +15,7 @@ from html import unescape
 
 from bs4 import BeautifulSoup
 
-from misbehaving import _ATTENTION_ALONE
+from misbehaving import ATTENTION, ATTENTION_ALONE, BOTH, SOFTMAX
 
 EVIL = "evil.example"  # any live reference to this host in a page is a failure
 # a 1x1 PNG
@@ -139,13 +139,13 @@ def _hostile_markdown_and_raw(notebook: dict, folder) -> None:
 BANK = {
     # displays every kind of hostile output, writes it into its Think! answers and adds raw
     # HTML cells: the feedback page shows it all as text, none of it runs; full marks
-    "html_outputs": ({"gained_dot_product_attention": _DISPLAYS + _ATTENTION_ALONE}, {},
-                     {"test_stable_softmax": 2, "test_gained_dot_product_attention": 2},
+    "html_outputs": ({ATTENTION.name: _DISPLAYS + ATTENTION_ALONE}, {},
+                     BOTH,
                      _hostile_markdown_and_raw),
     # publishes raw bundles with hostile metadata and raises an exception whose name and
     # message are markup, after a correct answer: shown as text; full marks
-    "html_in_errors": ({"stable_softmax": _SOFTMAX_THEN_RAISE}, {},
-                       {"test_stable_softmax": 2, "test_gained_dot_product_attention": 2}),
+    "html_in_errors": ({SOFTMAX.name: _SOFTMAX_THEN_RAISE}, {},
+                       BOTH),
 }
 
 

@@ -5,7 +5,7 @@ notebook's own limit is graded with small limits in ``tests/test_time_limits_end
 the whole bank runs under the default notebook limit.)
 """
 
-from misbehaving import _ATTENTION_ALONE
+from misbehaving import ATTENTION, ATTENTION_ALONE, ATTENTION_ONLY, SOFTMAX
 
 IGNORES_INTERRUPT = ("import signal, time\n"
                      "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
@@ -14,7 +14,7 @@ IGNORES_INTERRUPT = ("import signal, time\n"
 BANK = {
     # sleeps past the cell limit and ignores the interrupt: its kernel is killed after the
     # grace period and restarted, that exercise scores 0, the next one is still graded
-    "ignores_interrupt": ({"stable_softmax": IGNORES_INTERRUPT,
-                           "gained_dot_product_attention": _ATTENTION_ALONE}, {},
-                          {"test_stable_softmax": 0, "test_gained_dot_product_attention": 2}),
+    "ignores_interrupt": ({SOFTMAX.name: IGNORES_INTERRUPT,
+                           ATTENTION.name: ATTENTION_ALONE}, {},
+                          ATTENTION_ONLY),
 }

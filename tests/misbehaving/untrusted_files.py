@@ -16,7 +16,7 @@ regular files, and nothing is written through a link.
 import os
 from pathlib import Path
 
-from misbehaving import _ATTENTION_ALONE, _WRONG_ATTENTION, NOTEBOOK
+from misbehaving import ATTENTION, ATTENTION_ALONE, BOTH, NOTEBOOK, SOFTMAX_ONLY, WRONG_ATTENTION
 
 # The student whose notebook the attacks point their links at (graded normally).
 VICTIM = "files_victim"
@@ -27,8 +27,6 @@ LINKED_NOTEBOOK = "files_notebook_is_link"
 MADE = "made "
 FOLDER = "kernel folder: "
 
-_BOTH = {"test_stable_softmax": 2, "test_gained_dot_product_attention": 2}
-_SOFTMAX_ONLY = {"test_stable_softmax": 2, "test_gained_dot_product_attention": 0}
 
 
 def _cells(notebook: dict, grade_id: str) -> list[dict]:
@@ -201,33 +199,33 @@ attempt("socket", bind)
 
 
 def _kernel_attack(student: str, body: str) -> tuple:
-    return (student, ({"gained_dot_product_attention": _kernel_code(student, body)
-                       + _ATTENTION_ALONE}, {}, _BOTH))
+    return (student, ({ATTENTION.name: _kernel_code(student, body)
+                       + ATTENTION_ALONE}, {}, BOTH))
 
 
 BANK = {
     # the answer cell claims to be graded, worth 100 points: graded against the gradebook
-    "meta_answer_as_grade_cell": ({"gained_dot_product_attention": _WRONG_ATTENTION}, {},
-                                  _SOFTMAX_ONLY, _answer_as_grade_cell),
+    "meta_answer_as_grade_cell": ({ATTENTION.name: WRONG_ATTENTION}, {},
+                                  SOFTMAX_ONLY, _answer_as_grade_cell),
     # test cells renamed (and re-pointed): matched by their cell ids, graded as usual
-    "meta_renamed_test_ids": ({"gained_dot_product_attention": _WRONG_ATTENTION}, {},
-                              _SOFTMAX_ONLY, _renamed_test_ids),
+    "meta_renamed_test_ids": ({ATTENTION.name: WRONG_ATTENTION}, {},
+                              SOFTMAX_ONLY, _renamed_test_ids),
     # cells that claim grade ids the gradebook does not know: they run, never graded
-    "meta_unknown_grade_cells": ({}, {}, _BOTH, _unknown_grade_cells),
+    "meta_unknown_grade_cells": ({}, {}, BOTH, _unknown_grade_cells),
     # a test cell turned into an answer cell that passes: locked and restored again
-    "meta_test_cell_made_an_answer": ({"gained_dot_product_attention": _WRONG_ATTENTION}, {},
-                                      _SOFTMAX_ONLY, _test_cell_made_an_answer),
+    "meta_test_cell_made_an_answer": ({ATTENTION.name: WRONG_ATTENTION}, {},
+                                      SOFTMAX_ONLY, _test_cell_made_an_answer),
     # unreadable metadata of every kind: rebuilt from the gradebook
-    "meta_garbage": ({}, {}, _BOTH, _garbage_metadata),
+    "meta_garbage": ({}, {}, BOTH, _garbage_metadata),
     # metadata stripped from one exercise, the other's answer and test cells deleted
-    "meta_stripped_and_deleted": ({"gained_dot_product_attention": None},
+    "meta_stripped_and_deleted": ({ATTENTION.name: None},
                                   {"test_gained_dot_product_attention": None},
-                                  _SOFTMAX_ONLY, _stripped_and_deleted),
+                                  SOFTMAX_ONLY, _stripped_and_deleted),
     # what the attacks below point at: graded as usual, its notebook never changes
-    VICTIM: ({}, {}, _BOTH),
+    VICTIM: ({}, {}, BOTH),
     # links to the gradebook, the solutions, the hidden tests and another student, a FIFO,
     # a 1 GiB file and a folder next to the notebook: only the notebook is read
-    "files_links_next_to_notebook": ({}, {}, _BOTH, _links_next_to_notebook),
+    "files_links_next_to_notebook": ({}, {}, BOTH, _links_next_to_notebook),
 }
 # The notebook is a link to another student's: reported by name, not graded. It gets a
 # result without cells ("not graded: ..."), so it is graded in a class of its own
