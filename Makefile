@@ -5,7 +5,7 @@ SHELL := /bin/bash
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
-BIN := $(CURDIR)/$(VENV)/bin
+BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.installed
 
 # Variables: `make help` lists those with a `##` comment. An unset one leaves the choice to
@@ -46,8 +46,16 @@ help:  ## list the targets and the variables they take
 
 setup: $(STAMP)  ## create .venv and install everything (idempotent)
 
+# The venv is this checkout's own: graded kernels, nbval and nbgrader import `helpers` from
+# it, so a venv shared with another checkout would grade with that checkout's helpers.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@owner=$$($(BIN)/python -I -c 'import helpers, pathlib; print(pathlib.Path(helpers.__file__).resolve().parent.parent)' 2>/dev/null || true); \
+	if [ -n "$$owner" ] && [ "$$owner" != "$$(pwd -P)" ]; then \
+	  echo "$(VENV) holds the course installed from $$owner, not from this checkout ($$(pwd -P))." >&2; \
+	  echo "Installing here would change that checkout's environment, and its helpers would be graded here." >&2; \
+	  echo "Give this checkout a venv of its own: remove $(VENV) (a link: just the link) and run make setup." >&2; \
+	  exit 1; fi
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (ipykernel)" >/dev/null

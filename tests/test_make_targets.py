@@ -119,3 +119,17 @@ def test_nb_narrows_the_targets_to_one_tutorial():
 def test_check_without_a_tutorial_says_how_to_call_it():
     run = subprocess.run(["make", "-s", "check"], cwd=ROOT, capture_output=True, text=True)
     assert run.returncode == 2 and "usage: make check NB=<id>" in run.stdout
+
+
+def test_setup_refuses_a_venv_that_serves_another_checkout(tmp_path):
+    # a stand-in venv whose Python imports `helpers` from somewhere else
+    python = tmp_path / "venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text("#!/bin/sh\necho /another/checkout\n")
+    python.chmod(0o755)
+    run = subprocess.run(["make", "--no-print-directory", "setup", f"VENV={tmp_path / 'venv'}"],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode != 0
+    assert "holds the course installed from /another/checkout, not from this checkout" \
+        in run.stderr, run.stderr
+    assert not (tmp_path / "venv" / ".installed").exists()  # nothing was installed into it
