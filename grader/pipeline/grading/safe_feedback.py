@@ -42,6 +42,7 @@ from nbconvert.preprocessors.sanitize import SanitizeHTML
 from nbformat.notebooknode import NotebookNode, from_dict
 from traitlets import Float, Set, default, validate
 
+from helpers.syllabus import grade_column
 from pipeline.grading import bounded_markup
 from pipeline.grading.bounded_markup import TooComplex
 
@@ -327,9 +328,9 @@ def name_exercises(html: str) -> str:
         label = link.get_text()
         if label in _GENERIC_LABELS and str(link["href"]).startswith("#"):
             grade_id = str(link["href"])[1:]
-            name = grade_id.removeprefix("test_").removeprefix("think_")
+            name = grade_column(grade_id)  # a test cell goes by its exercise's name
             if grade_id.startswith("think_"):
-                name = name.replace("_", " ")
+                name = name.removeprefix("think_").replace("_", " ")
             link.string = _GENERIC_LABELS[label] + name
     return str(soup)
 
