@@ -183,3 +183,32 @@ def test_the_gpu_part_says_it_was_skipped_on_a_cpu(capsys):
     demo.sdpa_on_gpu()
     assert capsys.readouterr().out == (
         "No GPU here: the comparison of PyTorch's GPU attention kernels was skipped.\n")
+
+
+def test_standard_attention_moves_four_t_squared_numbers_and_keeps_the_weights():
+    traffic = demo.standard_traffic(1024, 64)
+    assert traffic.moved == 4 * 1024**2 + 4 * 1024 * 64
+    assert traffic.kept == 1024**2
+
+
+def test_tiled_traffic_is_counted_block_by_block():
+    # T = 8, d = 2, 16 numbers on chip: key blocks of 16 // 8 = 2 rows, query blocks of 2;
+    # 4 x 4 block pairs, each reading Q_i, O_i and two statistics and writing O_i and them
+    traffic = demo.tiled_traffic(8, 2, on_chip=16)
+    start, keys_values, per_pair = 8 * 2 + 2 * 8, 2 * 8 * 2, 3 * 2 * 2 + 4 * 2
+    assert traffic.moved == start + keys_values + 16 * per_pair
+    assert traffic.kept == 2 * 8  # a maximum and a sum per row
+
+
+def test_tiling_saves_more_traffic_as_t_grows_up_to_m_over_3_d_squared(capsys):
+    table = demo.attention_traffic(lengths=(256, 1024, 4096, 16384), d=64, on_chip_kb=100)
+    ratios = [s / t for s, t in zip(table["standard moved"], table["tiled moved"], strict=True)]
+    assert ratios == sorted(ratios) and ratios[0] > 1
+    limit = 100 * 1024 / 2 / (3 * 64**2)  # M / (3 d^2): the T^2 terms' ratio
+    assert 0.9 * limit < ratios[-1] < limit
+    for T, standard, tiled in zip(table["lengths"], table["standard kept"], table["tiled kept"],
+                                  strict=True):
+        assert standard / tiled == pytest.approx(T / 2)  # T^2 weights against 2T statistics
+    printed = capsys.readouterr().out
+    assert "16384" in printed and "ratio" in printed
+    demo.plot_attention_traffic(table)

@@ -116,8 +116,9 @@ def test_the_solutions_hold_what_the_declaration_generates(notebook_id):
 
 
 def test_generation_renumbers_headers_and_writes_points_and_hidden_blocks(tmp_path):
-    """On a made-up tutorial (not a live one): a header with the wrong number, a test cell
-    with the wrong points and no hidden block, a Think! cell with the wrong points."""
+    """On a made-up tutorial (not a live one): a course header and an exercise header with
+    the wrong numbers, a test cell with the wrong points and no hidden block, a Think! cell
+    with the wrong points."""
     from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
     def graded(cell, grade_id, **flags):
@@ -127,6 +128,7 @@ def test_generation_renumbers_headers_and_writes_points_and_hidden_blocks(tmp_pa
     tutorial = syllabus.Tutorial("99_made_up", (syllabus.Exercise("f", "x", 3),),
                                  think={"think_a": 1})
     notebook = new_notebook(cells=[
+        new_markdown_cell("# Made up\n\n**The course** · tutorial 3 of 5"),
         new_markdown_cell("### ✏️ Exercise 7: the function"),
         graded(new_code_cell("def f(x):\n    return x"), "f", solution=True, grade=False),
         graded(new_code_cell("check_f(f)"), "test_f", grade=True, points=1),
@@ -134,8 +136,9 @@ def test_generation_renumbers_headers_and_writes_points_and_hidden_blocks(tmp_pa
     ])
     nbformat.write(notebook, tmp_path / "99_made_up.ipynb")
     changes = from_syllabus.sync(tutorial, folder=tmp_path)
-    assert len(changes) == 4, changes
-    cells = nbformat.read(tmp_path / "99_made_up.ipynb", as_version=4).cells
+    assert len(changes) == 5, changes
+    header, *cells = nbformat.read(tmp_path / "99_made_up.ipynb", as_version=4).cells
+    assert header.source.endswith(f"· tutorial 99 of {len(syllabus.ids())}")
     assert cells[0].source.startswith("### ✏️ Exercise 1:")
     assert cells[2].metadata["nbgrader"]["points"] == 3
     assert cells[2].source.startswith("check_f(f)\n\n### BEGIN HIDDEN TESTS\n"

@@ -600,3 +600,78 @@ def sdpa_on_gpu(T: int = 8192, d: int = 64, heads: int = 16) -> None:
         except RuntimeError as error:
             print(f"  {label:26s} not available here ({str(error).splitlines()[0][:60]})")
 
+
+
+# ---- Section 6: why fused kernels are fast (a count of memory traffic) --------------------
+
+@dataclass(frozen=True)
+class Traffic:
+    """Numbers moved between a GPU's main memory and its on-chip memory by one head's
+    attention forward pass, and numbers kept in main memory for the backward pass (beyond
+    Q, K, V and the output, which both ways keep)."""
+
+    moved: int
+    kept: int
+
+
+def standard_traffic(T: int, d: int) -> Traffic:
+    """Attention as three kernels (Dao et al. 2022, Algorithm 0): S = QK^T is written out,
+    read back for the softmax, P written out and read back to multiply V. The backward
+    pass needs P: T*T numbers kept."""
+    scores = 2 * T * d + T * T  # read Q and K, write S
+    softmax = 2 * T * T  # read S, write P
+    output = T * T + T * d + T * d  # read P and V, write O
+    return Traffic(moved=scores + softmax + output, kept=T * T)
+
+
+def tiled_traffic(T: int, d: int, on_chip: int) -> Traffic:
+    """FlashAttention's forward pass (Dao et al. 2022, Algorithm 1) with ``on_chip`` numbers
+    of fast memory: K and V are read once in blocks of ``on_chip // (4 d)`` rows; for each
+    such block every block of queries is read with its partial output and row statistics
+    (running maximum and sum) and written back. Nothing T*T ever leaves the chip; the
+    backward pass keeps only the two statistics per row and recomputes the scores."""
+    key_block = max(1, on_chip // (4 * d))
+    query_block = min(key_block, d)
+    key_blocks, query_blocks = math.ceil(T / key_block), math.ceil(T / query_block)
+    start = T * d + 2 * T  # O, maximum and sum set to their initial values
+    keys_values = 2 * T * d  # each block of K and V read once
+    per_pair = 3 * query_block * d + 4 * query_block  # read Q_i, O_i, stats; write O_i, stats
+    return Traffic(moved=start + keys_values + key_blocks * query_blocks * per_pair,
+                   kept=2 * T)
+
+
+def attention_traffic(lengths: Sequence[int] = (256, 1024, 4096, 16384), d: int = 64,
+                      on_chip_kb: int = 100, bytes_per_number: int = 2) -> dict[str, list]:
+    """Megabytes moved and kept, standard against tiled, per length (float16 by default)."""
+    on_chip = on_chip_kb * 1024 // bytes_per_number
+    table: dict[str, list] = {"lengths": list(lengths), "standard moved": [],
+                              "tiled moved": [], "standard kept": [], "tiled kept": []}
+    for T in lengths:
+        for name, traffic in (("standard", standard_traffic(T, d)),
+                              ("tiled", tiled_traffic(T, d, on_chip))):
+            table[f"{name} moved"].append(traffic.moved * bytes_per_number / 1e6)
+            table[f"{name} kept"].append(traffic.kept * bytes_per_number / 1e6)
+    print(f"one head, d = {d}, float16, {on_chip_kb} KB of on-chip memory; megabytes:")
+    print(f"{'T':>7} {'moved: standard':>16} {'tiled':>8} {'ratio':>6}   "
+          f"{'kept for backward: standard':>28} {'tiled':>7}")
+    for i, T in enumerate(lengths):
+        standard, tiled = table["standard moved"][i], table["tiled moved"][i]
+        print(f"{T:7d} {standard:16.2f} {tiled:8.2f} {standard / tiled:6.1f}   "
+              f"{table['standard kept'][i]:28.3f} {table['tiled kept'][i]:7.3f}")
+    return table
+
+
+def plot_attention_traffic(table: dict[str, list]) -> None:
+    """Memory traffic and memory kept for the backward pass, standard against tiled."""
+    lengths = np.array(table["lengths"])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, what, title in ((axes[0], "moved", "Traffic to and from GPU memory (forward)"),
+                            (axes[1], "kept", "Kept in GPU memory for the backward pass")):
+        ax.loglog(lengths, table[f"standard {what}"], "o-", label="standard (three kernels)")
+        ax.loglog(lengths, table[f"tiled {what}"], "s-", label="tiled (one fused kernel)")
+        ax.set(title=title, xlabel="sequence length $T$", ylabel="megabytes")
+        ax.set_xticks(lengths, [str(T) for T in lengths])
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.legend()
+    fig.tight_layout()
+    plt.show()

@@ -1,7 +1,7 @@
 """Write into a solution notebook what its declaration in ``helpers/syllabus.py`` fixes.
 
 Some parts of a tutorial follow from the declaration alone, so they are generated, not
-typed: the number in each "✏️ Exercise N" header (the exercise's place in the
+typed: "tutorial N of M" in the notebook's header, the number in each "✏️ Exercise N" header (the exercise's place in the
 declaration), each test cell's points and its hidden block (``consistency.hidden_block``),
 and each Think! answer cell's points. ``make assignments`` runs :func:`sync` on every
 solution before it generates the release, and says what it changed; everything else the
@@ -15,10 +15,12 @@ from pathlib import Path
 
 import nbformat
 
+from helpers import syllabus
 from helpers.syllabus import Tutorial
 from pipeline.markers import hidden_blocks, without_hidden_blocks
 from pipeline.paths import SOLUTIONS
 from pipeline.release.consistency import hidden_block
+from pipeline.release.preprocessors import TUTORIAL_NUMBER
 
 HEADER = re.compile(r"^(#+ ✏️ Exercise )(\d+)", re.MULTILINE)
 
@@ -39,6 +41,17 @@ def _renumber(cells: list, tutorial: Tutorial, changes: list[str], where: str) -
                 changes.append(f"{where}: the header of {grade_id} says Exercise "
                                f"{numbers[grade_id]}, not {found}")
             header = None
+
+
+def _course_header(cells: list, tutorial: Tutorial, changes: list[str], where: str) -> None:
+    """The first "tutorial N of M" says the tutorial's place in the declared course."""
+    wanted = f"tutorial {tutorial.number} of {len(syllabus.ids())}"
+    for cell in cells:
+        if cell.cell_type == "markdown" and (found := TUTORIAL_NUMBER.search(cell.source)):
+            if found.group(0) != wanted:
+                cell.source = TUTORIAL_NUMBER.sub(wanted, cell.source, count=1)
+                changes.append(f"{where}: the header says {wanted}, not {found.group(0)}")
+            return
 
 
 def _test_cells(cells: list, tutorial: Tutorial, changes: list[str], where: str) -> None:
@@ -72,6 +85,7 @@ def sync(tutorial: Tutorial, *, write: bool = True, folder: Path = SOLUTIONS) ->
     notebook = nbformat.read(path, as_version=4)
     changes: list[str] = []
     where = f"{folder.name}/{path.name}"
+    _course_header(notebook.cells, tutorial, changes, where)
     _renumber(notebook.cells, tutorial, changes, where)
     _test_cells(notebook.cells, tutorial, changes, where)
     if changes and write:
