@@ -348,6 +348,9 @@ def test_amplification_counts_only_seeds_that_learned_the_lean():
     assert len(result["beyond"]) == 8 and result["beyond"][0, "pilot"] == pytest.approx(1.0)
     assert (result["n_beyond"], result["n_short"]) == (4, 4)
     assert result["mean"] == pytest.approx(0.0)
+    # over every seed, seed 2 (learned 0.1, data 2) counts too: 1.9 short four times
+    assert result["all"]["n"] == 12 and result["all"]["n_short"] == 8
+    assert result["all"]["mean"] == pytest.approx((0 * 4 + -1.9 * 4) / 12)
     with pytest.raises(ValueError, match="no rows"):
         demo.amplification(rows, 140)
 
@@ -361,4 +364,6 @@ def test_summaries_print_the_numbers_the_notebook_states(capsys):
     result = demo.print_amplification(demo.load_skew_seeds(), 140)
     printed = capsys.readouterr().out
     assert f"{len(result['learned_seeds'])} of 10 seeds learned the lean" in printed
+    assert f"over all 10 seeds: more than 0.5 beyond the data in {result['all']['n_beyond']} " \
+           f"of 40 cases" in printed
     assert "teacher and doctor (no lean)" in printed

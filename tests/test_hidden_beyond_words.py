@@ -232,6 +232,23 @@ def patches_n_from_height(images, patch_size):
     return x.reshape(B, (H // p) ** 2, -1)
 
 
+def patches_height_width_swapped(images, patch_size):
+    """H and W swapped in the split: right shape, wrong pixels when H ≠ W."""
+    B, C, H, W = images.shape
+    p = patch_size
+    x = images.reshape(B, C, W // p, p, H // p, p).permute(0, 2, 4, 1, 3, 5)
+    return x.reshape(B, (H // p) * (W // p), C * p * p)
+
+
+def patches_grid_of_eight(images, patch_size):
+    """The grid worked out for the notebook's 8×8 digits, whatever the images."""
+    B, C = images.shape[:2]
+    p = patch_size
+    n = 8 // p
+    x = images.reshape(B, C, n, p, n, p).permute(0, 2, 4, 1, 3, 5)
+    return x.reshape(B, n * n, C * p * p)
+
+
 PATCHIFY_BANKS = ExerciseBanks(
     solution=SOLUTION["patchify"],
     correct=[patches_reshape_permute, patches_tensor_unfold, patches_f_unfold, patches_loops,
@@ -241,6 +258,7 @@ PATCHIFY_BANKS = ExerciseBanks(
         (patches_stacked_last, "the patch axis and the pixel axis are swapped", "shape"),
         (patches_squeezed, "squeezed away", "shape"),
         (patches_renamed, "the parameters were renamed", "shape"),
+        (patches_grid_of_eight, "the number of patches per side is fixed in the code", "shape"),
         (patches_unfold_no_permute, "the channel axis is still in front", "values"),
         (patches_column_order, "column order", "values"),
         (patches_plain_reshape, "without moving the axes", "values"),
@@ -251,6 +269,7 @@ PATCHIFY_BANKS = ExerciseBanks(
         (patches_square_reshape, "assumes square images", "arguments"),
         (patches_square_loops, "assumes square images", "arguments"),
         (patches_n_from_height, "computed from one side only", "arguments"),
+        (patches_height_width_swapped, "H and W are swapped", "arguments"),
         (patches_into_zeros, "dtype", "dtype"),
         (patches_float32, "dtype", "dtype"),
         (patches_always_double, "dtype", "dtype"),
@@ -265,6 +284,7 @@ PATCHIFY_BANKS = ExerciseBanks(
         (patches_stacked_last, "the patch axis and the pixel axis are swapped", "shape"),
         (patches_squeezed, "squeezed away", "shape"),
         (patches_renamed, "the parameters were renamed", "shape"),
+        (patches_grid_of_eight, "the number of patches per side is fixed in the code", "shape"),
         (patches_unfold_no_permute, "the channel axis is still in front", "values"),
         (patches_column_order, "column order", "values"),
         (patches_plain_reshape, "without moving the axes", "values"),
@@ -275,6 +295,7 @@ PATCHIFY_BANKS = ExerciseBanks(
         (patches_square_reshape, "assumes square images", "arguments"),
         (patches_square_loops, "assumes square images", "arguments"),
         (patches_n_from_height, "computed from one side only", "arguments"),
+        (patches_height_width_swapped, "H and W are swapped", "arguments"),
         (patches_into_zeros, "dtype", "dtype"),
         (patches_float32, "dtype", "dtype"),
         (patches_always_double, "dtype", "dtype"),
@@ -486,6 +507,14 @@ class EmbeddingUnitInit(EmbeddingBase):
         self.positions = nn.Parameter(torch.randn(1, n_patches + 1, d_model))
 
 
+class EmbeddingXavierCls(EmbeddingBase):
+    """The class token drawn as a weight matrix is: Xavier's uniform initialisation."""
+
+    def __init__(self, patch_size, in_channels, d_model, n_patches):
+        super().__init__(patch_size, in_channels, d_model, n_patches)
+        self.cls_token = nn.Parameter(nn.init.xavier_uniform_(torch.empty(1, 1, d_model)))
+
+
 class EmbeddingReseeds(EmbeddingBase):
     """Seeds the global generator itself: every model starts the same."""
 
@@ -614,6 +643,16 @@ class EmbeddingFirstOutputKept(EmbeddingBase):
         return self._kept
 
 
+class EmbeddingPatchesKeptByShape(EmbeddingBase):
+    """Cuts the images into patches once per shape and keeps them."""
+
+    def tokens(self, images):
+        kept = self.__dict__.setdefault("_patches", {})
+        if images.shape not in kept:
+            kept[images.shape] = patchify(images, self.patch_size)
+        return self.proj(kept[images.shape])
+
+
 class EmbeddingZeroesImages(EmbeddingBase):
     """Right values, then the caller's images are zeroed in place."""
 
@@ -691,6 +730,7 @@ EMBEDDING_BANKS = ExerciseBanks(
         (EmbeddingPlainTensorCls, None, "members"),
         (EmbeddingZerosInit, "starts as zeros", "init"),
         (EmbeddingUnitInit, "spread of about 1", "init"),
+        (EmbeddingXavierCls, "shrinks like 1/√d_model", "init"),
         (EmbeddingRandInit, "between 0 and 1", "init"),
         (EmbeddingTenthInit, "a scale of 0.1", "init"),
         (EmbeddingReseeds, "whatever the global seed", "init"),
@@ -713,6 +753,7 @@ EMBEDDING_BANKS = ExerciseBanks(
         (EmbeddingProjLast, "proj was applied after", "values"),
         (EmbeddingPlainReshape, "not those of patchify", "values"),
         (EmbeddingFirstOutputKept, "output of an earlier call came back", "values"),
+        (EmbeddingPatchesKeptByShape, "patches of an earlier call's images", "values"),
         (EmbeddingDropout, "that is dropout", "values"),
         (EmbeddingDoublePatches, "proj received patches of another dtype", "values"),
         (EmbeddingShifted, None, "values"),
@@ -735,6 +776,7 @@ EMBEDDING_BANKS = ExerciseBanks(
         (EmbeddingPlainTensorCls, None, "members"),
         (EmbeddingZerosInit, "starts as zeros", "init"),
         (EmbeddingUnitInit, "spread of about 1", "init"),
+        (EmbeddingXavierCls, "shrinks like 1/√d_model", "init"),
         (EmbeddingRandInit, "between 0 and 1", "init"),
         (EmbeddingTenthInit, "a scale of 0.1", "init"),
         (EmbeddingReseeds, "whatever the global seed", "init"),
@@ -757,6 +799,7 @@ EMBEDDING_BANKS = ExerciseBanks(
         (EmbeddingProjLast, "proj was applied after", "values"),
         (EmbeddingPlainReshape, "not those of patchify", "values"),
         (EmbeddingFirstOutputKept, "output of an earlier call came back", "values"),
+        (EmbeddingPatchesKeptByShape, "patches of an earlier call's images", "values"),
         (EmbeddingDropout, "that is dropout", "values"),
         (EmbeddingDoublePatches, "proj received patches of another dtype", "values"),
         (EmbeddingShifted, None, "values"),
@@ -1019,6 +1062,28 @@ def log_prob_cpu_arange_index(logits, tokens):
     return logp[torch.arange(B)[:, None], torch.arange(T - 1)[None, :], tokens[:, 1:]].sum(1)
 
 
+def log_prob_exp(logits, tokens):
+    """exp of the right answer: the probability, not its log."""
+    logp = torch.log_softmax(logits[:, :-1], dim=-1)
+    return logp.gather(-1, tokens[:, 1:].unsqueeze(-1)).squeeze(-1).sum(1).exp()
+
+
+def log_prob_gather_positions(logits, tokens):
+    """gather along dim 1: the token ids index the positions."""
+    logp = torch.log_softmax(logits[:, :-1], dim=-1)
+    return logp.gather(1, tokens[:, 1:].unsqueeze(-1)).squeeze(-1).sum(1)
+
+
+def log_prob_cpu_total_arange_index(logits, tokens):
+    """A CPU arange to index (fine) and a running total made on the CPU (not fine)."""
+    B, T, _ = logits.shape
+    logp = torch.log_softmax(logits, dim=-1)
+    total = torch.zeros(B, dtype=logits.dtype)
+    for t in range(T - 1):
+        total = total + logp[torch.arange(B), t, tokens[:, t + 1]]
+    return total
+
+
 def log_prob_rows_stacked(logits, tokens):
     """One sentence at a time, positions picked with a CPU arange, stacked."""
     rows = []
@@ -1067,6 +1132,7 @@ LOG_PROB_BANKS = ExerciseBanks(
         (log_prob_total, "summed to one number", "shape"),
         (log_prob_squeezed, "squeezed away", "shape"),
         (log_prob_sum_over_batch, "over the batch (dim 0)", "shape"),
+        (log_prob_gather_positions, "along dimension 1, the positions", "shape"),
         (log_prob_off_by_one, "one too many: either token 0 was scored", "values"),
         (log_prob_scores_token_0, "one too many: either token 0 was scored", "values"),
         (log_prob_off_by_one_late, "matched with the wrong tokens", "values"),
@@ -1081,7 +1147,8 @@ LOG_PROB_BANKS = ExerciseBanks(
         (log_prob_short_and_unshifted, "terms, one too few", "values"),
         (log_prob_raw_logits, "without a log-softmax", "values"),
         (log_prob_cross_entropy_sign, "sign is flipped", "values"),
-        (log_prob_product, None, "values"),
+        (log_prob_product, "a product", "values"),
+        (log_prob_exp, "a product", "values"),
         (log_prob_off, None, "values"),
         (log_prob_underflow, "underflows", "large"),
         (log_prob_unshifted_logsumexp, "without subtracting the maximum", "large"),
@@ -1090,6 +1157,7 @@ LOG_PROB_BANKS = ExerciseBanks(
         (log_prob_items, "dtype", "dtype"),
         (log_prob_float_one_hot, "fixed dtype and promoted", "dtype"),
         (log_prob_cpu_total, "created on the CPU", "device"),
+        (log_prob_cpu_total_arange_index, "created on the CPU", "device"),
         (log_prob_eye_one_hot, "created on the CPU", "device"),
         (log_prob_cpu_total_in_place, "made or collected on the CPU", "device"),
         (log_prob_cpu_index_select, "was given to index_select", "device"),
@@ -1102,6 +1170,7 @@ LOG_PROB_BANKS = ExerciseBanks(
         (log_prob_total, "summed to one number", "shape"),
         (log_prob_squeezed, "squeezed away", "shape"),
         (log_prob_sum_over_batch, "over the batch (dim 0)", "shape"),
+        (log_prob_gather_positions, "along dimension 1, the positions", "shape"),
         (log_prob_off_by_one, "off by one position: logits[:, t] was scored against "
                               "tokens[:, t], but it predicts the next token, tokens[:, t + 1]",
          "values"),
@@ -1112,6 +1181,7 @@ LOG_PROB_BANKS = ExerciseBanks(
         (log_prob_scores_token_0, "term for token 0", "values"),
         (log_prob_summed_probabilities, "probabilities were summed", "values"),
         (log_prob_product, "a product", "values"),
+        (log_prob_exp, "a product", "values"),
         (log_prob_dim_1, "ran over the positions (dim=1)", "values"),
         (log_prob_dim_1_kept, "ran over the positions (dim=1) instead of the vocabulary "
                               "(dim=-1) (here over the T - 1 positions kept)", "values"),
@@ -1129,6 +1199,7 @@ LOG_PROB_BANKS = ExerciseBanks(
         (log_prob_clamped, "clamped", "large"),
         (log_prob_items, "dtype", "dtype"),
         (log_prob_cpu_total, "created on the CPU", "device"),
+        (log_prob_cpu_total_arange_index, "created on the CPU", "device"),
         (log_prob_eye_one_hot, "created on the CPU", "device"),
         (log_prob_cpu_total_in_place, "made or collected on the CPU", "device"),
         (log_prob_cpu_index_select, "was given to index_select", "device"),
@@ -1244,3 +1315,11 @@ def test_the_embedding_hidden_test_under_other_salts(salt):
                 grade_PatchEmbedding(candidate)
     finally:
         set_salt(0)
+
+
+@pytest.mark.parametrize("grade", [check_sequence_log_prob, grade_sequence_log_prob])
+def test_a_cpu_index_is_not_blamed_for_a_cpu_total(grade):
+    """Indexing with a CPU arange works on a GPU; only the CPU total is named."""
+    message = failure(grade, log_prob_cpu_total_arange_index)
+    assert "(made by zeros)" in message
+    assert "arange" not in message.split("likely mistake:")[-1]

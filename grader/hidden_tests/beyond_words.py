@@ -15,6 +15,7 @@ from torch import nn
 from helpers.checks.beyond_words import (
     ONE_NUMBER,
     PER_POSITION,
+    PRODUCT,
     SQUEEZED,
     SUMMED_OVER_BATCH,
     call_patchify,
@@ -25,6 +26,8 @@ from helpers.checks.beyond_words import (
     expect_on_logits_device,
     expect_on_meta,
     expect_patch_shape,
+    explained_call,
+    ids_on_positions,
     large_cases,
     patchify_mistakes,
     set_parameters,
@@ -139,13 +142,14 @@ def grade_PatchEmbedding(embedding_class: type[nn.Module]) -> None:  # noqa: N80
 
     check.clause("values")
     # twice, with other parameters and images: no output is kept from a call to the next
-    earlier = None
+    earlier = earlier_images = None
     for call in ("", " (a second call, with new parameters and images)"):
         values = set_parameters(module, generator, p, C, d, N)
         images = torch.randn(B, C, H, W, generator=generator)
         earlier = expect_embedding(check, module, images, p, values,
                                    f"embedding of {B} images, p={p}, C={C}, d_model={d}{call}",
-                                   earlier=earlier)
+                                   earlier=earlier, earlier_images=earlier_images)
+        earlier_images = images
 
     check.clause("shape")
     expect_embedding(check, module, images[:1], p, values, "the embedding of a batch of one")
@@ -209,8 +213,7 @@ def _log_prob_mistakes(logits: torch.Tensor, tokens: torch.Tensor) -> dict[str, 
         "the last position): nothing predicts token 0, score tokens 1..T-1 only":
             wrapped.sum(1),
         "probabilities were summed instead of log-probabilities": picked(probs).sum(1),
-        "the probability of the sentence (a product) was returned, not its log (a sum of "
-        "log-probabilities)": picked(probs).prod(1),
+        PRODUCT: picked(probs).prod(1),
         WRONG_DIM_1: picked(torch.log_softmax(x, dim=1)).sum(1),
         WRONG_DIM_1 + " (here over the T - 1 positions kept)":
             picked(torch.log_softmax(x[:, :-1], dim=1)).sum(1),
@@ -238,7 +241,8 @@ def grade_sequence_log_prob(sequence_log_prob: Callable[[torch.Tensor, torch.Ten
     B, T, V = draw(2, 5), draw(3, 8), draw(3, 12)
     logits = 3.0 * torch.randn(B, T, V, generator=generator)
     tokens = torch.randint(V, (B, T), generator=generator)
-    out = check.tensor(check.call(sequence_log_prob, logits=logits, tokens=tokens),
+    out = check.tensor(explained_call(check, sequence_log_prob, logits=logits, tokens=tokens,
+                                      explanations=ids_on_positions(T)),
                        f"sequence_log_prob(logits {(B, T, V)}, tokens {(B, T)})")
     got = tuple(out.shape)
     check.expect(got == (B,), f"the result for {B} sentences has shape {(B,)}",

@@ -13,25 +13,30 @@ from collections.abc import Callable, Mapping
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
+from helpers.checks.calls import tensors_in
 from helpers.checks.framework import COPIED_TO_CPU, CheckFailed, SelfCheck, describe
 
 PatchifyFn = Callable[[torch.Tensor, int], torch.Tensor]
-Explanations = Mapping[str, Callable[[str], bool]]
+Explanations = Mapping[str, Callable[[str], bool | str | None]]
 
 
 def explained_call(check: SelfCheck, fn: Callable, *args: object, explanations: Explanations,
                    **kwargs: object) -> object:
     """``check.call``, where a crash whose message points at a known mistake names it:
     ``explanations`` maps a mistake to a test of the error message (the sizes PyTorch
-    complains about, say). Other crashes are reported as ``check.call`` reports them."""
+    complains about, say); a test may return the mistake's words itself, made from the
+    message. Other crashes are reported as ``check.call`` reports them."""
     report = check.crashed
 
     def crashed(fn_: Callable, error: BaseException, args_: tuple, kwargs_: dict) -> None:
         try:
             report(fn_, error, args_, kwargs_)
         except CheckFailed as failure:
-            mistake = next((k for k, test in explanations.items() if test(str(error))), None)
+            told = ((k, test(str(error))) for k, test in explanations.items())
+            mistake = next((found if isinstance(found, str) else k
+                            for k, found in told if found), None)
             if mistake is None:
                 raise
             text = re.sub(r"\n  likely mistake: .*\Z", "", str(failure), flags=re.S)
@@ -94,6 +99,28 @@ def one_side(H: int, W: int, p: int) -> str:
             f"{H}×{W} images that are not square N = (H/p)·(W/p) = {(H // p) * (W // p)}")
 
 
+HW_SWAPPED = ("H and W are swapped where the image is split into patches: it was cut as if it "
+              "were W pixels high and H wide, so a patch mixes pixels of different "
+              "rows; split the height H into (H/p, p) and the width W into (W/p, p)")
+
+
+FIXED_GRID = "the number of patches per side is fixed in the code"
+
+
+def fixed_grid(rows: int, columns: int, p: int, H: int, W: int) -> str:
+    """The diagnosis of a grid of patches fixed in the code (``n = 8 // p``, say)."""
+    return (f"{FIXED_GRID}: the reshape asks for a "
+            f"{rows}×{columns} grid of {p}×{p} patches, which fits {rows * p}×{columns * p} "
+            f"images, but these are {H}×{W}; compute the grid from the images' shape")
+
+
+def grid_asked(message: str, B: int, C: int, p: int) -> tuple[int, int] | None:
+    """The grid (rows, columns) of a reshape to (B, C, rows, p, columns, p) that PyTorch
+    refused, or None."""
+    found = re.search(rf"shape '\[{B}, {C}, (\d+), {p}, (\d+), {p}\]' is invalid", message)
+    return (int(found[1]), int(found[2])) if found else None
+
+
 RENAMED = ("the parameters were renamed: keep the signature patchify(images, patch_size), "
            "since the checks and the grader pass the arguments by name")
 
@@ -143,12 +170,20 @@ def call_patchify(check: SelfCheck, patchify: PatchifyFn, images: torch.Tensor, 
         except Exception:  # noqa: BLE001 - any crash means "not only a square problem"
             return False
 
+    def grid(message: str) -> str | None:
+        """A grid that fits neither side of the images, read from PyTorch's message."""
+        asked = grid_asked(message, B, C, p)
+        if asked and asked[0] * p != H and asked[1] * p != W:
+            return fixed_grid(*asked, p, H, W)
+        return None
+
     explanations = {
         RENAMED: lambda m: "unexpected keyword argument" in m,
         # before square_only: such code works on a square crop too
         one_side(H, W, p): lambda m: H != W and any(f"'[{B}, {n}, " in m for n in (
             (H // p) ** 2, (W // p) ** 2)),
         square_only(H, W): works_on_square,
+        FIXED_GRID: grid,
     }
     if by_keyword:
         out = explained_call(check, patchify, images=images, patch_size=p,
@@ -186,7 +221,10 @@ def patchify_mistakes(images: torch.Tensor, p: int) -> dict[str, torch.Tensor]:
     B, C, H, W = x.shape
     N, D = (H // p) * (W // p), C * p * p
     grid = x.reshape(B, C, H // p, p, W // p, p).permute(0, 2, 4, 1, 3, 5)
+    swapped = ({HW_SWAPPED: x.reshape(B, C, W // p, p, H // p, p).permute(
+        0, 2, 4, 1, 3, 5).reshape(B, N, D)} if H != W else {})
     return {
+        **swapped,
         COLUMN_ORDER: grid.transpose(1, 2).reshape(B, N, D),
         CHANNELS_LAST: grid.permute(0, 1, 2, 4, 5, 3).reshape(B, N, D),
         TRANSPOSED: grid.transpose(-1, -2).reshape(B, N, D),
@@ -308,6 +346,9 @@ NO_CLASS_TOKEN = "the class token is missing: prepend it before adding the posit
 WRONG_PATCHES = ("the patches fed to proj are not those of patchify (the class token and "
                  "positions are right): make Exercise 1 pass, and embed patchify(images, "
                  "patch_size)")
+STALE_PATCHES = ("the patches of an earlier call's images were used (kept from a call with "
+                 "images of the same shape): forward must cut the images it is given into "
+                 "patches, every time it is called")
 STALE_OUTPUT = ("the output of an earlier call came back: forward must compute the embedding "
                 "from the images and parameters it is given, every time it is called")
 NO_GRADIENT = ("forward cut this parameter off from the output (.detach(), .data, "
@@ -318,11 +359,18 @@ FROZEN = ("this parameter has requires_grad=False (`.requires_grad_(False)` or "
           "training could never change it; leave parameters trainable")
 ZERO_INIT = ("this parameter starts as zeros; the text asks for small random numbers, e.g. "
              "0.02 * torch.randn(...)")
-UNIT_INIT = ("this parameter starts with a spread of about 1 (torch.randn(...) alone); scale "
-             "it down, e.g. 0.02 * torch.randn(...)")
+WIDE = 256  # the d_model of a second module built to see how the spread depends on it
+UNIT_INIT = ("this parameter starts with a spread of about 1 whatever d_model (root mean "
+             "square {wide:.2f} for d_model = " + str(WIDE) + "), as torch.randn(...) alone "
+             "gives; scale it down, e.g. 0.02 * torch.randn(...)")
 UNIFORM_INIT = ("these numbers all lie between 0 and 1, as torch.rand(...) draws them (uniform, "
                 "root mean square about 0.58, none negative); draw small numbers around zero "
                 "instead, e.g. 0.02 * torch.randn(...)")
+FAN_INIT = ("the spread of this parameter shrinks like 1/√d_model (root mean square {rms:.2f} "
+            "for d_model = {d}, {wide:.3f} for d_model = " + str(WIDE) + "), as an "
+            "initialiser made for weight matrices gives (nn.init.xavier_*, kaiming_*, a "
+            "1/√fan-in scale); the class token and positions start small whatever the width, "
+            "e.g. 0.02 * torch.randn(...)")
 TENTH_INIT = ("a scale of 0.1 or a little more (0.1 * torch.randn(...)) gives a root mean "
               "square of about that scale, for 0.1 as often above 0.1 as below; take a smaller "
               "scale, e.g. 0.02 * torch.randn(...)")
@@ -403,6 +451,32 @@ def expect_members(check: SelfCheck, module: object, p: int, C: int, d: int, N: 
                  got=", ".join(names))
 
 
+def spread_when_wide(check: SelfCheck, embedding_class: type[nn.Module], name: str, p: int,
+                     C: int, N: int, seed: int) -> float | None:
+    """The root mean square of parameter ``name`` of a module built with d_model = WIDE
+    (None if that fails): about 1 for torch.randn alone, whatever d_model; smaller by
+    √(WIDE / d_model) for an initialiser scaled by the fan-in."""
+    try:
+        wide = check.call_seeded(seed, embedding_class, p, C, WIDE, N)
+        value = getattr(wide, name).detach().double()
+    except Exception:  # noqa: BLE001 - a module that cannot be built wide tells nothing
+        return None
+    return float(value.pow(2).mean().sqrt())
+
+
+def init_diagnoses(value: torch.Tensor, rms: float, d: int,
+                   wide: float | None) -> dict[str, bool]:
+    """What a parameter's starting spread, at d_model = d and at WIDE, points to."""
+    negative = bool((value < 0).any())
+    unit = wide is not None and negative and 0.8 < wide < 1.25
+    fan = (wide is not None and negative and rms > 0.1 and not unit
+           and 0.7 < wide * math.sqrt(WIDE) / (rms * math.sqrt(d)) < 1.4)
+    return {UNIT_INIT.format(wide=wide or 0.0): unit,
+            FAN_INIT.format(rms=rms, d=d, wide=wide or 0.0): fan,
+            TENTH_INIT: not unit and not fan and (
+                0.1 < rms < 0.2 or (wide is not None and 0.08 < wide < 0.2))}
+
+
 def expect_init(check: SelfCheck, embedding_class: type[nn.Module], p: int, C: int, d: int,
                 N: int, seeds: tuple[int, int]) -> None:
     """cls_token and positions: small, random, from the global generator, never reseeded."""
@@ -416,6 +490,9 @@ def expect_init(check: SelfCheck, embedding_class: type[nn.Module], p: int, C: i
         tiny = value[value != 0].abs()
         # memory never written: huge, not finite, or denormal numbers no randn would give
         garbage = not math.isfinite(rms) or rms > 1e3 or bool((tiny < 1e-30).any())
+        uniform = not garbage and bool((value >= 0).all() and (value < 1).all()) and rms > 0.3
+        wide = (spread_when_wide(check, embedding_class, name, p, C, N, seeds[0])
+                if rms > 0.1 and not garbage and not uniform else None)
         check.expect(float(value.std()) > 0, f"`{name}` starts as random numbers",
                      expected="values that differ from each other",
                      got=describe(getattr(first, name)), diagnoses={ZERO_INIT: rms == 0})
@@ -423,10 +500,8 @@ def expect_init(check: SelfCheck, embedding_class: type[nn.Module], p: int, C: i
                      f"`{name}` starts small (root mean square at most 0.1)",
                      expected="root mean square ≤ 0.1, e.g. 0.02 * torch.randn(...)",
                      got=f"root mean square {rms:.3g}", diagnoses={
-                         UNIFORM_INIT: not garbage and bool((value >= 0).all()
-                                                             and (value < 1).all()) and rms > 0.3,
-                         UNIT_INIT: 0.3 < rms < 3 and bool((value < 0).any()),
-                         TENTH_INIT: 0.1 < rms < 0.2,
+                         UNIFORM_INIT: uniform,
+                         **init_diagnoses(value, rms, d, wide),
                          UNINITIALISED: garbage})
         check.expect(not torch.equal(value, different),
                      f"`{name}` differs between models built after different seeds",
@@ -491,10 +566,12 @@ def embedding_mistakes(images: torch.Tensor, p: int, values: tuple[torch.Tensor,
 
 def expect_embedding(check: SelfCheck, module: nn.Module, images: torch.Tensor, p: int,
                      values: tuple[torch.Tensor, ...], what: str,
-                     earlier: torch.Tensor | None = None) -> torch.Tensor:
+                     earlier: torch.Tensor | None = None,
+                     earlier_images: torch.Tensor | None = None) -> torch.Tensor:
     """The module's output for ``images`` with the parameters ``values``: its shape (under
-    the "shape" clause) and its values (under the clause current when called). ``earlier``:
-    the output of the call before, to recognise an answer kept from it. Returns it."""
+    the "shape" clause) and its values (under the clause current when called). ``earlier``
+    and ``earlier_images``: the output and the images of the call before, to recognise an
+    answer or patches kept from it. Returns it."""
     clause = check.current
     B, C, H, W = images.shape
     d, N = values[0].shape[0], values[3].shape[1] - 1
@@ -515,6 +592,12 @@ def expect_embedding(check: SelfCheck, module: nn.Module, images: torch.Tensor, 
                      for w in patchify_mistakes(images, p).values()]
     reference = reference_embedding(images, p, values)
 
+    def stale_patches() -> bool:
+        """The earlier images' patches, with this call's parameters."""
+        return (earlier_images is not None and earlier_images.shape == images.shape
+                and not torch.equal(earlier_images, images)
+                and _same(out, reference_embedding(earlier_images, p, values)))
+
     def dropped() -> bool:
         """Zeros where the reference has none, the rest the reference times one factor."""
         got = out.detach().double()
@@ -532,6 +615,7 @@ def expect_embedding(check: SelfCheck, module: nn.Module, images: torch.Tensor, 
                     DROPOUT: dropped,
                     STALE_OUTPUT: lambda: earlier is not None and earlier.shape == out.shape
                     and torch.equal(out.detach(), earlier),
+                    STALE_PATCHES: stale_patches,
                     WRONG_PATCHES: lambda: any(_same(out, w) for w in wrong_patches)})
     return out.detach()
 
@@ -592,14 +676,14 @@ def check_PatchEmbedding(embedding_class: type[nn.Module]) -> None:  # noqa: N80
 
     check.clause("values")
     values = set_parameters(module, generator, p, C, d, N)
-    images = torch.randn(B, C, H, W, generator=generator)  # negative and above 1 too
-    earlier = expect_embedding(check, module, images, p, values,
+    first = torch.randn(B, C, H, W, generator=generator)  # negative and above 1 too
+    earlier = expect_embedding(check, module, first, p, values,
                                "the class token plus position 0, then proj(patch k) plus "
                                "position k + 1")
     values = set_parameters(module, generator, p, C, d, N)
     images = torch.rand(B, C, H, W, generator=generator)
     expect_embedding(check, module, images, p, values, "a second call, with other parameters "
-                     "and images", earlier=earlier)
+                     "and images", earlier=earlier, earlier_images=first)
 
     check.clause("shape")
     expect_embedding(check, module, images[:1], p, values, "the embedding of a batch of one")
@@ -661,9 +745,62 @@ CPU_INDEX = ("an index tensor made on the CPU (torch.arange or torch.tensor with
 CPU_RESULT_LOG_PROB = ("the result was made or collected on the CPU (a running total or "
                        "table without device=logits.device, or `.cpu()`): it must come back "
                        "on the logits' device")
+PRODUCT = ("the probability of the sentence (a product) was returned, not its log (a sum "
+           "of log-probabilities)")
+IDS_ON_POSITIONS = ("the token ids were used as indices along dimension 1, the positions (of "
+                    "size {size}), not along the vocabulary, the last dimension of the logits")
 CLAMPED = ("the probabilities were clamped (or an epsilon added) before the log: a probability "
            "below the clamp is scored as the clamp, so a model sure of a wrong token scores far "
            "too high; use log_softmax, which needs no clamp")
+
+
+def ids_on_positions(T: int) -> Explanations:
+    """A crash from token ids used to index the positions (gather along dim 1, or a table
+    indexed [batch, id]): PyTorch names dimension 1 and its size, T or T − 1."""
+    return {IDS_ON_POSITIONS.format(size=size): (
+        lambda m, size=size: f"out of bounds for dimension 1 with size {size}" in m)
+        for size in (T - 1, T)}
+
+
+class CpuMeetings(TorchFunctionMode):
+    """Which function made each CPU tensor (a tensor computed only from CPU tensors counts
+    as made by the function that made its first), and which of them met a tensor held
+    elsewhere in a call other than indexing, where a GPU refuses them: only indexing with
+    [...] moves a CPU index to the indexed tensor's device."""
+
+    INDEXING = frozenset({"__getitem__", "__setitem__"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.made: dict[int, tuple[torch.Tensor, str]] = {}
+        self.met: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", type(func).__name__)
+        tensors = [t for _, t in tensors_in((args, kwargs), "")]
+        cpu = [self.made[id(t)][1] for t in tensors
+               if t.device.type == "cpu" and t.dim() > 0 and id(t) in self.made]
+        if name not in self.INDEXING and any(t.device.type != "cpu" for t in tensors):
+            self.met.extend(cpu)
+        out = func(*args, **kwargs)
+        for tensor in out if isinstance(out, tuple | list) else (out,):
+            if (isinstance(tensor, torch.Tensor) and tensor.device.type == "cpu"
+                    and tensor.dim() > 0 and len(self.made) < 1000):
+                self.made[id(tensor)] = (tensor, cpu[0] if cpu else name)
+        return out
+
+
+def cpu_culprits(fn: Callable, *args: torch.Tensor) -> list[str]:
+    """The functions that made the CPU tensors which met ``args`` (on the meta device) where
+    a GPU would refuse them; the global generator is left as it was."""
+    meetings = CpuMeetings()
+    with torch.random.fork_rng(devices=[]), meetings:
+        try:
+            fn(*args)
+        except Exception:  # noqa: BLE001 - the crash is the expected end of this run
+            pass
+    return sorted(set(meetings.met))
 
 
 def term_mistakes(logits: torch.Tensor, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -699,10 +836,12 @@ def expect_on_logits_device(check: SelfCheck, sequence_log_prob: Callable,
                                 or re.search(r"meta tensors?|no data", message)):
             check._passed_one()  # needs the values: cannot be run without them
             return
-        made = ", ".join(sorted(set(seen.cpu_tensors))[:3]) if made_on_cpu else ""
+        culprits = cpu_culprits(sequence_log_prob, logits.to("meta"), tokens.to("meta"))
+        made = (f"made by {', '.join(culprits[:3])}" if culprits else "made by one of "
+                + ", ".join(sorted(set(seen.cpu_tensors))[:3])) if made_on_cpu else ""
         check.expect(False, what, expected="a result on the logits' device",
                      got=f"{type(error).__name__}: {message}",
-                     likely=CPU_MADE.format(functions=f"made by {made}") if made else None)
+                     likely=CPU_MADE.format(functions=made) if made else None)
         return
     copied = report.observed.copied_to_cpu if report.observed else ()
     check.expect(not copied, COPIES_LOGITS, expected="the logits kept on their device",
@@ -814,7 +953,8 @@ def check_sequence_log_prob(sequence_log_prob: Callable[[torch.Tensor, torch.Ten
     zeros = torch.zeros(B, T, V)
 
     check.clause("shape")
-    uniform = check.tensor(check.call(sequence_log_prob, zeros, tokens),
+    uniform = check.tensor(explained_call(check, sequence_log_prob, zeros, tokens,
+                                          explanations=ids_on_positions(T)),
                            "sequence_log_prob(all-zero logits, tokens)")
     check.shape(uniform, (B,), f"the result for a batch of {B} sentences",
                 likely=ONE_NUMBER if uniform.numel() == 1 else PER_POSITION
@@ -848,6 +988,7 @@ def check_sequence_log_prob(sequence_log_prob: Callable[[torch.Tensor, torch.Ten
                     "the sum": abs(value - per_token) < 1e-4,
                     "probabilities were summed, not log-probabilities":
                         abs(value - (T - 1) / V) < 1e-4,
+                    PRODUCT: abs(value - V ** -(T - 1)) < 1e-3 * V ** -(T - 1),
                     "the logits were scored without a log-softmax (the log-probabilities are "
                     "logits minus their logsumexp)": abs(value) < 1e-6,
                     "the sign is flipped: cross-entropy is the negative log-probability":

@@ -753,7 +753,9 @@ def amplification(rows: Sequence[dict], steps: int, corpus: str = "skew 0.9",
     than ``threshold`` on the side of its majority pronoun (a model that learned one
     preference for all occupations has learned the pronouns' overall rate, not the lean).
     Returns the seeds, those that learned, the per-(seed, occupation) values of those, and
-    how many of them lie more than ``threshold`` beyond the data and short of it.
+    how many of them lie more than ``threshold`` beyond the data and short of it; under
+    "all", the same counts over every seed (picking the seeds that learned the lean favours
+    large preferences).
     """
     chosen = [r for r in rows if r["steps"] == steps and r["corpus"] == corpus
               and LEANS[r["occupation"]] != 0]
@@ -765,7 +767,12 @@ def amplification(rows: Sequence[dict], steps: int, corpus: str = "skew 0.9",
     beyond = {(r["seed"], r["occupation"]): LEANS[r["occupation"]]
               * (r["learned"] - r["data_log_odds"]) for r in chosen if r["seed"] in learned}
     values = np.array(list(beyond.values()))
+    every = np.array([LEANS[r["occupation"]] * (r["learned"] - r["data_log_odds"])
+                      for r in chosen])
     return {"seeds": seeds, "learned_seeds": learned, "beyond": beyond,
+            "all": {"n": len(every), "n_beyond": int((every > threshold).sum()),
+                    "n_short": int((every < -threshold).sum()), "mean": float(every.mean()),
+                    "sd": float(every.std(ddof=1)) if len(every) > 1 else math.nan},
             "n_beyond": int((values > threshold).sum()),
             "n_short": int((values < -threshold).sum()),
             "mean": float(values.mean()) if len(values) else math.nan,
@@ -805,10 +812,14 @@ def print_amplification(rows: Sequence[dict], steps: int, corpus: str = "skew 0.
           f"seeds learned the lean (every leaning occupation more than 0.5 towards its "
           f"majority pronoun)")
     if n_cases:
-        print(f"  in those: more than 0.5 beyond the data in {result['n_beyond']} of {n_cases} "
-              f"(seed, occupation) cases, more than 0.5 short of it in {result['n_short']}; "
+        print(f"  in those {len(result['learned_seeds'])} seeds only: more than 0.5 beyond "
+              f"the data in {result['n_beyond']} of {n_cases} (seed, occupation) cases, more than 0.5 short of it in {result['n_short']}; "
               f"towards the majority pronoun, learned - data = {result['mean']:+.2f} ± "
               f"{result['sd']:.2f}")
+    every = result["all"]
+    print(f"  over all {len(result['seeds'])} seeds: more than 0.5 beyond the data in "
+          f"{every['n_beyond']} of {every['n']} cases, more than 0.5 short of it in "
+          f"{every['n_short']}; learned - data = {every['mean']:+.2f} ± {every['sd']:.2f}")
     neutral = [v["learned"] for (_, occupation), v in skew_summary(rows, steps).items()
                if LEANS[occupation] == 0]
     print(f"  teacher and doctor (no lean): mean preference between {min(neutral):+.2f} and "
