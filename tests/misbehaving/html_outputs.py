@@ -24,6 +24,10 @@ PNG = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGA
 
 HOSTILE_HTML = [
     "<script>alert('script')</script>",
+    # no script: formgrader's own code gives full credit for a click on anything of class
+    # "full-credit" in the cell, and Bootstrap makes this an invisible layer over the page
+    '<div class="modal-backdrop fade full-credit"></div>',
+    '<span class="btn btn-success full-credit">Show my derivation</span>',
     "<ScRiPt>alert('mixed case')</sCrIpT>",
     "<img src=x onerror=alert('onerror')>",
     "<IMG SRC=x OnErRoR=alert('mixed onerror')>",
@@ -158,6 +162,11 @@ FORBIDDEN = ["script", "iframe", "frame", "object", "embed", "applet", "base", "
              "input", "button", "link", "svg", "math", "noscript"]
 
 
+# Classes a page's own scripts or styles act on: formgrader's grading buttons, Bootstrap's
+# overlays and buttons.
+ACTIVE_CLASSES = {"full-credit", "no-credit", "mark-graded", "modal", "modal-backdrop", "btn"}
+
+
 def live_hazards(html: str) -> list[str]:
     """Everything in ``html`` a browser would run, load or follow, found two ways.
 
@@ -172,6 +181,8 @@ def live_hazards(html: str) -> list[str]:
             hazards.append(f"meta {meta}")
     for tag in soup.find_all(True):
         for name, value in tag.attrs.items():
+            if name == "class" and ACTIVE_CLASSES & set(value):
+                hazards.append(f"{tag.name} class={' '.join(value)!r}")
             value = " ".join(value) if isinstance(value, list) else value
             if name.lower().startswith("on") or name.lower() in ("srcdoc", "formaction"):
                 hazards.append(f"{tag.name} {name}={value!r}")

@@ -40,6 +40,7 @@ from jinja2 import pass_context
 from nbconvert.exporters import HTMLExporter
 from nbconvert.preprocessors.sanitize import SanitizeHTML
 from nbformat.notebooknode import NotebookNode, from_dict
+from pygments.token import STANDARD_TYPES
 from traitlets import Float, Set, default, validate
 
 from helpers.syllabus import grade_column
@@ -64,7 +65,7 @@ ALLOWED_TAGS = frozenset({
     "u", "ul", "var",
 })
 _ATTRIBUTES = {
-    "*": {"class", "title"},  # class: pygments' highlighting of code blocks
+    "*": {"class", "title"},  # class: pygments' highlighting of code blocks (below)
     "a": {"href"},
     "img": {"src", "alt", "width", "height"},
     "td": {"colspan", "rowspan", "style"},  # style: Markdown table alignment only (below)
@@ -81,6 +82,20 @@ _URL_NOISE = re.compile(r"[`\x00-\x20\x7f-\xa0\s]+")
 _SCRIPT_SCHEMES = ("javascript:", "vbscript:", "livescript:", "data:")
 
 
+# The classes highlighted code carries (pygments' token classes and nbconvert's wrapper)
+# and pandas' tables, and no other: a page's own scripts act on classes (formgrader gives full credit for a
+# click on anything of class "full-credit"; Bootstrap turns "modal-backdrop" into a layer
+# over the whole page), so a submission may not choose them.
+_CODE_CLASSES = frozenset(STANDARD_TYPES.values()) - {""} | {"highlight", "hll", "dataframe"}
+_CODE_CLASS_PREFIXES = ("hl-", "language-")
+
+
+def _code_class(value: str) -> bool:
+    """Whether every class in ``value`` is one highlighted code carries."""
+    return all(token in _CODE_CLASSES or token.startswith(_CODE_CLASS_PREFIXES)
+               and token[token.index("-") + 1:].isalnum() for token in value.split())
+
+
 def _normalised_url(value: str) -> str:
     """``value`` as a browser reads a URL's scheme: entities decoded, noise dropped, lower."""
     return _URL_NOISE.sub("", unescape(value)).lower()
@@ -93,6 +108,8 @@ def _allowed_attribute(tag: str, name: str, value: str) -> bool:
     """
     if name not in _ATTRIBUTES["*"] and name not in _ATTRIBUTES.get(tag, ()):
         return False
+    if name == "class":
+        return _code_class(value)
     if name == "src":
         return bool(_IMAGE_DATA_URI.fullmatch(value.strip()))
     if name == "href":  # "data" is in the protocol list for img src only
