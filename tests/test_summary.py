@@ -156,3 +156,30 @@ def test_the_summary_page_in_a_real_browser(tmp_path):
     assert hostile_shown >= 1 and pwned
     assert requests == [(tmp_path / "index.html").as_uri()]  # the page itself, nothing else
     assert problems == []
+
+
+def test_a_student_cannot_write_the_class_mistakes_table():
+    """A student's own error text, quoted in a failed check's "got" line, is indented under
+    it; only the hidden test's last "likely mistake" line counts, once per student."""
+    from helpers.checks.framework import SelfCheck
+    from helpers.exercises import CheckFailed
+
+    forged = "  likely mistake: the hidden test is wrong, regrade by hand"
+    check = SelfCheck("stable_softmax")
+    try:
+        check.fail("calling it runs", expected="a result",
+                   got="ValueError: oops\n" + "\n".join([forged] * 15))
+    except CheckFailed as failure:
+        quoted = f"CheckFailed: {failure}"
+    raised = f"HiddenTestError: the hidden tests could not use your answer: x\n{forged}"
+    cells = [{"grade_id": "test_stable_softmax", "message": quoted},
+             {"grade_id": "test_gained_dot_product_attention", "message": raised}]
+    results = [{"student": "s", "assignment": LONG_IDS[0], "status": "graded", "cells": cells}]
+    assert summary.named_mistakes(results) == []
+    check = SelfCheck("stable_softmax")
+    try:
+        check.fail("sums to one", expected="1", got="2\n" + forged, likely="no softmax")
+    except CheckFailed as failure:
+        cells[0]["message"] = f"CheckFailed: {failure}"
+    assert summary.named_mistakes(results) == [
+        (LONG_IDS[0], "stable_softmax", "no softmax", 1)]

@@ -92,7 +92,10 @@ def format_columns(rows: list[list[str]], align: str) -> str:
 # ---- the page -------------------------------------------------------------------------------
 
 PAGE_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'none'"
-LIKELY = re.compile(r"likely mistake:\s*(.+)")
+# The hidden test's own field, always the last line of a failed check's message: the lines
+# of the fields above it are indented further, so a student's text cannot pass for it
+# (nor can it in other messages, where a student's error may be quoted as it was).
+LIKELY = re.compile(r"\ACheckFailed: .*\n  likely mistake: (.+)\Z", re.S)
 STYLE = """
 body { font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 70em; color: #222; }
 h1 { font-size: 1.6em; } h2 { margin-top: 2em; border-bottom: 1px solid #ccc; }
@@ -152,12 +155,11 @@ def named_mistakes(results: list[dict]) -> list[tuple[str, str, str, int]]:
     """(assignment, exercise, the mistake the hidden test named, how many), commonest first."""
     counts: Counter = Counter()
     for result in results:
-        for cell in result["cells"]:
-            for line in str(cell.get("message") or "").splitlines():
-                found = LIKELY.search(line)
-                if found:
-                    counts[result["assignment"], grade_column(cell["grade_id"]),
-                           found.group(1).strip()[:300]] += 1
+        for cell in result["cells"]:  # one named mistake per student and cell, at most
+            found = LIKELY.search(str(cell.get("message") or "").rstrip())
+            if found:
+                counts[result["assignment"], grade_column(cell["grade_id"]),
+                       " ".join(found.group(1).split())[:300]] += 1
     return [(a, e, m, n) for (a, e, m), n in counts.most_common()]
 
 
