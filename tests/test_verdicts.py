@@ -31,6 +31,7 @@ from kernel_protocol.grader_side import (
     StudentModule,
     decode,
     global_seed,
+    kernel_state,
     last_report,
     observing,
     parse_reply,
@@ -427,3 +428,24 @@ def test_batches_travel_as_a_get_batch_and_a_training_loop_runs_with_gradients()
     local = Shift()
     assert losses == pytest.approx(_sgd(local, Batches(inputs, targets), 3))
     assert losses[0] > losses[-1]
+
+
+def test_what_a_training_call_left_in_the_students_module_can_be_read_back():
+    """Every call sends the trusted side's values first, so only ``kernel_state`` sees what
+    training did there: a loop that trained a copy leaves the module as it was."""
+    def train_a_copy(model, get_batch, steps):
+        import copy
+        return _sgd(copy.deepcopy(model), get_batch, steps)
+
+    channel = LocalChannel({"Shift": Shift, "train": _sgd, "train_a_copy": train_a_copy})
+    inputs, targets = torch.zeros(3, 2, 3), torch.ones(3, 2, 3)
+    for name, trained in (("train", True), ("train_a_copy", False)):
+        model = StudentFunction(channel, "Shift", layers={})()
+        before = model.w.detach().clone()
+        StudentFunction(channel, name)(model, Batches(inputs, targets), 3)
+        after = kernel_state(model)
+        assert set(after) == {"w"}
+        assert torch.equal(model.w.detach(), before)  # the trusted side's copy is its own
+        assert (not torch.equal(after["w"], before)) is trained, name
+    with pytest.raises(TypeError, match="rebuilt from the student's side"):
+        kernel_state(nn.Linear(2, 2))

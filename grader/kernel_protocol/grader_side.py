@@ -476,6 +476,21 @@ class StudentModule(nn.Module):
             raise
 
 
+def kernel_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors of a rebuilt ``module`` as the student's side holds them now, by dotted
+    name, with nothing sent first: what a call that was to train the module left there
+    (every other request sends the trusted side's values, so a call never changes them)."""
+    remote = getattr(module, "_remote", None)
+    if not isinstance(module, StudentModule) or remote is None:
+        raise TypeError("kernel_state takes a module rebuilt from the student's side")
+    value = decode(_answer(remote.channel, {"op": "state", "object": remote.object_id})["value"],
+                   remote.channel)
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items()):
+        raise ProtocolError("a module's state that is not tensors by name")
+    return value
+
+
 def _known(kind: str, config: dict) -> nn.Module | None:
     """A PyTorch layer of ``kind`` with the described sizes, its tensors on the data-less
     ``meta`` device until the description's own values fill them (None: not one we rebuild)."""
@@ -637,4 +652,4 @@ def _fill(module: nn.Module, fields: dict, generic: bool) -> None:
 
 __all__ = ["Batches", "Channel", "LocalChannel", "OtherObject", "ProtocolError", "StudentError",
            "StudentFunction", "StudentModule", "build_module", "decode", "encode",
-           "global_seed", "last_report", "observing", "parse_reply", "student"]
+           "global_seed", "kernel_state", "last_report", "observing", "parse_reply", "student"]

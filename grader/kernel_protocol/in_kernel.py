@@ -216,6 +216,9 @@ def _observed(seen) -> dict:
 
 
 def _call(request: dict, namespace: dict):
+    if request["op"] == "state":  # a module's tensors as they are now, nothing sent first
+        module = _objects[request["object"]]
+        return {"value": encode({name: t.detach() for name, t in module.state_dict().items()})}
     root = _objects[request["object"]] if "object" in request else None
     if root is not None:
         root.train(request.get("training", root.training))
