@@ -291,6 +291,33 @@ def test_gradients_flow_back_from_the_students_forward():
         assert torch.allclose(mine.grad, theirs.grad, atol=1e-5), name
 
 
+class DetachedResidual(Block):
+    """Right values, but the residual path is cut: no gradient reaches x along it."""
+
+    def forward(self, x):
+        h = self.norm(x.detach() + self.attention(x, x, x, need_weights=False)[0])
+        return self.scale * (h + self.mlp(h))
+
+
+@pytest.mark.parametrize("cls", [Block, DetachedResidual])
+def test_gradients_reach_the_graders_inputs_as_the_students_forward_sends_them(cls):
+    model = student(cls)()
+    local = cls()
+    local.load_state_dict(model.state_dict())
+    x = torch.randn(2, 4, 6)
+    mine, theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out, expected = model(mine), local(theirs)
+    assert torch.allclose(out, expected, atol=1e-6)
+    out.square().sum().backward()
+    expected.square().sum().backward()
+    assert torch.allclose(mine.grad, theirs.grad, atol=1e-5)
+    prescribed = Block()
+    prescribed.load_state_dict(model.state_dict())
+    right = x.clone().requires_grad_()
+    prescribed(right).square().sum().backward()
+    assert torch.allclose(mine.grad, right.grad, atol=1e-5) is (cls is Block)
+
+
 def test_a_class_that_is_not_a_module_is_not_rebuilt_as_one():
     class Plain:
         def forward(self, x):

@@ -403,13 +403,21 @@ class _Remote:
         _record(answer)
         value = decode(answer["value"], self.channel, layers=self.layers)
         parameters = [p for _, p in self.root.named_parameters()]
-        if not (torch.is_grad_enabled() and any(p.requires_grad for p in parameters)):
+        # the trusted side's input tensors that want a gradient get it from the kernel too
+        inputs = {name: t for name, t in
+                  [*((f"args[{i}]", a) for i, a in enumerate(args)), *kwargs.items()]
+                  if isinstance(t, torch.Tensor) and t.is_floating_point() and t.requires_grad}
+        if not (torch.is_grad_enabled()
+                and (any(p.requires_grad for p in parameters) or inputs)):
             return value
+        request = {**request, "input_grads": list(inputs)}
+        tensors = (*parameters, *inputs.values())
         if isinstance(value, torch.Tensor) and value.is_floating_point():
-            value = _RemoteForward.apply(self, request, value, *parameters)
+            value = _RemoteForward.apply(self, request, list(inputs), value, *tensors)
         elif (isinstance(value, tuple) and value and isinstance(value[0], torch.Tensor)
               and value[0].is_floating_point()):  # (out, weights), (out, cache): through out
-            first = _RemoteForward.apply(self, {**request, "output": 0}, value[0], *parameters)
+            first = _RemoteForward.apply(self, {**request, "output": 0}, list(inputs), value[0],
+                                         *tensors)
             value = (first, *value[1:])
         return value
 
@@ -425,12 +433,14 @@ def _tensors(root: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
 
 
 class _RemoteForward(torch.autograd.Function):
-    """Lets gradients flow from a remote output to the rebuilt module's parameters."""
+    """Lets gradients flow from a remote output to the rebuilt module's parameters and to
+    the trusted side's inputs that require them (``inputs`` names them as the request does)."""
 
     @staticmethod
-    def forward(ctx, remote: _Remote, request: dict, value: torch.Tensor,
-                *parameters: torch.Tensor) -> torch.Tensor:
-        ctx.remote, ctx.request = remote, request
+    def forward(ctx, remote: _Remote, request: dict, inputs: list[str], value: torch.Tensor,
+                *tensors: torch.Tensor) -> torch.Tensor:
+        ctx.remote, ctx.request, ctx.inputs = remote, request, inputs
+        ctx.shapes = [(t.shape, t.dtype) for t in tensors]
         return value.clone()
 
     @staticmethod
@@ -439,15 +449,17 @@ class _RemoteForward(torch.autograd.Function):
         remote, request = ctx.remote, dict(ctx.request)
         request.update(op="vjp", grad_output=encode(grad_output), grad_enabled=True)
         grads = decode(_answer(remote.channel, request)["value"], remote.channel)
-        named = list(remote.root.named_parameters())
-        if not isinstance(grads, dict):
+        if not isinstance(grads, dict) or not all(
+                isinstance(grads.get(kind, {}), dict) for kind in ("parameters", "inputs")):
             raise ProtocolError("gradients that are not a mapping")
+        names = [("parameters", name) for name, _ in remote.root.named_parameters()]
+        names += [("inputs", name) for name in ctx.inputs]
         result = []
-        for name, parameter in named:
-            grad = grads.get(name)
-            ok = isinstance(grad, torch.Tensor) and grad.shape == parameter.shape
-            result.append(grad.to(parameter.dtype) if ok else None)
-        return (None, None, None, *result)
+        for (kind, name), (shape, dtype) in zip(names, ctx.shapes, strict=True):
+            grad = grads.get(kind, {}).get(name)
+            ok = isinstance(grad, torch.Tensor) and grad.shape == shape
+            result.append(grad.to(dtype) if ok else None)
+        return (None, None, None, None, *result)
 
 
 class StudentModule(nn.Module):

@@ -236,17 +236,26 @@ def _call(request: dict, namespace: dict):
                 seen = report.observed
                 answer["observed"] = _observed(seen)
             return answer
+        # the inputs the trusted side wants gradients for: its tensors that require them
+        wanted = set(request.get("input_grads", []))
+        inputs = {name: t.requires_grad_() for name, t in
+                  [*((f"args[{i}]", a) for i, a in enumerate(args)), *kwargs.items()]
+                  if name in wanted and isinstance(t, torch.Tensor) and t.is_floating_point()}
         with random_state_kept(seed):  # "vjp": the forward again, with the same random draws
             output = target(*args, **kwargs)
         if request.get("output") == 0 and isinstance(output, tuple) and output:
             output = output[0]  # forward returned (out, ...): the gradient flows through out
         named = {k: p for k, p in root.named_parameters() if p.requires_grad}
-        if not (isinstance(output, torch.Tensor) and output.requires_grad and named):
-            return {"value": encode({})}  # nothing reaches the parameters
-        grads = torch.autograd.grad(output, list(named.values()), decode(request["grad_output"]),
-                                    allow_unused=True)
-        return {"value": encode({k: g for k, g in zip(named, grads, strict=True)
-                                 if g is not None})}
+        if not (isinstance(output, torch.Tensor) and output.requires_grad and (named or inputs)):
+            return {"value": encode({})}  # nothing reaches the parameters or the inputs
+        grads = torch.autograd.grad(output, [*named.values(), *inputs.values()],
+                                    decode(request["grad_output"]), allow_unused=True)
+        keys = [*(("parameters", k) for k in named), *(("inputs", k) for k in inputs)]
+        found: dict = {"parameters": {}, "inputs": {}}
+        for (kind, key), grad in zip(keys, grads, strict=True):
+            if grad is not None:
+                found[kind][key] = grad
+        return {"value": encode(found)}
 
 
 def _where(error: BaseException) -> str:
