@@ -187,6 +187,11 @@ def encoding_squeezed(T, d_model):
     return _encoding(T, d_model).squeeze()
 
 
+def encoding_capped(T, d_model, max_len=64):
+    """A table precomputed for a fixed maximum length and cut to min(T, max_len) rows."""
+    return _encoding(max_len, d_model)[:T]
+
+
 ENCODING_BANKS = ExerciseBanks(
     solution=SOLUTION["sinusoidal_positional_encoding"],
     correct=[encoding_loops, encoding_stack, encoding_phase_shift],
@@ -210,6 +215,7 @@ ENCODING_BANKS = ExerciseBanks(
         (encoding_base_1000, "base is 1000", "values"),
         (encoding_fixed_width, "ignore d_model", "values"),
         (encoding_integer_table, "holds integers", "shape"),
+        (encoding_capped, "stops short of T rows", "arguments"),
     ],
     hidden=[
         (encoding_swapped, "swapped", "values"),
@@ -232,6 +238,7 @@ ENCODING_BANKS = ExerciseBanks(
         (encoding_base_1000, "base is 1000", "values"),
         (encoding_fixed_width, "ignore d_model", "values"),
         (encoding_integer_table, "holds integers", "shape"),
+        (encoding_capped, "stops short of T rows", "arguments"),
     ],
 )
 
@@ -284,8 +291,8 @@ class BlockFloatMask(BlockBase):
     def forward(self, x, padding_mask=None):
         mask = None
         if padding_mask is not None:
-            mask = torch.zeros(padding_mask.shape, dtype=x.dtype).masked_fill(padding_mask,
-                                                                              float("-inf"))
+            mask = torch.zeros(padding_mask.shape, dtype=x.dtype, device=x.device).masked_fill(
+                padding_mask, float("-inf"))
         h = self.norm_1(x + self.dropout(self.attention(x, x, x, key_padding_mask=mask,
                                                          need_weights=True)[0]))
         return self.norm_2(h + self.dropout(self.mlp(h)))
@@ -296,7 +303,7 @@ class BlockPerSequence(BlockBase):
 
     def forward(self, x, padding_mask=None):
         if padding_mask is None:
-            padding_mask = torch.zeros(x.shape[:2], dtype=torch.bool)
+            padding_mask = torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
         rows = []
         for seq, pad in zip(x, padding_mask, strict=True):
             real = seq[~pad].unsqueeze(0)
@@ -514,6 +521,35 @@ class BlockDropoutAfterAdd(BlockBase):
         return self.norm_2(self.dropout(h + self.mlp(h)))
 
 
+class BlockDropoutAfterNorm(BlockBase):
+    """Dropout on each add & norm's normalised output."""
+
+    def forward(self, x, padding_mask=None):
+        h = self.dropout(self.norm_1(x + self.attend(x, padding_mask)))
+        return self.dropout(self.norm_2(h + self.mlp(h)))
+
+
+class BlockFloatMaskOnCpu(BlockBase):
+    """The additive -inf mask built with torch.zeros without device=: on a GPU it sits on the
+    CPU."""
+
+    def forward(self, x, padding_mask=None):
+        mask = None
+        if padding_mask is not None:
+            mask = torch.zeros(padding_mask.shape, dtype=x.dtype).masked_fill(padding_mask,
+                                                                              float("-inf"))
+        h = self.norm_1(x + self.dropout(self.attention(x, x, x, key_padding_mask=mask)[0]))
+        return self.norm_2(h + self.dropout(self.mlp(h)))
+
+
+class BlockMaskToCpu(BlockBase):
+    """Moves the padding mask to the CPU "to be safe": on a GPU the attention fails."""
+
+    def attend(self, x, padding_mask):
+        mask = None if padding_mask is None else padding_mask.cpu()
+        return self.attention(x, x, x, key_padding_mask=mask)[0]
+
+
 class BlockDropoutOnInput(BlockBase):
     """Dropout on the block's input, as an embedding layer would have it."""
 
@@ -563,6 +599,14 @@ class BlockDetached(BlockBase):
     def forward(self, x, padding_mask=None):
         attended = self.attend(x, padding_mask).detach()
         h = self.norm_1(x + self.dropout(attended))
+        return self.norm_2(h + self.dropout(self.mlp(h)))
+
+
+class BlockDetachedResidual(BlockBase):
+    """Right values and every weight learns, but the residual path to x is cut."""
+
+    def forward(self, x, padding_mask=None):
+        h = self.norm_1(x.detach() + self.dropout(self.attend(x, padding_mask)))
         return self.norm_2(h + self.dropout(self.mlp(h)))
 
 
@@ -777,6 +821,9 @@ NEW_BLOCK_MISTAKES = [
     (BlockDropoutNoRescale, "does not match nn.Dropout(p)", "dropout"),
     (BlockDropoutBatchShared, "does not match nn.Dropout(p)", "dropout"),
     (BlockDropoutSquaredRescale, "does not match nn.Dropout(p)", "dropout"),
+    (BlockDropoutAfterNorm, "returned zeros", "dropout"),
+    (BlockMaskToCpu, "moved to the CPU", "device"),
+    (BlockFloatMaskOnCpu, "without device=", "device"),
 ]
 
 BLOCK_BANKS = ExerciseBanks(
@@ -813,6 +860,7 @@ BLOCK_BANKS = ExerciseBanks(
         (BlockReseeds, "reseeds", "dropout"),
         (BlockReseedsWithInitialSeed, "reseeds", "dropout"),
         (BlockDetached, "cut off from the gradient", "gradients"),
+        (BlockDetachedResidual, "the gradient that reaches x is not the block's", "gradients"),
         (BlockInPlace, "in place", "unchanged"),
         (BlockMlpFirst, "MLP comes first", "values"),
         *NEW_BLOCK_MISTAKES,
@@ -853,6 +901,7 @@ BLOCK_BANKS = ExerciseBanks(
         (BlockReseeds, "reseeds", "dropout"),
         (BlockReseedsWithInitialSeed, "reseeds", "dropout"),
         (BlockDetached, "cut off from the gradient", "gradients"),
+        (BlockDetachedResidual, "the gradient that reaches x is not the block's", "gradients"),
         (BlockInPlace, "in place", "unchanged"),
         *NEW_BLOCK_MISTAKES,
     ],
@@ -1059,6 +1108,14 @@ def pool_mean_everything(h, padding_mask=None):
     return (h * keep).sum(dim=1) / keep.sum(dim=1)
 
 
+def pool_sums_padding(h, padding_mask=None):
+    """Sums every position, padding included (as if padded vectors were zero), and divides
+    by the number of real tokens."""
+    if padding_mask is None:
+        return h.mean(dim=1)
+    return h.sum(dim=1) / (~padding_mask).sum(dim=1, keepdim=True).to(h.dtype)
+
+
 def pool_shifted(h, padding_mask=None):
     """A bug no diagnosis describes."""
     return SOLUTION["mean_pool"](h, padding_mask) + 0.1
@@ -1090,6 +1147,7 @@ POOL_BANKS = ExerciseBanks(
         (pool_whole_batch, "whole batch", "padding"),
         (pool_mask_without_axis, "trailing axis", "shape"),
         (pool_mean_everything, "every axis", "shape"),
+        (pool_sums_padding, "padded vectors were summed in", "padding"),
     ],
     hidden=[
         (pool_ignores_mask, "averages the padding", "padding"),
@@ -1112,6 +1170,7 @@ POOL_BANKS = ExerciseBanks(
         (pool_whole_batch, "whole batch", "padding"),
         (pool_mask_without_axis, "trailing axis", "shape"),
         (pool_mean_everything, "every axis", "shape"),
+        (pool_sums_padding, "padded vectors were summed in", "padding"),
     ],
 )
 

@@ -10,7 +10,9 @@ from torch import nn
 from helpers.checks.transformer_block import (
     BATCH_AXIS,
     BLOCK_CAUSES,
+    CAPPED,
     CAUSAL,
+    DROPOUT_AFTER_NORM,
     DROPOUT_ATTENTION_ONLY,
     DROPOUT_DRAWN_ONCE,
     DROPOUT_FIXED_P,
@@ -34,6 +36,7 @@ from helpers.checks.transformer_block import (
     POOL_CAUSES,
     POOL_EVERYTHING,
     POOL_PADDING_COUNT,
+    POOL_SUM_ALL,
     POOL_WHOLE_BATCH,
     RESIDUAL_FROM_X,
     RETURNS_PAIR,
@@ -41,7 +44,9 @@ from helpers.checks.transformer_block import (
     SQUEEZED_OUT,
     TRANSPOSED,
     check_block_members,
+    expect_input_gradient,
     expect_trained_dropout,
+    is_capped,
     masks_differ,
     pytorch_twin,
     trained_references,
@@ -131,7 +136,8 @@ def _encoding_table(check: HiddenCheck, encoding: Callable[[int, int], torch.Ten
                  got=f"shape {shape}", diagnoses={
                      BATCH_AXIS: shape == (T, 1, d),
                      SQUEEZED: T == 1 and shape == (d,),
-                     TRANSPOSED: shape == (d, T) and T != d})
+                     TRANSPOSED: shape == (d, T) and T != d,
+                     CAPPED: is_capped(shape, T, d)})
     check.expect(pe.is_floating_point(), f"{what} is a float tensor", expected="float dtype",
                  got=str(pe.dtype), likely=INTEGERS)
     check.finite(pe, what)
@@ -156,6 +162,7 @@ def grade_sinusoidal_positional_encoding(encoding: Callable[[int, int], torch.Te
     check.clause("arguments")
     for T, d in ((1, 2 * _integer(generator, 2, 6)), (_integer(generator, 3, 9), 2),
                  (_integer(generator, 40, 70), 2 * _integer(generator, 12, 33)),
+                 (_integer(generator, 150, 600), 2 * _integer(generator, 4, 12)),
                  (_integer(generator, 5, 12), 2 * _integer(generator, 6, 10))):
         pe = _encoding_table(check, encoding, T, d)
         check.close(pe, _reference_encoding(T, d), f"values of sinusoidal_positional_encoding("
@@ -392,8 +399,10 @@ def grade_TransformerBlock(block_class: type[nn.Module]) -> None:
                                                                   + full.mlp(none_kept)),
                               DROPOUT_MLP_ONLY: full.norm_2(kept),
                               DROPOUT_ON_INPUTS: full.norm_2(kept + full.mlp(torch.zeros_like(x)))},
-                    diagnoses={DROPOUT_ON_THE_SUM: lambda: bool(
-                        (dropped - dropped[:1, :1]).abs().amax() < 1e-4),
+                    diagnoses={DROPOUT_AFTER_NORM: lambda: bool(dropped.abs().amax() < 1e-6),
+                        DROPOUT_ON_THE_SUM: lambda: bool(
+                        (dropped - dropped[:1, :1]).abs().amax() < 1e-4
+                        and dropped.abs().amax() >= 1e-6),
                         DROPOUT_FIXED_P: lambda: not torch.allclose(dropped, torch.as_tensor(
                             check.call_seeded(_integer(generator, 0, 2**30), full, x)),
                             atol=1e-5)})
@@ -429,6 +438,12 @@ def grade_TransformerBlock(block_class: type[nn.Module]) -> None:
                      likely=DROPOUT_SHARED_MASK)
         expect_trained_dropout(check, first, prescribed, p)
 
+    check.clause("device")
+    on_meta = check.call_seeded(_integer(generator, 0, 2**30), block_class, d_model, n_heads,
+                                d_ff).to("meta")
+    check.device_follows(on_meta, x, padding_mask=padding_mask,
+                         what="block(x, padding_mask=mask)")
+
     check.clause("gradients")
     block.train()
     weights = torch.randn(B, T, d_model, generator=generator)
@@ -442,6 +457,8 @@ def grade_TransformerBlock(block_class: type[nn.Module]) -> None:
                  got=f"none for {', '.join(missing[:4])}",
                  likely="part of the block is cut off from the gradient (.detach(), "
                         "torch.no_grad() or .data in forward): training would never change it")
+    block.zero_grad()
+    expect_input_gradient(check, block, x, padding_mask, weights, d_model, n_heads, d_ff)
     check.passed()
 
 
@@ -514,6 +531,7 @@ def grade_mean_pool(mean_pool: Callable[..., torch.Tensor]) -> None:
                 _masked_sum(h, ~padding_mask) / n_pad.clamp_min(1),
             POOL_PADDING_COUNT: _masked_sum(h, padding_mask) / n_pad.clamp_min(1),
             POOL_WHOLE_BATCH: h.double()[~padding_mask].mean(dim=0).expand(B, d),
+            POOL_SUM_ALL: h.double().sum(dim=1) / lengths,
         }
         if name != "padding at the end":
             first = torch.stack([h[i, :int(n)].double().mean(dim=0)
@@ -535,6 +553,8 @@ def grade_mean_pool(mean_pool: Callable[..., torch.Tensor]) -> None:
         "divided by T instead of the true length (the number of real tokens)":
             _masked_sum(long, mask) / long_T,
         "pooling averages the padding too: the mask was ignored": long.double().mean(dim=1),
+        POOL_SUM_ALL: long.double().sum(dim=1) / torch.tensor([[float(short)], [float(long_T)]],
+                                                               dtype=torch.float64),
     })
 
     check.clause("dtype")

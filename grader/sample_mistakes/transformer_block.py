@@ -21,7 +21,7 @@ def sinusoidal_positional_encoding(T: int, d_model: int) -> torch.Tensor:
 
 
 # Dropout on the residual sum instead of on the sub-layer's output: it drops the input too.
-@mistake("dropout acted on the residual sum or on the input")
+@mistake("dropout acted on the residual sum")
 class TransformerBlock(nn.Module):
     """Post-norm transformer encoder block: attention, add & norm, MLP, add & norm."""
 

@@ -20,6 +20,9 @@ from helpers.checks.framework import SelfCheck, describe
 BATCH_AXIS = ("the table has shape (T, 1, d_model): added to a (B, T, d_model) batch it gives "
               "each *sentence* its own vector instead of each position; return one row per "
               "position, (T, d_model)")
+CAPPED = ("the table stops short of T rows: it was built for a fixed maximum length (a "
+          "precomputed `max_len` table, or `min(T, max_len)` positions); compute all T rows "
+          "for whatever T is asked")
 TRANSPOSED = "the table is transposed: one row per position, one column per feature, (T, d_model)"
 SQUEEZED = ("the table was squeezed: for T = 1 it lost its position axis; return "
             "(T, d_model) for every T")
@@ -56,6 +59,11 @@ FREQUENCY_MISTAKES = {
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
+def is_capped(shape: tuple[int, ...], T: int, d: int) -> bool:
+    """Fewer rows than positions, each of the right width: a table cut at a maximum length."""
+    return len(shape) == 2 and shape[1] == d and 0 < shape[0] < T
+
+
 def _pairs_at_zero(d: int, first: float, second: float) -> torch.Tensor:
     return torch.tensor([first, second] * (d // 2), dtype=torch.float64)
 
@@ -69,7 +77,8 @@ def _table(check: SelfCheck, encoding: Callable[[int, int], torch.Tensor], T: in
     check.expect(shape == (T, d), f"{what} has shape ({T}, {d})", expected=f"shape ({T}, {d})",
                  got=f"shape {shape}", diagnoses={BATCH_AXIS: shape == (T, 1, d),
                                                  SQUEEZED: T == 1 and shape == (d,),
-                                                 TRANSPOSED: shape == (d, T) and T != d})
+                                                 TRANSPOSED: shape == (d, T) and T != d,
+                                                 CAPPED: is_capped(shape, T, d)})
     check.expect(pe.is_floating_point(), f"{what} is a float tensor", expected="a float dtype",
                  got=str(pe.dtype), likely=INTEGERS)
     check.expect(pe.dtype not in HALF_DTYPES, f"{what} is float32 (or float64)",
@@ -130,6 +139,11 @@ def check_sinusoidal_positional_encoding(encoding: Callable[[int, int], torch.Te
                                              math.cos(39 * 10000.0 ** (-30 / 32))],
                                             dtype=torch.float64),
                 "for d_model = 32, the last pair turns at ω_15 = 10000^(-30/32)")
+    long = _table(check, encoding, 300, 16)
+    last = 299 * 10000.0 ** (-2 * torch.arange(8, dtype=torch.float64) / 16)
+    check.close(long[-1], torch.stack([torch.sin(last), torch.cos(last)], dim=1).flatten(),
+                "for T = 300 (far more positions than a review has), the last row is PE_299",
+                dims=("column",))
     single = _table(check, encoding, 1, 6)
     check.close(single[0], _pairs_at_zero(6, 0.0, 1.0), "a single position (T = 1) is row 0")
     check.passed()
@@ -221,6 +235,31 @@ def pytorch_twin(block: nn.Module, d_model: int, n_heads: int, d_ff: int,
     return twin.eval()
 
 
+CUT_PATH = ("the gradient that reaches x is not the block's, though its values are: part of "
+            "the way back from the output to x is cut (a `.detach()` on x in a residual "
+            "connection, or on the input of a sub-layer); in a stack of blocks, the layers "
+            "below would learn from a wrong gradient")
+
+
+def expect_input_gradient(check: SelfCheck, block: nn.Module, x: torch.Tensor,
+                          padding_mask: torch.Tensor, weights: torch.Tensor, d_model: int,
+                          n_heads: int, d_ff: int) -> None:
+    """In eval mode, the gradient that reaches x (the real positions' outputs weighted by
+    ``weights``) is the prescribed block's: PyTorch's post-norm layer with its weights."""
+    block.eval()
+    weights = weights * (~padding_mask).unsqueeze(-1)  # padded outputs are not compared
+    mine = x.detach().clone().requires_grad_()
+    out = check.tensor(check.call(block, mine, padding_mask=padding_mask), "block(x)")
+    if out.requires_grad:  # (no gradient at all is the parameters' check's to tell)
+        check.backward(out * weights, "the block")
+    theirs = x.detach().clone().requires_grad_()
+    twin = pytorch_twin(block, d_model, n_heads, d_ff)
+    (twin(theirs, src_key_padding_mask=padding_mask) * weights).sum().backward()
+    got = mine.grad if mine.grad is not None else torch.zeros_like(theirs)
+    check.close(got, theirs.grad, "in eval mode, the gradient that reaches x is the block's",
+                likely=CUT_PATH, atol=1e-4)
+
+
 RETURNS_PAIR = ("the block returns nn.MultiheadAttention's pair (output, weights): unpack "
                 "that pair and carry on with the output only")
 SHARED_NORM = ("norm_1 and norm_2 are one and the same layer (`self.norm_1 = self.norm_2 = "
@@ -232,8 +271,12 @@ FLOAT_MASK = ("the padding mask was turned into numbers (`.float()`): nn.Multihe
               "*adds* a float key_padding_mask to the scores (True becomes +1), so the padding "
               "is not left out; pass the boolean mask itself")
 DROPOUT_ON_THE_SUM = ("with dropout=1 every token came out the same: dropout acted on the "
-                      "residual sum or on the input, which drops the input too; apply it to "
-                      "each sub-layer's output, before the add")
+                      "residual sum, on the input or on norm_1's output, which drops the input "
+                      "too; apply it to each sub-layer's output, before the add")
+DROPOUT_AFTER_NORM = ("with dropout=1 the block returned zeros: dropout acted on the "
+                      "normalised output (`self.dropout(self.norm_2(...))`), after the add & "
+                      "norm, so it drops everything; apply it to each sub-layer's output, "
+                      "before the add")
 DROPOUT_UNUSED = ("self.dropout never acted, only nn.MultiheadAttention's own dropout (on its "
                   "weights) did: apply self.dropout to the attention's output and to the "
                   "MLP's output")
@@ -596,8 +639,10 @@ def check_TransformerBlock(block_class: type[nn.Module]) -> None:
                     "with dropout=1 in training mode both sub-layer outputs are dropped: the "
                     "block returns norm_2(norm_1(x))", atol=1e-4,
                     mistakes=_fully_dropped_variants(twin, x), diagnoses={
+                        DROPOUT_AFTER_NORM: lambda: bool(dropped.abs().amax() < 1e-6),
                         DROPOUT_ON_THE_SUM: lambda: bool(
-                            (dropped - dropped[:1, :1]).abs().amax() < 1e-4),
+                            (dropped - dropped[:1, :1]).abs().amax() < 1e-4
+                            and dropped.abs().amax() >= 1e-6),
                         DROPOUT_FIXED_P: lambda: not torch.allclose(
                             dropped, check.call_seeded(4, full, x), atol=1e-5)})
         # The attention's own dropout (on its weights) makes two seeds differ by itself; with
@@ -617,6 +662,11 @@ def check_TransformerBlock(block_class: type[nn.Module]) -> None:
                      likely=DROPOUT_SHARED_MASK)
         expect_trained_dropout(check, train_1, prescribed, p)
 
+    check.clause("device")
+    on_meta = check.call_seeded(0, block_class, d_model, n_heads, d_ff).to("meta")
+    check.device_follows(on_meta, x, padding_mask=padding_mask,
+                         what="block(x, padding_mask=mask)")
+
     check.clause("gradients")
     block.train()
     weights = torch.randn(x.shape, generator=generator)
@@ -630,6 +680,7 @@ def check_TransformerBlock(block_class: type[nn.Module]) -> None:
                  got=f"none for {', '.join(missing[:4])}",
                  likely="part of the block is cut off from the gradient (.detach(), "
                         "torch.no_grad() or .data in forward): training would never change it")
+    expect_input_gradient(check, block, x, padding_mask, weights, d_model, n_heads, d_ff)
     check.passed()
 
 
@@ -649,6 +700,9 @@ POOL_CAUSES: list[tuple[str, str | None, str]] = [
      "the (B, T) mask met the (B, T, d) h without a trailing axis, so PyTorch lined up its "
      "T with h's d: give the mask a last axis of size 1, (B, T, 1)"),
 ]
+POOL_SUM_ALL = ("the padded vectors were summed in (`h.sum(dim=1)` over all T positions), "
+                "and only the count of real tokens left them out: the padded vectors are not "
+                "zero, so leave them out of the sum too")
 POOL_EVERYTHING = "averaged over every axis (`h.mean()` without dim): average over time, dim=1"
 POOL_FIXED_DTYPE = ("the dtype was fixed to float32 for a bfloat16 h: something was made "
                     "float32 (the mask turned into numbers with `.float()`, or a tensor made "
@@ -694,6 +748,7 @@ def check_mean_pool(mean_pool: Callable[..., torch.Tensor]) -> None:
         "the ones to leave out": h[2, 1:].mean(dim=0),
         POOL_PADDING_COUNT: h[2, 0] / 5,
         POOL_WHOLE_BATCH: h[~padding_mask].mean(dim=0),
+        POOL_SUM_ALL: h[2].sum(dim=0),
     })
     check.close(out[1], h[1, :3].mean(dim=0), "a sequence of length 3 gets the mean of its "
                 "first three vectors")

@@ -245,6 +245,8 @@ def plot_residual_and_norm(depth: int = 24, d_model: int = 32, n_tokens: int = 6
             left.plot(range(1, depth + 1), sizes, label=labels[name])
             right.plot(range(1, depth + 1), kept, label=labels[name])
     curves["input"] = {"size": [x0.norm(dim=-1).mean().item()], "kept": [1.0]}
+    left.axhline(curves["input"]["size"][0], ls=":", color="0.4",
+                 label=f"the input (size {curves['input']['size'][0]:.1f})")
     left.set(title="Size of a token's vector", xlabel="layer", ylabel="mean norm", yscale="log")
     left.legend()
     right.set(title="How much of the input is left", xlabel="layer",
@@ -478,6 +480,11 @@ def order_blind_best(sentences: Sequence[str]) -> torch.Tensor:
     return torch.tensor(best)
 
 
+# The accuracy bands of this tutorial's printouts: chance (0.5) and the best an order-blind
+# model can expect (0.66) fall in different bands.
+ACCURACY_EDGES = (0.4, 0.6, 0.75, 0.95)
+
+
 @single_thread()
 @uses_student_code
 def print_accuracy_by_kind(models: dict[str, nn.Module], test_set: Reviews) -> None:
@@ -498,8 +505,9 @@ def print_accuracy_by_kind(models: dict[str, nn.Module], test_set: Reviews) -> N
         cells = []
         for kind in names:
             chosen = torch.tensor([k == kind for k in kinds])
-            cells.append(f"{band(correct[chosen].mean().item()):>18}")
-        lines.append(f"{name:<28}" + "".join(cells) + f"{band(correct.mean().item()):>11}")
+            cells.append(f"{band(correct[chosen].mean().item(), ACCURACY_EDGES):>18}")
+        lines.append(f"{name:<28}" + "".join(cells)
+                     + f"{band(correct.mean().item(), ACCURACY_EDGES):>11}")
     tied = best == 0.5
     contrast = torch.tensor([k == "clauses contrast" for k in kinds])
     agree = torch.tensor([k == "clauses agree" for k in kinds])
@@ -515,8 +523,9 @@ def print_accuracy_by_kind(models: dict[str, nn.Module], test_set: Reviews) -> N
 @single_thread()
 @torch.no_grad()
 @uses_student_code
-def plot_attention(model: TransformerClassifier, sentence: str) -> None:
-    """Head-averaged attention weights of every block of the trained model for one review."""
+def plot_attention(model: TransformerClassifier, sentence: str) -> list[torch.Tensor]:
+    """Head-averaged attention weights of every block of the trained model for one review;
+    returns them, one (T, T) tensor (query, key) per block."""
     model.eval()
     device = next(model.parameters()).device
     words = sentence.split()
@@ -525,14 +534,17 @@ def plot_attention(model: TransformerClassifier, sentence: str) -> None:
     prob = predict(model, tokens)[0].item()
     fig, axes = plt.subplots(1, len(model.blocks), figsize=(5.6 * len(model.blocks), 4.6))
     axes = np.atleast_1d(axes)
+    shown = []
     for i, (ax, block) in enumerate(zip(axes, model.blocks, strict=True)):
         h = states[i]
         _, weights = block.attention(h, h, h, need_weights=True, average_attn_weights=True)
         heatmap(ax, weights[0], title=f"block {i + 1}: attention (mean over heads)",
                 xlabel="key (attended to)", ylabel="query", xticklabels=words,
                 yticklabels=words, vmin=0, colorbar_label="weight")
+        shown.append(weights[0].cpu())
     fig.suptitle(f"“{sentence}”  →  P(positive) = {prob:.2f}")
     plt.show()
+    return shown
 
 
 @single_thread()
@@ -553,7 +565,7 @@ def plot_padding_effect(model: TransformerClassifier, sentence: str, max_extra: 
         raise ValueError(f"the model has positions for {len(model.positions)} tokens; "
                          f"use max_extra <= {len(model.positions) - n_words}")
     extras = list(range(0, max_extra + 1, 4))
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 3.6))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.0))
     curves: dict[str, dict[str, list[float]]] = {}
     for use_mask, name in ((True, "mean_pool with the padding mask"),
                            (False, "mean over every position (padding included)")):
@@ -572,11 +584,13 @@ def plot_padding_effect(model: TransformerClassifier, sentence: str, max_extra: 
         right.plot(extras, log_odds, marker="o", ms=3, label=name)
     left.set(title="How far the sentence vector moves", xlabel="padding tokens appended",
              ylabel="relative change of the\npooled vector")
-    left.legend()
     right.axhline(0.0, ls=":", color="0.4", label="decision boundary")
     right.set(title="The model's evidence", xlabel="padding tokens appended",
               ylabel="log-odds of positive")
-    right.legend()
+    # one legend under both panels, where it cannot hide a curve or the boundary
+    fig.set_layout_engine("tight", rect=(0, 0.1, 1, 1))
+    fig.legend(*right.get_legend_handles_labels(), loc="lower center",
+               bbox_to_anchor=(0.5, 0.0), ncol=3)
     fig.suptitle(f"“{sentence}”")
     plt.show()
     return curves
