@@ -221,7 +221,8 @@ TUTORIALS: tuple[Tutorial, ...] = (
                      "not): one row per position, not (T, 1, d_model)",
             "values": "sin on even columns, cos on odd columns, pair i at frequency "
                       "10000^(-2i/d_model), positions from 0",
-            "arguments": "any T (1 included) and any even d_model",
+            "arguments": "any T (1 included, and hundreds of positions: no table cut at a "
+                         "fixed maximum length) and any even d_model",
         }),
         Exercise("TransformerBlock", "d_model, n_heads, d_ff, dropout=0.0", 3,
                  methods={"forward": "x, padding_mask=None"}, contract={
@@ -240,6 +241,8 @@ TUTORIALS: tuple[Tutorial, ...] = (
                        "dropout=1 the block returns norm_2(norm_1(x))), "
                        "each output with its own mask, drawn afresh on every call; in eval "
                        "mode it does nothing",
+            "device": "runs where its weights and x are: padding_mask stays on its device "
+                      "(no `.cpu()`), and no tensor is made on the CPU",
             "gradients": GRADIENTS,
             "unchanged": UNCHANGED,
         }, layers={"attention": "MultiheadAttention", "norm_1": "LayerNorm",
@@ -384,13 +387,16 @@ TUTORIALS: tuple[Tutorial, ...] = (
                        "fall by hundreds (a running maximum that never decreases, the sum "
                        "rescaled by exp(m - m'))",
             "large": "finite for logits in the thousands",
+            "rising": "exact and finite when a row rises by hundreds after its first block "
+                      "(the running maximum grows with it, and the final e^(x - m) uses the "
+                      "maximum of the whole row)",
             "dtype": DTYPE + ", bfloat16 too",
             "device": DEVICE,
             "unchanged": UNCHANGED,
         }),
         Exercise("blockwise_attention", "Q, K, V, block_size, causal=False", 3, contract={
             "values": "equals F.scaled_dot_product_attention(Q, K, V) (scaled by 1/sqrt(d)), "
-                      "also for scores in the hundreds",
+                      "also for scores in the hundreds, positive or negative",
             "causal": "causal=True: query i reads keys 0..i, also when Tq ≠ Tk",
             "blocks": "goes over the keys in blocks of block_size (its work grows with the "
                       "number of blocks); any Tk (in the hundreds too) and block_size, not "
@@ -399,9 +405,9 @@ TUTORIALS: tuple[Tutorial, ...] = (
             "dtype": DTYPE + ", bfloat16 too",
             "device": DEVICE,
             "unchanged": UNCHANGED,
-        }, rules={"memory": "never a tensor with Tq x Tk entries: the largest it makes is a "
-                            "block of scores, Tq x block_size (checked by the self-check; not "
-                            "graded)"}),
+        }, rules={"memory": "never a tensor with Tq x Tk entries: none larger than a block "
+                            "of scores (Tq x block_size), K itself or the running output o "
+                            "(Tq x dv) (checked by the self-check; not graded)"}),
     ), think={"think_online_softmax_exact": 1, "think_cache_memory": 1}),
     Tutorial("08_beyond_words", (
         Exercise("patchify", "images, patch_size", 2, contract={
@@ -466,7 +472,8 @@ TUTORIALS: tuple[Tutorial, ...] = (
             "pieces": "with a cache of t positions, query i of the T new positions sees every "
                       "cached key and the new keys 0..i: a text fed in pieces gives the same "
                       "outputs as fed at once",
-            "gradients": GRADIENTS,
+            "gradients": "in training mode, gradients reach every parameter, and the returned "
+                         "cache carries them too (nothing detached)",
         }, layers={"to_queries": "Linear", "to_keys": "Linear", "to_values": "Linear",
                    "unify_heads": "Linear"}),
         Exercise("Block", "d_model, n_heads", 3, methods={"forward": "x, cache=None"}, contract={
@@ -477,7 +484,9 @@ TUTORIALS: tuple[Tutorial, ...] = (
             "values": "pre-norm: h = x + attn(ln_1(x)), then h + mlp(ln_2(h)); the same in "
                       "training mode (no dropout)",
             "cache": "the cache goes to attn, and attn's new cache comes back",
-            "gradients": GRADIENTS,
+            "gradients": "in training mode, gradients reach every parameter, and back to x "
+                         "along the residual stream as well as through the branches (nothing "
+                         "detached)",
             "unchanged": UNCHANGED,
         }, layers={"ln_1": "LayerNorm", "ln_2": "LayerNorm", "mlp": "Sequential",
                    "mlp.0": "Linear", "mlp.1": "GELU", "mlp.2": "Linear",
@@ -497,7 +506,8 @@ TUTORIALS: tuple[Tutorial, ...] = (
             "pieces": "with the caches of t positions, the new tokens sit at positions t..t+T-1 "
                       "and block i continues from caches[i]: a text fed in pieces gives the same "
                       "logits as fed at once",
-            "gradients": GRADIENTS,
+            "gradients": "in training mode, gradients reach every parameter, the embeddings "
+                         "along the residual stream of every block (nothing detached)",
         }, layers={"token_embedding": "Embedding", "position_embedding": "Embedding",
                    "blocks": "ModuleList", "blocks.*.ln_1": "LayerNorm",
                    "blocks.*.ln_2": "LayerNorm", "blocks.*.mlp": "Sequential",
@@ -516,6 +526,9 @@ TUTORIALS: tuple[Tutorial, ...] = (
             "steps": "each step continues from the one before: the gradients are cleared every "
                      "step (else they add up) and one AdamW, made once, keeps its running "
                      "averages",
+            "randomness": "never reseeds PyTorch's global random generator (no "
+                          "torch.manual_seed inside): the caller seeds once, and every later "
+                          "draw goes on from there",
         }),
         Exercise("generate", "model, prompt, n_tokens, temperature=1.0, top_k=None, "
                              "generator=None, use_cache=True", 3, contract={
@@ -533,8 +546,7 @@ TUTORIALS: tuple[Tutorial, ...] = (
         }, rules={"one_position": "with use_cache=True, every call after the first gives the "
                                   "model only the newest token and the caches it returned, "
                                   "and with use_cache=False every call gets the whole text "
-                                  "so far and no caches (checked by the self-check; not "
-                                  "graded)"}),
+                                  "so far and no caches"}),
     ), think={"think_untied_head": 1, "think_beyond_bigram": 1, "think_cache_or_not": 1},
         pasted=("sample_next_token",)),
 )

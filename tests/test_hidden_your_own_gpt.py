@@ -279,6 +279,23 @@ class DetachedKeys(Attention):
         return k.detach(), v.detach()
 
 
+class FloatMask(Attention):
+    """Gives the mask as a float tensor of 0s and 1s, as if 1 blocked a key."""
+
+    def attend(self, q, k, v, allowed, d_head):
+        scores = (q @ k.transpose(-2, -1)) * self.scale(d_head) + allowed.float()
+        return torch.softmax(scores, dim=-1) @ v
+
+
+class DetachedCacheReturned(Attention):
+    """Attends with the keys and values as computed, but hands the cache back detached "so
+    that it holds no graph"."""
+
+    def forward(self, x, cache=None):
+        out, (k, v) = super().forward(x, cache)
+        return out, (k.detach(), v.detach())
+
+
 ATTENTION_BANKS = ExerciseBanks(
     solution=SOLUTION["CausalSelfAttention"],
     correct=[AttentionSDPA, AttentionPerHead, Attention],
@@ -289,7 +306,9 @@ ATTENTION_BANKS = ExerciseBanks(
         (NoScale, "not scaled", "values"),
         (ScaleByModel, "sqrt(d_model) instead", "values"),
         (NoUnify, "unify_heads was skipped", "values"),
-        (NoTranspose, None, "values"),
+        (NoTranspose, "without the transpose", "values"),
+        (SoftmaxOverQueries, "over the queries", "values"),
+        (FloatMask, "float tensor of 0s and 1s", "values"),
         (SwappedCache, "swapped", "cache"),
         (KeysTwice, "keys twice", "cache"),
         (NewFirst, "before the cached ones", "cache"),
@@ -299,7 +318,8 @@ ATTENTION_BANKS = ExerciseBanks(
         (MaskOnlyWithoutCache, "no mask once a cache", "pieces"),
         (CacheIgnored, "were not attended to", "pieces"),
         (AttentionDropout, "dropout", "values"),
-        (DetachedKeys, "detach", "gradients"),
+        (DetachedKeys, "no gradient reached", "gradients"),
+        (DetachedCacheReturned, "the returned cache is detached", "gradients"),
     ],
     hidden=[
         (BiasedMaps, "bias=False", "members"),
@@ -320,7 +340,7 @@ ATTENTION_BANKS = ExerciseBanks(
         (MaskOnlyWithoutCache, "no mask once a cache", "pieces"),
         (CacheIgnored, "were not attended to", "pieces"),
         (AttentionDropout, "dropout", "values"),
-        (DetachedKeys, "detach", "gradients"),
+        (DetachedKeys, "no gradient reached", "gradients"),
     ],
 )
 
@@ -430,6 +450,16 @@ class DetachedAttention(BlockBase):
         return h + self.mlp(self.ln_2(h)), cache
 
 
+class DetachedResidual(BlockBase):
+    """Adds the attention's output to a detached x: every value right, but the residual
+    stream carries no gradient back to the input."""
+
+    def forward(self, x, cache=None):
+        a, cache = self.attn(self.ln_1(x), cache)
+        h = x.detach() + a
+        return h + self.mlp(self.ln_2(h)), cache
+
+
 class ResidualDropout(BlockBase):
     """Dropout on the attention's branch in training mode, as nanoGPT has."""
 
@@ -498,12 +528,14 @@ BLOCK_BANKS = ExerciseBanks(
         (OnlyX, None, "returns"),
         (PostNorm, "post-norm", "values"),
         (Parallel, "the MLP read x", "values"),
-        (NoAttentionResidual, None, "values"),
-        (NoMLPResidual, None, "values"),
+        (NoAttentionResidual, "attention's residual is missing", "values"),
+        (NoMLPResidual, "MLP's residual is missing", "values"),
+        (LnOneTwice, "ln_1 normalised the MLP's input", "values"),
         (ResidualDropout, "dropout", "values"),
         (CacheNotPassed, "not passed on to attn", "cache"),
         (GivenCacheBack, "it was given came back", "cache"),
-        (DetachedAttention, "detach", "gradients"),
+        (DetachedAttention, "no gradient reached", "gradients"),
+        (DetachedResidual, "the gradient reaching x is not", "gradients"),
         (InPlaceResidual, "in place", "unchanged"),
     ],
     hidden=[
@@ -521,7 +553,7 @@ BLOCK_BANKS = ExerciseBanks(
         (ResidualDropout, "dropout", "values"),
         (CacheNotPassed, "not passed on to attn", "cache"),
         (GivenCacheBack, "it was given came back", "cache"),
-        (DetachedAttention, "detach", "gradients"),
+        (DetachedAttention, "no gradient reached", "gradients"),
         (InPlaceResidual, "in place", "unchanged"),
     ],
 )
@@ -596,6 +628,29 @@ class SharedBlock(GPTBase):
 class PositionsFromZero(GPTBase):
     def start(self, caches):
         return 0
+
+
+class OffsetByBlocks(GPTBase):
+    """Reads t as the length of the list of caches: the number of blocks."""
+
+    def start(self, caches):
+        return 0 if caches is None else len(caches)
+
+
+class OffsetByHeadSize(GPTBase):
+    """Reads t on the last axis of a cached K: the size of a head."""
+
+    def start(self, caches):
+        return 0 if caches is None else caches[0][0].shape[-1]
+
+
+class GPTOfDetachedResiduals(GPTBase):
+    """Blocks that add their attention to a detached x: the logits are right, but the
+    embeddings get their gradient only through the branches."""
+
+    def __init__(self, vocab_size, block_size, d_model, n_heads, n_layers):
+        super().__init__(vocab_size, block_size, d_model, n_heads, n_layers)
+        self.blocks = nn.ModuleList(DetachedResidual(d_model, n_heads) for _ in range(n_layers))
 
 
 class FirstCacheEverywhere(GPTBase):
@@ -760,9 +815,12 @@ GPT_BANKS = ExerciseBanks(
         (NoPositions, "position embedding was not added", "values"),
         (EmbeddingDropout, "dropout", "values"),
         (PositionsFromZero, "not offset by the cache", "pieces"),
+        (OffsetByBlocks, "offset by the wrong number", "pieces"),
+        (OffsetByHeadSize, "offset by the wrong number", "pieces"),
         (FirstCacheEverywhere, None, "pieces"),
         (CachesNotPassed, None, "pieces"),
-        (DetachedPositions, "detach", "gradients"),
+        (DetachedPositions, "no gradient reached", "gradients"),
+        (GPTOfDetachedResiduals, "gradient reaching the embeddings is not", "gradients"),
     ],
     hidden=[
         (NoLnF, "no final LayerNorm ln_f", "members"),
@@ -776,7 +834,10 @@ GPT_BANKS = ExerciseBanks(
         (PositionsFromZero, "not offset by the cache", "pieces"),
         (FirstCacheEverywhere, "every block got caches[0]", "pieces"),
         (CachesNotPassed, "caches were not passed on", "pieces"),
-        (DetachedPositions, "detach", "gradients"),
+        (OffsetByBlocks, "offset by the wrong number", "pieces"),
+        (OffsetByHeadSize, "offset by the wrong number", "pieces"),
+        (DetachedPositions, "no gradient reached", "gradients"),
+        (GPTOfDetachedResiduals, "gradient reaching the embeddings is not", "gradients"),
         (InertBlocks, "inside your GPT the blocks compute something else", "values"),
         (FinalNormWithEps, "default, 1e-5", "members"),
         (PaddedTokens, "leave padding_idx out", "members"),
@@ -892,6 +953,34 @@ def train_optimizer_every_step(model, get_batch, steps, lr=3e-3):
     return _loop(model, get_batch, steps, lr, once=False)
 
 
+def train_reseeding(model, get_batch, steps, lr=3e-3):
+    """Seeds inside "so that every run is reproducible"."""
+    torch.manual_seed(0)
+    return _loop(model, get_batch, steps, lr)
+
+
+def train_seeded_from_the_clock(model, get_batch, steps, lr=3e-3):
+    """Seeds inside from the OS "so that every run differs"."""
+    torch.seed()
+    return _loop(model, get_batch, steps, lr)
+
+
+def train_two_batches(model, get_batch, steps, lr=3e-3):
+    """Inputs from one call of get_batch, targets from the next."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        inputs = get_batch()[0]
+        targets = get_batch()[1]
+        logits, _ = model(inputs)
+        loss = _cross_entropy(logits, targets)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
 TRAIN_BANKS = ExerciseBanks(
     solution=SOLUTION["train_gpt"],
     correct=[train_zero_grad_last, train_view],
@@ -907,6 +996,9 @@ TRAIN_BANKS = ExerciseBanks(
         (train_no_zero_grad, "never cleared", "steps"),
         (train_optimizer_every_step, "made at every step", "steps"),
         (train_one_batch, "called once, before the loop", "steps"),
+        (train_two_batches, "more than once in a step", "optimizer"),
+        (train_reseeding, "manual_seed", "randomness"),
+        (train_seeded_from_the_clock, "fresh seed from the OS", "randomness"),
     ],
     hidden=[
         (train_tensors, "tensors", "returns"),
@@ -919,6 +1011,8 @@ TRAIN_BANKS = ExerciseBanks(
         (train_lr_ignored, "lr was not used", "optimizer"),
         (train_no_zero_grad, "never cleared", "steps"),
         (train_optimizer_every_step, "made at every step", "steps"),
+        (train_reseeding, "manual_seed", "randomness"),
+        (train_seeded_from_the_clock, "fresh seed from the OS", "randomness"),
     ],
 )
 
@@ -1052,6 +1146,12 @@ def generate_top_k_dropped(model, prompt, n_tokens, temperature=1.0, top_k=None,
     return tokens
 
 
+def generate_top_k_ignored(model, prompt, n_tokens, temperature=1.0, top_k=None,
+                           generator=None, use_cache=True):
+    """Never hands top_k on, not even for greedy decoding."""
+    return _generate(model, prompt, n_tokens, temperature, None, generator, use_cache)
+
+
 def generate_generator_dropped(model, prompt, n_tokens, temperature=1.0, top_k=None,
                                generator=None, use_cache=True):
     tokens, caches = prompt, None
@@ -1131,6 +1231,7 @@ GENERATE_BANKS = ExerciseBanks(
         (generate_newest_alone, "without the caches", "cache"),
         (generate_temperature_dropped, "temperature was not passed", "sampling"),
         (generate_top_k_dropped, "top_k was not passed", "sampling"),
+        (generate_top_k_ignored, "with top_k=1 the tokens changed", "next_token"),
         (generate_generator_dropped, "pass generator=generator", "randomness"),
         (generate_reseeding, "reseeds", "randomness"),
         (generate_reseeding_globally, "two different global seeds", "randomness"),

@@ -54,8 +54,10 @@ from helpers.checks.your_own_gpt import (
     POSITIONS_NOT_OFFSET,
     RELU,
     RESEEDS,
+    RESIDUAL_CUT,
     TOL,
     TOP_LEFT,
+    WRONG_OFFSET,
     Cache,
     cache_pair,
     expect_attention_members,
@@ -578,7 +580,7 @@ def _expect_gpt_members(check: HiddenCheck, model: nn.Module, V: int, block_size
 
 
 def _gpt_reference(model: nn.Module, tokens: torch.Tensor, caches: list | None = None, *,
-                   H: int | None = None, offset: bool = True, final_norm: bool = True,
+                   H: int | None = None, offset: bool | int = True, final_norm: bool = True,
                    positions: bool = True, blocks: str = "own"
                    ) -> tuple[torch.Tensor, list[Cache]]:
     """Logits with the model's embeddings, norm and head and, with ``H``, the prescribed
@@ -586,7 +588,7 @@ def _gpt_reference(model: nn.Module, tokens: torch.Tensor, caches: list | None =
     (the student's) blocks; the flags make the usual mistakes."""
     T = tokens.shape[1]
     t = 0 if caches is None else caches[0][0].shape[2]
-    start = t if offset else 0
+    start = offset if not isinstance(offset, bool) else t if offset else 0
     dtype = model.ln_f.weight.dtype
     with torch.no_grad():
         x = _embed(model.token_embedding, tokens)
@@ -600,6 +602,17 @@ def _gpt_reference(model: nn.Module, tokens: torch.Tensor, caches: list | None =
             new.append(cache)
         x = x.to(dtype)
         return model.head(_norm(model.ln_f, x) if final_norm else x).double(), new
+
+
+def _wrong_offset(model: nn.Module, tokens: torch.Tensor, caches: list, heads: int | None,
+                  piece: torch.Tensor, offsets: tuple[int, ...]) -> torch.Tensor:
+    """The logits with the positions offset by whichever of the other sizes gives the
+    student's logits (the first of them when none does)."""
+    candidates = [_gpt_reference(model, tokens, caches, H=heads, offset=o)[0] for o in offsets]
+    for candidate in candidates:
+        if torch.allclose(piece.double(), candidate, **TOL):
+            return candidate
+    return candidates[0]
 
 
 FIRST_CACHE_EVERYWHERE = "every block got caches[0]: block i continues from caches[i]"
@@ -666,7 +679,9 @@ def grade_GPT(gpt_cls: type[nn.Module]) -> None:
     model.eval()
     B, T = _randint(generator, 2, 4), block_size - _randint(generator, 1, 3)
     tokens = torch.randint(V, (B, T), generator=generator)
-    t = _randint(generator, 2, T - 2)
+    # t differs from every other size a wrong offset could read (blocks, heads, head size)
+    sizes = [p for p in range(2, T - 2) if p not in (n_layers, H, d // H)]
+    t = sizes[_randint(generator, 0, len(sizes))]
     # The student's Block, built alone, decides the reference: the prescribed GPT computed
     # here when it is the prescribed block, else the GPT's own blocks (each exercise graded
     # on its own wiring), which must then compute what the Block computes alone. Every
@@ -724,6 +739,8 @@ def grade_GPT(gpt_cls: type[nn.Module]) -> None:
                 f"first {t} equal the logits of the whole text there", mistakes=_Lazy({
                     POSITIONS_NOT_OFFSET: lambda: _gpt_reference(
                         model, tokens[:, t:], first, H=heads, offset=False)[0],
+                    WRONG_OFFSET: lambda: _wrong_offset(model, tokens[:, t:], first, heads,
+                                                        piece, (n_layers, H, d // H)),
                     FIRST_CACHE_EVERYWHERE: lambda: _gpt_reference(
                         model, tokens[:, t:], first, H=heads, blocks="first")[0],
                     CACHES_IGNORED: lambda: _gpt_reference(
@@ -755,6 +772,21 @@ def grade_GPT(gpt_cls: type[nn.Module]) -> None:
         check.expect(grad is not None and bool(grad.abs().sum() > 0),
                      f"the logits' gradient reaches {name}", expected="a non-zero gradient",
                      got="None" if grad is None else "zeros", likely=GRADIENT_CUT)
+    if blocks_right:  # the prescribed GPT's gradients are known here: the embeddings' must agree
+        weights = torch.randn(reference.shape, generator=generator, dtype=torch.float64)
+        model.zero_grad()
+        logits, _ = check.call(model, tokens)
+        check.backward(logits.double() * weights, "forward(tokens) in training mode")
+        got = {name: p.grad for name, p in model.named_parameters()}
+        model.zero_grad()
+        (_prescribed_gpt(model, tokens, H) * weights).sum().backward()
+        for name in ("token_embedding.weight", "position_embedding.weight"):
+            parameter = dict(model.named_parameters())[name]
+            mine = got[name] if got[name] is not None else torch.zeros_like(parameter)
+            check.close(mine.double(), parameter.grad.double(), f"the gradient reaching {name} "
+                        "is the prescribed GPT's: the residual stream carries it back from "
+                        "every block", likely=RESIDUAL_CUT, **TOL)
+        model.zero_grad()
     check.passed()
 
 
@@ -989,6 +1021,9 @@ def grade_train_gpt(train_gpt: Callable[..., list[float]]) -> None:
                     "make it once, before the loop":
                         lambda: _number(_run(model, inputs, targets, 4, lr,
                                                   once=False)[2:4])}), **EXACT)
+    check.clause("randomness")
+    check.no_reseed(train_gpt, model, Batches(inputs[:2], targets[:2]), 2, lr=lr,
+                    what=f"train_gpt(model, get_batch, 2, lr={lr:.4f})")
     check.passed()
 
 

@@ -246,13 +246,18 @@ class SelfCheck:
     # -- failing -----------------------------------------------------------------
     def fail(self, check: str, *, expected: str, got: str, likely: str | None = None,
              where: str | None = None) -> None:
+        # Continuation lines are indented under their field, so that a line the student's
+        # own code wrote (an error message in "got") can never pass for a field of ours.
+        def field(text: str) -> str:
+            return str(text).replace("\n", "\n" + " " * 12)
+
         lines = [
-            f"{self.exercise}: check {self.n_passed + 1} failed: {check}",
-            f"  expected: {expected}",
-            f"  got:      {got}",
+            f"{self.exercise}: check {self.n_passed + 1} failed: {field(check)}",
+            f"  expected: {field(expected)}",
+            f"  got:      {field(got)}",
         ]
         if where:
-            lines.append(f"  where:    {where}")
+            lines.append(f"  where:    {field(where)}")
         if self.current in self.contract:
             lines.append(f"  contract: {self.contract[self.current]}")
         elif self.current in self.rules:
@@ -467,6 +472,9 @@ class SelfCheck:
             line = student_line(error)
             yours = f" (from your code, line {line[0]} of its cell: `{line[1]}`)" if line else ""
             got = f"{type(error).__name__}: {_STUDENT_LINE.sub('', str(error)).strip()}{yours}"
+            if made_on_cpu:  # PyTorch's own words about the meta device would only confuse
+                got = (f"a tensor made on the CPU (first by `{seen.cpu_tensors[0]}`), which "
+                       f"then met the input's device{yours}")
             if copied:
                 got = f"moved to the CPU: {_copy_call(copied[0])} on a tensor of device meta{yours}"
             if copied[:1] in (("numpy",), ("__array__",)) or (

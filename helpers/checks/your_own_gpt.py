@@ -95,6 +95,9 @@ NO_MASK_WITH_CACHE = ("no mask once a cache is given: with more than one new pos
                       "new query also read the new positions after it")
 CACHE_IGNORED = ("the cached keys and values were not attended to: the new queries read only "
                  "the new positions")
+DETACHED_CACHE = ("the returned cache is detached: a text fed in pieces in training would "
+                  "send no gradient from a later piece back through the cached keys and "
+                  "values; return them as computed")
 
 
 QKV_BIAS = "to_queries, to_keys and to_values take bias=False: the text asks for maps without bias"
@@ -172,6 +175,30 @@ def _twin_out(twin: nn.MultiheadAttention, queries: torch.Tensor, keys: torch.Te
               mask: torch.Tensor | None) -> torch.Tensor:
     with torch.no_grad():
         return twin(queries, keys, keys, attn_mask=mask, need_weights=False)[0]
+
+
+SOFTMAX_QUERIES = ("the softmax ran over the queries (dim=-2): each query's weights must sum "
+                   "to 1 over the keys (dim=-1)")
+SPLIT_NO_TRANSPOSE = ("the heads were split by a view straight to (B, n_heads, T, head size), "
+                      "without the transpose: positions and heads got mixed")
+FLOAT_MASK = ("the mask was a float tensor of 0s and 1s: a float mask is added to the scores, "
+              "so nothing was blocked; use a boolean mask (True = may attend)")
+
+
+def _by_hand(layer: nn.Module, x: torch.Tensor, H: int, *, softmax_dim: int = -1,
+             transpose: bool = True, float_mask: bool = False) -> torch.Tensor:
+    """Causal attention with the layer's maps, computed here, with one likely mistake."""
+    B, T, d = x.shape
+    with torch.no_grad():
+        q, k, v = ((m(x).view(B, T, H, d // H).transpose(1, 2) if transpose
+                    else m(x).view(B, H, T, d // H))
+                   for m in (layer.to_queries, layer.to_keys, layer.to_values))
+        scores = q @ k.transpose(-2, -1) / math.sqrt(d // H)
+        allowed = ~_blocked(T)
+        scores = scores + allowed.float() if float_mask else \
+            scores.masked_fill(~allowed, float("-inf"))
+        out = (torch.softmax(scores, dim=softmax_dim) @ v).transpose(1, 2).reshape(B, T, d)
+        return layer.unify_heads(out)
 
 
 def _heads_of(x: torch.Tensor, weight: torch.Tensor, H: int) -> torch.Tensor:
@@ -252,6 +279,9 @@ def check_CausalSelfAttention(attention_cls: type[nn.Module]) -> None:
                                       x, x, _blocked(T)),
         "unify_heads was skipped: the merged heads must go through it":
             _twin_out(_attention_twin(layer, d, H, unify=False), x, x, _blocked(T)),
+        SOFTMAX_QUERIES: _by_hand(layer, x, H, softmax_dim=-2),
+        SPLIT_NO_TRANSPOSE: _by_hand(layer, x, H, transpose=False),
+        FLOAT_MASK: _by_hand(layer, x, H, float_mask=True),
     }, dims=("batch", "position", "channel"), **TOL)
     check.close(out_one, _twin_out(_attention_twin(one_head, 8, 1), x_one, x_one, _blocked(5)),
                 "with one head, out matches nn.MultiheadAttention too",
@@ -303,6 +333,13 @@ def check_CausalSelfAttention(attention_cls: type[nn.Module]) -> None:
                  likely=GRADIENT_CUT)
     check.backward(out, "forward(x) in training mode")
     _expect_grads(check, layer)
+    _, first = pair(check, check.call(layer, x[:, :t]), f"forward(x[:, :{t}]) in training mode",
+                    "(out, cache)")
+    K1, V1 = cache_pair(check, first, f"the cache of forward(x[:, :{t}]) in training mode")
+    check.expect(K1.requires_grad and V1.requires_grad, "in training mode the returned cache "
+                 "carries a gradient back to to_keys and to_values",
+                 expected="K and V that depend on the parameters", got="a detached cache",
+                 likely=DETACHED_CACHE)
     check.passed()
 
 
@@ -383,6 +420,42 @@ def _parallel(twin: nn.TransformerEncoderLayer, x: torch.Tensor) -> torch.Tensor
         return x + a + twin.linear2(F.gelu(twin.linear1(twin.norm2(x))))
 
 
+DETACHED_RESIDUAL = ("every value is right but the gradient reaching x is not: x was detached "
+                     "on the residual path, so the gradient reaches the input only through "
+                     "the branches; the residual stream must carry it back unchanged")
+
+
+NO_ATTENTION_RESIDUAL = ("the attention's residual is missing: h = x + attn(ln_1(x)), not "
+                         "attn(ln_1(x))")
+NO_MLP_RESIDUAL = "the MLP's residual is missing: return h + mlp(ln_2(h)), not mlp(ln_2(h))"
+LN_1_TWICE = "ln_1 normalised the MLP's input too: the MLP reads ln_2(h)"
+
+
+def _pre_norm(twin: nn.TransformerEncoderLayer, x: torch.Tensor,
+              cut_residual: bool = False, wrong: str = "") -> torch.Tensor:
+    """The pre-norm block computed from the twin's layers, with gradients; with
+    ``cut_residual`` the input detached on the residual path, with ``wrong`` another likely
+    mistake."""
+    n = twin.norm1(x)
+    a = twin.self_attn(n, n, n, attn_mask=_blocked(x.shape[1]), need_weights=False)[0]
+    h = a if wrong == "no_attention_residual" else (x.detach() if cut_residual else x) + a
+    m = twin.linear2(F.gelu(twin.linear1((twin.norm1 if wrong == "ln_1_twice"
+                                          else twin.norm2)(h))))
+    return m if wrong == "no_mlp_residual" else h + m
+
+
+def _without_grad(fn: Callable[..., torch.Tensor], *args: Any, **kwargs: Any) -> torch.Tensor:
+    with torch.no_grad():
+        return fn(*args, **kwargs)
+
+
+def _input_gradient(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                    weights: torch.Tensor) -> torch.Tensor:
+    x = x.detach().clone().requires_grad_(True)
+    (fn(x) * weights).sum().backward()
+    return x.grad if x.grad is not None else torch.zeros_like(x)
+
+
 def _block_call(check: SelfCheck, block: nn.Module, x: torch.Tensor, cache: Cache | None,
                 what: str) -> tuple[torch.Tensor, Cache]:
     with torch.no_grad():
@@ -420,6 +493,9 @@ def check_Block(block_cls: type[nn.Module]) -> None:
                     "the MLP read x instead of h = x + attn(ln_1(x)): apply it after the "
                     "attention's residual": _parallel(twin, x),
                     RELU: _run_layer(_block_twin(block, d, H, activation="relu"), x),
+                    **{words: _without_grad(_pre_norm, twin, x, wrong=flag) for words, flag in (
+                        (NO_ATTENTION_RESIDUAL, "no_attention_residual"),
+                        (NO_MLP_RESIDUAL, "no_mlp_residual"), (LN_1_TWICE, "ln_1_twice"))},
                 }, dims=("batch", "position", "channel"), **TOL)
     expect_same_in_training(check, block, (x,), _run_layer(twin, x), "x out",
                             ("batch", "position", "channel"))
@@ -436,7 +512,7 @@ def check_Block(block_cls: type[nn.Module]) -> None:
     alone, _ = _block_call(check, block, x[:, t:], None, f"forward(x[:, {t}:])")
     check.close(piece, out[:, t:], f"x[:, {t}:] with the cache of the first {t} positions gives "
                 "x out of the whole x there", mistakes={
-                    "the cache was not passed on to attn: call self.attn(self.ln_1(x), cache)":
+                    "the cache was not passed on to attn: hand attn the cache the block was given":
                         alone}, dims=("batch", "position", "channel"), **TOL)
     for name, got, wanted, given in zip("KV", second, cache, first, strict=True):
         check.expect(tuple(got.shape) == tuple(wanted.shape),
@@ -455,13 +531,32 @@ def check_Block(block_cls: type[nn.Module]) -> None:
                  likely=GRADIENT_CUT)
     check.backward(out, "forward(x) in training mode")
     _expect_grads(check, block)
+    weights = torch.randn(x.shape, generator=_generator(16))
+    wanted = _input_gradient(lambda v: _pre_norm(twin, v), x, weights)
+    seen = x.detach().clone().requires_grad_(True)
+    out, _ = pair(check, check.call(block, seen), "forward(x) in training mode", "(x, cache)")
+    if out.requires_grad:
+        (out * weights).sum().backward()
+    got = seen.grad if seen.grad is not None else torch.zeros_like(x)
+    check.close(got, wanted, "the gradient reaching x is the pre-norm block's: the residual "
+                "stream carries it back as well as the branches", mistakes={
+                    DETACHED_RESIDUAL: _input_gradient(lambda v: _pre_norm(twin, v, True), x,
+                                                       weights)},
+                dims=("batch", "position", "channel"), **TOL)
     check.passed()
 
 
 # ---- Exercise 3: GPT -------------------------------------------------------------------------
 
 POSITIONS_NOT_OFFSET = ("the positions were not offset by the cache: the new tokens sit at "
-                        "positions t..t+T-1, where t is the length of the caches")
+                        "positions t..t+T-1, where t is the number of positions the caches "
+                        "hold (a cached K's length along its positions axis)")
+WRONG_OFFSET = ("the positions were offset by the wrong number: t must be the number of "
+                "positions the caches hold (a cached K's length along its positions axis), "
+                "not the number of blocks, of heads or of channels per head")
+RESIDUAL_CUT = ("the logits are right but the gradient reaching the embeddings is not: "
+                "something on the residual stream is detached (in Block or in GPT), so the "
+                "gradient reaches the embeddings only through the branches")
 
 
 def set_gpt(model: nn.Module, generator: torch.Generator) -> None:
@@ -514,8 +609,7 @@ def _expect_gpt_members(check: SelfCheck, model: nn.Module, V: int, block_size: 
                  f"blocks holds {n_layers} different Blocks", expected=f"{n_layers} Blocks, "
                  "each with weights of its own", got="the same Block more than once",
                  likely="[Block(...)] * n_layers repeats one Block (one set of weights, used "
-                        "n_layers times): build a new Block for every layer, e.g. "
-                        "[Block(d_model, n_heads) for _ in range(n_layers)]")
+                        "n_layers times): build a new Block for every layer")
     for i, block in enumerate(blocks):
         _expect_block_members(check, block, d, f"blocks[{i}].")
     norm = getattr(model, "ln_f", None)
@@ -543,14 +637,23 @@ def _gpt_call(check: SelfCheck, model: nn.Module, tokens: torch.Tensor, caches: 
     return logits, [cache_pair(check, c, f"cache {i} of {what}") for i, c in enumerate(new)]
 
 
-def _pieces_agree(model: nn.Module, tokens: torch.Tensor, t: int) -> bool:
-    """Whether the model, fed tokens in two pieces with its caches, gives the logits of the
-    whole text (a probe for the diagnosis; the check proper runs through SelfCheck)."""
+def _offset_used(model: nn.Module, tokens: torch.Tensor, t: int) -> int | None:
+    """The first position the model gave the second piece, when the positions are its only
+    fault: fed tokens[:, t:] with the caches of tokens[:, :t], a copy whose position table
+    holds rows t.. from o on gives the logits of the whole text for that o (a probe for the
+    diagnosis; the check proper runs through SelfCheck); None when no o does."""
+    table = model.position_embedding.weight.detach()
+    n = tokens.shape[1] - t
     with torch.no_grad():
         whole, _ = model(tokens)
         _, caches = model(tokens[:, :t])
-        piece, _ = model(tokens[:, t:], caches)
-    return bool(torch.allclose(piece, whole[:, t:], **TOL))
+        for o in range(table.shape[0] - n + 1):
+            probe = copy.deepcopy(model)
+            probe.position_embedding.weight[o:o + n] = table[t:t + n]
+            piece, _ = probe(tokens[:, t:], caches)
+            if torch.allclose(piece, whole[:, t:], **TOL):
+                return o
+    return None
 
 
 @single_thread()
@@ -558,7 +661,7 @@ def check_GPT(gpt_cls: type[nn.Module]) -> None:
     """Members, the caches, agreement with TinyLM holding the same weights, pieces,
     gradients."""
     check = SelfCheck("GPT")
-    V, block_size, d, H, n_layers, B, T, t = 11, 10, 8, 2, 2, 2, 9, 4
+    V, block_size, d, H, n_layers, B, T, t = 11, 10, 8, 2, 2, 2, 9, 5  # t: no other size
     check.clause("members")
     model = check.call_seeded(0, gpt_cls, V, block_size, d, H, n_layers)
     _expect_gpt_members(check, model, V, block_size, d, n_layers)
@@ -603,12 +706,17 @@ def check_GPT(gpt_cls: type[nn.Module]) -> None:
                          n_layers)
     piece, second = _gpt_call(check, model, tokens[:, t:], first,
                               f"forward(tokens[:, {t}:], caches)", n_layers)
-    still = copy.deepcopy(model)  # without position embeddings, the offset cannot matter
-    with torch.no_grad():
-        still.position_embedding.weight.zero_()
+    offset: list[int | None] = []
+
+    def used() -> int | None:
+        if not offset:
+            offset.append(_offset_used(model, tokens, t))
+        return offset[0]
+
     check.close(piece, logits[:, t:], f"the logits of tokens[:, {t}:] with the caches of the "
                 f"first {t} equal those of the whole text there", diagnoses={
-                    POSITIONS_NOT_OFFSET: lambda: _pieces_agree(still, tokens, t)},
+                    POSITIONS_NOT_OFFSET: lambda: used() == 0,
+                    WRONG_OFFSET: lambda: used() not in (None, 0, t)},
                 dims=("batch", "position", "token"), **TOL)
     for i, (mine, whole) in enumerate(zip(second, caches, strict=True)):
         check.close(mine[0], whole[0], f"caches[{i}] after both pieces holds all {T} positions",
@@ -631,6 +739,20 @@ def check_GPT(gpt_cls: type[nn.Module]) -> None:
                  likely=GRADIENT_CUT)
     check.backward(logits, "forward(tokens) in training mode")
     _expect_grads(check, model)
+    weights = torch.randn(logits.shape, generator=_generator(18))
+    twin.zero_grad()
+    (twin(tokens) * weights).sum().backward()
+    model.zero_grad()
+    logits, _ = pair(check, check.call(model, tokens), "forward(tokens) in training mode",
+                      "(logits, caches)")
+    check.backward(logits * weights, "forward(tokens) in training mode")
+    for name, mine, theirs in (
+            ("token_embedding", model.token_embedding, twin.token_embedding),
+            ("position_embedding", model.position_embedding, twin.position_embedding)):
+        got = mine.weight.grad if mine.weight.grad is not None else torch.zeros_like(mine.weight)
+        check.close(got, theirs.weight.grad, f"the gradient reaching {name} is TinyLM's: the "
+                    "residual stream carries it back from every block", likely=RESIDUAL_CUT,
+                    **TOL)
     check.passed()
 
 
@@ -716,6 +838,9 @@ def _close_all(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
     return all(torch.allclose(x, y, atol=1e-10, rtol=1e-8) for x, y in zip(a, b, strict=True))
 
 
+GET_BATCH_TWICE = ("get_batch() was called more than once in a step, so the inputs and the "
+                   "targets came from different batches: call it once per step and take both "
+                   "from that one batch")
 NO_STEP = ("the loss never moved: the parameters were never updated (call optimizer.step() "
            "after loss.backward())")
 ZERO_BETWEEN = ("the loss never moved: zero_grad() ran between backward() and step(), so "
@@ -768,7 +893,8 @@ def check_train_gpt(train_gpt: Callable[..., list[float]]) -> None:
 
     check.clause("optimizer")
     one = copy.deepcopy(start)
-    check.call(train_gpt, one, _Batches(batches), 1, lr=lr)
+    fed = _Batches(batches)
+    check.call(train_gpt, one, fed, 1, lr=lr)
     g1 = _gradients(start, batches[0])
     p0 = _parameters(start)
     after = _parameters(one)
@@ -785,7 +911,8 @@ def check_train_gpt(train_gpt: Callable[..., list[float]]) -> None:
     check.expect(_close_all(after, expected), "one step moves the parameters as AdamW does "
                  f"(lr={lr}, weight decay 0.01)", expected="AdamW's first step",
                  got="another change of the parameters", diagnoses={
-                     words: _close_all(after, values) for words, values in wrong.items()})
+                     GET_BATCH_TWICE: fed.calls > 1,
+                     **{words: _close_all(after, values) for words, values in wrong.items()}})
 
     check.clause("steps")
     clean: list[bool] = []
@@ -818,6 +945,9 @@ def check_train_gpt(train_gpt: Callable[..., list[float]]) -> None:
                          lambda: _close_all(_parameters(two), [
                              _adamw_step(p, m, v, g, 2, lr)[0] for (p, m, v), g in zip(
                                  state, _gradients(one, batches[0]), strict=True)])})
+    check.clause("randomness")
+    check.no_reseed(train_gpt, copy.deepcopy(start), _Batches(batches), 2, lr=lr,
+                    what=f"train_gpt(model, get_batch, 2, lr={lr})")
     check.passed()
 
 
@@ -911,6 +1041,8 @@ RESEEDS = ("two different generators gave the same tokens: generate (or the samp
 GLOBAL_RESEEDED = ("with generator=None, two different global seeds gave the same tokens: "
                    "generate calls torch.manual_seed itself or draws from a generator of its "
                    "own; pass generator=None on to sample_next_token as it is")
+GREEDY_AT_RANDOM = ("with top_k=1 the tokens changed with the global seed, so they were drawn "
+                    "from every token: hand top_k on to sample_next_token")
 CROPPED = ("the text was cut to its last tokens before the model read it (a window such as "
            "tokens[:, -block_size:]): without the cache, give the model the whole text so far; "
            "the caller keeps it within the model's block_size")
@@ -943,7 +1075,10 @@ def check_generate(generate: Callable[..., torch.Tensor]) -> None:
                      "the logits of the first position were used: the next token follows the "
                      "last position, logits[:, -1]":
                          bool((greedy[:, T0:] == first_row).all()),
-                     CROPPED: lambda: _cropped(model, greedy, T0)})
+                     CROPPED: lambda: _cropped(model, greedy, T0),
+                     GREEDY_AT_RANDOM: lambda: not torch.equal(*(
+                         check.call_seeded(seed, generate, model, prompt, n, top_k=1,
+                                           use_cache=False) for seed in (1, 2)))})
     one = _expect_tokens(check, check.call(generate, model, prompt[:1], n, top_k=1,
                                            use_cache=False), (1, T0 + n), prompt[:1],
                          "generate with a prompt of one sequence")

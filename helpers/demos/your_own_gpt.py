@@ -145,7 +145,7 @@ def draw_gpt(n_layers: int = 2) -> None:
     out, with the shape at every stage."""
     stages = [("tokens", "(B, T) integers"),
               ("token_embedding + position_embedding", "(B, T, d_model)"),
-              *[(f"blocks[{i}]: x + attn(ln_1(x)), then + mlp(ln_2(x))", "(B, T, d_model)")
+              *[(f"blocks[{i}]: h = x + attn(ln_1(x)); h + mlp(ln_2(h))", "(B, T, d_model)")
                 for i in range(n_layers)],
               ("ln_f", "(B, T, d_model)"),
               ("head", "(B, T, vocab_size) logits")]
