@@ -296,6 +296,15 @@ class DetachedCacheReturned(Attention):
         return out, (k.detach(), v.detach())
 
 
+class KeysFromDetachedX(Attention):
+    """Computes the keys from x.detach(): right values, every weight learns, but part of
+    the gradient never reaches x."""
+
+    def project(self, x):
+        return self.split(self.to_queries(x)), self.split(self.to_keys(x.detach())), \
+            self.split(self.to_values(x))
+
+
 ATTENTION_BANKS = ExerciseBanks(
     solution=SOLUTION["CausalSelfAttention"],
     correct=[AttentionSDPA, AttentionPerHead, Attention],
@@ -341,6 +350,7 @@ ATTENTION_BANKS = ExerciseBanks(
         (CacheIgnored, "were not attended to", "pieces"),
         (AttentionDropout, "dropout", "values"),
         (DetachedKeys, "no gradient reached", "gradients"),
+        (KeysFromDetachedX, "x was detached on its way into", "gradients"),
     ],
 )
 
@@ -554,6 +564,7 @@ BLOCK_BANKS = ExerciseBanks(
         (CacheNotPassed, "not passed on to attn", "cache"),
         (GivenCacheBack, "it was given came back", "cache"),
         (DetachedAttention, "no gradient reached", "gradients"),
+        (DetachedResidual, "the gradient reaching x is not", "gradients"),
         (InPlaceResidual, "in place", "unchanged"),
     ],
 )
@@ -981,6 +992,13 @@ def train_two_batches(model, get_batch, steps, lr=3e-3):
     return losses
 
 
+def train_a_copy(model, get_batch, steps, lr=3e-3):
+    """Trains a deep copy "to keep the original safe": the losses fall, the model given
+    never changes."""
+    import copy
+    return _loop(copy.deepcopy(model), get_batch, steps, lr)
+
+
 TRAIN_BANKS = ExerciseBanks(
     solution=SOLUTION["train_gpt"],
     correct=[train_zero_grad_last, train_view],
@@ -1011,6 +1029,8 @@ TRAIN_BANKS = ExerciseBanks(
         (train_lr_ignored, "lr was not used", "optimizer"),
         (train_no_zero_grad, "never cleared", "steps"),
         (train_optimizer_every_step, "made at every step", "steps"),
+        (train_one_batch, "called once, before the loop", "optimizer"),
+        (train_a_copy, "trained a copy", "learns"),
         (train_reseeding, "manual_seed", "randomness"),
         (train_seeded_from_the_clock, "fresh seed from the OS", "randomness"),
     ],
@@ -1192,6 +1212,25 @@ def generate_own_generator(model, prompt, n_tokens, temperature=1.0, top_k=None,
 WINDOW = 64  # the notebook's block_size, read as a global, as nanoGPT's generate crops
 
 
+def generate_copying_generator(model, prompt, n_tokens, temperature=1.0, top_k=None,
+                               generator=None, use_cache=True):
+    """Samples every step from a fresh copy of the generator's state "so that the caller's
+    generator is left as it was": every step draws the same random numbers."""
+    tokens, caches = prompt, None
+    with torch.no_grad():
+        for _ in range(n_tokens):
+            fed = tokens if caches is None else tokens[:, -1:]
+            logits, new = model(fed, caches)
+            caches = new if use_cache else None
+            copy = None
+            if generator is not None:
+                copy = torch.Generator()
+                copy.set_state(generator.get_state())
+            token = SOLUTION["sample_next_token"](logits[:, -1], temperature, top_k, copy)
+            tokens = torch.cat([tokens, token[:, None]], dim=1)
+    return tokens
+
+
 def generate_windowed(model, prompt, n_tokens, temperature=1.0, top_k=None, generator=None,
                       use_cache=True):
     tokens, caches = prompt, None
@@ -1255,6 +1294,7 @@ GENERATE_BANKS = ExerciseBanks(
         (generate_reseeding_globally, "two different global seeds", "randomness"),
         (generate_reseeding_with_initial_seed, "two different global seeds", "randomness"),
         (generate_own_generator, "two different global seeds", "randomness"),
+        (generate_copying_generator, "fresh copy of the generator's state", "randomness"),
         (generate_windowed, None, "next_token"),
         (generate_sliding_in_place, "in place", "unchanged"),
     ],

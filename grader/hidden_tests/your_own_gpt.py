@@ -41,6 +41,7 @@ from helpers.checks.qkv_attention import expect_no_padding_idx
 from helpers.checks.transformer_block import DEFAULT_EPS, expect_default_eps
 from helpers.checks.your_own_gpt import (
     CACHE_IGNORED,
+    DETACHED_RESIDUAL,
     GENERATOR_IGNORED,
     GLOBAL_RESEEDED,
     GRADIENT_CUT,
@@ -77,6 +78,7 @@ from kernel_protocol.grader_side import (
     StudentError,
     StudentFunction,
     global_seed,
+    kernel_state,
 )
 
 EXACT = {"atol": 1e-8, "rtol": 1e-8}  # float64 runs of the same code
@@ -290,7 +292,23 @@ def grade_CausalSelfAttention(attention_cls: type[nn.Module]) -> None:
                      f"the output's gradient reaches {name}.weight",
                      expected="a non-zero gradient", got="None" if grad is None else "zeros",
                      likely=GRADIENT_CUT)
+    # the gradient that reaches x: through the queries, the keys and the values alike
+    layer.eval()
+    weights = torch.randn(B, T, d, generator=generator, dtype=torch.float64)
+    mine = x.detach().clone().requires_grad_()
+    out, _ = check.call(layer, mine)
+    check.backward(out.double() * weights, "forward(x)")
+    theirs = x.detach().clone().requires_grad_()
+    (_attention(theirs, layer, H)[0] * weights).sum().backward()
+    check.close(mine.grad if mine.grad is not None else torch.zeros_like(x), theirs.grad,
+                "the gradient that reaches x is the prescribed attention's", likely=INPUT_CUT,
+                **TOL)
     check.passed()
+
+
+INPUT_CUT = ("every value is right but the gradient reaching x is not: x was detached on its "
+             "way into the queries, the keys or the values, so part of the gradient never "
+             "gets back to it (and to every layer below, in a GPT)")
 
 
 # ---- the block ------------------------------------------------------------------------------
@@ -481,7 +499,8 @@ def grade_Block(block_cls: type[nn.Module]) -> None:
     # With an attention right on its own, the block is the prescribed one, computed here from
     # the weights; otherwise it is graded on its wiring around its own attention. Either way
     # every reference is computed before the block sees these inputs.
-    if _attention_right_alone(check, block_cls, d, H, generator):
+    prescribed = _attention_right_alone(check, block_cls, d, H, generator)
+    if prescribed:
         attend = _prescribed_attention(block, H)
 
         def reference_of(xs: torch.Tensor, cache: Cache | None = None
@@ -542,6 +561,16 @@ def grade_Block(block_cls: type[nn.Module]) -> None:
         check.expect(grad is not None and bool(grad.abs().sum() > 0),
                      f"the output's gradient reaches {name}", expected="a non-zero gradient",
                      got="None" if grad is None else "zeros", likely=GRADIENT_CUT)
+    if prescribed:  # the gradient that reaches x: the residual stream carries it back
+        weights = torch.randn(B, T, d, generator=generator, dtype=torch.float64)
+        mine = x.detach().clone().requires_grad_()
+        out, _ = check.call(block, mine)
+        check.backward(out.double() * weights, "forward(x)")
+        theirs = x.detach().clone().requires_grad_()
+        (_prescribed_block(block, theirs, H)[0] * weights).sum().backward()
+        check.close(mine.grad if mine.grad is not None else torch.zeros_like(x), theirs.grad,
+                    "the gradient that reaches x is the prescribed block's",
+                    likely=DETACHED_RESIDUAL, **TOL)
     check.passed()
 
 
@@ -944,6 +973,11 @@ def _run(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, steps: i
 GRADED_HEADS = 2  # the heads of the GPTs the loop and generate are graded with
 
 
+TRAINED_A_COPY = ("the losses fall, but the model you were given is unchanged: the loop "
+                  "trained a copy of it (copy.deepcopy, or a new model); train the model "
+                  "you are given, in place")
+ONE_BATCH = ("get_batch() was called once, before the loop: every step trained on the same "
+             "batch; call it at every step")
 STEP_MISSING = ("the loss never moved, so the parameters never changed: call "
                 "optimizer.step() after loss.backward(), and optimizer.zero_grad() before "
                 "backward, not between backward and step")
@@ -959,12 +993,17 @@ def grade_train_gpt(train_gpt: Callable[..., list[float]]) -> None:
     lr = float(0.02 + 0.03 * torch.rand(1, generator=generator))
     model = _build_gpt(check, "train_gpt", _students_gpt(train_gpt), seed,
                        (V, T, 8, GRADED_HEADS, 1), generator)
-    # One batch for every step: a loop that never updates the model returns one loss, over
-    # and over, and any loop that learns lowers it.
-    inputs, targets = (t.expand(steps, -1, -1) for t in _successor_batches(generator, 1, B, T, V))
+    # A new batch for every step, all of one learnable text: any loop that learns lowers the
+    # loss, and a loop that trains on one batch all along shows from its second loss.
+    inputs, targets = _successor_batches(generator, steps, B, T, V)
+    with torch.no_grad():  # each batch's loss if the model never changed
+        untrained = [float(_cross_entropy(_prescribed_gpt(model, inputs[i], GRADED_HEADS),
+                                          targets[i])) for i in range(steps)]
 
     check.clause("returns")
     losses = check.call(train_gpt, model, Batches(inputs, targets), steps, lr=lr)
+    left = kernel_state(model)  # what the loop did to the model it was given (read at once:
+    # every later call sends the model's values here first)
     check.expect(isinstance(losses, list | tuple) and len(losses) == steps,
                  f"train_gpt(model, get_batch, steps={steps}, lr={lr:.4f}) returns {steps} losses",
                  expected=f"a list of {steps} numbers", got=describe(losses))
@@ -989,11 +1028,13 @@ def grade_train_gpt(train_gpt: Callable[..., list[float]]) -> None:
                                         reduction="sum")}, **EXACT)
 
     check.clause("learns")
-    check.expect(sum(losses[-3:]) / 3 < losses[0] - 1e-3,
+    check.expect(sum(losses[-3:]) / 3 < sum(untrained[-3:]) / 3 - 1e-3,
                  f"the loss falls over {steps} steps at lr={lr:.4f}",
-                 expected=f"the last losses below the first ({losses[0]:.3f})",
+                 expected="the last losses below the untrained model's on the same batches "
+                          f"({', '.join(f'{v:.3f}' for v in untrained[-3:])})",
                  got=f"losses {', '.join(f'{v:.3f}' for v in losses)}", diagnoses={
-                     STEP_MISSING: max(losses) - min(losses) < 1e-9})
+                     STEP_MISSING: max(abs(a - b) for a, b in zip(losses, untrained,
+                                                                   strict=True)) < 1e-6})
 
     check.clause("optimizer")
     reference = _run(model, inputs, targets, 4, lr)
@@ -1007,7 +1048,9 @@ def grade_train_gpt(train_gpt: Callable[..., list[float]]) -> None:
                         lambda: _number(_run(model, inputs, targets, 2, lr,
                                                   optimizer="Adam")[1]),
                     "the learning rate lr was not used (the default 3e-3 came instead)":
-                        lambda: _number(_run(model, inputs, targets, 2, 3e-3)[1])}),
+                        lambda: _number(_run(model, inputs, targets, 2, 3e-3)[1]),
+                    ONE_BATCH: lambda: _number(_run(model, inputs[:1].expand(2, -1, -1),
+                                                    targets[:1].expand(2, -1, -1), 2, lr)[1])}),
                 **EXACT)
 
     check.clause("steps")
@@ -1021,6 +1064,14 @@ def grade_train_gpt(train_gpt: Callable[..., list[float]]) -> None:
                     "make it once, before the loop":
                         lambda: _number(_run(model, inputs, targets, 4, lr,
                                                   once=False)[2:4])}), **EXACT)
+    # The losses are the reference run's by now; the model it was given must have learned.
+    check.clause("learns")
+    moved = [name for name, parameter in model.named_parameters() if name in left
+             and not torch.equal(left[name].to(parameter.dtype), parameter.detach())]
+    check.expect(bool(moved), "the model given to train_gpt is the one that learns",
+                 expected="its parameters changed by the steps",
+                 got="the model's parameters exactly as they were before the call",
+                 likely=TRAINED_A_COPY)
     check.clause("randomness")
     check.no_reseed(train_gpt, model, Batches(inputs[:2], targets[:2]), 2, lr=lr,
                     what=f"train_gpt(model, get_batch, 2, lr={lr:.4f})")
@@ -1077,6 +1128,39 @@ def _expect_frequencies(check: HiddenCheck, draws: torch.Tensor, probabilities: 
                  got=describe(frequencies.float()), diagnoses={
                      words: bool(((frequencies - wrong).abs() <= frequency_slack(wrong, n)).all())
                      for words, wrong in mistakes.items()})
+
+
+SAME_DRAWS = ("every step drew with the same random numbers: each new token came from a "
+              "fresh copy of the generator's state (or a generator made anew) instead of the "
+              "generator itself, which moves on with every draw; pass the caller's generator "
+              "as it is, at every step")
+
+
+def _expect_fresh_draws(check: HiddenCheck, generate: Callable[..., torch.Tensor],
+                        model: nn.Module, row: torch.Tensor, many: torch.Tensor, seed: int
+                        ) -> None:
+    """With every position's logits ``row`` (a flat head), two new tokens in a row are the
+    same in a share of the prompts near sum(p^2): the second draw is not the first again."""
+    with torch.no_grad():
+        saved = model.head.weight.clone(), model.head.bias.clone()
+        model.head.weight.zero_()
+        model.head.bias.copy_(row)
+    try:
+        two = check.call(generate, model, many, 2, generator=torch.Generator().manual_seed(seed))
+        two = _tokens(check, two, (many.shape[0], many.shape[1] + 2), many,
+                      "generate(..., n_tokens=2)")
+    finally:
+        with torch.no_grad():
+            model.head.weight.copy_(saved[0])
+            model.head.bias.copy_(saved[1])
+    same = float((two[:, -1] == two[:, -2]).double().mean())
+    chance = float((torch.softmax(row, dim=-1) ** 2).sum())
+    slack = 5 * math.sqrt(chance * (1 - chance) / many.shape[0]) + 0.01
+    check.expect(abs(same - chance) <= slack, "each new token is a fresh draw: two tokens in "
+                 "a row are the same only as often as chance says",
+                 expected=f"the same token twice for a share of about {chance:.3f} of the "
+                          f"{many.shape[0]} prompts", got=f"a share of {same:.3f}",
+                 likely=SAME_DRAWS if same > 0.9 else None)
 
 
 @hidden_test
@@ -1176,6 +1260,7 @@ def grade_generate(generate: Callable[..., torch.Tensor]) -> None:
             model.head.bias.copy_(saved[1])
 
     check.clause("randomness")
+    _expect_fresh_draws(check, generate, model, row, many, seeds[2] + 3)
     state = seeds[2] + 1
     a = check.call_seeded(seeds[0], generate, model, prompt, n,
                           generator=torch.Generator().manual_seed(state))
