@@ -294,16 +294,24 @@ def grade_CausalSelfAttention(attention_cls: type[nn.Module]) -> None:
                      likely=GRADIENT_CUT)
     # the gradient that reaches x: through the queries, the keys and the values alike
     layer.eval()
-    weights = torch.randn(B, T, d, generator=generator, dtype=torch.float64)
+    _expect_input_gradient(check, layer, x, lambda v: _attention(v, layer, H)[0],
+                           "the prescribed attention's", INPUT_CUT, generator)
+    check.passed()
+
+
+def _expect_input_gradient(check: HiddenCheck, module: nn.Module, x: torch.Tensor,
+                           reference: Callable[[torch.Tensor], torch.Tensor], whose: str,
+                           likely: str, generator: torch.Generator) -> None:
+    """The gradient that reaches x from ``module(x)`` (a random weighting of its output) is
+    the one ``reference`` (computed here, differentiable) gives."""
+    weights = torch.randn(x.shape, generator=generator, dtype=torch.float64)
     mine = x.detach().clone().requires_grad_()
-    out, _ = check.call(layer, mine)
+    out, _ = check.call(module, mine)
     check.backward(out.double() * weights, "forward(x)")
     theirs = x.detach().clone().requires_grad_()
-    (_attention(theirs, layer, H)[0] * weights).sum().backward()
+    (reference(theirs) * weights).sum().backward()
     check.close(mine.grad if mine.grad is not None else torch.zeros_like(x), theirs.grad,
-                "the gradient that reaches x is the prescribed attention's", likely=INPUT_CUT,
-                **TOL)
-    check.passed()
+                f"the gradient that reaches x is {whose}", likely=likely, **TOL)
 
 
 INPUT_CUT = ("every value is right but the gradient reaching x is not: x was detached on its "
@@ -562,15 +570,8 @@ def grade_Block(block_cls: type[nn.Module]) -> None:
                      f"the output's gradient reaches {name}", expected="a non-zero gradient",
                      got="None" if grad is None else "zeros", likely=GRADIENT_CUT)
     if prescribed:  # the gradient that reaches x: the residual stream carries it back
-        weights = torch.randn(B, T, d, generator=generator, dtype=torch.float64)
-        mine = x.detach().clone().requires_grad_()
-        out, _ = check.call(block, mine)
-        check.backward(out.double() * weights, "forward(x)")
-        theirs = x.detach().clone().requires_grad_()
-        (_prescribed_block(block, theirs, H)[0] * weights).sum().backward()
-        check.close(mine.grad if mine.grad is not None else torch.zeros_like(x), theirs.grad,
-                    "the gradient that reaches x is the prescribed block's",
-                    likely=DETACHED_RESIDUAL, **TOL)
+        _expect_input_gradient(check, block, x, lambda v: _prescribed_block(block, v, H)[0],
+                               "the prescribed block's", DETACHED_RESIDUAL, generator)
     check.passed()
 
 
