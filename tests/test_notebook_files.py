@@ -183,3 +183,14 @@ def test_figure_png_is_an_opaque_palette_png_and_reproducible(styled):
     empty = plt.figure()
     assert figure_png(empty) is None
     plt.close(empty)
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.stem)
+def test_nbval_markers_are_cell_tags_that_students_never_see(path):
+    """nbval reads `nbval-ignore-output` from a cell's tags; a `# NBVAL_...` comment would
+    be copied into the student's notebook as a line of code that means nothing to them."""
+    for cell in _notebook(path)["cells"]:
+        source = "".join(cell["source"])
+        assert not re.search(r"#\s*NBVAL_", source), (
+            f"{path.name}: a cell marks itself for nbval with a comment; give it the tag "
+            f"nbval-ignore-output instead:\n{source[:200]}")
