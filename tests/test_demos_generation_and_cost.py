@@ -90,24 +90,27 @@ def _times(slow, fast):
 
 
 def test_the_trend_is_measured_and_a_hidden_trend_fails_in_plain_words(capsys):
-    rising = _times([1.0] * 24 + [3.0] * 16, [1.0] * 40)
+    rising = _times([1.0] * 40 + [3.0] * 32, [1.0] * 72)
     assert demo.trend_ratios(rising) == (3.0, 3.0) and demo.shows_trend(rising)
     demo.decoding_trend(rising)
     assert "more than 1.5 times as long" in capsys.readouterr().out
-    flat = _times([1.0] * 40, [1.0] * 40)
+    flat = _times([1.0] * 72, [1.0] * 72)
     assert not demo.shows_trend(flat)
+    # a busy moment at the end (a burst of slow steps) is not a trend
+    burst = _times([1.0] * 64 + [9.0] * 8, [1.0] * 72)
+    assert demo.trend_ratios(burst) == (1.0, 1.0) and not demo.shows_trend(burst)
     with pytest.raises(AssertionError, match="busy with something else"):
         demo.decoding_trend(flat)
 
 
 def test_a_timing_that_hides_the_trend_is_timed_again(monkeypatch):
-    hidden, shown = _times([1.0] * 40, [1.0] * 40), _times([1.0] * 24 + [3.0] * 16, [1.0] * 40)
+    hidden, shown = _times([1.0] * 72, [1.0] * 72), _times([1.0] * 40 + [3.0] * 32, [1.0] * 72)
     runs = iter([hidden, shown, hidden])
     monkeypatch.setattr(demo, "_time_decoding", lambda *args: next(runs))
-    assert demo.time_decoding(step, n_tokens=40) is shown
+    assert demo.time_decoding(step, n_tokens=72) is shown
     runs = iter([hidden] * 3)
     monkeypatch.setattr(demo, "_time_decoding", lambda *args: next(runs))
-    assert demo.time_decoding(step, n_tokens=40, tries=3) is hidden  # the last try, shown
+    assert demo.time_decoding(step, n_tokens=72, tries=3) is hidden  # the last try, shown
     assert next(runs, None) is None
 
 

@@ -377,6 +377,33 @@ sample_top_k_down_batch = _with_mask(
     lambda z, k: z >= z.topk(min(k, z.shape[0]), 0).values[-1:, :], name="top_k_down_batch")
 
 
+def sample_top_k_over_batch(logits, temperature=1.0, top_k=None, generator=None):
+    """A reader's answer: the k-th largest of the whole batch as every row's threshold."""
+    _validated(temperature)
+    z = logits / temperature
+    if top_k is not None:
+        z = z.masked_fill(z < torch.topk(z.flatten(), top_k).values[-1], INF)
+    return torch.multinomial(torch.softmax(z, -1), 1, generator=generator).squeeze(-1)
+
+
+def sample_sorted_ids(logits, temperature=1.0, top_k=None, generator=None):
+    """A reader's answer: drawn from the sorted row, the position returned as the id."""
+    _validated(temperature)
+    z = (logits / temperature).sort(dim=-1, descending=True).values
+    if top_k is not None:
+        z = torch.cat([z[:, :top_k], torch.full_like(z[:, top_k:], INF)], dim=-1)
+    return torch.multinomial(torch.softmax(z, -1), 1, generator=generator).squeeze(-1)
+
+
+def sample_kthvalue(logits, temperature=1.0, top_k=None, generator=None):
+    """A reader's answer: torch.kthvalue, which counts from the smallest."""
+    _validated(temperature)
+    z = logits / temperature
+    if top_k is not None:
+        z = z.masked_fill(z < torch.kthvalue(z, top_k, dim=-1, keepdim=True).values, INF)
+    return torch.multinomial(torch.softmax(z, -1), 1, generator=generator).squeeze(-1)
+
+
 SAMPLE_CORRECT = [sample_with_replacement, sample_unnormalised, sample_power,
                   sample_top_k_gather, sample_gumbel_max, sample_inverse_cdf]
 SAMPLE_MISTAKES = [
@@ -393,7 +420,7 @@ SAMPLE_MISTAKES = [
     (sample_k_minus_one, "top_k - 1", "top_k"),
     (sample_position_in_top_k, "position within the top k", "top_k"),
     (sample_first_row_threshold, "of the first row", "top_k"),
-    (sample_smallest_k, "smallest", "top_k"),
+    (sample_smallest_k, "the k smallest logits were kept", "top_k"),
     (sample_zero_fill, "0 instead of -inf", "top_k"),
     (sample_top_k_ignored, "top_k had no effect", "top_k"),
     (sample_small_leak, None, "top_k"),
@@ -417,6 +444,9 @@ SAMPLE_MISTAKES = [
     (sample_softmax_by_hand, "overflows once logit / temperature", "temperature"),
     (sample_largest_only, "only the largest logit of each row survived", "top_k"),
     (sample_top_k_down_batch, "down the batch (dim=0)", "top_k"),
+    (sample_top_k_over_batch, "over the whole batch at once", "top_k"),
+    (sample_sorted_ids, "positions in the row sorted by probability", "distribution"),
+    (sample_kthvalue, "top_k had no effect", "top_k"),
 ]
 SAMPLE_BANKS = ExerciseBanks(
     solution=SOLUTION["sample_next_token"],
@@ -596,6 +626,30 @@ def step_all_axes_reversed(q, k_new, v_new, cache=None):
 """, "step_all_axes_reversed")
 
 
+def step_scores_squeezed(q, k_new, v_new, cache=None):
+    """A reader's answer: the scores squeezed to (B, H, t + 1), the query axis put back at
+    the end."""
+    K, V = (k_new, v_new) if cache is None else (torch.cat([cache[0], k_new], -2),
+                                                 torch.cat([cache[1], v_new], -2))
+    w = torch.softmax((q @ K.transpose(-2, -1)).squeeze() / math.sqrt(q.shape[-1]), -1)
+    return w.unsqueeze(-2) @ V, (K, V)
+
+
+def step_times_sqrt(q, k_new, v_new, cache=None):
+    K, V = (k_new, v_new) if cache is None else (torch.cat([cache[0], k_new], -2),
+                                                 torch.cat([cache[1], v_new], -2))
+    w = torch.softmax(q @ K.transpose(-2, -1) * math.sqrt(q.shape[-1]), -1)
+    return w @ V, (K, V)
+
+
+@torch.no_grad()
+def step_no_grad(q, k_new, v_new, cache=None):
+    """Right: the contract asks for no gradients (decoding runs without them)."""
+    K, V = (k_new, v_new) if cache is None else (torch.cat([cache[0], k_new], -2),
+                                                 torch.cat([cache[1], v_new], -2))
+    return torch.softmax(q @ K.transpose(-2, -1) / math.sqrt(q.shape[-1]), -1) @ V, (K, V)
+
+
 STEP_MISTAKES = [
     (_step(order="first"), "new entry was put first", "cache"),
     (_step(dim=-1), "wrong axis", "cache"),
@@ -620,10 +674,12 @@ STEP_MISTAKES = [
     (step_scaled_by_length, "1/sqrt(t + 1)", "values"),
     (step_new_entries_crossed, "new key was appended to the values", "cache"),
     (step_all_axes_reversed, "reverses all four axes", "values"),
+    (step_scores_squeezed, "after an axis was removed", "values"),
+    (step_times_sqrt, "multiplied by sqrt(dh)", "values"),
 ]
 STEP_BANKS = ExerciseBanks(
     solution=SOLUTION["cached_attention_step"],
-    correct=[_step(), step_einsum, step_sdpa],
+    correct=[_step(), step_einsum, step_sdpa, step_no_grad],
     check=[*STEP_MISTAKES, (step_empty_cache_float32, "different dtypes met", "dtype")],
     hidden=[*STEP_MISTAKES, (step_window, None, "cache")],
 )
@@ -847,6 +903,63 @@ def online_float32_statistics(x, block_size):
     return torch.exp(x - m) / s
 
 
+def online_first_block_max_only(x, block_size):
+    """A reader's answer: the first block's maximum kept as the reference ("any constant
+    cancels")."""
+    m = x[..., :block_size].amax(-1, keepdim=True)
+    s = torch.zeros_like(m)
+    for i in range(0, x.shape[-1], block_size):
+        s = s + torch.exp(x[..., i:i + block_size] - m).sum(-1, keepdim=True)
+    return torch.exp(x - m) / s
+
+
+def online_final_uses_first_m(x, block_size):
+    """A reader's answer: a right running sum, divided with the first block's maximum."""
+    m = torch.full_like(x[..., :1], INF)
+    s = torch.zeros_like(m)
+    first = None
+    for i in range(0, x.shape[-1], block_size):
+        b = x[..., i:i + block_size]
+        new = torch.maximum(m, b.amax(-1, keepdim=True))
+        s = s * torch.exp(m - new) + torch.exp(b - new).sum(-1, keepdim=True)
+        m = new
+        first = m if first is None else first
+    return torch.exp(x - first) / (s * torch.exp(m - first))
+
+
+def online_skips_first_block(x, block_size):
+    """A reader's answer: the loop starts at the second block."""
+    m = torch.full_like(x[..., :1], INF)
+    s = torch.zeros_like(m)
+    for i in range(block_size, x.shape[-1], block_size):
+        b = x[..., i:i + block_size]
+        new = torch.maximum(m, b.amax(-1, keepdim=True))
+        s = s * torch.exp(m - new) + torch.exp(b - new).sum(-1, keepdim=True)
+        m = new
+    if x.shape[-1] <= block_size:
+        m = x.amax(-1, keepdim=True)
+        s = torch.exp(x - m).sum(-1, keepdim=True)
+    return torch.exp(x - m) / s
+
+
+def online_blocks_averaged(x, block_size):
+    """A reader's answer: each block's softmax, divided by the number of blocks."""
+    blocks = x.split(block_size, -1)
+    return torch.cat([b.softmax(-1) for b in blocks], -1) / len(blocks)
+
+
+@torch.no_grad()
+def online_no_grad(x, block_size):
+    """Right: the contract asks for no gradients."""
+    m = torch.full_like(x[..., :1], INF)
+    s = torch.zeros_like(m)
+    for b in x.split(block_size, -1):
+        new = torch.maximum(m, b.amax(-1, keepdim=True))
+        s = s * torch.exp(m - new) + torch.exp(b - new).sum(-1, keepdim=True)
+        m = new
+    return torch.exp(x - m) / s
+
+
 ONLINE_MISTAKES = [
     (_online(rescale=False), "not rescaled", "values"),
     (_online(overlap=1), "counted again", "values"),
@@ -876,10 +989,14 @@ ONLINE_MISTAKES = [
     (online_stops_early, "the loop stops before it", "values"),
     (online_first_axis_softmax, "along the first axis (dim=0)", "values"),
     (online_numerator_per_block, "running maximum of its own time", "values"),
+    (online_first_block_max_only, "first block's maximum stayed the reference", "rising"),
+    (online_final_uses_first_m, "first block's maximum stayed the reference", "rising"),
+    (online_skips_first_block, "first block was left out", "values"),
+    (online_blocks_averaged, "normalised on its own", "values"),
 ]
 ONLINE_BANKS = ExerciseBanks(
     solution=SOLUTION["online_softmax"],
-    correct=[online_two_pass, online_logsumexp],
+    correct=[online_two_pass, online_logsumexp, online_no_grad],
     check=[*ONLINE_MISTAKES, (online_float32_statistics, "promoted the bfloat16 result",
                                  "dtype")],
     hidden=ONLINE_MISTAKES,
@@ -1124,6 +1241,54 @@ def blocks_float32_output(Q, K, V, block_size, causal=False):
     return o / s
 
 
+def _blocks_new(fill=INF, start=INF, always_causal=False, scale=-0.5, no_grad=False):
+    """Attention in blocks of keys, right or with one mistake (the running statistics made
+    with Q.new_*: on Q's device, in its dtype)."""
+    def blockwise_attention(Q, K, V, block_size, causal=False):
+        causal = causal or always_causal
+        m = Q.new_full(Q.shape[:-1] + (1,), start)
+        s = Q.new_zeros(Q.shape[:-1] + (1,))
+        o = Q.new_zeros(Q.shape[:-1] + (V.shape[-1],))
+        rows = torch.arange(Q.shape[-2], device=Q.device)[:, None]
+        for i in range(0, K.shape[-2], block_size):
+            x = Q @ K[..., i:i + block_size, :].transpose(-2, -1) * Q.shape[-1] ** scale
+            if causal:
+                x = x.masked_fill(torch.arange(i, i + x.shape[-1], device=Q.device) > rows,
+                                  fill)
+            new = torch.maximum(m, x.amax(-1, keepdim=True))
+            p, c = torch.exp(x - new), torch.exp(m - new)
+            s = s * c + p.sum(-1, keepdim=True)
+            o = o * c + p @ V[..., i:i + block_size, :]
+            m = new
+        return o / s
+    if no_grad:
+        blockwise_attention = torch.no_grad()(blockwise_attention)
+    blockwise_attention.__name__ = f"blocks_{fill}_{start}_{always_causal}_{scale}_{no_grad}"
+    return blockwise_attention
+
+
+def blocks_one_query_at_a_time(Q, K, V, block_size, causal=False):
+    """Right: a Python loop over the queries, the keys of each in blocks (causal by keeping
+    the keys up to the query's position)."""
+    outs = []
+    for i in range(Q.shape[-2]):
+        q = Q[..., i:i + 1, :]
+        keys = K[..., :i + 1, :] if causal else K
+        values = V[..., :i + 1, :] if causal else V
+        m = q.new_full(q.shape[:-1] + (1,), INF)
+        s = q.new_zeros(q.shape[:-1] + (1,))
+        o = q.new_zeros(q.shape[:-1] + (V.shape[-1],))
+        for j in range(0, keys.shape[-2], block_size):
+            x = q @ keys[..., j:j + block_size, :].transpose(-2, -1) / math.sqrt(Q.shape[-1])
+            new = torch.maximum(m, x.amax(-1, keepdim=True))
+            p, c = torch.exp(x - new), torch.exp(m - new)
+            s = s * c + p.sum(-1, keepdim=True)
+            o = o * c + p @ values[..., j:j + block_size, :]
+            m = new
+        outs.append(o / s)
+    return torch.cat(outs, dim=-2)
+
+
 BLOCK_MISTAKES = [
     (_blocks(ignore_causal=True), "ignored", "causal"),
     (_blocks(diagonal=True), "diagonal was masked", "causal"),
@@ -1154,10 +1319,14 @@ BLOCK_MISTAKES = [
     (blocks_own_block_size, "made no difference", "blocks"),
     (blocks_sdpa, "made no difference", "blocks"),
     (blocks_normalised_and_reset, "the sum reset to 1", "values"),
+    (_blocks_new(start=0.0), "started at 0 instead of -inf", "values"),
+    (_blocks_new(always_causal=True), "causal=False still masked the future", "values"),
+    (_blocks_new(scale=0.5), "multiplied by sqrt(d)", "values"),
 ]
 BLOCK_BANKS = ExerciseBanks(
     solution=SOLUTION["blockwise_attention"],
-    correct=[blocks_rescaled_each_step, blocks_logsumexp],
+    correct=[blocks_rescaled_each_step, blocks_logsumexp, _blocks_new(fill=-1e4),
+             blocks_one_query_at_a_time, _blocks_new(no_grad=True)],
     check=[*BLOCK_MISTAKES, (_blocks(full=True, on_device=True), "full score matrix", "memory"),
            (blocks_float32_output, "promoted the bfloat16 result", "dtype"),
            (blocks_over_queries, "larger than a block of scores", "memory")],

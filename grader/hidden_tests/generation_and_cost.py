@@ -44,10 +44,10 @@ from hidden_tests.common import HiddenCheck, fresh_generator, hidden_test
 
 NOT_INDEPENDENT = ("the draws are not independent: which token comes next depends on the "
                    "tokens drawn before it (a pattern, or draws reused); draw every row at "
-                   "random with torch.multinomial(probs, 1, generator=generator)")
+                   "random from its probabilities, with the generator passed in")
 TOO_EVEN = ("the tokens are spread more evenly than random draws can be (a fixed pattern, "
             "or shares of the batch handed out in proportion to the probabilities): draw "
-            "at random with torch.multinomial(probs, 1, generator=generator)")
+            "every row at random from its probabilities, with the generator passed in")
 # a right answer's draws are this unlikely to be spread as evenly as the check demands
 TOO_EVEN_P = 1e-12
 Draws = list[tuple[torch.Tensor, torch.Tensor]]
@@ -214,6 +214,8 @@ def grade_online_softmax(online_softmax: Callable[..., torch.Tensor]) -> None:
                  falling_rows=((size(2, 4), size(3, 6)), (size(2, 4), size(3, 6))),
                  large_offsets=((1000.0 + size(0, 500),) * 3,
                                 (1000.0 + size(0, 500), -1000.0 - size(0, 500), 0.0)),
+                 rising_rows=((size(2, 4), size(6, 12), size(1, 3)),
+                              (size(2, 4), size(8, 14), size(3, 5))),
                  work_length=size(20, 40), work_block=size(1, 3), half=False)
     check.passed()
 
@@ -243,6 +245,9 @@ def grade_blockwise_attention(blockwise_attention: Callable[..., torch.Tensor]) 
     # scores in the hundreds: e^score overflows unless the running maximum is subtracted
     check_block_values(check, blockwise_attention, generator, (
         (size(3, 8), 3 * bs, size(2, 5), bs, False),), batch=(2,), d=d, gain=10.0)
+    # every score in the negative hundreds: a running maximum started at 0 underflows
+    check_block_values(check, blockwise_attention, generator, (
+        (size(3, 8), 3 * bs, size(2, 5), bs, False),), batch=(2,), d=d, negative=True)
     check.clause("causal")
     check_block_values(check, blockwise_attention, generator, (
         (12, 12, 4, 4, True), (8, 8, 3, 2, True), (5, 10, 3, 5, True), (10, 6, 3, 3, True),

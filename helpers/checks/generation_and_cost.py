@@ -104,8 +104,8 @@ TEMPERATURE_IGNORED_WITH_TOP_K = ("with top_k given, the temperature had no effe
                                   "the logits by the temperature whether or not top_k is "
                                   "given")
 LARGEST_ONLY = ("only the largest logit of each row survived, whatever top_k: the threshold "
-                "must be the k-th largest value, the last column of torch.topk's values, not "
-                "the first")
+                "must be the k-th largest value (the smallest of the k values torch.topk "
+                "returns), not the largest")
 TOPK_OVER_BATCH = ("the k largest were taken down the batch (dim=0), not along the vocabulary: "
                    "a row kept only the tokens where it beats the other rows; take torch.topk "
                    "over dim=-1")
@@ -118,15 +118,25 @@ K_MINUS_ONE = ("only top_k - 1 tokens were kept: the k-th largest logit itself m
 SMALLEST_K = "the k smallest logits were kept instead of the k largest"
 ZERO_FILL = ("the logits outside the top k were set to 0 instead of -inf, so those tokens "
              "can still be drawn")
-TOP_K_IGNORED = "top_k had no effect: tokens outside the k largest logits were drawn"
+TOP_K_IGNORED = ("top_k had no effect: tokens outside the k largest logits were drawn (a "
+                 "threshold that counts from the smallest logit, as torch.kthvalue does, keeps "
+                 "every token at top_k=1: the k-th largest of V logits is the (V - k + 1)-th "
+                 "smallest)")
+TOPK_FLATTENED = ("some row had every logit removed (all -inf, so its probabilities are nan "
+                  "and torch.multinomial refuses them): the k largest were taken over the "
+                  "whole batch at once, so rows with smaller logits lost all of theirs; take "
+                  "the k largest of each row separately, along the vocabulary")
+SORTED_IDS = ("the ids are positions in the row sorted by probability (0 = the most likely "
+              "token), not the tokens' ids in the vocabulary: map each drawn position back to "
+              "the token it came from")
 TOP_K_POSITION = ("the position within the top k (0..k-1) came back instead of the token's "
                   "id in the vocabulary: map it back with the indices that torch.topk returns")
 FIRST_ROW_THRESHOLD = ("the k-th largest logit of the first row was used as the threshold "
                        "for every row: compare each row with its own k-th largest value, "
                        "kept as a column of shape (B, 1)")
-KTH_AXIS_DROPPED = ("the k-th largest value lost its axis: `values[:, -1]` has shape (B,), "
-                    "which lines up with the vocabulary axis, not with the rows; keep it as a "
-                    "column, `values[:, -1:]` of shape (B, 1)")
+KTH_AXIS_DROPPED = ("the k-th largest value lost its axis: picking one column of torch.topk's "
+                    "values with a single index leaves shape (B,), which lines up with the "
+                    "vocabulary axis, not with the rows; keep it as a column of shape (B, 1)")
 OTHER_K = ("a number of tokens other than top_k can be drawn (a k of your own?): keep "
            "exactly the top_k largest logits, with the top_k passed in")
 TEMPERATURE_TWICE = ("the logits were divided by the temperature twice (the distribution "
@@ -136,8 +146,8 @@ SAMPLE_AXIS_KEPT = ("torch.multinomial returns shape (B, 1): remove that last ax
 BATCH_AXIS_SQUEEZED = ("with one row (B = 1) the result has no axis left: .squeeze() removed "
                        "the batch axis too; remove only the sample axis, .squeeze(-1)")
 NOT_INT64 = "the token ids are not int64: return what torch.multinomial gives, unconverted"
-NO_VALUE_ERROR = ("no ValueError for a temperature <= 0: check the temperature first, "
-                  "`if temperature <= 0: raise ValueError(f\"... {temperature} ...\")`")
+NO_VALUE_ERROR = ("no ValueError for a temperature <= 0: test the temperature before anything "
+                  "else, and raise a ValueError whose message names it")
 VAGUE_ERROR = ("the ValueError does not say what was wrong: name the temperature in its "
                "message")
 GENERATOR_IGNORED = ("two generators in the same state gave different samples under "
@@ -170,7 +180,8 @@ ROWS = {
 # clause -> (case, rows, temperature, top_k, the mistakes this case can tell apart)
 CASES: dict[str, tuple[tuple[str, str, float, int | None, tuple[str, ...]], ...]] = {
     "distribution": (
-        ("temperature 1, no top-k", "plain", 1.0, None, (ARGMAX, SOFTMAX_OVER_BATCH)),),
+        ("temperature 1, no top-k", "plain", 1.0, None, (ARGMAX, SOFTMAX_OVER_BATCH,
+                                                          SORTED_IDS)),),
     "top_k": (
         ("top_k=3", "low tail", 1.0, 3, (LARGEST_ONLY, SMALLEST_K, ZERO_FILL, K_MINUS_ONE,
                                          FIRST_ROW_THRESHOLD, TOP_K_POSITION)),
@@ -229,6 +240,7 @@ def _distributions(rows: torch.Tensor, temperature: float, top_k: int | None
         MULTIPLIED: torch.softmax(rows * temperature, dim=-1),
         TEMPERATURE_IGNORED: torch.softmax(rows, dim=-1),
         TEMPERATURE_TWICE: torch.softmax(rows / temperature**2, dim=-1),
+        SORTED_IDS: torch.softmax(kept, dim=-1).sort(dim=-1, descending=True).values,
     }
     if top_k is not None:
         ranked = result[None].sort(dim=-1, descending=True).values
@@ -339,6 +351,8 @@ def sampling_case(check: SelfCheck, sample: Callable[..., torch.Tensor], rows: t
         rf"size of tensor a \({V}\) must match the size of tensor b \({len(logits)}\)", None)}
     if large:
         causes[SOFTMAX_OVERFLOW] = (r"probability tensor contains either `inf`, `nan`", None)
+    elif top_k is not None:
+        causes[TOPK_FLATTENED] = (r"probability tensor contains either `inf`, `nan`", None)
     got = call_naming(check, causes, sample, logits, temperature=temperature, top_k=top_k,
                       generator=_generator(seed))
     got = expect_token_ids(check, got, len(logits), V, what)
@@ -485,6 +499,11 @@ NEW_KV_SWAPPED = ("the new key was appended to the values and the new value to t
 SCALE_BY_LENGTH = ("the scores were scaled by 1/sqrt(t + 1), the number of keys: the scale is "
                    "1/sqrt(dh), the size of each query and key")
 NO_SCALE = "the scores were not scaled: divide q · k by sqrt(dh)"
+SCALE_TIMES_SQRT = ("the scores were multiplied by sqrt(dh): divide them by it (the scale is "
+                    "1/sqrt(dh))")
+AXES_SQUEEZED = ("the shapes stopped lining up after an axis was removed (.squeeze() with no "
+                 "dim removes every axis of size 1, the batch or head axis too when B or H is "
+                 "1): keep all four axes (B, H, 1, t + 1) for the scores and weights")
 SCALE_BY_DH = "the scores were divided by dh; divide by its square root"
 STEP_SOFTMAX_AXIS = ("the softmax ran over the query axis (dim=-2, of size 1), so every "
                      "weight is 1: take it over the keys (dim=-1)")
@@ -524,6 +543,7 @@ def _call_step(check: SelfCheck, step: Callable[..., Any], what: str, *args: Any
         CACHE_WRONG_AXIS: (r"must match except in dimension", "cache"),
         NONE_NOT_HANDLED: (r"NoneType" if args[-1] is None else r"(?!)", "cache"),
         ALL_AXES_REVERSED: (r"line \d+ of its cell: `[^`]*\.T\b", "values"),
+        AXES_SQUEEZED: (r"must match the size of tensor b", "values"),
         # any other crash outside the line that builds the cache is the attention's
         "": (r"line \d+ of its cell: `(?![^`]*\bcat\b)", "values"),
     }, step, *args)
@@ -604,6 +624,7 @@ def check_cache(check: SelfCheck, step: Callable[..., Any], generator: torch.Gen
     _close(check, out, _attend(q, full_K, full_V, scale),
                 "out is the attention of q over all t + 1 keys, scaled by 1/sqrt(dh)",
                 mistakes={NO_SCALE: _attend(q, full_K, full_V, 1.0),
+                          SCALE_TIMES_SQRT: _attend(q, full_K, full_V, math.sqrt(dh)),
                           SCALE_BY_DH: _attend(q, full_K, full_V, 1 / dh),
                           SCALE_BY_LENGTH: _attend(q, full_K, full_V, 1 / math.sqrt(t + 1)),
                           STEP_SOFTMAX_AXIS: _attend(q, full_K, full_V, scale, dim=-2),
@@ -668,6 +689,12 @@ NUMERATOR_PER_BLOCK = ("each block's numerator used the running maximum of its o
 EDGE_TWICE = ("the last element of each block was counted again at the start of the next "
               "one: a block is x[..., start:start + block_size]")
 EACH_BLOCK_ALONE = "each block was normalised on its own: the sum must run over the whole row"
+FIRST_BLOCK_SKIPPED = ("the first block was left out of the running maximum and sum: the "
+                       "blocks start at position 0")
+FIRST_MAX_KEPT = ("the first block's maximum stayed the reference of the whole row (for the "
+                  "sum, or for the final e^(x - m)): once later values rise hundreds above "
+                  "it, e^(x - m) overflows to inf (nan after the division); let m grow with "
+                  "every block, and divide with the final m")
 SUM_INVERTED = ("the running sum was rescaled by exp(new max - old max), the inverse of the "
                 "right factor, so the sum comes out too large: multiply it by "
                 "exp(old max - new max), which is at most 1")
@@ -676,13 +703,14 @@ SUM_INVERTED_NAN = ("every entry is nan: the running sum was probably rescaled b
                     "block, where the old max is -inf, that is 0 · e^(+inf) = nan): multiply "
                     "it by exp(old max - new max), which is at most 1")
 ONE_SUM_FOR_ALL = ("a single maximum and a single sum served every row (numbers, e.g. from "
-                   ".item() or max(...)), not one pair per row: keep m and s of shape "
-                   "(..., 1) with amax(dim=-1, keepdim=True) and sum(dim=-1, keepdim=True)")
+                   ".item() or max(...)), not one pair per row: keep one m and one s for "
+                   "every row, each with a trailing axis of size 1")
 EMPTY_BLOCK = ("a block came out empty (a tensor with an axis of size 0): the blocks were "
                "probably cut along dim 0, x[start:start + block_size], instead of along "
                "the rows, x[..., start:start + block_size]")
 LAST_BLOCK_MAX = ("the final numerator used the maximum of the last block, not the running "
-                  "maximum of the whole row: return exp(x - m) / s with the m of the sum")
+                  "maximum of the whole row: the numerator and the sum must be relative to "
+                  "the same m")
 WRONG_AXIS = ("the blocks were cut along the first axis instead of the last: a block is "
               "x[..., start:start + block_size]")
 MAX_STARTS_AT_ZERO = ("the running maximum started at 0 instead of -inf: for a row of logits "
@@ -704,7 +732,7 @@ def _online(x: torch.Tensor, block_size: int, *, rescale: bool = True,
             inverted: bool = False, start_at_zero: bool = False, one_max: bool = False,
             last_block_max: bool = False, block_max_only: bool = False,
             stops_early: bool = False, numerator_per_block: bool = False,
-            dtype: torch.dtype = torch.float64) -> torch.Tensor:
+            skip_first: bool = False, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """The right online softmax and its wrong variants (in ``dtype``: float64 unless a
     mistake's overflow in the input's float32 is what tells it apart)."""
     x = x.to(dtype)
@@ -716,7 +744,7 @@ def _online(x: torch.Tensor, block_size: int, *, rescale: bool = True,
         stop = max(T - block_size, 1)
     block_max = m
     numerators = []
-    for start in range(0, stop, block_size):
+    for start in range(block_size if skip_first else 0, stop, block_size):
         block = x[..., start:start + block_size + (1 if overlap else 0)]
         block_max = block.amax() if one_max else block.amax(-1, keepdim=True)
         if block_max_only:
@@ -733,6 +761,23 @@ def _online(x: torch.Tensor, block_size: int, *, rescale: bool = True,
     if numerator_per_block:
         return torch.cat(numerators, dim=-1) / s
     return torch.exp(x - (block_max if last_block_max else m)) / s
+
+
+def _first_max_kept(x: torch.Tensor, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two ways of keeping the first block's maximum m0 (in the input's dtype, whose
+    overflow they share): a sum relative to m0 alone, and a right running sum whose final
+    division still uses m0."""
+    m0 = x[..., :block_size].amax(-1, keepdim=True)
+    fixed = torch.exp(x - m0) / torch.exp(x - m0).sum(-1, keepdim=True)
+    m = x.amax(-1, keepdim=True)
+    final = torch.exp(x - m0) / (torch.exp(x - m).sum(-1, keepdim=True) * torch.exp(m - m0))
+    return fixed, final
+
+
+def _like(out: torch.Tensor, candidate: torch.Tensor) -> bool:
+    """Whether ``out`` is what a wrong variant returns (nan where it has nan)."""
+    return (out.shape == candidate.shape and _allclose(out.double(), candidate.double(), atol=1e-5, rtol=1e-4,
+                          equal_nan=True))
 
 
 def _online_first_axis(x: torch.Tensor, block_size: int) -> torch.Tensor | None:
@@ -757,8 +802,6 @@ def online_mistakes(x: torch.Tensor, block_size: int) -> dict[str, torch.Tensor]
     mistakes = {SUM_NOT_RESCALED: _online(x, block_size, rescale=False),
                 SUM_INVERTED: _online(x, block_size, inverted=True),
                 MAX_NOT_SUBTRACTED: _online(x, block_size, subtract_max=False),
-                EACH_BLOCK_ALONE: torch.cat([torch.softmax(b.double(), dim=-1)
-                                             for b in x.split(block_size, dim=-1)], dim=-1),
                 LAST_BLOCK_MAX: _online(x, block_size, last_block_max=True),
                 MAX_STARTS_AT_ZERO: _online(x, block_size, start_at_zero=True),
                 ONE_MAX_FOR_ALL: _online(x, block_size, one_max=True),
@@ -769,6 +812,7 @@ def online_mistakes(x: torch.Tensor, block_size: int) -> dict[str, torch.Tensor]
     if x.dim() > 1:
         mistakes[SOFTMAX_FIRST_AXIS] = torch.softmax(x.double(), dim=0)
     if block_size < T:
+        mistakes[FIRST_BLOCK_SKIPPED] = _online(x, block_size, skip_first=True)
         mistakes[NUMERATOR_PER_BLOCK] = _online(x, block_size, numerator_per_block=True)
         mistakes[LOOP_STOPS_EARLY] = _online(x, block_size, stops_early=True)
         mistakes[EDGE_TWICE] = _online(x, block_size, overlap=True)
@@ -778,6 +822,14 @@ def online_mistakes(x: torch.Tensor, block_size: int) -> dict[str, torch.Tensor]
     whole = torch.exp(x.double() - x.double().max())
     mistakes[ONE_SUM_FOR_ALL] = whole / whole.sum()
     return mistakes
+
+
+def _each_block_alone(out: torch.Tensor, x: torch.Tensor, block_size: int) -> bool:
+    """Each block's own softmax, concatenated (and perhaps divided by the number of blocks
+    so that the row sums to 1)."""
+    blocks = x.double().split(block_size, dim=-1)
+    alone = torch.cat([torch.softmax(b, dim=-1) for b in blocks], dim=-1)
+    return _like(out, alone) or _like(out, alone / len(blocks))
 
 
 def _inverted_without_guard(out: torch.Tensor) -> bool:
@@ -796,7 +848,12 @@ def check_online_case(check: SelfCheck, online: Callable[..., torch.Tensor], x: 
     _close(check, out, torch.softmax(x.double(), dim=-1), f"online_softmax({what}, "
                 f"block_size={block_size}) equals torch.softmax(x, dim=-1)",
                 mistakes=online_mistakes(x, block_size), dims=dims,
-                diagnoses={SUM_INVERTED_NAN: lambda: _inverted_without_guard(out)}, **tolerance)
+                diagnoses={SUM_INVERTED_NAN: lambda: _inverted_without_guard(out),
+                           EACH_BLOCK_ALONE: lambda: _each_block_alone(out, x, block_size),
+                           FIRST_MAX_KEPT: lambda: any(
+                               _like(out, c) for c in _first_max_kept(x, block_size)
+                               if not bool(c.isfinite().all()))},
+                **tolerance)
 
 
 def rising(shape: Sequence[int], generator: torch.Generator) -> torch.Tensor:
@@ -811,6 +868,17 @@ def falling(rows: int, T: int, generator: torch.Generator) -> torch.Tensor:
     return torch.cat([first, first - steps.cumsum(-1)], dim=-1)
 
 
+def rising_by_hundreds(rows: int, T: int, block_size: int,
+                       generator: torch.Generator) -> torch.Tensor:
+    """Rows whose first block is near 0 and whose later values lie hundreds above it: the
+    maximum of the first block is far below that of the row."""
+    first = torch.randn(rows, block_size, generator=generator)
+    rise = 150 + 300 * torch.rand(rows, 1, generator=generator)
+    later = first.amax(-1, keepdim=True) + rise + 2 * torch.randn(rows, T - block_size,
+                                                                 generator=generator)
+    return torch.cat([first, later], dim=-1)
+
+
 def large(generator: torch.Generator, offsets: Sequence[float]) -> torch.Tensor:
     """Rows of logits near each of ``offsets`` (in the thousands)."""
     return torch.randn(len(offsets), 8, generator=generator) * 3 + torch.tensor(offsets)[:, None]
@@ -823,10 +891,12 @@ def check_online(check: SelfCheck, online: Callable[..., torch.Tensor],
                  falling_rows: Sequence[tuple[int, int]] = ((2, 4), (3, 3)),
                  large_offsets: Sequence[Sequence[float]] = ((1000.0, 1000.0, 1000.0),
                                                              (1000.0, -1000.0, 0.0)),
+                 rising_rows: Sequence[tuple[int, int, int]] = ((3, 8, 2), (2, 9, 3)),
                  work_length: int = 24, work_block: int = 1, half: bool = True) -> None:
     """The checks of ``online_softmax``; inputs drawn from ``generator``. ``values``: shapes
     and block sizes that divide the rows; ``blocks``: the others; ``falling_rows``: (rows,
-    length) of falling rows, in blocks of 1 and 2; ``work_length``, ``work_block``: the row
+    length) of falling rows, in blocks of 1 and 2; ``rising_rows``: (rows, length,
+    block_size) of rows that rise by hundreds after their first block; ``work_length``, ``work_block``: the row
     and the small block size of the check that block_size changes the work done; ``half``:
     also with bfloat16 inputs (the self-check's alone)."""
     check.clause("values")
@@ -851,6 +921,12 @@ def check_online(check: SelfCheck, online: Callable[..., torch.Tensor],
         # float32 holds numbers near 1000 to about 6e-5: a log-sum-exp is that exact
         check_online_case(check, online, large(generator, offsets), 3,
                           f"rows of logits near {', '.join(f'{o:+.0f}' for o in offsets)}",
+                          ("row", "position"), atol=1e-5, rtol=1e-3)
+    check.clause("rising")
+    for rows, T, block_size in rising_rows:
+        x = rising_by_hundreds(rows, T, block_size, generator)
+        check_online_case(check, online, x, block_size, f"rows that rise by hundreds after "
+                          f"their first block, such as {[round(v) for v in x[0].tolist()]}",
                           ("row", "position"), atol=1e-5, rtol=1e-3)
     x = rising((3, 10), generator)
     check.clause("dtype")
@@ -905,6 +981,12 @@ MASK_NOT_SHIFTED = ("the causal mask used positions inside the block (0..block_s
 NOT_RESCALED = ("the running sum and output were not rescaled when the maximum grew: "
                 "multiply both by exp(old max - new max)")
 BLOCK_NO_SCALE = "the scores were not scaled by 1/sqrt(d)"
+BLOCK_TIMES_SQRT = "the scores were multiplied by sqrt(d): divide them by it"
+ALWAYS_CAUSAL = ("causal=False still masked the future: apply the causal mask only when "
+                 "causal is True")
+BLOCK_MAX_AT_ZERO = ("with every score in the negative hundreds the result is nan: the running "
+                     "maximum probably started at 0 instead of -inf, so e^(score - 0) "
+                     "underflows to 0 for every key and o / s is 0 / 0")
 BLOCK_ZERO_FILL = "the future was masked with 0 instead of -inf"
 BLOCK_DROPPED = "the last, shorter block of keys was left out"
 DIVIDED_EACH_STEP = ("each block's contribution was divided by the running sum at that step; "
@@ -960,7 +1042,7 @@ def _blockwise(Q: torch.Tensor, K: torch.Tensor, V: torch.Tensor, block_size: in
     Q, K, V = Q.double(), K.double(), V.double()
     Tq, Tk = Q.shape[-2], K.shape[-2]
     factor_of = {"sqrt d": Q.shape[-1] ** -0.5, "none": 1.0, "d": 1 / Q.shape[-1],
-                 "sqrt dv": V.shape[-1] ** -0.5}
+                 "sqrt dv": V.shape[-1] ** -0.5, "times sqrt d": Q.shape[-1] ** 0.5}
     m = torch.full(Q.shape[:-1] + (1,), float("-inf"), dtype=torch.float64)
     s = torch.zeros_like(m)
     acc = torch.zeros(Q.shape[:-1] + (V.shape[-1],), dtype=torch.float64)
@@ -1008,6 +1090,7 @@ def _blockwise_mistakes(Q: torch.Tensor, K: torch.Tensor, V: torch.Tensor, block
                 OUTPUT_NOT_RESCALED: variant(rescale_output=False),
                 SUM_NOT_RESCALED_BLOCKS: variant(rescale_sum=False),
                 BLOCK_NO_SCALE: variant(scale="none"), SCALE_BY_D: variant(scale="d"),
+                BLOCK_TIMES_SQRT: variant(scale="times sqrt d"),
                 DIVIDED_EACH_STEP: variant(divide_each_step=True),
                 DIVIDED_RUNNING: variant(divide_running=True),
                 NORMALISED_AND_RESET: variant(reset_sum=True)}
@@ -1015,6 +1098,7 @@ def _blockwise_mistakes(Q: torch.Tensor, K: torch.Tensor, V: torch.Tensor, block
         mistakes[SCALE_BY_DV] = variant(scale="sqrt dv")
     if not causal:
         mistakes[BLOCKS_AVERAGED] = _blocks_averaged(Q, K, V, block_size)
+        mistakes[ALWAYS_CAUSAL] = _blockwise(Q, K, V, block_size, True)
     if K.shape[-2] % block_size:
         mistakes[BLOCK_DROPPED] = variant(drop_last=True)
     if causal:
@@ -1069,14 +1153,21 @@ def check_block_shapes(check: SelfCheck, blockwise: Callable[..., torch.Tensor],
 
 def check_block_values(check: SelfCheck, blockwise: Callable[..., torch.Tensor],
                        generator: torch.Generator, cases: Sequence[Case],
-                       batch: Sequence[int] = (2, 3), d: int = 8, gain: float = 1.0) -> None:
+                       batch: Sequence[int] = (2, 3), d: int = 8, gain: float = 1.0,
+                       negative: bool = False) -> None:
     """out equals F.scaled_dot_product_attention(Q, K, V, is_causal=causal), or the message
-    names the mistake. ``gain`` multiplies Q and K: 10 makes scores in the hundreds."""
+    names the mistake. ``gain`` multiplies Q and K: 10 makes scores in the hundreds;
+    ``negative``: every score lies in the negative hundreds."""
     for Tq, Tk, dv, block_size, causal in cases:
         Q, K, V = _draw_qkv(generator, batch, Tq, Tk, d, dv)
         Q, K = Q * gain, K * gain
+        if negative:  # q near +c, k near -c: every q · k / sqrt(d) is about -c^2 sqrt(d)
+            target = float(150 + 250 * torch.rand((), generator=generator))
+            c = math.sqrt(target / math.sqrt(d))
+            Q, K = c + 0.2 * Q, -c + 0.2 * K
         what = _what(Tq, Tk, block_size, causal) + (" and scores in the hundreds"
-                                                     if gain > 1 else "")
+                                                     if gain > 1 else "") + (
+            " and every score in the negative hundreds" if negative else "")
         out = check.tensor(call_naming(check, BLOCK_CRASHES, blockwise, Q, K, V, block_size,
                                        causal=causal), what)
         expected = F.scaled_dot_product_attention(Q.double(), K.double(), V.double(),
@@ -1085,8 +1176,12 @@ def check_block_values(check: SelfCheck, blockwise: Callable[..., torch.Tensor],
                     f"is_causal={causal})", mistakes=_blockwise_mistakes(Q, K, V, block_size,
                                                                         causal),
                     diagnoses={SCORES_OVERFLOW: lambda o=out: bool(gain > 1 and not
-                                                                    o.isfinite().all())},
-                    dims=("batch",) * len(batch) + ("query", "channel"))
+                                                                    o.isfinite().all()),
+                               BLOCK_MAX_AT_ZERO: lambda o=out: bool(negative and
+                                                                      o.isnan().any())},
+                    dims=("batch",) * len(batch) + ("query", "channel"),
+                    # float32 holds scores near -400 to about 3e-5: the output is that exact
+                    **({"atol": 1e-4, "rtol": 1e-3} if negative else {}))
 
 
 def check_blockwise_attention(blockwise_attention: Callable[..., torch.Tensor]) -> None:
@@ -1102,6 +1197,8 @@ def check_blockwise_attention(blockwise_attention: Callable[..., torch.Tensor]) 
         check_block_values(check, blockwise_attention, generator, cases)
         if clause == "values":
             check_block_values(check, blockwise_attention, generator, LARGE_CASES, gain=10.0)
+            check_block_values(check, blockwise_attention, generator, LARGE_CASES,
+                               negative=True)
     check_block_work(check, blockwise_attention, generator)
     Q, K, V = _draw_qkv(generator, (2,), 6, 9, 5, 3)
     check.clause("dtype")
@@ -1123,7 +1220,8 @@ def check_block_work(check: SelfCheck, blockwise: Callable[..., torch.Tensor],
     """The work done grows with the number of blocks of keys: an answer that ignores
     block_size does the same work for blocks of ``few`` and of Tk."""
     Q, K, V = _draw_qkv(generator, (2,), Tq, Tk, d, d)
-    whole, small = (check.call_observed(blockwise, Q, K, V, size, causal=True)[1]
+    # causal=False: a causal answer may rightly skip the blocks that lie wholly in the future
+    whole, small = (check.call_observed(blockwise, Q, K, V, size, causal=False)[1]
                     for size in (Tk, few))
     expect_more_work(check, whole, small, Tk, few, f"blockwise_attention with Tk = {Tk}",
                      "the keys", BLOCKS_IGNORED)
@@ -1132,10 +1230,10 @@ def check_block_work(check: SelfCheck, blockwise: Callable[..., torch.Tensor],
 def check_block_memory(check: SelfCheck, blockwise: Callable[..., torch.Tensor],
                        generator: torch.Generator, Tq: int = 64, Tk: int = 256,
                        block_size: int = 16, d: int = 8) -> None:
-    """No tensor of Tq × Tk entries; none larger than a block of scores (Tq × block_size)
-    or the inputs."""
+    """No tensor of Tq × Tk entries; none larger than a block of scores (Tq × block_size),
+    the inputs or the running output (Tq × dv)."""
     Q, K, V = _draw_qkv(generator, (1, 1), Tq, Tk, d, d)
-    bound = max(Tq * block_size, Tk * d)
+    bound = max(Tq * block_size, Tk * d, Tq * d)
     for causal in (False, True):
         _, seen = check.call_observed(blockwise, Q, K, V, block_size, causal=causal)
         where = f"with Tq = {Tq}, Tk = {Tk} and block_size = {block_size} (causal={causal})"
@@ -1143,7 +1241,7 @@ def check_block_memory(check: SelfCheck, blockwise: Callable[..., torch.Tensor],
                      "entries is created", expected=f"every tensor smaller than {Tq * Tk} "
                      "entries", got=f"a tensor of {seen.largest} entries", likely=FULL_MATRIX)
         check.expect(seen.largest <= bound, f"{where}, no tensor is larger than a block of "
-                     f"scores (Tq × block_size = {Tq * block_size} entries) or K and V "
-                     f"({Tk * d} entries each)", expected=f"every tensor of at most {bound} "
+                     f"scores (Tq × block_size = {Tq * block_size} entries), K and V "
+                     f"({Tk * d} entries each) or the output o (Tq × dv = {Tq * d})", expected=f"every tensor of at most {bound} "
                      "entries", got=f"a tensor of {seen.largest} entries", likely=BLOCK_TOO_BIG)
 
