@@ -322,6 +322,16 @@ def sample_reseeds_generator(logits, temperature=1.0, top_k=None, generator=None
     return SOLUTION["sample_next_token"](logits, temperature, top_k, generator)
 
 
+def sample_copying_generator(logits, temperature=1.0, top_k=None, generator=None):
+    """Draws from a copy of the generator's state "so that the caller's generator is left
+    as it was": the next call draws the same numbers again."""
+    if generator is not None:
+        copy = torch.Generator()
+        copy.set_state(generator.get_state())
+        generator = copy
+    return SOLUTION["sample_next_token"](logits, temperature, top_k, generator)
+
+
 def sample_int32(logits, temperature=1.0, top_k=None, generator=None):
     return SOLUTION["sample_next_token"](logits, temperature, top_k, generator).int()
 
@@ -432,6 +442,7 @@ SAMPLE_MISTAKES = [
     (sample_fixed_generator, "seeded differently gave the same samples", "randomness"),
     (sample_reseeds_generator, "seeded differently gave the same samples", "randomness"),
     (sample_initial_seed, "initial_seed", "randomness"),
+    (sample_copying_generator, "a copy of the generator's state", "randomness"),
     (sample_keeps_axis, "remove that last axis", "shape"),
     (sample_squeezed, ".squeeze() removed the batch axis", "shape"),
     (sample_int32, "not int64", "shape"),

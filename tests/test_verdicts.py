@@ -476,3 +476,25 @@ def test_what_a_training_call_left_in_the_students_module_can_be_read_back():
         assert (not torch.equal(after["w"], before)) is trained, name
     with pytest.raises(TypeError, match="rebuilt from the student's side"):
         kernel_state(nn.Linear(2, 2))
+
+
+def test_a_generator_moves_on_as_the_students_side_draws_from_it():
+    """As in one process: two calls with one generator draw different numbers, and a call
+    that draws from a copy leaves the trusted side's generator where it was."""
+    def draw(n, generator=None):
+        return torch.rand(n, generator=generator)
+
+    def draw_from_a_copy(n, generator=None):
+        copy = torch.Generator()
+        copy.set_state(generator.get_state())
+        return torch.rand(n, generator=copy)
+
+    channel = LocalChannel({"draw": draw, "copy": draw_from_a_copy})
+    generator = torch.Generator().manual_seed(5)
+    first = StudentFunction(channel, "draw")(4, generator=generator)
+    second = StudentFunction(channel, "draw")(4, generator=generator)
+    assert torch.equal(torch.cat([first, second]), torch.rand(8, generator=torch.Generator(
+        ).manual_seed(5)))
+    copied = torch.Generator().manual_seed(5)
+    assert torch.equal(StudentFunction(channel, "copy")(4, generator=copied),
+                       StudentFunction(channel, "copy")(4, generator=copied))

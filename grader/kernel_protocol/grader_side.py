@@ -350,10 +350,31 @@ class StudentFunction:
             "kwargs": encode([[k, v] for k, v in kwargs.items()]),
             "grad_enabled": torch.is_grad_enabled(), **_call_options()})
         _record(answer)
+        _advance_generators(answer, args, kwargs)
         return decode(answer["value"], self._channel, layers=self.layers)
 
     def __repr__(self) -> str:
         return f"<the student's {self.__name__}>"
+
+
+def _advance_generators(answer: dict, args: tuple, kwargs: dict) -> None:
+    """Set each generator the call was given to where the student's side left it, as a call
+    in one process would: a generator moves on with every draw made from it."""
+    states = answer.get("generators", {})
+    if not isinstance(states, dict) or len(states) > 8:
+        raise ProtocolError("an answer with a malformed report of its generators")
+    given = dict([*((f"args[{i}]", a) for i, a in enumerate(args)), *kwargs.items()])
+    for name, spec in states.items():
+        generator = given.get(name)
+        if not isinstance(generator, torch.Generator):
+            raise ProtocolError("a generator state for an argument that is no generator")
+        state = _tensor(spec.get("tensor") if isinstance(spec, dict) else None)
+        if state.dtype != torch.uint8 or state.shape != generator.get_state().shape:
+            raise ProtocolError("a generator state of the wrong size")
+        try:
+            generator.set_state(state)
+        except (RuntimeError, ValueError):
+            raise ProtocolError("a generator state PyTorch refuses") from None
 
 
 def student(target: Any, exercise: str | None = None) -> Any:

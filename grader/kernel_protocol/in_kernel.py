@@ -231,7 +231,11 @@ def _call(request: dict, namespace: dict):
             value, report = call_and_report(target, args, kwargs, seed=seed,
                                             observe=bool(request.get("observe")))
             answer = {"value": encode(value), "changed": list(report.changed),
-                      "rng_after": report.rng_after}
+                      "rng_after": report.rng_after,
+                      # where the generators it was given stand now (they move on with draws)
+                      "generators": {name: encode(g.get_state()) for name, g in
+                                     [*((f"args[{i}]", a) for i, a in enumerate(args)),
+                                      *kwargs.items()] if isinstance(g, torch.Generator)}}
             if report.observed is not None:
                 seen = report.observed
                 answer["observed"] = _observed(seen)

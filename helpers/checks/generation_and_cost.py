@@ -416,6 +416,11 @@ def check_bad_temperatures(check: SelfCheck, sample: Callable[..., torch.Tensor]
                      likely=NO_VALUE_ERROR)
 
 
+GENERATOR_COPIED = ("the draws came from a copy of the generator's state (or a generator made "
+                    "from it), so the generator you were given never moved on and the next "
+                    "call draws the same numbers again: draw from the generator itself")
+
+
 def check_randomness(check: SelfCheck, sample: Callable[..., torch.Tensor],
                      logits: torch.Tensor, seeds: Sequence[int]) -> None:
     """A generator alone decides the draws, from its current state; without one, the global
@@ -452,6 +457,12 @@ def check_randomness(check: SelfCheck, sample: Callable[..., torch.Tensor],
                  "a generator that has already drawn numbers (as in a generation loop) gives "
                  "other tokens than a fresh one with the same seed",
                  expected="different tokens", got="identical tokens", likely=SEED_NOT_STATE)
+    shared = _generator(state)
+    once = torch.as_tensor(check.call(sample, logits, generator=shared))
+    twice = torch.as_tensor(check.call(sample, logits, generator=shared))
+    check.expect(not torch.equal(once, twice), f"{what}, generator=...): two calls with one "
+                 "generator give different tokens (the generator moves on with every draw)",
+                 expected="different tokens", got="identical tokens", likely=GENERATOR_COPIED)
 
 
 def check_sample_next_token(sample_next_token: Callable[..., torch.Tensor]) -> None:
