@@ -1,4 +1,5 @@
-"""A torch.Generator travels to the student's code as its state, and nothing else."""
+"""A torch.Generator travels to the student's code as its state, and moves on with what
+the student's code draws from it, as it would in one process."""
 
 from __future__ import annotations
 
@@ -16,19 +17,34 @@ def draw(generator=None):
 
 
 def test_a_generator_arrives_in_the_same_state():
-    sent = torch.Generator().manual_seed(3)
-    torch.rand(2, generator=sent)  # not at its seed any more: the state travels, not the seed
-    expected = torch.rand(5, generator=sent.clone_state())
-    got = student(draw)(sent)
-    assert torch.equal(got, expected)
-    assert torch.equal(student(draw)(generator=sent), expected)  # as a keyword too
+    for keyword in (False, True):
+        sent = torch.Generator().manual_seed(3)
+        torch.rand(2, generator=sent)  # not at its seed any more: the state travels, not the seed
+        expected = torch.rand(5, generator=sent.clone_state())
+        got = student(draw)(generator=sent) if keyword else student(draw)(sent)
+        assert torch.equal(got, expected)
 
 
-def test_the_senders_generator_is_not_advanced():
-    sent = torch.Generator().manual_seed(4)
-    state = sent.get_state()
-    student(draw)(sent)
-    assert torch.equal(sent.get_state(), state)
+def test_the_senders_generator_moves_on_with_the_students_draws():
+    sent, local = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    first, second = student(draw)(sent), student(draw)(sent)
+    assert torch.equal(torch.cat([first, second]), torch.rand(10, generator=local))
+    assert torch.equal(sent.get_state(), local.get_state())
+
+
+def test_a_reported_generator_state_is_checked():
+    """The kernel's report of where a generator stands is strictly parsed: a state for an
+    argument that is no generator, or of the wrong size, is a protocol error."""
+    from kernel_protocol.grader_side import ProtocolError, advance_generators
+
+    generator = torch.Generator().manual_seed(0)
+    good = {"tensor": in_kernel.tensor_spec(generator.get_state())}
+    bad = {"tensor": in_kernel.tensor_spec(torch.zeros(3, dtype=torch.uint8))}
+    advance_generators({"generators": {"args[0]": good}}, (generator,), {})
+    for states, args in (({"args[0]": good}, (1,)), ({"args[0]": bad}, (generator,)),
+                         ({"args[1]": good}, (generator,)), ([good], (generator,))):
+        with pytest.raises(ProtocolError):
+            advance_generators({"generators": states}, args, {})
 
 
 def test_a_generator_is_sent_as_a_plain_uint8_state():

@@ -9,7 +9,8 @@ nesting before JSON parses it; tensors rebuilt from raw bytes of a known dtype a
 checked shape), so the only thing a submission can influence is the numbers it returns.
 The trusted side's inputs are its own: nothing a call does to its arguments comes back,
 only the kernel's report of which it changed (``last_report``), which the checks treat
-as a broken clause.
+as a broken clause, and where each generator it was given stands after its draws
+(:func:`advance_generators`), as in one process.
 
 A module built by the student's class comes back as a description and is rebuilt here
 as a :class:`StudentModule`. The members the exercise prescribes as PyTorch layers
@@ -350,14 +351,14 @@ class StudentFunction:
             "kwargs": encode([[k, v] for k, v in kwargs.items()]),
             "grad_enabled": torch.is_grad_enabled(), **_call_options()})
         _record(answer)
-        _advance_generators(answer, args, kwargs)
+        advance_generators(answer, args, kwargs)
         return decode(answer["value"], self._channel, layers=self.layers)
 
     def __repr__(self) -> str:
         return f"<the student's {self.__name__}>"
 
 
-def _advance_generators(answer: dict, args: tuple, kwargs: dict) -> None:
+def advance_generators(answer: dict, args: tuple, kwargs: dict) -> None:
     """Set each generator the call was given to where the student's side left it, as a call
     in one process would: a generator moves on with every draw made from it."""
     states = answer.get("generators", {})
@@ -684,5 +685,6 @@ def _fill(module: nn.Module, fields: dict, generic: bool) -> None:
 
 
 __all__ = ["Batches", "Channel", "LocalChannel", "OtherObject", "ProtocolError", "StudentError",
-           "StudentFunction", "StudentModule", "build_module", "decode", "encode",
-           "global_seed", "kernel_state", "last_report", "observing", "parse_reply", "student"]
+           "StudentFunction", "StudentModule", "advance_generators", "build_module", "decode",
+           "encode", "global_seed", "kernel_state", "last_report", "observing", "parse_reply",
+           "student"]
