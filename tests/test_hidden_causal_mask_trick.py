@@ -100,7 +100,7 @@ def mean_divided_by_T(x):  # noqa: N802
 
 
 def mean_divided_by_t(x):
-    """A reader's mistake: divided by t (kept at 1 for row 0 to avoid dividing by 0)."""
+    """A student's mistake: divided by t (kept at 1 for row 0 to avoid dividing by 0)."""
     out = torch.zeros_like(x)
     for b in range(x.shape[0]):
         for t in range(x.shape[1]):
@@ -159,7 +159,7 @@ def mean_in_place(x):
 
 
 def mean_loop_skips_row_0(x):
-    """A reader's mistake: the loop starts at t = 1, so row 0 keeps its zeros."""
+    """A student's mistake: the loop starts at t = 1, so row 0 keeps its zeros."""
     out = torch.zeros_like(x)
     for b in range(x.shape[0]):
         for t in range(1, x.shape[1]):
@@ -168,7 +168,7 @@ def mean_loop_skips_row_0(x):
 
 
 def mean_loop_empty_skips_row_0(x):
-    """A reader's mistake: torch.empty_like and a loop from t = 1, so row 0 keeps whatever
+    """A student's mistake: torch.empty_like and a loop from t = 1, so row 0 keeps whatever
     was in memory. The memory is stood in for by one large number, so that what the checks
     see does not change from run to run (real garbage can also differ between two calls)."""
     out = torch.full_like(x, -1.879e21)
@@ -237,7 +237,7 @@ def mean_x_to_float32(x):
 
 
 def mean_loop_cpu_output(x):
-    """A reader's mistake: the output made with torch.zeros(B, T, C, dtype=x.dtype), on the
+    """A student's mistake: the output made with torch.zeros(B, T, C, dtype=x.dtype), on the
     CPU whatever x's device."""
     B, T, C = x.shape
     out = torch.zeros(B, T, C, dtype=x.dtype)
@@ -248,14 +248,14 @@ def mean_loop_cpu_output(x):
 
 
 def mean_no_keepdim(x):
-    """A reader's mistake: the row sums without keepdim=True divide the columns."""
+    """A student's mistake: the row sums without keepdim=True divide the columns."""
     T = x.shape[1]
     w = torch.tril(torch.ones(T, T, dtype=x.dtype, device=x.device))
     return (w / w.sum(1)) @ x
 
 
 def mean_all_channels(x):
-    """A reader's mistake: .mean() without dim averages the channels too."""
+    """A student's mistake: .mean() without dim averages the channels too."""
     out = torch.zeros_like(x)
     for b in range(x.shape[0]):
         for t in range(x.shape[1]):
@@ -378,7 +378,7 @@ MATMUL_BANKS = ExerciseBanks(
 )
 
 
-def test_the_readers_running_mean_mistakes_get_their_own_names():
+def test_common_running_mean_mistakes_get_their_own_names():
     """Seen in trials: a loop that skips token 0 was told to average over time, a
     column-normalised matrix got a vague list of causes, and dividing by t was told
     "running sums"."""
@@ -411,17 +411,17 @@ def _future(scores):
 
 
 def weights_large_negative(scores):
-    """A reader's mistake: a "low enough" finite fill instead of -inf."""
+    """A student's mistake: a "low enough" finite fill instead of -inf."""
     return torch.softmax(scores.masked_fill(_future(scores), -1e9), dim=-1)
 
 
 def weights_minus_1e15(scores):
-    """A reader's mistake: a fill far below any score a head makes, yet finite."""
+    """A student's mistake: a fill far below any score a head makes, yet finite."""
     return torch.softmax(scores.masked_fill(_future(scores), -1e15), dim=-1)
 
 
 def weights_minus_1e30(scores):
-    """A reader's mistake: an additive mask of -1e30 on the future."""
+    """A student's mistake: an additive mask of -1e30 on the future."""
     T = scores.shape[-1]
     future = torch.ones(T, T, dtype=scores.dtype, device=scores.device).triu(1)
     return torch.softmax(scores + future * -1e30, dim=-1)
@@ -432,21 +432,21 @@ def weights_minus_1e4(scores):
 
 
 def weights_exp_times_mask(scores):
-    """A reader's mistake: exp by hand, the future multiplied by the mask's 0."""
+    """A student's mistake: exp by hand, the future multiplied by the mask's 0."""
     allowed = torch.ones_like(scores[..., :, :]).tril()
     e = torch.exp(scores) * allowed
     return e / e.sum(dim=-1, keepdim=True)
 
 
 def weights_inverted_mask(scores):
-    """A reader's mistake: filled where tril(ones) == 1, the past."""
+    """A student's mistake: filled where tril(ones) == 1, the past."""
     T = scores.shape[-1]
     mask = torch.tril(torch.ones(T, T, device=scores.device)) == 1
     return torch.softmax(scores.masked_fill(mask, INF), dim=-1)
 
 
 def weights_softmax_no_dim(scores):
-    """A reader's mistake: F.softmax without dim= (PyTorch picks one, with a warning)."""
+    """A student's mistake: F.softmax without dim= (PyTorch picks one, with a warning)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return F.softmax(scores.masked_fill(_future(scores), INF))  # noqa: PLE1120
@@ -495,7 +495,7 @@ def weights_zero_fill(scores):
 
 
 def weights_minus_100(scores):
-    """A reader's mistake: a large negative number instead of -inf."""
+    """A student's mistake: a large negative number instead of -inf."""
     return torch.softmax(scores.masked_fill(_future(scores), -100.0), dim=-1)
 
 
@@ -634,7 +634,7 @@ WEIGHTS_BANKS = ExerciseBanks(
 )
 
 
-def test_the_readers_softmax_first_mistake_is_named_as_such():
+def test_the_softmax_first_mistake_is_named_as_such():
     """Seen in a trial: softmax first, then the future zeroed, was told to take the softmax
     over the last dimension."""
     told = diagnosis(assert_fails_naming(check_causal_attention_weights,
@@ -777,7 +777,7 @@ class HeadSwapped(HeadBase):
 
 
 class HeadTransposedT(HeadBase):
-    """A reader's mistake: k.T on a (B, T, head_size) tensor reverses all three axes."""
+    """A student's mistake: k.T on a (B, T, head_size) tensor reverses all three axes."""
 
     def forward(self, x):
         q, k, v = self.qkv(x)
@@ -788,7 +788,7 @@ class HeadTransposedT(HeadBase):
 
 
 class HeadTransposed01(HeadBase):
-    """A reader's mistake: transpose(0, 1) swaps the batch and time axes."""
+    """A student's mistake: transpose(0, 1) swaps the batch and time axes."""
 
     def forward(self, x):
         q, k, v = self.qkv(x)
@@ -808,7 +808,7 @@ class HeadDropout(HeadBase):
 
 
 class HeadZeroInit(HeadBase):
-    """A reader's mistake: queries and keys start at zero."""
+    """A student's mistake: queries and keys start at zero."""
 
     def __init__(self, n_embd, head_size):
         super().__init__(n_embd, head_size)
@@ -817,7 +817,7 @@ class HeadZeroInit(HeadBase):
 
 
 class HeadXavierInit(HeadBase):
-    """A reader's mistake: Xavier initialisation instead of nn.Linear's own."""
+    """A student's mistake: Xavier initialisation instead of nn.Linear's own."""
 
     def __init__(self, n_embd, head_size):
         super().__init__(n_embd, head_size)
@@ -826,7 +826,7 @@ class HeadXavierInit(HeadBase):
 
 
 class HeadNormalInit(HeadBase):
-    """A reader's mistake: GPT-2's normal_(std=0.02) start."""
+    """A student's mistake: GPT-2's normal_(std=0.02) start."""
 
     def __init__(self, n_embd, head_size):
         super().__init__(n_embd, head_size)
@@ -835,21 +835,21 @@ class HeadNormalInit(HeadBase):
 
 
 class HeadSqueezed(HeadBase):
-    """A reader's mistake: .squeeze() on the output drops a batch axis of size 1."""
+    """A student's mistake: .squeeze() on the output drops a batch axis of size 1."""
 
     def forward(self, x):
         return super().forward(x).squeeze()
 
 
 class HeadBuffer1024(HeadWithBuffer):
-    """A reader's mistake: a mask buffer of block_size = 1024, sliced to T."""
+    """A student's mistake: a mask buffer of block_size = 1024, sliced to T."""
 
     def __init__(self, n_embd, head_size):
         super().__init__(n_embd, head_size, block_size=1024)
 
 
 class HeadReseeds(HeadBase):
-    """A reader's mistake: torch.manual_seed(0) in __init__, so every head starts alike."""
+    """A student's mistake: torch.manual_seed(0) in __init__, so every head starts alike."""
 
     def __init__(self, n_embd, head_size):
         torch.manual_seed(0)
@@ -857,7 +857,7 @@ class HeadReseeds(HeadBase):
 
 
 class HeadCpuMask(HeadBase):
-    """A reader's mistake: its own mask, made on the CPU whatever x's device."""
+    """A student's mistake: its own mask, made on the CPU whatever x's device."""
 
     def forward(self, x):
         T = x.shape[1]
@@ -930,7 +930,7 @@ class HeadScalesInput(HeadBase):
 
 
 class HeadReseedsInForward(HeadBase):
-    """A reader's mistake: torch.manual_seed(0) in forward; every later draw repeats."""
+    """A student's mistake: torch.manual_seed(0) in forward; every later draw repeats."""
 
     def forward(self, x):
         torch.manual_seed(0)
@@ -960,7 +960,7 @@ class HeadReseedsWithInitialSeed(HeadBase):
 
 
 class HeadScaleByT(HeadBase):
-    """A reader's mistake: divided by sqrt(T), right only where T = head_size."""
+    """A student's mistake: divided by sqrt(T), right only where T = head_size."""
 
     def forward(self, x):
         q, k, v = self.qkv(x)

@@ -65,7 +65,7 @@ def softmax_in_place(x, dim=-1):
 
 
 def softmax_global(x, dim=-1):
-    """The maximum of the whole tensor, then a softmax along dim (a reader's mistake)."""
+    """The maximum of the whole tensor, then a softmax along dim (a student's mistake)."""
     e = torch.exp(x - x.max())
     return e / e.sum(dim=dim, keepdim=True)
 
@@ -110,7 +110,7 @@ def softmax_cpu_max(x, dim=-1):
 
 
 def softmax_first_shift(x, dim=-1):
-    """A reader's mistake: any constant can be subtracted, so subtract the first logit."""
+    """A student's mistake: any constant can be subtracted, so subtract the first logit."""
     e = torch.exp(x - x.narrow(dim, 0, 1))
     return e / e.sum(dim=dim, keepdim=True)
 
@@ -145,20 +145,20 @@ def softmax_other_axis_max(x, dim=-1):
 
 
 def softmax_squeezed(x, dim=-1):
-    """A reader's mistake: extra axes squeezed away first, so a batch of one loses its axis."""
+    """A student's mistake: extra axes squeezed away first, so a batch of one loses its axis."""
     x = x.squeeze()
     e = torch.exp(x - x.amax(dim=dim, keepdim=True))
     return e / e.sum(dim=dim, keepdim=True)
 
 
 def softmax_unsqueeze_last(x, dim=-1):
-    """A reader's mistake: the reduced axis put back at the end instead of keepdim=True."""
+    """A student's mistake: the reduced axis put back at the end instead of keepdim=True."""
     e = torch.exp(x - x.amax(dim=dim).unsqueeze(-1))
     return e / e.sum(dim=dim).unsqueeze(-1)
 
 
 def softmax_naive_float64(x, dim=-1):
-    """A reader's mistake: float64 has a larger range, so no shift (exp(710) is inf there)."""
+    """A student's mistake: float64 has a larger range, so no shift (exp(710) is inf there)."""
     e = torch.exp(x.double())
     return (e / e.sum(dim=dim, keepdim=True)).to(x.dtype)
 
@@ -174,33 +174,33 @@ def softmax_nan_to_num(x, dim=-1):
 
 
 def softmax_clamped(x, dim=-1):
-    """A reader's mistake: exp(89) is inf in float32, so cap the logits below it."""
+    """A student's mistake: exp(89) is inf in float32, so cap the logits below it."""
     e = torch.exp(x.clamp(max=80))
     return e / e.sum(dim=dim, keepdim=True)
 
 
 def softmax_cpu_first(x, dim=-1):
-    """A reader's mistake: `x.cpu()` first "to be safe", so on a GPU it computes on the CPU."""
+    """A student's mistake: `x.cpu()` first "to be safe", so on a GPU it computes on the CPU."""
     x = x.cpu()
     e = torch.exp(x - x.amax(dim=dim, keepdim=True))
     return e / e.sum(dim=dim, keepdim=True)
 
 
 def softmax_numpy(x, dim=-1):
-    """A reader's mistake: the arithmetic done in NumPy and brought back."""
+    """A student's mistake: the arithmetic done in NumPy and brought back."""
     a = x.detach().cpu().numpy()
     e = np.exp(a - a.max(axis=dim, keepdims=True))
     return torch.from_numpy(e / e.sum(axis=dim, keepdims=True))
 
 
 def softmax_floor(x, dim=-1):
-    """A reader's mistake: a floor on the exponentials "to avoid dividing by zero"."""
+    """A student's mistake: a floor on the exponentials "to avoid dividing by zero"."""
     e = torch.exp(x - x.amax(dim=dim, keepdim=True)).clamp(min=1e-6)
     return e / e.sum(dim=dim, keepdim=True)
 
 
 def softmax_no_grad(x, dim=-1):
-    """A reader's mistake: no_grad "to save memory", so nothing trains through it."""
+    """A student's mistake: no_grad "to save memory", so nothing trains through it."""
     with torch.no_grad():
         e = torch.exp(x - x.amax(dim=dim, keepdim=True))
         return e / e.sum(dim=dim, keepdim=True)
@@ -213,13 +213,13 @@ def softmax_detached(x, dim=-1):
 
 
 def softmax_epsilon(x, dim=-1):
-    """A reader's guard against 0/0: an epsilon in the denominator (no longer exact)."""
+    """A student's guard against 0/0: an epsilon in the denominator (no longer exact)."""
     e = torch.exp(x - x.amax(dim=dim, keepdim=True))
     return e / (e.sum(dim=dim, keepdim=True) + 1e-6)
 
 
 def softmax_float32_buffer(x, dim=-1):
-    """A reader's float32 helper tensor: bfloat16 in, float32 out."""
+    """A student's float32 helper tensor: bfloat16 in, float32 out."""
     e = torch.exp(x - x.amax(dim=dim, keepdim=True))
     return torch.zeros_like(x, dtype=torch.float32) + e / e.sum(dim=dim, keepdim=True)
 
@@ -247,7 +247,7 @@ def softmax_last_shift(x, dim=-1):
 
 
 def softmax_shift_undone(x, dim=-1):
-    """A reader's mistake: the shift put back as a factor exp(max)."""
+    """A student's mistake: the shift put back as a factor exp(max)."""
     m = x.amax(dim=dim, keepdim=True)
     return torch.exp(x - m) / torch.exp(x).sum(dim=dim, keepdim=True) * torch.exp(m)
 
@@ -336,7 +336,7 @@ SOFTMAX_BANKS = ExerciseBanks(
 )
 
 
-def test_the_in_place_softmax_of_the_reader_trial_is_caught_by_the_self_check():
+def test_an_in_place_softmax_is_caught_by_the_self_check():
     message = assert_fails_naming(check_stable_softmax, softmax_in_place, "unchanged")
     assert "in place" in diagnosis(message)
 
@@ -432,13 +432,13 @@ def attention_weighted_mean_y(x, q_1, q_2, z_1, z_2):
 
 
 def attention_subtracted(x, q_1, q_2, z_1, z_2):
-    """A reader's mistake: the second term subtracted."""
+    """A student's mistake: the second term subtracted."""
     w = torch.softmax(z_1 * q_1 - z_2 * q_2, dim=0)
     return w, torch.dot(w, x)
 
 
 def attention_multiplied_terms(x, q_1, q_2, z_1, z_2):
-    """A reader's mistake: the two gained patterns multiplied."""
+    """A student's mistake: the two gained patterns multiplied."""
     w = torch.softmax((z_1 * q_1) * (z_2 * q_2), dim=0)
     return w, torch.dot(w, x)
 
@@ -509,20 +509,20 @@ def attention_patterns_swapped(x, q_1, q_2, z_1, z_2):
 
 
 def attention_z_1_cut(x, q_1, q_2, z_1, z_2):
-    """A reader's mistake: the first spotlight is only ever turned up."""
+    """A student's mistake: the first spotlight is only ever turned up."""
     w = torch.softmax(max(z_1, 0.0) * q_1 + z_2 * q_2, dim=0)
     return w, (w * x).sum()
 
 
 def attention_naive_float64(x, q_1, q_2, z_1, z_2):
-    """A reader's mistake: float64 so that exp does not overflow (it does, past 709)."""
+    """A student's mistake: float64 so that exp does not overflow (it does, past 709)."""
     s = (z_1 * q_1 + z_2 * q_2).double()
     w = (torch.exp(s) / torch.exp(s).sum()).to(x.dtype)
     return w, (w * x).sum()
 
 
 def attention_clamped_scores(x, q_1, q_2, z_1, z_2):
-    """A reader's mistake: scores capped so that exp stays finite."""
+    """A student's mistake: scores capped so that exp stays finite."""
     s = (z_1 * q_1 + z_2 * q_2).clamp(-80, 80)
     w = torch.exp(s) / torch.exp(s).sum()
     return w, (w * x).sum()
@@ -536,20 +536,20 @@ def attention_min_shift(x, q_1, q_2, z_1, z_2):
 
 
 def attention_weighted_w(x, q_1, q_2, z_1, z_2):
-    """A reader's mistake: the weighted inputs returned as w."""
+    """A student's mistake: the weighted inputs returned as w."""
     w = torch.softmax(z_1 * q_1 + z_2 * q_2, dim=0) * x
     return w, w.sum()
 
 
 def attention_cpu_scores(x, q_1, q_2, z_1, z_2):
-    """A reader's mistake: scores started from zeros made on the CPU."""
+    """A student's mistake: scores started from zeros made on the CPU."""
     scores = torch.zeros(len(x), dtype=x.dtype) + z_1 * q_1 + z_2 * q_2
     w = torch.softmax(scores, dim=0)
     return w, (w * x).sum()
 
 
 def attention_inputs_cpu(x, q_1, q_2, z_1, z_2):
-    """A reader's mistake: every input moved with `.cpu()` first."""
+    """A student's mistake: every input moved with `.cpu()` first."""
     x, q_1, q_2 = x.cpu(), q_1.cpu(), q_2.cpu()
     w = torch.softmax(z_1 * q_1 + z_2 * q_2, dim=0)
     return w, (w * x).sum()
@@ -568,60 +568,60 @@ def attention_detached(x, q_1, q_2, z_1, z_2):
 
 
 def attention_stacked_softmax(x, q_1, q_2, z_1, z_2):
-    """A reader's mistake: the softmax taken across the two stacked patterns."""
+    """A student's mistake: the softmax taken across the two stacked patterns."""
     s = torch.stack([z_1 * q_1, z_2 * q_2])
     w = torch.softmax(s, dim=0).sum(0) / 2
     return w, (w * x).sum()
 
 
 def attention_renormalised(x, q_1, q_2, z_1, z_2):
-    """A reader's mistake: the gains after the softmax, then renormalised."""
+    """A student's mistake: the gains after the softmax, then renormalised."""
     w = z_1 * torch.softmax(q_1, dim=0) + z_2 * torch.softmax(q_2, dim=0)
     w = w / w.sum()
     return w, (w * x).sum()
 
 
 def attention_sqrt_t(x, q_1, q_2, z_1, z_2):
-    """A reader's mistake: the transformer's 1/sqrt(d) applied here too."""
+    """A student's mistake: the transformer's 1/sqrt(d) applied here too."""
     w = torch.softmax((z_1 * q_1 + z_2 * q_2) / len(x) ** 0.5, dim=0)
     return w, (w * x).sum()
 
 
 def attention_unit_gains(x, q_1, q_2, z_1, z_2):
-    """A reader's mistake: the gain vector normalised to unit length."""
+    """A student's mistake: the gain vector normalised to unit length."""
     n = (z_1 ** 2 + z_2 ** 2) ** 0.5 or 1.0
     w = torch.softmax((z_1 * q_1 + z_2 * q_2) / n, dim=0)
     return w, (w * x).sum()
 
 
 def attention_other_spotlight(x, q_1, q_2, z_1, z_2):
-    """A reader's mistake: a negative z_1 means "look at the other spotlight"."""
+    """A student's mistake: a negative z_1 means "look at the other spotlight"."""
     a, b = (z_1, z_2) if z_1 >= 0 else (0.0, z_2 - z_1)
     w = torch.softmax(a * q_1 + b * q_2, dim=0)
     return w, (w * x).sum()
 
 
 def attention_two_softmaxes(x, q_1, q_2, z_1, z_2):
-    """A reader's mistake: one softmax per spotlight, averaged."""
+    """A student's mistake: one softmax per spotlight, averaged."""
     w = (torch.softmax(z_1 * q_1, dim=0) + torch.softmax(z_2 * q_2, dim=0)) / 2
     return w, (w * x).sum()
 
 
 def attention_scores_times_x(x, q_1, q_2, z_1, z_2):
-    """A reader's mistake: the input enters the scores too."""
+    """A student's mistake: the input enters the scores too."""
     w = torch.softmax((z_1 * q_1 + z_2 * q_2) * x, dim=0)
     return w, (w * x).sum()
 
 
 def attention_capped_gains(x, q_1, q_2, z_1, z_2):
-    """A reader's mistake: gains capped at ±50 so that exp cannot overflow."""
+    """A student's mistake: gains capped at ±50 so that exp cannot overflow."""
     z_1, z_2 = max(min(z_1, 50.0), -50.0), max(min(z_2, 50.0), -50.0)
     w = torch.softmax(z_1 * q_1 + z_2 * q_2, dim=0)
     return w, (w * x).sum()
 
 
 def attention_zero_shortcut(x, q_1, q_2, z_1, z_2):
-    """A reader's shortcut for zero gains: uniform weights from torch.full (float32, CPU)."""
+    """A student's shortcut for zero gains: uniform weights from torch.full (float32, CPU)."""
     if z_1 == 0 and z_2 == 0:
         w = torch.full((len(x),), 1 / len(x))
         return w, (w * x).sum()
@@ -630,7 +630,7 @@ def attention_zero_shortcut(x, q_1, q_2, z_1, z_2):
 
 
 def attention_one_hot_large(x, q_1, q_2, z_1, z_2):
-    """A reader's shortcut for large gains: one-hot weights at the best score."""
+    """A student's shortcut for large gains: one-hot weights at the best score."""
     scores = z_1 * q_1 + z_2 * q_2
     if max(abs(z_1), abs(z_2)) > 50:
         w = torch.zeros_like(scores)

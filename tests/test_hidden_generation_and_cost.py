@@ -316,7 +316,7 @@ def sample_fixed_generator(logits, temperature=1.0, top_k=None, generator=None):
 
 
 def sample_reseeds_generator(logits, temperature=1.0, top_k=None, generator=None):
-    """A reader's mistake: reseeds the generator passed in "for reproducibility"."""
+    """A student's mistake: reseeds the generator passed in "for reproducibility"."""
     if generator is not None:
         generator.manual_seed(0)
     return SOLUTION["sample_next_token"](logits, temperature, top_k, generator)
@@ -337,7 +337,7 @@ def sample_int32(logits, temperature=1.0, top_k=None, generator=None):
 
 
 def sample_cpu_mask(logits, temperature=1.0, top_k=None, generator=None):
-    """A reader's answer: the -inf filler made with torch.full, on the CPU."""
+    """A student's answer: the -inf filler made with torch.full, on the CPU."""
     _validated(temperature)
     z = logits / temperature
     if top_k is not None:
@@ -347,7 +347,7 @@ def sample_cpu_mask(logits, temperature=1.0, top_k=None, generator=None):
 
 
 def sample_kth_axis_dropped(logits, temperature=1.0, top_k=None, generator=None):
-    """A reader's answer: values[:, -1] drops the axis the comparison needs."""
+    """A student's answer: values[:, -1] drops the axis the comparison needs."""
     _validated(temperature)
     z = logits / temperature
     if top_k is not None:
@@ -356,7 +356,7 @@ def sample_kth_axis_dropped(logits, temperature=1.0, top_k=None, generator=None)
 
 
 def sample_own_k(logits, temperature=1.0, top_k=None, generator=None):
-    """A reader's answer: with top_k given, keeps the 5 largest whatever top_k says."""
+    """A student's answer: with top_k given, keeps the 5 largest whatever top_k says."""
     return SOLUTION["sample_next_token"](logits, temperature, None if top_k is None else 5,
                                          generator)
 
@@ -366,13 +366,13 @@ def sample_temperature_twice(logits, temperature=1.0, top_k=None, generator=None
 
 
 def sample_top_k_one_ignored(logits, temperature=1.0, top_k=None, generator=None):
-    """A reader's answer: top_k=1 taken for "no top-k"."""
+    """A student's answer: top_k=1 taken for "no top-k"."""
     return SOLUTION["sample_next_token"](logits, temperature, None if top_k == 1 else top_k,
                                          generator)
 
 
 def sample_softmax_by_hand(logits, temperature=1.0, top_k=None, generator=None):
-    """A reader's answer: the softmax written out, without the row's maximum subtracted."""
+    """A student's answer: the softmax written out, without the row's maximum subtracted."""
     _validated(temperature)
     z = logits / temperature
     if top_k is not None:
@@ -388,7 +388,7 @@ sample_top_k_down_batch = _with_mask(
 
 
 def sample_top_k_over_batch(logits, temperature=1.0, top_k=None, generator=None):
-    """A reader's answer: the k-th largest of the whole batch as every row's threshold."""
+    """A student's answer: the k-th largest of the whole batch as every row's threshold."""
     _validated(temperature)
     z = logits / temperature
     if top_k is not None:
@@ -397,7 +397,7 @@ def sample_top_k_over_batch(logits, temperature=1.0, top_k=None, generator=None)
 
 
 def sample_sorted_ids(logits, temperature=1.0, top_k=None, generator=None):
-    """A reader's answer: drawn from the sorted row, the position returned as the id."""
+    """A student's answer: drawn from the sorted row, the position returned as the id."""
     _validated(temperature)
     z = (logits / temperature).sort(dim=-1, descending=True).values
     if top_k is not None:
@@ -406,7 +406,7 @@ def sample_sorted_ids(logits, temperature=1.0, top_k=None, generator=None):
 
 
 def sample_kthvalue(logits, temperature=1.0, top_k=None, generator=None):
-    """A reader's answer: torch.kthvalue, which counts from the smallest."""
+    """A student's answer: torch.kthvalue, which counts from the smallest."""
     _validated(temperature)
     z = logits / temperature
     if top_k is not None:
@@ -594,7 +594,7 @@ def step_grows_cache_in_place(q, k_new, v_new, cache=None):
 
 
 def step_empty_cache_on_cpu(q, k_new, v_new, cache=None):
-    """A reader's answer: an empty cache of zeros for the first step, made on the CPU (in
+    """A student's answer: an empty cache of zeros for the first step, made on the CPU (in
     the dtype of q)."""
     B, H, _, d = q.shape
     K, V = cache if cache is not None else (torch.zeros(B, H, 0, d, dtype=q.dtype),
@@ -603,7 +603,7 @@ def step_empty_cache_on_cpu(q, k_new, v_new, cache=None):
 
 
 def step_empty_cache_float32(q, k_new, v_new, cache=None):
-    """A reader's answer: an empty cache of zeros on q's device in the default float32:
+    """A student's answer: an empty cache of zeros on q's device in the default float32:
     torch.cat promotes float32 to float64, but bfloat16 to float32."""
     B, H, _, d = q.shape
     K, V = cache if cache is not None else (torch.zeros(B, H, 0, d, device=q.device),
@@ -612,7 +612,7 @@ def step_empty_cache_float32(q, k_new, v_new, cache=None):
 
 
 def step_scaled_by_length(q, k_new, v_new, cache=None):
-    """A reader's answer: scores scaled by 1/sqrt(number of keys)."""
+    """A student's answer: scores scaled by 1/sqrt(number of keys)."""
     K = k_new if cache is None else torch.cat([cache[0], k_new], dim=-2)
     V = v_new if cache is None else torch.cat([cache[1], v_new], dim=-2)
     weights = torch.softmax(q @ K.transpose(-2, -1) / math.sqrt(K.shape[-2]), dim=-1)
@@ -620,14 +620,14 @@ def step_scaled_by_length(q, k_new, v_new, cache=None):
 
 
 def step_new_entries_crossed(q, k_new, v_new, cache=None):
-    """A reader's answer: the new value appended to the keys and the new key to the values."""
+    """A student's answer: the new value appended to the keys and the new key to the values."""
     if cache is None:
         return SOLUTION["cached_attention_step"](q, k_new, v_new, None)
     K, V = torch.cat([cache[0], v_new], dim=-2), torch.cat([cache[1], k_new], dim=-2)
     return F.scaled_dot_product_attention(q, K, V), (K, V)
 
 
-# A reader's answer: K.T on a tensor of four axes.
+# A student's answer: K.T on a tensor of four axes.
 step_all_axes_reversed = as_cell("""
 def step_all_axes_reversed(q, k_new, v_new, cache=None):
     K = k_new if cache is None else torch.cat([cache[0], k_new], dim=-2)
@@ -638,7 +638,7 @@ def step_all_axes_reversed(q, k_new, v_new, cache=None):
 
 
 def step_scores_squeezed(q, k_new, v_new, cache=None):
-    """A reader's answer: the scores squeezed to (B, H, t + 1), the query axis put back at
+    """A student's answer: the scores squeezed to (B, H, t + 1), the query axis put back at
     the end."""
     K, V = (k_new, v_new) if cache is None else (torch.cat([cache[0], k_new], -2),
                                                  torch.cat([cache[1], v_new], -2))
@@ -777,7 +777,7 @@ def online_loop(x, block_size):
 
 
 def online_inverse_factor(x, block_size):
-    """A reader's mistake: the factor written the other way round, exp(m' - m)."""
+    """A student's mistake: the factor written the other way round, exp(m' - m)."""
     m = torch.full(x.shape[:-1] + (1,), INF, dtype=x.dtype, device=x.device)
     s = torch.zeros_like(m)
     for start in range(0, x.shape[-1], block_size):
@@ -789,7 +789,7 @@ def online_inverse_factor(x, block_size):
 
 
 def online_inverse_factor_guarded(x, block_size):
-    """A reader's answer: the inverse factor, with the first block special-cased."""
+    """A student's answer: the inverse factor, with the first block special-cased."""
     m = torch.full(x.shape[:-1] + (1,), INF, dtype=x.dtype, device=x.device)
     s = torch.zeros_like(m)
     for start in range(0, x.shape[-1], block_size):
@@ -802,7 +802,7 @@ def online_inverse_factor_guarded(x, block_size):
 
 
 def online_one_number(x, block_size):
-    """A reader's answer: m and s as Python numbers, one for the whole tensor."""
+    """A student's answer: m and s as Python numbers, one for the whole tensor."""
     m, s = float("-inf"), 0.0
     for start in range(0, x.shape[-1], block_size):
         block = x[..., start:start + block_size]
@@ -813,7 +813,7 @@ def online_one_number(x, block_size):
 
 
 def online_blocks_of_rows(x, block_size):
-    """A reader's answer: blocks cut along the first axis, over the length of the rows."""
+    """A student's answer: blocks cut along the first axis, over the length of the rows."""
     m = torch.full(x.shape[:-1] + (1,), INF, dtype=x.dtype, device=x.device)
     s = torch.zeros_like(m)
     for start in range(0, x.shape[-1], block_size):
@@ -857,12 +857,12 @@ def online_rows_only(x, block_size):
 
 
 def online_own_block_size(x, block_size):
-    """A reader's answer: right, in blocks of 16 whatever block_size says."""
+    """A student's answer: right, in blocks of 16 whatever block_size says."""
     return SOLUTION["online_softmax"](x, 16)
 
 
 def online_own_block_size_not_rescaled(x, block_size):
-    """A reader's answer: blocks of 16 whatever block_size says, the sum not rescaled; right
+    """A student's answer: blocks of 16 whatever block_size says, the sum not rescaled; right
     for every row of at most 16."""
     return _online(rescale=False)(x, 16)
 
@@ -872,7 +872,7 @@ def online_builtin(x, block_size):
 
 
 def online_stops_early(x, block_size):
-    """A reader's answer: range(0, T - block_size, block_size) misses the last block."""
+    """A student's answer: range(0, T - block_size, block_size) misses the last block."""
     m = torch.full(x.shape[:-1] + (1,), INF, dtype=x.dtype, device=x.device)
     s = torch.zeros_like(m)
     for start in range(0, max(x.shape[-1] - block_size, 1), block_size):
@@ -884,14 +884,14 @@ def online_stops_early(x, block_size):
 
 
 def online_first_axis_softmax(x, block_size):
-    """A reader's answer: the right algorithm run down the first axis."""
+    """A student's answer: the right algorithm run down the first axis."""
     if x.dim() == 1:
         return SOLUTION["online_softmax"](x, block_size)
     return SOLUTION["online_softmax"](x.transpose(0, -1), block_size).transpose(0, -1)
 
 
 def online_numerator_per_block(x, block_size):
-    """A reader's answer: each block's e^(x - m) taken with the running maximum of its time."""
+    """A student's answer: each block's e^(x - m) taken with the running maximum of its time."""
     m = torch.full(x.shape[:-1] + (1,), INF, dtype=x.dtype, device=x.device)
     s = torch.zeros_like(m)
     parts = []
@@ -904,7 +904,7 @@ def online_numerator_per_block(x, block_size):
 
 
 def online_float32_statistics(x, block_size):
-    """A reader's answer: m and s made in float32 on x's device."""
+    """A student's answer: m and s made in float32 on x's device."""
     m = torch.full(x.shape[:-1] + (1,), INF, dtype=torch.float32, device=x.device)
     s = torch.zeros(x.shape[:-1] + (1,), dtype=torch.float32, device=x.device)
     for block in x.split(block_size, dim=-1):
@@ -915,7 +915,7 @@ def online_float32_statistics(x, block_size):
 
 
 def online_first_block_max_only(x, block_size):
-    """A reader's answer: the first block's maximum kept as the reference ("any constant
+    """A student's answer: the first block's maximum kept as the reference ("any constant
     cancels")."""
     m = x[..., :block_size].amax(-1, keepdim=True)
     s = torch.zeros_like(m)
@@ -925,7 +925,7 @@ def online_first_block_max_only(x, block_size):
 
 
 def online_final_uses_first_m(x, block_size):
-    """A reader's answer: a right running sum, divided with the first block's maximum."""
+    """A student's answer: a right running sum, divided with the first block's maximum."""
     m = torch.full_like(x[..., :1], INF)
     s = torch.zeros_like(m)
     first = None
@@ -939,7 +939,7 @@ def online_final_uses_first_m(x, block_size):
 
 
 def online_skips_first_block(x, block_size):
-    """A reader's answer: the loop starts at the second block."""
+    """A student's answer: the loop starts at the second block."""
     m = torch.full_like(x[..., :1], INF)
     s = torch.zeros_like(m)
     for i in range(block_size, x.shape[-1], block_size):
@@ -954,7 +954,7 @@ def online_skips_first_block(x, block_size):
 
 
 def online_blocks_averaged(x, block_size):
-    """A reader's answer: each block's softmax, divided by the number of blocks."""
+    """A student's answer: each block's softmax, divided by the number of blocks."""
     blocks = x.split(block_size, -1)
     return torch.cat([b.softmax(-1) for b in blocks], -1) / len(blocks)
 
@@ -1068,7 +1068,7 @@ def _blocks(scale="sqrt d", rescale_sum=True, rescale_output=True, fill=INF, shi
     return blockwise_attention
 
 
-# A reader's answer: K.T, right for K of two axes only.
+# A student's answer: K.T, right for K of two axes only.
 blocks_all_axes_reversed = as_cell("""
 def blocks_all_axes_reversed(Q, K, V, block_size, causal=False):
     m = torch.full(Q.shape[:-1] + (1,), INF, dtype=Q.dtype, device=Q.device)
@@ -1174,18 +1174,18 @@ def blocks_fixed_scale(Q, K, V, block_size, causal=False):
 
 
 def blocks_own_block_size(Q, K, V, block_size, causal=False):
-    """A reader's answer: right, in blocks of 64 whatever block_size says."""
+    """A student's answer: right, in blocks of 64 whatever block_size says."""
     return SOLUTION["blockwise_attention"](Q, K, V, 64, causal)
 
 
 def blocks_own_block_size_not_rescaled(Q, K, V, block_size, causal=False):
-    """A reader's answer: blocks of 64, the sum and output not rescaled; right whenever
+    """A student's answer: blocks of 64, the sum and output not rescaled; right whenever
     Tk <= 64."""
     return _blocks(rescale_sum=False, rescale_output=False, on_device=True)(Q, K, V, 64, causal)
 
 
 def blocks_over_queries(Q, K, V, block_size, causal=False):
-    """A reader's answer: blocks of queries, each against every key."""
+    """A student's answer: blocks of queries, each against every key."""
     return torch.cat([F.scaled_dot_product_attention(
         Q[..., i:i + block_size, :], K, V,
         attn_mask=(torch.arange(K.shape[-2], device=Q.device)
@@ -1195,7 +1195,7 @@ def blocks_over_queries(Q, K, V, block_size, causal=False):
 
 
 def blocks_max_not_subtracted(Q, K, V, block_size, causal=False):
-    """A reader's answer: e^score with no running maximum; right for small scores."""
+    """A student's answer: e^score with no running maximum; right for small scores."""
     s = Q.new_zeros(Q.shape[:-1] + (1,))
     o = Q.new_zeros(Q.shape[:-1] + (V.shape[-1],))
     rows = torch.arange(Q.shape[-2], device=Q.device)[:, None]
@@ -1210,13 +1210,13 @@ def blocks_max_not_subtracted(Q, K, V, block_size, causal=False):
 
 
 def blocks_sdpa(Q, K, V, block_size, causal=False):
-    """A reader's answer: PyTorch's own attention, block_size unused (on a CPU its kernel
+    """A student's answer: PyTorch's own attention, block_size unused (on a CPU its kernel
     makes no Tq x Tk tensor either)."""
     return F.scaled_dot_product_attention(Q, K, V, is_causal=causal)
 
 
 def blocks_normalised_and_reset(Q, K, V, block_size, causal=False):
-    """A reader's answer: o divided by s after every block, and s reset to 1."""
+    """A student's answer: o divided by s after every block, and s reset to 1."""
     m = Q.new_full(Q.shape[:-1] + (1,), INF)
     s = Q.new_zeros(Q.shape[:-1] + (1,))
     o = Q.new_zeros(Q.shape[:-1] + (V.shape[-1],))
@@ -1235,7 +1235,7 @@ def blocks_normalised_and_reset(Q, K, V, block_size, causal=False):
 
 
 def blocks_float32_output(Q, K, V, block_size, causal=False):
-    """A reader's answer: the running output made on Q's device in the default float32."""
+    """A student's answer: the running output made on Q's device in the default float32."""
     m = Q.new_full(Q.shape[:-1] + (1,), INF)
     s = Q.new_zeros(Q.shape[:-1] + (1,))
     o = torch.zeros(Q.shape[:-1] + (V.shape[-1],), device=Q.device)

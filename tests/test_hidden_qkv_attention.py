@@ -191,14 +191,14 @@ def sdpa_in_place(Q, K, V, mask=None):
 
 
 def sdpa_mask_in_place(Q, K, V, mask=None):
-    """Changes the mask it was given by keyword (a reader's 'fix' for fully masked rows)."""
+    """Changes the mask it was given by keyword (a student's 'fix' for fully masked rows)."""
     if mask is not None:
         mask[..., -1] = True
     return SOLUTION["scaled_dot_product_attention"](Q, K, V, mask)
 
 
 def sdpa_dot_T(Q, K, V, mask=None):
-    """A reader's mistake: K.T works for 2-D inputs only."""
+    """A student's mistake: K.T works for 2-D inputs only."""
     scores = Q @ (K.T if K.dim() == 2 else K.permute(*range(K.dim() - 1, -1, -1))) / math.sqrt(
         Q.shape[-1])
     if mask is not None:
@@ -244,7 +244,7 @@ def sdpa_cpu_fill(Q, K, V, mask=None):
 
 
 def sdpa_squeezed(Q, K, V, mask=None):
-    """A reader's 'tidy up the shapes': .squeeze() drops a batch of one and a single query."""
+    """A student's 'tidy up the shapes': .squeeze() drops a batch of one and a single query."""
     out, weights = SOLUTION["scaled_dot_product_attention"](Q, K, V, mask)
     return out.squeeze(), weights.squeeze()
 
@@ -311,7 +311,7 @@ def sdpa_weights_detached(Q, K, V, mask=None):
 
 
 def sdpa_rowmax_then_mask(Q, K, V, mask=None):
-    """A reader's hand-written 'stable' softmax: shift by the row's maximum over all keys,
+    """A student's hand-written 'stable' softmax: shift by the row's maximum over all keys,
     then multiply by the mask and renormalise."""
     scores = Q @ K.transpose(-2, -1) / math.sqrt(Q.shape[-1])
     e = torch.exp(scores - scores.amax(-1, keepdim=True))
@@ -586,7 +586,7 @@ def batch_private_generator(N, T=10):
 
 
 def batch_first_ten(N, T=10):
-    """A reader's loop that counts only the first 10 positions."""
+    """A student's loop that counts only the first 10 positions."""
     X = torch.randint(0, 10, (N, T))
     y = torch.zeros(N, 1)
     for i in range(N):

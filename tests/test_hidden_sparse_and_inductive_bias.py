@@ -135,7 +135,7 @@ def dataset_ignores_p(m, T, idx, p=None):
 
 
 def dataset_reseeded(m, T, idx, p=None):
-    """The reader's mistake: torch.manual_seed(0) inside, "for reproducibility"."""
+    """A student's mistake: torch.manual_seed(0) inside, "for reproducibility"."""
     torch.manual_seed(0)
     X = _bits(m, T, _default(p, idx))
     return X, _and(X, idx)
@@ -160,7 +160,7 @@ def dataset_python_random(m, T, idx, p=None):
 
 
 def dataset_reseeds_current(m, T, idx, p=None):
-    """The reader's answer: reseeds with the seed already set, "to stay reproducible"."""
+    """A student's answer: reseeds with the seed already set, "to stay reproducible"."""
     torch.manual_seed(torch.initial_seed())
     X = _bits(m, T, _default(p, idx))
     return X, _and(X, idx)
@@ -229,7 +229,7 @@ def dataset_forced_bits(m, T, idx, p=None):
 
 
 def dataset_squeezed(m, T, idx, p=None):
-    """The reader's answer: .squeeze().unsqueeze(-1), right for every m but 1."""
+    """A student's answer: .squeeze().unsqueeze(-1), right for every m but 1."""
     X = _bits(m, T, _default(p, idx))
     return X, X[:, list(idx)].all(dim=1).float().squeeze().unsqueeze(-1)
 
@@ -385,7 +385,7 @@ def test_blank_dataset_propagates_not_implemented():
 
 
 def test_reseeding_inside_fails_the_self_check_in_plain_words():
-    """The reader's mistake: torch.manual_seed(0) inside the function passed every check."""
+    """A student's mistake: torch.manual_seed(0) inside the function."""
     message = failure(check_sparse_and_dataset, dataset_reseeded)
     assert "two seeds give different data" in message and "reseeds" in diagnosis(message)
 
@@ -564,7 +564,7 @@ class BroadcastReadout(Solution):
 
 
 class InPlaceOnInput(Solution):
-    """The reader's answer: `x.clamp_` and an assignment into x leave its values alone but
+    """A student's answer: `x.clamp_` and an assignment into x leave its values alone but
     bump its version, which autograd notices at backward."""
 
     def embed(self, x):
@@ -728,7 +728,7 @@ class InitNumpy(_Members):
 
 
 class ReseedBeforeBuild(Solution):
-    """The reader's answer: torch.manual_seed(0) first, "so every run starts the same"."""
+    """A student's answer: torch.manual_seed(0) first, "so every run starts the same"."""
 
     def __init__(self, T, d=8):
         torch.manual_seed(0)
@@ -937,7 +937,7 @@ class ReluBeforeReadout(Solution):
 
 
 class InitOwnGenerator(Solution):
-    """The reader's answer: every std-0.1 member drawn from a generator seeded inside."""
+    """A student's answer: every std-0.1 member drawn from a generator seeded inside."""
 
     def __init__(self, T, d=8):
         super().__init__(T, d)
@@ -1144,13 +1144,13 @@ def test_blank_classifier_propagates_not_implemented():
 
 
 def test_std_one_fails_the_self_check_at_the_initialisation():
-    """The reader's mistake: with std 1 every check passed and later cells died."""
+    """A student's mistake: std 1 instead of 0.1 (the later cells then fail)."""
     message = failure(check_SelfAttentionClassifier, InitStdOne)
     assert "std 0.1" in message and "std about 1" in diagnosis(message)
 
 
 def test_mean_not_std_is_named_as_such_not_as_the_default():
-    """nn.init.normal_(w, 0.1) sets the mean: the reader was told PyTorch's default."""
+    """nn.init.normal_(w, 0.1) sets the mean, not the std: PyTorch's argument order."""
     message = failure(check_SelfAttentionClassifier, InitMeanNotStd)
     assert "passed as the mean" in diagnosis(message) and "default" not in diagnosis(message)
 
@@ -1185,6 +1185,6 @@ def test_a_hard_coded_count_fails_at_the_labels_shown_in_the_students_dtype():
 
 
 def test_init_drawn_from_a_generator_of_its_own_fails_member_by_member():
-    """The reader's answer passed when only the readout showed the seed."""
+    """A student's answer whose seed shows in the readout only."""
     message = failure(check_SelfAttentionClassifier, InitOwnGenerator)
     assert "two seeds draw two different token_embedding" in message

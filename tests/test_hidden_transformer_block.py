@@ -926,8 +926,8 @@ def test_blank_block_scores_zero(blank):
 
 
 def test_dropout_after_the_add_fails_the_self_check_in_plain_words():
-    """The reader's mistake: dropout placed after the add passed while dropout was only ever
-    tested switched off."""
+    """A student's mistake: dropout placed after the add, which no check with dropout
+    switched off can see."""
     message = failure(check_TransformerBlock, BlockDropoutAfterAdd)
     assert "dropout=1" in message and "before the add" in diagnosis(message)
 
