@@ -1231,6 +1231,17 @@ def generate_copying_generator(model, prompt, n_tokens, temperature=1.0, top_k=N
     return tokens
 
 
+def generate_copy_per_call(model, prompt, n_tokens, temperature=1.0, top_k=None,
+                           generator=None, use_cache=True):
+    """Draws from one copy of the generator made at the start "to leave the caller's
+    generator as it was": every call with that generator writes the same text."""
+    if generator is not None:
+        copy = torch.Generator()
+        copy.set_state(generator.get_state())
+        generator = copy
+    return SOLUTION["generate"](model, prompt, n_tokens, temperature, top_k, generator, use_cache)
+
+
 def generate_windowed(model, prompt, n_tokens, temperature=1.0, top_k=None, generator=None,
                       use_cache=True):
     tokens, caches = prompt, None
@@ -1295,6 +1306,7 @@ GENERATE_BANKS = ExerciseBanks(
         (generate_reseeding_with_initial_seed, "two different global seeds", "randomness"),
         (generate_own_generator, "two different global seeds", "randomness"),
         (generate_copying_generator, "fresh copy of the generator's state", "randomness"),
+        (generate_copy_per_call, "never moved on", "randomness"),
         (generate_windowed, None, "next_token"),
         (generate_sliding_in_place, "in place", "unchanged"),
     ],

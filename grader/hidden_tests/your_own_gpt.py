@@ -1131,6 +1131,9 @@ def _expect_frequencies(check: HiddenCheck, draws: torch.Tensor, probabilities: 
                      for words, wrong in mistakes.items()})
 
 
+GENERATOR_KEPT = ("the generator you were given never moved on: the draws came from a copy "
+                  "of its state (or a generator made from it), so the next call writes the "
+                  "same text again; draw from the caller's generator itself")
 SAME_DRAWS = ("every step drew with the same random numbers: each new token came from a "
               "fresh copy of the generator's state (or a generator made anew) instead of the "
               "generator itself, which moves on with every draw; pass the caller's generator "
@@ -1275,6 +1278,12 @@ def grade_generate(generate: Callable[..., torch.Tensor]) -> None:
     check.expect(not all(torch.equal(torch.as_tensor(o), torch.as_tensor(a)) for o in others),
                  "other generator states give other tokens", expected="different tokens",
                  got="the same tokens for three generator states", likely=RESEEDS)
+    shared = torch.Generator().manual_seed(state + 3)
+    once, twice = (torch.as_tensor(check.call(generate, model, prompt, n, temperature=2.0,
+                                              generator=shared)) for _ in range(2))
+    check.expect(not torch.equal(once, twice), "two calls with one generator write different "
+                 "tokens (the generator moves on with every draw)", expected="different tokens",
+                 got="the same tokens twice", likely=GENERATOR_KEPT)
     free = [check.call_seeded(seed, generate, model, prompt, n, temperature=2.0)
             for seed in (seeds[3], seeds[3], seeds[3] + 1)]
     check.expect(torch.equal(torch.as_tensor(free[0]), torch.as_tensor(free[1])),
