@@ -1287,6 +1287,8 @@ GENERATE_BANKS = ExerciseBanks(
         (generate_reseeding_globally, "two different global seeds", "randomness"),
         (generate_reseeding_with_initial_seed, "two different global seeds", "randomness"),
         (generate_own_generator, "two different global seeds", "randomness"),
+        (generate_copy_per_call, "never moved on", "randomness"),
+        (generate_copying_generator, "never moved on", "randomness"),
         (generate_windowed, "cut to its last tokens", "next_token"),
         (generate_sliding_in_place, "in place", "unchanged"),
         (generate_cache_never_used, "once per new token", "one_position"),

@@ -43,6 +43,7 @@ from helpers.checks.your_own_gpt import (
     CACHE_IGNORED,
     DETACHED_RESIDUAL,
     GENERATOR_IGNORED,
+    GENERATOR_KEPT,
     GLOBAL_RESEEDED,
     GRADIENT_CUT,
     HEAD_BIAS,
@@ -1131,9 +1132,6 @@ def _expect_frequencies(check: HiddenCheck, draws: torch.Tensor, probabilities: 
                      for words, wrong in mistakes.items()})
 
 
-GENERATOR_KEPT = ("the generator you were given never moved on: the draws came from a copy "
-                  "of its state (or a generator made from it), so the next call writes the "
-                  "same text again; draw from the caller's generator itself")
 SAME_DRAWS = ("every step drew with the same random numbers: each new token came from a "
               "fresh copy of the generator's state (or a generator made anew) instead of the "
               "generator itself, which moves on with every draw; pass the caller's generator "

@@ -1048,6 +1048,11 @@ CROPPED = ("the text was cut to its last tokens before the model read it (a wind
            "the caller keeps it within the model's block_size")
 
 
+GENERATOR_KEPT = ("the generator you were given never moved on: the draws came from a copy "
+                  "of its state (or a generator made from it), so the next call writes the "
+                  "same text again; draw from the caller's generator itself")
+
+
 @single_thread()
 def check_generate(generate: Callable[..., torch.Tensor]) -> None:
     """Greedy continuation, the cache, temperature and top-k, the generator, and (a rule)
@@ -1149,6 +1154,12 @@ def check_generate(generate: Callable[..., torch.Tensor]) -> None:
     check.expect(not all(torch.equal(o, a) for o in others), "other generator states give "
                  "other tokens", expected="different tokens", got="the same tokens for three "
                  "generator states", likely=RESEEDS)
+    shared = _generator(23)
+    once, twice = (check.call(generate, model, prompt, n, temperature=2.0, generator=shared)
+                   for _ in range(2))
+    check.expect(not torch.equal(once, twice), "two calls with one generator write different "
+                 "tokens (the generator moves on with every draw)", expected="different tokens",
+                 got="the same tokens twice", likely=GENERATOR_KEPT)
     free = [check.call_seeded(seed, generate, model, prompt, n, temperature=2.0)
             for seed in (3, 3, 4)]
     check.expect(torch.equal(free[0], free[1]), "with generator=None, the same global seed "
