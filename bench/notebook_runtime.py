@@ -28,6 +28,7 @@ from pipeline.paths import ROOT
 from pipeline.release.execute import execute_notebook
 
 BUDGET_S = 10.0  # per notebook, kernel start-up included, on a 2-core CPU
+COURSE_BUDGET_S = 75.0  # the nine notebooks together
 OUT = ROOT / "bench" / "out"
 
 
@@ -84,7 +85,8 @@ def main() -> int:
     total = sum(s for _, s in rows)
     median = statistics.median(s for _, s in rows)
     print("-" * (len(header) + 13))
-    print(f"{'total':<34}{total:>9.1f}   (target 60 s for the course; median {median:.1f} s)")
+    print(f"{'total':<34}{total:>9.1f}   (target {COURSE_BUDGET_S:.0f} s for the course; "
+          f"median {median:.1f} s)")
     return 0 if all(s <= BUDGET_S for _, s in rows) else 1
 
 
