@@ -1028,18 +1028,18 @@ def test_each_blocks_own_maximum_fails_on_a_falling_row():
 def _blocks(scale="sqrt d", rescale_sum=True, rescale_output=True, fill=INF, shifted=True,
             diagonal=False, bottom_right=False, stop="all", divide_each_step=False,
             full=False, ignore_causal=False, on_device=False, inverted=False,
-            divide_running=False):
+            divide_running=False, start=INF, always_causal=False, no_grad=False):
     """Attention in blocks, right or with one mistake; its running statistics are made on
     the CPU (in Q's dtype) unless ``on_device`` (then on Q's device)."""
     def blockwise_attention(Q, K, V, block_size, causal=False):
-        causal = causal and not ignore_causal
+        causal = (causal or always_causal) and not ignore_causal
         Tq, Tk = Q.shape[-2], K.shape[-2]
         if full:
             (Q @ K.transpose(-2, -1)).sum()  # forms the whole score matrix, then ignores it
         factor = {"sqrt d": Q.shape[-1] ** -0.5, "none": 1.0, "d": 1 / Q.shape[-1],
-                  "sqrt dv": V.shape[-1] ** -0.5}[scale]
+                  "sqrt dv": V.shape[-1] ** -0.5, "times sqrt d": Q.shape[-1] ** 0.5}[scale]
         made = {"dtype": Q.dtype, "device": Q.device} if on_device else {"dtype": Q.dtype}
-        m = torch.full(Q.shape[:-1] + (1,), INF, **made)
+        m = torch.full(Q.shape[:-1] + (1,), start, **made)
         s = torch.zeros(Q.shape[:-1] + (1,), **made)
         o = torch.zeros(Q.shape[:-1] + (V.shape[-1],), **made)
         at = {"device": Q.device} if on_device else {}
@@ -1064,8 +1064,8 @@ def _blocks(scale="sqrt d", rescale_sum=True, rescale_output=True, fill=INF, shi
     blockwise_attention.__name__ = (
         f"blocks_{scale}_{rescale_sum}_{rescale_output}_{fill}_{shifted}_{diagonal}_"
         f"{bottom_right}_{stop}_{divide_each_step}_{full}_{ignore_causal}_{on_device}_"
-        f"{inverted}_{divide_running}")
-    return blockwise_attention
+        f"{inverted}_{divide_running}_{start}_{always_causal}_{no_grad}")
+    return torch.no_grad()(blockwise_attention) if no_grad else blockwise_attention
 
 
 # A student's answer: K.T, right for K of two axes only.
@@ -1252,32 +1252,6 @@ def blocks_float32_output(Q, K, V, block_size, causal=False):
     return o / s
 
 
-def _blocks_new(fill=INF, start=INF, always_causal=False, scale=-0.5, no_grad=False):
-    """Attention in blocks of keys, right or with one mistake (the running statistics made
-    with Q.new_*: on Q's device, in its dtype)."""
-    def blockwise_attention(Q, K, V, block_size, causal=False):
-        causal = causal or always_causal
-        m = Q.new_full(Q.shape[:-1] + (1,), start)
-        s = Q.new_zeros(Q.shape[:-1] + (1,))
-        o = Q.new_zeros(Q.shape[:-1] + (V.shape[-1],))
-        rows = torch.arange(Q.shape[-2], device=Q.device)[:, None]
-        for i in range(0, K.shape[-2], block_size):
-            x = Q @ K[..., i:i + block_size, :].transpose(-2, -1) * Q.shape[-1] ** scale
-            if causal:
-                x = x.masked_fill(torch.arange(i, i + x.shape[-1], device=Q.device) > rows,
-                                  fill)
-            new = torch.maximum(m, x.amax(-1, keepdim=True))
-            p, c = torch.exp(x - new), torch.exp(m - new)
-            s = s * c + p.sum(-1, keepdim=True)
-            o = o * c + p @ V[..., i:i + block_size, :]
-            m = new
-        return o / s
-    if no_grad:
-        blockwise_attention = torch.no_grad()(blockwise_attention)
-    blockwise_attention.__name__ = f"blocks_{fill}_{start}_{always_causal}_{scale}_{no_grad}"
-    return blockwise_attention
-
-
 def blocks_one_query_at_a_time(Q, K, V, block_size, causal=False):
     """Right: a Python loop over the queries, the keys of each in blocks (causal by keeping
     the keys up to the query's position)."""
@@ -1330,14 +1304,14 @@ BLOCK_MISTAKES = [
     (blocks_own_block_size, "made no difference", "blocks"),
     (blocks_sdpa, "made no difference", "blocks"),
     (blocks_normalised_and_reset, "the sum reset to 1", "values"),
-    (_blocks_new(start=0.0), "started at 0 instead of -inf", "values"),
-    (_blocks_new(always_causal=True), "causal=False still masked the future", "values"),
-    (_blocks_new(scale=0.5), "multiplied by sqrt(d)", "values"),
+    (_blocks(on_device=True, start=0.0), "started at 0 instead of -inf", "values"),
+    (_blocks(on_device=True, always_causal=True), "causal=False still masked the future", "values"),
+    (_blocks(on_device=True, scale="times sqrt d"), "multiplied by sqrt(d)", "values"),
 ]
 BLOCK_BANKS = ExerciseBanks(
     solution=SOLUTION["blockwise_attention"],
-    correct=[blocks_rescaled_each_step, blocks_logsumexp, _blocks_new(fill=-1e4),
-             blocks_one_query_at_a_time, _blocks_new(no_grad=True)],
+    correct=[blocks_rescaled_each_step, blocks_logsumexp, _blocks(on_device=True, fill=-1e4),
+             blocks_one_query_at_a_time, _blocks(on_device=True, no_grad=True)],
     check=[*BLOCK_MISTAKES, (_blocks(full=True, on_device=True), "full score matrix", "memory"),
            (blocks_float32_output, "promoted the bfloat16 result", "dtype"),
            (blocks_over_queries, "larger than a block of scores", "memory")],
